@@ -1,0 +1,34 @@
+"""Language-model backends behind one hierarchy: `LM` > `GreedyLM` > `ChoiceLM` > `TfLM`, `LLaMa`; `LM` > `OpenAI`.
+
+Backends are imported on first use, so ``from autocog.lm import LLaMa`` works without transformers installed.
+"""
+
+from .choice import ChoiceLM, TokenChoiceTree, TreeNode
+from .errors import (
+    AutoCogError,
+    BackendNotInstalledError,
+    ContextLengthError,
+    InvalidChoicesError,
+    InvalidPromptError,
+    ModelNotFoundError,
+    RetryExhaustedError,
+    TransientError,
+)
+from .greedy import GreedyLM
+from .lm import DEFAULT_NORMALIZATION, LM, NORMALIZATIONS, ChoiceResult
+
+_BACKENDS = {"TfLM": ".tf", "LLaMa": ".llama", "OpenAI": ".openai"}
+
+__all__ = [
+    "LM", "GreedyLM", "ChoiceLM", "TokenChoiceTree", "TreeNode", "ChoiceResult", "TfLM", "LLaMa", "OpenAI",
+    "NORMALIZATIONS", "DEFAULT_NORMALIZATION", "AutoCogError", "BackendNotInstalledError", "ContextLengthError",
+    "InvalidChoicesError", "InvalidPromptError", "ModelNotFoundError", "RetryExhaustedError", "TransientError",
+]
+
+
+def __getattr__(name):
+    if name in _BACKENDS:
+        import importlib
+
+        return getattr(importlib.import_module(_BACKENDS[name], __name__), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -1,0 +1,45 @@
+"""Typed errors raised by autocog. Each also subclasses the builtin a caller would catch anyway."""
+
+
+class AutoCogError(Exception):
+    """Base class of every error autocog raises on purpose."""
+
+
+class InvalidChoicesError(AutoCogError, ValueError):
+    """The choice list is empty, holds a duplicate, an empty or non-string choice, or one that tokenizes to nothing."""
+
+
+class InvalidPromptError(AutoCogError, ValueError):
+    """The prompt is not a string, or is empty where a non-empty one is needed."""
+
+
+class ContextLengthError(AutoCogError, ValueError):
+    """The tokens to evaluate do not fit the model's context window (the message names both lengths)."""
+
+
+class BackendNotInstalledError(AutoCogError, ImportError):
+    """An optional dependency of a backend is missing (the message names the pip extra to install)."""
+
+
+class ModelNotFoundError(AutoCogError, FileNotFoundError):
+    """A model path does not exist or does not hold a model of the expected format."""
+
+
+class TransientError(AutoCogError):
+    """A fault worth retrying (a backend may raise it to ask `GreedyLM` for a retry)."""
+
+
+class RetryExhaustedError(AutoCogError, RuntimeError):
+    """A transient fault persisted through every retry; `attempts` lists what happened, in order."""
+
+    def __init__(self, message: str, attempts: list[str]):
+        super().__init__(message + "\n" + "\n".join(f"  attempt {i + 1}: {a}" for i, a in enumerate(attempts)))
+        self.attempts = attempts
+
+
+def missing_backend(package: str, extra: str) -> BackendNotInstalledError:
+    """The error for a backend whose package cannot be imported."""
+    return BackendNotInstalledError(
+        f"the {extra} backend needs the '{package}' package, which is not installed: "
+        f"pip install autocog[{extra}]"
+    )

@@ -1,0 +1,177 @@
+"""`GreedyLM`: a model that gives the log-probs of the next token, with retries and a generic decoding loop."""
+
+from __future__ import annotations
+
+import time
+from abc import abstractmethod
+from typing import Any, Callable, Optional, Sequence, TypeVar, Union
+
+import numpy as np
+
+from .errors import InvalidPromptError, RetryExhaustedError, TransientError
+from .lm import LM, Stop, as_stop_list, check_context, check_prompt, find_stop
+
+T = TypeVar("T")
+
+# Completion settings a user may pass to `complete` or as `completion_kwargs`; AutoCog's
+# `max_new_tokens` is accepted as an alias of `max_tokens`.
+COMPLETION_DEFAULTS = {"max_tokens": 64, "temperature": 0.0, "top_p": 1.0, "top_k": 0, "seed": None}
+
+
+def is_out_of_memory(error: BaseException) -> bool:
+    """True for the allocation failures worth a retry after the caches are cleared (CUDA or host OOM)."""
+    if isinstance(error, (MemoryError, TransientError)):
+        return True
+    if type(error).__name__ == "OutOfMemoryError":  # torch.cuda.OutOfMemoryError, without importing torch
+        return True
+    return isinstance(error, RuntimeError) and "out of memory" in str(error).lower()
+
+
+class GreedyLM(LM):
+    """An `LM` that exposes next-token log-probs.
+
+    A backend implements `greedy_impl` (log-probs after a list of token ids), `tokenize`, `detokenize`
+    and, optionally, faster versions of `complete`. `greedy` adds input checks and a bounded retry:
+    transient faults (`is_transient`, e.g. out of memory) are retried up to ``max_retries`` times with
+    exponential backoff, after `recover` (clear caches); any other exception propagates at once.
+
+    >>> lp = lm.greedy("The capital of France is")         # doctest: +SKIP
+    >>> lp.shape, float(np.exp(lp).sum())                   # doctest: +SKIP
+    ((49152,), 1.0)
+    """
+
+    max_retries: int = 3
+    retry_backoff: float = 0.05  # seconds, doubled after every failed attempt
+
+    def __init__(self, completion_kwargs: Optional[dict] = None, max_retries: Optional[int] = None):
+        self.completion_kwargs = self._completion_settings(completion_kwargs or {}, COMPLETION_DEFAULTS)
+        if max_retries is not None:
+            self.max_retries = max_retries
+
+    # --- primitives a backend implements ---------------------------------------------------------
+    @abstractmethod
+    def greedy_impl(self, tokens: list[int]) -> np.ndarray:
+        """Log-probs (log_softmax of the last position's logits) of the token that follows ``tokens``."""
+
+    @property
+    def eos_token_ids(self) -> set[int]:
+        """Token ids that end a generation."""
+        return set()
+
+    def is_transient(self, error: BaseException) -> bool:
+        return is_out_of_memory(error)
+
+    def recover(self, error: BaseException) -> None:
+        """Called before a retry: drop caches so that the next attempt starts clean."""
+
+    # --- public API ------------------------------------------------------------------------------
+    def greedy(self, prompt: Union[str, Sequence[int]]) -> np.ndarray:
+        """Log-probs of the next token after ``prompt`` (text, tokenized with BOS, or token ids), shape [vocab]."""
+        tokens = self.prompt_tokens(prompt)
+        return self.with_retry(self.greedy_impl, tokens)
+
+    def prompt_tokens(self, prompt: Union[str, Sequence[int]]) -> list[int]:
+        """Token ids of a prompt given as text (BOS added when the model expects it) or as ids; checked."""
+        if isinstance(prompt, str):
+            tokens = self.tokenize(prompt, bos=True)
+        elif isinstance(prompt, (list, tuple, np.ndarray)):
+            tokens = [int(t) for t in prompt]
+        else:
+            check_prompt(prompt)
+            raise AssertionError("unreachable")
+        if not tokens:
+            raise InvalidPromptError("the prompt is empty and the model adds no BOS token: nothing to condition on")
+        check_context(len(tokens), self.n_ctx)
+        return tokens
+
+    def with_retry(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        """Call ``fn``; retry transient faults (bounded), then raise `RetryExhaustedError` listing them."""
+        attempts: list[str] = []
+        delay = self.retry_backoff
+        while True:
+            try:
+                return fn(*args, **kwargs)
+            except Exception as error:
+                if not self.is_transient(error):
+                    raise
+                attempts.append(f"{type(error).__name__}: {error}")
+                if len(attempts) > self.max_retries:
+                    raise RetryExhaustedError(
+                        f"{type(self).__name__}: transient fault persisted after {len(attempts)} attempts", attempts
+                    ) from error
+                self.recover(error)
+                time.sleep(delay)
+                delay *= 2
+
+    def complete(self, prompt: str, stop: Stop = "\n", **kwargs: Any) -> str:
+        """Generate after ``prompt``: greedy (``temperature=0``, the default) or sampled (``temperature``,
+        ``top_p``, ``top_k``, ``seed``), up to ``max_tokens`` (alias ``max_new_tokens``), EOS or a stop string.
+
+        The text returned ends with a stop string exactly when generation ended on it.
+
+        >>> lm.complete("1, 2, 3,", stop=",", max_tokens=8)   # doctest: +SKIP
+        ' 4,'
+        """
+        check_prompt(prompt)
+        settings = self._completion_settings(kwargs, self.completion_kwargs)
+        stops = as_stop_list(stop)
+        tokens = self.prompt_tokens(prompt)
+        return self.generate(tokens, stops, **settings)
+
+    def generate(self, tokens: list[int], stops: list[str], max_tokens: int, temperature: float,
+                 top_p: float, top_k: int, seed: Optional[int]) -> str:
+        """The decoding loop behind `complete`, over `greedy`; backends with a prefix cache make each step
+        cost one token."""
+        rng = np.random.default_rng(seed)
+        eos = self.eos_token_ids
+        generated: list[int] = []
+        text = ""
+        longest_stop = max((len(s) for s in stops), default=0)
+        for _ in range(max_tokens):
+            logprobs = self.with_retry(self.greedy_impl, tokens + generated)
+            token = sample(logprobs, temperature, top_p, top_k, rng)
+            if token in eos:
+                break
+            generated.append(token)
+            previous = len(text)
+            text = self.detokenize(generated)
+            if stops:
+                end = find_stop(text, stops, max(0, previous - longest_stop))
+                if end is not None:
+                    return text[:end]
+        return text
+
+    @staticmethod
+    def _completion_settings(kwargs: dict, defaults: dict) -> dict:
+        settings = dict(defaults)
+        for key, value in kwargs.items():
+            key = "max_tokens" if key == "max_new_tokens" else key
+            if key == "do_sample":
+                continue  # sampling is decided by temperature
+            if key not in COMPLETION_DEFAULTS:
+                raise TypeError(f"unknown completion setting {key!r}: expected one of {', '.join(COMPLETION_DEFAULTS)}")
+            settings[key] = value
+        if settings["max_tokens"] is None or int(settings["max_tokens"]) < 0:
+            raise ValueError(f"max_tokens must be a non-negative int, got {settings['max_tokens']!r}")
+        if float(settings["temperature"]) < 0:
+            raise ValueError(f"temperature must be >= 0, got {settings['temperature']!r}")
+        return settings
+
+
+def sample(logprobs: np.ndarray, temperature: float = 0.0, top_p: float = 1.0, top_k: int = 0,
+           rng: Optional[np.random.Generator] = None) -> int:
+    """Pick the next token from log-probs: argmax when ``temperature == 0``, else a draw after top-k and
+    top-p (nucleus) filtering at the given temperature."""
+    if temperature <= 0:
+        return int(np.argmax(logprobs))
+    rng = rng if rng is not None else np.random.default_rng()
+    scaled = np.asarray(logprobs, dtype=np.float64) / temperature
+    order = np.argsort(-scaled, kind="stable")
+    if top_k and top_k > 0:
+        order = order[:top_k]
+    probs = np.exp(scaled[order] - scaled[order[0]])
+    probs /= probs.sum()
+    if top_p < 1.0:
+        keep = int(np.searchsorted(np.cumsum(probs), top_p) + 1)
+        order, probs = order[:keep], probs[:keep] / probs[:keep].sum()
+    return int(order[rng.choice(len(order), p=probs)])

@@ -1,0 +1,64 @@
+"""Shared fixtures: the offline test models, loaded once per session."""
+
+import os
+
+import numpy as np
+import pytest
+
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+# Questions SmolLM2-135M-Instruct answers right; used by the TfLM and LLaMa easy-fact tests.
+EASY_FACTS = [
+    ("Question: What is the capital of France?\nAnswer:", [" Paris", " London", " Berlin"], 0),
+    ("Question: What is the capital of Japan?\nAnswer:", [" Madrid", " Tokyo", " Cairo"], 1),
+    ("Question: How many legs does a spider have?\nAnswer:", [" three", " five", " eight"], 2),
+    ("Question: What color is the sky on a clear day?\nAnswer:", [" blue", " green", " red"], 0),
+    ("Question: What is 2 + 2?\nAnswer:", [" 7", " 4", " 9"], 1),
+    ("Question: Which animal barks?\nAnswer: The", [" cat", " fish", " dog"], 2),
+]
+
+
+@pytest.fixture(scope="session")
+def tiny_path():
+    from autocog.models import tiny_llama
+
+    return tiny_llama()
+
+
+@pytest.fixture(scope="session")
+def tiny_tf(tiny_path):
+    from autocog.lm import TfLM
+
+    return TfLM(**TfLM.create(model_path=tiny_path))
+
+
+@pytest.fixture(scope="session")
+def smol_tf():
+    from autocog.lm import TfLM
+
+    return TfLM(**TfLM.create(device="cpu"))
+
+
+def brute_force_tf(lm, prompt, choices):
+    """Reference: one full forward pass per prompt + choice, summing log_softmax at the choice positions."""
+    import torch
+
+    from autocog.lm.lm import split_boundary
+
+    prompt, continuations = split_boundary(prompt, choices)
+    prompt_ids = lm.tokenize(prompt, bos=True)
+    out = []
+    for text in continuations:
+        ids = lm.tokenize(text)
+        with torch.no_grad():
+            logits = lm.model(torch.tensor([prompt_ids + ids])).logits[0].double()
+        logprobs = torch.log_softmax(logits, dim=-1)
+        out.append([float(logprobs[len(prompt_ids) + k - 1, t]) for k, t in enumerate(ids)])
+    return out
+
+
+def assert_logprobs_close(actual, expected, atol):
+    assert len(actual) == len(expected)
+    for a, e in zip(actual, expected):
+        assert len(a) == len(e)
+        np.testing.assert_allclose(a, e, atol=atol, rtol=0)
