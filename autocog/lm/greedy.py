@@ -58,6 +58,11 @@ class GreedyLM(LM):
         """Token ids that end a generation."""
         return set()
 
+    @property
+    def tokens_evaluated(self) -> int:
+        """Tokens run through the model so far (backends with a prefix cache count only new tokens)."""
+        return 0
+
     def is_transient(self, error: BaseException) -> bool:
         return is_out_of_memory(error)
 

@@ -178,6 +178,10 @@ class TfLM(ChoiceLM):
     def n_ctx(self) -> Optional[int]:
         return getattr(self.model.config, "max_position_embeddings", None)
 
+    @property
+    def tokens_evaluated(self) -> int:
+        return self.cache.evaluated
+
     # --- evaluation ----------------------------------------------------------------------------
     def greedy_impl(self, tokens: list[int]) -> np.ndarray:
         import torch
