@@ -11,10 +11,11 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 EASY_FACTS = [
     ("Question: What is the capital of France?\nAnswer:", [" Paris", " London", " Berlin"], 0),
     ("Question: What is the capital of Japan?\nAnswer:", [" Madrid", " Tokyo", " Cairo"], 1),
-    ("Question: How many legs does a spider have?\nAnswer:", [" three", " five", " eight"], 2),
-    ("Question: What color is the sky on a clear day?\nAnswer:", [" blue", " green", " red"], 0),
     ("Question: What is 2 + 2?\nAnswer:", [" 7", " 4", " 9"], 1),
-    ("Question: Which animal barks?\nAnswer: The", [" cat", " fish", " dog"], 2),
+    ("Question: What do bees make?\nAnswer:", [" honey", " milk", " silk"], 0),
+    ("Question: What is frozen water called?\nAnswer:", [" steam", " ice", " sand"], 1),
+    ("Question: Who wrote Romeo and Juliet?\nAnswer:", [" Charles Dickens", " William Shakespeare", " Mark Twain"], 1),
+    ("Question: What is the capital of Italy?\nAnswer:", [" Rome", " Vienna", " Lisbon"], 0),
 ]
 
 
