@@ -1,0 +1,438 @@
+"""`LLaMa`: GGUF models through llama-cpp-python (``llama_cpp.Llama``), with no fork of it.
+
+LLaMa evaluates in its own llama.cpp context, created on the ``Llama``'s weights (shared, not copied) with
+a unified KV cache and ``n_seq_max`` sequences; the ``Llama``'s own context stays free for direct use.
+
+Fast paths:
+
+* sequence 0 holds the KV of the last token sequence evaluated (`LlamaPrefixCache`): the longest common
+  prefix with the next call is kept, so programs and decoding loops pay only for new tokens;
+* `LLaMa.evaluate_tree` scores a whole choice trie in one ``llama_decode``: the prompt is copied from
+  sequence 0 to one sequence per leaf of the trie (``llama_memory_seq_cp``: the cells are shared, not
+  duplicated), then every unique trie token goes into one batch, tagged with the sequence ids of all the
+  leaves below it, at position ``len(prompt) + depth - 1``. Attention then sees exactly the prompt and the
+  token's ancestors. The extra sequences are removed afterwards.
+"""
+
+from __future__ import annotations
+
+import ctypes
+from pathlib import Path
+from typing import Any, Optional, Sequence, Union
+
+import numpy as np
+
+from .choice import ChoiceLM, TokenChoiceTree
+from .errors import ContextLengthError, ModelNotFoundError, TransientError, missing_backend
+from .lm import check_context
+
+DEFAULT_N_SEQ_MAX = 64
+
+
+def _require_llama_cpp():
+    try:
+        import llama_cpp
+    except ImportError as error:
+        raise missing_backend("llama-cpp-python", "llama") from error
+    return llama_cpp
+
+
+def common_prefix_length(a: Sequence[int], b: Sequence[int]) -> int:
+    n = min(len(a), len(b))
+    if list(a[:n]) == list(b[:n]):
+        return n
+    diff = np.flatnonzero(np.asarray(a[:n]) != np.asarray(b[:n]))
+    return int(diff[0])
+
+
+def _row_logsumexp(rows: np.ndarray) -> np.ndarray:
+    top = rows.max(axis=-1, keepdims=True)
+    return (top + np.log(np.exp(rows - top).sum(axis=-1, keepdims=True)))[..., 0]
+
+
+class _Batch:
+    """A ``llama_batch`` over numpy buffers that we fill ourselves: up to ``capacity`` tokens, each
+    tagged with up to ``n_seq`` sequence ids."""
+
+    def __init__(self, llama_cpp, capacity: int, n_seq: int):
+        i32 = ctypes.POINTER(ctypes.c_int32)
+        self.capacity, self.n_seq = capacity, n_seq
+        self.token = np.zeros(capacity, dtype=np.int32)
+        self.pos = np.zeros(capacity, dtype=np.int32)
+        self.n_seq_id = np.zeros(capacity, dtype=np.int32)
+        self.seq_id = np.zeros((capacity, n_seq), dtype=np.int32)
+        self.logits = np.zeros(capacity, dtype=np.int8)
+        row = self.seq_id.strides[0]
+        base = self.seq_id.ctypes.data
+        self._rows = (i32 * capacity)(*[ctypes.cast(base + i * row, i32) for i in range(capacity)])
+        self.struct = llama_cpp.llama_batch(
+            n_tokens=0, token=self.token.ctypes.data_as(i32), embd=None, pos=self.pos.ctypes.data_as(i32),
+            n_seq_id=self.n_seq_id.ctypes.data_as(i32), seq_id=ctypes.cast(self._rows, ctypes.POINTER(i32)),
+            logits=self.logits.ctypes.data_as(ctypes.POINTER(ctypes.c_int8)),
+        )
+
+    def fill_sequence(self, tokens: Sequence[int], start: int, last_logits: bool) -> int:
+        """Tokens ``tokens`` at positions ``start...`` of sequence 0; logits for the last one only if asked."""
+        n = len(tokens)
+        self.token[:n] = tokens
+        self.pos[:n] = np.arange(start, start + n, dtype=np.int32)
+        self.n_seq_id[:n] = 1
+        self.seq_id[:n, 0] = 0
+        self.logits[:n] = 0
+        self.logits[n - 1] = int(last_logits)
+        self.struct.n_tokens = n
+        return n
+
+
+class LlamaPrefixCache:
+    """A llama.cpp context whose sequence 0 holds the KV of the last token sequence evaluated.
+
+    `extend(tokens)` returns the logits (float32, [n_vocab]) at the last position of ``tokens``, reusing the
+    KV of the longest common prefix with the previous sequence and decoding only the rest. Any failure
+    clears the context, so the cache is never stale. ``evaluated`` counts every token decoded.
+    """
+
+    def __init__(self, llama_cpp, context, n_vocab: int):
+        self.llama_cpp = llama_cpp
+        self.context = context  # llama_cpp._internals.LlamaContext: frees the native context before the model
+        self.ctx = context.ctx
+        self.memory = llama_cpp.llama_get_memory(self.ctx)
+        self.n_vocab = n_vocab
+        self.n_ctx = int(llama_cpp.llama_n_ctx(self.ctx))
+        self.n_batch = int(llama_cpp.llama_n_batch(self.ctx))
+        self.n_seq_max = int(llama_cpp.llama_n_seq_max(self.ctx))
+        self.batch = _Batch(llama_cpp, self.n_batch, self.n_seq_max)
+        self.evaluated = 0
+        self.reset()
+
+    def reset(self) -> None:
+        """Forget everything: the next call decodes from scratch."""
+        self.tokens: list[int] = []
+        self.last_logits: Optional[np.ndarray] = None
+        if self.ctx is not None:
+            self.llama_cpp.llama_memory_clear(self.memory, False)
+
+    def close(self) -> None:
+        if self.context is not None:
+            self.context.close()
+        self.context = self.ctx = None
+
+    # --- primitives ------------------------------------------------------------------------------
+    def decode(self) -> None:
+        """``llama_decode`` of the batch as filled; counts its tokens. Slot exhaustion is transient."""
+        n = int(self.batch.struct.n_tokens)
+        rc = self.llama_cpp.llama_decode(self.ctx, self.batch.struct)
+        if rc == 1:
+            raise TransientError("llama_decode found no KV-cache slot for the batch (context full)")
+        if rc != 0:
+            raise RuntimeError(f"llama_decode failed with code {rc} on a batch of {n} tokens")
+        self.evaluated += n
+
+    def logits(self, index: int) -> np.ndarray:
+        """A view of the logits of batch row ``index`` (valid until the next decode)."""
+        ptr = self.llama_cpp.llama_get_logits_ith(self.ctx, index)
+        if not ptr:
+            raise RuntimeError(f"llama.cpp returned no logits for batch row {index}")
+        return np.ctypeslib.as_array(ptr, shape=(self.n_vocab,))
+
+    def remove(self, seq_id: int, start: int) -> bool:
+        """Drop the cells of ``seq_id`` (-1: all sequences) at positions ``>= start``."""
+        return bool(self.llama_cpp.llama_memory_seq_rm(self.memory, seq_id, start, -1))
+
+    def copy_prompt(self, dst: int, length: int) -> None:
+        """Add sequence ``dst`` to the cells of sequence 0's positions ``[0, length)`` (no data is copied)."""
+        self.llama_cpp.llama_memory_seq_cp(self.memory, 0, dst, 0, length)
+
+    # --- the prefix cache ------------------------------------------------------------------------
+    def extend(self, tokens: Sequence[int]) -> np.ndarray:
+        tokens = list(tokens)
+        if not tokens:
+            raise ValueError("nothing to evaluate: the token list is empty")
+        check_context(len(tokens), self.n_ctx)
+        common = common_prefix_length(self.tokens, tokens)
+        if common == len(tokens) == len(self.tokens) and self.last_logits is not None:
+            return self.last_logits
+        keep = min(common, len(tokens) - 1)  # the last token is decoded again to get its logits
+        try:
+            if not self.remove(-1, keep):  # partial removal refused (recurrent models): start over
+                self.llama_cpp.llama_memory_clear(self.memory, False)
+                keep = 0
+            self.tokens, self.last_logits = tokens[:keep], None
+            for start in range(keep, len(tokens), self.n_batch):
+                chunk = tokens[start:start + self.n_batch]
+                last = start + len(chunk) == len(tokens)
+                self.batch.fill_sequence(chunk, start, last)
+                self.decode()
+                self.tokens = tokens[:start + len(chunk)]
+            self.last_logits = self.logits(self.batch.struct.n_tokens - 1).copy()
+        except BaseException:
+            self.reset()
+            raise
+        return self.last_logits
+
+
+class LLaMa(ChoiceLM):
+    """A GGUF model through llama-cpp-python (field ``model``: a ``llama_cpp.Llama``).
+
+    ``n_seq_max``: sequences of LLaMa's context; a choice tree with more leaves than ``n_seq_max - 1`` (or
+    more unique tokens than the context has room for after the prompt) is evaluated in several batches.
+
+    >>> lm = LLaMa(**LLaMa.create())            # the embedded SmolLM2-135M-Instruct   # doctest: +SKIP
+    >>> lm.choose("Question: What is the capital of France?\\nAnswer:", [" Paris", " London", " Berlin"])  # doctest: +SKIP
+    0
+    >>> lm.complete("The capital of France is", stop=".", max_tokens=16)                  # doctest: +SKIP
+    ' Paris.'
+    """
+
+    def __init__(self, model, n_seq_max: int = DEFAULT_N_SEQ_MAX, completion_kwargs: Optional[dict] = None,
+                 max_retries: Optional[int] = None):
+        llama_cpp = _require_llama_cpp()
+        if not isinstance(model, llama_cpp.Llama):
+            raise TypeError(f"model must be a llama_cpp.Llama, not {type(model).__name__}")
+        super().__init__(completion_kwargs=completion_kwargs, max_retries=max_retries)
+        self.model = model
+        self._llama_cpp = llama_cpp
+        self._vocab = llama_cpp.llama_model_get_vocab(model.model)
+        self._n_vocab = int(llama_cpp.llama_vocab_n_tokens(self._vocab))
+        self._add_bos = bool(llama_cpp.llama_vocab_get_add_bos(self._vocab))
+        bos = int(llama_cpp.llama_vocab_bos(self._vocab))
+        self._bos = bos if bos >= 0 else None
+        self._eos = {t for t in range(self._n_vocab) if llama_cpp.llama_vocab_is_eog(self._vocab, t)}
+        self._pieces: dict[int, bytes] = {}
+        self.cache = LlamaPrefixCache(llama_cpp, self._new_context(n_seq_max), self._n_vocab)
+        self._fragment_anchor = self._find_fragment_anchor()
+
+    @classmethod
+    def create(cls, model_path: Union[str, Path, None] = None, n_ctx: int = 2048, n_threads: Optional[int] = None,
+               verbose: bool = False, **llama_kwargs: Any) -> dict:
+        """Constructor arguments (``{"model": llama_cpp.Llama}``) for a GGUF file, or for the embedded
+        SmolLM2-135M-Instruct when ``model_path`` is None. Other keyword arguments go to ``llama_cpp.Llama``
+        (e.g. ``n_batch``, ``n_gpu_layers``, ``type_k``).
+
+        >>> LLaMa(**LLaMa.create("model.gguf", n_ctx=4096))         # doctest: +SKIP
+        """
+        llama_cpp = _require_llama_cpp()
+        from ..models import check_gguf, smollm2_gguf
+
+        path = smollm2_gguf() if model_path is None else Path(model_path)
+        check_gguf(path)
+        try:
+            model = llama_cpp.Llama(model_path=str(path), n_ctx=n_ctx, n_threads=n_threads, verbose=verbose,
+                                    **llama_kwargs)
+        except ValueError as error:  # llama-cpp-python's "Failed to load model from file"
+            raise ModelNotFoundError(f"llama.cpp could not load {path}: {error}") from error
+        return {"model": model}
+
+    def _new_context(self, n_seq_max: int):
+        """A context on the model's weights with the ``Llama``'s settings, a unified KV cache and
+        ``n_seq_max`` sequences (a unified cache lets one cell belong to many sequences)."""
+        from llama_cpp import _internals
+        from llama_cpp._utils import suppress_stdout_stderr
+
+        llama_cpp = self._llama_cpp
+        n_seq_max = max(1, min(int(n_seq_max), int(llama_cpp.llama_max_parallel_sequences())))
+        params = llama_cpp.llama_context_params.from_buffer_copy(self.model.context_params)
+        params.n_seq_max = n_seq_max
+        params.kv_unified = True
+        params.embeddings = False
+        with suppress_stdout_stderr(disable=self.model.verbose):
+            return _internals.LlamaContext(model=self.model._model, params=params, verbose=self.model.verbose)
+
+    def close(self) -> None:
+        """Free LLaMa's llama.cpp context now (the ``Llama`` and its weights are left alone)."""
+        self.cache.close()
+
+    def __del__(self):
+        try:
+            self.close()
+        except Exception:  # pragma: no cover - interpreter shutdown
+            pass
+
+    # --- tokens --------------------------------------------------------------------------------
+    def _raw_tokenize(self, text: str) -> list[int]:
+        data = text.encode("utf-8")
+        if not data:
+            return []
+        llama_cpp = self._llama_cpp
+        size = len(data) + 8
+        for _ in range(2):
+            buf = (llama_cpp.llama_token * size)()
+            # add_special=False (BOS is ours to add), parse_special=True (like HF tokenizers and Llama.__call__)
+            n = llama_cpp.llama_tokenize(self._vocab, data, len(data), buf, size, False, True)
+            if n >= 0:
+                return list(buf[:n])
+            size = -n
+        raise RuntimeError(f"llama.cpp failed to tokenize {text!r}")
+
+    def _find_fragment_anchor(self) -> list[int]:
+        """SentencePiece models put a space in front of a text; tokenizing after an anchor avoids it."""
+        if self.detokenize(self._raw_tokenize("a")) == "a":
+            return []
+        return self._raw_tokenize("\n")
+
+    def tokenize(self, text: str, bos: bool = False) -> list[int]:
+        """Token ids of ``text``; ``bos=True`` prepends BOS when the model adds one.
+
+        >>> lm.tokenize(" Paris"), lm.tokenize("Paris", bos=True)      # doctest: +SKIP
+        ([7042], [1, 42, 3, 47])
+        """
+        ids = self._raw_tokenize(text)
+        if self._fragment_anchor:
+            anchored = self._raw_tokenize("\n" + text)
+            if anchored[:len(self._fragment_anchor)] == self._fragment_anchor:
+                ids = anchored[len(self._fragment_anchor):]
+        if bos and self._add_bos and self._bos is not None:
+            ids = [self._bos] + ids
+        return ids
+
+    def _piece(self, token: int) -> bytes:
+        piece = self._pieces.get(token)
+        if piece is None:
+            if not 0 <= token < self._n_vocab:
+                raise ValueError(f"token id {token} is outside the vocabulary [0, {self._n_vocab})")
+            size = 64
+            while True:
+                buf = ctypes.create_string_buffer(size)
+                n = self._llama_cpp.llama_token_to_piece(self._vocab, token, buf, size, 0, False)
+                if n >= 0:
+                    break
+                size = -n
+            piece = self._pieces[token] = buf.raw[:n]
+        return piece
+
+    def detokenize(self, tokens: Sequence[int]) -> str:
+        """Text of ``tokens``, special tokens dropped. The tokens' bytes are joined before decoding, so a
+        character split across tokens survives; incomplete trailing bytes become U+FFFD.
+
+        >>> lm.detokenize(lm.tokenize(" café"))                       # doctest: +SKIP
+        ' café'
+        """
+        return b"".join(self._piece(int(t)) for t in tokens).decode("utf-8", errors="replace")
+
+    @property
+    def bos_token_id(self) -> Optional[int]:
+        return self._bos
+
+    @property
+    def eos_token_ids(self) -> set[int]:
+        """Every end-of-generation token llama.cpp knows for this model (EOS, EOT, ``<|im_end|>``...)."""
+        return set(self._eos)
+
+    @property
+    def n_ctx(self) -> int:
+        return self.cache.n_ctx
+
+    @property
+    def n_vocab(self) -> int:
+        return self._n_vocab
+
+    @property
+    def tokens_evaluated(self) -> int:
+        return self.cache.evaluated
+
+    # --- evaluation ----------------------------------------------------------------------------
+    def greedy_impl(self, tokens: list[int]) -> np.ndarray:
+        logits = self.cache.extend(tokens).astype(np.float64)
+        return (logits - _row_logsumexp(logits[None])[0]).astype(np.float32)
+
+    def is_transient(self, error: BaseException) -> bool:
+        return isinstance(error, TransientError) or super().is_transient(error)
+
+    def recover(self, error: BaseException) -> None:
+        self.cache.reset()
+
+    def generate(self, tokens: list[int], stops: list[str], max_tokens: int, **settings: Any) -> str:
+        # the context bounds the generation: the last token generated need not be decoded
+        max_tokens = min(int(max_tokens), max(0, self.n_ctx - len(tokens) + 1))
+        return super().generate(tokens, stops, max_tokens, **settings)
+
+    def evaluate_tree(self, prompt_tokens: list[int], tree: TokenChoiceTree) -> np.ndarray:
+        """Log-prob of every node of ``tree`` after ``prompt_tokens``: the prompt through the prefix cache,
+        then the trie's unique tokens in one ``llama_decode`` per chunk of leaves (one chunk unless the
+        leaves outnumber ``n_seq_max - 1`` or the tokens outgrow the context)."""
+        cache = self.cache
+        n_prompt = len(prompt_tokens)
+        out = np.full(len(tree.nodes), np.nan, dtype=np.float64)
+        first = cache.extend(prompt_tokens).astype(np.float64)
+        first = first - _row_logsumexp(first[None])[0]
+        for index in tree.roots.values():
+            out[index] = first[tree.nodes[index].token]
+        if not tree.internal_nodes():
+            return out
+        chunks = self._leaf_chunks(tree, cache.n_seq_max - 1, cache.n_ctx - n_prompt)
+        try:
+            for leaves in chunks:
+                self._decode_chunk(tree, leaves, n_prompt, out)
+        except BaseException:
+            cache.reset()
+            raise
+        return out
+
+    @staticmethod
+    def _leaf_chunks(tree: TokenChoiceTree, max_seqs: int, max_cells: int) -> list[list[list[int]]]:
+        """The leaves' root-to-leaf node paths, grouped: at most ``max_seqs`` leaves and ``max_cells``
+        unique nodes per group. Leaves are sorted by their tokens so that groups share prefixes."""
+        if max_seqs < 1:
+            raise ValueError("LLaMa needs n_seq_max >= 2 to evaluate a choice tree")
+        paths = [tree.path_tokens(n.index) for n in tree.nodes if not n.children]
+        leaves = [n.index for n in tree.nodes if not n.children]
+        order = sorted(range(len(leaves)), key=lambda k: paths[k])
+        chunks: list[list[list[int]]] = []
+        current: list[list[int]] = []
+        nodes: set[int] = set()
+        for k in order:
+            path, index = [], leaves[k]
+            while index >= 0:
+                path.append(index)
+                index = tree.nodes[index].parent
+            path.reverse()
+            new = [i for i in path if i not in nodes]
+            if current and (len(current) == max_seqs or len(nodes) + len(new) > max_cells):
+                chunks.append(current)
+                current, nodes, new = [], set(), path
+            if len(new) > max_cells:
+                raise ContextLengthError(f"a choice needs {len(path)} tokens after the prompt but the context has "
+                                         f"room for {max_cells}")
+            current.append(path)
+            nodes.update(new)
+        chunks.append(current)
+        return chunks
+
+    def _decode_chunk(self, tree: TokenChoiceTree, paths: list[list[int]], n_prompt: int, out: np.ndarray) -> None:
+        """Copy the prompt to sequences 1..len(paths), decode the union of the paths (each node tagged with
+        the sequences of the paths through it), read the log-probs of the children of inner nodes, then
+        drop sequences 1..len(paths)."""
+        cache, batch = self.cache, self.cache.batch
+        seqs: dict[int, list[int]] = {}
+        for s, path in enumerate(paths, start=1):
+            for index in path:
+                seqs.setdefault(index, []).append(s)
+        nodes = sorted(seqs)  # parents come before children in the trie's node order
+        for s in range(1, len(paths) + 1):
+            cache.copy_prompt(s, n_prompt)
+        try:
+            for start in range(0, len(nodes), batch.capacity):
+                part = nodes[start:start + batch.capacity]
+                outputs = []
+                for row, index in enumerate(part):
+                    node = tree.nodes[index]
+                    ids = seqs[index]
+                    batch.token[row] = node.token
+                    batch.pos[row] = n_prompt + node.depth - 1
+                    batch.n_seq_id[row] = len(ids)
+                    batch.seq_id[row, :len(ids)] = ids
+                    wanted = [c for c in node.children.values() if c in seqs and np.isnan(out[c])]
+                    batch.logits[row] = 1 if wanted else 0
+                    if wanted:
+                        outputs.append((row, wanted))
+                batch.struct.n_tokens = len(part)
+                cache.decode()
+                if outputs:
+                    rows = np.stack([cache.logits(row) for row, _ in outputs]).astype(np.float64)
+                    norms = _row_logsumexp(rows)
+                    for k, (_, children) in enumerate(outputs):
+                        for child in children:
+                            out[child] = rows[k, tree.nodes[child].token] - norms[k]
+        finally:
+            for s in range(1, len(paths) + 1):
+                cache.remove(s, -1)
