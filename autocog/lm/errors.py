@@ -37,6 +37,27 @@ class RetryExhaustedError(AutoCogError, RuntimeError):
         self.attempts = attempts
 
 
+class RequestFailedError(AutoCogError, RuntimeError):
+    """A server refused a request for good (400/401/403/404...); the message names the model and the server,
+    never the API key. ``status`` is the HTTP status (None when no response came back)."""
+
+    def __init__(self, message: str, status: "int | None" = None):
+        super().__init__(message)
+        self.status = status
+
+
+class MalformedResponseError(AutoCogError, ValueError):
+    """A server answered with something that is not the expected JSON (truncated, wrong shape, missing fields)."""
+
+
+class TokenizerMismatchError(AutoCogError, ValueError):
+    """The local tokenizer does not split text the way the server's model does (token counts or pieces differ)."""
+
+
+class StrategyUnavailableError(AutoCogError, RuntimeError):
+    """A scoring strategy cannot run on this server or endpoint (the message says what is missing)."""
+
+
 def missing_backend(package: str, extra: str) -> BackendNotInstalledError:
     """The error for a backend whose package cannot be imported."""
     return BackendNotInstalledError(
