@@ -7,7 +7,7 @@ import shutil
 import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Optional, Sequence, Union
+from typing import Any, Callable, Optional, Sequence, Union
 
 import numpy as np
 
@@ -36,7 +36,6 @@ class TreeNode:
     children: dict[int, int] = field(default_factory=dict)
     ends: list[int] = field(default_factory=list)
     logprob: float = math.nan
-    text: str = ""
 
 
 class TokenChoiceTree:
@@ -52,7 +51,8 @@ class TokenChoiceTree:
     (3, [0, 1])
     """
 
-    def __init__(self, token_lists: Sequence[Sequence[int]], token_texts: Optional[dict[int, str]] = None):
+    def __init__(self, token_lists: Sequence[Sequence[int]], decode: Optional[Callable[[int], str]] = None):
+        self.decode = decode  # token id -> text, for pictures
         self.nodes: list[TreeNode] = []
         self.roots: dict[int, int] = {}
         self.paths: list[list[int]] = []  # node indices of each choice, root to end
@@ -64,8 +64,6 @@ class TokenChoiceTree:
                 token = int(token)
                 if token not in children:
                     node = TreeNode(len(self.nodes), token, parent, depth)
-                    if token_texts is not None:
-                        node.text = token_texts.get(token, "")
                     self.nodes.append(node)
                     children[token] = node.index
                 node = self.nodes[children[token]]
@@ -145,7 +143,7 @@ class TokenChoiceTree:
             lines.append(f"  label={quote(title)}; labelloc=t;")
         lines.append('  root [label="prompt", shape=ellipse];')
         for node in self.nodes:
-            label = f"{node.text!r}" if node.text else f"#{node.token}"
+            label = repr(self.decode(node.token)) if self.decode else f"#{node.token}"
             attrs = ""
             if node.ends:
                 ended = []
@@ -235,8 +233,7 @@ class ChoiceLM(GreedyLM):
         if len(set(map(tuple, token_lists))) < len(token_lists):
             raise InvalidChoicesError("two choices tokenize to the same tokens once the prompt's trailing "
                                       "whitespace is moved into them")
-        texts = {t: self.detokenize([t]) for t in {t for ts in token_lists for t in ts}}
-        tree = TokenChoiceTree(token_lists, texts)
+        tree = TokenChoiceTree(token_lists, decode=lambda token: self.detokenize([token]))
         check_context(len(prompt_tokens) + tree.max_depth, self.n_ctx, "prompt plus the longest choice")
         return prompt_tokens, tree, choices
 

@@ -59,25 +59,39 @@ class PrefixCache:
             self.tokens = self.tokens[:keep]
             self.last_logits = None
 
-    def extend(self, tokens: list[int]):
-        import torch
-
+    def reusable(self, tokens: list[int]) -> int:
+        """Drop what ``tokens`` cannot reuse; return how many of its tokens stay cached. All of them only when
+        the last logits are known too, else at least one token is left to run."""
         common = common_prefix_length(self.tokens, tokens)
         if common == len(tokens) == len(self.tokens) and self.last_logits is not None:
-            return self.last_logits
+            return common
         keep = min(common, len(tokens) - 1)
+        self.truncate(keep)
+        return keep
+
+    def run(self, tokens: list[int], keep: int, **model_kwargs):
+        """Feed ``tokens[keep:]`` (plus whatever ``model_kwargs`` adds) on top of the cached ``tokens[:keep]``."""
+        import torch
+
         try:
-            self.truncate(keep)
-            new = torch.tensor([tokens[keep:]], dtype=torch.long, device=self.model.device)
             with torch.inference_mode():
-                out = self.model(input_ids=new, past_key_values=self.kv if keep else None, use_cache=True,
-                                 logits_to_keep=1)
+                out = self.model(past_key_values=self.kv if keep else None, use_cache=True, **model_kwargs)
         except BaseException:
             self.reset()
             raise
-        self.evaluated += new.shape[1]
         self.kv = out.past_key_values
         self.tokens = list(tokens)
+        return out
+
+    def extend(self, tokens: list[int]):
+        import torch
+
+        keep = self.reusable(tokens)
+        if keep == len(tokens):
+            return self.last_logits
+        new = torch.tensor([tokens[keep:]], dtype=torch.long, device=self.model.device)
+        out = self.run(tokens, keep, input_ids=new, logits_to_keep=1)
+        self.evaluated += new.shape[1]
         self.last_logits = out.logits[0, -1]
         return self.last_logits
 
@@ -197,34 +211,40 @@ class TfLM(ChoiceLM):
             torch.cuda.empty_cache()
 
     def evaluate_tree(self, prompt_tokens: list[int], tree: TokenChoiceTree) -> np.ndarray:
-        """One forward pass over the trie's unique tokens on top of the cached prompt."""
+        """One forward pass over the prompt's uncached tokens and the trie's unique tokens.
+
+        The input is ``new prompt tokens + trie tokens``; the 4D mask lets a prompt token see the tokens before
+        it and a trie token see the whole prompt and its own ancestors; trie positions are ``P + depth - 1``.
+        Afterwards the cache holds exactly the prompt."""
         import torch
 
-        last = self.cache.extend(prompt_tokens)
-        n_prompt, n_nodes = len(prompt_tokens), len(tree.nodes)
+        cache, device, dtype = self.cache, self.model.device, self.model.dtype
+        keep = cache.reusable(prompt_tokens)
+        n_prompt, n_nodes, n_new = len(prompt_tokens), len(tree.nodes), len(prompt_tokens) - keep
         internal = tree.internal_nodes()
-        rows = [last.float()]
-        if internal:
-            device, dtype = self.model.device, self.model.dtype
-            allowed = np.ones((n_nodes, n_prompt + n_nodes), dtype=bool)
-            allowed[:, n_prompt:] = tree.ancestor_mask()
+        rows = []
+        if n_new or internal:
+            allowed = np.zeros((n_new + n_nodes, n_prompt + n_nodes), dtype=bool)
+            allowed[:n_new, :n_prompt] = np.tril(np.ones((n_new, n_prompt), dtype=bool), k=keep)
+            allowed[n_new:, :n_prompt] = True
+            allowed[n_new:, n_prompt:] = tree.ancestor_mask()
             mask = torch.zeros(allowed.shape, dtype=dtype)
             mask[~torch.from_numpy(allowed)] = torch.finfo(dtype).min
-            ids = torch.tensor([tree.tokens], dtype=torch.long, device=device)
-            positions = torch.from_numpy(n_prompt + tree.depths - 1)[None].to(device)
+            ids = torch.tensor([prompt_tokens[keep:] + tree.tokens], dtype=torch.long, device=device)
+            positions = np.concatenate([np.arange(keep, n_prompt), n_prompt + tree.depths - 1])
+            keep_rows = ([n_new - 1] if n_new else []) + [n_new + i for i in internal]
             try:
-                with torch.inference_mode():
-                    out = self.model(input_ids=ids, position_ids=positions, attention_mask=mask[None, None].to(device),
-                                     past_key_values=self.cache.kv, use_cache=True,
-                                     logits_to_keep=torch.tensor(internal, device=device))
-            except BaseException:
-                self.cache.reset()
-                raise
+                out = cache.run(prompt_tokens, keep, input_ids=ids, attention_mask=mask[None, None].to(device),
+                                position_ids=torch.from_numpy(positions)[None].to(device),
+                                logits_to_keep=torch.tensor(keep_rows, device=device))
             finally:
-                self.cache.truncate(n_prompt)  # the prompt's KV stays; the trie's is dropped
-            self.cache.evaluated += n_nodes
-            rows.extend(out.logits[0].float())
-        logprobs = torch.log_softmax(torch.stack(rows), dim=-1)
+                cache.truncate(n_prompt)  # the prompt's KV stays; the trie's is dropped
+            cache.evaluated += n_new + n_nodes
+            logits = out.logits[0].float()
+            if n_new:
+                cache.last_logits, logits = logits[0], logits[1:]
+            rows = list(logits)
+        logprobs = torch.log_softmax(torch.stack([cache.last_logits.float()] + rows), dim=-1)
         # row 0: after the prompt; row 1 + k: after internal node internal[k]
         row_of = {node: k + 1 for k, node in enumerate(internal)}
         parent_rows = torch.tensor([row_of[n.parent] if n.parent >= 0 else 0 for n in tree.nodes],
