@@ -136,7 +136,7 @@ class TokenChoiceTree:
         log-prob and probability; a choice's end node shows the choice (and its probability)."""
 
         def quote(text: str) -> str:
-            return '"' + text.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\\\n") + '"'
+            return '"' + text.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n") + '"'
 
         lines = ["digraph TokenChoiceTree {", "  rankdir=LR;", '  node [shape=box, fontname="monospace"];']
         if title:
