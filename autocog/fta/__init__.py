@@ -1,0 +1,67 @@
+"""Prompting programs: the finite thought automaton (FTA), thought trees, and structured output.
+
+A `Program` is an automaton of steps run on any `autocog.lm.LM`:
+
+* `Text` ``(text, name=None, next=None, max_visits=None)``: fixed text; ``{name}`` fields take program inputs
+  or the values of earlier steps.
+* `Complete` ``(name, stop="\\n", max_tokens=64, next=None, max_visits=None, pattern=None, keep_stop=True)``:
+  greedy free text up to a stop string; ``pattern`` (a regex or a `Pattern`) constrains it by token masking.
+* `Choose` ``(name, options, next=None, normalization=None, width=None, threshold=None, end=None,
+  max_visits=None)``: one option, scored by the model; ``options`` as a dict routes each option to a step.
+* `END`: the successor that ends a run.
+* `Program` ``(steps, entry=None, edges=None, name="program")``: checked when built (`ProgramError` and its
+  subclasses name the step at fault); ``.run(lm, width=1, threshold=0.0, completion_scores=False,
+  inputs=None, **inputs) -> ProgramResult``; ``.inputs``; ``.to_dot(result=None)`` / ``.render(path)``.
+* `ProgramResult`: ``.paths`` best first, ``.best``, ``.values`` (the best path's), ``.tree`` (root
+  `ThoughtNode`), ``.tokens`` (`TokenStats`: ``evaluated``, ``unique``, ``ratio``, ``calls``),
+  ``.to_dot()`` / ``.render(path)``.
+* `Path`: ``.values``, ``.score`` (sum of log-probs), ``.probability``, ``.text``, ``.status``, ``.nodes``,
+  ``.choice(name)`` (the `ChoiceResult` of a Choose: ``.tree.to_dot()`` draws its token choice tree).
+* Structured output: `structured_program` ``(model, prompt, max_items=8, name=None) -> StructuredProgram``
+  (a `Program` whose results carry ``.value``, a validated pydantic instance) and `generate` ``(lm, model,
+  prompt, **inputs)`` for one call. `Pattern` and the helpers in `autocog.fta.constraints` do the masking.
+
+Scores are natural-log probabilities: a Choose contributes the log of the taken option's probability
+(normalized per step), a Complete 0 (or its tokens' log-prob with ``completion_scores=True``), a Text 0.
+
+>>> from autocog.fta import Program, Text, Complete, Choose
+>>> prog = Program([Text("Question: {q}\\nLet's think step by step:"), Complete("reasoning", max_tokens=64),
+...                 Text("Answer:"), Choose("answer", [" A", " B", " C", " D"])])
+>>> prog.inputs
+['q']
+>>> result = prog.run(lm, q="...", width=2)                   # doctest: +SKIP
+>>> result.best.values                                        # doctest: +SKIP
+{'reasoning': ' ...', 'answer': ' B'}
+"""
+
+from .constraints import Pattern, PatternError
+from .errors import (
+    DuplicateStepError,
+    InvalidStepError,
+    MissingInputError,
+    ProgramError,
+    UnboundedLoopError,
+    UndefinedValueError,
+    UnknownInputError,
+    UnknownStepError,
+    UnreachableStepError,
+    UnsupportedFieldError,
+)
+from .program import Program
+from .steps import END, Choose, Complete, Step, Text
+from .tree import Path, ProgramResult, ThoughtNode, TokenStats
+
+__all__ = [
+    "Program", "Step", "Text", "Complete", "Choose", "END", "ProgramResult", "Path", "ThoughtNode", "TokenStats",
+    "Pattern", "PatternError", "structured_program", "StructuredProgram", "StructuredResult", "generate",
+    "ProgramError", "DuplicateStepError", "UnknownStepError", "UnreachableStepError", "UnboundedLoopError",
+    "InvalidStepError", "UndefinedValueError", "MissingInputError", "UnknownInputError", "UnsupportedFieldError",
+]
+
+
+def __getattr__(name):
+    if name in ("structured_program", "StructuredProgram", "StructuredResult", "generate"):
+        from . import structured
+
+        return getattr(structured, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -1,0 +1,291 @@
+"""Running a `Program`: depth-first exploration into a thought tree, through the public `LM` API only.
+
+* Text: no model call; its text is appended to the prompt.
+* Complete: on a `GreedyLM`, a greedy decoding loop over ``lm.greedy`` (the same tokens as ``lm.complete``
+  with ``temperature=0``, plus their log-probs and, for a ``pattern``, token masking); on any other `LM`,
+  ``lm.complete`` (patterns repaired after the fact).
+* Choose: ``lm.choice_distribution`` (``lm.choose`` alone when a backend cannot score: the option taken then
+  has probability 1 and the others are pruned).
+
+Every model call gets the whole prompt as text, exactly what a user would pass by hand, so a backend with a
+prefix cache reuses the longest common prefix with its previous call. Token accounting: the sequences the
+model reads are inserted in a token trie (`TokenStats.unique`); the backend's ``tokens_evaluated`` counter
+gives what it actually ran.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Optional
+
+import numpy as np
+
+from ..lm.greedy import GreedyLM
+from ..lm.lm import LM, find_stop, split_boundary
+from .constraints import token_texts
+from .program import Program
+from .steps import END, Choose, Complete, Step, Text
+from .tree import Path, ProgramResult, ThoughtNode, TokenStats
+
+
+class TokenTrie:
+    """A trie of token sequences; ``size`` counts its nodes (the unique (prefix, token) pairs)."""
+
+    def __init__(self):
+        self.root: dict = {}
+        self.size = 0
+
+    def insert(self, tokens) -> None:
+        node = self.root
+        for t in tokens:
+            nxt = node.get(t)
+            if nxt is None:
+                nxt = node[t] = {}
+                self.size += 1
+            node = nxt
+
+
+class _State:
+    """Where a path stands: the prompt so far, values, visits per step, its score and its last node."""
+
+    __slots__ = ("step", "prompt", "values", "latest", "visits", "score", "node")
+
+    def __init__(self, step, prompt, values, latest, visits, score, node):
+        self.step, self.prompt, self.values, self.latest = step, prompt, values, latest
+        self.visits, self.score, self.node = visits, score, node
+
+    def fork(self, node: ThoughtNode) -> "_State":
+        return _State(self.step, self.prompt, {k: (list(v) if isinstance(v, list) else v) for k, v in self.values.items()},
+                      dict(self.latest), dict(self.visits), self.score, node)
+
+
+class Explorer:
+    """One run of ``program`` on ``lm`` (see the module docstring); `run` returns the `ProgramResult`."""
+
+    def __init__(self, program: Program, lm: LM, width: Optional[int], threshold: float, completion_scores: bool):
+        self.program, self.lm = program, lm
+        self.width, self.threshold, self.completion_scores = width, threshold, completion_scores
+        self.greedy = isinstance(lm, GreedyLM)
+        self.trie = TokenTrie()
+        self.calls = {"complete": 0, "choose": 0}
+        self.counter = 0
+
+    # --- helpers ---------------------------------------------------------------------------------------------
+    def node(self, **kwargs: Any) -> ThoughtNode:
+        self.counter += 1
+        return ThoughtNode(id=self.counter, **kwargs)
+
+    def prompt_ids(self, text: str) -> list[int]:
+        if self.greedy:
+            return self.lm.prompt_tokens(text)
+        return list(self.lm.tokenize(text, bos=True))
+
+    def open(self, target: str, state: _State) -> bool:
+        """True when ``target`` can still be entered on this path (END always can)."""
+        if target == END:
+            return True
+        bound = self.program.by_name[target].max_visits
+        return bound is None or state.visits.get(target, 0) < bound
+
+    def store(self, state: _State, step: Step, value: Any) -> None:
+        if step.name in self.program.looped:
+            state.values.setdefault(step.name, []).append(value)
+        else:
+            state.values[step.name] = value
+        state.latest[step.name] = value
+
+    # --- the run -------------------------------------------------------------------------------------------
+    def run(self, inputs: dict) -> ProgramResult:
+        before = self.lm.tokens_evaluated if self.greedy else None
+        root = self.node(step="", kind="root")
+        start = _State(self.program.entry, "", {}, dict(inputs), {}, 0.0, root)
+        leaves: list[tuple[_State, str]] = []
+        stack = [start]
+        while stack:
+            state = stack.pop()
+            while True:
+                if state.step == END:
+                    leaves.append((state, "end"))
+                    break
+                step = self.program.by_name[state.step]
+                state.visits[step.name] = state.visits.get(step.name, 0) + 1
+                if isinstance(step, Choose):
+                    children = self.choose(step, state)
+                    if not children:
+                        leaves.append((state, "bound"))
+                    stack.extend(reversed(children))   # best option explored first
+                    break
+                if isinstance(step, Text):
+                    text = step.render(state.latest)
+                    state.node = state.node.add(self.node(step=step.name, kind="text", text=text, score=0.0))
+                else:
+                    self.complete(step, state)
+                state.prompt += state.node.text
+                target = self.program.successor(step)
+                if not self.open(target, state):
+                    leaves.append((state, "bound"))
+                    break
+                state.step = target
+        paths = []
+        for state, status in leaves:
+            state.node.status = status
+            paths.append(Path(values=state.values, score=state.score, text=state.prompt, status=status,
+                              nodes=state.node.lineage()))
+        paths.sort(key=lambda p: -p.score)
+        evaluated = self.lm.tokens_evaluated - before if self.greedy else None
+        stats = TokenStats(evaluated=evaluated, unique=self.trie.size, calls=dict(self.calls))
+        settings = {"width": self.width, "threshold": self.threshold, "completion_scores": self.completion_scores,
+                    "inputs": inputs}
+        return ProgramResult(paths=paths, tree=root, tokens=stats, settings=settings)
+
+    # --- Choose ---------------------------------------------------------------------------------------------
+    def choose(self, step: Choose, state: _State) -> list[_State]:
+        options = [o for o in step.options if self.open(self.program.successor(step, o), state)]
+        if not options:
+            return []
+        kwargs = {}
+        if step.normalization is not None:
+            kwargs["normalization"] = step.normalization
+        if step.end is not None:
+            kwargs["end"] = step.end
+        self.calls["choose"] += 1
+        self.account_choose(state.prompt, options, step)
+        try:
+            result = self.lm.choice_distribution(state.prompt, options, **kwargs)
+        except NotImplementedError:
+            result = None
+        if result is not None:
+            probs = np.asarray(result.probs, dtype=np.float64)
+            logprobs = result.logprobs
+        else:   # a backend that only chooses: the option taken is certain, the others are not scored
+            index = self.lm.choose(state.prompt, options, **kwargs)
+            probs = np.zeros(len(options))
+            probs[index] = 1.0
+            logprobs = np.full(len(options), math.nan)
+        width = step.width if step.width is not None else self.width
+        threshold = step.threshold if step.threshold is not None else self.threshold
+        order = sorted(range(len(options)), key=lambda j: (-probs[j], j))
+        kept = [j for j in order if probs[j] >= threshold and probs[j] > 0][: width if width is not None else None]
+        if not kept:
+            kept = order[:1]
+        children = []
+        for j in order:
+            option = options[j]
+            prob = float(probs[j])
+            node = self.node(step=step.name, kind="choose", text=option, value=option, option=j, prob=prob,
+                             score=math.log(prob) if prob > 0 else -math.inf, logprob=float(logprobs[j]),
+                             choice=result, pruned=j not in kept)
+            state.node.add(node)
+            if j in kept:
+                child = state.fork(node)
+                child.score += node.score
+                child.prompt += option
+                self.store(child, step, option)
+                child.step = self.program.successor(step, option)
+                children.append(child)
+        return children
+
+    def account_choose(self, prompt: str, options: list[str], step: Choose) -> None:
+        context, continuations = split_boundary(prompt, options)
+        prefix = self.prompt_ids(context) if context else []
+        end = list(self.lm.tokenize(step.end)) if step.end else []
+        for text in continuations:
+            self.trie.insert(prefix + list(self.lm.tokenize(text)) + end)
+        if step.normalization == "pmi" and hasattr(self.lm, "unconditional_tokens"):
+            base = list(self.lm.unconditional_tokens())
+            for text in continuations:
+                self.trie.insert(base + list(self.lm.tokenize(text)) + end)
+
+    # --- Complete --------------------------------------------------------------------------------------------
+    def complete(self, step: Complete, state: _State) -> None:
+        self.calls["complete"] += 1
+        if self.greedy:
+            appended, value, logprob, n_tokens = self.decode(step, state.prompt)
+        else:
+            appended, value, logprob, n_tokens = self.complete_text(step, state.prompt)
+        score = logprob if (self.completion_scores and not math.isnan(logprob)) else 0.0
+        node = self.node(step=step.name, kind="complete", text=appended, value=value, score=score,
+                         logprob=logprob, n_tokens=n_tokens)
+        state.node = state.node.add(node)
+        state.score += score
+        self.store(state, step, value)
+
+    def decode(self, step: Complete, prompt: str) -> tuple[str, str, float, int]:
+        """Greedy decoding over ``lm.greedy``: ``(text appended, value, log-prob, tokens generated)``."""
+        lm = self.lm
+        ids = lm.prompt_tokens(prompt)
+        eos = lm.eos_token_ids
+        pattern = step.pattern
+        vocab = None
+        state = pattern.start if pattern is not None else None
+        stops = step.stop
+        longest = max((len(s) for s in stops), default=0)
+        generated: list[int] = []
+        logprobs: list[float] = []
+        text, value, ended_by = "", None, None
+        read = ids
+        for _ in range(step.max_tokens):
+            read = ids + generated
+            scores = lm.greedy(read)
+            if pattern is None:
+                token = int(np.argmax(scores))
+            else:
+                if vocab is None:
+                    vocab = token_texts(lm, len(scores))
+                allowed = pattern.mask(vocab, state)
+                if pattern.max_chars is not None:
+                    allowed = allowed & vocab.fitting(pattern, pattern.max_chars - len(text))
+                if not allowed.any():
+                    break
+                token = int(np.argmax(np.where(allowed, scores, -np.inf)))
+            logprobs.append(float(scores[token]))
+            if token in eos:
+                break
+            if pattern is None:
+                generated.append(token)
+                previous = len(text)
+                text = lm.detokenize(generated)
+                if stops:
+                    end = find_stop(text, stops, max(0, previous - longest))
+                    if end is not None:
+                        text = text[:end]
+                        ended_by = next(s for s in stops if text.endswith(s))
+                        value = text[: len(text) - len(ended_by)]
+                        break
+            else:
+                piece = vocab.texts[token]
+                state, consumed, terminated = pattern.consume(piece, state)
+                text += piece[:consumed]
+                if terminated:
+                    ended_by = next(t for t in pattern.terminators if piece.startswith(t, consumed))
+                    break
+                generated.append(token)
+        if pattern is not None:
+            text += pattern.shortest_completion(state) or ""
+            value = text
+            appended = text + (ended_by if (ended_by and step.keep_stop) else "")
+        else:
+            if value is None:
+                value = text
+            appended = text if (ended_by is None or step.keep_stop) else value
+        self.trie.insert(read)
+        return appended, value, math.fsum(logprobs), len(logprobs)
+
+    def complete_text(self, step: Complete, prompt: str) -> tuple[str, str, float, int]:
+        """``lm.complete`` for backends without next-token log-probs (a pattern is repaired afterwards)."""
+        stops = list(step.pattern.terminators) if step.pattern is not None else step.stop
+        text = self.lm.complete(prompt, stop=stops or None, max_tokens=step.max_tokens)
+        ended_by = next((s for s in stops if text.endswith(s)), None)
+        value = text[: len(text) - len(ended_by)] if ended_by else text
+        if step.pattern is not None:
+            value = step.pattern.repair(value)
+            text = value + (ended_by or "")
+        appended = text if step.keep_stop else value
+        self.trie.insert(self.prompt_ids(prompt) + list(self.lm.tokenize(appended)))
+        logprob = math.nan
+        if self.completion_scores and appended:
+            try:
+                logprob = float(self.lm.choice_distribution(prompt, [appended]).logprobs[0])
+            except NotImplementedError:
+                pass
+        return appended, value, logprob, len(self.lm.tokenize(appended))
