@@ -1,0 +1,1141 @@
+"""`OpenAI`: the OpenAI API and OpenAI-compatible servers (llama_cpp.server, vLLM, SGLang...) as an `LM`.
+
+>>> lm = OpenAI(model="smollm2", base_url="http://127.0.0.1:8000/v1", api_key="none")    # doctest: +SKIP
+>>> lm.complete("The capital of France is", stop=".")                                      # doctest: +SKIP
+' Paris.'
+>>> r = lm.choice_distribution("Q: Capital of France?\\nA:", [" Paris", " London"]); r.strategy, r.probs   # doctest: +SKIP
+('echo', array([0.97, 0.03]))
+
+**Endpoints.** ``chat=False`` uses ``/v1/completions``: the prompt is continued as text, like the local
+backends. ``chat=True`` uses ``/v1/chat/completions``: the prompt is sent as one user message (after an
+optional ``system`` message), so the model sees its chat template and answers in a new assistant turn.
+What differs for a chat model: ``complete`` returns the reply, not a continuation of the prompt text; there is
+no ``echo``, so ``choose`` uses the ``descent`` strategy and scores the choices as the start of the reply; the
+chat API cannot continue a partial reply, so a choice trie is scored only where the choices differ at their
+first token (a deeper decision raises `StrategyUnavailableError`). ``chat=None`` picks chat for OpenAI's chat
+model names (gpt-4o, gpt-4, gpt-3.5-turbo, o1...) and the completions endpoint for every other server.
+
+**Tokenizer** (``tokenizer=``): ``"auto"`` takes tiktoken for OpenAI's models, the server's own endpoints
+for llama_cpp.server (``/extras/tokenize``) and vLLM (``/tokenize``), else tiktoken by model name. Also
+accepted: ``"tiktoken"``, an encoding name (``"cl100k_base"``), ``"server"``, or a tokenizer object (see
+`autocog.lm.tokenizers`). A local tokenizer is checked against the server once (token counts of two probe
+texts from ``usage.prompt_tokens``, and the token that a ``logit_bias`` on a known id makes the server
+produce): a mismatch raises `TokenizerMismatchError`.
+
+**Scoring choices** (``strategy=``; the result's ``strategy`` and ``info`` say what ran):
+
+* ``"echo"``: each choice is appended to the prompt and sent with ``echo`` and ``logprobs``; the log-probs of
+  its tokens are read back. One request per trie leaf (a choice that is a text prefix of another is read
+  from the longer one's answer: no request for text already scored), sent in parallel (llama_cpp.server
+  takes one prompt per request). Servers differ in where the right number lies: the server is probed once
+  (`probe`): a known continuation is scored without echo (the log-prob of the generated token) and with
+  echo, and the layout that reproduces it is used: ``token_logprobs`` (``"direct"``, OpenAI, vLLM) or the
+  previous position's ``top_logprobs`` (``"shifted"``, llama_cpp.server 0.3.x on models without BOS). A
+  number the echo does not give (not in the top log-probs) is requested like a descent node.
+* ``"descent"``: best-first search down the token trie with ``max_tokens=1`` requests that return the top
+  log-probs of the next token, and ``logit_bias`` (+100) to make the server reveal a child that is not among
+  them. Servers that report log-probs before the bias (llama_cpp.server) give the biased token's exact
+  log-prob; servers that report them after it (renormalized) are read against an unbiased reference
+  token. Under the ``sum`` normalization a choice's partial sum bounds every choice below it, so the search
+  stops once the best complete choice beats every bound: often one request per branching node on the best
+  path. Choices it eliminated keep NaN for the tokens never scored, and their score is an upper bound
+  (``info["exact"]`` is False for them); ``exhaustive=True`` (and the ``mean``, ``char``, ``pmi``
+  normalizations) score the whole trie exactly.
+* ``"auto"``: echo when the probe found a layout that gives exact numbers, else descent.
+
+Both strategies send text, not token ids (llama_cpp.server accepts only text prompts): the server tokenizes
+``prompt + choice`` itself. The prompt/choice boundary follows `autocog.lm.lm` (trailing whitespace of the
+prompt moves into the choices). No end marker is scored unless ``end=`` is given (its text is appended to
+every choice).
+
+**Stops** (``complete``): servers cut the stop string off and answer ``finish_reason="stop"`` both for a stop
+string and for EOS. The stop is re-appended (so the text ends with it exactly when generation ended on it)
+when the server says which stop matched (``stop_reason``/``matched_stop``, vLLM and SGLang), or when the
+tokens it reports (``logprobs``, requested from llama.cpp servers) run past the returned text into a stop
+string; with no such evidence, the completions endpoint peeks: one greedy request continues the returned
+text and the stop is re-appended when that continuation starts with it; a chat reply with no evidence is
+taken as ended by EOS. A stop string left inside the text by a server is cut there.
+
+**Faults**: 408, 409, 429, 5xx, timeouts and dropped connections are retried with exponential backoff
+(``Retry-After`` honored up to ``max_backoff``), at most ``max_retries`` times and within ``max_retry_time``
+seconds in all; then `RetryExhaustedError` lists every attempt. Other statuses (400, 401, 403, 404, 422...)
+raise `RequestFailedError` at once, naming the model and the server. A response that is not the JSON
+expected raises `MalformedResponseError`. The openai client's own retries are disabled (``max_retries=0``
+on a copy of the client) so that every attempt is counted (``lm.requests``). The API key is never put into
+an error message or a log record (server messages are redacted).
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+import json
+import logging
+import math
+import os
+import random
+import threading
+import time
+from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any, Callable, Optional, Sequence, Union
+from urllib.parse import urlsplit, urlunsplit
+
+import numpy as np
+
+from .choice import TokenChoiceTree
+from .errors import (
+    InvalidChoicesError,
+    MalformedResponseError,
+    RequestFailedError,
+    RetryExhaustedError,
+    StrategyUnavailableError,
+    TokenizerMismatchError,
+    missing_backend,
+)
+from .greedy import COMPLETION_DEFAULTS, GreedyLM
+from .lm import (
+    LM,
+    ChoiceResult,
+    Stop,
+    as_stop_list,
+    check_choices,
+    check_normalization,
+    check_prompt,
+    find_stop,
+    normalize_scores,
+    split_boundary,
+)
+from .tokenizers import (
+    LlamaCppServerTokenizer,
+    Tokenizer,
+    VllmServerTokenizer,
+    as_tokenizer,
+    tiktoken_tokenizer,
+)
+
+log = logging.getLogger(__name__)
+
+STRATEGIES = ("auto", "echo", "descent")
+RETRY_STATUSES = frozenset({408, 409, 429})
+BIAS = 100.0  # the largest logit_bias OpenAI accepts
+PROBE_PROMPTS = ("The capital of France is", "Once upon a time, there was a", "1, 2, 3, 4,")
+TOKENIZER_PROBE = "Tokenizer check: naïve café, 12,345.67 ünïcödé → 東京 🙂 <div class=\"x\">\tdone</div>"
+PROBE_TOLERANCE = 2e-3
+OPENAI_COMPLETION_MODELS = ("gpt-3.5-turbo-instruct", "davinci-002", "babbage-002")
+
+
+@dataclass
+class Next:
+    """One next-token answer: the token the server produced, its log-prob, and the top log-probs by text."""
+
+    token: Optional[str]
+    logprob: Optional[float]
+    top: dict = field(default_factory=dict)
+    usage: Optional[int] = None
+
+
+@dataclass
+class Echo:
+    """The prompt tokens a server echoed: text pieces, character offsets, ``token_logprobs``, ``top_logprobs``."""
+
+    tokens: list
+    offsets: list
+    logprobs: list
+    top: list
+    generated: str  # the generated text (its tokens may or may not be in the lists)
+
+
+class OpenAI(LM):
+    """An `LM` behind the OpenAI API or an OpenAI-compatible server; see the module docstring.
+
+    ``model``: the model name (default: the first one the server lists); ``base_url``, ``api_key``: as for
+    ``openai.OpenAI`` (``api_key`` defaults to ``$OPENAI_API_KEY``, or a placeholder for a local server), or
+    ``client=``: an ``openai.OpenAI`` already configured (its retries are turned off on a copy).
+    ``timeout`` (seconds per attempt), ``max_retries``, ``max_retry_time`` (seconds, all attempts and sleeps),
+    ``backoff``/``max_backoff`` (first and longest sleep). ``parallel``: requests in flight at once.
+    ``top_logprobs``: how many log-probs to ask per position (default 20; 5 on OpenAI's completions endpoint,
+    100 on llama_cpp.server, which has no limit). ``completion_kwargs``: defaults for `complete`
+    (``max_tokens`` 64, greedy).
+
+    >>> lm = OpenAI(model="gpt-4o-mini")            # doctest: +SKIP   (chat model, tiktoken o200k_base)
+    """
+
+    def __init__(self, model: Optional[str] = None, base_url: Optional[str] = None, api_key: Optional[str] = None,
+                 client: Any = None, chat: Optional[bool] = None, tokenizer: Any = "auto",
+                 timeout: float = 60.0, max_retries: int = 4, max_retry_time: float = 120.0,
+                 backoff: float = 0.25, max_backoff: float = 8.0, strategy: str = "auto",
+                 top_logprobs: Optional[int] = None, parallel: int = 8, completion_kwargs: Optional[dict] = None,
+                 server: str = "auto", system: Optional[str] = None, check_tokenizer: bool = True,
+                 unconditional_prompt: Optional[str] = None):
+        try:
+            import openai
+        except ImportError as error:
+            raise missing_backend("openai", "openai") from error
+        self._openai = openai
+        self._response_type = _response_type()
+        if client is None:
+            key = api_key if api_key is not None else os.environ.get("OPENAI_API_KEY")
+            if key is None:
+                if base_url is None:
+                    raise RequestFailedError("OpenAI's API needs an API key: pass api_key= or set OPENAI_API_KEY")
+                key = "no-key"  # local servers without authentication
+            client = openai.OpenAI(api_key=key, base_url=base_url, max_retries=0, timeout=timeout)
+            self._owns_client = True
+        else:
+            client = client.with_options(max_retries=0, timeout=timeout)
+            self._owns_client = False
+        self.client = client
+        key = getattr(client, "api_key", None)
+        self._secret = key if isinstance(key, str) and len(key) >= 4 else None
+        self.base_url = _public_url(str(client.base_url))
+        self._model = model
+        self.timeout = float(timeout)
+        self.max_retries = int(max_retries)
+        self.max_retry_time = float(max_retry_time)
+        self.backoff = float(backoff)
+        self.max_backoff = float(max_backoff)
+        if strategy not in STRATEGIES:
+            raise ValueError(f"unknown strategy {strategy!r}: expected one of {', '.join(STRATEGIES)}")
+        self.strategy = strategy
+        self.parallel = max(1, int(parallel))
+        self.system = system
+        self.completion_kwargs = GreedyLM._completion_settings(completion_kwargs or {}, COMPLETION_DEFAULTS)
+        self._server = server
+        self._chat = chat
+        self._top_logprobs = top_logprobs
+        self._tokenizer_spec = tokenizer
+        self._tokenizer: Optional[Tokenizer] = None
+        self._check_tokenizer = check_tokenizer
+        self._tokenizer_checked = False
+        self._unconditional = unconditional_prompt
+        self._capabilities: Optional[dict] = None
+        self._pieces: dict[int, str] = {}
+        self._lock = threading.RLock()
+        self._pool: Optional[ThreadPoolExecutor] = None
+        self.requests: Counter = Counter()
+
+    @classmethod
+    def create(cls, **kwargs: Any) -> dict:
+        """The constructor's keyword arguments, as the other backends' ``create`` (AutoCog-compatible)."""
+        return dict(kwargs)
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=False)
+            self._pool = None
+        if self._owns_client:
+            self.client.close()
+
+    def __repr__(self) -> str:
+        return f"OpenAI(model={self._model!r}, base_url={self.base_url!r})"
+
+    # --- configuration resolved lazily ---------------------------------------------------------------
+    @property
+    def root_url(self) -> str:
+        """The server's address without the trailing ``/v1`` (where llama.cpp and vLLM put their extras)."""
+        url = str(self.client.base_url).rstrip("/")
+        return url[:-3] if url.endswith("/v1") else url
+
+    @property
+    def model(self) -> str:
+        if self._model is None:
+            data = self._call("list models", "models", lambda t: self.client.get(
+                "/models", cast_to=self._response_type, options={"timeout": t}))
+            try:
+                self._model = str(data["data"][0]["id"])
+            except (KeyError, IndexError, TypeError):
+                raise MalformedResponseError(f"{self.base_url}/models lists no model: {_excerpt(data)}") from None
+        return self._model
+
+    @property
+    def server(self) -> str:
+        """``"openai"``, ``"llama.cpp"``, ``"vllm"`` or ``"generic"`` (detected from the URL and the extras
+        endpoints unless given)."""
+        with self._lock:
+            if self._server == "auto":
+                self._server = self._detect_server()
+        return self._server
+
+    def _detect_server(self) -> str:
+        host = urlsplit(str(self.client.base_url)).hostname or ""
+        if host.endswith("openai.com"):
+            return "openai"
+        for kind, path, body in (("llama.cpp", "/extras/tokenize", {"input": "a"}),
+                                 ("vllm", "/tokenize", {"model": self._model or "", "prompt": "a"})):
+            try:
+                data = self._post(self.root_url + path, body, retry=False)
+            except (RequestFailedError, MalformedResponseError, RetryExhaustedError):
+                continue
+            if isinstance(data, dict) and isinstance(data.get("tokens"), list):
+                return kind
+        return "generic"
+
+    @property
+    def chat(self) -> bool:
+        if self._chat is None:
+            name = (self._model or "").lower()
+            self._chat = self.server == "openai" and not any(name.startswith(m) for m in OPENAI_COMPLETION_MODELS)
+        return self._chat
+
+    @property
+    def top_logprobs(self) -> int:
+        if self._top_logprobs is None:
+            if self.server == "openai":
+                return 20 if self.chat else 5
+            return 100 if self.server == "llama.cpp" else 20
+        return int(self._top_logprobs)
+
+    @property
+    def tokenizer(self) -> Tokenizer:
+        with self._lock:
+            if self._tokenizer is None:
+                self._tokenizer = self._resolve_tokenizer(self._tokenizer_spec)
+        return self._tokenizer
+
+    def _resolve_tokenizer(self, spec: Any) -> Tokenizer:
+        if isinstance(spec, str) and spec in ("auto", "server"):
+            if self.server == "llama.cpp":
+                return LlamaCppServerTokenizer(self._post, self.root_url, self.parallel)
+            if self.server == "vllm":
+                return VllmServerTokenizer(self._post, self.root_url, self.model, self.parallel)
+            if spec == "server":
+                raise StrategyUnavailableError(f"the server at {self.base_url} has no tokenize endpoint that "
+                                               "autocog knows (llama_cpp.server, vLLM): pass tokenizer=")
+            spec = "tiktoken"
+        if spec == "tiktoken":
+            try:
+                return tiktoken_tokenizer(self.model)
+            except KeyError:
+                raise StrategyUnavailableError(
+                    f"no tokenizer for model {self.model!r} on {self.base_url}: tiktoken does not know it and the "
+                    "server has no tokenize endpoint; pass tokenizer= (an encoding name or a tokenizer object)"
+                ) from None
+        return as_tokenizer(spec)
+
+    # --- the LM interface -----------------------------------------------------------------------------
+    def tokenize(self, text: str, bos: bool = False) -> list[int]:
+        """Token ids of ``text`` with the configured tokenizer; ``bos=True`` prepends the server's BOS if any."""
+        tokens = self.tokenizer.encode(text)
+        if bos:
+            prefix = getattr(self.tokenizer, "special_prefix", None)
+            if prefix is not None:
+                prefix()
+            if self.tokenizer.bos_token_id is not None:
+                tokens = [self.tokenizer.bos_token_id] + tokens
+        return tokens
+
+    def detokenize(self, tokens: Sequence[int]) -> str:
+        return self.tokenizer.decode(tokens)
+
+    def complete(self, prompt: str, stop: Stop = "\n", **kwargs: Any) -> str:
+        """Generate after ``prompt`` (greedy by default; ``temperature``, ``top_p``, ``top_k``, ``seed``), up to
+        ``max_tokens`` (alias ``max_new_tokens``), EOS or a stop string; the text ends with the stop string
+        exactly when generation ended on it (see the module docstring for how that is decided).
+
+        >>> lm.complete("1, 2, 3,", stop=",", max_tokens=8)     # doctest: +SKIP
+        ' 4,'
+        """
+        check_prompt(prompt)
+        settings = GreedyLM._completion_settings(kwargs, self.completion_kwargs)
+        stops = as_stop_list(stop)
+        max_tokens = int(settings["max_tokens"])
+        if max_tokens == 0:
+            return ""  # llama_cpp.server reads max_tokens=0 as "no limit"
+        server_stops = stops if (self.server != "openai" or len(stops) <= 4) else []
+        body: dict = {"max_tokens": max_tokens, "temperature": float(settings["temperature"]),
+                      "top_p": float(settings["top_p"])}
+        if settings["seed"] is not None:
+            body["seed"] = int(settings["seed"])
+        if server_stops:
+            body["stop"] = server_stops
+        extra = self._sampling_extras(settings)
+        want_tokens = self.server == "llama.cpp" and bool(stops)
+        if self.chat:
+            if want_tokens:
+                body.update(logprobs=True, top_logprobs=0)
+            data = self._chat_request(prompt, body, extra)
+            choice = _first_choice(data, "chat completion")
+            message = choice.get("message")
+            text = message.get("content") if isinstance(message, dict) else None
+            content = (choice.get("logprobs") or {}).get("content") if isinstance(choice.get("logprobs"), dict) else None
+            pieces = [c.get("token", "") for c in content] if isinstance(content, list) else None
+        else:
+            if want_tokens:
+                body["logprobs"] = 0
+            data = self._completion_request(prompt, body, extra)
+            choice = _first_choice(data, "completion")
+            text = choice.get("text")
+            logprobs = choice.get("logprobs")
+            pieces = logprobs.get("tokens") if isinstance(logprobs, dict) else None
+        if not isinstance(text, str):
+            raise MalformedResponseError(f"the completion from {self.base_url} has no text: {_excerpt(data)}")
+        return self._apply_stops(prompt, text, stops, choice, pieces, settings)
+
+    def _apply_stops(self, prompt: str, text: str, stops: list[str], choice: dict, pieces: Optional[list],
+                     settings: dict) -> str:
+        if not stops:
+            return text
+        end = find_stop(text, stops)
+        if end is not None:  # the server did not cut (or not at the earliest stop): cut here
+            return text[:end]
+        if choice.get("finish_reason") != "stop":
+            return text
+        for key in ("stop_reason", "matched_stop"):
+            matched = choice.get(key)
+            if isinstance(matched, str) and matched in stops:
+                return text + matched
+            if key in choice and matched is None or isinstance(matched, int):
+                return text  # the server says: EOS or a stop token, not a stop string
+        if isinstance(pieces, list) and all(isinstance(p, str) for p in pieces):
+            produced = "".join(pieces)
+            if produced.startswith(text):
+                end = find_stop(produced, stops, max(0, len(text) - max(map(len, stops))))
+                return produced[:end] if end is not None and end > len(text) else text
+        if self.chat:
+            return text
+        peek_body = {"max_tokens": min(32, 2 + max(map(len, stops))), "temperature": 0.0}
+        peek = _first_choice(self._completion_request(prompt + text, peek_body, self._sampling_extras(settings)),
+                             "completion").get("text")
+        if isinstance(peek, str):
+            for s in sorted(stops, key=len, reverse=True):
+                if peek.startswith(s):
+                    return text + s
+        return text
+
+    def _sampling_extras(self, settings: dict) -> dict:
+        """Sampler settings outside the OpenAI schema: llama.cpp's server defaults (repeat_penalty 1.1, min_p
+        0.05, top_k 40) are reset to the plain ones the local backends use."""
+        if self.server == "llama.cpp":
+            return {"repeat_penalty": 1.0, "min_p": 0.0, "top_k": int(settings.get("top_k") or 0)}
+        if self.server == "vllm" and settings.get("top_k"):
+            return {"top_k": int(settings["top_k"])}
+        return {}
+
+    # --- choices --------------------------------------------------------------------------------------
+    def choose(self, prompt: str, choices: Sequence[str], normalization: Optional[str] = None, **kwargs: Any) -> int:
+        """Index of the best choice; see `choice_distribution`."""
+        return self.choice_distribution(prompt, choices, normalization=normalization, **kwargs).index
+
+    def choice_distribution(self, prompt: str, choices: Sequence[str], normalization: Optional[str] = None,
+                            strategy: Optional[str] = None, end: Optional[str] = None, exhaustive: bool = False,
+                            **kwargs: Any) -> ChoiceResult:
+        """Score ``choices`` as continuations of ``prompt``: a `ChoiceResult` (distribution, per-token log-probs,
+        ``strategy`` = ``"echo"`` or ``"descent"``, ``info`` with the requests made and what was exact).
+
+        >>> r = lm.choice_distribution("2+2=", ["4", "5"], strategy="descent"); r.info["requests"]   # doctest: +SKIP
+        1
+        """
+        if kwargs:
+            raise TypeError(f"unexpected argument(s) to choose: {', '.join(kwargs)}")
+        normalization = check_normalization(normalization or self.default_normalization)
+        check_prompt(prompt)
+        choices = check_choices(choices)
+        strategy = strategy or self.strategy
+        if strategy not in STRATEGIES:
+            raise ValueError(f"unknown strategy {strategy!r}: expected one of {', '.join(STRATEGIES)}")
+        prompt_text, continuations = split_boundary(prompt, choices)
+        if end:
+            continuations = [c + end for c in continuations]
+        before = Counter(self.requests)
+        strategy = self._pick_strategy(strategy)
+        exhaustive = exhaustive or normalization != "sum"
+        uncond = None
+        if strategy == "echo":
+            token_logprobs, info = self._echo(prompt_text, continuations)
+            if normalization == "pmi":
+                uncond, _ = self._echo(self.unconditional_prompt, continuations)
+            tree = None
+        else:
+            token_logprobs, info, tree = self._descent(prompt_text, continuations, exhaustive)
+            if normalization == "pmi":
+                uncond, _, _ = self._descent(self.unconditional_prompt, continuations, True)
+        scores = normalize_scores(info.pop("bounded"), choices, normalization, uncond)
+        spent = Counter(self.requests)
+        spent.subtract(before)
+        info.update(server=self.server, endpoint="chat" if self.chat else "completions",
+                    requests=spent["completions"] + spent["chat"],
+                    tokenize_requests=spent["tokenize"] + spent["detokenize"], attempts=spent["attempts"])
+        return ChoiceResult(list(choices), token_logprobs, scores, normalization, tree=tree, strategy=strategy,
+                            unconditional_logprobs=uncond, info=info)
+
+    @property
+    def unconditional_prompt(self) -> str:
+        """The context of an unconditional score (``pmi``): the empty prompt when the server adds BOS, else
+        ``<|endoftext|>`` (override with ``unconditional_prompt=``)."""
+        if self._unconditional is None:
+            tok = self.tokenizer
+            prefix = getattr(tok, "special_prefix", None)
+            if prefix is not None:
+                prefix()
+            self._unconditional = "" if tok.bos_token_id is not None else "<|endoftext|>"
+        return self._unconditional
+
+    def _pick_strategy(self, strategy: str) -> str:
+        caps = self.probe()
+        if strategy == "echo":
+            if not caps["echo"]:
+                raise StrategyUnavailableError(f"strategy 'echo' cannot run on {self.base_url} (model "
+                                               f"{self.model!r}): {caps['echo_reason']}")
+            return "echo"
+        if strategy == "descent" or not caps["echo"]:
+            if caps["bias"] is None:
+                raise StrategyUnavailableError(f"strategy 'descent' cannot run on {self.base_url} (model "
+                                               f"{self.model!r}): {caps['bias_reason']}")
+            return "descent"
+        return "echo"
+
+    # --- probing the server ---------------------------------------------------------------------------
+    def probe(self) -> dict:
+        """What this server can do, measured once: ``echo`` (``"direct"``, ``"shifted"`` or None, with
+        ``echo_reason``), ``bias`` (``"pre"``: log-probs reported before logit_bias, ``"post"``, or None, with
+        ``bias_reason``) and the numbers compared.
+
+        >>> lm.probe()["echo"]          # doctest: +SKIP
+        'shifted'
+        """
+        with self._lock:
+            if self._capabilities is None:
+                self._capabilities = self._probe()
+        return self._capabilities
+
+    def _probe(self) -> dict:
+        caps: dict = {"echo": None, "echo_reason": "", "bias": None, "bias_reason": "", "checks": []}
+        first = None
+        for probe_prompt in PROBE_PROMPTS:
+            nxt = self._next(probe_prompt)
+            if nxt.token and nxt.logprob is not None and nxt.top:
+                first = (probe_prompt, nxt)
+                break
+        if first is None:
+            reason = "the server returns no log-probs for the next token"
+            caps.update(echo_reason=reason, bias_reason=reason)
+            return caps
+        probe_prompt, nxt = first
+        if self._check_tokenizer:
+            self.check_tokenizer(probe_usage=(probe_prompt, nxt.usage))
+        caps["bias"], caps["bias_reason"] = self._probe_bias(probe_prompt, nxt)
+        if self.chat:
+            caps["echo_reason"] = "the chat endpoint has no echo"
+        else:
+            caps["echo"], caps["echo_reason"] = self._probe_echo(probe_prompt, nxt, caps["checks"])
+        log.info("probed %s: echo=%s bias=%s", self.base_url, caps["echo"], caps["bias"])
+        return caps
+
+    def _probe_echo(self, probe_prompt: str, nxt: Next, checks: list) -> tuple[Optional[str], str]:
+        candidates = [(nxt.token, nxt.logprob)] + sorted(
+            ((t, v) for t, v in nxt.top.items() if t != nxt.token), key=lambda tv: -tv[1])
+        tried = 0
+        for token, expected in candidates:
+            if not token or not token.strip() or tried >= 3:
+                continue
+            tried += 1
+            try:
+                echo = self._echo_request(probe_prompt + token, 1)
+            except RequestFailedError as error:
+                return None, f"echo with logprobs was refused: {error}"
+            found = _region_start(echo, token)
+            if found is None or found[1] - found[0] != 1:
+                continue  # the server split the text differently at the boundary: try another token
+            i = found[0]
+            direct = echo.logprobs[i]
+            shifted = (echo.top[i - 1] or {}).get(token) if i >= 1 else None
+            checks.append({"token": token, "expected": expected, "token_logprobs": direct,
+                           "previous_top_logprobs": shifted})
+            if direct is not None and abs(direct - expected) <= PROBE_TOLERANCE:
+                return "direct", f"token_logprobs reproduce the log-prob of {token!r}"
+            if shifted is not None and abs(shifted - expected) <= PROBE_TOLERANCE:
+                return "shifted", (f"token_logprobs are shifted by one position ({direct} for {token!r}, expected "
+                                   f"{expected}); the previous position's top_logprobs hold the right value")
+            return None, (f"echo gives neither the log-prob of {token!r} ({expected}) in token_logprobs "
+                          f"({direct}) nor in the previous position's top_logprobs ({shifted})")
+        return None, "no probe continuation could be echoed back on a clean token boundary"
+
+    def _probe_bias(self, probe_prompt: str, nxt: Next) -> tuple[Optional[str], str]:
+        try:
+            tokenizer = self.tokenizer
+        except StrategyUnavailableError as error:
+            return None, f"logit_bias needs token ids: {error}"
+        ranked = sorted(((t, v) for t, v in nxt.top.items() if t != nxt.token), key=lambda tv: -tv[1])
+        for text, expected in ranked[:5]:
+            if not text or "\ufffd" in text:
+                continue
+            ids = tokenizer.encode(text)
+            if len(ids) != 1:
+                continue
+            biased = self._next(probe_prompt, {ids[0]: BIAS})
+            if biased.token != text:
+                raise TokenizerMismatchError(
+                    f"the tokenizer {tokenizer!r} gives id {ids[0]} for {text!r}, but a logit_bias on that id made "
+                    f"the server at {self.base_url} (model {self.model!r}) produce {biased.token!r}: the ids differ")
+            if biased.logprob is None:
+                return None, "the server returns no log-prob for a biased token"
+            if abs(biased.logprob - expected) <= PROBE_TOLERANCE:
+                return "pre", "log-probs are reported before logit_bias"
+            if biased.logprob > expected + 1.0:
+                return "post", "log-probs are reported after logit_bias (renormalized)"
+            return None, f"a biased token reads {biased.logprob}, expected {expected} or close to 0"
+        return None, "no probe token is a single token of the tokenizer"
+
+    def check_tokenizer(self, probe_usage: Optional[tuple] = None) -> None:
+        """Compare the local tokenizer with the server: the difference of ``usage.prompt_tokens`` between two
+        prompts must equal the difference of their local token counts (BOS and chat templates cancel out).
+        Raises `TokenizerMismatchError`; a no-op for the server's own tokenizer or a server without ``usage``."""
+        if self._tokenizer_checked:
+            return
+        self._tokenizer_checked = True
+        try:
+            tokenizer = self.tokenizer
+        except StrategyUnavailableError:
+            return
+        if tokenizer.is_server:
+            return
+        short, short_usage = probe_usage if probe_usage else (PROBE_PROMPTS[0], self._next(PROBE_PROMPTS[0]).usage)
+        long_usage = self._next(TOKENIZER_PROBE).usage
+        if short_usage is None or long_usage is None:
+            return
+        local = len(tokenizer.encode(TOKENIZER_PROBE)) - len(tokenizer.encode(short))
+        remote = long_usage - short_usage
+        if local != remote:
+            raise TokenizerMismatchError(
+                f"the tokenizer {tokenizer!r} does not match model {self.model!r} on {self.base_url}: the server "
+                f"counts {long_usage} and {short_usage} prompt tokens for two probe texts, {remote} apart, the "
+                f"tokenizer counts {local} apart; pass the model's tokenizer (tokenizer=...)")
+
+    # --- echo -----------------------------------------------------------------------------------------
+    def _echo(self, prompt_text: str, texts: list[str]) -> tuple[list[list[float]], dict]:
+        layout = self.probe()["echo"]
+        leaves = [j for j, t in enumerate(texts) if not any(o != t and o.startswith(t) for o in texts)]
+        want_top = self.top_logprobs if layout == "shifted" else 1
+        answers: dict[int, Echo] = dict(zip(leaves, self._map(
+            lambda j: self._echo_request(prompt_text + texts[j], want_top), leaves)))
+        regions: dict[int, tuple[Echo, int, int]] = {}
+        second = []
+        for j, text in enumerate(texts):
+            sources = [j] if j in answers else [k for k in leaves if texts[k].startswith(text)]
+            for k in sources:
+                region = _region(answers[k], texts[k], text)
+                if region is not None:
+                    regions[j] = (answers[k],) + region
+                    break
+            else:
+                second.append(j)
+        for j, echo in zip(second, self._map(lambda j: self._echo_request(prompt_text + texts[j], want_top), second)):
+            region = _region(echo, texts[j], texts[j])
+            if region is None:
+                raise StrategyUnavailableError(
+                    f"the server at {self.base_url} tokenizes the prompt and choice {j} ({texts[j]!r}) across their "
+                    "boundary (no token starts where the choice starts): echo cannot score it; use strategy='descent'")
+            regions[j] = (echo,) + region
+        token_logprobs: list[list[float]] = []
+        pieces: list[list[str]] = []
+        missing: dict[str, dict[str, list[tuple[int, int]]]] = {}
+        for j in range(len(texts)):
+            echo, s, e = regions[j]
+            values, texts_j = [], []
+            for i in range(s, e):
+                token = echo.tokens[i]
+                if layout == "direct":
+                    value = echo.logprobs[i]
+                else:
+                    value = (echo.top[i - 1] or {}).get(token) if i >= 1 and token else None
+                if value is None:
+                    context = prompt_text + "".join(echo.tokens[s:i])
+                    missing.setdefault(context, {}).setdefault(token, []).append((j, i - s))
+                    value = math.nan
+                values.append(float(value))
+                texts_j.append(token)
+            token_logprobs.append(values)
+            pieces.append(texts_j)
+        if missing:
+            self._fill_missing(missing, token_logprobs)
+        self._check_pieces(texts, pieces)
+        info = {"layout": layout, "echo_requests": len(leaves) + len(second), "filled": sum(
+            len(v) for m in missing.values() for v in m.values()), "tokens": pieces,
+                "exact": [True] * len(texts), "bounded": token_logprobs}
+        return token_logprobs, info
+
+    def _fill_missing(self, missing: dict, token_logprobs: list[list[float]]) -> None:
+        """Values echo did not give: a next-token request per context, with logit_bias where needed."""
+        tokenizer = None
+
+        def fill(item):
+            nonlocal tokenizer
+            context, wanted = item
+            nxt = self._next(context)
+            found = {t: nxt.top[t] for t in wanted if t in nxt.top}
+            if nxt.token in wanted and nxt.logprob is not None:
+                found[nxt.token] = nxt.logprob
+            rest = [t for t in wanted if t not in found]
+            if rest:
+                tokenizer = tokenizer or self.tokenizer
+                children = []
+                for t in rest:
+                    ids = tokenizer.encode(t)
+                    if len(ids) != 1:
+                        raise StrategyUnavailableError(f"echo gave no log-prob for token {t!r} and the tokenizer "
+                                                       "cannot name its id")
+                    children.append((t, ids[0], t))
+                found.update(self._refine(context, children, nxt))
+            return item, found
+
+        for (context, wanted), found in self._map(fill, list(missing.items())):
+            for token, places in wanted.items():
+                for j, k in places:
+                    token_logprobs[j][k] = found[token]
+
+    def _check_pieces(self, texts: list[str], pieces: list[list[str]]) -> None:
+        """With a local tokenizer, the server's split of each choice must be the tokenizer's."""
+        tokenizer = self._tokenizer
+        if tokenizer is None or tokenizer.is_server:
+            return
+        for j, text in enumerate(texts):
+            local = [self._piece(t) for t in tokenizer.encode(text)]
+            if all("\ufffd" not in p for p in local) and local != pieces[j]:
+                raise TokenizerMismatchError(
+                    f"choice {j} ({text!r}): the server at {self.base_url} (model {self.model!r}) splits it as "
+                    f"{pieces[j]} but the tokenizer {tokenizer!r} as {local}")
+
+    # --- descent --------------------------------------------------------------------------------------
+    def _descent(self, prompt_text: str, texts: list[str], exhaustive: bool
+                 ) -> tuple[list[list[float]], dict, TokenChoiceTree]:
+        tokenizer = self.tokenizer
+        token_lists = tokenizer.encode_many(texts)
+        for j, tokens in enumerate(token_lists):
+            if not tokens:
+                raise InvalidChoicesError(f"choice {j} ({texts[j]!r}) tokenizes to nothing")
+        if len(set(map(tuple, token_lists))) < len(token_lists):
+            raise InvalidChoicesError("two choices tokenize to the same tokens once the prompt's trailing "
+                                      "whitespace is moved into them")
+        unique = sorted({t for ts in token_lists for t in ts})
+        pieces = dict(zip(unique, self._map(self._piece, unique)))
+        tree = TokenChoiceTree(token_lists, pieces)
+        nodes = tree.nodes
+        exact: dict[int, float] = {}
+        bound: dict[int, float] = {}
+        evaluated: dict[int, Next] = {}  # parent index (-1: root) -> its unbiased/first answer
+        order = itertools.count()
+
+        def children_of(parent: int) -> list[int]:
+            return list((tree.roots if parent < 0 else nodes[parent].children).values())
+
+        def context_of(parent: int) -> str:
+            if parent < 0:
+                return prompt_text
+            if self.chat:
+                raise StrategyUnavailableError(
+                    "the chat endpoint cannot continue a partial reply: these choices share their first token "
+                    f"({nodes[parent].text!r}), so descent cannot tell them apart; use a completions model")
+            path = tree.path_tokens(parent)
+            texts_path = [pieces[t] for t in path]
+            if all(p and "\ufffd" not in p for p in texts_path):
+                return prompt_text + "".join(texts_path)
+            return prompt_text + tokenizer.decode(path)
+
+        def spec(index: int) -> tuple:
+            return (index, nodes[index].token, pieces[nodes[index].token])
+
+        def expand(parent: int) -> None:
+            kids = children_of(parent)
+            first, values, bounds = self._first(context_of(parent), [spec(k) for k in kids])
+            evaluated[parent] = first
+            exact.update(values)
+            bound.update(bounds)
+
+        def refine(index: int) -> None:
+            parent = nodes[index].parent
+            todo = [k for k in children_of(parent) if k not in exact]
+            if self.probe()["bias"] == "pre":
+                todo = [index]  # one request per child: the biased token's exact log-prob
+            exact.update(self._refine(context_of(parent), [spec(k) for k in todo], evaluated[parent]))
+            for k in todo:
+                bound.pop(k, None)
+
+        def upper(index: int) -> float:
+            total = 0.0
+            while index >= 0:
+                total += exact.get(index, bound.get(index, 0.0))
+                index = nodes[index].parent
+            return total
+
+        winner = None
+        if exhaustive:
+            parents = [-1] + tree.internal_nodes()
+            for parent in parents:
+                expand(parent)
+            for parent in parents:
+                missing = [k for k in children_of(parent) if k not in exact]
+                if missing:
+                    if self.probe()["bias"] == "pre":
+                        for k in missing:
+                            refine(k)
+                    else:
+                        refine(missing[0])
+        else:
+            expand(-1)
+            heap = [(-upper(k), 0 if k in exact else 1, next(order), k) for k in children_of(-1)]
+            heapq.heapify(heap)
+            while heap:
+                key, _, _, index = heapq.heappop(heap)
+                current = upper(index)
+                if current < -key - 1e-12:  # stale: a sibling's refinement lowered it
+                    heapq.heappush(heap, (-current, 0 if index in exact else 1, next(order), index))
+                    continue
+                if index not in exact:
+                    refine(index)
+                    heapq.heappush(heap, (-upper(index), 0, next(order), index))
+                    continue
+                if nodes[index].ends:
+                    winner = index
+                    break
+                expand(index)
+                for k in nodes[index].children.values():
+                    heapq.heappush(heap, (-upper(k), 0 if k in exact else 1, next(order), k))
+        token_logprobs = [[exact.get(i, math.nan) for i in path] for path in tree.paths]
+        bounded = []
+        for path in tree.paths:
+            values = []
+            for i in path:
+                if i in exact:
+                    values.append(exact[i])
+                elif i in bound:
+                    values.append(bound[i])
+                else:
+                    break  # below an eliminated node: the partial sum above bounds the choice
+            bounded.append(values)
+        lps = [exact.get(i) for i in range(len(nodes))]
+        tree.set_logprobs([math.nan if v is None else v for v in lps])
+        info = {"bias": self.probe()["bias"], "exact": [all(i in exact for i in p) for p in tree.paths],
+                "nodes_scored": len(exact), "nodes": len(nodes), "exhaustive": exhaustive,
+                "winner": None if winner is None else nodes[winner].ends[0], "bounded": bounded}
+        return token_logprobs, info, tree
+
+    def _first(self, context: str, children: list[tuple]) -> tuple[Next, dict, dict]:
+        """The first request at a trie node: exact log-probs of the children it reveals, bounds for the others.
+
+        ``children``: (key, token id, piece text). Servers reporting log-probs before the bias get a bias on
+        every child (the produced token is the best child, exactly scored); the others an unbiased request.
+        """
+        bias_mode = self.probe()["bias"]
+        biased = bias_mode == "pre"
+        nxt = self._next(context, {c[1]: BIAS for c in children} if biased else None)
+        unique = _unique_pieces(children)
+        exact: dict = {}
+        for key, token, piece in children:
+            if piece in unique and piece in nxt.top:
+                exact[key] = nxt.top[piece]
+        if biased and nxt.logprob is not None:
+            produced = [c for c in children if c[2] == nxt.token]
+            if len(children) == 1:
+                exact[children[0][0]] = nxt.logprob
+            elif len(produced) == 1 and nxt.token in unique:
+                exact[produced[0][0]] = nxt.logprob
+            elif nxt.token and "\ufffd" not in nxt.token and not produced and unique:
+                raise TokenizerMismatchError(
+                    f"a logit_bias on the ids of {[c[2] for c in children]} made the server at {self.base_url} "
+                    f"(model {self.model!r}) produce {nxt.token!r}: the tokenizer's ids are not the model's")
+        floor = min(nxt.top.values()) if nxt.top else 0.0
+        if biased and nxt.logprob is not None:
+            floor = min(floor, nxt.logprob)
+        bounds = {key: floor for key, _, _ in children if key not in exact}
+        return nxt, exact, bounds
+
+    def _refine(self, context: str, children: list[tuple], first: Next) -> dict:
+        """Exact log-probs of ``children`` at ``context`` through logit_bias (see `_first`)."""
+        out: dict = {}
+        if self.probe()["bias"] is None:
+            raise StrategyUnavailableError(f"a log-prob outside the top {self.top_logprobs} is needed, and "
+                                           f"logit_bias cannot reveal it here: {self.probe()['bias_reason']}")
+        if self.probe()["bias"] == "pre":
+            for key, token, piece in children:
+                nxt = self._next(context, {token: BIAS})
+                if nxt.logprob is None:
+                    raise MalformedResponseError(f"the server at {self.base_url} returned no log-prob for a "
+                                                 "biased token")
+                if nxt.token != piece and piece and "\ufffd" not in piece and nxt.token:
+                    raise TokenizerMismatchError(
+                        f"a logit_bias on id {token} ({piece!r}) made the server at {self.base_url} (model "
+                        f"{self.model!r}) produce {nxt.token!r}: the tokenizer's ids are not the model's")
+                out[key] = nxt.logprob
+            return out
+        # Reported after the bias: biased values are read against an unbiased reference token r:
+        # log p(u) = q(u) - q(r) - BIAS + log p(r), with q the biased answer and log p(r) from `first`.
+        size = max(1, self.top_logprobs - 1)
+        for start in range(0, len(children), size):
+            chunk = children[start:start + size]
+            names = {c[2] for c in chunk}
+            reference = max(((t, v) for t, v in first.top.items() if t not in names), key=lambda tv: tv[1],
+                            default=None)
+            if reference is None:
+                raise StrategyUnavailableError("no unbiased reference token to read biased log-probs against")
+            nxt = self._next(context, {c[1]: BIAS for c in chunk})
+            if reference[0] not in nxt.top:
+                raise StrategyUnavailableError(
+                    f"the reference token {reference[0]!r} is missing from the biased top log-probs: ask for more "
+                    "top_logprobs")
+            shift = reference[1] - nxt.top[reference[0]] - BIAS
+            for key, token, piece in chunk:
+                if piece not in nxt.top:
+                    raise StrategyUnavailableError(f"the biased token {piece!r} is missing from the top log-probs")
+                out[key] = nxt.top[piece] + shift
+        return out
+
+    def _piece(self, token: int) -> str:
+        piece = self._pieces.get(token)
+        if piece is None:
+            piece = self.tokenizer.decode([token])
+            self._pieces[token] = piece
+        return piece
+
+    # --- requests -------------------------------------------------------------------------------------
+    def _next(self, context: str, bias: Optional[dict] = None) -> Next:
+        """One next-token request (greedy, ``max_tokens=1``) with the top log-probs, optionally biased."""
+        k = self.top_logprobs
+        body: dict = {"max_tokens": 1, "temperature": 0.0}
+        if bias:
+            body["logit_bias"] = {str(t): float(b) for t, b in bias.items()}
+        extra = self._sampling_extras({"top_k": 0})
+        if self.chat:
+            body.update(logprobs=True, top_logprobs=k)
+            data = self._chat_request(context, body, extra)
+            choice = _first_choice(data, "chat completion")
+            content = (choice.get("logprobs") or {}).get("content") if isinstance(choice.get("logprobs"), dict) else None
+            if not content:
+                return Next(None, None, {}, _usage(data))
+            entry = content[0]
+            top = {}
+            for item in entry.get("top_logprobs") or []:
+                if isinstance(item, dict) and isinstance(item.get("token"), str) and item.get("logprob") is not None:
+                    top.setdefault(item["token"], float(item["logprob"]))
+            return Next(entry.get("token"), _float(entry.get("logprob")), top, _usage(data))
+        body["logprobs"] = k
+        data = self._completion_request(context, body, extra)
+        choice = _first_choice(data, "completion")
+        logprobs = choice.get("logprobs")
+        if not isinstance(logprobs, dict) or not logprobs.get("tokens"):
+            return Next(None, None, {}, _usage(data))
+        try:
+            token = logprobs["tokens"][0]
+            value = _float(logprobs["token_logprobs"][0])
+            top = {str(t): float(v) for t, v in ((logprobs.get("top_logprobs") or [None])[0] or {}).items()}
+        except (KeyError, IndexError, TypeError, ValueError, AttributeError):
+            raise MalformedResponseError(f"unexpected logprobs from {self.base_url}: {_excerpt(logprobs)}") from None
+        return Next(token, value, top, _usage(data))
+
+    def _echo_request(self, text: str, top: int) -> Echo:
+        body = {"max_tokens": 1, "temperature": 0.0, "echo": True, "logprobs": top}
+        data = self._completion_request(text, body, self._sampling_extras({"top_k": 0}))
+        logprobs = _first_choice(data, "completion").get("logprobs")
+        try:
+            full = _first_choice(data, "completion").get("text")
+            generated = full[len(text):] if isinstance(full, str) and full.startswith(text) else ""
+            echo = Echo([str(t) for t in logprobs["tokens"]], [int(o) for o in logprobs["text_offset"]],
+                        [_float(v) for v in logprobs["token_logprobs"]],
+                        [({str(k): float(v) for k, v in d.items()} if d else None) for d in logprobs["top_logprobs"]],
+                        generated)
+        except (KeyError, TypeError, ValueError, AttributeError):
+            raise MalformedResponseError(f"the echo from {self.base_url} has no usable logprobs: "
+                                         f"{_excerpt(logprobs)}") from None
+        if not (len(echo.tokens) == len(echo.offsets) == len(echo.logprobs) == len(echo.top)):
+            raise MalformedResponseError(f"the echo from {self.base_url} has lists of different lengths")
+        return echo
+
+    def _completion_request(self, prompt: str, body: dict, extra: dict) -> Any:
+        params = dict(model=self.model, prompt=prompt, **body)
+        if extra:
+            params["extra_body"] = extra
+        return self._call("completion", "completions",
+                          lambda t: self.client.completions.with_raw_response.create(**params, timeout=t).http_response)
+
+    def _chat_request(self, prompt: str, body: dict, extra: dict) -> Any:
+        messages = ([{"role": "system", "content": self.system}] if self.system else []) + [
+            {"role": "user", "content": prompt}]
+        params = dict(model=self.model, messages=messages, **body)
+        if extra:
+            params["extra_body"] = extra
+        return self._call("chat completion", "chat",
+                          lambda t: self.client.chat.completions.with_raw_response.create(**params, timeout=t).http_response)
+
+    def _post(self, url: str, body: dict, retry: bool = True) -> Any:
+        """POST JSON to ``url`` (absolute, or relative to ``base_url``) with the retry policy; decoded JSON."""
+        kind = "detokenize" if url.endswith("detokenize") else "tokenize" if url.endswith("tokenize") else "other"
+        return self._call(f"POST {url.rsplit('/', 1)[-1]}", kind, lambda t: self.client.post(
+            url, body=body, cast_to=self._response_type, options={"timeout": t}), retry=retry)
+
+    def post_json(self, url: str, body: dict) -> Any:
+        """Public form of `_post` (what the server tokenizers use)."""
+        return self._post(url, body)
+
+    def _map(self, fn: Callable, items: list) -> list:
+        """``[fn(x) for x in items]``, in parallel on the instance's thread pool when there are several."""
+        if len(items) <= 1 or self.parallel == 1:
+            return [fn(x) for x in items]
+        with self._lock:
+            if self._pool is None:
+                self._pool = ThreadPoolExecutor(self.parallel, thread_name_prefix="autocog-openai")
+        return list(self._pool.map(fn, items))
+
+    def _count(self, key: str) -> None:
+        with self._lock:
+            self.requests[key] += 1
+
+    def _call(self, what: str, kind: str, send: Callable[[float], Any], retry: bool = True) -> Any:
+        """Send with retries (see the module docstring); the decoded JSON body."""
+        openai = self._openai
+        self._count(kind)
+        began = time.monotonic()
+        delay = self.backoff
+        attempts: list[str] = []
+        while True:
+            remaining = self.max_retry_time - (time.monotonic() - began)
+            timeout = max(0.05, min(self.timeout, remaining))
+            self._count("attempts")
+            wait = 0.0
+            try:
+                response = send(timeout)
+                return self._decode(response, what)
+            except openai.APIStatusError as error:
+                status = error.status_code
+                detail = self._redact(_excerpt(_error_body(error)))
+                if not (status in RETRY_STATUSES or status >= 500) or not retry:
+                    raise RequestFailedError(
+                        f"{what} failed on {self.base_url} for model {self._model!r}: HTTP {status}: {detail}",
+                        status) from None
+                attempts.append(f"HTTP {status}: {detail}")
+                wait = _retry_after(error)
+            except openai.APITimeoutError:
+                attempts.append(f"no answer within the timeout ({timeout:.3g} s)")
+            except openai.APIConnectionError as error:
+                cause = error.__cause__ or error.__context__
+                attempts.append(f"connection failed ({type(cause).__name__ if cause else 'closed'})")
+            elapsed = time.monotonic() - began
+            sleep = min(max(delay * (0.5 + random.random() / 2), wait), self.max_backoff)
+            if not retry or len(attempts) > self.max_retries or elapsed + sleep >= self.max_retry_time:
+                raise RetryExhaustedError(
+                    f"{what} failed on {self.base_url} for model {self._model!r} after {len(attempts)} attempt(s) "
+                    f"in {elapsed:.1f} s", attempts) from None
+            log.warning("%s on %s: %s; retry %d in %.2f s", what, self.base_url, attempts[-1], len(attempts), sleep)
+            time.sleep(sleep)
+            delay *= 2
+
+    def _decode(self, response: Any, what: str) -> Any:
+        raw = response.content
+        try:
+            return json.loads(raw)
+        except (ValueError, UnicodeDecodeError):
+            raise MalformedResponseError(
+                f"the {what} answer from {self.base_url} is not valid JSON ({len(raw)} bytes): "
+                f"{self._redact(raw[:200].decode('utf-8', 'replace'))!r}") from None
+
+    def _redact(self, text: str) -> str:
+        if self._secret:
+            text = text.replace(self._secret, "***")
+        return text
+
+
+# --- helpers --------------------------------------------------------------------------------------------
+def _response_type() -> type:
+    try:
+        import httpx2
+
+        return httpx2.Response
+    except ImportError:  # openai < 3 runs on httpx
+        import httpx
+
+        return httpx.Response
+
+
+def _public_url(url: str) -> str:
+    """``url`` without credentials (``user:pass@``) or query string, for messages."""
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    if parts.port:
+        host += f":{parts.port}"
+    return urlunsplit((parts.scheme, host, parts.path.rstrip("/"), "", ""))
+
+
+def _excerpt(value: Any, limit: int = 300) -> str:
+    text = value if isinstance(value, str) else json.dumps(value, default=str) if value is not None else ""
+    return text if len(text) <= limit else text[:limit] + "..."
+
+
+def _error_body(error: Any) -> Any:
+    body = getattr(error, "body", None)
+    if body is None:
+        try:
+            body = error.response.text
+        except Exception:  # noqa: BLE001 - the body is only used in a message
+            body = str(error)
+    return body
+
+
+def _retry_after(error: Any) -> float:
+    try:
+        return max(0.0, float(error.response.headers.get("retry-after", "")))
+    except (ValueError, AttributeError, TypeError):
+        return 0.0
+
+
+def _first_choice(data: Any, what: str) -> dict:
+    choices = data.get("choices") if isinstance(data, dict) else None
+    if not isinstance(choices, list) or not choices or not isinstance(choices[0], dict):
+        raise MalformedResponseError(f"the {what} answer has no choices: {_excerpt(data)}")
+    return choices[0]
+
+
+def _usage(data: Any) -> Optional[int]:
+    usage = data.get("usage") if isinstance(data, dict) else None
+    value = usage.get("prompt_tokens") if isinstance(usage, dict) else None
+    return int(value) if isinstance(value, (int, float)) else None
+
+
+def _float(value: Any) -> Optional[float]:
+    return None if value is None else float(value)
+
+
+def _prompt_ends(echo: Echo) -> list[int]:
+    """Where the echoed prompt tokens may end: before the generated tokens when the lists hold them (OpenAI),
+    at the end of the lists when the server left them out (llama_cpp.server drops the unevaluated one)."""
+    ends = []
+    if echo.generated:
+        e, spelled = len(echo.tokens), ""
+        while e > 0 and len(spelled) < len(echo.generated):
+            e -= 1
+            spelled = echo.tokens[e] + spelled
+        if spelled == echo.generated:
+            ends.append(e)
+    return ends + [len(echo.tokens)]
+
+
+def _region_start(echo: Echo, tail: str) -> Optional[tuple[int, int]]:
+    """(s, n): the echoed prompt tokens [s, n) spell ``tail``, the text the prompt ends with; None when no
+    token boundary falls where ``tail`` starts (the server merged it with the text before). Works on the
+    token texts, not the offsets (special tokens have no text but shift some servers' offsets)."""
+    for n in _prompt_ends(echo):
+        s, spelled = n, ""
+        while s > 0 and len(spelled) < len(tail):
+            s -= 1
+            spelled = echo.tokens[s] + spelled
+        if spelled == tail and s < n:
+            return s, n
+    return None
+
+
+def _region(echo: Echo, echoed: str, text: str) -> Optional[tuple[int, int]]:
+    """Indices [s, e) of the echoed tokens that spell ``text``, a prefix of ``echoed`` (the choice text that
+    ends the echoed prompt), or None when the tokens do not split there."""
+    found = _region_start(echo, echoed)
+    if found is None:
+        return None
+    s, n = found
+    e, spelled = s, ""
+    while e < n and len(spelled) < len(text):
+        spelled += echo.tokens[e]
+        e += 1
+    return (s, e) if spelled == text else None
+
+
+def _unique_pieces(children: list[tuple]) -> set:
+    counts = Counter(c[2] for c in children)
+    return {p for p, n in counts.items() if n == 1 and p and "\ufffd" not in p}
