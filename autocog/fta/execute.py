@@ -20,8 +20,9 @@ from typing import Any, Optional
 
 import numpy as np
 
+from ..lm.choice import ChoiceLM
 from ..lm.greedy import GreedyLM
-from ..lm.lm import LM, find_stop, split_boundary
+from ..lm.lm import LM, ChoiceResult, find_stop, normalize_scores, split_boundary
 from .constraints import token_texts
 from .program import Program
 from .steps import END, Choose, Complete, Step, Text
@@ -62,8 +63,9 @@ class _State:
 class Explorer:
     """One run of ``program`` on ``lm`` (see the module docstring); `run` returns the `ProgramResult`."""
 
-    def __init__(self, program: Program, lm: LM, width: Optional[int], threshold: float, completion_scores: bool):
-        self.program, self.lm = program, lm
+    def __init__(self, program: Program, lm: LM, width: Optional[int], threshold: float, completion_scores: bool,
+                 scoring: str = "prefix"):
+        self.program, self.lm, self.scoring = program, lm, scoring
         self.width, self.threshold, self.completion_scores = width, threshold, completion_scores
         self.greedy = isinstance(lm, GreedyLM)
         self.trie = TokenTrie()
@@ -135,7 +137,7 @@ class Explorer:
         evaluated = self.lm.tokens_evaluated - before if self.greedy else None
         stats = TokenStats(evaluated=evaluated, unique=self.trie.size, calls=dict(self.calls))
         settings = {"width": self.width, "threshold": self.threshold, "completion_scores": self.completion_scores,
-                    "inputs": inputs}
+                    "scoring": self.scoring, "inputs": inputs}
         return ProgramResult(paths=paths, tree=root, tokens=stats, settings=settings)
 
     # --- Choose ---------------------------------------------------------------------------------------------
@@ -150,10 +152,14 @@ class Explorer:
             kwargs["end"] = step.end
         self.calls["choose"] += 1
         self.account_choose(state.prompt, options, step)
-        try:
-            result = self.lm.choice_distribution(state.prompt, options, **kwargs)
-        except NotImplementedError:
-            result = None
+        result = None
+        if self.scoring == "prefix" and isinstance(self.lm, ChoiceLM) and step.normalization != "pmi":
+            result = self.score_prefix(state.prompt, options, step)
+        else:
+            try:
+                result = self.lm.choice_distribution(state.prompt, options, **kwargs)
+            except NotImplementedError:
+                pass
         if result is not None:
             probs = np.asarray(result.probs, dtype=np.float64)
             logprobs = result.logprobs
@@ -183,7 +189,47 @@ class Explorer:
                 self.store(child, step, option)
                 child.step = self.program.successor(step, option)
                 children.append(child)
+        if result is not None and "cached" in result.info and len(children) > 1:
+            # explore first the kept option whose tokens the prefix cache still holds (results are sorted later)
+            cached = result.info["cached"]
+            first = max(range(len(children)), key=lambda k: (cached[children[k].node.option], -k))
+            children.insert(0, children.pop(first))
         return children
+
+    def score_prefix(self, prompt: str, options: list[str], step: Choose) -> ChoiceResult:
+        """`ChoiceLM.choice_distribution`, with the trie evaluated depth-first through ``lm.greedy``.
+
+        The trie, the boundary convention and the normalization are the backend's (``lm.build_tree``,
+        `normalize_scores`); only the order of evaluation differs: one ``greedy`` call per inner node of the
+        trie, parents before children, so the prefix cache extends the previous call by one token each time and
+        leaves are never run. The option a path then takes is read once more when the path goes on."""
+        lm = self.lm
+        prompt_tokens, tree, choices = lm.build_tree(prompt, options, step.end)
+        out = np.empty(len(tree.nodes), dtype=np.float64)
+        logprobs = lm.greedy(prompt_tokens)
+        for index in tree.roots.values():
+            out[index] = logprobs[tree.nodes[index].token]
+        stack = list(reversed(tree.roots.values()))
+        last = -1
+        while stack:
+            node = tree.nodes[stack.pop()]
+            if not node.children:
+                continue
+            last = node.index
+            logprobs = lm.greedy(prompt_tokens + tree.path_tokens(node.index))
+            for child in node.children.values():
+                out[child] = logprobs[tree.nodes[child].token]
+            stack.extend(reversed(node.children.values()))
+        tree.set_logprobs(out)
+        normalization = step.normalization or lm.default_normalization
+        token_logprobs = tree.choice_logprobs()
+        scores = normalize_scores(token_logprobs, choices, normalization)
+        cached = set()   # the trie nodes whose KV the prefix cache holds now: the last inner node and its ancestors
+        while last >= 0:
+            cached.add(last)
+            last = tree.nodes[last].parent
+        return ChoiceResult(list(choices), token_logprobs, scores, normalization, tree=tree, strategy="prefix",
+                            info={"cached": [sum(n in cached for n in path) for path in tree.paths]})
 
     def account_choose(self, prompt: str, options: list[str], step: Choose) -> None:
         context, continuations = split_boundary(prompt, options)

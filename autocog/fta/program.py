@@ -42,7 +42,7 @@ from .errors import (
 from .steps import END, Choose, Complete, Step, Text
 from .tree import ProgramResult
 
-RUN_SETTINGS = ("width", "threshold", "completion_scores", "inputs")
+RUN_SETTINGS = ("width", "threshold", "completion_scores", "scoring", "inputs")
 
 EdgeSpec = Union[str, Mapping[str, Optional[str]]]
 
@@ -262,13 +262,18 @@ class Program:
 
     # --- running ------------------------------------------------------------------------------------------
     def run(self, lm: LM, width: Optional[int] = 1, threshold: float = 0.0, completion_scores: bool = False,
-            inputs: Optional[Mapping[str, Any]] = None, **kw_inputs: Any) -> ProgramResult:
+            scoring: str = "prefix", inputs: Optional[Mapping[str, Any]] = None, **kw_inputs: Any) -> ProgramResult:
         """Explore the program on ``lm`` into a thought tree; paths come back best first.
 
         ``width``: options explored per Choose (None: all); ``threshold``: options below this probability are
         pruned; a Choose may override both. ``completion_scores``: add the log-prob of each Complete's tokens
-        to the path scores (default: paths are scored by their choices only). Inputs come as keywords, or in
-        ``inputs`` for names that clash with these settings. Inputs are checked before any model call.
+        to the path scores (default: paths are scored by their choices only). ``scoring``: how a Choose is
+        scored on a `ChoiceLM` (TfLM, LLaMa): ``"prefix"`` (default) walks the option trie depth-first with
+        ``lm.greedy``, so the prefix cache never runs a token twice within the Choose and pruned options'
+        last tokens are never run (the fewest tokens); ``"distribution"`` calls ``lm.choice_distribution``
+        (one batched pass over the trie: fewer forward calls, but the options a path takes are run again when
+        it goes on). Other backends, and ``pmi``, always use ``choice_distribution``. Inputs come as keywords,
+        or in ``inputs`` for names that clash with these settings. Inputs are checked before any model call.
 
         >>> result = prog.run(lm, width=2, q="2 + 2 = ?")            # doctest: +SKIP
         >>> result.best.values["answer"], result.tokens.ratio         # doctest: +SKIP
@@ -286,7 +291,10 @@ class Program:
         if overlap:
             raise ValueError(f"input(s) {', '.join(sorted(overlap))} given twice")
         values = self.check_inputs({**(inputs or {}), **kw_inputs})
-        explorer = Explorer(self, lm, width=width, threshold=float(threshold), completion_scores=completion_scores)
+        if scoring not in ("prefix", "distribution"):
+            raise ValueError(f"scoring must be 'prefix' or 'distribution', got {scoring!r}")
+        explorer = Explorer(self, lm, width=width, threshold=float(threshold), completion_scores=completion_scores,
+                            scoring=scoring)
         return explorer.run(values)
 
     # --- picture --------------------------------------------------------------------------------------------
@@ -355,7 +363,8 @@ class Program:
         return render_dot(self.to_dot(**dot_kwargs), path)
 
     def __repr__(self) -> str:
-        return f"Program({self.name!r}, steps=[{', '.join(repr(s) for s in self.steps)}], inputs={self.inputs})"
+        return (f"Program({self.name!r}, steps=[{', '.join(repr(s) for s in self.steps)}], "
+                f"inputs={getattr(self, 'inputs', None)})")
 
 
 def _node_id(name: str) -> str:
