@@ -6,13 +6,14 @@ choices, normalization)`` call per prompt (equal up to float32 rounding on the p
 
 How it is batched:
 
-* `TfLM` (transformers): prompts are packed, ``batch_size`` at a time, into ONE forward pass. The packed
-  sequence is the token trie of every ``prompt + choice`` of the batch (after the prefix all of the batch's
-  prompts share, which stays in the model's prefix KV cache and is reused by the next batch), with a tree
-  attention mask and depth-based position ids: a prompt's tokens are evaluated once for all its choices,
-  prompts that share a prefix share its KV, and no padding is computed. Memory is bounded by
-  ``batch_size`` prompts and ``max_batch_tokens`` packed tokens per pass; when a pass runs out of memory
-  anyway the batch is split in halves (down to one prompt, the backend's own retried path) instead of failing.
+* `TfLM` (transformers): ``batch_size`` prompts go through ONE forward pass. The prefix all of them share
+  (e.g. few-shot examples) is evaluated once, in the model's prefix KV cache (reused by the next batch
+  when it shares it too), and repeated along the batch dimension; row ``a`` of the batch holds the rest of
+  prompt ``a`` followed by the token trie of its choices, with a tree attention mask and depth-based
+  position ids: each prompt token and each unique choice token is evaluated once, whatever the number of
+  choices. Memory is bounded by ``batch_size`` prompts, ``max_batch_tokens`` (rows x padded row length)
+  and `LOGITS_BUDGET_BYTES` of logits per pass; when a pass runs out of memory anyway the batch is split in
+  halves (down to one prompt, the backend's own retried path) instead of failing.
 * Any other backend (`LLaMa`, `OpenAI`, ...): one ``lm.choice_distribution`` call per prompt, which is
   that backend's fastest scoring path.
 
@@ -46,6 +47,7 @@ Prior = Union[None, Sequence[float], Sequence[Sequence[float]], np.ndarray]
 
 DEFAULT_BATCH_SIZE = 16
 DEFAULT_MAX_BATCH_TOKENS = 4096
+LOGITS_BUDGET_BYTES = 512 * 2**20  # TfLM: at most this much float32 logits per forward pass (batches shrink)
 PROGRESS_THRESHOLD = 50  # prompts: the bar is shown by default on runs at least this long (on a terminal)
 
 __all__ = [
@@ -346,16 +348,23 @@ def _iter_packed(lm, prompts, choice_lists, normalization, batch_size, end, max_
         if bar is not None:
             bar.update(len(jobs))
 
+    # A batch costs (number of prompts) x (its longest prompt + trie) tokens, padding included, and
+    # (number of prompts) x (logit columns kept) x vocabulary floats of logits.
+    vocab = int(getattr(lm.model.config, "vocab_size", 0) or 0)
+    max_columns = max(1, LOGITS_BUDGET_BYTES // (4 * vocab)) if vocab else None
     jobs: list[_Job] = []
-    tokens = 0
+    longest = columns = 0
     for i, (prompt, choices) in enumerate(zip(prompts, choice_lists)):
         prompt_tokens, tree, choices = lm.build_tree(prompt, choices, end)
         job = _Job(i, prompt_tokens, tree, choices)
-        if jobs and (len(jobs) >= batch_size or (max_batch_tokens and tokens + job.size > max_batch_tokens)):
+        job_columns = 1 + max((n + 1 for n in tree.internal_nodes()), default=0)
+        if jobs and (len(jobs) >= batch_size
+                     or (max_batch_tokens and (len(jobs) + 1) * max(longest, job.size) > max_batch_tokens)
+                     or (max_columns and (len(jobs) + 1) * max(columns, job_columns) > max_columns)):
             yield from flush(jobs)
-            jobs, tokens = [], 0
+            jobs, longest, columns = [], 0, 0
         jobs.append(job)
-        tokens += job.size
+        longest, columns = max(longest, job.size), max(columns, job_columns)
     if jobs:
         yield from flush(jobs)
 
@@ -387,13 +396,8 @@ def _evaluate_jobs(lm, jobs: list[_Job]) -> list[np.ndarray]:
         return _evaluate_jobs(lm, jobs[:half]) + _evaluate_jobs(lm, jobs[half:])
 
 
-def _packed_pass(lm, jobs: list[_Job]) -> list[np.ndarray]:
-    """One forward pass over the trie of every ``prompt + choice`` token sequence of ``jobs``, on top of the
-    KV of the prefix they all share (kept in ``lm.cache``)."""
-    import torch
-
-    # The shared prefix stays in the KV cache; every prompt keeps at least its last token in the pass, whose
-    # logits give the distribution of its choices' first tokens.
+def _shared_prefix(jobs: list[_Job]) -> int:
+    """Length of the token prefix every job's prompt shares, leaving each prompt at least its last token."""
     shared = min(len(j.prompt_tokens) for j in jobs) - 1
     first = jobs[0].prompt_tokens
     for job in jobs[1:]:
@@ -401,55 +405,77 @@ def _packed_pass(lm, jobs: list[_Job]) -> list[np.ndarray]:
         while k < shared and job.prompt_tokens[k] == first[k]:
             k += 1
         shared = k
-    sequences, owners = [], []  # one token sequence per (job, choice): prompt suffix + the choice's tokens
-    for a, job in enumerate(jobs):
-        suffix = job.prompt_tokens[shared:]
-        for j, path in enumerate(job.tree.paths):
-            sequences.append(suffix + [job.tree.nodes[n].token for n in path])
-            owners.append((a, j, len(suffix)))
-    packed = TokenChoiceTree(sequences)
-    parents = packed.parents
-    # logits are needed after each prompt's last token and after each inner node of a choice
-    needed = sorted({packed.paths[s][d] for s, (_, _, start) in enumerate(owners)
-                     for d in range(start - 1, len(packed.paths[s]) - 1)})
-    row_of = np.full(len(packed.nodes), -1, dtype=np.int64)
-    row_of[needed] = np.arange(len(needed))
+    return shared
+
+
+def _packed_pass(lm, jobs: list[_Job]) -> list[np.ndarray]:
+    """One forward pass for a batch of prompts: row ``a`` holds prompt a's tokens after the prefix all the
+    prompts share, then the nodes of its choice trie, with a tree attention mask (a trie node sees the prompt
+    and its own ancestors) and depth-based position ids. The shared prefix is evaluated once, in
+    ``lm.cache`` (and reused by the next batch), then repeated along the batch dimension.
+
+    Rows are left-padded so that every prompt ends in the same column: the columns whose logits are needed
+    (the prompt's last token and the trie's inner nodes) then coincide across rows when the prompts share
+    their choices, and ``logits_to_keep`` keeps only those.
+    """
+    import copy
+
+    import torch
+
+    shared = _shared_prefix(jobs)
+    suffixes = [job.prompt_tokens[shared:] for job in jobs]
+    last = max(len(x) for x in suffixes) - 1           # the column of every prompt's last token
+    width = last + 1 + max(len(job.tree.nodes) for job in jobs)
+    n_rows = len(jobs)
+    ids = np.zeros((n_rows, width), dtype=np.int64)
+    positions = np.zeros((n_rows, width), dtype=np.int64)
+    allowed = np.zeros((n_rows, width, shared + width), dtype=bool)
+    keep: set[int] = set()
+    for a, (job, suffix) in enumerate(zip(jobs, suffixes)):
+        tree, n_suffix, n_nodes = job.tree, len(suffix), len(job.tree.nodes)
+        begin, nodes = last + 1 - n_suffix, last + 1           # first suffix column, first trie column
+        ids[a, begin:nodes] = suffix
+        ids[a, nodes:nodes + n_nodes] = tree.tokens
+        positions[a, begin:nodes] = shared + np.arange(n_suffix)
+        positions[a, nodes:nodes + n_nodes] = shared + n_suffix + tree.depths - 1
+        rows = allowed[a]
+        rows[begin:nodes + n_nodes, :shared] = True                                        # the shared prefix
+        rows[begin:nodes, shared + begin:shared + nodes] = np.tril(np.ones((n_suffix, n_suffix), dtype=bool))
+        rows[nodes:nodes + n_nodes, shared + begin:shared + nodes] = True                 # trie sees the prompt
+        rows[nodes:nodes + n_nodes, shared + nodes:shared + nodes + n_nodes] = tree.ancestor_mask()
+        for pad in list(range(begin)) + list(range(nodes + n_nodes, width)):
+            rows[pad, shared + pad] = True                                                 # padding sees itself
+        keep.add(last)
+        keep.update(nodes + i for i in tree.internal_nodes())
+    columns = sorted(keep)
+    column_of = {c: k for k, c in enumerate(columns)}
 
     model, cache = lm.model, lm.cache
     device, dtype = model.device, model.dtype
-    n = len(packed.nodes)
-    allowed = np.ones((n, shared + n), dtype=bool)
-    allowed[:, shared:] = packed.ancestor_mask()
     mask = torch.zeros(allowed.shape, dtype=dtype)
     mask[~torch.from_numpy(allowed)] = torch.finfo(dtype).min
-    ids = torch.tensor([packed.tokens], dtype=torch.long, device=device)
-    positions = torch.from_numpy(shared + packed.depths - 1)[None].to(device)
+    past = None
+    if shared:
+        cache.extend(jobs[0].prompt_tokens[:shared])
+        cache.truncate(shared)
+        past = copy.deepcopy(cache.kv)   # the cache keeps the prefix for the next batch; the copy is expanded
+        past.batch_repeat_interleave(n_rows)
     try:
-        if shared:
-            cache.extend(first[:shared])
         with torch.inference_mode():
-            out = model(input_ids=ids, position_ids=positions, attention_mask=mask[None, None].to(device),
-                        past_key_values=cache.kv if shared else None, use_cache=bool(shared),
-                        logits_to_keep=torch.tensor(needed, device=device))
-        logprobs = torch.log_softmax(out.logits[0].float(), dim=-1)
-        del out
+            out = model(input_ids=torch.from_numpy(ids).to(device), position_ids=torch.from_numpy(positions).to(device),
+                        attention_mask=mask[:, None].to(device), past_key_values=past, use_cache=past is not None,
+                        logits_to_keep=torch.tensor(columns, device=device))
+            logits = out.logits
+            del out, past
+            results = []
+            for a, job in enumerate(jobs):
+                tree = job.tree
+                lp = torch.log_softmax(logits[a].float(), dim=-1)
+                parent_rows = [column_of[last if n.parent < 0 else last + 1 + n.parent] for n in tree.nodes]
+                results.append(lp[torch.tensor(parent_rows, device=lp.device),
+                                  torch.tensor(tree.tokens, device=lp.device)].double().cpu().numpy())
     except BaseException:
         cache.reset()
         raise
-    finally:
-        if shared:
-            cache.truncate(shared)  # the shared prefix stays cached for the next batch; the rest is dropped
-    cache.evaluated += n
-
-    # log-prob of each choice node = row of its parent, column of its token
-    tokens = np.array(packed.tokens, dtype=np.int64)
-    values = np.full(n, np.nan)
-    scored = np.array(sorted({packed.paths[s][d] for s, (_, _, start) in enumerate(owners)
-                              for d in range(start, len(packed.paths[s]))}), dtype=np.int64)
-    rows = torch.from_numpy(row_of[parents[scored]])
-    values[scored] = logprobs[rows, torch.from_numpy(tokens[scored])].double().cpu().numpy()
-
-    out_values = [np.full(len(job.tree.nodes), np.nan) for job in jobs]
-    for s, (a, j, start) in enumerate(owners):
-        out_values[a][jobs[a].tree.paths[j]] = values[packed.paths[s][start:]]
-    return out_values
+    cache.evaluated += int(sum(len(x) + len(j.tree.nodes) for x, j in zip(suffixes, jobs)))
+    return results
