@@ -214,6 +214,8 @@ class OpenAI(LM):
         self._capabilities: Optional[dict] = None
         self._pieces: dict[int, str] = {}
         self._lock = threading.RLock()
+        self._count_lock = threading.Lock()
+        self._fresh_lock = threading.Lock()
         self._pool: Optional[ThreadPoolExecutor] = None
         self.requests: Counter = Counter()
 
@@ -439,8 +441,8 @@ class OpenAI(LM):
         prompt_text, continuations = split_boundary(prompt, choices)
         if end:
             continuations = [c + end for c in continuations]
+        strategy = self._pick_strategy(strategy)  # probes the server on first use (not counted below)
         before = Counter(self.requests)
-        strategy = self._pick_strategy(strategy)
         exhaustive = exhaustive or normalization != "sum"
         uncond = None
         if strategy == "echo":
@@ -661,13 +663,18 @@ class OpenAI(LM):
         """Values echo did not give: a next-token request per context, with logit_bias where needed."""
         tokenizer = None
 
+        pre = self.probe()["bias"] == "pre"
+
         def fill(item):
             nonlocal tokenizer
             context, wanted = item
-            nxt = self._next(context)
-            found = {t: nxt.top[t] for t in wanted if t in nxt.top}
-            if nxt.token in wanted and nxt.logprob is not None:
-                found[nxt.token] = nxt.logprob
+            found: dict = {}
+            nxt = None
+            if not pre:
+                nxt = self._next(context, fresh=True)
+                found = {t: nxt.top[t] for t in wanted if t in nxt.top}
+                if nxt.token in wanted and nxt.logprob is not None:
+                    found[nxt.token] = nxt.logprob
             rest = [t for t in wanted if t not in found]
             if rest:
                 tokenizer = tokenizer or self.tokenizer
@@ -678,7 +685,7 @@ class OpenAI(LM):
                         raise StrategyUnavailableError(f"echo gave no log-prob for token {t!r} and the tokenizer "
                                                        "cannot name its id")
                     children.append((t, ids[0], t))
-                found.update(self._refine(context, children, nxt))
+                found.update(self._refine(context, children, nxt, fresh=True))
             return item, found
 
         for (context, wanted), found in self._map(fill, list(missing.items())):
@@ -776,24 +783,25 @@ class OpenAI(LM):
                         refine(missing[0])
         else:
             expand(-1)
-            heap = [(-upper(k), 0 if k in exact else 1, next(order), k) for k in children_of(-1)]
+            # Ties go to the inexact entry: a choice wins only when no bound of another can reach its score.
+            heap = [(-upper(k), 1 if k in exact else 0, next(order), k) for k in children_of(-1)]
             heapq.heapify(heap)
             while heap:
                 key, _, _, index = heapq.heappop(heap)
                 current = upper(index)
                 if current < -key - 1e-12:  # stale: a sibling's refinement lowered it
-                    heapq.heappush(heap, (-current, 0 if index in exact else 1, next(order), index))
+                    heapq.heappush(heap, (-current, 1 if index in exact else 0, next(order), index))
                     continue
                 if index not in exact:
                     refine(index)
-                    heapq.heappush(heap, (-upper(index), 0, next(order), index))
+                    heapq.heappush(heap, (-upper(index), 1, next(order), index))
                     continue
                 if nodes[index].ends:
                     winner = index
                     break
                 expand(index)
                 for k in nodes[index].children.values():
-                    heapq.heappush(heap, (-upper(k), 0 if k in exact else 1, next(order), k))
+                    heapq.heappush(heap, (-upper(k), 1 if k in exact else 0, next(order), k))
         token_logprobs = [[exact.get(i, math.nan) for i in path] for path in tree.paths]
         bounded = []
         for path in tree.paths:
@@ -830,33 +838,35 @@ class OpenAI(LM):
             if piece in unique and piece in nxt.top:
                 exact[key] = nxt.top[piece]
         if biased and nxt.logprob is not None:
-            produced = [c for c in children if c[2] == nxt.token]
+            produced = [c for c in children if _same_piece(c[2], nxt.token)]
             if len(children) == 1:
                 exact[children[0][0]] = nxt.logprob
-            elif len(produced) == 1 and nxt.token in unique:
+            elif len(produced) == 1 and produced[0][2] in unique:
                 exact[produced[0][0]] = nxt.logprob
             elif nxt.token and "\ufffd" not in nxt.token and not produced and unique:
                 raise TokenizerMismatchError(
                     f"a logit_bias on the ids of {[c[2] for c in children]} made the server at {self.base_url} "
                     f"(model {self.model!r}) produce {nxt.token!r}: the tokenizer's ids are not the model's")
-        floor = min(nxt.top.values()) if nxt.top else 0.0
+        natural = [v for t, v in nxt.top.items() if not (biased and t == nxt.token)]
+        floor = min(natural) if natural else 0.0  # a child outside the top log-probs is below all of them
         if biased and nxt.logprob is not None:
-            floor = min(floor, nxt.logprob)
+            floor = min(floor, nxt.logprob)  # and below the best child, which the bias made the server produce
         bounds = {key: floor for key, _, _ in children if key not in exact}
         return nxt, exact, bounds
 
-    def _refine(self, context: str, children: list[tuple], first: Next) -> dict:
-        """Exact log-probs of ``children`` at ``context`` through logit_bias (see `_first`)."""
+    def _refine(self, context: str, children: list[tuple], first: Optional[Next], fresh: bool = False) -> dict:
+        """Exact log-probs of ``children`` at ``context`` through logit_bias (see `_first`); ``fresh``: see
+        `_next`."""
         out: dict = {}
         if self.probe()["bias"] is None:
             raise StrategyUnavailableError(f"a log-prob outside the top {self.top_logprobs} is needed, and "
                                            f"logit_bias cannot reveal it here: {self.probe()['bias_reason']}")
         if self.probe()["bias"] == "pre":
             for key, token, piece in children:
-                nxt = self._next(context, {token: BIAS})
+                nxt = self._next(context, {token: BIAS}, fresh=fresh)
                 if nxt.logprob is None:
                     raise self._no_logprobs(context)
-                if nxt.token != piece and piece and "\ufffd" not in piece and nxt.token:
+                if not _same_piece(piece, nxt.token) and piece and "\ufffd" not in piece and nxt.token:
                     raise TokenizerMismatchError(
                         f"a logit_bias on id {token} ({piece!r}) made the server at {self.base_url} (model "
                         f"{self.model!r}) produce {nxt.token!r}: the tokenizer's ids are not the model's")
@@ -864,6 +874,8 @@ class OpenAI(LM):
             return out
         # Reported after the bias: biased values are read against an unbiased reference token r:
         # log p(u) = q(u) - q(r) - BIAS + log p(r), with q the biased answer and log p(r) from `first`.
+        if first is None:
+            first = self._next(context, fresh=fresh)
         size = max(1, self.top_logprobs - 1)
         for start in range(0, len(children), size):
             chunk = children[start:start + size]
@@ -872,7 +884,7 @@ class OpenAI(LM):
                             default=None)
             if reference is None:
                 raise StrategyUnavailableError("no unbiased reference token to read biased log-probs against")
-            nxt = self._next(context, {c[1]: BIAS for c in chunk})
+            nxt = self._next(context, {c[1]: BIAS for c in chunk}, fresh=fresh)
             if reference[0] not in nxt.top:
                 raise StrategyUnavailableError(
                     f"the reference token {reference[0]!r} is missing from the biased top log-probs: ask for more "
@@ -898,8 +910,18 @@ class OpenAI(LM):
         return piece
 
     # --- requests -------------------------------------------------------------------------------------
-    def _next(self, context: str, bias: Optional[dict] = None) -> Next:
-        """One next-token request (greedy, ``max_tokens=1``) with the top log-probs, optionally biased."""
+    def _next(self, context: str, bias: Optional[dict] = None, fresh: bool = False) -> Next:
+        """One next-token request (greedy, ``max_tokens=1``) with the top log-probs, optionally biased.
+
+        ``fresh`` (llama.cpp servers): first send a one-token request that shares no prefix with ``context``.
+        llama_cpp.server keeps the previous prompt's KV and re-evaluates only the last token of a prompt it
+        has seen, alone; on quantized weights a one-token batch rounds differently (up to ~0.3 nats on
+        SmolLM2 Q4_1) from the multi-token batches that echo (and `LLaMa`) use, so echo's fills ask for a
+        fresh evaluation of the whole context."""
+        if fresh and self.server == "llama.cpp":
+            with self._fresh_lock:
+                self._completion_request("." if context.startswith("\n") else "\n", {"max_tokens": 1}, {})
+                return self._next(context, bias)
         k = self.top_logprobs
         body: dict = {"max_tokens": 1, "temperature": 0.0}
         if bias:
@@ -987,7 +1009,7 @@ class OpenAI(LM):
         return list(self._pool.map(fn, items))
 
     def _count(self, key: str) -> None:
-        with self._lock:
+        with self._count_lock:
             self.requests[key] += 1
 
     def _call(self, what: str, kind: str, send: Callable[[float], Any], retry: bool = True) -> Any:
@@ -1145,6 +1167,11 @@ def _region(echo: Echo, echoed: str, text: str) -> Optional[tuple[int, int]]:
         spelled += echo.tokens[e]
         e += 1
     return (s, e) if spelled == text else None
+
+
+def _same_piece(a: Optional[str], b: Optional[str]) -> bool:
+    """Token texts equal, up to the leading space some servers add or drop on a token decoded alone."""
+    return a == b or (bool(a) and bool(b) and a.strip() == b.strip() and bool(a.strip()))
 
 
 def _unique_pieces(children: list[tuple]) -> set:
