@@ -342,9 +342,11 @@ class _Job:
 
 
 def _iter_packed(lm, prompts, choice_lists, normalization, batch_size, end, max_batch_tokens, bar):
+    unconditional: dict[tuple, list[list[float]]] = {}  # pmi: per set of choice tokens, scored once
+
     def flush(jobs):
         for job, logprobs in zip(jobs, _evaluate_jobs(lm, jobs)):
-            yield _result(lm, job, logprobs, normalization)
+            yield _result(lm, job, logprobs, normalization, unconditional, len(jobs))
         if bar is not None:
             bar.update(len(jobs))
 
@@ -369,16 +371,21 @@ def _iter_packed(lm, prompts, choice_lists, normalization, batch_size, end, max_
         yield from flush(jobs)
 
 
-def _result(lm, job: _Job, logprobs: np.ndarray, normalization: str) -> ChoiceResult:
+def _result(lm, job: _Job, logprobs: np.ndarray, normalization: str, unconditional_cache: dict,
+            batch: int) -> ChoiceResult:
     tree = job.tree
     tree.set_logprobs(logprobs)
     token_logprobs = tree.choice_logprobs()
     unconditional = None
     if normalization == "pmi":
-        unconditional = tree.choice_logprobs(lm.with_retry(lm.evaluate_tree, lm.unconditional_tokens(), tree))
+        key = tuple(tuple(tree.nodes[n].token for n in path) for path in tree.paths)
+        if key not in unconditional_cache:
+            unconditional_cache[key] = tree.choice_logprobs(
+                lm.with_retry(lm.evaluate_tree, lm.unconditional_tokens(), tree))
+        unconditional = [list(lp) for lp in unconditional_cache[key]]
     scores = normalize_scores(token_logprobs, job.choices, normalization, unconditional)
     return ChoiceResult(list(job.choices), token_logprobs, scores, normalization, tree=tree, strategy="tree",
-                        unconditional_logprobs=unconditional, info={"packed_prompts": 1})
+                        unconditional_logprobs=unconditional, info={"batch": batch})
 
 
 def _evaluate_jobs(lm, jobs: list[_Job]) -> list[np.ndarray]:

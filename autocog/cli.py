@@ -193,6 +193,8 @@ def build_parser() -> Parser:
     p.add_argument("data", nargs="?", default=None, help="JSONL file or hf:NAME (default: the bundled example)")
     p.add_argument("--split", default=None, help="hf: the split (default test)")
     p.add_argument("--hf-config", default=None, help="hf: the dataset's configuration")
+    p.add_argument("--fields", default=None, metavar="OURS=THEIRS,...",
+                   help="rename columns, e.g. question=ctx,choices=endings,answer=label")
     p.add_argument("--limit", type=positive_int, default=None, help="only the first N questions")
     p.add_argument("--normalization", action="append", choices=["sum", "mean", "char", "pmi"], default=None,
                    help="repeatable; default sum, mean and char")
@@ -400,8 +402,18 @@ def cmd_eval(args: argparse.Namespace) -> int:
     from .evaluate import DEFAULT_NORMALIZATIONS, DEFAULT_TEMPLATE, evaluate, load_items
 
     source = args.data
+    fields = None
+    if args.fields:
+        pairs = [part.partition("=") for part in args.fields.split(",")]
+        if any(not sep or not ours or not theirs for ours, sep, theirs in pairs):
+            raise UsageError(f"--fields takes OURS=THEIRS pairs separated by commas, got {args.fields!r}")
+        fields = {ours.strip(): theirs.strip() for ours, _, theirs in pairs}
+        unknown = sorted(set(fields) - {"question", "prompt", "choices", "answer", "id"})
+        if unknown:
+            raise UsageError(f"--fields: unknown field(s) {', '.join(unknown)}: expected question, prompt, "
+                             "choices, answer, id")
     items = load_items(source, template=unescape(args.template) if args.template else DEFAULT_TEMPLATE,
-                       limit=args.limit, split=args.split, config=args.hf_config)
+                       limit=args.limit, split=args.split, config=args.hf_config, fields=fields)
     normalizations = list(dict.fromkeys(args.normalization or DEFAULT_NORMALIZATIONS))
     lm = load_lm(args)
     start = time.perf_counter()

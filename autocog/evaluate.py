@@ -63,8 +63,13 @@ class MCItem:
 # --- loading -------------------------------------------------------------------------------------------
 
 
-def record_to_item(record: Mapping[str, Any], template: str = DEFAULT_TEMPLATE, index: int = 0) -> MCItem:
+def record_to_item(record: Mapping[str, Any], template: str = DEFAULT_TEMPLATE, index: int = 0,
+                   fields: Optional[Mapping[str, str]] = None) -> MCItem:
     """An `MCItem` from a record with ``question`` or ``prompt``, ``choices`` and ``answer`` (see module doc).
+
+    ``fields`` renames the record's columns, e.g. ``{"question": "ctx", "choices": "endings", "answer":
+    "label"}``. ``choices`` may also be a mapping with ``text`` (and ``label``) lists, as in ARC and
+    CommonsenseQA, where ``answer`` may then be a label (``"B"``).
 
     >>> record_to_item({"question": "2+2?", "choices": ["4", "5"], "answer": "4"})
     MCItem(prompt='Question: 2+2?\\nAnswer:', choices=[' 4', ' 5'], answer=0, id='0')
@@ -72,7 +77,13 @@ def record_to_item(record: Mapping[str, Any], template: str = DEFAULT_TEMPLATE, 
     where = f"record {index}"
     if not isinstance(record, Mapping):
         raise ValueError(f"{where}: expected an object, got {type(record).__name__}")
+    if fields:
+        record = {**record, **{ours: record[theirs] for ours, theirs in fields.items() if theirs in record}}
     choices = record.get("choices")
+    labels: list[str] = []
+    if isinstance(choices, Mapping) and "text" in choices:
+        labels = [str(x) for x in choices.get("label", [])]
+        choices = choices["text"]
     if not isinstance(choices, (list, tuple)) or not choices or not all(isinstance(c, str) for c in choices):
         raise ValueError(f"{where}: 'choices' must be a non-empty list of strings")
     raw = list(choices)
@@ -89,6 +100,8 @@ def record_to_item(record: Mapping[str, Any], template: str = DEFAULT_TEMPLATE, 
     if isinstance(answer, str):
         if answer in raw:
             answer = raw.index(answer)
+        elif answer in labels:
+            answer = labels.index(answer)
         elif answer.strip().isdigit():
             answer = int(answer.strip())
         else:
@@ -120,10 +133,12 @@ def load_jsonl(path: Union[str, Path]) -> list[dict]:
 
 
 def load_items(source: Union[str, Path, Iterable[Any], None] = None, template: str = DEFAULT_TEMPLATE,
-               limit: Optional[int] = None, split: Optional[str] = None, config: Optional[str] = None) -> list[MCItem]:
+               limit: Optional[int] = None, split: Optional[str] = None, config: Optional[str] = None,
+               fields: Optional[Mapping[str, str]] = None) -> list[MCItem]:
     """Questions from ``source``: a JSONL path (default: `EXAMPLE_DATASET`), ``"hf:NAME"`` (loaded with
     ``datasets.load_dataset(NAME, config, split=split)``), or any iterable of records / `MCItem` (a
-    Hugging Face ``Dataset`` object, a list of dicts). ``limit`` keeps the first N."""
+    Hugging Face ``Dataset`` object, a list of dicts). ``limit`` keeps the first N; ``fields`` renames
+    columns (see `record_to_item`)."""
     if source is None:
         source = EXAMPLE_DATASET
     if isinstance(source, str) and source.startswith("hf:"):
@@ -143,7 +158,7 @@ def load_items(source: Union[str, Path, Iterable[Any], None] = None, template: s
     for i, record in enumerate(records):
         if limit is not None and len(items) >= limit:
             break
-        items.append(record if isinstance(record, MCItem) else record_to_item(record, template, i))
+        items.append(record if isinstance(record, MCItem) else record_to_item(record, template, i, fields))
     if not items:
         raise ValueError("the dataset holds no questions")
     return items

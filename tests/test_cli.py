@@ -92,6 +92,8 @@ def test_usage_errors_exit_2_with_one_line(argv, words, capsys):
     (["complete", "p", "--stop", "x", "--no-stop"], EXIT_USAGE, ["--no-stop"]),
     (["choose", "p", " a", " b", "--base-url", "http://x"], EXIT_USAGE, ["--backend openai"]),
     (["bench", "no-such-script"], EXIT_USAGE, ["no bench script"]),
+    (["eval", "--fields", "question"], EXIT_USAGE, ["--fields"]),
+    (["eval", "--fields", "colour=x"], EXIT_USAGE, ["unknown field"]),
     (["eval", "/no/such/file.jsonl"], EXIT_ERROR, ["FileNotFoundError", "/no/such/file.jsonl"]),
     (["run", "/no/such/program.py"], EXIT_ERROR, ["not found"]),
 ])

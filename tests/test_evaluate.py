@@ -105,6 +105,18 @@ def test_bad_records(tmp_path, line, message):
         load_items(path)
 
 
+def test_field_mapping_and_arc_style_choices():
+    hellaswag_like = {"ctx": "A man is sitting on a roof. He", "endings": [" starts pulling up roofing.", " is ripping"],
+                      "label": "0"}
+    item = record_to_item(hellaswag_like, fields={"prompt": "ctx", "choices": "endings", "answer": "label"})
+    assert item.prompt == hellaswag_like["ctx"] and item.choices == hellaswag_like["endings"] and item.answer == 0
+    arc_like = {"question": "Which is a gas?", "choices": {"text": ["ice", "steam", "rock"], "label": ["A", "B", "C"]},
+                "answerKey": "B", "id": "arc-1"}
+    item = record_to_item(arc_like, fields={"answer": "answerKey"})
+    assert item.choices == [" ice", " steam", " rock"] and item.answer == 1 and item.id == "arc-1"
+    assert len(load_items([arc_like] * 3, fields={"answer": "answerKey"})) == 3
+
+
 def test_missing_file():
     with pytest.raises(FileNotFoundError):
         load_items("/nonexistent/questions.jsonl")
