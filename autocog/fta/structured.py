@@ -20,7 +20,10 @@ nested ``BaseModel``         its fields, in order, between braces
                              character, which branches the program
 ===========================  ===================================================================================
 
-Values are read back from the path's values (not by parsing the text), then ``model.model_validate``.
+Step names are JSON pointers into the instance (``/name``, ``/address/city``, ``/tags/0``), so they never clash
+with the prompt's ``{inputs}``; the structural Choose steps of a value add ``#open`` / ``#more<i>`` (lists) and
+``#null`` (optional values). Values are read back from a path's values (not by parsing its text), then
+``model.model_validate``.
 
 >>> class Profile(BaseModel):                                   # doctest: +SKIP
 ...     name: str
@@ -187,13 +190,13 @@ class _Object(_Spec):
         inner = indent + INDENT
         for k, (name, key, spec) in enumerate(self.fields):
             b.text("\n" + inner + json.dumps(key) + ": ")
-            spec.emit(b, f"{path}.{name}" if path else name, inner)
+            spec.emit(b, f"{path}/{name}", inner)
             if k + 1 < len(self.fields):
                 b.text(",")
         b.text("\n" + indent + "}" if self.fields else "}")
 
     def extract(self, values, path):
-        return {key: spec.extract(values, f"{path}.{name}" if path else name) for name, key, spec in self.fields}
+        return {key: spec.extract(values, f"{path}/{name}") for name, key, spec in self.fields}
 
 
 @dataclass
@@ -219,7 +222,7 @@ class _List(_Spec):
         else:
             b.text("\n" + inner)
         for i in range(self.max_items):
-            self.item.emit(b, f"{path}[{i}]", inner)
+            self.item.emit(b, f"{path}/{i}", inner)
             if i + 1 == self.max_items:
                 b.text(close)
             elif i + 1 < self.min_items:
@@ -237,7 +240,7 @@ class _List(_Spec):
         return n
 
     def extract(self, values, path):
-        return [self.item.extract(values, f"{path}[{i}]") for i in range(self.count(values, path))]
+        return [self.item.extract(values, f"{path}/{i}") for i in range(self.count(values, path))]
 
 
 @dataclass
@@ -325,7 +328,7 @@ class _Compiler:
             return self.model(annotation, where)
         if origin in (list, typing.List):
             args = typing.get_args(annotation)
-            item = self.spec(args[0] if args else str, {}, f"{where}[]")
+            item = self.spec(args[0] if args else str, {}, f"{where}/*")
             low = int(constraints.get("min_length", 0))
             high = constraints.get("max_length", self.max_items)
             high = int(min(high, max(self.max_items, low)))
@@ -376,7 +379,7 @@ class _Compiler:
         fields = []
         for name, info in model.model_fields.items():
             key = info.alias or name
-            spec = self.spec(info.annotation, _constraints(info.metadata), f"{where}.{name}" if where else name)
+            spec = self.spec(info.annotation, _constraints(info.metadata), f"{where}/{name}")
             fields.append((name, key, spec))
         return _Object(model, fields)
 
