@@ -148,7 +148,10 @@ def build_parser() -> Parser:
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=Parser)
 
     def command(name: str, help: str, description: str) -> Parser:
-        return commands.add_parser(name, help=help, description=description, parents=[model],
+        import textwrap
+
+        text = "\n\n".join(textwrap.fill(" ".join(part.split()), 88) for part in description.split("\n\n"))
+        return commands.add_parser(name, help=help, description=text, parents=[model],
                                    formatter_class=argparse.RawDescriptionHelpFormatter)
 
     p = command("complete", "continue a prompt", "Continue PROMPT and print the completion. The printed text "
@@ -210,7 +213,7 @@ def build_parser() -> Parser:
                 "print the table, best first.\n\nDATA: JSONL of {prompt or question, reference/answer/target} "
                 "(default: the bundled easy_mc.jsonl, whose reference is the right choice's text).\n"
                 "--grid: JSON ('{\"temperature\": [0, 0.7]}') or NAME=V1,V2 (repeatable), e.g. "
-                "--grid max_tokens=4,8 --grid stop=null,'\"\\\\n\"'.")
+                "--grid max_tokens=4,8 --grid 'stop=null,\\n' (null: no stop string; \\n: a newline).")
     p.add_argument("data", nargs="?", default=None, help="JSONL file (default: the bundled example)")
     p.add_argument("--grid", action="append", default=None, metavar="SPEC",
                    help="settings to try (default temperature=0,0.7 and max_tokens=4,8)")
