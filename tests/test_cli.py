@@ -221,3 +221,49 @@ def test_llama_backend_choose_on_smollm2():
     out = ok(autocog("choose", "--backend", "llama", "Question: What is the capital of France?\\nAnswer:",
                      " Paris", " London", " Berlin"))
     assert [l for l in out.splitlines() if l.startswith("*")][0].endswith("' Paris'")
+
+
+@pytest.fixture(scope="module")
+def tiny_server():
+    """`python -m llama_cpp.server` on the tiny GGUF, on a free loopback port."""
+    pytest.importorskip("llama_cpp.server.app")
+    import socket
+    import time
+    import urllib.request
+
+    from autocog.models import tiny_llama_gguf
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    server = subprocess.Popen([sys.executable, "-m", "llama_cpp.server", "--model", str(tiny_llama_gguf()),
+                               "--host", "127.0.0.1", "--port", str(port), "--n_ctx", "1024"],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    url = f"http://127.0.0.1:{port}/v1"
+    try:
+        deadline = time.time() + 120
+        while True:
+            try:
+                urllib.request.urlopen(url + "/models", timeout=2).read()
+                break
+            except OSError:
+                if server.poll() is not None or time.time() > deadline:
+                    pytest.fail("llama_cpp.server did not start")
+                time.sleep(0.5)
+        yield url
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+
+
+@pytest.mark.slow
+def test_openai_backend_against_a_local_server(tiny_server, tiny_tf):
+    prompt = "Question: What is the capital of France?\nAnswer:"
+    data = json.loads(ok(autocog("choose", "--backend", "openai", "--base-url", tiny_server, prompt, " Paris",
+                                 " Berlin", " the quick", "--json")))
+    expected = tiny_tf.choice_distribution(prompt, [" Paris", " Berlin", " the quick"])
+    assert data["index"] == expected.index
+    assert data["probs"] == pytest.approx(list(expected.probs), abs=1e-3)
+    out = ok(autocog("complete", "--backend", "openai", "--base-url", tiny_server, "The quick brown", "--max-tokens",
+                     "4", "--no-stop"))
+    assert out == tiny_tf.complete("The quick brown", stop=None, max_tokens=4) + "\n"
