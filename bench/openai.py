@@ -27,7 +27,10 @@ from pathlib import Path
 
 import numpy as np
 
-from autocog.lm.openai import OpenAI
+# Run as ``python bench/openai.py``, this file's folder leads sys.path and would shadow the ``openai`` package.
+sys.path = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
+
+from autocog.lm.openai import OpenAI  # noqa: E402
 
 WORDS = ("Paris London Berlin Madrid Rome Tokyo Cairo Lisbon Vienna Prague Dublin Oslo Athens Warsaw Brussels "
          "Amsterdam Stockholm Helsinki Budapest Bucharest Sofia Zagreb Belgrade Kyiv Moscow Ankara Beijing Seoul "

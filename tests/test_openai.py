@@ -587,3 +587,103 @@ def test_api_key_never_in_errors_or_logs(fault_server, caplog):
     assert KEY not in text  # ...and appears nowhere we produce
     assert "***" in str(info.value)
     assert KEY not in repr(lm)
+
+
+# ------------------------------------------------------------------------------------------------------
+# a server that reports log-probs AFTER logit_bias (as OpenAI's API does) and has no echo: no local server
+# behaves so, hence a small simulated model (random logits per context) to check descent's arithmetic
+# ------------------------------------------------------------------------------------------------------
+class SimulatedPostBiasServer:
+    VOCAB = [" Paris", " London", " Ber", "lin", " yes", " no", "Yes", "No", " 1", " 10", "0", ".", "?", " "] + [
+        f" w{i}" for i in range(30)]
+
+    def __init__(self, top_logprobs=5):
+        self.k = top_logprobs
+        self.requests = 0
+        outer = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args):
+                pass
+
+            def do_POST(self):
+                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+                outer.requests += 1
+                status, answer = outer.answer(self.path, body)
+                data = json.dumps(answer).encode()
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.httpd.daemon_threads = True
+        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+        self.base_url = f"http://127.0.0.1:{self.httpd.server_address[1]}/v1"
+
+    def encode(self, text):
+        ids = []
+        while text:
+            best = max((i for i, t in enumerate(self.VOCAB) if text.startswith(t)), key=lambda i: len(self.VOCAB[i]),
+                       default=self.VOCAB.index("?"))
+            ids.append(best)
+            text = text[max(1, len(self.VOCAB[best])) if text.startswith(self.VOCAB[best]) else 1:]
+        return ids
+
+    def decode(self, ids):
+        return "".join(self.VOCAB[i] for i in ids)
+
+    def logprobs(self, context):
+        seed = int(hashlib.sha256(context.encode()).hexdigest()[:8], 16)
+        logits = np.random.default_rng(seed).normal(0, 3, len(self.VOCAB))
+        return logits - np.log(np.exp(logits - logits.max()).sum()) - logits.max()
+
+    def answer(self, path, body):
+        if not path.endswith("/completions"):
+            return 404, {"error": {"message": "not found"}}
+        if body.get("echo"):
+            return 400, {"error": {"message": "echo is not supported with this model"}}
+        k = min(int(body.get("logprobs") or 0), self.k)
+        logits = self.logprobs(body["prompt"]).copy()
+        for token, bias in (body.get("logit_bias") or {}).items():
+            logits[int(token)] += float(bias)
+        lp = logits - logits.max() - np.log(np.exp(logits - logits.max()).sum())
+        produced = int(np.argmax(lp))
+        top = {self.VOCAB[i]: float(lp[i]) for i in np.argsort(-lp)[:k]}
+        choice = {"text": self.VOCAB[produced], "index": 0, "finish_reason": "length",
+                  "logprobs": {"tokens": [self.VOCAB[produced]], "token_logprobs": [float(lp[produced])],
+                               "top_logprobs": [top], "text_offset": [len(body["prompt"])]}}
+        return 200, {"choices": [choice], "usage": {"prompt_tokens": len(self.encode(body["prompt"]))}}
+
+    def reference(self, prompt, choices):
+        out = []
+        for choice in choices:
+            ids, context, values = self.encode(choice), prompt, []
+            for i in ids:
+                values.append(float(self.logprobs(context)[i]))
+                context += self.VOCAB[i]
+            out.append(values)
+        return out
+
+
+def test_descent_on_a_server_reporting_logprobs_after_the_bias():
+    server = SimulatedPostBiasServer(top_logprobs=5)
+    lm = OpenAI(model="sim", base_url=server.base_url, server="generic", tokenizer=server, top_logprobs=5)
+    caps = lm.probe()
+    assert caps["bias"] == "post" and caps["echo"] is None and "refused" in caps["echo_reason"]
+    with pytest.raises(StrategyUnavailableError, match="echo"):
+        lm.choose("Q:", [" yes", " no"], strategy="echo")
+    prompt = "Question: capital?"
+    choices = [" Paris", " London", " Berlin", " yes", " no", "Yes", "No", " 1", " 10", " 100", " w3", " w7 w8"]
+    reference = server.reference(prompt, choices)
+    full = lm.choice_distribution(prompt, choices, exhaustive=True)
+    assert full.strategy == "descent" and all(full.info["exact"])
+    for got, expected in zip(full.token_logprobs, reference):
+        np.testing.assert_allclose(got, expected, atol=1e-4, rtol=0)
+    best = lm.choice_distribution(prompt, choices)
+    expected_best = int(np.argmax([sum(v) for v in reference]))
+    assert best.index == expected_best and best.info["exact"][expected_best]
+    assert best.info["requests"] <= full.info["requests"]
+    server.httpd.shutdown()
+    server.httpd.server_close()

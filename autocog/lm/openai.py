@@ -118,6 +118,7 @@ from .tokenizers import (
 log = logging.getLogger(__name__)
 
 STRATEGIES = ("auto", "echo", "descent")
+SERVERS = ("auto", "openai", "llama.cpp", "vllm", "generic")
 RETRY_STATUSES = frozenset({408, 409, 429})
 BIAS = 100.0  # the largest logit_bias OpenAI accepts
 PROBE_PROMPTS = ("The capital of France is", "Once upon a time, there was a", "1, 2, 3, 4,")
@@ -151,16 +152,27 @@ class Echo:
 class OpenAI(LM):
     """An `LM` behind the OpenAI API or an OpenAI-compatible server; see the module docstring.
 
-    ``model``: the model name (default: the first one the server lists); ``base_url``, ``api_key``: as for
-    ``openai.OpenAI`` (``api_key`` defaults to ``$OPENAI_API_KEY``, or a placeholder for a local server), or
-    ``client=``: an ``openai.OpenAI`` already configured (its retries are turned off on a copy).
-    ``timeout`` (seconds per attempt), ``max_retries``, ``max_retry_time`` (seconds, all attempts and sleeps),
-    ``backoff``/``max_backoff`` (first and longest sleep). ``parallel``: requests in flight at once.
-    ``top_logprobs``: how many log-probs to ask per position (default 20; 5 on OpenAI's completions endpoint,
-    100 on llama_cpp.server, which has no limit). ``completion_kwargs``: defaults for `complete`
-    (``max_tokens`` 64, greedy).
+    * ``model``: the model name (default: the first one ``GET /models`` lists).
+    * ``base_url``, ``api_key``: as for ``openai.OpenAI`` (``api_key`` defaults to ``$OPENAI_API_KEY``, or a
+      placeholder when ``base_url`` names a server without authentication); or ``client``: an
+      ``openai.OpenAI`` already configured, used through a copy with its retries off and ``timeout`` set.
+    * ``chat``: None (guess from the model name, see the module docstring), True or False; ``system``: an
+      optional system message for chat models.
+    * ``tokenizer``: ``"auto"``, ``"tiktoken"``, ``"server"``, an encoding name or a tokenizer object;
+      ``check_tokenizer``: compare it with the server once (default True).
+    * ``strategy``: the default of `choice_distribution` (``"auto"``, ``"echo"``, ``"descent"``);
+      ``top_logprobs``: log-probs asked per position (default 20; 5 on OpenAI's completions endpoint, 100 on
+      llama_cpp.server, which has no limit); ``unconditional_prompt``: the context of ``pmi`` scores.
+    * ``server``: ``"auto"`` (detect), ``"openai"``, ``"llama.cpp"``, ``"vllm"`` or ``"generic"``.
+    * ``timeout`` (seconds per attempt), ``max_retries``, ``max_retry_time`` (seconds for all attempts and
+      sleeps), ``backoff``/``max_backoff`` (first and longest sleep); ``parallel``: requests in flight at once.
+    * ``completion_kwargs``: defaults for `complete` (``max_tokens`` 64, greedy), as for the local backends.
 
-    >>> lm = OpenAI(model="gpt-4o-mini")            # doctest: +SKIP   (chat model, tiktoken o200k_base)
+    ``requests`` counts what was sent: ``completions``, ``chat``, ``tokenize``, ``detokenize``, ``probe``
+    (server detection) and ``attempts`` (retries included).
+
+    >>> lm = OpenAI(model="gpt-4o-mini")        # doctest: +SKIP   (chat endpoint, tiktoken o200k_base)
+    >>> lm = OpenAI(base_url="http://127.0.0.1:8000/v1")    # doctest: +SKIP   (llama_cpp.server's model)
     """
 
     def __init__(self, model: Optional[str] = None, base_url: Optional[str] = None, api_key: Optional[str] = None,
@@ -180,7 +192,7 @@ class OpenAI(LM):
             key = api_key if api_key is not None else os.environ.get("OPENAI_API_KEY")
             if key is None:
                 if base_url is None:
-                    raise RequestFailedError("OpenAI's API needs an API key: pass api_key= or set OPENAI_API_KEY")
+                    raise ValueError("OpenAI's API needs an API key: pass api_key= or set OPENAI_API_KEY")
                 key = "no-key"  # local servers without authentication
             client = openai.OpenAI(api_key=key, base_url=base_url, max_retries=0, timeout=timeout)
             self._owns_client = True
@@ -203,6 +215,8 @@ class OpenAI(LM):
         self.parallel = max(1, int(parallel))
         self.system = system
         self.completion_kwargs = GreedyLM._completion_settings(completion_kwargs or {}, COMPLETION_DEFAULTS)
+        if server not in SERVERS:
+            raise ValueError(f"unknown server {server!r}: expected one of {', '.join(SERVERS)}")
         self._server = server
         self._chat = chat
         self._top_logprobs = top_logprobs
@@ -661,31 +675,33 @@ class OpenAI(LM):
 
     def _fill_missing(self, missing: dict, token_logprobs: list[list[float]]) -> None:
         """Values echo did not give: a next-token request per context, with logit_bias where needed."""
-        tokenizer = None
 
         pre = self.probe()["bias"] == "pre"
+        # llama_cpp.server takes any number of top log-probs: one wide request usually fills every gap.
+        wide = 1000 if self.server == "llama.cpp" else self.top_logprobs
+
+        def token_id(text: str) -> int:
+            ids = self.tokenizer.encode(text)
+            if len(ids) != 1:
+                raise StrategyUnavailableError(f"echo gave no log-prob for token {text!r} and the tokenizer "
+                                               "cannot name its id")
+            return ids[0]
 
         def fill(item):
-            nonlocal tokenizer
             context, wanted = item
-            found: dict = {}
-            nxt = None
-            if not pre:
-                nxt = self._next(context, fresh=True)
-                found = {t: nxt.top[t] for t in wanted if t in nxt.top}
-                if nxt.token in wanted and nxt.logprob is not None:
-                    found[nxt.token] = nxt.logprob
+            # Reported before the bias: biasing the wanted tokens makes the best of them the produced token
+            # (exact) and leaves the top log-probs unbiased; after the bias, an unbiased request first.
+            bias = {token_id(t): BIAS for t in wanted} if pre else None
+            nxt = self._next(context, bias, fresh=True, k=wide)
+            if nxt.token is None and not nxt.top:
+                raise self._no_logprobs(context)
+            found = {t: nxt.top[t] for t in wanted if t in nxt.top}
+            if nxt.logprob is not None and (nxt.token in wanted or (pre and len(wanted) == 1)):
+                found[nxt.token if nxt.token in wanted else next(iter(wanted))] = nxt.logprob
             rest = [t for t in wanted if t not in found]
             if rest:
-                tokenizer = tokenizer or self.tokenizer
-                children = []
-                for t in rest:
-                    ids = tokenizer.encode(t)
-                    if len(ids) != 1:
-                        raise StrategyUnavailableError(f"echo gave no log-prob for token {t!r} and the tokenizer "
-                                                       "cannot name its id")
-                    children.append((t, ids[0], t))
-                found.update(self._refine(context, children, nxt, fresh=True))
+                children = [(t, token_id(t), t) for t in rest]
+                found.update(self._refine(context, children, None if pre else nxt, fresh=True))
             return item, found
 
         for (context, wanted), found in self._map(fill, list(missing.items())):
@@ -910,7 +926,7 @@ class OpenAI(LM):
         return piece
 
     # --- requests -------------------------------------------------------------------------------------
-    def _next(self, context: str, bias: Optional[dict] = None, fresh: bool = False) -> Next:
+    def _next(self, context: str, bias: Optional[dict] = None, fresh: bool = False, k: Optional[int] = None) -> Next:
         """One next-token request (greedy, ``max_tokens=1``) with the top log-probs, optionally biased.
 
         ``fresh`` (llama.cpp servers): first send a one-token request that shares no prefix with ``context``.
@@ -921,8 +937,8 @@ class OpenAI(LM):
         if fresh and self.server == "llama.cpp":
             with self._fresh_lock:
                 self._completion_request("." if context.startswith("\n") else "\n", {"max_tokens": 1}, {})
-                return self._next(context, bias)
-        k = self.top_logprobs
+                return self._next(context, bias, k=k)
+        k = k or self.top_logprobs
         body: dict = {"max_tokens": 1, "temperature": 0.0}
         if bias:
             body["logit_bias"] = {str(t): float(b) for t, b in bias.items()}
