@@ -4,7 +4,8 @@ Strategies compared at 2, 8 and 32 choices:
 
 * ``echo``: one echo request per trie leaf, in parallel (the server still runs them one at a time);
 * ``descent``: best-first logit_bias descent (stops once the best choice beats every bound);
-* ``descent-full``: the same descent scoring the whole trie (exact distribution);
+* ``descent-greedy``: one request per branching node on the way down (a decision, no distribution);
+* ``descent-full``: the descent scoring the whole trie (exact distribution);
 * ``per-choice``: the naive way, one echo request per choice, one after the other.
 
 Tokenization is warmed before timing (the server tokenizer caches), so the numbers are steady-state
@@ -85,6 +86,7 @@ def bench(name: str, base_url: str, sizes=(2, 8, 32)) -> list[tuple]:
         runs = [
             ("echo", lambda: lm.choice_distribution(PROMPT, choices, strategy="echo")),
             ("descent", lambda: lm.choice_distribution(PROMPT, choices, strategy="descent")),
+            ("descent-greedy", lambda: lm.choice_distribution(PROMPT, choices, strategy="descent", search="greedy")),
             ("descent-full", lambda: lm.choice_distribution(PROMPT, choices, strategy="descent", exhaustive=True)),
             ("per-choice", lambda: [lm.choice_distribution(PROMPT, [c], strategy="echo").logprobs[0]
                                     for c in choices]),
@@ -99,9 +101,10 @@ def bench(name: str, base_url: str, sizes=(2, 8, 32)) -> list[tuple]:
                 if reference is None:
                     reference = out
                 delta = float(np.nanmax(np.abs(out.logprobs - reference.logprobs))) if exact else float("nan")
-            rows.append((name, n, strategy, spent["completions"], spent["tokenize"] + spent["detokenize"],
+            branching = out.info.get("branching_nodes", "") if strategy.startswith("descent") else ""
+            rows.append((name, n, strategy, spent["completions"], branching, spent["tokenize"] + spent["detokenize"],
                          wall, best == reference.index, exact, delta))
-            print(f"  {n:>2} choices  {strategy:<12} {spent['completions']:>3} requests  {wall:7.2f} s", flush=True)
+            print(f"  {n:>2} choices  {strategy:<14} {spent['completions']:>3} requests  {wall:7.2f} s", flush=True)
     lm.close()
     return rows
 
@@ -123,12 +126,12 @@ def main() -> None:
             process.terminate()
             process.wait(10)
     print()
-    print("| model | choices | strategy | completion requests | tokenize requests | wall (s) | same choice | exact "
-          "| max abs Δ log-prob vs echo |")
-    print("|---|---:|---|---:|---:|---:|---|---|---:|")
-    for name, n, strategy, requests, tok, wall, same, exact, delta in rows:
-        print(f"| {name} | {n} | {strategy} | {requests} | {tok} | {wall:.2f} | {'yes' if same else 'NO'} | "
-              f"{'yes' if exact else 'bounds'} | {'' if np.isnan(delta) else f'{delta:.1e}'} |")
+    print("| model | choices | strategy | completion requests | branching nodes | tokenize requests | wall (s) "
+          "| same choice as echo | scores | max abs Δ log-prob vs echo |")
+    print("|---|---:|---|---:|---:|---:|---:|---|---|---:|")
+    for name, n, strategy, requests, branching, tok, wall, same, exact, delta in rows:
+        print(f"| {name} | {n} | {strategy} | {requests} | {branching} | {tok} | {wall:.2f} | {'yes' if same else 'NO'} "
+              f"| {'exact' if exact else 'partial'} | {'' if np.isnan(delta) else f'{delta:.1e}'} |")
 
 
 if __name__ == "__main__":

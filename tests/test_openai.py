@@ -196,6 +196,33 @@ def test_tiny_descent_equals_llama(tiny_api, tiny_local, prompt, choices):
     assert best.info["exact"][best.index]
     np.testing.assert_allclose(best.token_logprobs[best.index], reference.token_logprobs[reference.index], atol=1e-3)
     assert best.info["requests"] <= full.info["requests"]
+    greedy = tiny_api.choice_distribution(prompt, choices, strategy="descent", search="greedy")
+    assert greedy.info["requests"] <= greedy.info["branching_nodes"]
+    assert greedy.probs[greedy.index] == 1.0 and greedy.info["winner"] == greedy.index
+
+
+def test_tiny_greedy_descent_edge_cases(tiny_api, tiny_local):
+    # one choice: no request; a choice that ends where longer ones continue wins under sum
+    one = tiny_api.choice_distribution("The", [" quick brown"], strategy="descent", search="greedy")
+    assert one.index == 0 and one.info["requests"] == 0
+    prefix = tiny_api.choice_distribution("The", [" quick brown fox", " quick", " quick brown"], strategy="descent",
+                                          search="greedy")
+    assert prefix.index == 1 and prefix.info["requests"] == 0
+    assert tiny_local.choose("The", [" quick brown fox", " quick", " quick brown"]) == 1
+
+    class Lowercasing:  # a tokenizer under which two different choices have the same tokens
+        def encode(self, text):
+            return tiny_local.tokenize(text.lower())
+
+        def decode(self, ids):
+            return tiny_local.detokenize(ids)
+
+    lower = OpenAI(model="tiny", base_url=tiny_api.base_url, tokenizer=Lowercasing(), check_tokenizer=False)
+    with pytest.raises(InvalidChoicesError, match="same tokens"):
+        lower.choose("Answer:", [" Yes", " yes"], strategy="descent")
+    lower.close()
+    with pytest.raises(ValueError, match="search"):
+        tiny_api.choose("The", [" a", " b"], strategy="descent", search="sideways")
 
 
 @pytest.mark.parametrize("normalization", ["mean", "char"])
@@ -305,6 +332,8 @@ def test_smol_descent_picks_the_same_choice(smol_api, smol_local):
         result = smol_api.choice_distribution(prompt, choices, strategy="descent")
         assert result.index == smol_local.choose(prompt, choices) == answer
         assert result.info["requests"] <= 3
+        greedy = smol_api.choice_distribution(prompt, choices, strategy="descent", search="greedy")
+        assert greedy.index == answer and greedy.info["requests"] <= greedy.info["branching_nodes"]
     prompt, choices, _ = EASY_FACTS[0]
     full = smol_api.choice_distribution(prompt, choices, strategy="descent", exhaustive=True)
     assert_same_distribution(full, smol_local.choice_distribution(prompt, choices))

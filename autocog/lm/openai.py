@@ -31,16 +31,27 @@ produce): a mismatch raises `TokenizerMismatchError`.
   (`probe`): a known continuation is scored without echo (the log-prob of the generated token) and with
   echo, and the layout that reproduces it is used: ``token_logprobs`` (``"direct"``, OpenAI, vLLM) or the
   previous position's ``top_logprobs`` (``"shifted"``, llama_cpp.server 0.3.x on models without BOS). A
-  number the echo does not give (not in the top log-probs) is requested like a descent node.
-* ``"descent"``: best-first search down the token trie with ``max_tokens=1`` requests that return the top
-  log-probs of the next token, and ``logit_bias`` (+100) to make the server reveal a child that is not among
-  them. Servers that report log-probs before the bias (llama_cpp.server) give the biased token's exact
-  log-prob; servers that report them after it (renormalized) are read against an unbiased reference
-  token. Under the ``sum`` normalization a choice's partial sum bounds every choice below it, so the search
-  stops once the best complete choice beats every bound: often one request per branching node on the best
-  path. Choices it eliminated keep NaN for the tokens never scored, and their score is an upper bound
-  (``info["exact"]`` is False for them); ``exhaustive=True`` (and the ``mean``, ``char``, ``pmi``
-  normalizations) score the whole trie exactly.
+  number the echo does not give (not in the top log-probs) is requested like a descent node, with one
+  wide request per context on llama_cpp.server (see `_next` on why it first resets the server's cache).
+* ``"descent"``: walks the token trie with ``max_tokens=1`` requests that return the top log-probs of the
+  next token, and ``logit_bias`` (+100) on a node's children, which makes the server produce the best child
+  and reveal its log-prob. Servers that report log-probs before the bias (llama_cpp.server) give the biased
+  token's exact log-prob; servers that report them after it (renormalized, OpenAI) are read against an
+  unbiased reference token. ``search=``:
+
+  - ``"best-first"`` (default): the exact best choice under ``sum``. A partial sum of log-probs bounds every
+    choice below it, so nodes are expanded best bound first and the search stops once a complete choice
+    beats every bound (one request when the best first token is the best choice). Choices it eliminated
+    keep NaN for tokens never scored and an upper bound as their score (``info["exact"]`` is False).
+  - ``"greedy"``: the first AutoCog's descent, without its bugs: one request per branching node on the way
+    down (at most ``tree.branching_nodes()``), none where there is a single child; a choice that ends where
+    longer ones continue wins (under ``sum`` an extension only adds negative log-probs); one choice costs
+    nothing. A decision, not a distribution: ``probs`` is one-hot on the choice reached; it can differ from
+    the best choice when a likely first token leads to unlikely continuations.
+  - ``"full"`` (also ``exhaustive=True``, and forced by the ``mean``, ``char``, ``pmi`` normalizations):
+    every node, exactly.
+
+  Identical tokenizations and empty tokenizations are refused (`InvalidChoicesError`) as in `ChoiceLM`.
 * ``"auto"``: echo when the probe found a layout that gives exact numbers, else descent.
 
 Both strategies send text, not token ids (llama_cpp.server accepts only text prompts): the server tokenizes
@@ -119,6 +130,7 @@ log = logging.getLogger(__name__)
 
 STRATEGIES = ("auto", "echo", "descent")
 SERVERS = ("auto", "openai", "llama.cpp", "vllm", "generic")
+SEARCHES = ("best-first", "greedy", "full")
 RETRY_STATUSES = frozenset({408, 409, 429})
 BIAS = 100.0  # the largest logit_bias OpenAI accepts
 PROBE_PROMPTS = ("The capital of France is", "Once upon a time, there was a", "1, 2, 3, 4,")
@@ -437,9 +449,13 @@ class OpenAI(LM):
 
     def choice_distribution(self, prompt: str, choices: Sequence[str], normalization: Optional[str] = None,
                             strategy: Optional[str] = None, end: Optional[str] = None, exhaustive: bool = False,
-                            **kwargs: Any) -> ChoiceResult:
+                            search: str = "best-first", **kwargs: Any) -> ChoiceResult:
         """Score ``choices`` as continuations of ``prompt``: a `ChoiceResult` (distribution, per-token log-probs,
         ``strategy`` = ``"echo"`` or ``"descent"``, ``info`` with the requests made and what was exact).
+
+        ``strategy``: ``"auto"``, ``"echo"``, ``"descent"`` (default: the instance's); ``search`` (descent):
+        ``"best-first"``, ``"greedy"``, ``"full"``; ``exhaustive=True`` is ``search="full"``; ``end``: text
+        scored after every choice; ``normalization``: ``"sum"`` (default), ``"mean"``, ``"char"``, ``"pmi"``.
 
         >>> r = lm.choice_distribution("2+2=", ["4", "5"], strategy="descent"); r.info["requests"]   # doctest: +SKIP
         1
@@ -457,7 +473,10 @@ class OpenAI(LM):
             continuations = [c + end for c in continuations]
         strategy = self._pick_strategy(strategy)  # probes the server on first use (not counted below)
         before = Counter(self.requests)
-        exhaustive = exhaustive or normalization != "sum"
+        if search not in SEARCHES:
+            raise ValueError(f"unknown search {search!r}: expected one of {', '.join(SEARCHES)}")
+        if exhaustive or normalization != "sum":
+            search = "full"  # pruning and greedy decisions are sound for sums of log-probs only
         uncond = None
         if strategy == "echo":
             token_logprobs, info = self._echo(prompt_text, continuations)
@@ -465,9 +484,9 @@ class OpenAI(LM):
                 uncond, _ = self._echo(self.unconditional_prompt, continuations)
             tree = None
         else:
-            token_logprobs, info, tree = self._descent(prompt_text, continuations, exhaustive)
+            token_logprobs, info, tree = self._descent(prompt_text, continuations, search)
             if normalization == "pmi":
-                uncond, _, _ = self._descent(self.unconditional_prompt, continuations, True)
+                uncond, _, _ = self._descent(self.unconditional_prompt, continuations, "full")
         scores = normalize_scores(info.pop("bounded"), choices, normalization, uncond)
         spent = Counter(self.requests)
         spent.subtract(before)
@@ -675,7 +694,6 @@ class OpenAI(LM):
 
     def _fill_missing(self, missing: dict, token_logprobs: list[list[float]]) -> None:
         """Values echo did not give: a next-token request per context, with logit_bias where needed."""
-
         pre = self.probe()["bias"] == "pre"
         # llama_cpp.server takes any number of top log-probs: one wide request usually fills every gap.
         wide = 1000 if self.server == "llama.cpp" else self.top_logprobs
@@ -722,7 +740,7 @@ class OpenAI(LM):
                     f"{pieces[j]} but the tokenizer {tokenizer!r} as {local}")
 
     # --- descent --------------------------------------------------------------------------------------
-    def _descent(self, prompt_text: str, texts: list[str], exhaustive: bool
+    def _descent(self, prompt_text: str, texts: list[str], search: str
                  ) -> tuple[list[list[float]], dict, TokenChoiceTree]:
         tokenizer = self.tokenizer
         token_lists = tokenizer.encode_many(texts)
@@ -785,7 +803,36 @@ class OpenAI(LM):
             return total
 
         winner = None
-        if exhaustive:
+        decisions = 0
+        if search == "greedy":
+            # The first AutoCog's descent, one request per branching node on the way down: a bias on the
+            # children makes the server produce the best of them (whatever it reports). A choice that ends
+            # where longer ones go on wins under ``sum`` (its extensions only add negative log-probs).
+            node = -1
+            while node < 0 or not nodes[node].ends:
+                kids = children_of(node)
+                if len(kids) > 1:
+                    context = context_of(node)
+                    nxt = self._next(context, {nodes[k].token: BIAS for k in kids})
+                    decisions += 1
+                    if nxt.token is None:
+                        raise self._no_logprobs(context)
+                    match = _produced(kids, lambda k: pieces[nodes[k].token], nxt.token)
+                    if len(match) != 1:
+                        raise StrategyUnavailableError(
+                            f"the server produced {nxt.token!r}, which matches {len(match)} of the choice tokens "
+                            f"{[pieces[nodes[k].token] for k in kids]}: greedy descent cannot tell which won")
+                    if self.probe()["bias"] == "pre":
+                        exact[match[0]] = nxt.logprob
+                        unique = _unique_pieces([spec(k) for k in kids])
+                        for k in kids:
+                            piece = pieces[nodes[k].token]
+                            if k != match[0] and piece in unique and piece in nxt.top:
+                                exact[k] = nxt.top[piece]
+                    kids = match
+                node = kids[0]
+            winner = node
+        elif search == "full":
             parents = [-1] + tree.internal_nodes()
             for parent in parents:
                 expand(parent)
@@ -819,8 +866,10 @@ class OpenAI(LM):
                 for k in nodes[index].children.values():
                     heapq.heappush(heap, (-upper(k), 1 if k in exact else 0, next(order), k))
         token_logprobs = [[exact.get(i, math.nan) for i in path] for path in tree.paths]
-        bounded = []
-        for path in tree.paths:
+        bounded: list = []
+        if search == "greedy":  # a decision, not a distribution: all the mass on the choice reached
+            bounded = [[0.0] if nodes[path[-1]].index == winner else [-math.inf] for path in tree.paths]
+        for path in tree.paths if search != "greedy" else []:
             values = []
             for i in path:
                 if i in exact:
@@ -833,7 +882,8 @@ class OpenAI(LM):
         lps = [exact.get(i) for i in range(len(nodes))]
         tree.set_logprobs([math.nan if v is None else v for v in lps])
         info = {"bias": self.probe()["bias"], "exact": [all(i in exact for i in p) for p in tree.paths],
-                "nodes_scored": len(exact), "nodes": len(nodes), "exhaustive": exhaustive,
+                "nodes_scored": len(exact), "nodes": len(nodes), "search": search,
+                "branching_nodes": tree.branching_nodes(),
                 "winner": None if winner is None else nodes[winner].ends[0], "bounded": bounded}
         return token_logprobs, info, tree
 
@@ -854,7 +904,7 @@ class OpenAI(LM):
             if piece in unique and piece in nxt.top:
                 exact[key] = nxt.top[piece]
         if biased and nxt.logprob is not None:
-            produced = [c for c in children if _same_piece(c[2], nxt.token)]
+            produced = _produced(children, lambda c: c[2], nxt.token)
             if len(children) == 1:
                 exact[children[0][0]] = nxt.logprob
             elif len(produced) == 1 and produced[0][2] in unique:
@@ -1183,6 +1233,12 @@ def _region(echo: Echo, echoed: str, text: str) -> Optional[tuple[int, int]]:
         spelled += echo.tokens[e]
         e += 1
     return (s, e) if spelled == text else None
+
+
+def _produced(items: list, piece: Callable[[Any], str], token: Optional[str]) -> list:
+    """The items whose token text is the produced ``token``: exact matches, else up to a leading space."""
+    exact = [x for x in items if piece(x) == token]
+    return exact or [x for x in items if _same_piece(piece(x), token)]
 
 
 def _same_piece(a: Optional[str], b: Optional[str]) -> bool:
