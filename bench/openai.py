@@ -23,6 +23,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.request
 from collections import Counter
 from pathlib import Path
 
@@ -37,6 +38,7 @@ WORDS = ("Paris London Berlin Madrid Rome Tokyo Cairo Lisbon Vienna Prague Dubli
          "Amsterdam Stockholm Helsinki Budapest Bucharest Sofia Zagreb Belgrade Kyiv Moscow Ankara Beijing Seoul "
          "Delhi Bangkok Hanoi Manila Jakarta Sydney Ottawa Lima").split()
 PROMPT = "Question: What is the capital of France?\nAnswer:"
+DIRECT = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # loopback: no proxy
 
 
 def start_server(model_path: Path, n_ctx: int = 2048) -> tuple[subprocess.Popen, str]:
@@ -47,16 +49,15 @@ def start_server(model_path: Path, n_ctx: int = 2048) -> tuple[subprocess.Popen,
     process = subprocess.Popen([sys.executable, "-m", "llama_cpp.server", "--model", str(model_path), "--host",
                                 "127.0.0.1", "--port", str(port), "--n_ctx", str(n_ctx)], stdout=log, stderr=log)
     base_url = f"http://127.0.0.1:{port}/v1"
-    import httpx2
-
     for _ in range(900):
         if process.poll() is not None:
             log.seek(0)
             raise RuntimeError(log.read().decode(errors="replace")[-2000:])
         try:
-            if httpx2.get(base_url + "/models", timeout=2).status_code == 200:
-                return process, base_url
-        except httpx2.HTTPError:
+            with DIRECT.open(base_url + "/models", timeout=2) as answer:
+                if answer.status == 200:
+                    return process, base_url
+        except OSError:
             pass
         time.sleep(0.2)
     process.kill()
@@ -130,8 +131,9 @@ def main() -> None:
           "| same choice as echo | scores | max abs Δ log-prob vs echo |")
     print("|---|---:|---|---:|---:|---:|---:|---|---|---:|")
     for name, n, strategy, requests, branching, tok, wall, same, exact, delta in rows:
-        print(f"| {name} | {n} | {strategy} | {requests} | {branching} | {tok} | {wall:.2f} | {'yes' if same else 'NO'} "
-              f"| {'exact' if exact else 'partial'} | {'' if np.isnan(delta) else f'{delta:.1e}'} |")
+        print(f"| {name} | {n} | {strategy} | {requests} | {branching} | {tok} | {wall:.2f} "
+              f"| {'yes' if same else 'NO'} | {'exact' if exact else 'partial'} "
+              f"| {'' if np.isnan(delta) else f'{delta:.1e}'} |")
 
 
 if __name__ == "__main__":

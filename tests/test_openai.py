@@ -18,6 +18,7 @@ import tempfile
 import threading
 import time
 import traceback
+import urllib.request
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
@@ -39,6 +40,7 @@ openai = pytest.importorskip("openai")
 from autocog.lm.openai import OpenAI  # noqa: E402
 
 KEY = "sk-test-DO-NOT-LEAK-0123456789"
+DIRECT = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # loopback: no proxy
 
 
 # ------------------------------------------------------------------------------------------------------
@@ -63,15 +65,14 @@ class LlamaServer:
              "--port", str(self.port), "--n_ctx", str(n_ctx), "--verbose", "false"],
             stdout=self.log, stderr=subprocess.STDOUT)
         deadline = time.monotonic() + ready_timeout
-        import httpx2
-
         while True:
             if self.process.poll() is not None:
                 raise RuntimeError(f"llama_cpp.server exited ({self.process.returncode}):\n{self.tail()}")
             try:
-                if httpx2.get(self.base_url + "/models", timeout=2).status_code == 200:
-                    return
-            except httpx2.HTTPError:
+                with DIRECT.open(self.base_url + "/models", timeout=2) as answer:
+                    if answer.status == 200:
+                        return
+            except OSError:
                 pass
             if time.monotonic() > deadline:
                 self.stop()

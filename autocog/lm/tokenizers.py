@@ -296,7 +296,8 @@ class VllmServerTokenizer(_ServerTokenizer):
         if not tokens:
             return ""
         url = f"{self.root}/detokenize"
-        return self._field(self.post(url, {"model": self.model, "tokens": [int(t) for t in tokens]}), "prompt", str, url)
+        data = self.post(url, {"model": self.model, "tokens": [int(t) for t in tokens]})
+        return self._field(data, "prompt", str, url)
 
 
 # --- objects the caller holds --------------------------------------------------------------------------
@@ -340,7 +341,8 @@ class ObjectTokenizer(Tokenizer):
         else:
             raise TypeError(f"cannot use a {type(obj).__name__} as a tokenizer: it needs encode/decode "
                             "(or tokenize/detokenize)")
-        self.eos_token_id = getattr(obj, "eos_token_id", None) if isinstance(getattr(obj, "eos_token_id", None), int) else None
+        eos = getattr(obj, "eos_token_id", None)
+        self.eos_token_id = eos if isinstance(eos, int) else None
 
     def encode(self, text: str) -> list[int]:
         return [int(t) for t in self._encode(text)]
