@@ -210,6 +210,7 @@ def main() -> None:
     parser.add_argument("--memory-choices", type=int, default=32)
     parser.add_argument("--memory-point", type=int, default=None, help=argparse.SUPPRESS)
     parser.add_argument("--quick", action="store_true", help="20 prompts, 1 repeat, 2 memory sizes")
+    parser.add_argument("--memory-only", action="store_true", help="skip the throughput table")
     args = parser.parse_args()
 
     if args.memory_point is not None:
@@ -221,12 +222,13 @@ def main() -> None:
 
     import torch
 
-    lm = load(args.model, args.threads)
+    lm = load(args.model, args.threads) if not args.memory_only else None
     print(f"model: {args.model}  torch {torch.__version__}  threads {args.threads}  batch_size {args.batch_size}")
-    print()
-    print(f"{'method':<10} {'prompts':>7} {'choices':>7} {'seconds':>8} {'prompt x choice/s':>18} "
-          f"{'vs perprompt':>12} {'max |dlogp|':>11}")
-    for n_choices in args.choices:
+    if not args.memory_only:
+        print()
+        print(f"{'method':<10} {'prompts':>7} {'choices':>7} {'seconds':>8} {'prompt x choice/s':>18} "
+              f"{'vs perprompt':>12} {'max |dlogp|':>11}")
+    for n_choices in ([] if args.memory_only else args.choices):
         for row in throughput(lm, args.prompts, n_choices, args.batch_size, args.repeats):
             print(f"{row['method']:<10} {row['prompts']:>7} {row['choices']:>7} {row['seconds']:>8.3f} "
                   f"{row['rate']:>18.1f} {row['speedup_vs_perprompt']:>11.2f}x {row['max_diff_vs_perchoice']:>11.2e}",
