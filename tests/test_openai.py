@@ -250,6 +250,22 @@ def test_tiny_echo_requests_no_text_already_scored(tiny_api, tiny_local):
     assert_same_distribution(result, tiny_local.choice_distribution(prompt, choices))
 
 
+def test_tiny_choice_merged_into_the_prompt(tiny_api, tiny_local):
+    # "Fra" + "nce": the server tokenizes the joined text across the boundary, where the local backends score
+    # the choice's own tokens after the prompt's. llama_cpp.server takes text prompts only: every strategy
+    # refuses, rather than score other tokens.
+    prompt, choices = "Question: What is the capital of Fra", ["nce", "nkfurt"]
+    for strategy in ("echo", "descent", "auto"):
+        with pytest.raises(StrategyUnavailableError, match="across their boundary"):
+            tiny_api.choose(prompt, choices, strategy=strategy)
+    # Choices of one token need no text context past the prompt: auto falls back from echo to a full descent.
+    single = ["n", "nk", "F", "e"]
+    assert all(len(tiny_local.tokenize(c)) == 1 for c in single)
+    result = tiny_api.choice_distribution(prompt, single)
+    assert result.strategy == "descent" and "'nk'" in result.info["fallback"]
+    assert_same_distribution(result, tiny_local.choice_distribution(prompt, single))
+
+
 def test_tiny_many_choices(tiny_api, tiny_local):
     words = sorted({w for line in __import__("autocog.models", fromlist=["x"]).TINY_CORPUS
                     for w in line.replace("\n", " ").split(" ") if w})[:32]

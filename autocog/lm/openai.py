@@ -55,6 +55,13 @@ produce): a mismatch raises `TokenizerMismatchError`.
   Identical tokenizations and empty tokenizations are refused (`InvalidChoicesError`) as in `ChoiceLM`.
 * ``"auto"``: echo when the probe found a layout that gives exact numbers, else descent.
 
+Echo scores the tokens the server itself splits ``prompt + choice`` into; with a local tokenizer, a different
+split of a choice raises `TokenizerMismatchError`. On quantized GGUF weights llama.cpp rounds one-token
+batches differently from longer ones (up to ~0.3 nats on SmolLM2 Q4_1), and llama_cpp.server evaluates the
+last token of a prompt it has cached alone: echo and its fills (which reset that cache first) give `LLaMa`'s
+numbers; descent does not pay for the resets, so its numbers can be off by that rounding (its choice was not,
+in the tests). On F32 weights both agree with `LLaMa` within 1e-3.
+
 Both strategies send text, not token ids (llama_cpp.server accepts only text prompts): the server tokenizes
 ``prompt + choice`` itself. The prompt/choice boundary follows `autocog.lm.lm` (trailing whitespace of the
 prompt moves into the choices). No end marker is scored unless ``end=`` is given (its text is appended to
@@ -470,6 +477,7 @@ class OpenAI(LM):
         prompt_text, continuations = split_boundary(prompt, choices)
         if end:
             continuations = [c + end for c in continuations]
+        requested = strategy
         strategy = self._pick_strategy(strategy)  # probes the server on first use (not counted below)
         before = Counter(self.requests)
         if search not in SEARCHES:
@@ -477,18 +485,26 @@ class OpenAI(LM):
         if exhaustive or normalization != "sum":
             search = "full"  # pruning and greedy decisions are sound for sums of log-probs only
         uncond = None
+        fallback = None
         if strategy == "echo":
-            token_logprobs, info = self._echo(prompt_text, continuations)
-            if normalization == "pmi":
-                uncond, _ = self._echo(self.unconditional_prompt, continuations)
-            tree = None
-        else:
+            try:
+                token_logprobs, info = self._echo(prompt_text, continuations)
+                if normalization == "pmi":
+                    uncond, _ = self._echo(self.unconditional_prompt, continuations)
+                tree = None
+            except StrategyUnavailableError as error:
+                if requested != "auto" or self.probe()["bias"] is None:
+                    raise
+                fallback, strategy, search = str(error), "descent", "full"  # auto promises a distribution
+        if strategy == "descent":
             token_logprobs, info, tree = self._descent(prompt_text, continuations, search)
             if normalization == "pmi":
                 uncond, _, _ = self._descent(self.unconditional_prompt, continuations, "full")
         scores = normalize_scores(info.pop("bounded"), choices, normalization, uncond)
         spent = Counter(self.requests)
         spent.subtract(before)
+        if fallback:
+            info["fallback"] = fallback
         info.update(server=self.server, endpoint="chat" if self.chat else "completions",
                     requests=spent["completions"] + spent["chat"],
                     tokenize_requests=spent["tokenize"] + spent["detokenize"], attempts=spent["attempts"])
@@ -655,13 +671,13 @@ class OpenAI(LM):
                     regions[j] = (answers[k],) + region
                     break
             else:
-                second.append(j)
+                if j in answers:
+                    raise self._merged(j, texts[j])
+                second.append(j)  # a prefix the longer choices' tokens do not split at: its own request
         for j, echo in zip(second, self._map(lambda j: self._echo_request(prompt_text + texts[j], want_top), second)):
             region = _region(echo, texts[j], texts[j])
             if region is None:
-                raise StrategyUnavailableError(
-                    f"the server at {self.base_url} tokenizes the prompt and choice {j} ({texts[j]!r}) across their "
-                    "boundary (no token starts where the choice starts): echo cannot score it; use strategy='descent'")
+                raise self._merged(j, texts[j])
             regions[j] = (echo,) + region
         token_logprobs: list[list[float]] = []
         pieces: list[list[str]] = []
@@ -690,6 +706,16 @@ class OpenAI(LM):
             len(v) for m in missing.values() for v in m.values()), "tokens": pieces,
                 "exact": [True] * len(texts), "bounded": token_logprobs}
         return token_logprobs, info
+
+    def _merged(self, j: int, text: str, strategy: str = "echo") -> StrategyUnavailableError:
+        if strategy == "echo":
+            return StrategyUnavailableError(
+                f"the server at {self.base_url} tokenizes the prompt and choice {j} ({text!r}) across their "
+                "boundary (no token starts where the choice starts): echo cannot score it; use strategy='descent'")
+        return StrategyUnavailableError(
+            f"the server at {self.base_url} tokenizes the prompt and a prefix of choice {j} ({text!r}) across "
+            "their boundary, and it takes prompts as text only: the choice's own tokens cannot be scored after "
+            "the prompt's (end the prompt on a word boundary, e.g. with a space moved into the choices)")
 
     def _fill_missing(self, missing: dict, token_logprobs: list[list[float]]) -> None:
         """Values echo did not give: a next-token request per context, with logit_bias where needed."""
@@ -762,6 +788,8 @@ class OpenAI(LM):
         evaluated: dict[int, Next] = {}  # parent index (-1: root) -> its unbiased/first answer
         order = itertools.count()
 
+        prompt_ids = tokenizer.encode(prompt_text) if any(len(p) > 1 for p in tree.paths) else []
+
         def children_of(parent: int) -> list[int]:
             return list((tree.roots if parent < 0 else nodes[parent].children).values())
 
@@ -776,8 +804,14 @@ class OpenAI(LM):
             path = tree.path_tokens(parent)
             texts_path = [pieces[t] for t in path]
             if all(p and "\ufffd" not in p for p in texts_path):
-                return prompt_text + "".join(texts_path)
-            return prompt_text + tokenizer.decode(path)
+                context = prompt_text + "".join(texts_path)
+            else:
+                context = prompt_text + tokenizer.decode(path)
+            # Contexts go as text: the server must split it into the prompt's tokens and then the path's.
+            if tokenizer.encode(context) != prompt_ids + path:
+                j = next(j for j, p in enumerate(tree.paths) if parent in p)
+                raise self._merged(j, texts[j], "descent")
+            return context
 
         def spec(index: int) -> tuple:
             return (index, nodes[index].token, pieces[nodes[index].token])
