@@ -320,6 +320,62 @@ def test_text_only_backend_gives_the_same_tree(tiny_tf):
     assert remote_lm.calls["complete"] == remote.tokens.calls["complete"] > 0
 
 
+@pytest.fixture(scope="module")
+def tiny_llama_lm():
+    pytest.importorskip("llama_cpp")
+    from autocog.lm import LLaMa
+    from autocog.models import tiny_llama_gguf
+
+    return LLaMa(**LLaMa.create(model_path=tiny_llama_gguf()))
+
+
+def test_llama_backend_gives_the_same_tree(tiny_tf, tiny_llama_lm):
+    """The tiny model's GGUF holds the same F32 weights: same paths, same scores, same token counts."""
+    prog = branch_loop_program()
+    tiny_tf.cache.reset()
+    local = prog.run(tiny_tf, q=QUESTION, width=2)
+    tiny_llama_lm.cache.reset()
+    other = prog.run(tiny_llama_lm, q=QUESTION, width=2)
+    assert [p.values for p in other.paths] == [p.values for p in local.paths]
+    np.testing.assert_allclose([p.score for p in other.paths], [p.score for p in local.paths], atol=1e-3, rtol=1e-3)
+    assert other.tokens.unique == local.tokens.unique
+    assert other.tokens.evaluated <= 1.1 * other.tokens.unique
+
+
+@pytest.mark.slow
+def test_openai_backend_gives_the_same_tree(tiny_tf):
+    """On llama_cpp.server (tiny model) through the OpenAI backend: complete and choice_distribution only."""
+    pytest.importorskip("openai")
+    from test_openai import LlamaServer
+
+    from autocog.lm import OpenAI
+    from autocog.models import tiny_llama_gguf
+
+    server = LlamaServer(tiny_llama_gguf(), n_ctx=1024)
+    try:
+        lm = OpenAI(model="tiny", base_url=server.base_url)
+        # the program equals its steps run by hand on the same backend
+        remote = branch_loop_program().run(lm, q=QUESTION, width=2)
+        expected = by_hand(lm, QUESTION, 2)
+        assert [p.values for p in remote.paths] == [values for values, _ in expected]
+        np.testing.assert_allclose([p.score for p in remote.paths], [score for _, score in expected], atol=1e-6)
+        assert remote.tokens.evaluated is None and remote.tokens.calls["complete"] > 0
+        # choices agree with the local model (the server drops the random model's broken UTF-8 in completions,
+        # so completed text is compared on the same backend only)
+        prog = Program([Text("Question: {q}\nAnswer:", name="ask"), Choose("answer", {" A": "check", " B": "check",
+                                                                                        " C": END}),
+                        Text("\nAre you sure?", name="check"), Choose("sure", {" yes": END, " no": "retry"}),
+                        Text(" Let me think again.", name="retry", max_visits=2, next="ask")])
+        remote, local = prog.run(lm, q=QUESTION, width=2), prog.run(tiny_tf, q=QUESTION, width=2)
+        scores = {repr(p.values): p.score for p in local.paths}       # near-ties may swap places: compare by path
+        assert sorted(scores) == sorted(repr(p.values) for p in remote.paths)
+        for path in remote.paths:
+            assert path.score == pytest.approx(scores[repr(path.values)], abs=1e-3, rel=1e-3)
+        lm.close()
+    finally:
+        server.stop()
+
+
 def test_backend_that_only_chooses(tiny_tf):
     prog = pruning_program()
     lm = TextOnlyLM(tiny_tf, scores=False)

@@ -97,8 +97,15 @@ class Explorer:
         state.latest[step.name] = value
 
     # --- the run -------------------------------------------------------------------------------------------
+    def tokens_so_far(self) -> Optional[int]:
+        """The backend's ``tokens_evaluated``, or None when it keeps no count (GreedyLM's default, OpenAI)."""
+        prop = getattr(type(self.lm), "tokens_evaluated", None)
+        if prop is None or prop is GreedyLM.tokens_evaluated:
+            return None
+        return int(self.lm.tokens_evaluated)
+
     def run(self, inputs: dict) -> ProgramResult:
-        before = self.lm.tokens_evaluated if self.greedy else None
+        before = self.tokens_so_far()
         root = self.node(step="", kind="root")
         start = _State(self.program.entry, "", {}, dict(inputs), {}, 0.0, root)
         leaves: list[tuple[_State, str]] = []
@@ -134,7 +141,7 @@ class Explorer:
             paths.append(Path(values=state.values, score=state.score, text=state.prompt, status=status,
                               nodes=state.node.lineage()))
         paths.sort(key=lambda p: -p.score)
-        evaluated = self.lm.tokens_evaluated - before if self.greedy else None
+        evaluated = self.tokens_so_far() - before if before is not None else None
         stats = TokenStats(evaluated=evaluated, unique=self.trie.size, calls=dict(self.calls))
         settings = {"width": self.width, "threshold": self.threshold, "completion_scores": self.completion_scores,
                     "scoring": self.scoring, "inputs": inputs}
