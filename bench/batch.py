@@ -8,7 +8,9 @@ Methods, all computing the same log-probs (the bench checks they agree):
   perchoice  one full forward pass over prompt + choice, for every prompt and choice
 Throughput is prompts x choices per second at 100 prompts x 4 and x 32 choices (each choice 1-4 words).
 Memory: the peak RSS of predict_proba (measured in a fresh process per size, above the RSS after loading
-the model) and tracemalloc's peak of Python allocations, as the number of prompts grows.
+the model) and tracemalloc's peak of Python allocations, as the number of prompts grows. glibc's dynamic
+mmap threshold lets freed large tensors fragment the heap, so RSS can creep over the first batches; set
+MALLOC_MMAP_THRESHOLD_=1048576 to see the memory the batches actually hold.
 
     .venv/bin/python bench/batch.py                      # tiny model, 1 thread
     .venv/bin/python bench/batch.py --model smollm2 --prompts 20
