@@ -85,7 +85,7 @@ class LlamaAdapter:
         self.lm = lm
 
     def reset(self):
-        self.lm.reset_cache()
+        self.lm.cache.reset()
 
     def forward(self, ids: list[int]):
         self.lm.model.reset()

@@ -73,7 +73,7 @@ def bench_llama(model_name, n_tokens, repeats):
     counted = {}
 
     def ours():
-        lm.reset_cache()
+        lm.cache.reset()
         before = lm.tokens_evaluated
         lm.complete(PROMPT, stop=None, max_tokens=n)
         counted["n"] = lm.tokens_evaluated - before - len(lm.tokenize(PROMPT, bos=True)) + 1
