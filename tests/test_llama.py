@@ -262,7 +262,8 @@ def test_complete_greedy_matches_tf(tiny_llama, tiny_tf):
     assert text == tiny_llama.complete(prompt, stop=None, max_tokens=30)
     assert text == tiny_tf.complete(prompt, stop=None, max_tokens=30)
     for prompt in ["Question: What is", "1 10", "x"]:
-        assert tiny_llama.complete(prompt, stop=None, max_tokens=12) == tiny_tf.complete(prompt, stop=None, max_tokens=12)
+        assert tiny_llama.complete(prompt, stop=None, max_tokens=12) == \
+            tiny_tf.complete(prompt, stop=None, max_tokens=12)
 
 
 def reference_generate(lm, ref, prompt, n):
@@ -442,6 +443,17 @@ def test_bad_model_paths(tmp_path, tiny_gguf):
         LLaMa.create(model_path=truncated)
     with pytest.raises(TypeError, match="llama_cpp.Llama"):
         LLaMa(model="model.gguf")
+
+
+def test_several_llamas_share_one_model_and_close(tiny_llama, tiny_gguf):
+    other = LLaMa(model=tiny_llama.model, n_seq_max=2)  # its own context on the same weights
+    prompt, choices = "The answer is", [" yes", " no", " the quick brown fox"]
+    assert_logprobs_close(other.choice_logprobs(prompt, choices), tiny_llama.choice_logprobs(prompt, choices), 1e-5)
+    other.close()
+    with pytest.raises(RuntimeError, match="closed"):
+        other.greedy(prompt)
+    other.close()  # twice is fine
+    assert tiny_llama.choose(prompt, choices) in (0, 1, 2)
 
 
 def test_missing_llama_cpp(monkeypatch):

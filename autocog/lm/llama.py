@@ -23,7 +23,13 @@ from typing import Any, Optional, Sequence, Union
 import numpy as np
 
 from .choice import ChoiceLM, TokenChoiceTree
-from .errors import ContextLengthError, ModelNotFoundError, TransientError, missing_backend
+from .errors import (
+    BackendNotInstalledError,
+    ContextLengthError,
+    ModelNotFoundError,
+    TransientError,
+    missing_backend,
+)
 from .lm import check_context
 
 DEFAULT_N_SEQ_MAX = 64
@@ -117,11 +123,16 @@ class LlamaPrefixCache:
     def close(self) -> None:
         if self.context is not None:
             self.context.close()
-        self.context = self.ctx = None
+        self.context = self.ctx = self.memory = None
+
+    def _check_open(self) -> None:
+        if self.ctx is None:
+            raise RuntimeError("this LLaMa was closed: its llama.cpp context is freed")
 
     # --- primitives ------------------------------------------------------------------------------
     def decode(self) -> None:
         """``llama_decode`` of the batch as filled; counts its tokens. Slot exhaustion is transient."""
+        self._check_open()
         n = int(self.batch.struct.n_tokens)
         rc = self.llama_cpp.llama_decode(self.ctx, self.batch.struct)
         if rc == 1:
@@ -150,6 +161,7 @@ class LlamaPrefixCache:
         tokens = list(tokens)
         if not tokens:
             raise ValueError("nothing to evaluate: the token list is empty")
+        self._check_open()
         check_context(len(tokens), self.n_ctx)
         common = common_prefix_length(self.tokens, tokens)
         if common == len(tokens) == len(self.tokens) and self.last_logits is not None:
@@ -178,6 +190,8 @@ class LLaMa(ChoiceLM):
 
     ``n_seq_max``: sequences of LLaMa's context; a choice tree with more leaves than ``n_seq_max - 1`` (or
     more unique tokens than the context has room for after the prompt) is evaluated in several batches.
+    ``lm.cache`` is the prefix cache: ``lm.cache.reset()`` forgets it (benchmarks), ``lm.tokens_evaluated``
+    counts the tokens decoded. `close` frees LLaMa's context (its KV cache) before the object goes away.
 
     >>> lm = LLaMa(**LLaMa.create())            # the embedded SmolLM2-135M-Instruct   # doctest: +SKIP
     >>> lm.choose("Question: What is the capital of France?\\nAnswer:", [" Paris", " London", " Berlin"])  # doctest: +SKIP
@@ -199,6 +213,9 @@ class LLaMa(ChoiceLM):
         self._add_bos = bool(llama_cpp.llama_vocab_get_add_bos(self._vocab))
         bos = int(llama_cpp.llama_vocab_bos(self._vocab))
         self._bos = bos if bos >= 0 else None
+        # recurrent states cannot share cells between sequences: those models take the generic tree walk
+        self._recurrent = bool(llama_cpp.llama_model_is_recurrent(model.model) or
+                               llama_cpp.llama_model_is_hybrid(model.model))
         self._eos = {t for t in range(self._n_vocab) if llama_cpp.llama_vocab_is_eog(self._vocab, t)}
         self._pieces: dict[int, bytes] = {}
         self.cache = LlamaPrefixCache(llama_cpp, self._new_context(n_seq_max), self._n_vocab)
@@ -232,6 +249,11 @@ class LLaMa(ChoiceLM):
         from llama_cpp._utils import suppress_stdout_stderr
 
         llama_cpp = self._llama_cpp
+        if not hasattr(llama_cpp, "llama_memory_seq_cp") or "kv_unified" not in dict(
+                llama_cpp.llama_context_params._fields_):
+            raise BackendNotInstalledError(
+                "LLaMa needs llama.cpp's memory API and unified KV cache (llama-cpp-python 0.3.36 is tested): "
+                "pip install -U 'llama-cpp-python>=0.3.36'")
         n_seq_max = max(1, min(int(n_seq_max), int(llama_cpp.llama_max_parallel_sequences())))
         params = llama_cpp.llama_context_params.from_buffer_copy(self.model.context_params)
         params.n_seq_max = n_seq_max
@@ -273,10 +295,13 @@ class LLaMa(ChoiceLM):
         return self._raw_tokenize("\n")
 
     def tokenize(self, text: str, bos: bool = False) -> list[int]:
-        """Token ids of ``text``; ``bos=True`` prepends BOS when the model adds one.
+        """Token ids of ``text``; ``bos=True`` prepends BOS when the model adds one. Special-token text
+        (``"<|im_start|>"``) becomes the special token, as with transformers' tokenizers.
 
-        >>> lm.tokenize(" Paris"), lm.tokenize("Paris", bos=True)      # doctest: +SKIP
-        ([7042], [1, 42, 3, 47])
+        >>> lm.detokenize(lm.tokenize(" Paris"))                      # doctest: +SKIP
+        ' Paris'
+        >>> lm.tokenize("a", bos=True)[0] == lm.bos_token_id         # doctest: +SKIP
+        True
         """
         ids = self._raw_tokenize(text)
         if self._fragment_anchor:
@@ -352,6 +377,8 @@ class LLaMa(ChoiceLM):
         """Log-prob of every node of ``tree`` after ``prompt_tokens``: the prompt through the prefix cache,
         then the trie's unique tokens in one ``llama_decode`` per chunk of leaves (one chunk unless the
         leaves outnumber ``n_seq_max - 1`` or the tokens outgrow the context)."""
+        if self._recurrent:
+            return super().evaluate_tree(prompt_tokens, tree)
         cache = self.cache
         n_prompt = len(prompt_tokens)
         out = np.full(len(tree.nodes), np.nan, dtype=np.float64)
