@@ -27,6 +27,14 @@ def is_out_of_memory(error: BaseException) -> bool:
     return isinstance(error, RuntimeError) and "out of memory" in str(error).lower()
 
 
+def common_prefix_length(a: Sequence[int], b: Sequence[int]) -> int:
+    """How many leading tokens two sequences share (what a prefix KV cache can keep)."""
+    n = min(len(a), len(b))
+    if list(a[:n]) == list(b[:n]):
+        return n
+    return int(np.flatnonzero(np.asarray(a[:n]) != np.asarray(b[:n]))[0])
+
+
 class GreedyLM(LM):
     """An `LM` that exposes next-token log-probs.
 
@@ -128,6 +136,8 @@ class GreedyLM(LM):
         """The decoding loop behind `complete`, over `greedy`; backends with a prefix cache make each step
         cost one token."""
         rng = np.random.default_rng(seed)
+        if self.n_ctx is not None:  # stop at a full context rather than fail (the last token is never fed)
+            max_tokens = min(int(max_tokens), max(0, self.n_ctx - len(tokens) + 1))
         eos = self.eos_token_ids
         generated: list[int] = []
         text = ""

@@ -30,6 +30,7 @@ from .errors import (
     TransientError,
     missing_backend,
 )
+from .greedy import common_prefix_length
 from .lm import check_context
 
 DEFAULT_N_SEQ_MAX = 64
@@ -41,14 +42,6 @@ def _require_llama_cpp():
     except ImportError as error:
         raise missing_backend("llama-cpp-python", "llama") from error
     return llama_cpp
-
-
-def common_prefix_length(a: Sequence[int], b: Sequence[int]) -> int:
-    n = min(len(a), len(b))
-    if list(a[:n]) == list(b[:n]):
-        return n
-    diff = np.flatnonzero(np.asarray(a[:n]) != np.asarray(b[:n]))
-    return int(diff[0])
 
 
 def _row_logsumexp(rows: np.ndarray) -> np.ndarray:
@@ -367,11 +360,6 @@ class LLaMa(ChoiceLM):
 
     def recover(self, error: BaseException) -> None:
         self.cache.reset()
-
-    def generate(self, tokens: list[int], stops: list[str], max_tokens: int, **settings: Any) -> str:
-        # the context bounds the generation: the last token generated need not be decoded
-        max_tokens = min(int(max_tokens), max(0, self.n_ctx - len(tokens) + 1))
-        return super().generate(tokens, stops, max_tokens, **settings)
 
     def evaluate_tree(self, prompt_tokens: list[int], tree: TokenChoiceTree) -> np.ndarray:
         """Log-prob of every node of ``tree`` after ``prompt_tokens``: the prompt through the prefix cache,

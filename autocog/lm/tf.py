@@ -15,6 +15,7 @@ import numpy as np
 
 from .choice import ChoiceLM, TokenChoiceTree
 from .errors import ModelNotFoundError, missing_backend
+from .greedy import common_prefix_length
 
 
 def _require_torch():
@@ -24,14 +25,6 @@ def _require_torch():
     except ImportError as error:
         raise missing_backend(getattr(error, "name", None) or "transformers", "transformers") from error
     return torch, transformers
-
-
-def common_prefix_length(a: Sequence[int], b: Sequence[int]) -> int:
-    n = min(len(a), len(b))
-    for i in range(n):
-        if a[i] != b[i]:
-            return i
-    return n
 
 
 class PrefixCache:
