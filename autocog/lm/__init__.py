@@ -10,8 +10,12 @@ from .errors import (
     ContextLengthError,
     InvalidChoicesError,
     InvalidPromptError,
+    MalformedResponseError,
     ModelNotFoundError,
+    RequestFailedError,
     RetryExhaustedError,
+    StrategyUnavailableError,
+    TokenizerMismatchError,
     TransientError,
 )
 from .greedy import GreedyLM
@@ -23,6 +27,7 @@ __all__ = [
     "LM", "GreedyLM", "ChoiceLM", "TokenChoiceTree", "TreeNode", "ChoiceResult", "TfLM", "LLaMa", "OpenAI",
     "NORMALIZATIONS", "DEFAULT_NORMALIZATION", "AutoCogError", "BackendNotInstalledError", "ContextLengthError",
     "InvalidChoicesError", "InvalidPromptError", "ModelNotFoundError", "RetryExhaustedError", "TransientError",
+    "RequestFailedError", "MalformedResponseError", "TokenizerMismatchError", "StrategyUnavailableError",
 ]
 
 
