@@ -5,8 +5,8 @@ the automaton branches. The label's full distribution comes from the Choose's `C
 choice tree can be drawn (``path.choice("sentiment").tree``). SmolLM2-135M is a very small model: the prompt
 is the simplest one it follows (it reads neutral messages as negative).
 
-    .venv/bin/python examples/classifier.py                  # transformers, embedded SmolLM2-135M-Instruct
-    .venv/bin/python examples/classifier.py --backend llama  # the same model through llama.cpp
+    .venv/bin/python examples/classifier.py                 # llama.cpp, embedded SmolLM2-135M-Instruct
+    .venv/bin/python examples/classifier.py --backend tf      # the same model through transformers (slower on CPU)
 """
 
 import argparse
@@ -44,7 +44,7 @@ def classifier_program():
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--backend", choices=["tf", "llama"], default="tf")
+    parser.add_argument("--backend", choices=["llama", "tf"], default="llama")
     parser.add_argument("--out", default="out", help="folder for the pictures")
     args = parser.parse_args(argv)
 

@@ -5,8 +5,8 @@ phone and zip fields carry regex patterns; the program masks the model's tokens 
 them can be written, and the name is a JSON-safe string. A second model shows the other field kinds: an
 enum (a Choose step: the model picks among the values, with probabilities) and a bounded list.
 
-    .venv/bin/python examples/extraction.py                  # transformers, embedded SmolLM2-135M-Instruct
-    .venv/bin/python examples/extraction.py --backend llama  # the same model through llama.cpp
+    .venv/bin/python examples/extraction.py                 # llama.cpp, embedded SmolLM2-135M-Instruct
+    .venv/bin/python examples/extraction.py --backend tf      # the same model through transformers (slower on CPU)
 """
 
 import argparse
@@ -49,7 +49,7 @@ def load(backend):
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--backend", choices=["tf", "llama"], default="tf")
+    parser.add_argument("--backend", choices=["llama", "tf"], default="llama")
     parser.add_argument("--out", default="out", help="folder for the pictures")
     args = parser.parse_args(argv)
 

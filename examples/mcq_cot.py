@@ -5,8 +5,8 @@ The program branches on the answer, and a bounded loop lets the model think agai
 written as pictures (SVG with GraphViz, DOT otherwise). SmolLM2-135M is a very small model: the point is
 the mechanics, not the accuracy.
 
-    .venv/bin/python examples/mcq_cot.py                    # transformers, embedded SmolLM2-135M-Instruct
-    .venv/bin/python examples/mcq_cot.py --backend llama    # the same model through llama.cpp
+    .venv/bin/python examples/mcq_cot.py                 # llama.cpp, embedded SmolLM2-135M-Instruct
+    .venv/bin/python examples/mcq_cot.py --backend tf      # the same model through transformers (slower on CPU)
 """
 
 import argparse
@@ -50,7 +50,7 @@ def mcq_program(options):
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--backend", choices=["tf", "llama"], default="tf")
+    parser.add_argument("--backend", choices=["llama", "tf"], default="llama")
     parser.add_argument("--width", type=int, default=2, help="answers explored per Choose")
     parser.add_argument("--out", default="out", help="folder for the pictures")
     args = parser.parse_args(argv)

@@ -11,7 +11,8 @@ A `Program` is an automaton of steps run on any `autocog.lm.LM`:
 * `END`: the successor that ends a run.
 * `Program` ``(steps, entry=None, edges=None, name="program")``: checked when built (`ProgramError` and its
   subclasses name the step at fault); ``.run(lm, width=1, threshold=0.0, completion_scores=False,
-  inputs=None, **inputs) -> ProgramResult``; ``.inputs``; ``.to_dot(result=None)`` / ``.render(path)``.
+  scoring="prefix", inputs=None, **inputs) -> ProgramResult``; ``.inputs``; ``.looped`` (steps on a cycle);
+  ``.successor(step, option=None)``; ``.to_dot(result=None)`` / ``.render(path)``.
 * `ProgramResult`: ``.paths`` best first, ``.best``, ``.values`` (the best path's), ``.tree`` (root
   `ThoughtNode`), ``.tokens`` (`TokenStats`: ``evaluated``, ``unique``, ``ratio``, ``calls``),
   ``.to_dot()`` / ``.render(path)``.
@@ -23,6 +24,11 @@ A `Program` is an automaton of steps run on any `autocog.lm.LM`:
 
 Scores are natural-log probabilities: a Choose contributes the log of the taken option's probability
 (normalized per step), a Complete 0 (or its tokens' log-prob with ``completion_scores=True``), a Text 0.
+Pruning is per Choose (``threshold`` on the option's probability, then the ``width`` best; the best option
+always stays). Exploration is depth-first, best option first, and every call passes the whole prompt as text,
+so a backend's prefix cache evaluates each token of the thought tree about once (``result.tokens``).
+Only the public `LM` API is used: ``complete`` and ``choice_distribution`` (or ``choose``) on any backend;
+``greedy`` on a `GreedyLM` (greedy decoding, token masking, depth-first scoring of a Choose's option trie).
 
 >>> from autocog.fta import Program, Text, Complete, Choose
 >>> prog = Program([Text("Question: {q}\\nLet's think step by step:"), Complete("reasoning", max_tokens=64),

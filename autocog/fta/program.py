@@ -42,8 +42,6 @@ from .errors import (
 from .steps import END, Choose, Complete, Step, Text
 from .tree import ProgramResult
 
-RUN_SETTINGS = ("width", "threshold", "completion_scores", "scoring", "inputs")
-
 EdgeSpec = Union[str, Mapping[str, Optional[str]]]
 
 

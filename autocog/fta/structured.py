@@ -72,8 +72,8 @@ class _Builder:
     def text(self, text: str) -> None:
         self.pending += text
 
-    def flush(self, force: bool = False) -> None:
-        if self.pending or (force and self.placed):
+    def flush(self) -> None:
+        if self.pending:
             self._append(Text(_braces(self.pending), name=f"#t{len(self.steps)}"))
             self.pending = ""
 
