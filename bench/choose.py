@@ -144,9 +144,12 @@ def print_row(row, flush=False):
           f"{t_per / t_choose:>8.1f}", flush=flush)
 
 
-def load(backend: str, model: str):
+def load(backend: str, model: str, threads: int):
+    import torch
+
     from autocog import models
 
+    torch.set_num_threads(threads)
     if backend == "tf":
         from autocog.lm import TfLM
 
@@ -155,7 +158,7 @@ def load(backend: str, model: str):
     from autocog.lm import LLaMa
 
     path = models.tiny_llama_gguf() if model == "tiny" else None
-    return LlamaAdapter(LLaMa(**LLaMa.create(model_path=path)))
+    return LlamaAdapter(LLaMa(**LLaMa.create(model_path=path, n_threads=threads, n_threads_batch=threads)))
 
 
 def main(argv=None):
@@ -163,6 +166,8 @@ def main(argv=None):
     parser.add_argument("--backend", choices=["tf", "llama", "all"], default="all")
     parser.add_argument("--model", choices=["tiny", "smollm2", "all"], default="all")
     parser.add_argument("--quick", action="store_true", help="fewer repeats and sizes (a smoke run)")
+    parser.add_argument("--threads", type=int, default=1, help="CPU threads for torch and llama.cpp (default 1: "
+                        "stable timings on a shared machine)")
     args = parser.parse_args(argv)
     backends = ["tf", "llama"] if args.backend == "all" else [args.backend]
     model_names = ["tiny", "smollm2"] if args.model == "all" else [args.model]
@@ -172,7 +177,7 @@ def main(argv=None):
     print(HEADER)
     for model in model_names:
         for backend in backends:
-            bench_model(model, load(backend, model), prompt_lengths, choice_counts, repeats)
+            bench_model(model, load(backend, model, args.threads), prompt_lengths, choice_counts, repeats)
 
 
 if __name__ == "__main__":

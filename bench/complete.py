@@ -29,9 +29,10 @@ def timed(fn, repeats):
     return statistics.median(times)
 
 
-def bench_tf(model_name, n_tokens, repeats):
+def bench_tf(model_name, n_tokens, repeats, threads):
     import torch
 
+    torch.set_num_threads(threads)
     from autocog import models
     from autocog.lm import TfLM
 
@@ -56,11 +57,12 @@ def bench_tf(model_name, n_tokens, repeats):
     return produced["n"] / t_ours, n_tokens / t_theirs
 
 
-def bench_llama(model_name, n_tokens, repeats):
+def bench_llama(model_name, n_tokens, repeats, threads):
     from autocog import models
     from autocog.lm import LLaMa
 
-    lm = LLaMa(**LLaMa.create(model_path=models.tiny_llama_gguf() if model_name == "tiny" else None))
+    lm = LLaMa(**LLaMa.create(model_path=models.tiny_llama_gguf() if model_name == "tiny" else None,
+                           n_threads=threads, n_threads_batch=threads))
     produced = {}
 
     def theirs():
@@ -88,12 +90,13 @@ def main(argv=None):
     parser.add_argument("--model", choices=["tiny", "smollm2", "all"], default="all")
     parser.add_argument("--tokens", type=int, default=64)
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--threads", type=int, default=1, help="CPU threads for torch and llama.cpp")
     args = parser.parse_args(argv)
     print(f"{'model':<8} {'backend':<7} {'tokens':>6} {'ours tok/s':>11} {'theirs tok/s':>13} {'ratio':>6}")
     for model in (["tiny", "smollm2"] if args.model == "all" else [args.model]):
         for backend in (["tf", "llama"] if args.backend == "all" else [args.backend]):
             run = bench_tf if backend == "tf" else bench_llama
-            ours, theirs = run(model, args.tokens, args.repeats)
+            ours, theirs = run(model, args.tokens, args.repeats, args.threads)
             print(f"{model:<8} {backend:<7} {args.tokens:>6} {ours:>11.1f} {theirs:>13.1f} {ours / theirs:>6.2f}",
                   flush=True)
 
