@@ -6,13 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from autocog.lm import (
-    ContextLengthError,
-    InvalidChoicesError,
-    InvalidPromptError,
-    ModelNotFoundError,
-    TfLM,
-)
+from autocog.lm import ModelNotFoundError, TfLM
 from conftest import EASY_FACTS, assert_logprobs_close, brute_force_tf
 
 WORDS = "the quick brown fox jumps over lazy dog capital France Paris Berlin answer yes no 1 10 100 step".split()
@@ -197,35 +191,6 @@ def test_end_marker_separates_prefix_choices(tiny_tf):
     assert result.tree.paths[0] != result.tree.paths[1]
     assert_logprobs_close(result.token_logprobs, brute_force_tf(tiny_tf, "Count:", [" 1\n", " 10\n"]), 1e-4)
     assert all(len(lp) == len(tiny_tf.tokenize(c)) + len(newline) for lp, c in zip(result.token_logprobs, [" 1", " 10"]))
-
-
-@pytest.mark.parametrize("choices, message", [
-    ([], "empty"),
-    ([" a", " a"], "duplicates"),
-    ([" a", ""], "empty string"),
-    ([" a", 3], "not a str"),
-    (" a", "list of strings"),
-])
-def test_bad_choices(tiny_tf, choices, message):
-    with pytest.raises(InvalidChoicesError, match=message):
-        tiny_tf.choose("prompt", choices)
-
-
-def test_bad_prompt_and_context(tiny_tf):
-    with pytest.raises(InvalidPromptError):
-        tiny_tf.choose(None, [" a", " b"])
-    with pytest.raises(InvalidPromptError):
-        tiny_tf.complete(42)
-    long_prompt = "the quick brown fox " * 800
-    n = len(tiny_tf.tokenize(long_prompt, bos=True))
-    with pytest.raises(ContextLengthError, match=f"{n} tokens.*1024 tokens"):
-        tiny_tf.greedy(long_prompt)
-    with pytest.raises(ContextLengthError, match="1024"):
-        tiny_tf.choose(long_prompt, [" a", " b"])
-    with pytest.raises(ValueError, match="normalization"):
-        tiny_tf.choose("x", [" a", " b"], normalization="max")
-    with pytest.raises(TypeError, match="unknown completion setting"):
-        tiny_tf.complete("x", max_lenght=3)
 
 
 def test_missing_model_path(tmp_path):
