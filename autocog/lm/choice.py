@@ -225,8 +225,7 @@ class ChoiceLM(GreedyLM):
         prompt_tokens = self.prompt_tokens(prompt_text) if prompt_text else self.prompt_tokens(self.unconditional_tokens())
         end_tokens = self.tokenize(end) if end else []
         token_lists = []
-        for j, text in enumerate(continuations):
-            tokens = self.tokenize(text)
+        for j, tokens in enumerate(self.tokenize_batch(continuations)):
             if not tokens:
                 raise InvalidChoicesError(f"choice {j} ({choices[j]!r}) tokenizes to nothing")
             token_lists.append(tokens + end_tokens)

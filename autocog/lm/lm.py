@@ -214,6 +214,10 @@ class LM(ABC):
         ``detokenize(tokenize(" Paris")) == " Paris"``.
         """
 
+    def tokenize_batch(self, texts: Sequence[str]) -> list[list[int]]:
+        """``[tokenize(t) for t in texts]`` (fragments, no BOS); backends override it with a batched call."""
+        return [self.tokenize(text) for text in texts]
+
     @abstractmethod
     def detokenize(self, tokens: Sequence[int]) -> str:
         """The text of ``tokens`` (special tokens dropped); the inverse of ``tokenize`` on fragments."""

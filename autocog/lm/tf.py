@@ -163,6 +163,12 @@ class TfLM(ChoiceLM):
             ids = self.tokenizer.encode(text, add_special_tokens=False)
         return (self._special_prefix + ids) if bos else ids
 
+    def tokenize_batch(self, texts: Sequence[str]) -> list[list[int]]:
+        anchor = self._fragment_anchor
+        prefix = "\n" if anchor else ""
+        encoded = self.tokenizer([prefix + text for text in texts], add_special_tokens=False)["input_ids"]
+        return [ids[len(anchor):] for ids in encoded]
+
     def detokenize(self, tokens: Sequence[int]) -> str:
         return self.tokenizer.decode([int(t) for t in tokens], skip_special_tokens=True,
                                      clean_up_tokenization_spaces=False)
@@ -215,7 +221,6 @@ class TfLM(ChoiceLM):
         keep = cache.reusable(prompt_tokens)
         n_prompt, n_nodes, n_new = len(prompt_tokens), len(tree.nodes), len(prompt_tokens) - keep
         internal = tree.internal_nodes()
-        rows = []
         if n_new or internal:
             allowed = np.zeros((n_new + n_nodes, n_prompt + n_nodes), dtype=bool)
             allowed[:n_new, :n_prompt] = np.tril(np.ones((n_new, n_prompt), dtype=bool), k=keep)
@@ -236,8 +241,10 @@ class TfLM(ChoiceLM):
             logits = out.logits[0].float()
             if n_new:
                 cache.last_logits, logits = logits[0], logits[1:]
-            rows = list(logits)
-        logprobs = torch.log_softmax(torch.stack([cache.last_logits.float()] + rows), dim=-1)
+            rows = logits
+        else:
+            rows = cache.last_logits.new_empty((0, cache.last_logits.shape[-1]))
+        logprobs = torch.log_softmax(torch.cat([cache.last_logits.float()[None], rows.float()]), dim=-1)
         # row 0: after the prompt; row 1 + k: after internal node internal[k]
         row_of = {node: k + 1 for k, node in enumerate(internal)}
         parent_rows = torch.tensor([row_of[n.parent] if n.parent >= 0 else 0 for n in tree.nodes],
