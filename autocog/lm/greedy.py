@@ -148,13 +148,13 @@ class GreedyLM(LM):
             if token in eos:
                 break
             generated.append(token)
-            previous = len(text)
-            text = self.detokenize(generated)
-            if stops:
+            if stops:  # without stops the text is decoded once, at the end
+                previous = len(text)
+                text = self.detokenize(generated)
                 end = find_stop(text, stops, max(0, previous - longest_stop))
                 if end is not None:
                     return text[:end]
-        return text
+        return self.detokenize(generated)
 
     @staticmethod
     def _completion_settings(kwargs: dict, defaults: dict) -> dict:
