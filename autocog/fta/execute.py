@@ -277,10 +277,7 @@ class Explorer:
         logprobs: list[float] = []
         text, value, ended_by = "", None, None
         read = ids
-        max_tokens = step.max_tokens
-        if lm.n_ctx is not None:   # as GreedyLM.generate: stop at a full context (the last token is never fed)
-            max_tokens = min(max_tokens, max(0, lm.n_ctx - len(ids) + 1))
-        for _ in range(max_tokens):
+        for _ in range(lm.generation_budget(len(ids), step.max_tokens)):
             read = ids + generated
             scores = lm.greedy(read)
             if pattern is None:

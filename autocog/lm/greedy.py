@@ -136,8 +136,7 @@ class GreedyLM(LM):
         """The decoding loop behind `complete`, over `greedy`; backends with a prefix cache make each step
         cost one token."""
         rng = np.random.default_rng(seed)
-        if self.n_ctx is not None:  # stop at a full context rather than fail (the last token is never fed)
-            max_tokens = min(int(max_tokens), max(0, self.n_ctx - len(tokens) + 1))
+        max_tokens = self.generation_budget(len(tokens), max_tokens)
         eos = self.eos_token_ids
         generated: list[int] = []
         text = ""
@@ -155,6 +154,13 @@ class GreedyLM(LM):
                 if end is not None:
                     return text[:end]
         return self.detokenize(generated)
+
+    def generation_budget(self, n_prompt: int, max_tokens: int) -> int:
+        """``max_tokens`` capped so that generation stops at a full context instead of failing (the last
+        token generated is never fed to the model)."""
+        if self.n_ctx is None:
+            return int(max_tokens)
+        return min(int(max_tokens), max(0, self.n_ctx - n_prompt + 1))
 
     @staticmethod
     def _completion_settings(kwargs: dict, defaults: dict) -> dict:
