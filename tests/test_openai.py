@@ -244,9 +244,33 @@ def test_tiny_pmi_refused_after_an_empty_prompt(tiny_api):
 
 
 def test_tiny_echo_requests_no_text_already_scored(tiny_api, tiny_local):
-    prompt, choices = "The", [" quick", " quick brown", " quick brown fox", " lazy"]
+    prompt, choices = "The", [" quick", " quick brown", " quick brown fox", " lazy", " the", " capital"]
+    tiny_api.clear_cache()
     result = tiny_api.choice_distribution(prompt, choices, strategy="echo")
-    assert result.info["echo_requests"] == 2  # the two leaves; the prefixes are read from the longest
+    # Two echoes (" quick brown fox", " lazy"): the prefixes are read from the longest choice, and " the" and
+    # " capital" (one token each) from the prompt's next-token row that the echoes carry.
+    assert result.info["echo_requests"] == 2 and result.info["from_next_token_row"] == 2
+    assert result.info["requests"] == 2
+    reference = tiny_local.choice_distribution(prompt, choices)
+    assert_same_distribution(result, reference)
+    # Across calls: scored text is kept, new text costs only its own request.
+    again = tiny_api.choice_distribution(prompt, choices + [" quick brown dog"], strategy="echo")
+    assert again.info["requests"] == 1 and again.info["cached"] == len(choices)
+    np.testing.assert_allclose(again.logprobs[:-1], reference.logprobs, atol=1e-3, rtol=0)
+    assert tiny_api.choice_distribution(prompt, choices, strategy="echo").info["requests"] == 0
+    tiny_api.clear_cache()
+    assert tiny_api.choice_distribution(prompt, choices, strategy="echo").info["requests"] == 2
+
+
+def test_tiny_single_token_choices_take_one_request(tiny_api, tiny_local):
+    # No echo at all: one request returns the whole next-token row after the prompt (llama.cpp servers take
+    # any number of top log-probs).
+    prompt, choices = "Question: What is the", [" the", " capital", " of", " is", " 1", " 10"]
+    assert all(len(tiny_local.tokenize(c)) == 1 for c in choices)
+    tiny_api.clear_cache()
+    result = tiny_api.choice_distribution(prompt, choices, strategy="echo")
+    assert result.info["requests"] == 1 and result.info["echo_requests"] == 0
+    assert result.info["from_next_token_row"] == len(choices) and result.info["fill_requests"] == 1
     assert_same_distribution(result, tiny_local.choice_distribution(prompt, choices))
 
 

@@ -95,7 +95,7 @@ import os
 import random
 import threading
 import time
-from collections import Counter
+from collections import Counter, OrderedDict
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Callable, Optional, Sequence
@@ -142,6 +142,7 @@ BIAS = 100.0  # the largest logit_bias OpenAI accepts
 PROBE_PROMPTS = ("The capital of France is", "Once upon a time, there was a", "1, 2, 3, 4,")
 TOKENIZER_PROBE = "Tokenizer check: naïve café, 12,345.67 ünïcödé → 東京 🙂 <div class=\"x\">\tdone</div>"
 PROBE_TOLERANCE = 2e-3
+WHOLE_VOCABULARY = 1 << 20  # top_logprobs that a llama.cpp server answers with every token's log-prob
 OPENAI_COMPLETION_MODELS = ("gpt-3.5-turbo-instruct", "davinci-002", "babbage-002")
 
 
@@ -179,8 +180,10 @@ class OpenAI(LM):
     * ``tokenizer``: ``"auto"``, ``"tiktoken"``, ``"server"``, an encoding name or a tokenizer object;
       ``check_tokenizer``: compare it with the server once (default True).
     * ``strategy``: the default of `choice_distribution` (``"auto"``, ``"echo"``, ``"descent"``);
-      ``top_logprobs``: log-probs asked per position (default 20; 5 on OpenAI's completions endpoint, 100 on
+      ``top_logprobs``: log-probs asked per position (default 20; 5 on OpenAI's completions endpoint, 1000 on
       llama_cpp.server, which has no limit); ``unconditional_prompt``: the context of ``pmi`` scores.
+    * ``cache_size``: choice texts whose scores are kept across calls (LRU; 0: none), so that text already
+      scored costs no request; `clear_cache` forgets them.
     * ``server``: ``"auto"`` (detect), ``"openai"``, ``"llama.cpp"``, ``"vllm"`` or ``"generic"``.
     * ``timeout`` (seconds per attempt), ``max_retries``, ``max_retry_time`` (seconds for all attempts and
       sleeps), ``backoff``/``max_backoff`` (first and longest sleep); ``parallel``: requests in flight at once.
@@ -199,7 +202,7 @@ class OpenAI(LM):
                  backoff: float = 0.25, max_backoff: float = 8.0, strategy: str = "auto",
                  top_logprobs: Optional[int] = None, parallel: int = 8, completion_kwargs: Optional[dict] = None,
                  server: str = "auto", system: Optional[str] = None, check_tokenizer: bool = True,
-                 unconditional_prompt: Optional[str] = None):
+                 unconditional_prompt: Optional[str] = None, cache_size: int = 4096):
         try:
             import openai
         except ImportError as error:
@@ -245,9 +248,10 @@ class OpenAI(LM):
         self._unconditional = unconditional_prompt
         self._capabilities: Optional[dict] = None
         self._pieces: dict[int, str] = {}
+        self.cache_size = int(cache_size)
+        self._scored: OrderedDict = OrderedDict()  # (prompt, choice text) -> (pieces, log-probs), LRU
         self._lock = threading.RLock()
         self._count_lock = threading.Lock()
-        self._fresh_lock = threading.Lock()
         self._pool: Optional[ThreadPoolExecutor] = None
         self.requests: Counter = Counter()
 
@@ -319,8 +323,15 @@ class OpenAI(LM):
         if self._top_logprobs is None:
             if self.server == "openai":
                 return 20 if self.chat else 5
-            return 100 if self.server == "llama.cpp" else 20
+            return 1000 if self.wide else 20
         return int(self._top_logprobs)
+
+    @property
+    def wide(self) -> bool:
+        """Whether the server answers any number of top log-probs (llama.cpp), so that one request can return
+        a whole next-token row. (llama_cpp.server sorts the vocabulary at every position whatever the number,
+        so 1000 per position costs about what 1 does.)"""
+        return self.server == "llama.cpp"
 
     @property
     def tokenizer(self) -> Tokenizer:
@@ -656,17 +667,30 @@ class OpenAI(LM):
 
     # --- echo -----------------------------------------------------------------------------------------
     def _echo(self, prompt_text: str, texts: list[str]) -> tuple[list[list[float]], dict]:
+        """Echo scoring (see the module docstring): per-token log-probs of each text after ``prompt_text``.
+
+        On servers that take any number of top log-probs (llama.cpp), a text that is one token after the
+        prompt needs no echo of its own: its log-prob lies in the prompt's next-token row, which every echo
+        carries (and one wide request fills when none does)."""
         layout = self.probe()["echo"]
-        leaves = [j for j, t in enumerate(texts) if not any(o != t and o.startswith(t) for o in texts)]
-        want_top = self.top_logprobs if layout == "shifted" else 1
+        top = self.top_logprobs if layout == "shifted" or self.wide else 1
+        known: dict[int, tuple[list[str], list[float]]] = {}
+        for j, text in enumerate(texts):
+            hit = self._scored.get((prompt_text, text))
+            if hit is not None:
+                self._scored.move_to_end((prompt_text, text))
+                known[j] = hit
+        single = self._single_tokens(prompt_text, [j for j in range(len(texts)) if j not in known], texts)
+        rest = [j for j in range(len(texts)) if j not in known and j not in single]
+        leaves = [j for j in rest if not any(texts[o] != texts[j] and texts[o].startswith(texts[j]) for o in rest)]
         answers: dict[int, Echo] = dict(zip(leaves, self._map(
-            lambda j: self._echo_request(prompt_text + texts[j], want_top), leaves)))
+            lambda j: self._echo_request(prompt_text + texts[j], top), leaves)))
         regions: dict[int, tuple[Echo, int, int]] = {}
         second = []
-        for j, text in enumerate(texts):
-            sources = [j] if j in answers else [k for k in leaves if texts[k].startswith(text)]
+        for j in rest:
+            sources = [j] if j in answers else [k for k in leaves if texts[k].startswith(texts[j])]
             for k in sources:
-                region = _region(answers[k], texts[k], text)
+                region = _region(answers[k], texts[k], texts[j])
                 if region is not None:
                     regions[j] = (answers[k],) + region
                     break
@@ -674,38 +698,72 @@ class OpenAI(LM):
                 if j in answers:
                     raise self._merged(j, texts[j])
                 second.append(j)  # a prefix the longer choices' tokens do not split at: its own request
-        for j, echo in zip(second, self._map(lambda j: self._echo_request(prompt_text + texts[j], want_top), second)):
+        for j, echo in zip(second, self._map(lambda j: self._echo_request(prompt_text + texts[j], top), second)):
             region = _region(echo, texts[j], texts[j])
             if region is None:
                 raise self._merged(j, texts[j])
             regions[j] = (echo,) + region
-        token_logprobs: list[list[float]] = []
-        pieces: list[list[str]] = []
+        token_logprobs: list[list[float]] = [[] for _ in texts]
+        pieces: list[list[str]] = [[] for _ in texts]
         missing: dict[str, dict[str, list[tuple[int, int]]]] = {}
+        root_rows = [_row(echo, s, layout) for echo, s, _ in regions.values()]
         for j in range(len(texts)):
-            echo, s, e = regions[j]
-            values, texts_j = [], []
-            for i in range(s, e):
-                token = echo.tokens[i]
-                if layout == "direct":
-                    value = echo.logprobs[i]
-                else:
-                    value = (echo.top[i - 1] or {}).get(token) if i >= 1 and token else None
+            if j in known:
+                pieces[j], token_logprobs[j] = list(known[j][0]), list(known[j][1])
+                continue
+            if j in single:
+                slots = [(prompt_text, texts[j], next((r[texts[j]] for r in root_rows if texts[j] in r), None))]
+            else:
+                echo, s, e = regions[j]
+                slots = []
+                for i in range(s, e):
+                    token = echo.tokens[i]
+                    value = echo.logprobs[i] if layout == "direct" else _row(echo, i, layout).get(token)
+                    slots.append((prompt_text + "".join(echo.tokens[s:i]), token, value if token else None))
+            for position, (context, token, value) in enumerate(slots):
                 if value is None:
-                    context = prompt_text + "".join(echo.tokens[s:i])
-                    missing.setdefault(context, {}).setdefault(token, []).append((j, i - s))
-                    value = math.nan
-                values.append(float(value))
-                texts_j.append(token)
-            token_logprobs.append(values)
-            pieces.append(texts_j)
+                    missing.setdefault(context, {}).setdefault(token, []).append((j, position))
+                token_logprobs[j].append(math.nan if value is None else float(value))
+                pieces[j].append(token)
         if missing:
-            self._fill_missing(missing, token_logprobs)
+            self._fill_missing(missing, token_logprobs, single)
         self._check_pieces(texts, pieces)
-        info = {"layout": layout, "echo_requests": len(leaves) + len(second), "filled": sum(
-            len(v) for m in missing.values() for v in m.values()), "tokens": pieces,
+        for j in range(len(texts)):
+            if j not in known:
+                self._remember((prompt_text, texts[j]), (pieces[j], token_logprobs[j]))
+        info = {"layout": layout, "echo_requests": len(leaves) + len(second), "from_next_token_row": len(single),
+                "cached": len(known), "fill_requests": len(missing),
+                "filled": sum(len(v) for m in missing.values() for v in m.values()), "tokens": pieces,
                 "exact": [True] * len(texts), "bounded": token_logprobs}
         return token_logprobs, info
+
+    def _single_tokens(self, prompt_text: str, candidates: list[int], texts: list[str]) -> dict[int, int]:
+        """{index: token id} of the texts the server splits, after ``prompt_text``, into exactly one token that
+        spells the text (only where one request can return a whole next-token row: llama.cpp)."""
+        if not self.wide or not candidates:
+            return {}
+        tokenizer = self.tokenizer
+        encoded = tokenizer.encode_many([prompt_text] + [prompt_text + texts[j] for j in candidates])
+        head, out = encoded[0], {}
+        for j, ids in zip(candidates, encoded[1:]):
+            if len(ids) == len(head) + 1 and ids[:-1] == head and self._piece(ids[-1]) == texts[j]:
+                out[j] = ids[-1]
+        return out
+
+    def _remember(self, key: tuple, value: tuple) -> None:
+        """Keep a scored text (LRU of ``cache_size`` entries): no request for text already scored."""
+        if self.cache_size <= 0:
+            return
+        with self._lock:
+            self._scored[key] = value
+            self._scored.move_to_end(key)
+            while len(self._scored) > self.cache_size:
+                self._scored.popitem(last=False)
+
+    def clear_cache(self) -> None:
+        """Forget the texts already scored (they are kept across calls; see ``cache_size``)."""
+        with self._lock:
+            self._scored.clear()
 
     def _merged(self, j: int, text: str, strategy: str = "echo") -> StrategyUnavailableError:
         if strategy == "echo":
@@ -717,38 +775,42 @@ class OpenAI(LM):
             "their boundary, and it takes prompts as text only: the choice's own tokens cannot be scored after "
             "the prompt's (end the prompt on a word boundary, e.g. with a space moved into the choices)")
 
-    def _fill_missing(self, missing: dict, token_logprobs: list[list[float]]) -> None:
-        """Values echo did not give: a next-token request per context, with logit_bias where needed."""
+    def _fill_missing(self, missing: dict, token_logprobs: list[list[float]], single: dict[int, int]) -> None:
+        """Values echo did not give: one next-token request per context. On llama.cpp it asks for the whole
+        vocabulary's log-probs, so it fills every gap at that context; elsewhere logit_bias reveals the rest."""
         pre = self.probe()["bias"] == "pre"
-        # llama_cpp.server takes any number of top log-probs: one wide request usually fills every gap.
-        wide = 1000 if self.server == "llama.cpp" else self.top_logprobs
+        ids = {}
+        for item in missing.values():
+            for token, places in item.items():
+                for j, _ in places:
+                    if j in single:
+                        ids[token] = single[j]
 
         def token_id(text: str) -> int:
-            ids = self.tokenizer.encode(text)
-            if len(ids) != 1:
+            if text in ids:
+                return ids[text]
+            found = self.tokenizer.encode(text)
+            if len(found) != 1:
                 raise StrategyUnavailableError(f"echo gave no log-prob for token {text!r} and the tokenizer "
                                                "cannot name its id")
-            return ids[0]
+            return found[0]
 
         def fill(item):
             context, wanted = item
             # Reported before the bias: biasing the wanted tokens makes the best of them the produced token
-            # (exact) and leaves the top log-probs unbiased; after the bias, an unbiased request first.
+            # (exact; and never EOS, which llama_cpp.server answers without log-probs) and leaves the top
+            # log-probs unbiased. Reported after it: an unbiased request first, then `_refine`.
             bias = {token_id(t): BIAS for t in wanted} if pre else None
-            nxt = self._next(context, bias, fresh=True, k=wide)
+            nxt = self._next(context, bias, k=WHOLE_VOCABULARY if self.wide else None)
             if nxt.token is None and not nxt.top:
                 raise self._no_logprobs(context)
             found = {t: nxt.top[t] for t in wanted if t in nxt.top}
             if nxt.logprob is not None and (nxt.token in wanted or (pre and len(wanted) == 1)):
                 found[nxt.token if nxt.token in wanted else next(iter(wanted))] = nxt.logprob
             rest = [t for t in wanted if t not in found]
-            if len(rest) > 8 and pre and self.server == "llama.cpp":  # cheaper than 2 requests per token
-                whole = self._next(context, {token_id(t): BIAS for t in rest}, fresh=True, k=1 << 20)
-                found.update({t: whole.top[t] for t in rest if t in whole.top})
-                rest = [t for t in wanted if t not in found]
             if rest:
                 children = [(t, token_id(t), t) for t in rest]
-                found.update(self._refine(context, children, None if pre else nxt, fresh=True))
+                found.update(self._refine(context, children, None if pre else nxt))
             return item, found
 
         for (context, wanted), found in self._map(fill, list(missing.items())):
@@ -957,16 +1019,15 @@ class OpenAI(LM):
         bounds = {key: floor for key, _, _ in children if key not in exact}
         return nxt, exact, bounds
 
-    def _refine(self, context: str, children: list[tuple], first: Optional[Next], fresh: bool = False) -> dict:
-        """Exact log-probs of ``children`` at ``context`` through logit_bias (see `_first`); ``fresh``: see
-        `_next`."""
+    def _refine(self, context: str, children: list[tuple], first: Optional[Next]) -> dict:
+        """Exact log-probs of ``children`` at ``context`` through logit_bias (see `_first`)."""
         out: dict = {}
         if self.probe()["bias"] is None:
             raise StrategyUnavailableError(f"a log-prob outside the top {self.top_logprobs} is needed, and "
                                            f"logit_bias cannot reveal it here: {self.probe()['bias_reason']}")
         if self.probe()["bias"] == "pre":
             for key, token, piece in children:
-                nxt = self._next(context, {token: BIAS}, fresh=fresh)
+                nxt = self._next(context, {token: BIAS})
                 if nxt.logprob is None:
                     raise self._no_logprobs(context)
                 if not _same_piece(piece, nxt.token) and piece and "\ufffd" not in piece and nxt.token:
@@ -978,7 +1039,7 @@ class OpenAI(LM):
         # Reported after the bias: biased values are read against an unbiased reference token r:
         # log p(u) = q(u) - q(r) - BIAS + log p(r), with q the biased answer and log p(r) from `first`.
         if first is None:
-            first = self._next(context, fresh=fresh)
+            first = self._next(context)
         size = max(1, self.top_logprobs - 1)
         for start in range(0, len(children), size):
             chunk = children[start:start + size]
@@ -987,7 +1048,7 @@ class OpenAI(LM):
                             default=None)
             if reference is None:
                 raise StrategyUnavailableError("no unbiased reference token to read biased log-probs against")
-            nxt = self._next(context, {c[1]: BIAS for c in chunk}, fresh=fresh)
+            nxt = self._next(context, {c[1]: BIAS for c in chunk})
             if reference[0] not in nxt.top:
                 raise StrategyUnavailableError(
                     f"the reference token {reference[0]!r} is missing from the biased top log-probs: ask for more "
@@ -1013,18 +1074,8 @@ class OpenAI(LM):
         return piece
 
     # --- requests -------------------------------------------------------------------------------------
-    def _next(self, context: str, bias: Optional[dict] = None, fresh: bool = False, k: Optional[int] = None) -> Next:
-        """One next-token request (greedy, ``max_tokens=1``) with the top log-probs, optionally biased.
-
-        ``fresh`` (llama.cpp servers): first send a one-token request that shares no prefix with ``context``.
-        llama_cpp.server keeps the previous prompt's KV and re-evaluates only the last token of a prompt it
-        has seen, alone; on quantized weights a one-token batch rounds differently (up to ~0.3 nats on
-        SmolLM2 Q4_1) from the multi-token batches that echo (and `LLaMa`) use, so echo's fills ask for a
-        fresh evaluation of the whole context."""
-        if fresh and self.server == "llama.cpp":
-            with self._fresh_lock:
-                self._completion_request("." if context.startswith("\n") else "\n", {"max_tokens": 1}, {})
-                return self._next(context, bias, k=k)
+    def _next(self, context: str, bias: Optional[dict] = None, k: Optional[int] = None) -> Next:
+        """One next-token request (greedy, ``max_tokens=1``) with the top ``k`` log-probs, optionally biased."""
         k = k or self.top_logprobs
         body: dict = {"max_tokens": 1, "temperature": 0.0}
         if bias:
@@ -1235,6 +1286,14 @@ def _usage(data: Any) -> Optional[int]:
 
 def _float(value: Any) -> Optional[float]:
     return None if value is None else float(value)
+
+
+def _row(echo: Echo, i: int, layout: str) -> dict:
+    """The top log-probs of the distribution that predicts echoed token ``i``: at ``i`` (``"direct"``) or at
+    ``i - 1`` (``"shifted"``); {} where the server gives none."""
+    if layout == "direct":
+        return echo.top[i] or {}
+    return (echo.top[i - 1] or {}) if i >= 1 else {}
 
 
 def _prompt_ends(echo: Echo) -> list[int]:
