@@ -268,10 +268,18 @@ def test_tiny_single_token_choices_take_one_request(tiny_api, tiny_local):
     prompt, choices = "Question: What is the", [" the", " capital", " of", " is", " 1", " 10"]
     assert all(len(tiny_local.tokenize(c)) == 1 for c in choices)
     tiny_api.clear_cache()
+    tiny_api.complete("Once", max_tokens=1)  # the server's cached prompt shares nothing with this one
     result = tiny_api.choice_distribution(prompt, choices, strategy="echo")
     assert result.info["requests"] == 1 and result.info["echo_requests"] == 0
     assert result.info["from_next_token_row"] == len(choices) and result.info["fill_requests"] == 1
-    assert_same_distribution(result, tiny_local.choice_distribution(prompt, choices))
+    reference = tiny_local.choice_distribution(prompt, choices)
+    assert_same_distribution(result, reference)
+    # Now the server holds this very prompt: the row is asked for after a one-token reset request, so that
+    # the server evaluates the prompt as a batch again (see OpenAI._next).
+    tiny_api.clear_cache()
+    again = tiny_api.choice_distribution(prompt, choices, strategy="echo")
+    assert again.info["requests"] == 2 and again.info["fill_requests"] == 1
+    assert_same_distribution(again, reference)
 
 
 def test_tiny_choice_merged_into_the_prompt(tiny_api, tiny_local):
