@@ -198,8 +198,49 @@ def test_tiny_descent_equals_llama(tiny_api, tiny_local, prompt, choices):
     np.testing.assert_allclose(best.token_logprobs[best.index], reference.token_logprobs[reference.index], atol=1e-3)
     assert best.info["requests"] <= full.info["requests"]
     greedy = tiny_api.choice_distribution(prompt, choices, strategy="descent", search="greedy")
-    assert greedy.info["requests"] <= greedy.info["branching_nodes"]
+    assert greedy.info["requests"] <= min(1, greedy.info["branching_nodes"])  # one walk down the trie
     assert greedy.probs[greedy.index] == 1.0 and greedy.info["winner"] == greedy.index
+    # The walk follows the trie: the choice reached is the one whose tokens are each the best next token.
+    path, node = [], -1
+    tree = full.tree
+    while node < 0 or not tree.nodes[node].ends:
+        kids = list((tree.roots if node < 0 else tree.nodes[node].children).values())
+        node = max(kids, key=lambda k: tree.nodes[k].logprob)
+    assert tree.nodes[node].ends[0] == greedy.index
+
+
+def test_tiny_partial_utf8_tokens(tiny_api):
+    # The tiny vocabulary spells "é" with two byte tokens; llama_cpp.server's /extras/detokenize answers 500 for
+    # either alone. That is not retried, and the piece reads U+FFFD, as LLaMa's.
+    ids = tiny_api.tokenizer.encode("é")
+    assert len(ids) == 2
+    before = tiny_api.requests["attempts"]
+    assert tiny_api.tokenizer.decode(ids[:1]) == "\ufffd" and tiny_api.tokenizer.decode(ids) == "é"
+    assert tiny_api.requests["attempts"] - before == 2
+    # A text prompt cannot end inside a character: descent refuses to score past one, with a clear error.
+    prompt, choices = "Answer:", [" café", " cafe", " tea"]
+    with pytest.raises(StrategyUnavailableError, match="split a UTF-8 character"):
+        tiny_api.choice_distribution(prompt, choices, strategy="descent", exhaustive=True)
+
+
+def test_tiny_walks_score_a_path_per_request(tiny_api, tiny_local):
+    # llama.cpp descent walks: a grammar restricted to the choices' text and a bias on their tokens make the
+    # server follow the trie; each request scores a whole path (a choice's remaining tokens).
+    prompt = "Question: What is the capital of France?\nAnswer:"
+    choices = [" Paris", " London", " Berlin", " Madrid", " Rome", " Lisbon", " Vienna", " Prague"]
+    tree_leaves = len(choices)
+    reference = tiny_local.choice_distribution(prompt, choices)
+    full = tiny_api.choice_distribution(prompt, choices, strategy="descent", exhaustive=True)
+    assert_same_distribution(full, reference)
+    assert full.info["requests"] <= tree_leaves < full.info["nodes"] - len(choices)  # fewer than the inner nodes
+    # Text that needs escaping in the grammar, and a choice that ends inside a longer one.
+    odd = [' "quoted"', " back\\slash", "\nnew line", " tab\there", " quoted", ' "quoted" too']
+    reference = tiny_local.choice_distribution(prompt, odd)
+    for search in ("full", "best-first"):
+        result = tiny_api.choice_distribution(prompt, odd, strategy="descent", search=search)
+        assert result.index == reference.index
+        if search == "full":
+            assert_same_distribution(result, reference)
 
 
 def test_tiny_greedy_descent_edge_cases(tiny_api, tiny_local):

@@ -876,6 +876,12 @@ class OpenAI(LM):
             else:
                 context = prompt_text + tokenizer.decode(path)
             # Contexts go as text: the server must split it into the prompt's tokens and then the path's.
+            if "\ufffd" in context[len(prompt_text):]:
+                j = next(j for j, p in enumerate(tree.paths) if parent in p)
+                raise StrategyUnavailableError(
+                    f"choice {j} ({texts[j]!r}) has tokens that split a UTF-8 character, and a text prompt cannot "
+                    f"end inside one: descent cannot score past {context[len(prompt_text):]!r} on {self.base_url} "
+                    "(echo can)")
             if tokenizer.encode(context) != prompt_ids + path:
                 j = next(j for j, p in enumerate(tree.paths) if parent in p)
                 raise self._merged(j, texts[j], "descent")
@@ -896,7 +902,7 @@ class OpenAI(LM):
             todo = [k for k in children_of(parent) if k not in exact]
             if self.probe()["bias"] == "pre":
                 todo = [index]  # one request per child: the biased token's exact log-prob
-            exact.update(self._refine(context_of(parent), [spec(k) for k in todo], evaluated[parent]))
+            exact.update(self._refine(context_of(parent), [spec(k) for k in todo], evaluated.get(parent)))
             for k in todo:
                 bound.pop(k, None)
 
@@ -907,19 +913,94 @@ class OpenAI(LM):
                 index = nodes[index].parent
             return total
 
+        walks = self.wide and not self.chat and self.probe()["bias"] == "pre"
+        rows: set[int] = set()  # parents whose children all have a value or a bound from a walk
+        taken: dict[int, int] = {}  # parent -> the child a walk went through
+        top = self.top_logprobs
+
+        def below(parent: int, within: Optional[int]) -> list[int]:
+            """The choices that continue past ``parent`` (through ``within`` if given)."""
+            depth = 0 if parent < 0 else nodes[parent].depth
+            return [j for j, path in enumerate(tree.paths) if len(path) > depth
+                    and (parent < 0 or path[depth - 1] == parent) and (within is None or path[depth] == within)]
+
+        def walk(parent: int, within: Optional[int] = None) -> bool:
+            """One request down the trie from ``parent`` (through ``within``): a grammar that allows only the
+            choices' remaining text and a logit_bias on their tokens make llama.cpp follow the trie, taking the
+            best token at each step; every step returns the exact log-prob of the token taken and the top
+            log-probs of its siblings. False (nothing sent) where the text cannot be written as a grammar."""
+            context = context_of(parent)
+            depth = 0 if parent < 0 else nodes[parent].depth
+            chosen = below(parent, within)
+            suffixes = []
+            for j in chosen:
+                full = prompt_text + texts[j]
+                if not full.startswith(context) or any(not pieces[nodes[i].token] or "\ufffd" in pieces[nodes[i].token]
+                                                       for i in tree.paths[j][depth:]):
+                    return False
+                suffixes.append(full[len(context):])
+            bias = {nodes[i].token: BIAS for j in chosen for i in tree.paths[j][depth:]}
+            steps = self._walk_request(context, suffixes, bias, max(len(tree.paths[j]) - depth for j in chosen), top)
+            if not steps:
+                raise self._no_logprobs(context)
+            node = parent
+            for piece, value, row in steps:
+                kids = children_of(node)
+                vals = sorted(row.values(), reverse=True)
+                floor = vals[min(len(vals), top) - 1] if vals else 0.0
+                unique = _unique_pieces([spec(k) for k in kids])
+                for k in kids:
+                    if k not in exact:
+                        if pieces[nodes[k].token] in unique and pieces[nodes[k].token] in row:
+                            exact[k] = row[pieces[nodes[k].token]]
+                            bound.pop(k, None)
+                        else:
+                            bound[k] = min(bound.get(k, floor), floor)
+                rows.add(node)
+                match = [k for k in kids if pieces[nodes[k].token] == piece]
+                if len(match) != 1 or value is None:
+                    break  # the server left the trie (another split of the text): the rows so far stand
+                taken[node] = match[0]
+                exact.setdefault(match[0], value)
+                bound.pop(match[0], None)
+                node = match[0]
+            return True
+
+        def open_row(parent: int) -> None:
+            """Values or bounds for every child of ``parent``: a walk where it can, else one request."""
+            if parent in rows or parent in evaluated:
+                return
+            if not (walks and walk(parent)):
+                expand(parent)
+
+        def score(index: int) -> None:
+            """The exact log-prob of ``index`` (its parent's row already gave it a bound). On llama.cpp: one
+            request for the parent's whole next-token row when several siblings lack a value, else a walk."""
+            parent = nodes[index].parent
+            missing = [k for k in children_of(parent) if k not in exact]
+            if walks and len(missing) > 1:
+                nxt = self._next(context_of(parent), {nodes[k].token: BIAS for k in missing}, k=WHOLE_VOCABULARY)
+                unique = _unique_pieces([spec(k) for k in missing])
+                for k in missing:
+                    if pieces[nodes[k].token] in unique and pieces[nodes[k].token] in nxt.top:
+                        exact[k] = nxt.top[pieces[nodes[k].token]]
+                        bound.pop(k, None)
+            if index not in exact and walks:
+                walk(parent, index)
+            if index not in exact:
+                refine(index)
+
         winner = None
-        decisions = 0
         if search == "greedy":
-            # The first AutoCog's descent, one request per branching node on the way down: a bias on the
-            # children makes the server produce the best of them (whatever it reports). A choice that ends
-            # where longer ones go on wins under ``sum`` (its extensions only add negative log-probs).
+            # The first AutoCog's descent: at a branching node, a bias on the children makes the server produce
+            # the best of them (whatever it reports); on llama.cpp one walk goes all the way down. A choice that
+            # ends where longer ones go on wins under ``sum`` (its extensions only add negative log-probs).
             node = -1
             while node < 0 or not nodes[node].ends:
                 kids = children_of(node)
-                if len(kids) > 1:
+                if len(kids) > 1 and node not in taken and not (walks and walk(node) and node in taken):
                     context = context_of(node)
                     nxt = self._next(context, {nodes[k].token: BIAS for k in kids})
-                    decisions += 1
                     if nxt.token is None:
                         raise self._no_logprobs(context)
                     match = _produced(kids, lambda k: pieces[nodes[k].token], nxt.token)
@@ -934,9 +1015,15 @@ class OpenAI(LM):
                             piece = pieces[nodes[k].token]
                             if k != match[0] and piece in unique and piece in nxt.top:
                                 exact[k] = nxt.top[piece]
-                    kids = match
-                node = kids[0]
+                    taken[node] = match[0]
+                node = taken.get(node, kids[0])
             winner = node
+        elif search == "full" and walks:
+            for parent in [-1] + tree.internal_nodes():
+                open_row(parent)
+                for k in children_of(parent):
+                    if k not in exact:
+                        score(k)
         elif search == "full":
             parents = [-1] + tree.internal_nodes()
             for parent in parents:
@@ -950,7 +1037,7 @@ class OpenAI(LM):
                     else:
                         refine(missing[0])
         else:
-            expand(-1)
+            open_row(-1)
             # Ties go to the inexact entry: a choice wins only when no bound of another can reach its score.
             heap = [(-upper(k), 1 if k in exact else 0, next(order), k) for k in children_of(-1)]
             heapq.heapify(heap)
@@ -961,13 +1048,13 @@ class OpenAI(LM):
                     heapq.heappush(heap, (-current, 1 if index in exact else 0, next(order), index))
                     continue
                 if index not in exact:
-                    refine(index)
+                    score(index)
                     heapq.heappush(heap, (-upper(index), 1, next(order), index))
                     continue
                 if nodes[index].ends:
                     winner = index
                     break
-                expand(index)
+                open_row(index)
                 for k in nodes[index].children.values():
                     heapq.heappush(heap, (-upper(k), 1 if k in exact else 0, next(order), k))
         token_logprobs = [[exact.get(i, math.nan) for i in path] for path in tree.paths]
@@ -1125,6 +1212,25 @@ class OpenAI(LM):
             raise MalformedResponseError(f"unexpected logprobs from {self.base_url}: {_excerpt(logprobs)}") from None
         return Next(token, value, top, _usage(data))
 
+    def _walk_request(self, context: str, suffixes: list[str], bias: dict, max_tokens: int, k: int
+                      ) -> list[tuple[str, Optional[float], dict]]:
+        """A greedy completion of ``context`` constrained to one of ``suffixes`` (a llama.cpp grammar), with
+        ``bias`` on the suffixes' tokens so that their own tokenization wins: [(token text, its log-prob, the
+        top-``k`` log-probs at that step)]. llama.cpp reports log-probs before the bias and the grammar."""
+        body: dict = {"max_tokens": max_tokens, "temperature": 0.0, "logprobs": k,
+                      "logit_bias": {str(t): float(b) for t, b in bias.items()}}
+        extra = dict(self._sampling_extras({"top_k": 0}), grammar="root ::= " + " | ".join(
+            _gbnf_literal(x) for x in dict.fromkeys(suffixes)))
+        data = self._completion_request(context, body, extra)
+        logprobs = _first_choice(data, "completion").get("logprobs")
+        if not isinstance(logprobs, dict) or not logprobs.get("tokens"):
+            return []
+        try:
+            return [(str(t), _float(v), {str(a): float(b) for a, b in (r or {}).items()})
+                    for t, v, r in zip(logprobs["tokens"], logprobs["token_logprobs"], logprobs["top_logprobs"])]
+        except (KeyError, TypeError, ValueError, AttributeError):
+            raise MalformedResponseError(f"unexpected logprobs from {self.base_url}: {_excerpt(logprobs)}") from None
+
     def _shares_last_tokens(self, context: str) -> bool:
         """Whether the last prompt sent may share ``context`` up to one of its last two tokens (then the server
         would evaluate fewer than two tokens; an unknown state counts as shared)."""
@@ -1213,7 +1319,9 @@ class OpenAI(LM):
             except openai.APIStatusError as error:
                 status = error.status_code
                 detail = self._redact(_excerpt(_error_body(error)))
-                if not (status in RETRY_STATUSES or status >= 500) or not retry:
+                # A server that cannot decode UTF-8 (llama_cpp.server detokenizing part of a character) will
+                # not do better on a retry.
+                if not (status in RETRY_STATUSES or status >= 500) or not retry or "codec can't decode" in detail:
                     raise RequestFailedError(
                         f"{what} failed on {self.base_url} for model {self._model!r}: HTTP {status}: {detail}",
                         status) from None
@@ -1314,6 +1422,13 @@ def _usage(data: Any) -> Optional[int]:
 
 def _float(value: Any) -> Optional[float]:
     return None if value is None else float(value)
+
+
+def _gbnf_literal(text: str) -> str:
+    """``text`` as a double-quoted literal of llama.cpp's grammar language (GBNF)."""
+    escapes = {'"': '\\"', "\\": "\\\\", "\n": "\\n", "\r": "\\r", "\t": "\\t"}
+    return '"' + "".join(escapes.get(c) or (f"\\x{ord(c):02X}" if ord(c) < 0x20 or ord(c) == 0x7F else c)
+                         for c in text) + '"'
 
 
 def _row(echo: Echo, i: int, layout: str) -> dict:

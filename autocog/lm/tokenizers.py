@@ -30,7 +30,7 @@ from collections import OrderedDict
 from pathlib import Path
 from typing import Any, Callable, Optional, Sequence, Union
 
-from .errors import BackendNotInstalledError, MalformedResponseError
+from .errors import BackendNotInstalledError, MalformedResponseError, RequestFailedError
 
 TIKTOKEN_URL = "https://openaipublic.blob.core.windows.net/encodings/{name}.tiktoken"
 # sha256 of the decompressed files, as tiktoken checks them (tiktoken_ext/openai_public.py).
@@ -264,7 +264,13 @@ class LlamaCppServerTokenizer(_ServerTokenizer):
         if not tokens:
             return ""
         url = f"{self.root}/extras/detokenize"
-        return self._field(self.post(url, {"tokens": [int(t) for t in tokens]}), "text", str, url)
+        try:
+            return self._field(self.post(url, {"tokens": [int(t) for t in tokens]}), "text", str, url)
+        except RequestFailedError as error:
+            if "codec can't decode" not in str(error):
+                raise
+            # Part of a UTF-8 character (a byte token): the server fails to decode it; U+FFFD, as LLaMa does.
+            return "\ufffd"
 
 
 class VllmServerTokenizer(_ServerTokenizer):
