@@ -201,7 +201,7 @@ def test_tiny_descent_equals_llama(tiny_api, tiny_local, prompt, choices):
     assert greedy.info["requests"] <= min(1, greedy.info["branching_nodes"])  # one walk down the trie
     assert greedy.probs[greedy.index] == 1.0 and greedy.info["winner"] == greedy.index
     # The walk follows the trie: the choice reached is the one whose tokens are each the best next token.
-    path, node = [], -1
+    node = -1
     tree = full.tree
     while node < 0 or not tree.nodes[node].ends:
         kids = list((tree.roots if node < 0 else tree.nodes[node].children).values())
