@@ -2,11 +2,15 @@
 
 Strategies compared at 2, 8 and 32 choices:
 
-* ``echo``: one echo request per trie leaf, in parallel (the server still runs them one at a time);
+* ``echo``: one echo request per trie leaf of two or more tokens, in parallel (the server still runs them one
+  at a time); one-token choices are read from the prompt's next-token row;
 * ``descent``: best-first logit_bias descent (stops once the best choice beats every bound);
-* ``descent-greedy``: one request per branching node on the way down (a decision, no distribution);
+* ``descent-greedy``: the greedy descent (a decision, no distribution): one walk down the trie on llama.cpp;
 * ``descent-full``: the descent scoring the whole trie (exact distribution);
 * ``per-choice``: the naive way, one echo request per choice, one after the other.
+
+Goals: echo <= 1 request per choice (column ``per choice``), descent <= 1 request per branching node
+(column ``per branching node``). The result cache is cleared before each timed call.
 
 Tokenization is warmed before timing (the server tokenizer caches), so the numbers are steady-state
 choose calls; the tokenize column counts what a warm call still asks for.
@@ -93,6 +97,7 @@ def bench(name: str, base_url: str, sizes=(2, 8, 32)) -> list[tuple]:
                                     for c in choices]),
         ]
         for strategy, fn in runs:
+            lm.clear_cache()
             out, spent, wall = measure(lm, fn)
             if strategy == "per-choice":
                 best, exact = int(np.argmax(out)), True
@@ -106,6 +111,8 @@ def bench(name: str, base_url: str, sizes=(2, 8, 32)) -> list[tuple]:
             rows.append((name, n, strategy, spent["completions"], branching, spent["tokenize"] + spent["detokenize"],
                          wall, best == reference.index, exact, delta))
             print(f"  {n:>2} choices  {strategy:<14} {spent['completions']:>3} requests  {wall:7.2f} s", flush=True)
+            if strategy == "per-choice":
+                lm.clear_cache()  # its one-choice calls would otherwise fill the cache for the next size
     lm.close()
     return rows
 
@@ -127,12 +134,13 @@ def main() -> None:
             process.terminate()
             process.wait(10)
     print()
-    print("| model | choices | strategy | completion requests | branching nodes | tokenize requests | wall (s) "
-          "| same choice as echo | scores | max abs Δ log-prob vs echo |")
-    print("|---|---:|---|---:|---:|---:|---:|---|---|---:|")
+    print("| model | choices | strategy | completion requests | per choice | branching nodes | per branching node "
+          "| tokenize requests | wall (s) | same choice as echo | scores | max abs Δ log-prob vs echo |")
+    print("|---|---:|---|---:|---:|---:|---:|---:|---:|---|---|---:|")
     for name, n, strategy, requests, branching, tok, wall, same, exact, delta in rows:
-        print(f"| {name} | {n} | {strategy} | {requests} | {branching} | {tok} | {wall:.2f} "
-              f"| {'yes' if same else 'NO'} | {'exact' if exact else 'partial'} "
+        per_node = f"{requests / branching:.2f}" if branching else ""
+        print(f"| {name} | {n} | {strategy} | {requests} | {requests / n:.2f} | {branching} | {per_node} | {tok} "
+              f"| {wall:.2f} | {'yes' if same else 'NO'} | {'exact' if exact else 'partial'} "
               f"| {'' if np.isnan(delta) else f'{delta:.1e}'} |")
 
 

@@ -42,29 +42,36 @@ produce): a mismatch raises `TokenizerMismatchError`.
   next token, and ``logit_bias`` (+100) on a node's children, which makes the server produce the best child
   and reveal its log-prob. Servers that report log-probs before the bias (llama_cpp.server) give the biased
   token's exact log-prob; servers that report them after it (renormalized, OpenAI) are read against an
-  unbiased reference token. ``search=``:
+  unbiased reference token. On llama.cpp servers a request goes further: a **walk** sends a grammar that
+  allows only the choices' remaining text and a bias on their tokens, so the server follows the trie,
+  taking the best token at each step, and returns the exact log-prob of every token on that path with the
+  top log-probs of its siblings (llama.cpp reports log-probs before the bias and the grammar): one request
+  scores a whole path; several siblings still without a value take one whole-vocabulary row. ``search=``:
 
   - ``"best-first"`` (default): the exact best choice under ``sum``. A partial sum of log-probs bounds every
     choice below it, so nodes are expanded best bound first and the search stops once a complete choice
-    beats every bound (one request when the best first token is the best choice). Choices it eliminated
-    keep NaN for tokens never scored and an upper bound as their score (``info["exact"]`` is False).
-  - ``"greedy"``: the first AutoCog's descent, without its bugs: one request per branching node on the way
-    down (at most ``tree.branching_nodes()``), none where there is a single child; a choice that ends where
-    longer ones continue wins (under ``sum`` an extension only adds negative log-probs); one choice costs
-    nothing. A decision, not a distribution: ``probs`` is one-hot on the choice reached; it can differ from
-    the best choice when a likely first token leads to unlikely continuations.
+    beats every bound (one request when the best path is the best choice). Choices it eliminated keep NaN
+    for tokens never scored and an upper bound as their score (``info["exact"]`` is False).
+  - ``"greedy"``: the first AutoCog's descent, without its bugs: the best child at each branching node, one
+    request per branching node on the way down (at most ``tree.branching_nodes()``; on llama.cpp, one walk
+    for the whole way), none where there is a single child; a choice that ends where longer ones continue
+    wins (under ``sum`` an extension only adds negative log-probs); one choice costs nothing. A decision,
+    not a distribution: ``probs`` is one-hot on the choice reached; it can differ from the best choice when
+    a likely first token leads to unlikely continuations.
   - ``"full"`` (also ``exhaustive=True``, and forced by the ``mean``, ``char``, ``pmi`` normalizations):
-    every node, exactly.
+    every node, exactly (on llama.cpp about one walk per choice of two or more tokens).
 
-  Identical tokenizations and empty tokenizations are refused (`InvalidChoicesError`) as in `ChoiceLM`.
+  Identical tokenizations and empty tokenizations are refused (`InvalidChoicesError`) as in `ChoiceLM`. A
+  text prompt cannot end inside a character, so descent cannot score past a token that splits one.
 * ``"auto"``: echo when the probe found a layout that gives exact numbers, else descent.
 
 Echo scores the tokens the server itself splits ``prompt + choice`` into; with a local tokenizer, a different
 split of a choice raises `TokenizerMismatchError`. On quantized GGUF weights llama.cpp rounds one-token
-batches differently from longer ones (up to ~0.3 nats on SmolLM2 Q4_1), and llama_cpp.server evaluates the
-last token of a prompt it has cached alone: echo and its fills (which reset that cache first) give `LLaMa`'s
-numbers; descent does not pay for the resets, so its numbers can be off by that rounding (its choice was not,
-in the tests). On F32 weights both agree with `LLaMa` within 1e-3.
+batches differently from longer ones (0.02 nats measured on SmolLM2 Q4_1), and llama_cpp.server evaluates
+only the tokens of a prompt past what it has cached, and generated tokens one at a time: echo and its
+fills (which reset that cache when needed) give `LLaMa`'s numbers; descent's walks generate, so its numbers
+can be off by that rounding (its choice was not, in the tests). On F32 weights both agree with `LLaMa`
+within 1e-3.
 
 Both strategies send text, not token ids (llama_cpp.server accepts only text prompts): the server tokenizes
 ``prompt + choice`` itself. The prompt/choice boundary follows `autocog.lm.lm` (trailing whitespace of the
@@ -196,8 +203,8 @@ class OpenAI(LM):
     ``requests`` counts what was sent: ``completions``, ``chat``, ``tokenize``, ``detokenize``, ``probe``
     (server detection) and ``attempts`` (retries included).
 
-    >>> lm = OpenAI(model="gpt-4o-mini")        # doctest: +SKIP   (chat endpoint, tiktoken o200k_base)
-    >>> lm = OpenAI(base_url="http://127.0.0.1:8000/v1")    # doctest: +SKIP   (llama_cpp.server's model)
+    >>> lm = OpenAI(model="gpt-4o-mini")  # chat endpoint, tiktoken o200k_base    # doctest: +SKIP
+    >>> lm = OpenAI(base_url="http://127.0.0.1:8000/v1")  # llama_cpp.server's model    # doctest: +SKIP
     """
 
     def __init__(self, model: Optional[str] = None, base_url: Optional[str] = None, api_key: Optional[str] = None,
