@@ -296,7 +296,7 @@ def test_tiny_echo_requests_no_text_already_scored(tiny_api, tiny_local):
     assert_same_distribution(result, reference)
     # Across calls: scored text is kept, new text costs only its own request.
     again = tiny_api.choice_distribution(prompt, choices + [" quick brown dog"], strategy="echo")
-    assert again.info["requests"] == 1 and again.info["cached"] == len(choices)
+    assert again.info["requests"] == 1 and again.info["from_cache"] == len(choices)
     np.testing.assert_allclose(again.logprobs[:-1], reference.logprobs, atol=1e-3, rtol=0)
     assert tiny_api.choice_distribution(prompt, choices, strategy="echo").info["requests"] == 0
     tiny_api.clear_cache()

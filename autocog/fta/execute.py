@@ -196,7 +196,7 @@ class Explorer:
                 self.store(child, step, option)
                 child.step = self.program.successor(step, option)
                 children.append(child)
-        if result is not None and "cached" in result.info and len(children) > 1:
+        if result is not None and isinstance(result.info.get("cached"), list) and len(children) > 1:
             # explore first the kept option whose tokens the prefix cache still holds (results are sorted later)
             cached = result.info["cached"]
             first = max(range(len(children)), key=lambda k: (cached[children[k].node.option], -k))

@@ -745,7 +745,7 @@ class OpenAI(LM):
             if j not in known:
                 self._remember((prompt_text, texts[j]), (pieces[j], token_logprobs[j]))
         info = {"layout": layout, "echo_requests": len(leaves) + len(second), "from_next_token_row": len(single),
-                "cached": len(known), "fill_requests": len(missing),
+                "from_cache": len(known), "fill_requests": len(missing),
                 "filled": sum(len(v) for m in missing.values() for v in m.values()), "tokens": pieces,
                 "exact": [True] * len(texts), "bounded": token_logprobs}
         return token_logprobs, info
