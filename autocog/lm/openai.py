@@ -688,11 +688,12 @@ class OpenAI(LM):
         layout = self.probe()["echo"]
         top = self.top_logprobs if layout == "shifted" or self.wide else 1
         known: dict[int, tuple[list[str], list[float]]] = {}
-        for j, text in enumerate(texts):
-            hit = self._scored.get((prompt_text, text))
-            if hit is not None:
-                self._scored.move_to_end((prompt_text, text))
-                known[j] = hit
+        with self._lock:
+            for j, text in enumerate(texts):
+                hit = self._scored.get((prompt_text, text))
+                if hit is not None:
+                    self._scored.move_to_end((prompt_text, text))
+                    known[j] = hit
         single = self._single_tokens(prompt_text, [j for j in range(len(texts)) if j not in known], texts)
         rest = [j for j in range(len(texts)) if j not in known and j not in single]
         leaves = [j for j in rest if not any(texts[o] != texts[j] and texts[o].startswith(texts[j]) for o in rest)]
@@ -739,7 +740,7 @@ class OpenAI(LM):
                 token_logprobs[j].append(math.nan if value is None else float(value))
                 pieces[j].append(token)
         if missing:
-            self._fill_missing(missing, token_logprobs, single)
+            self._fill_missing(missing, token_logprobs, {texts[j]: token for j, token in single.items()})
         self._check_pieces(texts, pieces)
         for j in range(len(texts)):
             if j not in known:
@@ -788,16 +789,11 @@ class OpenAI(LM):
             "their boundary, and it takes prompts as text only: the choice's own tokens cannot be scored after "
             "the prompt's (end the prompt on a word boundary, e.g. with a space moved into the choices)")
 
-    def _fill_missing(self, missing: dict, token_logprobs: list[list[float]], single: dict[int, int]) -> None:
+    def _fill_missing(self, missing: dict, token_logprobs: list[list[float]], ids: dict[str, int]) -> None:
         """Values echo did not give: one next-token request per context. On llama.cpp it asks for the whole
-        vocabulary's log-probs, so it fills every gap at that context; elsewhere logit_bias reveals the rest."""
+        vocabulary's log-probs, so it fills every gap at that context; elsewhere logit_bias reveals the rest.
+        ``ids``: token ids already known by token text (the others are encoded)."""
         pre = self.probe()["bias"] == "pre"
-        ids = {}
-        for item in missing.values():
-            for token, places in item.items():
-                for j, _ in places:
-                    if j in single:
-                        ids[token] = single[j]
 
         def token_id(text: str) -> int:
             if text in ids:
@@ -887,8 +883,7 @@ class OpenAI(LM):
                 j = next(j for j, p in enumerate(tree.paths) if parent in p)
                 raise StrategyUnavailableError(
                     f"choice {j} ({texts[j]!r}) has tokens that split a UTF-8 character, and a text prompt cannot "
-                    f"end inside one: descent cannot score past {context[len(prompt_text):]!r} on {self.base_url} "
-                    "(echo can)")
+                    f"end inside one: descent cannot score past {context[len(prompt_text):]!r} on {self.base_url}")
             if tokenizer.encode(context) != prompt_ids + path:
                 j = next(j for j, p in enumerate(tree.paths) if parent in p)
                 raise self._merged(j, texts[j], "descent")
@@ -925,6 +920,21 @@ class OpenAI(LM):
         taken: dict[int, int] = {}  # parent -> the child a walk went through
         top = self.top_logprobs
 
+        def read_row(kids: list[int], row: dict) -> list[int]:
+            """Exact values from a next-token ``row`` for the ``kids`` it names unambiguously; the others."""
+            unique = _unique_pieces([spec(k) for k in kids])
+            rest = []
+            for k in kids:
+                piece = pieces[nodes[k].token]
+                if k in exact:
+                    continue
+                if piece in unique and piece in row:
+                    exact[k] = row[piece]
+                    bound.pop(k, None)
+                else:
+                    rest.append(k)
+            return rest
+
         def below(parent: int, within: Optional[int]) -> list[int]:
             """The choices that continue past ``parent`` (through ``within`` if given)."""
             depth = 0 if parent < 0 else nodes[parent].depth
@@ -955,14 +965,8 @@ class OpenAI(LM):
                 kids = children_of(node)
                 vals = sorted(row.values(), reverse=True)
                 floor = vals[min(len(vals), top) - 1] if vals else 0.0
-                unique = _unique_pieces([spec(k) for k in kids])
-                for k in kids:
-                    if k not in exact:
-                        if pieces[nodes[k].token] in unique and pieces[nodes[k].token] in row:
-                            exact[k] = row[pieces[nodes[k].token]]
-                            bound.pop(k, None)
-                        else:
-                            bound[k] = min(bound.get(k, floor), floor)
+                for k in read_row(kids, row):
+                    bound[k] = min(bound.get(k, floor), floor)
                 rows.add(node)
                 match = [k for k in kids if pieces[nodes[k].token] == piece]
                 if len(match) != 1 or value is None:
@@ -986,12 +990,8 @@ class OpenAI(LM):
             parent = nodes[index].parent
             missing = [k for k in children_of(parent) if k not in exact]
             if walks and len(missing) > 1:
-                nxt = self._next(context_of(parent), {nodes[k].token: BIAS for k in missing}, k=WHOLE_VOCABULARY)
-                unique = _unique_pieces([spec(k) for k in missing])
-                for k in missing:
-                    if pieces[nodes[k].token] in unique and pieces[nodes[k].token] in nxt.top:
-                        exact[k] = nxt.top[pieces[nodes[k].token]]
-                        bound.pop(k, None)
+                read_row(missing, self._next(context_of(parent), {nodes[k].token: BIAS for k in missing},
+                                             k=WHOLE_VOCABULARY).top)
             if index not in exact and walks:
                 walk(parent, index)
             if index not in exact:
@@ -1017,11 +1017,7 @@ class OpenAI(LM):
                             f"{[pieces[nodes[k].token] for k in kids]}: greedy descent cannot tell which won")
                     if self.probe()["bias"] == "pre":
                         exact[match[0]] = nxt.logprob
-                        unique = _unique_pieces([spec(k) for k in kids])
-                        for k in kids:
-                            piece = pieces[nodes[k].token]
-                            if k != match[0] and piece in unique and piece in nxt.top:
-                                exact[k] = nxt.top[piece]
+                        read_row(kids, nxt.top)
                     taken[node] = match[0]
                 node = taken.get(node, kids[0])
             winner = node
