@@ -20,11 +20,13 @@ from .errors import (
 )
 from .greedy import GreedyLM
 from .lm import DEFAULT_NORMALIZATION, LM, NORMALIZATIONS, ChoiceResult
+from .registry import BACKENDS, backend_class, load
+from .scoring import ScoreRequest, score
 
 _BACKENDS = {"TfLM": ".tf", "LLaMa": ".llama", "OpenAI": ".openai"}
 
 __all__ = [
-    "LM", "GreedyLM", "ChoiceLM", "TokenChoiceTree", "TreeNode", "ChoiceResult", "TfLM", "LLaMa", "OpenAI",
+    "LM", "GreedyLM", "load", "BACKENDS", "backend_class", "ScoreRequest", "score", "ChoiceLM", "TokenChoiceTree", "TreeNode", "ChoiceResult", "TfLM", "LLaMa", "OpenAI",
     "NORMALIZATIONS", "DEFAULT_NORMALIZATION", "AutoCogError", "BackendNotInstalledError", "ContextLengthError",
     "InvalidChoicesError", "InvalidPromptError", "ModelNotFoundError", "RetryExhaustedError", "TransientError",
     "RequestFailedError", "MalformedResponseError", "TokenizerMismatchError", "StrategyUnavailableError",

@@ -26,6 +26,7 @@ from .errors import ContextLengthError, InvalidChoicesError, InvalidPromptError
 
 if TYPE_CHECKING:  # pragma: no cover
     from .choice import TokenChoiceTree
+    from .scoring import ScoreRequest
 
 NORMALIZATIONS = ("sum", "mean", "char", "pmi")
 DEFAULT_NORMALIZATION = "sum"
@@ -244,6 +245,16 @@ class LM(ABC):
         [[-0.51], [-4.2, -1.3]]
         """
         return self.choice_distribution(prompt, choices, **kwargs).token_logprobs
+
+    def score_batch(self, requests: Sequence["ScoreRequest"]) -> list[ChoiceResult]:
+        """One `ChoiceResult` per `ScoreRequest` (the scoring layer's primitive; see `autocog.lm.scoring`).
+
+        This default scores the requests one by one; backends override it with batched passes."""
+        results = []
+        for r in requests:
+            kwargs = {"end": r.end} if r.end is not None else {}
+            results.append(self.choice_distribution(r.prompt, r.choices, normalization=r.normalization, **kwargs))
+        return results
 
     @property
     def n_ctx(self) -> Optional[int]:
