@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import time
 from abc import abstractmethod
-from typing import Any, Callable, Optional, Sequence, TypeVar, Union
+from typing import TYPE_CHECKING, Any, Callable, Optional, Sequence, TypeVar, Union
 
 import numpy as np
 
 from .errors import InvalidPromptError, RetryExhaustedError, TransientError
 from .lm import LM, Stop, as_stop_list, check_context, check_prompt, find_stop
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .constraint import Constraint
 
 T = TypeVar("T")
 
@@ -132,9 +135,9 @@ class GreedyLM(LM):
         return self.generate(tokens, stops, **settings)
 
     def generate(self, tokens: list[int], stops: list[str], max_tokens: int, temperature: float,
-                 top_p: float, top_k: int, seed: Optional[int]) -> str:
+                 top_p: float, top_k: int, seed: Optional[int], constraint: Optional["Constraint"] = None) -> str:
         """The decoding loop behind `complete`, over `greedy`; backends with a prefix cache make each step
-        cost one token."""
+        cost one token. ``constraint`` (see `autocog.lm.constraint`) masks the tokens that may come next."""
         rng = np.random.default_rng(seed)
         max_tokens = self.generation_budget(len(tokens), max_tokens)
         eos = self.eos_token_ids
@@ -142,8 +145,16 @@ class GreedyLM(LM):
         text = ""
         longest_stop = max((len(s) for s in stops), default=0)
         for _ in range(max_tokens):
+            if constraint is not None and constraint.done():
+                break
             logprobs = self.with_retry(self.greedy_impl, tokens + generated)
+            if constraint is not None:
+                mask = constraint.allowed()
+                if mask is not None:
+                    logprobs = np.where(mask[:len(logprobs)], logprobs, -np.inf)
             token = sample(logprobs, temperature, top_p, top_k, rng)
+            if constraint is not None:
+                constraint.advance(token)
             if token in eos:
                 break
             generated.append(token)
