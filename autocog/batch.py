@@ -4,18 +4,18 @@ The batch counterpart of `LM.choice_distribution` (CAPPr's ``predict_proba`` / `
 ``*_examples``, in this project's terms). The numbers are those of one ``lm.choice_distribution(prompt,
 choices, normalization)`` call per prompt (equal up to float32 rounding on the packed path); only the cost differs.
 
-How it is batched:
+How it is batched: every function here goes through the scoring layer (`autocog.lm.scoring.score`), which
+hands ``batch_size`` prompts at a time to the backend's batch primitive (`LM.score_batch`):
 
-* `TfLM` (transformers): ``batch_size`` prompts go through ONE forward pass. The prefix all of them share
-  (e.g. few-shot examples) is evaluated once, in the model's prefix KV cache (reused by the next batch
-  when it shares it too), and repeated along the batch dimension; row ``a`` of the batch holds the rest of
-  prompt ``a`` followed by the token trie of its choices, with a tree attention mask and depth-based
-  position ids: each prompt token and each unique choice token is evaluated once, whatever the number of
-  choices. Memory is bounded by ``batch_size`` prompts, ``max_batch_tokens`` (rows x padded row length)
-  and `LOGITS_BUDGET_BYTES` of logits per pass; when a pass runs out of memory anyway the batch is split in
-  halves (down to one prompt, the backend's own retried path) instead of failing.
-* Any other backend (`LLaMa`, `OpenAI`, ...): one ``lm.choice_distribution`` call per prompt, which is
-  that backend's fastest scoring path.
+* `TfLM` (transformers): the prompts of a batch go through one forward pass; the prefix all of them share
+  (e.g. few-shot examples) is evaluated once, in the model's prefix KV cache, and each prompt's rest and
+  its choice trie fill one row, with a tree attention mask: each prompt token and each unique choice token
+  is evaluated once, whatever the number of choices. Memory is bounded by ``batch_size`` prompts,
+  ``max_batch_tokens`` (rows x padded row length) and a logits budget; a pass that runs out of memory is
+  split in halves instead of failing (see `TfLM.evaluate_trees`).
+* `LLaMa` (llama.cpp): the prompts of a batch go through one ``llama_decode`` (per ``n_batch`` tokens),
+  one sequence per choice trie leaf, the shared prefix decoded once (see `LLaMa.evaluate_trees`).
+* Any other backend: its ``score_batch`` (by default one ``choice_distribution`` per prompt).
 
 Conventions: ``choices`` is one list shared by every prompt, or one list per prompt. Probabilities come
 back as a 2-D array ``[n_prompts, n_choices]`` when every prompt has as many choices, else as a list of
@@ -32,27 +32,24 @@ array([0, 1])
 
 from __future__ import annotations
 
-import sys
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, Iterable, Iterator, Mapping, Optional, Sequence, Union
 
 import numpy as np
 
-from .lm.choice import TokenChoiceTree
 from .lm.errors import InvalidChoicesError, InvalidPromptError
-from .lm.lm import LM, ChoiceResult, check_normalization, normalize_scores, softmax
+from .lm.lm import LM, ChoiceResult, apply_prior, check_normalization, check_prior
+from .lm.scoring import DEFAULT_BATCH_SIZE, ScoreRequest, score
 
 Choices = Union[Sequence[str], Sequence[Sequence[str]]]
 Prior = Union[None, Sequence[float], Sequence[Sequence[float]], np.ndarray]
 
-DEFAULT_BATCH_SIZE = 16
-DEFAULT_MAX_BATCH_TOKENS = 4096
-LOGITS_BUDGET_BYTES = 512 * 2**20  # TfLM: at most this much float32 logits per forward pass (batches shrink)
-PROGRESS_THRESHOLD = 50  # prompts: the bar is shown by default on runs at least this long (on a terminal)
+DEFAULT_MAX_BATCH_TOKENS = 4096  # TfLM: rows x padded row length per forward pass (see `TfLM.max_batch_tokens`)
 
 __all__ = [
     "Example", "predict_proba", "predict", "predict_proba_examples", "predict_examples", "choice_distributions",
-    "iter_choice_distributions", "apply_prior",
+    "iter_choice_distributions", "apply_prior", "check_prior",
 ]
 
 
@@ -93,10 +90,8 @@ def predict_proba(lm: LM, prompts: Union[str, Sequence[str]], choices: Choices, 
            [0.3, 0.7]])
     """
     single, prompt_list, choice_lists, priors = _prepare(prompts, choices, prior)
-    probs = []
-    for result, weights in zip(iter_choice_distributions(lm, prompt_list, choice_lists, normalization, batch_size,
-                                                         progress, end, max_batch_tokens), priors):
-        probs.append(apply_prior(result.scores, weights))
+    probs = [result.probs for result in iter_choice_distributions(lm, prompt_list, choice_lists, normalization,
+                                                                    batch_size, progress, end, max_batch_tokens, priors)]
     return _shape(probs, single)
 
 
@@ -155,9 +150,11 @@ def choice_distributions(lm: LM, prompts: Sequence[str], choices: Choices, norma
 def iter_choice_distributions(lm: LM, prompts: Sequence[str], choice_lists: Sequence[Sequence[str]],
                               normalization: Optional[str] = None, batch_size: int = DEFAULT_BATCH_SIZE,
                               progress: Optional[bool] = None, end: Optional[str] = None,
-                              max_batch_tokens: Optional[int] = DEFAULT_MAX_BATCH_TOKENS) -> Iterator[ChoiceResult]:
+                              max_batch_tokens: Optional[int] = DEFAULT_MAX_BATCH_TOKENS,
+                              priors: Optional[Sequence[Optional[Sequence[float]]]] = None) -> Iterator[ChoiceResult]:
     """Yield one `ChoiceResult` per prompt, in order, building trees one batch at a time (memory stays flat
-    however many prompts there are). ``choice_lists[i]`` are the choices of ``prompts[i]``."""
+    however many prompts there are). ``choice_lists[i]`` are the choices of ``prompts[i]``; ``priors[i]``
+    (optional) its prior, applied to ``result.probs``."""
     if not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1:
         raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
     if max_batch_tokens is not None and max_batch_tokens < 1:
@@ -165,48 +162,24 @@ def iter_choice_distributions(lm: LM, prompts: Sequence[str], choice_lists: Sequ
     if len(prompts) != len(choice_lists):
         raise ValueError(f"{len(prompts)} prompts but {len(choice_lists)} lists of choices")
     normalization = check_normalization(normalization or lm.default_normalization)
-    bar = _progress_bar(len(prompts), progress)
+    priors = list(priors) if priors is not None else [None] * len(prompts)
+    requests = [ScoreRequest(p, c, normalization, end, w) for p, c, w in zip(prompts, choice_lists, priors)]
+    with _batch_limits(lm, max_batch_tokens):
+        yield from score(lm, requests, batch_size, progress)
+
+
+@contextmanager
+def _batch_limits(lm: LM, max_batch_tokens: Optional[int]):
+    """Set the backend's own token budget per pass (`TfLM.max_batch_tokens`) for the duration of a call."""
+    if not hasattr(lm, "max_batch_tokens"):
+        yield
+        return
+    saved = lm.max_batch_tokens
+    lm.max_batch_tokens = max_batch_tokens
     try:
-        if _packable(lm):
-            yield from _iter_packed(lm, prompts, choice_lists, normalization, batch_size, end, max_batch_tokens, bar)
-        else:
-            kwargs = {"end": end} if end is not None else {}
-            for prompt, choices in zip(prompts, choice_lists):
-                yield lm.choice_distribution(prompt, choices, normalization=normalization, **kwargs)
-                if bar is not None:
-                    bar.update(1)
+        yield
     finally:
-        if bar is not None:
-            bar.close()
-
-
-def apply_prior(scores: np.ndarray, prior: Optional[Sequence[float]]) -> np.ndarray:
-    """``softmax(scores)`` times ``prior``, renormalized, computed as ``softmax(scores + log(prior))``.
-
-    A zero prior weight gives the choice probability 0; weights need not sum to 1.
-
-    >>> apply_prior(np.log([0.5, 0.5]), [3, 1])
-    array([0.75, 0.25])
-    """
-    scores = np.asarray(scores, dtype=np.float64)
-    if prior is None:
-        return softmax(scores)
-    weights = check_prior(prior, len(scores))
-    with np.errstate(divide="ignore"):
-        return softmax(scores + np.log(weights))
-
-
-def check_prior(prior: Sequence[float], n_choices: int) -> np.ndarray:
-    """The prior as a float array, or a ValueError: it needs one finite weight >= 0 per choice, not all 0."""
-    try:
-        weights = np.asarray(prior, dtype=np.float64)
-    except (TypeError, ValueError) as error:
-        raise ValueError(f"a prior must be a list of numbers, got {prior!r}") from error
-    if weights.ndim != 1 or len(weights) != n_choices:
-        raise ValueError(f"the prior has shape {weights.shape} but there are {n_choices} choices")
-    if not np.all(np.isfinite(weights)) or np.any(weights < 0) or weights.sum() <= 0:
-        raise ValueError(f"prior weights must be finite, >= 0 and not all 0, got {list(weights)}")
-    return weights
+        lm.max_batch_tokens = saved
 
 
 # --- input shapes --------------------------------------------------------------------------------------
@@ -303,186 +276,3 @@ def _shape(probs: list[np.ndarray], single: bool) -> Union[np.ndarray, list[np.n
     if len({len(p) for p in probs}) <= 1:
         return np.stack(probs) if probs else np.zeros((0, 0))
     return probs
-
-
-def _progress_bar(total: int, progress: Optional[bool]):
-    if progress is None:
-        progress = total >= PROGRESS_THRESHOLD and sys.stderr.isatty()
-    if not progress:
-        return None
-    try:
-        from tqdm.auto import tqdm
-    except ImportError:  # pragma: no cover - tqdm is a dependency, but the bar is optional
-        return None
-    return tqdm(total=total, unit="prompt", desc="scoring", file=sys.stderr)
-
-
-# --- the packed transformers path ----------------------------------------------------------------------
-
-
-def _packable(lm: LM) -> bool:
-    """True for a `TfLM` whose tree evaluation is the stock one (a subclass that overrides it keeps its own)."""
-    try:
-        from .lm.tf import TfLM
-    except ImportError:  # pragma: no cover
-        return False
-    return isinstance(lm, TfLM) and type(lm).evaluate_tree is TfLM.evaluate_tree
-
-
-@dataclass
-class _Job:
-    index: int
-    prompt_tokens: list[int]
-    tree: TokenChoiceTree
-    choices: list[str]
-
-    @property
-    def size(self) -> int:
-        return len(self.prompt_tokens) + len(self.tree.nodes)
-
-
-def _iter_packed(lm, prompts, choice_lists, normalization, batch_size, end, max_batch_tokens, bar):
-    unconditional: dict[tuple, list[list[float]]] = {}  # pmi: per set of choice tokens, scored once
-
-    def flush(jobs):
-        for job, logprobs in zip(jobs, _evaluate_jobs(lm, jobs)):
-            yield _result(lm, job, logprobs, normalization, unconditional, len(jobs))
-        if bar is not None:
-            bar.update(len(jobs))
-
-    # A batch costs (number of prompts) x (its longest prompt + trie) tokens, padding included, and
-    # (number of prompts) x (logit columns kept) x vocabulary floats of logits.
-    vocab = int(getattr(lm.model.config, "vocab_size", 0) or 0)
-    max_columns = max(1, LOGITS_BUDGET_BYTES // (4 * vocab)) if vocab else None
-    jobs: list[_Job] = []
-    longest = columns = 0
-    for i, (prompt, choices) in enumerate(zip(prompts, choice_lists)):
-        prompt_tokens, tree, choices = lm.build_tree(prompt, choices, end)
-        job = _Job(i, prompt_tokens, tree, choices)
-        job_columns = 1 + max((n + 1 for n in tree.internal_nodes()), default=0)
-        if jobs and (len(jobs) >= batch_size
-                     or (max_batch_tokens and (len(jobs) + 1) * max(longest, job.size) > max_batch_tokens)
-                     or (max_columns and (len(jobs) + 1) * max(columns, job_columns) > max_columns)):
-            yield from flush(jobs)
-            jobs, longest, columns = [], 0, 0
-        jobs.append(job)
-        longest, columns = max(longest, job.size), max(columns, job_columns)
-    if jobs:
-        yield from flush(jobs)
-
-
-def _result(lm, job: _Job, logprobs: np.ndarray, normalization: str, unconditional_cache: dict,
-            batch: int) -> ChoiceResult:
-    tree = job.tree
-    tree.set_logprobs(logprobs)
-    token_logprobs = tree.choice_logprobs()
-    unconditional = None
-    if normalization == "pmi":
-        key = tuple(tuple(tree.nodes[n].token for n in path) for path in tree.paths)
-        if key not in unconditional_cache:
-            unconditional_cache[key] = tree.choice_logprobs(
-                lm.with_retry(lm.evaluate_tree, lm.unconditional_tokens(), tree))
-        unconditional = [list(lp) for lp in unconditional_cache[key]]
-    scores = normalize_scores(token_logprobs, job.choices, normalization, unconditional)
-    return ChoiceResult(list(job.choices), token_logprobs, scores, normalization, tree=tree, strategy="tree",
-                        unconditional_logprobs=unconditional, info={"batch": batch})
-
-
-def _evaluate_jobs(lm, jobs: list[_Job]) -> list[np.ndarray]:
-    """Node log-probs of every job's tree; a batch that runs out of memory is split in halves."""
-    if len(jobs) == 1:
-        job = jobs[0]
-        return [lm.with_retry(lm.evaluate_tree, job.prompt_tokens, job.tree)]
-    try:
-        return _packed_pass(lm, jobs)
-    except Exception as error:
-        if not lm.is_transient(error):
-            raise
-        lm.recover(error)
-        half = len(jobs) // 2
-        return _evaluate_jobs(lm, jobs[:half]) + _evaluate_jobs(lm, jobs[half:])
-
-
-def _shared_prefix(jobs: list[_Job]) -> int:
-    """Length of the token prefix every job's prompt shares, leaving each prompt at least its last token."""
-    shared = min(len(j.prompt_tokens) for j in jobs) - 1
-    first = jobs[0].prompt_tokens
-    for job in jobs[1:]:
-        k = 0
-        while k < shared and job.prompt_tokens[k] == first[k]:
-            k += 1
-        shared = k
-    return shared
-
-
-def _packed_pass(lm, jobs: list[_Job]) -> list[np.ndarray]:
-    """One forward pass for a batch of prompts: row ``a`` holds prompt a's tokens after the prefix all the
-    prompts share, then the nodes of its choice trie, with a tree attention mask (a trie node sees the prompt
-    and its own ancestors) and depth-based position ids. The shared prefix is evaluated once, in
-    ``lm.cache`` (and reused by the next batch), then repeated along the batch dimension.
-
-    Rows are left-padded so that every prompt ends in the same column: the columns whose logits are needed
-    (the prompt's last token and the trie's inner nodes) then coincide across rows when the prompts share
-    their choices, and ``logits_to_keep`` keeps only those.
-    """
-    import copy
-
-    import torch
-
-    shared = _shared_prefix(jobs)
-    suffixes = [job.prompt_tokens[shared:] for job in jobs]
-    last = max(len(x) for x in suffixes) - 1           # the column of every prompt's last token
-    width = last + 1 + max(len(job.tree.nodes) for job in jobs)
-    n_rows = len(jobs)
-    ids = np.zeros((n_rows, width), dtype=np.int64)
-    positions = np.zeros((n_rows, width), dtype=np.int64)
-    allowed = np.zeros((n_rows, width, shared + width), dtype=bool)
-    keep: set[int] = set()
-    for a, (job, suffix) in enumerate(zip(jobs, suffixes)):
-        tree, n_suffix, n_nodes = job.tree, len(suffix), len(job.tree.nodes)
-        begin, nodes = last + 1 - n_suffix, last + 1           # first suffix column, first trie column
-        ids[a, begin:nodes] = suffix
-        ids[a, nodes:nodes + n_nodes] = tree.tokens
-        positions[a, begin:nodes] = shared + np.arange(n_suffix)
-        positions[a, nodes:nodes + n_nodes] = shared + n_suffix + tree.depths - 1
-        rows = allowed[a]
-        rows[begin:nodes + n_nodes, :shared] = True                                        # the shared prefix
-        rows[begin:nodes, shared + begin:shared + nodes] = np.tril(np.ones((n_suffix, n_suffix), dtype=bool))
-        rows[nodes:nodes + n_nodes, shared + begin:shared + nodes] = True                 # trie sees the prompt
-        rows[nodes:nodes + n_nodes, shared + nodes:shared + nodes + n_nodes] = tree.ancestor_mask()
-        for pad in list(range(begin)) + list(range(nodes + n_nodes, width)):
-            rows[pad, shared + pad] = True                                                 # padding sees itself
-        keep.add(last)
-        keep.update(nodes + i for i in tree.internal_nodes())
-    columns = sorted(keep)
-    column_of = {c: k for k, c in enumerate(columns)}
-
-    model, cache = lm.model, lm.cache
-    device, dtype = model.device, model.dtype
-    mask = torch.zeros(allowed.shape, dtype=dtype)
-    mask[~torch.from_numpy(allowed)] = torch.finfo(dtype).min
-    past = None
-    if shared:
-        cache.extend(jobs[0].prompt_tokens[:shared])
-        cache.truncate(shared)
-        past = copy.deepcopy(cache.kv)   # the cache keeps the prefix for the next batch; the copy is expanded
-        past.batch_repeat_interleave(n_rows)
-    try:
-        with torch.inference_mode():
-            out = model(input_ids=torch.from_numpy(ids).to(device), position_ids=torch.from_numpy(positions).to(device),
-                        attention_mask=mask[:, None].to(device), past_key_values=past, use_cache=past is not None,
-                        logits_to_keep=torch.tensor(columns, device=device))
-            logits = out.logits
-            del out, past
-            results = []
-            for a, job in enumerate(jobs):
-                tree = job.tree
-                lp = torch.log_softmax(logits[a].float(), dim=-1)
-                parent_rows = [column_of[last if n.parent < 0 else last + 1 + n.parent] for n in tree.nodes]
-                results.append(lp[torch.tensor(parent_rows, device=lp.device),
-                                  torch.tensor(tree.tokens, device=lp.device)].double().cpu().numpy())
-    except BaseException:
-        cache.reset()
-        raise
-    cache.evaluated += int(sum(len(x) + len(j.tree.nodes) for x, j in zip(suffixes, jobs)))
-    return results

@@ -36,7 +36,7 @@ from typing import Any, Iterable, Mapping, Optional, Sequence, Union
 
 import numpy as np
 
-from .batch import DEFAULT_BATCH_SIZE, iter_choice_distributions
+from .lm.scoring import DEFAULT_BATCH_SIZE, ScoreRequest, score
 from .lm.lm import LM, check_normalization, normalize_scores, softmax
 
 DEFAULT_TEMPLATE = "Question: {question}\nAnswer:"
@@ -330,8 +330,7 @@ def evaluate(lm: LM, dataset: Union[str, Path, Iterable[Any], None] = None,
     items = load_items(dataset, template=template, limit=limit)
     scoring = "pmi" if "pmi" in normalizations else "sum"
     scores: dict[str, list[np.ndarray]] = {n: [] for n in normalizations}
-    results = iter_choice_distributions(lm, [it.prompt for it in items], [it.choices for it in items],
-                                        normalization=scoring, batch_size=batch_size, progress=progress)
+    results = score(lm, [ScoreRequest(it.prompt, it.choices, scoring) for it in items], batch_size, progress)
     for item, result in zip(items, results):
         for n in normalizations:
             scores[n].append(normalize_scores(result.token_logprobs, item.choices, n, result.unconditional_logprobs))

@@ -5,7 +5,7 @@ import random
 import numpy as np
 import pytest
 
-import autocog.batch as batch
+import autocog.lm.tf as tf_module
 from autocog.batch import (
     Example,
     apply_prior,
@@ -117,13 +117,13 @@ def test_apply_prior_in_log_space():
 
 def test_batch_larger_than_batch_size_is_split(tiny_tf, monkeypatch):
     sizes = []
-    real = batch._packed_pass
+    real = TfLM.packed_pass
 
     def counting(lm, jobs):
         sizes.append(len(jobs))
         return real(lm, jobs)
 
-    monkeypatch.setattr(batch, "_packed_pass", counting)
+    monkeypatch.setattr(TfLM, "packed_pass", counting)
     prompts = make_prompts(23, seed=3)
     probs = predict_proba(tiny_tf, prompts, CHOICES, batch_size=5)
     assert sizes == [5, 5, 5, 5, 3]  # 23 prompts, 5 per forward pass
@@ -170,10 +170,10 @@ def test_max_batch_tokens_bounds_each_pass(tiny_tf, monkeypatch):
 
 def test_logits_budget_shrinks_batches(tiny_tf, monkeypatch):
     sizes = []
-    real = batch._packed_pass
-    monkeypatch.setattr(batch, "_packed_pass", lambda lm, jobs: sizes.append(len(jobs)) or real(lm, jobs))
+    real = TfLM.packed_pass
+    monkeypatch.setattr(TfLM, "packed_pass", lambda lm, jobs: sizes.append(len(jobs)) or real(lm, jobs))
     # room for the logits of about 3 prompts' columns per pass (vocab 384, float32)
-    monkeypatch.setattr(batch, "LOGITS_BUDGET_BYTES", 4 * 384 * 3 * 5)
+    monkeypatch.setattr(tf_module, "LOGITS_BUDGET_BYTES", 4 * 384 * 3 * 5)
     prompts = make_prompts(10, seed=9)
     probs = predict_proba(tiny_tf, prompts, [" yes", " no", " the quick"], batch_size=10)
     assert max(sizes) <= 3 and sum(sizes) <= 10
@@ -191,12 +191,15 @@ def test_shared_prefix_is_evaluated_once(tiny_tf):
     assert used < naive / 2
 
 
-def test_other_backends_use_their_own_choice_distribution(tiny_tf):
+def test_other_backends_use_their_own_choice_distribution(tiny_tf, monkeypatch):
     generic = type("GenericTfLM", (TfLM,), {"evaluate_tree": ChoiceLM.evaluate_tree})(tiny_tf.model, tiny_tf.tokenizer)
-    assert not batch._packable(generic)
+    packed = []
+    monkeypatch.setattr(TfLM, "packed_pass", lambda lm, jobs: packed.append(len(jobs)))
     prompts = make_prompts(4, seed=8)
-    np.testing.assert_allclose(predict_proba(generic, prompts, CHOICES), predict_proba(tiny_tf, prompts, CHOICES),
-                               atol=1e-5)
+    generic_probs = predict_proba(generic, prompts, CHOICES)
+    assert packed == []          # a subclass with its own evaluate_tree is not packed
+    monkeypatch.undo()
+    np.testing.assert_allclose(generic_probs, predict_proba(tiny_tf, prompts, CHOICES), atol=1e-5)
 
 
 def test_progress_bar(tiny_tf, capsys):

@@ -13,15 +13,8 @@ import numpy as np
 
 from .errors import InvalidChoicesError
 from .greedy import GreedyLM
-from .lm import (
-    ChoiceResult,
-    check_choices,
-    check_context,
-    check_normalization,
-    check_prompt,
-    normalize_scores,
-    split_boundary,
-)
+from .lm import ChoiceResult, check_choices, check_context, check_prompt, split_boundary
+from .scoring import ScoreRequest, TreeJob, score_trees
 
 
 @dataclass
@@ -202,19 +195,39 @@ class ChoiceLM(GreedyLM):
 
     def choice_distribution(self, prompt: str, choices: Sequence[str], normalization: Optional[str] = None,
                             end: Optional[str] = None, **kwargs: Any) -> ChoiceResult:
+        """Score every choice: a batch of one through the scoring layer (`score_batch`)."""
         if kwargs:
             raise TypeError(f"unexpected argument(s) to choose: {', '.join(kwargs)}")
-        normalization = check_normalization(normalization or self.default_normalization)
-        prompt_tokens, tree, choices = self.build_tree(prompt, choices, end)
-        logprobs = self.with_retry(self.evaluate_tree, prompt_tokens, tree)
-        tree.set_logprobs(logprobs)
-        token_logprobs = tree.choice_logprobs()
-        unconditional = None
-        if normalization == "pmi":
-            unconditional = tree.choice_logprobs(self.with_retry(self.evaluate_tree, self.unconditional_tokens(), tree))
-        scores = normalize_scores(token_logprobs, choices, normalization, unconditional)
-        return ChoiceResult(list(choices), token_logprobs, scores, normalization, tree=tree, strategy="tree",
-                            unconditional_logprobs=unconditional)
+        return self.score_batch([ScoreRequest(prompt, choices, normalization, end)])[0]
+
+    def score_batch(self, requests: Sequence[ScoreRequest]) -> list[ChoiceResult]:
+        """One `ChoiceResult` per request: every request checked and its trie built, then ONE
+        `evaluate_trees` call over all of them, then normalization (see `autocog.lm.scoring.score_trees`)."""
+        return score_trees(self, requests)
+
+    def evaluate_trees(self, jobs: Sequence[TreeJob]) -> list[np.ndarray]:
+        """The batch primitive: for each (prompt tokens, trie) job, the log-prob of every node of the trie.
+
+        This generic version evaluates the jobs one after the other with `evaluate_tree` (retried on
+        transient faults); `TfLM` and `LLaMa` override it with passes over many prompts at once.
+        """
+        return [self.with_retry(self.evaluate_tree, list(prompt_tokens), tree) for prompt_tokens, tree in jobs]
+
+    def evaluate_split(self, jobs: Sequence[TreeJob], packed: Callable[[list[TreeJob]], list[np.ndarray]]
+                       ) -> list[np.ndarray]:
+        """``packed(jobs)``; when it fails with a transient fault (out of memory, no KV slot) the jobs are split
+        in halves, down to one job on the backend's own retried `evaluate_tree`."""
+        jobs = list(jobs)
+        if len(jobs) == 1:
+            return [self.with_retry(self.evaluate_tree, list(jobs[0][0]), jobs[0][1])]
+        try:
+            return packed(jobs)
+        except Exception as error:
+            if not self.is_transient(error):
+                raise
+            self.recover(error)
+            half = len(jobs) // 2
+            return self.evaluate_split(jobs[:half], packed) + self.evaluate_split(jobs[half:], packed)
 
     def build_tree(self, prompt: str, choices: Sequence[str], end: Optional[str] = None
                    ) -> tuple[list[int], TokenChoiceTree, list[str]]:

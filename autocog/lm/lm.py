@@ -55,14 +55,15 @@ class ChoiceResult:
     strategy: str = "tree"
     unconditional_logprobs: Optional[list[list[float]]] = None
     info: dict = field(default_factory=dict)
+    prior: Optional[np.ndarray] = None  # weights per choice: probs is the posterior (see `apply_prior`)
 
     @property
     def probs(self) -> np.ndarray:
-        return softmax(self.scores)
+        return softmax(self.scores) if self.prior is None else apply_prior(self.scores, self.prior)
 
     @property
     def index(self) -> int:
-        return int(np.argmax(self.scores))
+        return int(np.argmax(self.scores if self.prior is None else self.probs))
 
     @property
     def choice(self) -> str:
@@ -89,6 +90,35 @@ def log_softmax(logits: np.ndarray) -> np.ndarray:
     logits = np.asarray(logits)
     shifted = logits - logits.max()
     return shifted - np.log(np.exp(shifted).sum())
+
+
+def apply_prior(scores: np.ndarray, prior: Optional[Sequence[float]]) -> np.ndarray:
+    """``softmax(scores)`` times ``prior``, renormalized, computed as ``softmax(scores + log(prior))``.
+
+    A zero prior weight gives the choice probability 0; weights need not sum to 1.
+
+    >>> apply_prior(np.log([0.5, 0.5]), [3, 1])
+    array([0.75, 0.25])
+    """
+    scores = np.asarray(scores, dtype=np.float64)
+    if prior is None:
+        return softmax(scores)
+    weights = check_prior(prior, len(scores))
+    with np.errstate(divide="ignore"):
+        return softmax(scores + np.log(weights))
+
+
+def check_prior(prior: Sequence[float], n_choices: int) -> np.ndarray:
+    """The prior as a float array, or a ValueError: it needs one finite weight >= 0 per choice, not all 0."""
+    try:
+        weights = np.asarray(prior, dtype=np.float64)
+    except (TypeError, ValueError) as error:
+        raise ValueError(f"a prior must be a list of numbers, got {prior!r}") from error
+    if weights.ndim != 1 or len(weights) != n_choices:
+        raise ValueError(f"the prior has shape {weights.shape} but there are {n_choices} choices")
+    if not np.all(np.isfinite(weights)) or np.any(weights < 0) or weights.sum() <= 0:
+        raise ValueError(f"prior weights must be finite, >= 0 and not all 0, got {list(weights)}")
+    return weights
 
 
 def normalize_scores(
@@ -249,11 +279,18 @@ class LM(ABC):
     def score_batch(self, requests: Sequence["ScoreRequest"]) -> list[ChoiceResult]:
         """One `ChoiceResult` per `ScoreRequest` (the scoring layer's primitive; see `autocog.lm.scoring`).
 
-        This default scores the requests one by one; backends override it with batched passes."""
+        This default checks every request first (`autocog.lm.scoring.check_requests`), then scores them one
+        by one with ``choice_distribution``; `ChoiceLM` scores them in batched passes."""
+        from .scoring import check_requests
+
+        checked, _ = check_requests(self, requests, render=False)
         results = []
-        for r in requests:
-            kwargs = {"end": r.end} if r.end is not None else {}
-            results.append(self.choice_distribution(r.prompt, r.choices, normalization=r.normalization, **kwargs))
+        for c in checked:
+            kwargs = {"end": c.end} if c.end is not None else {}
+            result = self.choice_distribution(c.prompt, c.choices, normalization=c.normalization, **kwargs)
+            if c.prior is not None:
+                result.prior = c.prior
+            results.append(result)
         return results
 
     @property

@@ -1,48 +1,243 @@
-"""The scoring layer: every caller that scores choices (``choose``, ``choice_distribution``, the batch API,
-``evaluate``, programs, the lm-eval adapter) goes through `score`.
+"""The scoring layer: every caller that scores choices (``choose``, ``choice_distribution``, ``choice_logprobs``,
+the batch API, ``evaluate``, programs, the lm-eval adapter) goes through here.
 
-A request is (prompt, choices, normalization, end); the answer one `ChoiceResult` per request, in order.
-Backends implement one primitive, ``lm.score_batch(requests) -> list[ChoiceResult]`` (the default in `LM`
-scores the requests one by one with ``choice_distribution``); `score` cuts the stream of requests into
-batches of ``batch_size`` so that memory stays flat however many requests there are.
+A request is (prompt, choices, normalization, end, prior); the answer one `ChoiceResult` per request, in order.
+The layer does, once per request and in one place (CAPPr's decorator idea):
 
->>> [r.choice for r in score(lm, [ScoreRequest("2+2=", ["4", "5"])])]      # doctest: +SKIP
-['4']
+1. **checks, before any model call**: the prompt (a str; a list of chat messages is rendered with the
+   backend's ``apply_chat_template``), the choices (non-empty, unique, non-empty strings), the
+   normalization, ``end``, the prior; for token backends also the tokens (no empty choice, no two choices
+   with the same tokens) and the context length. A bad request in a batch fails the whole batch before
+   the model runs; the error names the request (``request 3: ...``).
+2. **the model**: one backend primitive over the whole batch. `ChoiceLM` backends implement
+   ``evaluate_trees(jobs) -> list[np.ndarray]``: the log-prob of every node of each (prompt tokens, trie) job
+   (`TfLM`: packed passes; `LLaMa`: one ``llama_decode`` over many sequences; any other: one ``greedy``
+   per inner node, prompt after prompt). Other backends implement ``lm.score_batch(requests)``.
+3. **normalization and priors, after**: `normalize_scores` (``pmi``'s unconditional pass is run once per
+   set of choice tokens and cached on the model), then the prior (``probs = softmax(scores) * prior``,
+   renormalized).
+
+`score` cuts a stream of requests into batches of ``batch_size``, so memory stays flat however many there are.
+
+>>> [r.choice for r in score(lm, [ScoreRequest("2+2=", ["4", "5"]), ScoreRequest("3+3=", ["6", "9"])])]  # doctest: +SKIP
+['4', '6']
 """
 
 from __future__ import annotations
 
+import sys
+from collections import OrderedDict
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Iterable, Iterator, Optional, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, Mapping, Optional, Sequence
+
+import numpy as np
+
+from .errors import AutoCogError, InvalidPromptError
+from .lm import ChoiceResult, check_choices, check_normalization, check_prior, normalize_scores
 
 if TYPE_CHECKING:  # pragma: no cover
-    from .lm import LM, ChoiceResult
+    from .choice import TokenChoiceTree
+    from .lm import LM
 
 DEFAULT_BATCH_SIZE = 16
+PROGRESS_THRESHOLD = 50  # requests: a bar is shown by default on runs at least this long (on a terminal)
+UNCONDITIONAL_CACHE_SIZE = 256  # choice sets whose unconditional (pmi) log-probs a model keeps
+
+# (prompt tokens, trie): what `ChoiceLM.evaluate_trees` scores.
+TreeJob = tuple[list[int], "TokenChoiceTree"]
+Evaluator = Callable[[Sequence[TreeJob]], list[np.ndarray]]
 
 
 @dataclass
 class ScoreRequest:
-    """One prompt (a str, or a list of chat messages where the backend renders them) and its choices.
+    """One prompt (a str, or a list of chat messages) and its choices.
 
-    ``normalization`` None means the model's default; ``end`` is an optional text scored after each choice.
+    ``normalization`` None means the model's default; ``end`` is an optional text scored after each choice;
+    ``prior`` optional weights, one per choice (see `autocog.lm.lm.apply_prior`).
     """
 
     prompt: Any
     choices: Sequence[str]
     normalization: Optional[str] = None
     end: Optional[str] = None
+    prior: Optional[Sequence[float]] = None
 
 
-def score(lm: "LM", requests: Iterable[ScoreRequest], batch_size: int = DEFAULT_BATCH_SIZE) -> Iterator["ChoiceResult"]:
-    """Yield one `ChoiceResult` per request, in order, scoring ``batch_size`` requests per backend call."""
+@dataclass
+class CheckedRequest:
+    """A request that passed the checks: ``prompt`` is a str (or the messages, for a backend that takes them),
+    ``normalization`` is resolved, ``prior`` is a float array or None."""
+
+    prompt: Any
+    choices: list[str]
+    normalization: str
+    end: Optional[str]
+    prior: Optional[np.ndarray]
+
+
+# --- 1. checks ------------------------------------------------------------------------------------------
+
+
+def _is_messages(prompt: Any) -> bool:
+    return isinstance(prompt, (list, tuple)) and bool(prompt) and all(isinstance(m, Mapping) for m in prompt)
+
+
+def check_request(lm: "LM", request: ScoreRequest, render: bool = True) -> CheckedRequest:
+    """The checks of one request (no model call). ``render``: turn chat messages into a str with
+    ``lm.apply_chat_template`` (token backends); else messages are passed on as they are."""
+    if not isinstance(request, ScoreRequest):
+        raise TypeError(f"expected a ScoreRequest, got {type(request).__name__}")
+    prompt = request.prompt
+    if _is_messages(prompt):
+        if render:
+            template = getattr(lm, "apply_chat_template", None)
+            if template is None:
+                raise InvalidPromptError(f"{type(lm).__name__} cannot render chat messages: pass the prompt as a str")
+            prompt = template(list(prompt), add_generation_prompt=True)
+    elif not isinstance(prompt, str):
+        raise InvalidPromptError(f"the prompt must be a str (or a list of chat messages), not {type(prompt).__name__}")
+    choices = check_choices(request.choices)
+    normalization = check_normalization(request.normalization or lm.default_normalization)
+    end = request.end
+    if end is not None and not isinstance(end, str):
+        raise TypeError(f"end must be a str or None, not {type(end).__name__}")
+    prior = None if request.prior is None else check_prior(request.prior, len(choices))
+    return CheckedRequest(prompt, choices, normalization, end or None, prior)
+
+
+def check_requests(lm: "LM", requests: Sequence[ScoreRequest], render: bool = True,
+                   build: Optional[Callable[[CheckedRequest], Any]] = None) -> tuple[list[CheckedRequest], list[Any]]:
+    """`check_request` on every request, then ``build`` (e.g. tokens and trie, which check more) on each; an
+    error in a batch of several names the request's index and keeps its type."""
+    checked, built = [], []
+    for i, request in enumerate(requests):
+        try:
+            c = check_request(lm, request, render)
+            checked.append(c)
+            if build is not None:
+                built.append(build(c))
+        except (AutoCogError, ValueError, TypeError) as error:
+            if len(requests) == 1:
+                raise
+            raise _renamed(error, f"request {i}: {error}") from error
+    return checked, built
+
+
+def _renamed(error: Exception, message: str) -> Exception:
+    try:
+        return type(error)(message)
+    except Exception:  # an error class with another constructor: keep the original
+        return error
+
+
+# --- 2 + 3. the tree path: evaluate, normalize ------------------------------------------------------------
+
+
+def score_trees(lm: Any, requests: Sequence[ScoreRequest], evaluate: Optional[Evaluator] = None,
+                strategy: str = "tree") -> list[ChoiceResult]:
+    """The scoring of a `ChoiceLM` (its ``score_batch``): check every request and build its trie
+    (``lm.build_tree``), evaluate all the tries with ONE call of ``evaluate`` (default
+    ``lm.evaluate_trees``), then normalize and apply the priors. ``evaluate`` may be another order of
+    evaluation of the same numbers (the program executor walks the trie depth-first through ``lm.greedy``)."""
+    evaluate = evaluate or lm.evaluate_trees
+    checked, built = check_requests(lm, requests, build=lambda c: lm.build_tree(c.prompt, c.choices, c.end))
+    jobs = [(prompt_tokens, tree) for prompt_tokens, tree, _ in built]
+    logprobs = evaluate(jobs)
+    unconditional = _unconditional(lm, checked, jobs, evaluate)
+    info = {"batch": len(jobs)} if len(jobs) > 1 else {}
+    results = []
+    for k, (c, (_, tree), lp) in enumerate(zip(checked, jobs, logprobs)):
+        tree.set_logprobs(lp)
+        results.append(finish(c, tree.choice_logprobs(), unconditional.get(k), tree=tree, strategy=strategy,
+                              info=dict(info)))
+    return results
+
+
+def _unconditional(lm: Any, checked: list[CheckedRequest], jobs: list[TreeJob], evaluate: Evaluator
+                   ) -> dict[int, list[list[float]]]:
+    """``pmi``: the choices' log-probs after ``lm.unconditional_tokens()``, once per set of choice tokens (one
+    ``evaluate`` call for the sets this batch adds), cached on the model (a bounded LRU)."""
+    wanted = [k for k, c in enumerate(checked) if c.normalization == "pmi"]
+    if not wanted:
+        return {}
+    cache: OrderedDict = lm.__dict__.setdefault("_unconditional_cache", OrderedDict())
+    context = list(lm.unconditional_tokens())
+    keys = {k: (tuple(context), tuple(tuple(jobs[k][1].nodes[n].token for n in path) for path in jobs[k][1].paths))
+            for k in wanted}
+    missing: dict[tuple, int] = {}
+    for k in wanted:
+        if keys[k] not in cache and keys[k] not in missing:
+            missing[keys[k]] = k
+    if missing:
+        from .choice import TokenChoiceTree
+
+        trees = [TokenChoiceTree([list(p) for p in key[1]]) for key in missing]
+        for key, tree, lp in zip(missing, trees, evaluate([(list(context), t) for t in trees])):
+            cache[key] = tree.choice_logprobs(lp)
+    out = {}
+    for k in wanted:
+        cache.move_to_end(keys[k])
+        out[k] = [list(x) for x in cache[keys[k]]]
+    while len(cache) > UNCONDITIONAL_CACHE_SIZE:
+        cache.popitem(last=False)
+    return out
+
+
+def finish(request: CheckedRequest, token_logprobs: list[list[float]], unconditional: Optional[list[list[float]]] = None,
+           **fields: Any) -> ChoiceResult:
+    """The `ChoiceResult` of a checked request from its per-token log-probs: normalization, then the prior."""
+    scores = normalize_scores(token_logprobs, request.choices, request.normalization, unconditional)
+    return ChoiceResult(list(request.choices), token_logprobs, scores, request.normalization,
+                        unconditional_logprobs=unconditional, prior=request.prior, **fields)
+
+
+# --- the stream -----------------------------------------------------------------------------------------
+
+
+def score(lm: "LM", requests: Iterable[ScoreRequest], batch_size: int = DEFAULT_BATCH_SIZE,
+          progress: Optional[bool] = None, total: Optional[int] = None) -> Iterator[ChoiceResult]:
+    """Yield one `ChoiceResult` per request, in order, scoring ``batch_size`` requests per ``lm.score_batch``
+    call (which bounds memory). ``progress``: a tqdm bar on stderr (None: shown for 50+ requests on a
+    terminal; ``total`` is its length when ``requests`` has no ``len``)."""
     if not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1:
         raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
-    batch: list[ScoreRequest] = []
-    for request in requests:
-        batch.append(request)
-        if len(batch) >= batch_size:
-            yield from lm.score_batch(batch)
-            batch = []
-    if batch:
-        yield from lm.score_batch(batch)
+    if total is None and hasattr(requests, "__len__"):
+        total = len(requests)  # type: ignore[arg-type]
+    bar = _progress_bar(total, progress)
+    try:
+        batch: list[ScoreRequest] = []
+        for request in requests:
+            batch.append(request)
+            if len(batch) >= batch_size:
+                yield from _score_batch(lm, batch, bar)
+                batch = []
+        if batch:
+            yield from _score_batch(lm, batch, bar)
+    finally:
+        if bar is not None:
+            bar.close()
+
+
+def _score_batch(lm: "LM", batch: list[ScoreRequest], bar) -> list[ChoiceResult]:
+    priors = [None if r.prior is None else check_prior(r.prior, len(check_choices(r.choices))) for r in batch]
+    results = lm.score_batch(batch)
+    if len(results) != len(batch):
+        raise RuntimeError(f"{type(lm).__name__}.score_batch returned {len(results)} results for {len(batch)} requests")
+    for result, prior in zip(results, priors):
+        if prior is not None and result.prior is None:  # a backend's own score_batch: the layer adds the prior
+            result.prior = prior
+    if bar is not None:
+        bar.update(len(batch))
+    return results
+
+
+def _progress_bar(total: Optional[int], progress: Optional[bool]):
+    if progress is None:
+        progress = total is not None and total >= PROGRESS_THRESHOLD and sys.stderr.isatty()
+    if not progress:
+        return None
+    try:
+        from tqdm.auto import tqdm
+    except ImportError:  # pragma: no cover - tqdm is a dependency, but the bar is optional
+        return None
+    return tqdm(total=total, unit="prompt", desc="scoring", file=sys.stderr)

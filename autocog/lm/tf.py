@@ -3,7 +3,8 @@
 Fast paths: the KV of the longest common prefix with the previous call is kept (`PrefixCache`), so
 programs and decoding loops only pay for new tokens; `evaluate_tree` scores the whole choice trie in one
 forward pass over the cached prompt, with a 4D tree attention mask (each trie token sees the prompt and
-its own ancestors) and depth-based position ids.
+its own ancestors) and depth-based position ids; `evaluate_trees` scores many prompts' tries in one
+forward pass (`TfLM.packed_pass`): the prefix all of them share is evaluated once, in the prefix cache.
 """
 
 from __future__ import annotations
@@ -16,6 +17,11 @@ import numpy as np
 from .choice import ChoiceLM, TokenChoiceTree
 from .errors import ModelNotFoundError, missing_backend
 from .greedy import common_prefix_length
+from .scoring import TreeJob
+
+
+DEFAULT_MAX_BATCH_TOKENS = 4096  # rows x padded row length of one packed pass
+LOGITS_BUDGET_BYTES = 512 * 2**20  # at most this much float32 logits per packed pass (batches shrink)
 
 
 def _require_torch():
@@ -27,6 +33,24 @@ def _require_torch():
     return torch, transformers
 
 
+def cache_kwarg(model) -> str:
+    """The name under which the model's forward takes a KV cache (``cache`` since transformers 5.x,
+    ``past_key_values`` before)."""
+    import inspect
+
+    try:
+        params = inspect.signature(model.forward).parameters
+    except (TypeError, ValueError):  # pragma: no cover
+        return "past_key_values"
+    return "cache" if "cache" in params else "past_key_values"
+
+
+def output_cache(out):
+    """The KV cache of a forward pass's output, under either name."""
+    kv = getattr(out, "cache", None)
+    return kv if kv is not None else out.past_key_values
+
+
 class PrefixCache:
     """The KV cache of the last token sequence a model evaluated, and the logits at its last position.
 
@@ -36,6 +60,7 @@ class PrefixCache:
 
     def __init__(self, model):
         self.model = model
+        self.cache_kwarg = cache_kwarg(model)
         self.reset()
 
     def reset(self) -> None:
@@ -68,11 +93,11 @@ class PrefixCache:
 
         try:
             with torch.inference_mode():
-                out = self.model(past_key_values=self.kv if keep else None, use_cache=True, **model_kwargs)
+                out = self.model(**{self.cache_kwarg: self.kv if keep else None}, use_cache=True, **model_kwargs)
         except BaseException:
             self.reset()
             raise
-        self.kv = out.past_key_values
+        self.kv = output_cache(out)
         self.tokens = list(tokens)
         return out
 
@@ -96,6 +121,8 @@ class TfLM(ChoiceLM):
     >>> lm.choose("Question: What is the capital of France?\\nAnswer:", [" Paris", " London", " Berlin"])  # doctest: +SKIP
     0
     """
+
+    max_batch_tokens: Optional[int] = DEFAULT_MAX_BATCH_TOKENS  # see `evaluate_trees`
 
     def __init__(self, model, tokenizer, device: Union[str, Any, None] = None,
                  completion_kwargs: Optional[dict] = None, max_retries: Optional[int] = None):
@@ -251,3 +278,121 @@ class TfLM(ChoiceLM):
                                    device=logprobs.device)
         tokens = torch.tensor(tree.tokens, device=logprobs.device)
         return logprobs[parent_rows, tokens].double().cpu().numpy()
+
+    # --- many prompts at once ------------------------------------------------------------------
+    def evaluate_trees(self, jobs: Sequence[TreeJob]) -> list[np.ndarray]:
+        """Node log-probs of every (prompt tokens, trie) job. One job: `evaluate_tree` (the prefix cache then
+        holds its prompt). Several: `packed_pass` over groups that fit ``max_batch_tokens`` (rows x padded
+        row length, the shared prefix aside) and `LOGITS_BUDGET_BYTES`; a group that runs out of memory is
+        split in halves. A subclass that overrides `evaluate_tree` keeps it (its jobs go one by one)."""
+        jobs = [(list(prompt_tokens), tree) for prompt_tokens, tree in jobs]
+        if len(jobs) <= 1 or type(self).evaluate_tree is not TfLM.evaluate_tree:
+            return super().evaluate_trees(jobs)
+        out: list[np.ndarray] = []
+        for group in self.pack_groups(jobs):
+            out.extend(self.evaluate_split(group, self.packed_pass))
+        return out
+
+    def pack_groups(self, jobs: list[TreeJob]) -> list[list[TreeJob]]:
+        """Consecutive jobs grouped so that each packed pass stays within the memory budgets."""
+        vocab = int(getattr(self.model.config, "vocab_size", 0) or 0)
+        max_columns = max(1, LOGITS_BUDGET_BYTES // (4 * vocab)) if vocab else None
+        shared = shared_prefix(jobs)
+        groups: list[list[TreeJob]] = []
+        group: list[TreeJob] = []
+        longest = columns = 0
+        for job in jobs:
+            prompt_tokens, tree = job
+            size = len(prompt_tokens) - shared + len(tree.nodes)
+            # the logit columns kept are shared by the rows: at most up to the last inner node
+            job_columns = 1 + max((n + 1 for n in tree.internal_nodes()), default=0)
+            n = len(group) + 1
+            if group and ((self.max_batch_tokens and n * max(longest, size) > self.max_batch_tokens)
+                          or (max_columns and n * max(columns, job_columns) > max_columns)):
+                groups.append(group)
+                group, longest, columns = [], 0, 0
+            group.append(job)
+            longest, columns = max(longest, size), max(columns, job_columns)
+        if group:
+            groups.append(group)
+        return groups
+
+    def packed_pass(self, jobs: list[TreeJob]) -> list[np.ndarray]:
+        """One forward pass for several prompts: row ``a`` holds prompt a's tokens after the prefix all the
+        prompts share, then the nodes of its trie, with a tree attention mask (a trie node sees the prompt
+        and its own ancestors) and depth-based position ids. The shared prefix is evaluated once, in the
+        prefix cache (which keeps it for the next call), and its KV repeated along the batch dimension.
+
+        Rows are left-padded so that every prompt ends in the same column: the columns whose logits are
+        needed (each prompt's last token, the tries' inner nodes) then coincide across rows when the
+        prompts share their choices, and ``logits_to_keep`` keeps only those."""
+        import copy
+
+        import torch
+
+        shared = shared_prefix(jobs)
+        suffixes = [prompt_tokens[shared:] for prompt_tokens, _ in jobs]
+        last = max(len(x) for x in suffixes) - 1            # the column of every prompt's last token
+        width = last + 1 + max(len(tree.nodes) for _, tree in jobs)
+        n_rows = len(jobs)
+        ids = np.zeros((n_rows, width), dtype=np.int64)
+        positions = np.zeros((n_rows, width), dtype=np.int64)
+        allowed = np.zeros((n_rows, width, shared + width), dtype=bool)
+        keep: set[int] = {last}
+        for a, ((_, tree), suffix) in enumerate(zip(jobs, suffixes)):
+            n_suffix, n_nodes = len(suffix), len(tree.nodes)
+            begin, nodes = last + 1 - n_suffix, last + 1            # first suffix column, first trie column
+            ids[a, begin:nodes] = suffix
+            ids[a, nodes:nodes + n_nodes] = tree.tokens
+            positions[a, begin:nodes] = shared + np.arange(n_suffix)
+            positions[a, nodes:nodes + n_nodes] = shared + n_suffix + tree.depths - 1
+            rows = allowed[a]
+            rows[begin:nodes + n_nodes, :shared] = True                                    # the shared prefix
+            rows[begin:nodes, shared + begin:shared + nodes] = np.tril(np.ones((n_suffix, n_suffix), dtype=bool))
+            rows[nodes:nodes + n_nodes, shared + begin:shared + nodes] = True             # trie sees the prompt
+            rows[nodes:nodes + n_nodes, shared + nodes:shared + nodes + n_nodes] = tree.ancestor_mask()
+            pads = np.r_[0:begin, nodes + n_nodes:width]
+            rows[pads, shared + pads] = True                                               # padding sees itself
+            keep.update(nodes + i for i in tree.internal_nodes())
+        columns = sorted(keep)
+        column_of = {c: k for k, c in enumerate(columns)}
+
+        cache, device, dtype = self.cache, self.model.device, self.model.dtype
+        mask = torch.zeros(allowed.shape, dtype=dtype)
+        mask[~torch.from_numpy(allowed)] = torch.finfo(dtype).min
+        past = None
+        if shared:
+            cache.extend(jobs[0][0][:shared])
+            cache.truncate(shared)
+            past = copy.deepcopy(cache.kv)   # the cache keeps the prefix for the next call; the copy is expanded
+            past.batch_repeat_interleave(n_rows)
+        try:
+            with torch.inference_mode():
+                out = self.model(input_ids=torch.from_numpy(ids).to(device),
+                                 position_ids=torch.from_numpy(positions).to(device),
+                                 attention_mask=mask[:, None].to(device), use_cache=past is not None,
+                                 logits_to_keep=torch.tensor(columns, device=device), **{cache.cache_kwarg: past})
+                logits = out.logits
+                del out, past
+                results = []
+                for a, (_, tree) in enumerate(jobs):
+                    parent_rows = [column_of[last if n.parent < 0 else last + 1 + n.parent] for n in tree.nodes]
+                    rows = torch.log_softmax(logits[a, sorted(set(parent_rows))].float(), dim=-1)
+                    local = {c: k for k, c in enumerate(sorted(set(parent_rows)))}
+                    picked = rows[torch.tensor([local[c] for c in parent_rows], device=rows.device),
+                                  torch.tensor(tree.tokens, device=rows.device)]
+                    results.append(picked.double().cpu().numpy())
+        except BaseException:
+            cache.reset()
+            raise
+        cache.evaluated += int(sum(len(x) + len(tree.nodes) for x, (_, tree) in zip(suffixes, jobs)))
+        return results
+
+
+def shared_prefix(jobs: Sequence[TreeJob]) -> int:
+    """Length of the token prefix every job's prompt shares, leaving each prompt at least its last token."""
+    shared = min(len(prompt_tokens) for prompt_tokens, _ in jobs) - 1
+    first = jobs[0][0]
+    for prompt_tokens, _ in jobs[1:]:
+        shared = common_prefix_length(first[:shared], prompt_tokens[:shared])
+    return shared
