@@ -230,15 +230,3 @@ def test_bad_batch_size(tiny_tf):
         predict_proba(tiny_tf, ["a"], [" x", " y"], batch_size=0)
 
 
-def test_llama_backend_batch_equals_one_by_one(tiny_tf):
-    """llama.cpp scores each prompt with its own one-batch trie pass; the batch API gives the same numbers,
-    and they match the transformers backend on the same weights."""
-    pytest.importorskip("llama_cpp")
-    from autocog.lm import LLaMa
-    from autocog.models import tiny_llama_gguf
-
-    lm = LLaMa(**LLaMa.create(model_path=tiny_llama_gguf()))
-    prompts = make_prompts(6, seed=10)
-    probs = predict_proba(lm, prompts, CHOICES, batch_size=4)
-    np.testing.assert_allclose(probs, np.stack([r.probs for r in one_by_one(lm, prompts, [CHOICES] * 6)]), atol=1e-9)
-    np.testing.assert_allclose(probs, predict_proba(tiny_tf, prompts, CHOICES), atol=1e-3)

@@ -117,24 +117,6 @@ def test_detokenize_joins_bytes_of_split_characters(tiny_llama):
 
 
 # --- scores against TfLM and brute force ---------------------------------------------------------
-@pytest.mark.parametrize("n_choices", [1, 2, 5, 16, 64])
-def test_choice_logprobs_match_tf_and_brute_force(tiny_llama, tiny_tf, reference, n_choices):
-    rng = random.Random(n_choices)
-    prompt = "Question: " + random_text(rng, 12) + "\nAnswer:"
-    choices = random_choices(rng, n_choices)
-    check_against_both(tiny_llama, tiny_tf, reference, prompt, choices)
-
-
-@pytest.mark.parametrize("choices", [
-    ["1", "10", "100"],                      # each a prefix of the next
-    [" a", " b", " c", " d"],                # single tokens
-    [" the quick", " the quick brown fox", " the lazy dog", " the"],   # shared prefixes
-    [" Yes", "Yes", " yes"],                 # leading space matters
-])
-def test_structured_choice_sets(tiny_llama, tiny_tf, reference, choices):
-    check_against_both(tiny_llama, tiny_tf, reference, "The answer is", choices)
-
-
 def test_single_token_choices_need_no_trie_batch(tiny_llama, tiny_tf, reference):
     choices = [" A", " B", " C", " D", " the", " 1"]
     assert all(len(tiny_llama.tokenize(c)) == 1 for c in choices)
@@ -142,24 +124,6 @@ def test_single_token_choices_need_no_trie_batch(tiny_llama, tiny_tf, reference)
     before = tiny_llama.tokens_evaluated
     check_against_both(tiny_llama, tiny_tf, reference, "Pick one:", choices)
     assert tiny_llama.tokens_evaluated - before == len(tiny_llama.tokenize("Pick one:", bos=True))
-
-
-def test_prefix_choices_stay_reachable(tiny_llama):
-    choices = [" the", " the quick", " the quick brown"]
-    result = tiny_llama.choice_distribution("Count: 1", choices)
-    assert result.tree.nodes[result.tree.paths[0][-1]].children
-    assert np.all(result.probs > 0) and abs(result.probs.sum() - 1) < 1e-9
-    short = result.token_logprobs[0]
-    assert result.token_logprobs[1][: len(short)] == pytest.approx(short)
-
-
-def test_space_boundary(tiny_llama):
-    moved = tiny_llama.choice_logprobs("Answer: ", ["Yes", "No"])
-    explicit = tiny_llama.choice_logprobs("Answer:", [" Yes", " No"])
-    assert_logprobs_close(moved, explicit, 1e-6)
-    with_space, without = tiny_llama.choice_logprobs("Answer:", [" Yes", "Yes"])
-    assert tiny_llama.tokenize(" Yes") != tiny_llama.tokenize("Yes")
-    assert sum(with_space) != pytest.approx(sum(without))
 
 
 @pytest.mark.parametrize("n_words", [0, 1, 20, 160])
@@ -335,31 +299,6 @@ def test_complete_sampling_reproducible_with_seed(tiny_llama, tiny_tf):
 
 
 # --- normalizations and the end marker ----------------------------------------------------------
-def test_normalizations(tiny_llama, reference):
-    prompt, choices = "The answer is", [" yes", " the quick brown fox", " no"]
-    logprobs = tiny_llama.choice_logprobs(prompt, choices)
-    sums = np.array([sum(lp) for lp in logprobs])
-    for normalization, expected in [("sum", sums), ("mean", sums / [len(lp) for lp in logprobs]),
-                                    ("char", sums / [len(c) for c in choices])]:
-        result = tiny_llama.choice_distribution(prompt, choices, normalization=normalization)
-        np.testing.assert_allclose(result.scores, expected, atol=1e-9)
-        assert tiny_llama.choose(prompt, choices, normalization=normalization) == int(np.argmax(expected))
-    pmi = tiny_llama.choice_distribution(prompt, choices, normalization="pmi")
-    unconditional = []
-    for choice in choices:
-        ids = [tiny_llama.bos_token_id] + tiny_llama.tokenize(choice)
-        lp = all_logprobs(reference, ids)
-        unconditional.append(sum(lp[k, t] for k, t in enumerate(ids[1:])))
-    np.testing.assert_allclose(pmi.scores, sums - np.array(unconditional), atol=1e-4)
-
-
-def test_end_marker_separates_prefix_choices(tiny_llama, reference):
-    result = tiny_llama.choice_distribution("Count:", [" 1", " 10"], end="\n")
-    assert result.tree.paths[0] != result.tree.paths[1]
-    assert_logprobs_close(result.token_logprobs, brute_force_llama(tiny_llama, reference, "Count:", [" 1\n", " 10\n"]),
-                          1e-4)
-
-
 # --- failures ------------------------------------------------------------------------------------
 def test_failures_leave_no_stale_state(tiny_llama, reference):
     prompt, choices = "The quick brown fox", [" jumps", " over the lazy dog", " 100", " 1000"]

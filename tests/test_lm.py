@@ -18,7 +18,7 @@ from autocog.lm import (
     TransientError,
 )
 from autocog.lm.lm import find_stop, split_boundary
-from toy import ToyLM, brute_force
+from toy import ToyLM
 
 
 def test_abstract_classes_cannot_be_instantiated():
@@ -52,20 +52,6 @@ def test_abstract_classes_cannot_be_instantiated():
     assert Minimal().choose("p", ["a"]) == 0
     with pytest.raises(NotImplementedError):
         Minimal().choice_distribution("p", ["a"])
-
-
-def test_generic_tree_matches_brute_force():
-    lm = ToyLM()
-    prompt = "question: which? answer:"
-    choices = [" a", " ab", " abc", " b", " bcd", " zz top", "1", "10", "100"]
-    result = lm.choice_distribution(prompt, choices)
-    for got, want in zip(result.token_logprobs, brute_force(lm, prompt, choices)):
-        np.testing.assert_allclose(got, want, atol=1e-12)
-    # one greedy call for the prompt, one per inner node of the trie
-    lm.calls = 0
-    lm.evaluate_tree(lm.tokenize(prompt, bos=True), result.tree)
-    assert lm.calls == 1 + len(result.tree.internal_nodes())
-    assert result.probs.sum() == pytest.approx(1.0)
 
 
 def test_tree_structure():

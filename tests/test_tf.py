@@ -23,48 +23,6 @@ def random_choices(rng, n):
     return sorted(choices)
 
 
-@pytest.mark.parametrize("n_choices", [1, 2, 5, 16, 64])
-def test_choice_logprobs_match_brute_force(tiny_tf, n_choices):
-    rng = random.Random(n_choices)
-    prompt = "Question: " + random_text(rng, 12) + "\nAnswer:"
-    choices = random_choices(rng, n_choices)
-    assert_logprobs_close(tiny_tf.choice_logprobs(prompt, choices), brute_force_tf(tiny_tf, prompt, choices), 1e-4)
-
-
-@pytest.mark.parametrize("choices", [
-    ["1", "10", "100"],                      # each a prefix of the next
-    [" a", " b", " c", " d"],                # single tokens
-    [" the quick", " the quick brown fox", " the lazy dog", " the"],   # shared prefixes
-    [" Yes", "Yes", " yes"],                 # leading space matters
-])
-def test_structured_choice_sets(tiny_tf, choices):
-    prompt = "The answer is"
-    expected = brute_force_tf(tiny_tf, prompt, choices)
-    assert_logprobs_close(tiny_tf.choice_logprobs(prompt, choices), expected, 1e-4)
-    assert len(tiny_tf.choice_distribution(prompt, choices).tree.roots) >= 1
-
-
-def test_prefix_choices_stay_reachable(tiny_tf):
-    choices = [" the", " the quick", " the quick brown"]
-    assert tiny_tf.tokenize(choices[1])[:1] == tiny_tf.tokenize(choices[0])
-    result = tiny_tf.choice_distribution("Count: 1", choices)
-    assert result.tree.nodes[result.tree.paths[0][-1]].children  # " the" ends on an inner node
-    assert np.all(result.probs > 0) and abs(result.probs.sum() - 1) < 1e-9
-    # yet it is scored by its own tokens only
-    short = result.token_logprobs[0]
-    assert result.token_logprobs[1][: len(short)] == pytest.approx(short)
-
-
-def test_space_boundary(tiny_tf):
-    """A trailing space in the prompt moves into the choice: 'Answer: ' + 'Yes' == 'Answer:' + ' Yes'."""
-    moved = tiny_tf.choice_logprobs("Answer: ", ["Yes", "No"])
-    explicit = tiny_tf.choice_logprobs("Answer:", [" Yes", " No"])
-    assert_logprobs_close(moved, explicit, 1e-6)
-    with_space, without = tiny_tf.choice_logprobs("Answer:", [" Yes", "Yes"])
-    assert tiny_tf.tokenize(" Yes") != tiny_tf.tokenize("Yes")
-    assert sum(with_space) != pytest.approx(sum(without))
-
-
 @pytest.mark.parametrize("n_words", [0, 1, 20, 160])
 def test_prompt_lengths(tiny_tf, n_words):
     rng = random.Random(n_words)
@@ -158,39 +116,6 @@ def test_complete_sampling_reproducible_with_seed(tiny_tf):
     assert len(others) > 1
     assert tiny_tf.complete("The", stop=None, max_tokens=16, temperature=1.0, top_k=1, seed=4) == \
         tiny_tf.complete("The", stop=None, max_tokens=16)
-
-
-def test_normalizations(tiny_tf):
-    prompt, choices = "The answer is", [" yes", " the quick brown fox", " no"]
-    logprobs = tiny_tf.choice_logprobs(prompt, choices)
-    sums = np.array([sum(lp) for lp in logprobs])
-    for normalization, expected in [("sum", sums), ("mean", sums / [len(lp) for lp in logprobs]),
-                                    ("char", sums / [len(c) for c in choices])]:
-        result = tiny_tf.choice_distribution(prompt, choices, normalization=normalization)
-        np.testing.assert_allclose(result.scores, expected, atol=1e-9)
-        np.testing.assert_allclose(result.probs, np.exp(expected) / np.exp(expected).sum(), atol=1e-9)
-        assert tiny_tf.choose(prompt, choices, normalization=normalization) == int(np.argmax(expected))
-    pmi = tiny_tf.choice_distribution(prompt, choices, normalization="pmi")
-    unconditional = brute_force_uncond(tiny_tf, choices)
-    np.testing.assert_allclose(pmi.scores, sums - unconditional, atol=1e-4)
-
-
-def brute_force_uncond(lm, choices):
-    out = []
-    for choice in choices:
-        ids = [lm.tokenizer.bos_token_id] + lm.tokenize(choice)
-        with torch.no_grad():
-            logprobs = torch.log_softmax(lm.model(torch.tensor([ids])).logits[0].double(), dim=-1)
-        out.append(sum(float(logprobs[k, t]) for k, t in enumerate(ids[1:])))
-    return np.array(out)
-
-
-def test_end_marker_separates_prefix_choices(tiny_tf):
-    result = tiny_tf.choice_distribution("Count:", [" 1", " 10"], end="\n")
-    newline = tiny_tf.tokenize("\n")
-    assert result.tree.paths[0] != result.tree.paths[1]
-    assert_logprobs_close(result.token_logprobs, brute_force_tf(tiny_tf, "Count:", [" 1\n", " 10\n"]), 1e-4)
-    assert all(len(lp) == len(tiny_tf.tokenize(c)) + len(newline) for lp, c in zip(result.token_logprobs, [" 1", " 10"]))
 
 
 def test_missing_model_path(tmp_path):

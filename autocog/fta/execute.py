@@ -22,7 +22,8 @@ import numpy as np
 
 from ..lm.choice import ChoiceLM
 from ..lm.greedy import GreedyLM
-from ..lm.lm import LM, ChoiceResult, find_stop, normalize_scores, split_boundary
+from ..lm.lm import LM, ChoiceResult, find_stop, split_boundary
+from ..lm.scoring import ScoreRequest, score_trees
 from .constraints import token_texts
 from .program import Program
 from .steps import END, Choose, Complete, Step, Text
@@ -44,6 +45,45 @@ class TokenTrie:
                 nxt = node[t] = {}
                 self.size += 1
             node = nxt
+
+
+class DepthFirst:
+    """A tree evaluator for `autocog.lm.scoring.score_trees`: one ``greedy`` call per inner node of each trie,
+    parents before children, depth first. ``last`` is the last inner node run (its path is what the prefix
+    cache holds afterwards)."""
+
+    def __init__(self, lm: GreedyLM):
+        self.lm = lm
+        self.last = -1
+
+    def __call__(self, jobs) -> list[np.ndarray]:
+        return [self.walk(list(prompt_tokens), tree) for prompt_tokens, tree in jobs]
+
+    def walk(self, prompt_tokens: list[int], tree) -> np.ndarray:
+        out = np.empty(len(tree.nodes), dtype=np.float64)
+        logprobs = self.lm.greedy(prompt_tokens)
+        for index in tree.roots.values():
+            out[index] = logprobs[tree.nodes[index].token]
+        stack = list(reversed(tree.roots.values()))
+        self.last = -1
+        while stack:
+            node = tree.nodes[stack.pop()]
+            if not node.children:
+                continue
+            self.last = node.index
+            logprobs = self.lm.greedy(prompt_tokens + tree.path_tokens(node.index))
+            for child in node.children.values():
+                out[child] = logprobs[tree.nodes[child].token]
+            stack.extend(reversed(node.children.values()))
+        return out
+
+    def cached_per_choice(self, tree) -> list[int]:
+        """How many of each choice's tokens the prefix cache holds after the walk."""
+        cached, last = set(), self.last
+        while last >= 0:
+            cached.add(last)
+            last = tree.nodes[last].parent
+        return [sum(n in cached for n in path) for path in tree.paths]
 
 
 class _State:
@@ -204,39 +244,15 @@ class Explorer:
         return children
 
     def score_prefix(self, prompt: str, options: list[str], step: Choose) -> ChoiceResult:
-        """`ChoiceLM.choice_distribution`, with the trie evaluated depth-first through ``lm.greedy``.
-
-        The trie, the boundary convention and the normalization are the backend's (``lm.build_tree``,
-        `normalize_scores`); only the order of evaluation differs: one ``greedy`` call per inner node of the
-        trie, parents before children, so the prefix cache extends the previous call by one token each time and
-        leaves are never run. The option a path then takes is read once more when the path goes on."""
-        lm = self.lm
-        prompt_tokens, tree, choices = lm.build_tree(prompt, options, step.end)
-        out = np.empty(len(tree.nodes), dtype=np.float64)
-        logprobs = lm.greedy(prompt_tokens)
-        for index in tree.roots.values():
-            out[index] = logprobs[tree.nodes[index].token]
-        stack = list(reversed(tree.roots.values()))
-        last = -1
-        while stack:
-            node = tree.nodes[stack.pop()]
-            if not node.children:
-                continue
-            last = node.index
-            logprobs = lm.greedy(prompt_tokens + tree.path_tokens(node.index))
-            for child in node.children.values():
-                out[child] = logprobs[tree.nodes[child].token]
-            stack.extend(reversed(node.children.values()))
-        tree.set_logprobs(out)
-        normalization = step.normalization or lm.default_normalization
-        token_logprobs = tree.choice_logprobs()
-        scores = normalize_scores(token_logprobs, choices, normalization)
-        cached = set()   # the trie nodes whose KV the prefix cache holds now: the last inner node and its ancestors
-        while last >= 0:
-            cached.add(last)
-            last = tree.nodes[last].parent
-        return ChoiceResult(list(choices), token_logprobs, scores, normalization, tree=tree, strategy="prefix",
-                            info={"cached": [sum(n in cached for n in path) for path in tree.paths]})
+        """`ChoiceLM.choice_distribution` through the scoring layer (its checks, trie and normalization), with
+        the trie evaluated depth-first through ``lm.greedy`` (`DepthFirst`): the prefix cache extends the
+        previous call by one token each time and leaves are never run. The option a path then takes is read
+        once more when the path goes on."""
+        walk = DepthFirst(self.lm)
+        request = ScoreRequest(prompt, options, step.normalization, step.end)
+        result = score_trees(self.lm, [request], evaluate=walk, strategy="prefix")[0]
+        result.info["cached"] = walk.cached_per_choice(result.tree)
+        return result
 
     def account_choose(self, prompt: str, options: list[str], step: Choose) -> None:
         context, continuations = split_boundary(prompt, options)

@@ -32,6 +32,7 @@ from .errors import (
 )
 from .greedy import common_prefix_length
 from .lm import check_context
+from .scoring import TreeJob
 
 DEFAULT_N_SEQ_MAX = 64
 
@@ -384,6 +385,26 @@ class LLaMa(ChoiceLM):
             cache.reset()
             raise
         return out
+
+    def evaluate_trees(self, jobs: Sequence[TreeJob]) -> list[np.ndarray]:
+        """Node log-probs of several (prompt tokens, trie) jobs: `packed_decode` over groups of jobs that fit
+        the context's sequences and KV cells (see `autocog.lm.llama_batch`); one job goes through
+        `evaluate_tree`. A group that finds no KV slot is split in halves."""
+        jobs = [(list(prompt_tokens), tree) for prompt_tokens, tree in jobs]
+        if len(jobs) <= 1 or self._recurrent or type(self).evaluate_tree is not LLaMa.evaluate_tree:
+            return super().evaluate_trees(jobs)
+        from .llama_batch import pack_groups
+
+        out: list[np.ndarray] = []
+        for group in pack_groups(jobs, self.cache.n_seq_max - 1, self.cache.n_ctx):
+            out.extend(self.evaluate_split(group, self.packed_decode))
+        return out
+
+    def packed_decode(self, jobs: list[TreeJob]) -> list[np.ndarray]:
+        """Several prompts' tries in one ``llama_decode`` per ``n_batch`` tokens (`llama_batch.PackedDecode`)."""
+        from .llama_batch import PackedDecode
+
+        return PackedDecode(self.cache, jobs).run()
 
     @staticmethod
     def _leaf_chunks(tree: TokenChoiceTree, max_seqs: int, max_cells: int) -> list[list[list[int]]]:

@@ -169,9 +169,9 @@ def _unconditional(lm: Any, checked: list[CheckedRequest], jobs: list[TreeJob], 
         if keys[k] not in cache and keys[k] not in missing:
             missing[keys[k]] = k
     if missing:
-        from .choice import TokenChoiceTree
+        from .choice import TokenChoiceTree as Trie
 
-        trees = [TokenChoiceTree([list(p) for p in key[1]]) for key in missing]
+        trees = [Trie([list(p) for p in key[1]]) for key in missing]
         for key, tree, lp in zip(missing, trees, evaluate([(list(context), t) for t in trees])):
             cache[key] = tree.choice_logprobs(lp)
     out = {}
@@ -181,6 +181,19 @@ def _unconditional(lm: Any, checked: list[CheckedRequest], jobs: list[TreeJob], 
     while len(cache) > UNCONDITIONAL_CACHE_SIZE:
         cache.popitem(last=False)
     return out
+
+
+def shared_prefix(jobs: Sequence[TreeJob]) -> int:
+    """Length of the token prefix every job's prompt shares, leaving each prompt at least its last token
+    (batch primitives evaluate it once)."""
+    shared = min(len(prompt_tokens) for prompt_tokens, _ in jobs) - 1
+    first = list(jobs[0][0])
+    for prompt_tokens, _ in jobs[1:]:
+        n = 0
+        while n < shared and prompt_tokens[n] == first[n]:
+            n += 1
+        shared = n
+    return max(shared, 0)
 
 
 def finish(request: CheckedRequest, token_logprobs: list[list[float]], unconditional: Optional[list[list[float]]] = None,

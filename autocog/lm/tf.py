@@ -17,7 +17,7 @@ import numpy as np
 from .choice import ChoiceLM, TokenChoiceTree
 from .errors import ModelNotFoundError, missing_backend
 from .greedy import common_prefix_length
-from .scoring import TreeJob
+from .scoring import TreeJob, shared_prefix
 
 
 DEFAULT_MAX_BATCH_TOKENS = 4096  # rows x padded row length of one packed pass
@@ -388,11 +388,3 @@ class TfLM(ChoiceLM):
         cache.evaluated += int(sum(len(x) + len(tree.nodes) for x, (_, tree) in zip(suffixes, jobs)))
         return results
 
-
-def shared_prefix(jobs: Sequence[TreeJob]) -> int:
-    """Length of the token prefix every job's prompt shares, leaving each prompt at least its last token."""
-    shared = min(len(prompt_tokens) for prompt_tokens, _ in jobs) - 1
-    first = jobs[0][0]
-    for prompt_tokens, _ in jobs[1:]:
-        shared = common_prefix_length(first[:shared], prompt_tokens[:shared])
-    return shared

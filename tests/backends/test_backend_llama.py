@@ -1,0 +1,76 @@
+"""The scoring contract on `LLaMa` (llama.cpp, the tiny random Llama as F32 GGUF with an F32 KV cache), and
+its multi-prompt ``llama_decode``."""
+
+import numpy as np
+import pytest
+
+llama_cpp = pytest.importorskip("llama_cpp")
+
+from autocog.lm import LLaMa, ScoreRequest, score  # noqa: E402
+from autocog.models import tiny_llama_gguf  # noqa: E402
+from contract import ScoringContract, assert_logprobs_close, make_prompts, random_choices  # noqa: E402
+from test_llama import EXACT, brute_force_llama, sequences_clean  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def llama_lm():
+    return LLaMa(**LLaMa.create(tiny_llama_gguf(), n_ctx=1024, **EXACT))
+
+
+class TestLLaMa(ScoringContract):
+    @pytest.fixture(scope="class")
+    @classmethod
+    def lm(cls, llama_lm):
+        return llama_lm
+
+    @pytest.fixture(scope="class")
+    @classmethod
+    def reference(cls, lm):
+        ref = llama_cpp.Llama(model_path=str(tiny_llama_gguf()), n_ctx=1024, logits_all=True, verbose=False, **EXACT)
+        return lambda prompt, choices: brute_force_llama(lm, ref, prompt, choices)
+
+
+def counting_decodes(lm):
+    calls = []
+    decode = lm.cache.decode
+    lm.cache.decode = lambda: (calls.append(int(lm.cache.batch.struct.n_tokens)), decode())[1]
+    return calls
+
+
+def test_several_prompts_in_one_decode(llama_lm, tiny_tf):
+    """8 prompts with a shared header: the header once in sequence 0, then the rest of every prompt and the
+    inner nodes of every trie in ONE llama_decode; the numbers are TfLM's on the same weights."""
+    lm = llama_lm
+    header = "Let's think step by step: first, second, third, then the result.\n"
+    prompts = make_prompts(8, seed=6, header=header)
+    choices = [" yes", " no", " the quick", " the quick brown"]
+    lm.cache.reset()
+    calls = counting_decodes(lm)
+    try:
+        results = list(score(lm, [ScoreRequest(p, choices) for p in prompts], batch_size=8))
+    finally:
+        del lm.cache.decode
+    shared = calls[0]   # the prefix every prompt shares, decoded once in sequence 0
+    assert shared >= len(lm.tokenize(header, bos=True)) - 1
+    rest = sum(len(lm.tokenize(p, bos=True)) for p in prompts) - 8 * shared
+    inner = sum(len(r.tree.internal_nodes()) for r in results)
+    assert calls[1:] == [rest + inner]
+    for prompt, result in zip(prompts, results):
+        assert_logprobs_close(result.token_logprobs, tiny_tf.choice_logprobs(prompt, choices), 1e-3)
+    assert sequences_clean(lm, shared)
+
+
+def test_batches_are_chunked_by_sequences_and_batch_size(tiny_tf):
+    """n_seq_max=6 (5 sequences for the batch) and n_batch=32: many groups and decodes, the same numbers."""
+    lm = LLaMa(**LLaMa.create(tiny_llama_gguf(), n_ctx=1024, n_batch=32, **EXACT), n_seq_max=6)
+    rng = np.random.default_rng(0)
+    prompts = make_prompts(12, seed=7)
+    choice_lists = [random_choices(__import__("random").Random(int(rng.integers(100))), 1 + i % 4) for i in range(12)]
+    calls = counting_decodes(lm)
+    batched = list(score(lm, [ScoreRequest(p, c) for p, c in zip(prompts, choice_lists)], batch_size=12))
+    del lm.cache.decode
+    assert max(calls) <= 32 and len(calls) > 3
+    for prompt, choices, result in zip(prompts, choice_lists, batched):
+        assert_logprobs_close(result.token_logprobs, lm.choice_logprobs(prompt, choices), 1e-5)
+        assert_logprobs_close(result.token_logprobs, tiny_tf.choice_logprobs(prompt, choices), 1e-3)
+    lm.close()
