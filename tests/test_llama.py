@@ -165,8 +165,8 @@ def test_greedy_is_log_softmax_of_last_position(tiny_llama, tiny_tf, reference):
 
 
 def test_prefix_cache_accounting(tiny_llama):
-    """A fresh tree evaluation decodes exactly prompt + unique trie tokens, in two llama_decode calls;
-    the next one on the same prompt only the new trie tokens, in one call."""
+    """A fresh tree evaluation decodes exactly prompt + the trie's inner tokens, in two llama_decode calls;
+    the next one on the same prompt only the new inner trie tokens, in one call."""
     prompt = "Question: What is the capital of France?\nAnswer:"
     calls = []
     decode = tiny_llama.cache.decode
@@ -176,12 +176,14 @@ def test_prefix_cache_accounting(tiny_llama):
         start = tiny_llama.tokens_evaluated
         result = tiny_llama.choice_distribution(prompt, [" Paris", " Par", " London", " Berlin"])
         n_prompt = len(tiny_llama.tokenize(prompt, bos=True))
-        assert calls == [n_prompt, len(result.tree.nodes)]
-        assert tiny_llama.tokens_evaluated - start == n_prompt + len(result.tree.nodes)
+        n_inner = len(result.tree.internal_nodes())
+        assert 0 < n_inner < len(result.tree.nodes)
+        assert calls == [n_prompt, n_inner]
+        assert tiny_llama.tokens_evaluated - start == n_prompt + n_inner
         assert sequences_clean(tiny_llama, n_prompt)
         calls.clear()
         second = tiny_llama.choice_distribution(prompt, [" yes", " no", " the quick brown fox"])
-        assert calls == [len(second.tree.nodes)]
+        assert calls == [len(second.tree.internal_nodes())]
     finally:
         del tiny_llama.cache.decode
 
@@ -194,12 +196,13 @@ def test_more_choices_than_sequences_are_chunked(tiny_gguf, tiny_tf, reference):
     prompt = "Question: " + random_text(rng, 10) + "\nAnswer:"
     choices = random_choices(rng, 40)
     _, tree, _ = lm.build_tree(prompt, choices)
-    leaves = sum(1 for n in tree.nodes if not n.children)
+    inner = set(tree.internal_nodes())
+    tips = sum(1 for i in inner if not inner.intersection(tree.nodes[i].children.values()))
     calls = []
     decode = lm.cache.decode
     lm.cache.decode = lambda: (calls.append(1), decode())[1]
     check_against_both(lm, tiny_tf, reference, prompt, choices)
-    assert len(calls) == 1 + -(-leaves // 3)  # the prompt once, then one batch per 3 leaves
+    assert tips > 3 and len(calls) == 1 + -(-tips // 3)  # the prompt once, then one batch per 3 tips
     assert sequences_clean(lm, len(lm.tokenize(prompt, bos=True)))
 
 
@@ -209,7 +212,7 @@ def test_more_trie_tokens_than_the_context_holds(tiny_gguf, tiny_tf, reference):
     prompt = random_text(rng, 100)
     n_prompt = len(lm.tokenize(prompt, bos=True))
     choices = random_choices(rng, 60)
-    nodes = len(lm.choice_distribution(prompt, choices).tree.nodes)
+    nodes = len(lm.choice_distribution(prompt, choices).tree.internal_nodes())
     assert lm.n_ctx == 256 and n_prompt < 256 < n_prompt + nodes  # the trie does not fit in one batch
     check_against_both(lm, tiny_tf, reference, prompt, choices)
     assert sequences_clean(lm, n_prompt)

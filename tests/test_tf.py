@@ -128,14 +128,20 @@ def test_missing_model_path(tmp_path):
 
 
 def test_prefix_cache_accounting(tiny_tf):
-    """The trie pass evaluates exactly prompt-delta + unique trie tokens."""
+    """The trie pass evaluates exactly prompt-delta + the trie's inner tokens (leaves are never run)."""
     prompt = "Question: What is the capital of France?\nAnswer:"
     tiny_tf.cache.reset()
     result = tiny_tf.choice_distribution(prompt, [" Paris", " Par", " London", " Berlin"])
     first = tiny_tf.cache.evaluated
-    assert first == len(tiny_tf.tokenize(prompt, bos=True)) + len(result.tree.nodes)
-    tiny_tf.choice_distribution(prompt, [" yes", " no"])
-    assert tiny_tf.cache.evaluated - first == len(tiny_tf.tokenize(" yes")) + len(tiny_tf.tokenize(" no"))
+    assert 0 < len(result.tree.internal_nodes()) < len(result.tree.nodes)
+    assert first == len(tiny_tf.tokenize(prompt, bos=True)) + len(result.tree.internal_nodes())
+    second = tiny_tf.choice_distribution(prompt, [" yes", " no", " the quick brown"])
+    n_second = len(second.tree.internal_nodes())
+    assert tiny_tf.cache.evaluated - first == n_second > 0
+    single = [" A", " B", " the", " 1"]
+    assert all(len(tiny_tf.tokenize(c)) == 1 for c in single)
+    tiny_tf.choice_distribution(prompt, single)   # one-token choices: no pass at all
+    assert tiny_tf.cache.evaluated - first == n_second
 
 
 @pytest.mark.slow

@@ -8,10 +8,12 @@ Fast paths:
 * sequence 0 holds the KV of the last token sequence evaluated (`LlamaPrefixCache`): the longest common
   prefix with the next call is kept, so programs and decoding loops pay only for new tokens;
 * `LLaMa.evaluate_tree` scores a whole choice trie in one ``llama_decode``: the prompt is copied from
-  sequence 0 to one sequence per leaf of the trie (``llama_memory_seq_cp``: the cells are shared, not
-  duplicated), then every unique trie token goes into one batch, tagged with the sequence ids of all the
-  leaves below it, at position ``len(prompt) + depth - 1``. Attention then sees exactly the prompt and the
-  token's ancestors. The extra sequences are removed afterwards.
+  sequence 0 to one sequence per tip of the trie (an inner node with no inner child;
+  ``llama_memory_seq_cp``: the cells are shared, not duplicated), then every inner trie token goes into one
+  batch, tagged with the sequence ids of all the tips below it, at position ``len(prompt) + depth - 1``.
+  Attention then sees exactly the prompt and the token's ancestors. Leaves are never decoded: their
+  log-probs come from their parent's logits. The extra sequences are removed afterwards.
+* `LLaMa.evaluate_trees` does the same for several prompts in one ``llama_decode`` (`autocog.lm.llama_batch`).
 """
 
 from __future__ import annotations
@@ -182,8 +184,9 @@ class LlamaPrefixCache:
 class LLaMa(ChoiceLM):
     """A GGUF model through llama-cpp-python (field ``model``: a ``llama_cpp.Llama``).
 
-    ``n_seq_max``: sequences of LLaMa's context; a choice tree with more leaves than ``n_seq_max - 1`` (or
-    more unique tokens than the context has room for after the prompt) is evaluated in several batches.
+    ``n_seq_max``: sequences of LLaMa's context; a choice tree with more tips than ``n_seq_max - 1`` (or
+    more inner tokens than the context has room for after the prompt) is evaluated in several batches, and
+    a batch of prompts is grouped so that each group needs at most ``n_seq_max - 1`` sequences.
     ``lm.cache`` is the prefix cache: ``lm.cache.reset()`` forgets it (benchmarks), ``lm.tokens_evaluated``
     counts the tokens decoded. `close` frees LLaMa's context (its KV cache) before the object goes away.
 
@@ -364,8 +367,8 @@ class LLaMa(ChoiceLM):
 
     def evaluate_tree(self, prompt_tokens: list[int], tree: TokenChoiceTree) -> np.ndarray:
         """Log-prob of every node of ``tree`` after ``prompt_tokens``: the prompt through the prefix cache,
-        then the trie's unique tokens in one ``llama_decode`` per chunk of leaves (one chunk unless the
-        leaves outnumber ``n_seq_max - 1`` or the tokens outgrow the context)."""
+        then the trie's inner tokens in one ``llama_decode`` per chunk of tips (one chunk unless the
+        tips outnumber ``n_seq_max - 1`` or the tokens outgrow the context)."""
         if self._recurrent:
             return super().evaluate_tree(prompt_tokens, tree)
         cache = self.cache
@@ -408,12 +411,15 @@ class LLaMa(ChoiceLM):
 
     @staticmethod
     def _leaf_chunks(tree: TokenChoiceTree, max_seqs: int, max_cells: int) -> list[list[list[int]]]:
-        """The leaves' root-to-leaf node paths, grouped: at most ``max_seqs`` leaves and ``max_cells``
-        unique nodes per group. Leaves are sorted by their tokens so that groups share prefixes."""
+        """The root-to-tip node paths of the trie's inner nodes (a tip: an inner node with no inner child;
+        leaves are never decoded, their log-probs come from their parent's logits), grouped: at most
+        ``max_seqs`` tips and ``max_cells`` unique nodes per group. Tips are sorted by their tokens so that
+        groups share prefixes."""
         if max_seqs < 1:
             raise ValueError("LLaMa needs n_seq_max >= 2 to evaluate a choice tree")
-        paths = [tree.path_tokens(n.index) for n in tree.nodes if not n.children]
-        leaves = [n.index for n in tree.nodes if not n.children]
+        leaves = [n.index for n in tree.nodes
+                  if n.children and not any(tree.nodes[c].children for c in n.children.values())]
+        paths = [tree.path_tokens(index) for index in leaves]
         order = sorted(range(len(leaves)), key=lambda k: paths[k])
         chunks: list[list[list[int]]] = []
         current: list[list[int]] = []
@@ -459,7 +465,7 @@ class LLaMa(ChoiceLM):
                     batch.pos[row] = n_prompt + node.depth - 1
                     batch.n_seq_id[row] = len(ids)
                     batch.seq_id[row, :len(ids)] = ids
-                    wanted = [c for c in node.children.values() if c in seqs and np.isnan(out[c])]
+                    wanted = [c for c in node.children.values() if np.isnan(out[c])]
                     batch.logits[row] = 1 if wanted else 0
                     if wanted:
                         outputs.append((row, wanted))

@@ -237,34 +237,37 @@ class TfLM(ChoiceLM):
             torch.cuda.empty_cache()
 
     def evaluate_tree(self, prompt_tokens: list[int], tree: TokenChoiceTree) -> np.ndarray:
-        """One forward pass over the prompt's uncached tokens and the trie's unique tokens.
+        """One forward pass over the prompt's uncached tokens and the trie's inner nodes (a leaf's log-prob is
+        read from its parent's logits, so leaves are never run).
 
-        The input is ``new prompt tokens + trie tokens``; the 4D mask lets a prompt token see the tokens before
-        it and a trie token see the whole prompt and its own ancestors; trie positions are ``P + depth - 1``.
-        Afterwards the cache holds exactly the prompt."""
+        The input is ``new prompt tokens + inner trie tokens``; the 4D mask lets a prompt token see the tokens
+        before it and a trie token see the whole prompt and its own ancestors; trie positions are
+        ``P + depth - 1``. Afterwards the cache holds exactly the prompt."""
         import torch
 
         cache, device, dtype = self.cache, self.model.device, self.model.dtype
         keep = cache.reusable(prompt_tokens)
-        n_prompt, n_nodes, n_new = len(prompt_tokens), len(tree.nodes), len(prompt_tokens) - keep
+        n_prompt, n_new = len(prompt_tokens), len(prompt_tokens) - keep
         internal = tree.internal_nodes()
+        n_inner = len(internal)
         if n_new or internal:
-            allowed = np.zeros((n_new + n_nodes, n_prompt + n_nodes), dtype=bool)
+            allowed = np.zeros((n_new + n_inner, n_prompt + n_inner), dtype=bool)
             allowed[:n_new, :n_prompt] = np.tril(np.ones((n_new, n_prompt), dtype=bool), k=keep)
             allowed[n_new:, :n_prompt] = True
-            allowed[n_new:, n_prompt:] = tree.ancestor_mask()
+            allowed[n_new:, n_prompt:] = tree.ancestor_mask()[np.ix_(internal, internal)]
             mask = torch.zeros(allowed.shape, dtype=dtype)
             mask[~torch.from_numpy(allowed)] = torch.finfo(dtype).min
-            ids = torch.tensor([prompt_tokens[keep:] + tree.tokens], dtype=torch.long, device=device)
-            positions = np.concatenate([np.arange(keep, n_prompt), n_prompt + tree.depths - 1])
-            keep_rows = ([n_new - 1] if n_new else []) + [n_new + i for i in internal]
+            ids = torch.tensor([prompt_tokens[keep:] + [tree.nodes[i].token for i in internal]], dtype=torch.long,
+                               device=device)
+            positions = np.concatenate([np.arange(keep, n_prompt), n_prompt + tree.depths[internal] - 1])
+            keep_rows = ([n_new - 1] if n_new else []) + [n_new + k for k in range(n_inner)]
             try:
                 out = cache.run(prompt_tokens, keep, input_ids=ids, attention_mask=mask[None, None].to(device),
                                 position_ids=torch.from_numpy(positions)[None].to(device),
                                 logits_to_keep=torch.tensor(keep_rows, device=device))
             finally:
                 cache.truncate(n_prompt)  # the prompt's KV stays; the trie's is dropped
-            cache.evaluated += n_new + n_nodes
+            cache.evaluated += n_new + n_inner
             logits = out.logits[0].float()
             if n_new:
                 cache.last_logits, logits = logits[0], logits[1:]
@@ -303,9 +306,9 @@ class TfLM(ChoiceLM):
         longest = columns = 0
         for job in jobs:
             prompt_tokens, tree = job
-            size = len(prompt_tokens) - shared + len(tree.nodes)
-            # the logit columns kept are shared by the rows: at most up to the last inner node
-            job_columns = 1 + max((n + 1 for n in tree.internal_nodes()), default=0)
+            n_inner = len(tree.internal_nodes())
+            size = len(prompt_tokens) - shared + n_inner
+            job_columns = 1 + n_inner  # logits kept: the prompt's last token and the inner nodes
             n = len(group) + 1
             if group and ((self.max_batch_tokens and n * max(longest, size) > self.max_batch_tokens)
                           or (max_columns and n * max(columns, job_columns) > max_columns)):
@@ -332,30 +335,29 @@ class TfLM(ChoiceLM):
 
         shared = shared_prefix(jobs)
         suffixes = [prompt_tokens[shared:] for prompt_tokens, _ in jobs]
+        inners = [tree.internal_nodes() for _, tree in jobs]
         last = max(len(x) for x in suffixes) - 1            # the column of every prompt's last token
-        width = last + 1 + max(len(tree.nodes) for _, tree in jobs)
+        width = last + 1 + max(len(inner) for inner in inners)
         n_rows = len(jobs)
         ids = np.zeros((n_rows, width), dtype=np.int64)
         positions = np.zeros((n_rows, width), dtype=np.int64)
         allowed = np.zeros((n_rows, width, shared + width), dtype=bool)
-        keep: set[int] = {last}
-        for a, ((_, tree), suffix) in enumerate(zip(jobs, suffixes)):
-            n_suffix, n_nodes = len(suffix), len(tree.nodes)
+        for a, ((_, tree), suffix, inner) in enumerate(zip(jobs, suffixes, inners)):
+            n_suffix, n_inner = len(suffix), len(inner)
             begin, nodes = last + 1 - n_suffix, last + 1            # first suffix column, first trie column
             ids[a, begin:nodes] = suffix
-            ids[a, nodes:nodes + n_nodes] = tree.tokens
+            ids[a, nodes:nodes + n_inner] = [tree.nodes[i].token for i in inner]
             positions[a, begin:nodes] = shared + np.arange(n_suffix)
-            positions[a, nodes:nodes + n_nodes] = shared + n_suffix + tree.depths - 1
+            positions[a, nodes:nodes + n_inner] = shared + n_suffix + tree.depths[inner] - 1
             rows = allowed[a]
-            rows[begin:nodes + n_nodes, :shared] = True                                    # the shared prefix
+            rows[begin:nodes + n_inner, :shared] = True                                    # the shared prefix
             rows[begin:nodes, shared + begin:shared + nodes] = np.tril(np.ones((n_suffix, n_suffix), dtype=bool))
-            rows[nodes:nodes + n_nodes, shared + begin:shared + nodes] = True             # trie sees the prompt
-            rows[nodes:nodes + n_nodes, shared + nodes:shared + nodes + n_nodes] = tree.ancestor_mask()
-            pads = np.r_[0:begin, nodes + n_nodes:width]
+            rows[nodes:nodes + n_inner, shared + begin:shared + nodes] = True             # trie sees the prompt
+            rows[nodes:nodes + n_inner, shared + nodes:shared + nodes + n_inner] = \
+                tree.ancestor_mask()[np.ix_(inner, inner)]
+            pads = np.r_[0:begin, nodes + n_inner:width]
             rows[pads, shared + pads] = True                                               # padding sees itself
-            keep.update(nodes + i for i in tree.internal_nodes())
-        columns = sorted(keep)
-        column_of = {c: k for k, c in enumerate(columns)}
+        n_columns = width - last  # logits kept: every prompt's last token, then the inner nodes (all needed)
 
         cache, device, dtype = self.cache, self.model.device, self.model.dtype
         mask = torch.zeros(allowed.shape, dtype=dtype)
@@ -371,20 +373,20 @@ class TfLM(ChoiceLM):
                 out = self.model(input_ids=torch.from_numpy(ids).to(device),
                                  position_ids=torch.from_numpy(positions).to(device),
                                  attention_mask=mask[:, None].to(device), use_cache=past is not None,
-                                 logits_to_keep=torch.tensor(columns, device=device), **{cache.cache_kwarg: past})
+                                 logits_to_keep=n_columns, **{cache.cache_kwarg: past})
                 logits = out.logits
                 del out, past
                 results = []
-                for a, (_, tree) in enumerate(jobs):
-                    parent_rows = [column_of[last if n.parent < 0 else last + 1 + n.parent] for n in tree.nodes]
-                    rows = torch.log_softmax(logits[a, sorted(set(parent_rows))].float(), dim=-1)
-                    local = {c: k for k, c in enumerate(sorted(set(parent_rows)))}
-                    picked = rows[torch.tensor([local[c] for c in parent_rows], device=rows.device),
-                                  torch.tensor(tree.tokens, device=rows.device)]
+                for a, ((_, tree), inner) in enumerate(zip(jobs, inners)):
+                    # row 0 of logits[a]: after the prompt; row 1 + k: after inner node inner[k]
+                    row_of = {node: k + 1 for k, node in enumerate(inner)}
+                    parent_rows = [row_of[n.parent] if n.parent >= 0 else 0 for n in tree.nodes]
+                    lp = torch.log_softmax(logits[a, :1 + len(inner)].float(), dim=-1)
+                    picked = lp[torch.tensor(parent_rows, device=lp.device), torch.tensor(tree.tokens, device=lp.device)]
                     results.append(picked.double().cpu().numpy())
         except BaseException:
             cache.reset()
             raise
-        cache.evaluated += int(sum(len(x) + len(tree.nodes) for x, (_, tree) in zip(suffixes, jobs)))
+        cache.evaluated += int(sum(len(x) + len(inner) for x, inner in zip(suffixes, inners)))
         return results
 
