@@ -470,7 +470,7 @@ def _packed_pass(lm, jobs: list[_Job]) -> list[np.ndarray]:
     try:
         with torch.inference_mode():
             out = model(input_ids=torch.from_numpy(ids).to(device), position_ids=torch.from_numpy(positions).to(device),
-                        attention_mask=mask[:, None].to(device), past_key_values=past, use_cache=past is not None,
+                        attention_mask=mask[:, None].to(device), **{cache.cache_key: past}, use_cache=past is not None,
                         logits_to_keep=torch.tensor(columns, device=device))
             logits = out.logits
             del out, past
