@@ -153,6 +153,13 @@ def test_openai_messages(smol_server, smol_api, smol_llama):
             assert "".join(lm.stream(messages, **kwargs)) == lm.complete(messages, **kwargs)
         assert templated.complete(messages, stop=".", max_tokens=20) == smol_llama.complete(messages, stop=".",
                                                                                              max_tokens=20)
+        # a program written as turns runs the same on the chat server and locally
+        from autocog.fta import Choose, Program, System, User
+
+        prog = Program([System("You answer in one word."), User("What is the capital of {country}?"),
+                        Choose("answer", ["Paris", "London", "Berlin"])])
+        answers = [prog.run(lm, country="France").best.values["answer"] for lm in (chat, templated, smol_llama)]
+        assert answers == ["Paris"] * 3
     finally:
         templated.close()
         chat.close()

@@ -89,7 +89,8 @@ class Explorer:
         self.counter += 1
         return ThoughtNode(id=self.counter, **kwargs)
 
-    def prompt_ids(self, text: str) -> list[int]:
+    def prompt_ids(self, text: Any) -> list[int]:
+        text = self.lm.render_prompt(text)  # chat messages (for a chat server: accounting only)
         if self.greedy:
             return self.lm.prompt_tokens(text)
         return list(self.lm.tokenize(text, bos=True))
