@@ -27,10 +27,10 @@ CHAT_QUESTIONS = [
     ("Who wrote Romeo and Juliet?", ["Charles Dickens", "William Shakespeare", "Mark Twain"]),
     ("Is the sky blue? Answer Yes or No.", ["Yes", "No"]),
 ]
-PROMPTS = [("The capital of France is", {"stop": "."}),
-           ("Write three French words with accents: café, thé,", {"stop": "\n", "max_tokens": 24}),
-           ("Once upon a time", {"stop": [" was", "\n"], "max_tokens": 32}),
-           ("Once upon a time", {"stop": "\n", "max_tokens": 32, "temperature": 0.8, "seed": 3}),
+PROMPTS = [("The capital of France is", {"stop": ".", "max_tokens": 16}),
+           ("Write three French words with accents: café, thé,", {"stop": "\n", "max_tokens": 16}),
+           ("Once upon a time", {"stop": [" was", "\n"], "max_tokens": 16}),
+           ("Once upon a time", {"stop": "\n", "max_tokens": 16, "temperature": 0.8, "seed": 3}),
            ("Emoji: 🙂 😀", {"stop": None, "max_tokens": 12, "temperature": 1.0, "seed": 1})]
 
 
