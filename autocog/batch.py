@@ -38,6 +38,7 @@ from typing import Any, Iterable, Iterator, Mapping, Optional, Sequence, Union
 
 import numpy as np
 
+from .lm.chat import check_messages, is_messages
 from .lm.errors import InvalidChoicesError, InvalidPromptError
 from .lm.lm import LM, ChoiceResult, apply_prior, check_normalization, check_prior
 from .lm.scoring import DEFAULT_BATCH_SIZE, ScoreRequest, score
@@ -106,7 +107,7 @@ def predict(lm: LM, prompts: Union[str, Sequence[str]], choices: Choices, prior:
     array([0, 1])
     """
     probs = predict_proba(lm, prompts, choices, prior, normalization, batch_size, progress, end, max_batch_tokens)
-    if isinstance(prompts, str):
+    if isinstance(prompts, str) or is_messages(prompts):
         return int(np.argmax(probs))
     return np.array([int(np.argmax(p)) for p in probs], dtype=np.int64)
 
@@ -191,8 +192,9 @@ def _is_choice_list(value: Any) -> bool:
 
 def _prepare(prompts: Union[str, Sequence[str]], choices: Choices, prior: Prior
              ) -> tuple[bool, list[str], list[list[str]], list[Optional[Sequence[float]]]]:
-    """(single prompt?, prompts, one choice list per prompt, one prior or None per prompt), checked."""
-    single = isinstance(prompts, str)
+    """(single prompt?, prompts, one choice list per prompt, one prior or None per prompt), checked. A prompt
+    may be a list of chat messages (rendered by the backend, see `autocog.lm.chat`)."""
+    single = isinstance(prompts, str) or is_messages(prompts)
     if single:
         prompt_list = [prompts]
     elif isinstance(prompts, Sequence) or isinstance(prompts, np.ndarray):
@@ -200,8 +202,10 @@ def _prepare(prompts: Union[str, Sequence[str]], choices: Choices, prior: Prior
     else:
         raise InvalidPromptError(f"prompts must be a str or a list of str, not {type(prompts).__name__}")
     for i, p in enumerate(prompt_list):
-        if not isinstance(p, str):
-            raise InvalidPromptError(f"prompt {i} is a {type(p).__name__}, not a str")
+        if is_messages(p):
+            check_messages(p)
+        elif not isinstance(p, str):
+            raise InvalidPromptError(f"prompt {i} is a {type(p).__name__}, not a str or a list of chat messages")
     if isinstance(choices, str) or not isinstance(choices, Sequence) or len(choices) == 0:
         raise InvalidChoicesError("choices must be a non-empty list of strings, or one such list per prompt")
     if all(isinstance(c, str) for c in choices):

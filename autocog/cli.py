@@ -141,6 +141,9 @@ def build_parser() -> Parser:
     p.add_argument("--stop", action="append", metavar="TEXT",
                    help="stop string (repeatable; default a newline)")
     p.add_argument("--no-stop", action="store_true", help="no stop string: until EOS or --max-tokens")
+    p.add_argument("--chat", action="store_true", help="send PROMPT as a user message through the model's chat "
+                   "template (the completion is the assistant's reply)")
+    p.add_argument("--system", metavar="TEXT", default=None, help="a system message (implies --chat)")
     add_generation_options(p)
     p.set_defaults(func=cmd_complete)
 
@@ -185,6 +188,8 @@ def build_parser() -> Parser:
     p.add_argument("--template", default=None, help="prompt for 'question' records (default "
                    "'Question: {question}\\nAnswer:')")
     p.add_argument("--batch-size", type=positive_int, default=16, help="questions per forward pass (default 16)")
+    p.add_argument("--chat", action="store_true", help="apply the model's chat template: each prompt is a user "
+                   "message, the choices start the assistant's reply (their leading space dropped)")
     p.add_argument("--confidence", type=open_interval, default=0.95, help="interval level (default 0.95)")
     p.add_argument("--plot", metavar="FILE.png", help="write the calibration plot")
     p.add_argument("--json", metavar="FILE", help="write the full report, per question, as JSON ('-': stdout)")
@@ -227,6 +232,8 @@ def add_generation_options(p: Parser) -> None:
     p.add_argument("--temperature", type=non_negative_float, default=None, help="0 = greedy (default)")
     p.add_argument("--top-p", type=probability, default=None, help="nucleus sampling mass")
     p.add_argument("--top-k", type=non_negative_int, default=None, help="sample among the k best tokens (0: all)")
+    p.add_argument("--min-p", type=probability, default=None,
+                   help="keep tokens at least this fraction as likely as the best one (0: off)")
     p.add_argument("--seed", type=int, default=None, help="seed of the sampler")
 
 
@@ -273,10 +280,18 @@ def cmd_complete(args: argparse.Namespace) -> int:
     if isinstance(stop, list) and any(not s for s in stop):
         raise UsageError("a stop string cannot be empty")
     settings = {k: v for k, v in (("max_tokens", args.max_tokens), ("temperature", args.temperature),
-                                  ("top_p", args.top_p), ("top_k", args.top_k), ("seed", args.seed)) if v is not None}
+                                  ("top_p", args.top_p), ("top_k", args.top_k), ("min_p", args.min_p),
+                                  ("seed", args.seed)) if v is not None}
+    if args.chat or args.system is not None:
+        prompt = ([{"role": "system", "content": unescape(args.system)}] if args.system is not None else []) + [
+            {"role": "user", "content": prompt}]
     lm = load_lm(args)
-    text = lm.complete(prompt, stop=stop, **settings)
-    sys.stdout.write(text if text.endswith("\n") else text + "\n")
+    text = ""
+    for piece in lm.stream(prompt, stop=stop, **settings):  # printed as it comes
+        sys.stdout.write(piece)
+        sys.stdout.flush()
+        text += piece
+    sys.stdout.write("" if text.endswith("\n") else "\n")
     return EXIT_OK
 
 
@@ -402,7 +417,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     lm = load_lm(args)
     start = time.perf_counter()
     report = evaluate(lm, items, normalizations=normalizations, batch_size=args.batch_size,
-                      confidence=args.confidence)
+                      confidence=args.confidence, chat=args.chat)
     report.name = Path(source).name if source and not source.startswith("hf:") else (source or "easy_mc.jsonl")
     report.info["seconds"] = time.perf_counter() - start
     if args.json == "-":

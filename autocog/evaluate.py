@@ -314,13 +314,15 @@ def evaluate(lm: LM, dataset: Union[str, Path, Iterable[Any], None] = None,
              normalizations: Sequence[str] = DEFAULT_NORMALIZATIONS, batch_size: int = DEFAULT_BATCH_SIZE,
              progress: Optional[bool] = None, confidence: float = 0.95, bins: int = 10,
              template: str = DEFAULT_TEMPLATE, limit: Optional[int] = None, plot: Union[str, Path, None] = None,
-             ) -> EvalReport:
+             chat: bool = False) -> EvalReport:
     """Evaluate ``lm`` on multiple-choice questions (see the module docstring for the data format).
 
     ``dataset``: a JSONL path, ``"hf:NAME"``, or an iterable of records (default: `EXAMPLE_DATASET`).
     Every question is scored once; each normalization in ``normalizations`` ranks the same log-probs.
     ``confidence``: level of the Wilson interval; ``bins``: calibration bins; ``plot``: also write the
-    calibration plot there. Returns an `EvalReport`.
+    calibration plot there. ``chat=True`` applies the model's chat template: each prompt becomes one user
+    message and the choices start the assistant's reply, without their leading whitespace (lm-eval's
+    ``--apply_chat_template`` drops its target delimiter the same way; see `chat_items`). Returns an `EvalReport`.
 
     >>> print(evaluate(lm, limit=10).format())          # doctest: +SKIP
     """
@@ -328,6 +330,8 @@ def evaluate(lm: LM, dataset: Union[str, Path, Iterable[Any], None] = None,
     if not normalizations:
         raise ValueError("no normalization to evaluate")
     items = load_items(dataset, template=template, limit=limit)
+    if chat:
+        items = chat_items(items)
     scoring = "pmi" if "pmi" in normalizations else "sum"
     scores: dict[str, list[np.ndarray]] = {n: [] for n in normalizations}
     results = score(lm, [ScoreRequest(it.prompt, it.choices, scoring) for it in items], batch_size, progress)
@@ -352,6 +356,21 @@ def evaluate(lm: LM, dataset: Union[str, Path, Iterable[Any], None] = None,
     out = EvalReport(items, report, name)
     if plot is not None:
         out.plot(plot, bins)
+    return out
+
+
+def chat_items(items: Sequence[MCItem]) -> list[MCItem]:
+    """The items as chat prompts: a text prompt becomes ``[{"role": "user", "content": prompt}]`` (a list of
+    messages is kept), and each choice loses its leading whitespace, since the reply starts right after the
+    template's assistant header.
+
+    >>> chat_items([MCItem("Q: 2+2?\\nA:", [" 4", " 5"], 0)])[0].choices
+    ['4', '5']
+    """
+    out = []
+    for item in items:
+        prompt = [{"role": "user", "content": item.prompt}] if isinstance(item.prompt, str) else item.prompt
+        out.append(MCItem(prompt, [c.lstrip() for c in item.choices], item.answer, item.id))
     return out
 
 

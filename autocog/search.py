@@ -1,4 +1,4 @@
-"""Search completion settings (temperature, top_p, top_k, max_tokens, stop, seed...) on a dataset, for any backend.
+"""Search completion settings (temperature, top_p, top_k, min_p, max_tokens, stop, seed...) on a dataset, for any backend.
 
 `search` runs ``lm.complete`` over every item of a dataset for each setting of a grid (`ParameterGrid`) or
 of a random sample (`ParameterSampler`), scores the completions with a metric, and returns a table sorted

@@ -9,6 +9,11 @@ A `Program` is an automaton of steps run on any `autocog.lm.LM`:
 * `Choose` ``(name, options, next=None, normalization=None, width=None, threshold=None, end=None,
   max_visits=None)``: one option, scored by the model; ``options`` as a dict routes each option to a step.
 * `END`: the successor that ends a run.
+* Turns: `System`, `User`, `Assistant` (or ``Text(..., role=)``) make the program a chat: each opens a message
+  of that role; a Text without role continues the current one; Complete and Choose write the assistant's
+  reply. Every model call gets the conversation rendered with the model's chat template plus the reply so far
+  (a chat server gets the messages themselves while the reply is empty), so the program runs the same on a
+  chat server and on a local model (see docs/chat.md).
 * `Program` ``(steps, entry=None, edges=None, name="program")``: checked when built (`ProgramError` and its
   subclasses name the step at fault); ``.run(lm, width=1, threshold=0.0, completion_scores=False,
   scoring="prefix", inputs=None, **inputs) -> ProgramResult``; ``.inputs``; ``.looped`` (steps on a cycle);
@@ -54,11 +59,11 @@ from .errors import (
     UnsupportedFieldError,
 )
 from .program import Program
-from .steps import END, Choose, Complete, Step, Text
+from .steps import END, Assistant, Choose, Complete, Step, System, Text, User
 from .tree import Path, ProgramResult, ThoughtNode, TokenStats
 
 __all__ = [
-    "Program", "Step", "Text", "Complete", "Choose", "END", "ProgramResult", "Path", "ThoughtNode", "TokenStats",
+    "Program", "Step", "Text", "System", "User", "Assistant", "Complete", "Choose", "END", "ProgramResult", "Path", "ThoughtNode", "TokenStats",
     "Pattern", "PatternError", "structured_program", "StructuredProgram", "StructuredResult", "generate",
     "ProgramError", "DuplicateStepError", "UnknownStepError", "UnreachableStepError", "UnboundedLoopError",
     "InvalidStepError", "UndefinedValueError", "MissingInputError", "UnknownInputError", "UnsupportedFieldError",

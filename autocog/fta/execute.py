@@ -89,15 +89,27 @@ class DepthFirst:
 class _State:
     """Where a path stands: the prompt so far, values, visits per step, its score and its last node."""
 
-    __slots__ = ("step", "prompt", "values", "latest", "visits", "score", "node")
+    __slots__ = ("step", "prompt", "values", "latest", "visits", "score", "node", "turns")
 
-    def __init__(self, step, prompt, values, latest, visits, score, node):
+    def __init__(self, step, prompt, values, latest, visits, score, node, turns=None):
         self.step, self.prompt, self.values, self.latest = step, prompt, values, latest
         self.visits, self.score, self.node = visits, score, node
+        self.turns: list[list[str]] = turns if turns is not None else []  # [role, text] of a chat program
 
     def fork(self, node: ThoughtNode) -> "_State":
         return _State(self.step, self.prompt, {k: (list(v) if isinstance(v, list) else v) for k, v in self.values.items()},
-                      dict(self.latest), dict(self.visits), self.score, node)
+                      dict(self.latest), dict(self.visits), self.score, node, [list(t) for t in self.turns])
+
+    def append(self, text: str, role: Optional[str] = None, reply: bool = False) -> None:
+        """Add ``text`` to the prompt: a new turn of ``role``, the current turn, or (``reply``: what the model
+        wrote) the assistant's reply, opened when the current turn is someone else's."""
+        self.prompt += text
+        if role is not None:
+            self.turns.append([role, text])
+        elif self.turns:
+            if reply and self.turns[-1][0] != "assistant":
+                self.turns.append(["assistant", ""])
+            self.turns[-1][1] += text
 
 
 class Explorer:
@@ -117,10 +129,23 @@ class Explorer:
         self.counter += 1
         return ThoughtNode(id=self.counter, **kwargs)
 
-    def prompt_ids(self, text: str) -> list[int]:
+    def prompt_ids(self, text: Any) -> list[int]:
+        text = self.lm.render_prompt(text)  # chat messages (for a chat server: accounting only)
         if self.greedy:
             return self.lm.prompt_tokens(text)
         return list(self.lm.tokenize(text, bos=True))
+
+    def prompt_of(self, state: _State) -> Any:
+        """What the model is given: the plain prompt, or for a chat program the conversation rendered with the
+        model's template plus the assistant's reply so far (the messages themselves while the reply is empty and
+        the backend renders them, e.g. a chat server)."""
+        if not state.turns:
+            return state.prompt
+        messages = [{"role": role, "content": text} for role, text in state.turns]
+        reply = messages.pop()["content"] if messages[-1]["role"] == "assistant" else ""
+        if not reply and not self.greedy:
+            return messages
+        return self.lm.apply_chat_template(messages, add_generation_prompt=True) + reply
 
     def open(self, target: str, state: _State) -> bool:
         """True when ``target`` can still be entered on this path (END always can)."""
@@ -159,6 +184,7 @@ class Explorer:
                 step = self.program.by_name[state.step]
                 state.visits[step.name] = state.visits.get(step.name, 0) + 1
                 if isinstance(step, Choose):
+                    state.append("", reply=True)   # a chat program: the model writes the assistant's reply
                     children = self.choose(step, state)
                     if not children:
                         leaves.append((state, "bound"))
@@ -167,9 +193,11 @@ class Explorer:
                 if isinstance(step, Text):
                     text = step.render(state.latest)
                     state.node = state.node.add(self.node(step=step.name, kind="text", text=text, score=0.0))
+                    state.append(text, role=step.role)
                 else:
+                    state.append("", reply=True)
                     self.complete(step, state)
-                state.prompt += state.node.text
+                    state.append(state.node.text, reply=True)
                 target = self.program.successor(step)
                 if not self.open(target, state):
                     leaves.append((state, "bound"))
@@ -198,20 +226,21 @@ class Explorer:
         if step.end is not None:
             kwargs["end"] = step.end
         self.calls["choose"] += 1
-        self.account_choose(state.prompt, options, step)
+        prompt = self.prompt_of(state)
+        self.account_choose(self.lm.render_prompt(prompt), options, step)
         result = None
         if self.scoring == "prefix" and isinstance(self.lm, ChoiceLM) and step.normalization != "pmi":
-            result = self.score_prefix(state.prompt, options, step)
+            result = self.score_prefix(prompt, options, step)
         else:
             try:
-                result = self.lm.choice_distribution(state.prompt, options, **kwargs)
+                result = self.lm.choice_distribution(prompt, options, **kwargs)
             except NotImplementedError:
                 pass
         if result is not None:
             probs = np.asarray(result.probs, dtype=np.float64)
             logprobs = result.logprobs
         else:   # a backend that only chooses: the option taken is certain, the others are not scored
-            index = self.lm.choose(state.prompt, options, **kwargs)
+            index = self.lm.choose(prompt, options, **kwargs)
             probs = np.zeros(len(options))
             probs[index] = 1.0
             logprobs = np.full(len(options), math.nan)
@@ -232,7 +261,7 @@ class Explorer:
             if j in kept:
                 child = state.fork(node)
                 child.score += node.score
-                child.prompt += option
+                child.append(option, reply=True)
                 self.store(child, step, option)
                 child.step = self.program.successor(step, option)
                 children.append(child)
@@ -269,9 +298,9 @@ class Explorer:
     def complete(self, step: Complete, state: _State) -> None:
         self.calls["complete"] += 1
         if self.greedy:
-            appended, value, logprob, n_tokens = self.decode(step, state.prompt)
+            appended, value, logprob, n_tokens = self.decode(step, self.prompt_of(state))
         else:
-            appended, value, logprob, n_tokens = self.complete_text(step, state.prompt)
+            appended, value, logprob, n_tokens = self.complete_text(step, self.prompt_of(state))
         score = logprob if (self.completion_scores and not math.isnan(logprob)) else 0.0
         node = self.node(step=step.name, kind="complete", text=appended, value=value, score=score,
                          logprob=logprob, n_tokens=n_tokens)

@@ -74,9 +74,14 @@ class Text(Step):
 
     kind = "text"
 
-    def __init__(self, text: str, name: Optional[str] = None, next: Successor = None, max_visits: Optional[int] = None):
+    def __init__(self, text: str, name: Optional[str] = None, next: Successor = None, max_visits: Optional[int] = None,
+                 role: Optional[str] = None):
         if not isinstance(text, str):
             raise InvalidStepError(f"Text {name!r}: text must be a str, not {type(text).__name__}", step=name)
+        if role is not None and role not in TURN_ROLES:
+            raise InvalidStepError(f"Text {name!r}: unknown role {role!r}: expected one of {', '.join(TURN_ROLES)}",
+                                   step=name)
+        self.role = role  # None: the text goes on the current turn (or the plain prompt)
         self.text = text
         self.name = _check_name(name, "Text") if name is not None else None  # set by the Program when None
         self.next = next
@@ -107,6 +112,29 @@ class Text(Step):
 
     def render(self, values: Mapping[str, object]) -> str:
         return self.text.format_map(values) if self.fields or "{" in self.text or "}" in self.text else self.text
+
+
+TURN_ROLES = ("system", "user", "assistant")
+
+
+def System(text: str, name: Optional[str] = None, next: Successor = None, max_visits: Optional[int] = None) -> Text:
+    """A Text that opens a system turn: the program's prompt becomes a chat, rendered with the model's template.
+
+    >>> System("Answer with one word.").role
+    'system'
+    """
+    return Text(text, name, next, max_visits, role="system")
+
+
+def User(text: str, name: Optional[str] = None, next: Successor = None, max_visits: Optional[int] = None) -> Text:
+    """A Text that opens a user turn; the Complete and Choose steps after it write the assistant's reply."""
+    return Text(text, name, next, max_visits, role="user")
+
+
+def Assistant(text: str, name: Optional[str] = None, next: Successor = None,
+              max_visits: Optional[int] = None) -> Text:
+    """A Text that opens an assistant turn with fixed text (the model's next steps continue it)."""
+    return Text(text, name, next, max_visits, role="assistant")
 
 
 class Complete(Step):

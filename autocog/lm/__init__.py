@@ -7,6 +7,7 @@ from .choice import ChoiceLM, TokenChoiceTree, TreeNode
 from .errors import (
     AutoCogError,
     BackendNotInstalledError,
+    ChatTemplateError,
     ContextLengthError,
     InvalidChoicesError,
     InvalidPromptError,
@@ -27,7 +28,7 @@ _BACKENDS = {"TfLM": ".tf", "LLaMa": ".llama", "OpenAI": ".openai"}
 
 __all__ = [
     "LM", "GreedyLM", "load", "BACKENDS", "backend_class", "ScoreRequest", "score", "ChoiceLM", "TokenChoiceTree", "TreeNode", "ChoiceResult", "TfLM", "LLaMa", "OpenAI",
-    "NORMALIZATIONS", "DEFAULT_NORMALIZATION", "AutoCogError", "BackendNotInstalledError", "ContextLengthError",
+    "NORMALIZATIONS", "DEFAULT_NORMALIZATION", "AutoCogError", "BackendNotInstalledError", "ChatTemplateError", "ContextLengthError",
     "InvalidChoicesError", "InvalidPromptError", "ModelNotFoundError", "RetryExhaustedError", "TransientError",
     "RequestFailedError", "MalformedResponseError", "TokenizerMismatchError", "StrategyUnavailableError",
 ]

@@ -13,7 +13,7 @@ import numpy as np
 
 from .errors import InvalidChoicesError
 from .greedy import GreedyLM
-from .lm import ChoiceResult, check_choices, check_context, check_prompt, split_boundary
+from .lm import ChoiceResult, check_choices, check_context, split_boundary
 from .scoring import ScoreRequest, TreeJob, score_trees
 
 
@@ -231,8 +231,9 @@ class ChoiceLM(GreedyLM):
 
     def build_tree(self, prompt: str, choices: Sequence[str], end: Optional[str] = None
                    ) -> tuple[list[int], TokenChoiceTree, list[str]]:
-        """Checked prompt tokens, the trie of the choices' tokens, and the choices as given."""
-        check_prompt(prompt)
+        """Checked prompt tokens, the trie of the choices' tokens, and the choices as given. A prompt given as
+        chat messages is rendered first (`render_prompt`): the choices start the assistant's reply."""
+        prompt = self.render_prompt(prompt)
         choices = check_choices(choices)
         prompt_text, continuations = split_boundary(prompt, choices)
         prompt_tokens = self.prompt_tokens(prompt_text) if prompt_text else self.prompt_tokens(self.unconditional_tokens())

@@ -64,3 +64,8 @@ def missing_backend(package: str, extra: str) -> BackendNotInstalledError:
         f"the {extra} backend needs the '{package}' package, which is not installed: "
         f"pip install autocog[{extra}]"
     )
+
+
+class ChatTemplateError(AutoCogError, ValueError):
+    """Messages cannot be rendered: the model has no chat template (pass ``chat_template=``), the template
+    refused the conversation, or the endpoint exposes no template for a completions-style call."""

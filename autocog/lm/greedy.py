@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 from abc import abstractmethod
-from typing import TYPE_CHECKING, Any, Callable, Optional, Sequence, TypeVar, Union
+from typing import TYPE_CHECKING, Any, Callable, Iterator, Optional, Sequence, TypeVar, Union
 
 import numpy as np
 
@@ -18,7 +18,7 @@ T = TypeVar("T")
 
 # Completion settings a user may pass to `complete` or as `completion_kwargs`; AutoCog's
 # `max_new_tokens` is accepted as an alias of `max_tokens`.
-COMPLETION_DEFAULTS = {"max_tokens": 64, "temperature": 0.0, "top_p": 1.0, "top_k": 0, "seed": None}
+COMPLETION_DEFAULTS = {"max_tokens": 64, "temperature": 0.0, "top_p": 1.0, "top_k": 0, "seed": None, "min_p": 0.0}
 
 
 def is_out_of_memory(error: BaseException) -> bool:
@@ -87,7 +87,10 @@ class GreedyLM(LM):
         return self.with_retry(self.greedy_impl, tokens)
 
     def prompt_tokens(self, prompt: Union[str, Sequence[int]]) -> list[int]:
-        """Token ids of a prompt given as text (BOS added when the model expects it) or as ids; checked."""
+        """Token ids of a prompt given as text (BOS added when the model expects it), as chat messages
+        (rendered, see `render_prompt`) or as ids; checked."""
+        if isinstance(prompt, (list, tuple)) and prompt and isinstance(prompt[0], dict):
+            prompt = self.render_prompt(prompt)
         if isinstance(prompt, str):
             tokens = self.tokenize(prompt, bos=True)
         elif isinstance(prompt, (list, tuple, np.ndarray)):
@@ -120,29 +123,52 @@ class GreedyLM(LM):
                 delay *= 2
 
     def complete(self, prompt: str, stop: Stop = "\n", **kwargs: Any) -> str:
-        """Generate after ``prompt``: greedy (``temperature=0``, the default) or sampled (``temperature``,
-        ``top_p``, ``top_k``, ``seed``), up to ``max_tokens`` (alias ``max_new_tokens``), EOS or a stop string.
+        """Generate after ``prompt`` (a str or chat messages): greedy (``temperature=0``, the default) or
+        sampled (``temperature``, ``top_p``, ``top_k``, ``min_p``, ``seed``), up to ``max_tokens`` (alias
+        ``max_new_tokens``), EOS or a stop string.
 
         The text returned ends with a stop string exactly when generation ended on it.
 
         >>> lm.complete("1, 2, 3,", stop=",", max_tokens=8)   # doctest: +SKIP
         ' 4,'
         """
-        check_prompt(prompt)
-        settings = self._completion_settings(kwargs, self.completion_kwargs)
-        stops = as_stop_list(stop)
-        tokens = self.prompt_tokens(prompt)
+        tokens, stops, settings = self._completion_request(prompt, stop, kwargs)
         return self.generate(tokens, stops, **settings)
 
+    def stream(self, prompt: Any, stop: Stop = "\n", **kwargs: Any) -> Iterator[str]:
+        """`complete`'s text in pieces, as the tokens come: ``"".join(lm.stream(...)) == lm.complete(...)``.
+        A piece never splits a character, and text that may be the start of a stop string is held back
+        until it is known not to be (so nothing past a stop is ever yielded). Inputs are checked now.
+
+        >>> for piece in lm.stream("Once upon a time", stop="\\n"): print(piece, end="")    # doctest: +SKIP
+        """
+        tokens, stops, settings = self._completion_request(prompt, stop, kwargs)
+        return self.generate_pieces(tokens, stops, **settings)
+
+    def _completion_request(self, prompt: Any, stop: Stop, kwargs: dict) -> tuple[list[int], list[str], dict]:
+        prompt = self.render_prompt(prompt)
+        settings = self._completion_settings(kwargs, self.completion_kwargs)
+        stops = as_stop_list(stop)
+        return self.prompt_tokens(prompt), stops, settings
+
     def generate(self, tokens: list[int], stops: list[str], max_tokens: int, temperature: float,
-                 top_p: float, top_k: int, seed: Optional[int], constraint: Optional["Constraint"] = None) -> str:
+                 top_p: float, top_k: int, seed: Optional[int], constraint: Optional["Constraint"] = None,
+                 min_p: float = 0.0) -> str:
         """The decoding loop behind `complete`, over `greedy`; backends with a prefix cache make each step
-        cost one token. ``constraint`` (see `autocog.lm.constraint`) masks the tokens that may come next."""
+        cost one token. ``constraint`` (see `autocog.lm.constraint`) masks the tokens that may come next.
+        The text is the join of `generate_pieces` (one loop for `complete` and `stream`)."""
+        return "".join(self.generate_pieces(tokens, stops, max_tokens, temperature, top_p, top_k, seed,
+                                            constraint, min_p))
+
+    def generate_pieces(self, tokens: list[int], stops: list[str], max_tokens: int, temperature: float,
+                        top_p: float, top_k: int, seed: Optional[int], constraint: Optional["Constraint"] = None,
+                        min_p: float = 0.0) -> Iterator[str]:
+        """The decoding loop, yielding the new text after each token (see `stream` for what is held back)."""
         rng = np.random.default_rng(seed)
         max_tokens = self.generation_budget(len(tokens), max_tokens)
         eos = self.eos_token_ids
         generated: list[int] = []
-        text = ""
+        text, sent = "", 0  # the decoded text, and how many of its characters were yielded
         longest_stop = max((len(s) for s in stops), default=0)
         for _ in range(max_tokens):
             if constraint is not None and constraint.done():
@@ -152,19 +178,26 @@ class GreedyLM(LM):
                 mask = constraint.allowed()
                 if mask is not None:
                     logprobs = np.where(mask[:len(logprobs)], logprobs, -np.inf)
-            token = sample(logprobs, temperature, top_p, top_k, rng)
+            token = sample(logprobs, temperature, top_p, top_k, rng, min_p)
             if constraint is not None:
                 constraint.advance(token)
             if token in eos:
                 break
             generated.append(token)
-            if stops:  # without stops the text is decoded once, at the end
-                previous = len(text)
-                text = self.detokenize(generated)
+            previous = len(text)
+            text = self.detokenize(generated)
+            if stops:
                 end = find_stop(text, stops, max(0, previous - longest_stop))
                 if end is not None:
-                    return text[:end]
-        return self.detokenize(generated)
+                    if end > sent:
+                        yield text[sent:end]
+                    return
+            ready = safe_length(text, stops)
+            if ready > sent:
+                yield text[sent:ready]
+                sent = ready
+        if len(text) > sent:
+            yield text[sent:]
 
     def generation_budget(self, n_prompt: int, max_tokens: int) -> int:
         """``max_tokens`` capped so that generation stops at a full context instead of failing (the last
@@ -187,13 +220,35 @@ class GreedyLM(LM):
             raise ValueError(f"max_tokens must be a non-negative int, got {settings['max_tokens']!r}")
         if float(settings["temperature"]) < 0:
             raise ValueError(f"temperature must be >= 0, got {settings['temperature']!r}")
+        if not 0.0 <= float(settings.get("min_p") or 0.0) <= 1.0:
+            raise ValueError(f"min_p must be in [0, 1], got {settings['min_p']!r}")
         return settings
 
 
+def safe_length(text: str, stops: Sequence[str]) -> int:
+    """How much of ``text`` a stream may yield now: not a trailing U+FFFD (the bytes of a character still
+    incomplete), nor a tail that may be the start of a stop string.
+
+    >>> safe_length("Hello\\n", ["\\n\\n"]), safe_length("caf\\ufffd", [])
+    (5, 3)
+    """
+    n = len(text)
+    while n and text[n - 1] == "\ufffd":
+        n -= 1
+    hold = 0
+    for s in stops:
+        for k in range(min(len(s) - 1, n), hold, -1):
+            if text.endswith(s[:k], 0, n):
+                hold = k
+                break
+    return n - hold
+
+
 def sample(logprobs: np.ndarray, temperature: float = 0.0, top_p: float = 1.0, top_k: int = 0,
-           rng: Optional[np.random.Generator] = None) -> int:
-    """Pick the next token from log-probs: argmax when ``temperature == 0``, else a draw after top-k and
-    top-p (nucleus) filtering at the given temperature."""
+           rng: Optional[np.random.Generator] = None, min_p: float = 0.0) -> int:
+    """Pick the next token from log-probs: argmax when ``temperature == 0``, else a draw after top-k, top-p
+    (nucleus) and min-p filtering (in that order, transformers' order) at the given temperature. ``min_p``
+    keeps the tokens whose probability is at least ``min_p`` times the most likely one's."""
     if temperature <= 0:
         return int(np.argmax(logprobs))
     rng = rng if rng is not None else np.random.default_rng()
@@ -205,5 +260,8 @@ def sample(logprobs: np.ndarray, temperature: float = 0.0, top_p: float = 1.0, t
     probs /= probs.sum()
     if top_p < 1.0:
         keep = int(np.searchsorted(np.cumsum(probs), top_p) + 1)
+        order, probs = order[:keep], probs[:keep] / probs[:keep].sum()
+    if min_p and min_p > 0:
+        keep = int(np.count_nonzero(probs >= min_p * probs[0]))  # probs is sorted, probs[0] the largest
         order, probs = order[:keep], probs[:keep] / probs[:keep].sum()
     return int(order[rng.choice(len(order), p=probs)])

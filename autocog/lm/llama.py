@@ -198,12 +198,13 @@ class LLaMa(ChoiceLM):
     """
 
     def __init__(self, model, n_seq_max: int = DEFAULT_N_SEQ_MAX, completion_kwargs: Optional[dict] = None,
-                 max_retries: Optional[int] = None):
+                 max_retries: Optional[int] = None, chat_template: Optional[str] = None):
         llama_cpp = _require_llama_cpp()
         if not isinstance(model, llama_cpp.Llama):
             raise TypeError(f"model must be a llama_cpp.Llama, not {type(model).__name__}")
         super().__init__(completion_kwargs=completion_kwargs, max_retries=max_retries)
         self.model = model
+        self.chat_template = chat_template or (getattr(model, "metadata", None) or {}).get("tokenizer.chat_template")
         self._llama_cpp = llama_cpp
         self._vocab = llama_cpp.llama_model_get_vocab(model.model)
         self._n_vocab = int(llama_cpp.llama_vocab_n_tokens(self._vocab))
@@ -305,9 +306,30 @@ class LLaMa(ChoiceLM):
             anchored = self._raw_tokenize("\n" + text)
             if anchored[:len(self._fragment_anchor)] == self._fragment_anchor:
                 ids = anchored[len(self._fragment_anchor):]
-        if bos and self._add_bos and self._bos is not None:
+        if bos and self._add_bos and self._bos is not None and ids[:1] != [self._bos]:  # BOS once
             ids = [self._bos] + ids
         return ids
+
+    def apply_chat_template(self, messages: Sequence[dict], add_generation_prompt: bool = True) -> str:
+        """The GGUF's ``tokenizer.chat_template`` (or ``chat_template=``) rendered as transformers renders it,
+        with ``bos_token`` and ``eos_token`` the texts of the model's BOS and EOS: the same text as `TfLM` on the
+        same model. A BOS the template writes is not doubled by ``tokenize(text, bos=True)``."""
+        from .chat import check_messages, missing_template, render_template
+
+        messages = check_messages(messages)
+        if not self.chat_template:
+            raise missing_template("this GGUF (no tokenizer.chat_template in its metadata)")
+        llama_cpp = self._llama_cpp
+        special = {"bos_token": llama_cpp.llama_vocab_bos(self._vocab),
+                   "eos_token": llama_cpp.llama_vocab_eos(self._vocab)}
+        variables = {name: self._special_text(int(t)) for name, t in special.items() if t >= 0}
+        return render_template(self.chat_template, messages, add_generation_prompt, **variables)
+
+    def _special_text(self, token: int) -> str:
+        """The text of a (special) token, as the tokenizer writes it (``"<|im_start|>"``)."""
+        buf = ctypes.create_string_buffer(256)
+        n = self._llama_cpp.llama_token_to_piece(self._vocab, token, buf, 256, 0, True)
+        return buf.raw[:max(n, 0)].decode("utf-8", errors="replace")
 
     def _piece(self, token: int) -> bytes:
         piece = self._pieces.get(token)

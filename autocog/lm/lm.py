@@ -18,7 +18,7 @@ from __future__ import annotations
 import math
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Optional, Sequence, Union
+from typing import TYPE_CHECKING, Any, Iterator, Optional, Sequence, Union
 
 import numpy as np
 
@@ -297,3 +297,42 @@ class LM(ABC):
     def n_ctx(self) -> Optional[int]:
         """The model's context length in tokens, when known."""
         return None
+
+    # --- chat prompts and streaming (see autocog.lm.chat and docs/chat.md) -----------------------------------
+    chat_template: Optional[str] = None  # a jinja2 chat template overriding the model's own (None: the model's)
+
+    def apply_chat_template(self, messages: Sequence[dict], add_generation_prompt: bool = True) -> str:
+        """The text of ``messages`` (``[{"role": ..., "content": ...}]``) under the model's chat template; with
+        ``add_generation_prompt`` it ends with the header of the assistant's turn. A model without a template
+        raises `ChatTemplateError` (pass ``chat_template=``); bad messages raise `InvalidPromptError`.
+
+        >>> lm.apply_chat_template([{"role": "user", "content": "Hi"}])        # doctest: +SKIP
+        '<|im_start|>system\\n...<|im_end|>\\n<|im_start|>user\\nHi<|im_end|>\\n<|im_start|>assistant\\n'
+        """
+        from .chat import check_messages, missing_template, render_template
+
+        messages = check_messages(messages)
+        if self.chat_template is None:
+            raise missing_template(type(self).__name__)
+        return render_template(self.chat_template, messages, add_generation_prompt)
+
+    def render_prompt(self, prompt: Any) -> str:
+        """The one hook every prompt goes through: a str is returned as is, a list of chat messages is rendered
+        with `apply_chat_template` and the generation prompt (a choice or a completion then starts the
+        assistant's reply); anything else raises `InvalidPromptError`."""
+        if isinstance(prompt, str):
+            return prompt
+        from .chat import is_messages
+
+        if is_messages(prompt):
+            return self.apply_chat_template(prompt, add_generation_prompt=True)
+        if isinstance(prompt, (list, tuple)) and not prompt:
+            raise InvalidPromptError("the prompt is an empty list (expected a str or a list of chat messages)")
+        return check_prompt(prompt)
+
+    def stream(self, prompt: Any, stop: Stop = "\n", **kwargs: Any) -> Iterator[str]:
+        """The text of ``complete(prompt, stop, **kwargs)`` in pieces, as it is generated:
+        ``"".join(lm.stream(...)) == lm.complete(...)``. This default yields the whole completion at once;
+        backends that generate token by token override it."""
+        text = self.complete(prompt, stop=stop, **kwargs)
+        return iter([text] if text else [])

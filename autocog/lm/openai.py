@@ -109,7 +109,7 @@ import time
 from collections import Counter, OrderedDict
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any, Callable, Optional, Sequence
+from typing import Any, Callable, Iterator, Optional, Sequence
 from urllib.parse import urlsplit, urlunsplit
 
 from .choice import TokenChoiceTree
@@ -122,7 +122,9 @@ from .errors import (
     TokenizerMismatchError,
     missing_backend,
 )
-from .greedy import COMPLETION_DEFAULTS, GreedyLM
+from .chat import check_messages, is_messages, render_template, strip_prefix
+from .errors import ChatTemplateError
+from .greedy import COMPLETION_DEFAULTS, GreedyLM, safe_length
 from .lm import (
     LM,
     ChoiceResult,
@@ -130,7 +132,6 @@ from .lm import (
     as_stop_list,
     check_choices,
     check_normalization,
-    check_prompt,
     find_stop,
     normalize_scores,
     split_boundary,
@@ -213,7 +214,8 @@ class OpenAI(LM):
                  backoff: float = 0.25, max_backoff: float = 8.0, strategy: str = "auto",
                  top_logprobs: Optional[int] = None, parallel: int = 8, completion_kwargs: Optional[dict] = None,
                  server: str = "auto", system: Optional[str] = None, check_tokenizer: bool = True,
-                 unconditional_prompt: Optional[str] = None, cache_size: int = 4096):
+                 unconditional_prompt: Optional[str] = None, cache_size: int = 4096,
+                 chat_template: Optional[str] = None):
         try:
             import openai
         except ImportError as error:
@@ -246,6 +248,7 @@ class OpenAI(LM):
         self.strategy = strategy
         self.parallel = max(1, int(parallel))
         self.system = system
+        self.chat_template = chat_template
         self.completion_kwargs = GreedyLM._completion_settings(completion_kwargs or {}, COMPLETION_DEFAULTS)
         if server not in SERVERS:
             raise ValueError(f"unknown server {server!r}: expected one of {', '.join(SERVERS)}")
@@ -396,9 +399,10 @@ class OpenAI(LM):
         >>> lm.complete("1, 2, 3,", stop=",", max_tokens=8)     # doctest: +SKIP
         ' 4,'
         """
-        check_prompt(prompt)
+        prompt = self.render_prompt(prompt)
         settings = GreedyLM._completion_settings(kwargs, self.completion_kwargs)
         stops = as_stop_list(stop)
+        self._check_sampling(settings)
         max_tokens = int(settings["max_tokens"])
         if max_tokens == 0:
             return ""  # llama_cpp.server reads max_tokens=0 as "no limit"
@@ -466,11 +470,140 @@ class OpenAI(LM):
     def _sampling_extras(self, settings: dict) -> dict:
         """Sampler settings outside the OpenAI schema: llama.cpp's server defaults (repeat_penalty 1.1, min_p
         0.05, top_k 40) are reset to the plain ones the local backends use."""
+        min_p = float(settings.get("min_p") or 0.0)
         if self.server == "llama.cpp":
-            return {"repeat_penalty": 1.0, "min_p": 0.0, "top_k": int(settings.get("top_k") or 0)}
+            return {"repeat_penalty": 1.0, "min_p": min_p, "top_k": int(settings.get("top_k") or 0)}
+        extra = {"min_p": min_p} if min_p > 0 and self.server != "openai" else {}
         if self.server == "vllm" and settings.get("top_k"):
-            return {"top_k": int(settings["top_k"])}
-        return {}
+            extra["top_k"] = int(settings["top_k"])
+        return extra
+
+    # --- chat prompts and streaming (kept apart: see docs/chat.md) ----------------------------------------
+    def render_prompt(self, prompt: Any) -> str:
+        """`LM.render_prompt` for servers: on the chat endpoint messages are sent as they are (the returned str
+        carries them to `_chat_request`); on the completions endpoint they are rendered with
+        `apply_chat_template`, without a leading BOS that the server adds itself."""
+        if isinstance(prompt, str) or not is_messages(prompt):
+            return super().render_prompt(prompt)
+        messages = check_messages(prompt)
+        if self.chat:
+            return CHAT_PROMPT + json.dumps(messages, ensure_ascii=False)
+        text = self.apply_chat_template(messages, add_generation_prompt=True)
+        bos = getattr(self.tokenizer, "bos_token_id", None)
+        return strip_prefix(text, self._piece(bos)) if bos is not None and self._piece(bos) else text
+
+    def apply_chat_template(self, messages: Sequence[dict], add_generation_prompt: bool = True) -> str:
+        """The text of ``messages`` under the model's chat template, for scoring or completing on a completions
+        endpoint: ``chat_template=`` when given, else a tokenizer object's own ``apply_chat_template``, else the
+        template the server exposes (llama.cpp's ``/props``; vLLM's ``/tokenize`` with messages). A server
+        that exposes none raises `ChatTemplateError` (pass ``chat_template=``, or use ``chat=True``)."""
+        messages = check_messages(messages)
+        if self.chat_template:
+            return render_template(self.chat_template, messages, add_generation_prompt)
+        own = getattr(self._tokenizer_spec, "apply_chat_template", None)
+        if callable(own):
+            return own(messages, tokenize=False, add_generation_prompt=add_generation_prompt)
+        if self.server == "llama.cpp":
+            props = self._server_props()
+            if isinstance(props.get("chat_template"), str) and props["chat_template"]:
+                return render_template(props["chat_template"], messages, add_generation_prompt,
+                                       bos_token=props.get("bos_token") or "", eos_token=props.get("eos_token") or "")
+        if self.server == "vllm":
+            data = self._post(self.root_url + "/tokenize", {"model": self.model, "messages": messages,
+                                                             "add_generation_prompt": add_generation_prompt})
+            tokens = data.get("tokens") if isinstance(data, dict) else None
+            if isinstance(tokens, list):
+                return self.tokenizer.decode(tokens)
+        raise ChatTemplateError(
+            f"the server at {self.base_url} (model {self.model!r}) exposes no chat template, so messages cannot be "
+            "rendered for its completions endpoint: pass chat_template= (the model's jinja2 template) or "
+            "chat=True (the server applies its own template)")
+
+    def _server_props(self) -> dict:
+        """llama.cpp's ``GET /props`` (its C++ server; llama_cpp.server has none): {} when absent."""
+        try:
+            data = self._call("props", "probe", lambda t: self.client.get(
+                self.root_url + "/props", cast_to=self._response_type, options={"timeout": t}), retry=False)
+        except (RequestFailedError, MalformedResponseError, RetryExhaustedError):
+            return {}
+        return data if isinstance(data, dict) else {}
+
+    def stream(self, prompt: Any, stop: Stop = "\n", **kwargs: Any) -> Iterator[str]:
+        """`complete`'s text in pieces as the server streams them (``stream=True``):
+        ``"".join(lm.stream(...)) == lm.complete(...)``, the same stop contract; text that may start a stop
+        string is held back. On llama.cpp servers the stop strings are matched here (the server is not told,
+        so the text shows whether generation ended on one) and the stream is closed at the first one.
+        Inputs are checked now; a stream that breaks after its first piece raises `RequestFailedError`."""
+        prompt = self.render_prompt(prompt)
+        settings = GreedyLM._completion_settings(kwargs, self.completion_kwargs)
+        stops = as_stop_list(stop)
+        max_tokens = int(settings["max_tokens"])
+        if max_tokens == 0:
+            return iter(())
+        body: dict = {"max_tokens": max_tokens, "temperature": float(settings["temperature"]),
+                      "top_p": float(settings["top_p"]), "stream": True}
+        if settings["seed"] is not None:
+            body["seed"] = int(settings["seed"])
+        local = self.server == "llama.cpp"
+        if stops and not local and (self.server != "openai" or len(stops) <= 4):
+            body["stop"] = stops
+        self._check_sampling(settings)
+        response = self._open_stream(prompt, body, self._sampling_extras(settings))
+        return self._stream_pieces(response, prompt, stops, settings, local)
+
+    def _open_stream(self, prompt: str, body: dict, extra: dict) -> Any:
+        """The server's stream of chunks (opening it is retried like any request)."""
+        key = "messages" if self.chat else "prompt"
+        value = (_chat_messages(prompt) or ([{"role": "system", "content": self.system}] if self.system else []) +
+                 [{"role": "user", "content": prompt}]) if self.chat else prompt
+        params = dict(model=self.model, **{key: value}, **body)
+        if extra:
+            params["extra_body"] = extra
+        endpoint = self.client.chat.completions if self.chat else self.client.completions
+        if not self.chat:
+            self._last_prompt = prompt
+        return self._call("streamed completion", "chat" if self.chat else "completions",
+                          lambda t: endpoint.create(**params, timeout=t), decode=False)
+
+    def _stream_pieces(self, response: Any, prompt: str, stops: list[str], settings: dict, local: bool
+                       ) -> Iterator[str]:
+        text, sent, last = "", 0, {}
+        longest = max((len(s) for s in stops), default=0)
+        try:
+            for chunk in response:
+                data = chunk.model_dump() if hasattr(chunk, "model_dump") else chunk
+                choices = data.get("choices") if isinstance(data, dict) else None
+                if not choices:
+                    continue  # e.g. a final usage chunk
+                choice = choices[0]
+                delta = choice.get("delta") if self.chat else None
+                piece = (delta or {}).get("content") if self.chat else choice.get("text")
+                if choice.get("finish_reason"):
+                    last = choice
+                if not piece:
+                    continue
+                text += piece
+                end = find_stop(text, stops, max(0, len(text) - len(piece) - longest)) if stops else None
+                if end is not None:
+                    if end > sent:
+                        yield text[sent:end]
+                    return
+                ready = safe_length(text, stops)
+                if ready > sent:
+                    yield text[sent:ready]
+                    sent = ready
+        except self._openai.APIError as error:
+            raise RequestFailedError(f"the stream from {self.base_url} (model {self._model!r}) broke after "
+                                     f"{len(text)} characters: {self._redact(str(error))}") from None
+        finally:
+            response.close()
+        final = text if local else self._apply_stops(prompt, text, stops, last, None, settings)
+        if len(final) > sent:
+            yield final[sent:]
+
+    def _check_sampling(self, settings: dict) -> None:
+        if float(settings.get("min_p") or 0.0) > 0 and self.server == "openai":
+            raise ValueError("OpenAI's API has no min_p: use it with llama.cpp, vLLM or a local backend")
 
     # --- choices --------------------------------------------------------------------------------------
     def choose(self, prompt: str, choices: Sequence[str], normalization: Optional[str] = None, **kwargs: Any) -> int:
@@ -493,7 +626,7 @@ class OpenAI(LM):
         if kwargs:
             raise TypeError(f"unexpected argument(s) to choose: {', '.join(kwargs)}")
         normalization = check_normalization(normalization or self.default_normalization)
-        check_prompt(prompt)
+        prompt = self.render_prompt(prompt)
         choices = check_choices(choices)
         strategy = strategy or self.strategy
         if strategy not in STRATEGIES:
@@ -1271,7 +1404,7 @@ class OpenAI(LM):
                           lambda t: self.client.completions.with_raw_response.create(**params, timeout=t).http_response)
 
     def _chat_request(self, prompt: str, body: dict, extra: dict) -> Any:
-        messages = ([{"role": "system", "content": self.system}] if self.system else []) + [
+        messages = _chat_messages(prompt) or ([{"role": "system", "content": self.system}] if self.system else []) + [
             {"role": "user", "content": prompt}]
         params = dict(model=self.model, messages=messages, **body)
         if extra:
@@ -1304,8 +1437,8 @@ class OpenAI(LM):
         with self._count_lock:
             self.requests[key] += 1
 
-    def _call(self, what: str, kind: str, send: Callable[[float], Any], retry: bool = True) -> Any:
-        """Send with retries (see the module docstring); the decoded JSON body."""
+    def _call(self, what: str, kind: str, send: Callable[[float], Any], retry: bool = True, decode: bool = True) -> Any:
+        """Send with retries (see the module docstring); the decoded JSON body (``decode=False``: the response)."""
         openai = self._openai
         self._count(kind)
         began = time.monotonic()
@@ -1318,7 +1451,7 @@ class OpenAI(LM):
             wait = 0.0
             try:
                 response = send(timeout)
-                return self._decode(response, what)
+                return self._decode(response, what) if decode else response
             except openai.APIStatusError as error:
                 status = error.status_code
                 detail = self._redact(_excerpt(_error_body(error)))
@@ -1361,6 +1494,16 @@ class OpenAI(LM):
 
 
 # --- helpers --------------------------------------------------------------------------------------------
+CHAT_PROMPT = "\x00autocog-chat-messages:"  # a rendered prompt that carries messages to the chat endpoint
+
+
+def _chat_messages(prompt: str) -> Optional[list]:
+    """The messages a `OpenAI.render_prompt` string carries, or None for a plain text prompt."""
+    if isinstance(prompt, str) and prompt.startswith(CHAT_PROMPT):
+        return json.loads(prompt[len(CHAT_PROMPT):])
+    return None
+
+
 def _response_type() -> type:
     try:
         import httpx2

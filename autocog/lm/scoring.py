@@ -28,10 +28,11 @@ from __future__ import annotations
 import sys
 from collections import OrderedDict
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, Mapping, Optional, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, Optional, Sequence
 
 import numpy as np
 
+from .chat import check_messages, is_messages
 from .errors import AutoCogError, InvalidPromptError
 from .lm import ChoiceResult, check_choices, check_normalization, check_prior, normalize_scores
 
@@ -78,22 +79,16 @@ class CheckedRequest:
 # --- 1. checks ------------------------------------------------------------------------------------------
 
 
-def _is_messages(prompt: Any) -> bool:
-    return isinstance(prompt, (list, tuple)) and bool(prompt) and all(isinstance(m, Mapping) for m in prompt)
-
-
 def check_request(lm: "LM", request: ScoreRequest, render: bool = True) -> CheckedRequest:
     """The checks of one request (no model call). ``render``: turn chat messages into a str with
     ``lm.apply_chat_template`` (token backends); else messages are passed on as they are."""
     if not isinstance(request, ScoreRequest):
         raise TypeError(f"expected a ScoreRequest, got {type(request).__name__}")
     prompt = request.prompt
-    if _is_messages(prompt):
-        if render:
-            template = getattr(lm, "apply_chat_template", None)
-            if template is None:
-                raise InvalidPromptError(f"{type(lm).__name__} cannot render chat messages: pass the prompt as a str")
-            prompt = template(list(prompt), add_generation_prompt=True)
+    if render:
+        prompt = lm.render_prompt(prompt)  # a str as is; chat messages through the model's template
+    elif is_messages(prompt):
+        prompt = check_messages(prompt)
     elif not isinstance(prompt, str):
         raise InvalidPromptError(f"the prompt must be a str (or a list of chat messages), not {type(prompt).__name__}")
     choices = check_choices(request.choices)

@@ -125,13 +125,15 @@ class TfLM(ChoiceLM):
     max_batch_tokens: Optional[int] = DEFAULT_MAX_BATCH_TOKENS  # see `evaluate_trees`
 
     def __init__(self, model, tokenizer, device: Union[str, Any, None] = None,
-                 completion_kwargs: Optional[dict] = None, max_retries: Optional[int] = None):
+                 completion_kwargs: Optional[dict] = None, max_retries: Optional[int] = None,
+                 chat_template: Optional[str] = None):
         torch, _ = _require_torch()
         super().__init__(completion_kwargs=completion_kwargs, max_retries=max_retries)
         if device is not None:
             model = model.to(torch.device(device))
         self.model = model.eval()
         self.tokenizer = tokenizer
+        self.chat_template = chat_template  # None: the tokenizer's own
         self.device = self.model.device
         self.cache = PrefixCache(self.model)
         self._special_prefix = self._find_special_prefix()
@@ -188,7 +190,31 @@ class TfLM(ChoiceLM):
             ids = self.tokenizer.encode("\n" + text, add_special_tokens=False)[len(self._fragment_anchor):]
         else:
             ids = self.tokenizer.encode(text, add_special_tokens=False)
-        return (self._special_prefix + ids) if bos else ids
+        if bos and ids[:len(self._special_prefix)] != self._special_prefix:  # BOS once (a chat template may write it)
+            ids = self._special_prefix + ids
+        return ids
+
+    def apply_chat_template(self, messages: Sequence[dict], add_generation_prompt: bool = True) -> str:
+        """The tokenizer's own ``apply_chat_template(messages, tokenize=False)`` (or ``chat_template=``'s).
+
+        >>> lm.apply_chat_template([{"role": "user", "content": "Hi"}])[-22:]     # doctest: +SKIP
+        '<|im_start|>assistant\\n'
+        """
+        from .chat import check_messages, missing_template
+
+        messages = check_messages(messages)
+        template = self.chat_template or getattr(self.tokenizer, "chat_template", None)
+        if not template:
+            raise missing_template(f"the tokenizer of {type(self).__name__}")
+        import jinja2
+
+        from .errors import ChatTemplateError
+
+        try:
+            return self.tokenizer.apply_chat_template(messages, chat_template=template, tokenize=False,
+                                                      add_generation_prompt=add_generation_prompt)
+        except jinja2.TemplateError as error:
+            raise ChatTemplateError(f"the chat template failed: {error}") from error
 
     def tokenize_batch(self, texts: Sequence[str]) -> list[list[int]]:
         anchor = self._fragment_anchor
