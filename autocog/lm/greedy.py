@@ -135,9 +135,12 @@ class GreedyLM(LM):
         return self.generate(tokens, stops, **settings)
 
     def generate(self, tokens: list[int], stops: list[str], max_tokens: int, temperature: float,
-                 top_p: float, top_k: int, seed: Optional[int], constraint: Optional["Constraint"] = None) -> str:
+                 top_p: float, top_k: int, seed: Optional[int], constraint: Optional["Constraint"] = None,
+                 token_logprobs: Optional[list] = None) -> str:
         """The decoding loop behind `complete`, over `greedy`; backends with a prefix cache make each step
-        cost one token. ``constraint`` (see `autocog.lm.constraint`) masks the tokens that may come next."""
+        cost one token. ``constraint`` (see `autocog.lm.constraint`) masks the tokens that may come next.
+        ``token_logprobs``: a list that receives the model's (unmasked, unscaled) log-prob of each token taken,
+        EOS included when generation ends on it."""
         rng = np.random.default_rng(seed)
         max_tokens = self.generation_budget(len(tokens), max_tokens)
         eos = self.eos_token_ids
@@ -153,6 +156,8 @@ class GreedyLM(LM):
                 if mask is not None:
                     logprobs = np.where(mask[:len(logprobs)], logprobs, -np.inf)
             token = sample(logprobs, temperature, top_p, top_k, rng)
+            if token_logprobs is not None:
+                token_logprobs.append(float(logprobs[token]))
             if constraint is not None:
                 constraint.advance(token)
             if token in eos:
