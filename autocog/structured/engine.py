@@ -26,7 +26,8 @@ import numpy as np
 from ..lm.errors import AutoCogError, BackendNotInstalledError
 
 __all__ = ["Grammar", "GrammarError", "UnsupportedSchemaError", "IncompleteOutputError", "GrammarConstraint",
-           "regex", "lark", "gbnf", "json_schema", "choice", "followed_by", "check", "matches", "JSON_OPTIONS",
+           "regex", "lark", "gbnf", "json_schema", "choice", "followed_by", "check", "matches", "is_empty", "repair",
+           "JSON_OPTIONS",
            "JSON_CLOSERS"]
 
 # Compact JSON with a space after "," and ":" (what models write and what keeps a random model's output short).
@@ -150,11 +151,20 @@ def followed_by(inner: Grammar, stops: Sequence[str]) -> Grammar:
         return inner
     if inner.kind == "regex":
         return regex(f"(?:{inner.source})(?:{'|'.join(_escape(s) for s in stops)})")
-    grammars = json.loads(inner.text)["grammars"]
+    grammars = _grammar_list(inner.text)
     grammars[0] = dict(grammars[0], name="inner")
     wrapper = "start: @inner (" + " | ".join(json.dumps(s, ensure_ascii=False) for s in stops) + ")"
     text = json.dumps({"grammars": [{"lark_grammar": wrapper}] + grammars})
     return check(Grammar("followed_by", {"inner": inner.source, "kind": inner.kind, "stops": stops}, text))
+
+
+def _grammar_list(text: str) -> list:
+    """The ``grammars`` of llguidance's top-level format (a bare Lark text is one Lark grammar)."""
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError:
+        return [{"lark_grammar": text}]
+    return list(data["grammars"]) if isinstance(data, dict) and "grammars" in data else [{"lark_grammar": text}]
 
 
 def check(grammar: Grammar) -> Grammar:
@@ -242,14 +252,85 @@ class _Bytes:
 _BYTE_TOKENIZER = None
 
 
-def matches(grammar: Grammar, text: str) -> bool:
-    """True when ``text`` matches ``grammar`` in full (fed byte by byte to a fresh matcher)."""
+def _byte_matcher(grammar: Grammar) -> Any:
     global _BYTE_TOKENIZER
     llg = llguidance()
     if _BYTE_TOKENIZER is None:
         _BYTE_TOKENIZER = llg.LLTokenizer(llg.TokenizerWrapper(_Bytes()), slices=[])
-    matcher = llg.LLMatcher(_BYTE_TOKENIZER, grammar.text, log_level=0)
+    return llg.LLMatcher(_BYTE_TOKENIZER, grammar.text, log_level=0)
+
+
+def _allowed_bytes(matcher: Any) -> np.ndarray:
+    bits = np.frombuffer(matcher.compute_bitmask(), dtype=np.uint8)
+    return np.unpackbits(bits, bitorder="little")[:256].astype(bool)
+
+
+def _ended(matcher: Any) -> bool:
+    return not matcher.is_error() and (matcher.is_accepting() or matcher.is_stopped())
+
+
+def matches(grammar: Grammar, text: str) -> bool:
+    """True when ``text`` matches ``grammar`` in full (fed byte by byte to a fresh matcher)."""
+    matcher = _byte_matcher(grammar)
     for byte in text.encode("utf-8"):
         if not matcher.consume_token(byte):
             return False
-    return not matcher.is_error() and (matcher.is_accepting() or matcher.is_stopped())
+    return _ended(matcher)
+
+
+def is_empty(grammar: Grammar) -> bool:
+    """True when no text matches ``grammar`` (e.g. a pattern that needs characters a JSON string escapes)."""
+    matcher = _byte_matcher(grammar)
+    return not _ended(matcher) and not _allowed_bytes(matcher).any()
+
+
+def repair(grammar: Grammar, text: str, closers: Sequence[str] = (), max_bytes: int = 256) -> str:
+    """The longest prefix of ``text`` that the grammar allows, completed to a match: by the first of
+    ``closers`` the grammar takes, else byte by byte (`_next_byte`). For backends that cannot mask (servers
+    without a native constraint); `IncompleteOutputError` if no match is reached within ``max_bytes``."""
+    matcher = _byte_matcher(grammar)
+    data = text.encode("utf-8")
+    kept = 0
+    for byte in data:
+        if matcher.is_stopped() or not _allowed_bytes(matcher)[byte]:
+            break
+        matcher.consume_token(byte)
+        kept += 1
+    out = bytearray(data[:kept])
+    while not _ended(matcher) and len(out) < kept + max_bytes:
+        for closer in closers:
+            trial = matcher.deep_copy()
+            if all(trial.consume_token(b) for b in closer.encode("utf-8")) and _ended(trial):
+                matcher = trial
+                out += closer.encode("utf-8")
+                break
+        else:
+            byte = _next_byte(matcher)
+            if byte is None:
+                break
+            matcher.consume_token(byte)
+            out.append(byte)
+    if not _ended(matcher):
+        raise IncompleteOutputError(f"{grammar.description}: no completion of {text[:60]!r} found", text)
+    return out.decode("utf-8", errors="replace")
+
+
+_BYTE_ORDER = sorted(range(256), key=lambda b: (b >= 128, not chr(b).isalnum(), not 32 <= b < 127, b))
+
+
+def _next_byte(matcher: Any) -> Optional[int]:
+    """A byte toward the end of the grammar: one that ends it, else the first that changes which bytes may
+    follow (leaves a loop such as ``\\w+``), else the first allowed (ASCII digits and letters first)."""
+    allowed = _allowed_bytes(matcher)
+    first = progress = None
+    for byte in _BYTE_ORDER:
+        if not allowed[byte]:
+            continue
+        trial = matcher.deep_copy()
+        trial.consume_token(byte)
+        if _ended(trial):
+            return byte
+        first = byte if first is None else first
+        if progress is None and not np.array_equal(_allowed_bytes(trial), allowed):
+            progress = byte
+    return progress if progress is not None else first
