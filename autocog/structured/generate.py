@@ -1,8 +1,9 @@
 """`generate(lm, output_type, prompt=None, **inputs)`: one call from an output type to a validated value.
 
-On a `GreedyLM` (TfLM, LLaMa): one run of ``lm.generate`` (the one decoding loop) under a `GrammarConstraint`;
-a list of choices goes to ``lm.choose`` (scored over whole choices, the same index). On `OpenAI`: the
-constraint goes to the server natively (`autocog.structured.server`), the reply is validated.
+On a `GreedyLM` (TfLM, LLaMa): one run of ``lm.generate`` (the one decoding loop) under a `GrammarConstraint`.
+On `OpenAI`: the constraint goes to the server natively (`autocog.structured.server`), the reply is validated.
+A list of choices goes to ``lm.choose`` on every backend (scored over whole choices; sampled under the choice
+grammar when ``temperature`` > 0).
 
 The prompt is a template: ``{name}`` fields are filled from ``inputs`` (only when inputs are given, so a
 prompt with literal braces needs none); a list of ``{"role", "content"}`` messages goes through
@@ -78,15 +79,18 @@ def run(lm: Any, output_type: Any, prompt: Union[str, Sequence[dict], None] = No
     if isinstance(max_tokens, bool) or not isinstance(max_tokens, int) or max_tokens < 1:
         raise ValueError(f"max_tokens must be an int >= 1, got {max_tokens!r}")
     text_prompt = render_prompt(lm, prompt, inputs)
+    if output.choices is not None and temperature <= 0:
+        index = lm.choose(text_prompt, output.choices)
+        return Generation(output.choices[index], output.choices[index], output)
     if not isinstance(lm, GreedyLM):
+        if not hasattr(lm, "server"):
+            raise TypeError(f"{type(lm).__name__} can neither mask tokens (a GreedyLM) nor pass a constraint to a "
+                            "server (OpenAI): structured output needs one of them")
         from .server import generate_on_server
 
         text = generate_on_server(lm, output, text_prompt, max_tokens=max_tokens, temperature=temperature,
                                   top_p=top_p, seed=seed)
         return Generation(output.parse(text), text, output)
-    if output.choices is not None and temperature <= 0:
-        index = lm.choose(text_prompt, output.choices)
-        return Generation(output.choices[index], output.choices[index], output)
     tokens = lm.prompt_tokens(text_prompt)
     close_after = max_tokens // 2 if close_after is None else int(close_after)
     constraint = GrammarConstraint(output.grammar, vocabulary(lm), finish_after=close_after,

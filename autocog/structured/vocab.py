@@ -17,6 +17,7 @@ byte by byte and generated correctly. `vocabulary(lm)` is built once per model o
 
 from __future__ import annotations
 
+import warnings
 import weakref
 from dataclasses import dataclass
 from typing import Any, Optional, Union
@@ -71,7 +72,10 @@ def _build(lm: Any) -> Vocabulary:
 
         vocab = llama_cpp.llama_model_get_vocab(lm.model.model)
         size = int(llama_cpp.llama_vocab_n_tokens(vocab))
-        return Vocabulary(lltokenizer_from_vocab(vocab, eos_token=eos or None), size, eos)
+        with warnings.catch_warnings():   # llguidance reads token attributes through a deprecated alias
+            warnings.simplefilter("ignore", DeprecationWarning)
+            tokenizer = lltokenizer_from_vocab(vocab, eos_token=eos or None)
+        return Vocabulary(tokenizer, size, eos)
     return _generic(lm, eos)
 
 
