@@ -39,7 +39,6 @@ from __future__ import annotations
 
 import enum
 import json
-import math
 import types
 import typing
 from dataclasses import dataclass

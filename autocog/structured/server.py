@@ -44,14 +44,52 @@ def _gbnf_literal(text: str) -> str:
     return json.dumps(text, ensure_ascii=False)
 
 
+_CLASSES = {"d": "0-9", "w": "A-Za-z0-9_", "s": " \\t\\n\\r"}
+
+
+def _plain_classes(pattern: str) -> str:
+    """``\\d``, ``\\w``, ``\\s`` spelled as character ranges (llama-cpp-python's converter copies them verbatim
+    into GBNF, whose parser then fails -- and llama_cpp.server dies on that)."""
+    out, i, in_class = [], 0, False
+    while i < len(pattern):
+        c = pattern[i]
+        if c == "\\" and i + 1 < len(pattern):
+            rep = _CLASSES.get(pattern[i + 1])
+            out.append((rep if in_class else f"[{rep}]") if rep else pattern[i:i + 2])
+            i += 2
+            continue
+        in_class = (c == "[") if not in_class else (c != "]")
+        out.append(c)
+        i += 1
+    return "".join(out)
+
+
+def _patterns_spelled_out(schema: Any) -> Any:
+    if isinstance(schema, dict):
+        return {k: (_plain_classes(v) if k == "pattern" and isinstance(v, str) else _patterns_spelled_out(v))
+                for k, v in schema.items()}
+    if isinstance(schema, list):
+        return [_patterns_spelled_out(v) for v in schema]
+    return schema
+
+
 def _schema_to_gbnf(schema: dict) -> str:
+    """GBNF for a llama.cpp server, checked here first (a grammar it cannot parse kills llama_cpp.server)."""
+    from .engine import GrammarError, gbnf
+
     try:
         from llama_cpp.llama_grammar import json_schema_to_gbnf
     except ImportError:
         raise ServerConstraintError("a JSON schema on a llama.cpp server's completions endpoint needs "
                                     "llama-cpp-python's json_schema_to_gbnf: pip install 'autocog[llama]', or "
                                     "use the chat endpoint (OpenAI(..., chat=True))") from None
-    return json_schema_to_gbnf(json.dumps(schema))
+    try:
+        text = json_schema_to_gbnf(json.dumps(_patterns_spelled_out(schema)))
+        gbnf(text)
+    except (GrammarError, ValueError, KeyError, NotImplementedError) as error:
+        raise ServerConstraintError(f"llama-cpp-python cannot convert this JSON schema to a GBNF grammar the "
+                                    f"server parses: {error}") from None
+    return text
 
 
 def server_request(server: str, chat: bool, output: Output) -> tuple[str, dict]:
