@@ -8,7 +8,9 @@
   masking   autocog's constraint time per step (mask + advance) / one decode step, measured in the same
             generation; and constrained tokens/s over unconstrained ``lm.complete`` tokens/s.
 
-outlines runs in its own venv (``--outlines-python``, default /work/venv-outlines/bin/python) through this same
+outlines runs in its own venv (``--outlines-python``, default /work/venv-outlines/bin/python: ``pip install
+outlines numba`` plus llama-cpp-python; without numba outlines-core's masks fail inside llama.cpp's logits
+processor and the generation silently runs unconstrained, so its output is validated here) through this same
 file (``--side outlines`` prints JSON); without it, the autocog side is measured alone.
 
     .venv/bin/python bench/structured.py [--repeats 3] [--threads 2] [--outlines-python PATH]
@@ -74,10 +76,19 @@ def outlines_side(repeats: int, threads: int, model_path: str) -> dict:
         llm.reset()
         out["text"] = generator(PROMPT, max_tokens=MAX_TOKENS, temperature=0.0, repeat_penalty=1.0)
 
+    generate()                          # warm-up: the processor's first call sets up its kernels
+    Client.model_validate_json(out["text"])    # constrained for real (outlines-core needs numba for its masks)
     generate_s = median_time(generate, repeats)
     n_tokens = len(llm.tokenize(out["text"].encode("utf-8"), add_bos=False, special=False))
+    prompt_tokens = llm.tokenize(PROMPT.encode("utf-8"), add_bos=True, special=True)
+
+    def prompt_only():
+        llm.reset()
+        llm.eval(prompt_tokens)
+
+    prompt_s = median_time(prompt_only, repeats)
     return {"first_compile_s": first, "compile_s": compile_s, "generate_s": generate_s, "tokens": n_tokens,
-            "text": out["text"]}
+            "text": out["text"], "prompt_s": prompt_s}
 
 
 # --- autocog -----------------------------------------------------------------------------------------------
@@ -125,6 +136,7 @@ def autocog_side(repeats: int, threads: int) -> dict:
         lm.cache.reset()
         out["result"] = run(lm, Client, PROMPT, max_tokens=MAX_TOKENS)
 
+    generate()
     generate_s = median_time(generate, repeats)
     result = out["result"]
     n = len(result.tokens)
@@ -134,6 +146,12 @@ def autocog_side(repeats: int, threads: int) -> dict:
         lm.complete(PROMPT, stop=None, max_tokens=n)
 
     free_s = median_time(unconstrained, repeats)
+
+    def prompt_only():
+        lm.cache.reset()
+        lm.greedy(PROMPT)
+
+    prompt_s = median_time(prompt_only, repeats)
     # the engine's share of each step, measured inside one constrained generation
     timed = TimedConstraint(GrammarConstraint(as_output(Client).grammar, vocab, finish_after=MAX_TOKENS // 2,
                                               closers=as_output(Client).closers))
@@ -156,7 +174,7 @@ def autocog_side(repeats: int, threads: int) -> dict:
     del lm.greedy_impl
     steps = len(model_calls)
     decode_step = statistics.mean(model_calls[1:])          # the first call reads the prompt
-    return {"vocab_s": vocab_s, "compile_s": compile_s, "generate_s": generate_s, "tokens": n,
+    return {"vocab_s": vocab_s, "compile_s": compile_s, "generate_s": generate_s, "tokens": n, "prompt_s": prompt_s,
             "text": result.text, "free_s": free_s, "mask_step_s": timed.seconds / max(1, timed.steps),
             "other_step_s": (total - sum(model_calls)) / steps, "decode_step_s": decode_step}
 
@@ -194,6 +212,10 @@ def main(argv=None):
         print(f"{'schema compile (s)':<34} {ours['compile_s']:>10.4f} {theirs['compile_s']:>10.4f} "
               f"{ours['compile_s'] / theirs['compile_s']:>7.3f}")
         print(f"{'generated tokens/s':<34} {ours_tps:>10.1f} {theirs_tps:>10.1f} {ours_tps / theirs_tps:>7.2f}")
+        ours_dec = ours["tokens"] / (ours["generate_s"] - ours["prompt_s"])
+        theirs_dec = theirs["tokens"] / (theirs["generate_s"] - theirs["prompt_s"])
+        print(f"{'tokens/s, prompt time excluded':<34} {ours_dec:>10.1f} {theirs_dec:>10.1f} "
+              f"{ours_dec / theirs_dec:>7.2f}")
     else:
         print(f"{'vocabulary, once (s)':<34} {ours['vocab_s']:>10.3f}")
         print(f"{'schema compile (s)':<34} {ours['compile_s']:>10.4f}")
