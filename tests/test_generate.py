@@ -382,3 +382,67 @@ def test_course_example_on_smollm2_server():
         lm.close()
     finally:
         server.stop()
+
+
+# --- the engine's interface ------------------------------------------------------------------------------------
+
+class BytesLM(autocog.lm.GreedyLM):
+    """A GreedyLM that is neither TfLM nor LLaMa: the engine takes the generic token-bytes path."""
+
+    def __init__(self, inner):
+        super().__init__()
+        self.inner = inner
+
+    def greedy_impl(self, tokens):
+        return self.inner.greedy_impl(tokens)
+
+    def tokenize(self, text, bos=False):
+        return self.inner.tokenize(text, bos=bos)
+
+    def detokenize(self, tokens):
+        return self.inner.detokenize(tokens)
+
+    def choose(self, prompt, choices, **kwargs):
+        return self.inner.choose(prompt, choices, **kwargs)
+
+    def token_bytes(self):     # exact bytes, here read from the inner model's engine vocabulary
+        reference = vocabulary(self.inner).tokenizer
+        return [reference.decode_bytes([i]) for i in range(vocabulary(self.inner).size)]
+
+    @property
+    def eos_token_ids(self):
+        return self.inner.eos_token_ids
+
+    @property
+    def bos_token_id(self):
+        return self.inner.bos_token_id
+
+
+def test_generic_vocabulary_for_any_greedy_lm(tiny_tf):
+    lm = BytesLM(tiny_tf)
+    assert vocabulary(lm).size == vocabulary(tiny_tf).size
+    for output_type in (SCHEMAS["json_schema_pattern_strings"], Measures, autocog.Regex(r"[a-z]{2,4}-[0-9]{3}"),
+                        autocog.Regex(r"[日本語]{3}")):
+        result = run(lm, output_type, "Data:", max_tokens=96)
+        if isinstance(output_type, autocog.Regex):
+            assert re.fullmatch(output_type.pattern, result.value)
+        else:
+            _reference_check(output_type, result.value, result.text)
+
+
+def test_constraint_rollback(tiny_tf):
+    from autocog.structured import GrammarConstraint, as_output
+
+    constraint = GrammarConstraint(as_output(Client).grammar, vocabulary(tiny_tf))
+    masks, taken = [], []
+    for _ in range(4):
+        mask = constraint.allowed().copy()
+        masks.append(mask)
+        taken.append(int(np.flatnonzero(mask)[-1]))
+        constraint.advance(taken[-1])
+    constraint.rollback(3)
+    assert constraint.tokens == taken[:1] and np.array_equal(constraint.allowed(), masks[1])
+    with pytest.raises(autocog.structured.GrammarError):
+        constraint.rollback(2)
+    with pytest.raises(autocog.structured.GrammarError, match="not allowed"):
+        constraint.advance(int(np.flatnonzero(~constraint.allowed())[0]))
