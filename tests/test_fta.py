@@ -19,7 +19,6 @@ from autocog.fta import (
     DuplicateStepError,
     InvalidStepError,
     MissingInputError,
-    Pattern,
     Program,
     ProgramError,
     Text,
@@ -400,15 +399,21 @@ def test_completion_scores(tiny_tf):
 
 
 def test_pattern_in_a_program(tiny_tf):
+    from autocog import Lark, Regex
+
     prog = Program([Text("Count: 1 10 100 "), Complete("n", stop=",", max_tokens=6, pattern=r"[0-9]{3}"),
-                    Text(", then"), Complete("word", stop=" ", max_tokens=4, pattern=Pattern(r"[a-z]+", (" ",)))])
-    for q_width in (1,):
-        values = prog.run(tiny_tf, width=q_width).best.values
-        assert Pattern(r"[0-9]{3}").matches(values["n"]), values
-        assert Pattern(r"[a-z]+").matches(values["word"]), values
+                    Text(", then"), Complete("word", stop=" ", max_tokens=4, pattern=Regex(r"[a-z]+")),
+                    Text(" and"), Complete("g", stop=None, max_tokens=4, pattern=Lark('start: "x" | "yz"'))])
+    result = prog.run(tiny_tf)
+    values = result.best.values
+    assert re.fullmatch(r"[0-9]{3}", values["n"]) and re.fullmatch(r"[a-z]+", values["word"]), values
+    assert values["g"] in ("x", "yz")
+    # keep_stop: the stop string that ended a value stays in the prompt; a grammar without stop ends by itself
+    assert result.best.text == f"Count: 1 10 100 {values['n']},, then{values['word']}  and{values['g']}"
     lm = TextOnlyLM(tiny_tf)          # no masking there: the completion is repaired
     values = prog.run(lm).best.values
-    assert Pattern(r"[0-9]{3}").matches(values["n"]) and Pattern(r"[a-z]+").matches(values["word"])
+    assert re.fullmatch(r"[0-9]{3}", values["n"]) and re.fullmatch(r"[a-z]+", values["word"]), values
+    assert values["g"] in ("x", "yz")
 
 
 # --- bad programs and bad inputs: typed errors naming the step, before any model call ------------------------
@@ -434,6 +439,7 @@ def test_pattern_in_a_program(tiny_tf):
     (lambda: Program([Complete("gen", max_tokens=0)]), InvalidStepError, "gen"),
     (lambda: Program([Complete("gen", pattern="(ab")]), InvalidStepError, "gen"),
     (lambda: Program([Complete("gen", pattern="a(?=b)")]), InvalidStepError, "gen"),
+    (lambda: Program([Complete("gen", pattern=3)]), InvalidStepError, "gen"),
     (lambda: Program([Text("Question: {0}")]), InvalidStepError, "text0"),
     (lambda: Program([Text("Question: {q")]), InvalidStepError, "text0"),
     (lambda: Program([Text("a", name=END)]), InvalidStepError, END),

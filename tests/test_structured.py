@@ -1,5 +1,6 @@
-"""Structured output (autocog.fta.structured) and the regex constraints behind it: on tiny random models the
-text is garbage but every result validates; on SmolLM2 (slow) the course's client profile comes out right."""
+"""Structured output programs (autocog.fta.structured) and the grammar engine behind their free fields
+(autocog.structured.engine / fields, llguidance): on tiny random models the text is garbage but every result
+validates; on SmolLM2 (slow) the course's client profile comes out right."""
 
 import enum
 import json
@@ -11,8 +12,9 @@ import numpy as np
 import pytest
 from pydantic import BaseModel, Field
 
-from autocog.fta import Pattern, PatternError, UnsupportedFieldError, generate, structured_program
-from autocog.fta.constraints import integer, json_string, number, token_texts
+from autocog.fta import UnsupportedFieldError, generate, structured_program
+from autocog.structured import GrammarConstraint, GrammarError, engine, vocabulary
+from autocog.structured.fields import number, string_content
 from test_fta import SpyLM, TextOnlyLM
 
 
@@ -116,11 +118,13 @@ def test_lists_and_options_branch(tiny_tf):
     assert sum(p.probability for p in result.paths) == pytest.approx(1.0)
 
 
-def test_numbers_are_clamped_into_bounds(tiny_tf):
+def test_numbers_are_generated_within_bounds(tiny_tf):
     class Bounded(BaseModel):
         stars: int = Field(ge=1, le=5)
         ratio: float = Field(gt=0, lt=1)
         temperature: int = Field(ge=-40, le=60)
+        triple: int = Field(multiple_of=3, ge=0)
+        maybe: Optional[int] = Field(default=None, ge=10, le=12)
 
     prog = structured_program(Bounded, PROMPT)
     for width in (1, 3):
@@ -128,7 +132,10 @@ def test_numbers_are_clamped_into_bounds(tiny_tf):
         for path in result.paths:
             value = result.instance(path)
             assert 1 <= value.stars <= 5 and 0 < value.ratio < 1 and -40 <= value.temperature <= 60
-    assert not prog.by_name["/stars"].pattern.regex.startswith("-")    # ge=1: no minus sign at all
+            assert value.triple % 3 == 0 and (value.maybe is None or 10 <= value.maybe <= 12)
+            # the written text is the number itself (the engine enforces bounds; nothing is clamped afterwards)
+            assert json.loads(path.text[len(PROMPT.format(text="garbage")):])["stars"] == value.stars
+    assert prog.by_name["/stars"].pattern.kind == "json_schema"
 
 
 def test_text_only_backend_repairs_and_validates(tiny_tf):
@@ -165,16 +172,19 @@ def test_unsupported_fields_fail_before_any_model_call(annotation, message):
 
 
 def test_unsupported_constraints():
-    class Multiple(BaseModel):
-        n: int = Field(multiple_of=3)
+    class Crossed(BaseModel):
+        n: str = Field(min_length=5, max_length=2)
 
     class BadPattern(BaseModel):
-        code: str = Field(pattern=r"^\p{Lu}\w+$")     # Unicode classes: valid for pydantic, not supported here
+        code: str = Field(pattern=r"^\bword$")     # word boundaries: valid for pydantic, not for the engine
 
     class QuoteOnly(BaseModel):
         quote: str = Field(pattern=r'^"$')
 
-    for model, field in [(Multiple, "n"), (BadPattern, "code"), (QuoteOnly, "quote")]:
+    class Empty(BaseModel):
+        n: int = Field(gt=1, lt=2)
+
+    for model, field in [(Crossed, "n"), (BadPattern, "code"), (QuoteOnly, "quote"), (Empty, "n")]:
         with pytest.raises(UnsupportedFieldError) as info:
             structured_program(model)
         assert info.value.step == "/" + field and repr("/" + field) in str(info.value)
@@ -186,54 +196,63 @@ def test_unsupported_constraints():
     assert spy.calls == 0
 
 
-# --- the regex constraints -------------------------------------------------------------------------------
+# --- the grammar engine -----------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("regex", [
     r"(ab|a)*c?", r"[a-c]{2,3}x+", r"\w+@\w+\.com", r"(?:0|[1-9]\d*)(\.\d+)?", r"[^abc]{1,2}d", r"a|b|cd*",
     r"^\d{3}-\d{4}$", r"[-a.]+", r"x{0}y", r"(a|)b", r"[\d.]+", r"\s?\S",
 ])
-def test_pattern_matches_like_re(regex):
-    pattern, reference = Pattern(regex), re.compile(regex)
+def test_regex_matches_like_re_and_repairs(regex):
+    grammar, reference = engine.regex(regex), re.compile(regex.strip("^$"))
     rng = random.Random(regex)
-    for _ in range(2000):
+    for _ in range(300):
         s = "".join(rng.choice("abcdxy@.com019- \t") for _ in range(rng.randint(0, 7)))
-        assert pattern.matches(s) == bool(reference.fullmatch(s)), s
-        completed = pattern.repair(s)
+        assert engine.matches(grammar, s) == bool(reference.fullmatch(s)), s
+        completed = engine.repair(grammar, s)
         assert reference.fullmatch(completed), (s, completed)
 
 
 @pytest.mark.parametrize("regex", ["(ab", "a)", "[ab", "*a", r"a\1", r"(?=a)", r"\bword", "a{2,1}", "a^b"])
-def test_pattern_rejects_unsupported_syntax(regex):
-    with pytest.raises(PatternError):
-        Pattern(regex)
+def test_regex_rejects_unsupported_syntax(regex):
+    with pytest.raises(GrammarError, match="regex"):
+        engine.regex(regex)
 
 
-def test_ready_made_patterns():
-    assert integer().matches("-12") and not integer().matches("012") and not integer(signed=False).matches("-1")
-    assert number().matches("3.25") and not number().matches("3.") and not number().matches("1e5")
-    s = json_string(max_length=4)
-    assert s.matches('ab\\"c'[:4]) and not s.matches('a"b') and not s.matches("a\nb") and not s.matches("abcde")
-    assert len(json_string(min_length=2).shortest_completion("")) == 2
-    assert integer().shortest_completion("-") == "0"
+def test_field_grammars():
+    assert engine.matches(number(int), "-12") and not engine.matches(number(int), "012")
+    assert not engine.matches(number(int, ge=0), "-1") and engine.matches(number(int, ge=0), "0")
+    assert engine.matches(number(float), "3.25") and engine.matches(number(float), "-100000")
+    assert not engine.matches(number(float), "10000000000000001")      # FLOAT_LIMIT: digits exact as a double
+    assert not engine.matches(number(float, gt=0, lt=1), "1") and engine.matches(number(float, gt=0, lt=1), "0.5")
+    assert engine.matches(number(int, nullable=True), "null") and not engine.matches(number(int), "null")
+    s = string_content(max_length=4)
+    assert engine.matches(s, 'ab\\"c') and not engine.matches(s, 'a"b') and not engine.matches(s, "a\nb")
+    assert not engine.matches(s, "abcde") and engine.matches(s, "\u00e9t\u00e9")
+    assert engine.matches(string_content(), "caf\u00e9 \u65e5\u672c")     # decoded Unicode, not only escapes
+    repaired = engine.repair(string_content(min_length=2), "")
+    assert engine.matches(string_content(min_length=2), repaired) and len(json.loads(f'"{repaired}"')) == 2
+    assert engine.repair(number(int), "-") == "-0"
+    pattern = string_content(pattern=r"^[A-Z]{2}-\d+$", max_length=6)
+    assert engine.matches(pattern, "AB-123") and not engine.matches(pattern, "AB-1234")
 
 
 def test_masks_allow_exactly_the_consumable_tokens(tiny_tf):
-    vocab = token_texts(tiny_tf, len(tiny_tf.greedy("a")))
-    for pattern in [json_string(), integer(), Pattern(r"\d{3}-\d{4}", ('"',)), number()]:
-        state = pattern.start
+    vocab = vocabulary(tiny_tf)
+    ids = range(vocab.size)
+    for grammar in [string_content(), number(int), engine.followed_by(engine.regex(r"\d{3}-\d{4}"), ['"']),
+                    engine.json_schema({"type": "object", "properties": {"a": {"type": "string"}}})]:
+        constraint = GrammarConstraint(grammar, vocab)
         for step in range(6):
-            mask = pattern.mask(vocab, state)
-            for t in np.flatnonzero(mask):
-                if t in vocab.eos:
-                    assert pattern.accepting(state)
-                    continue
-                new, consumed, terminated = pattern.consume(vocab.texts[t], state)
-                assert terminated or (new >= 0 and pattern.live(new))
-            allowed = [t for t in np.flatnonzero(mask) if t not in vocab.eos
-                       and not pattern.consume(vocab.texts[t], state)[2]]
+            if constraint.done():
+                break
+            mask = constraint.allowed()
+            assert mask.shape == (vocab.size,) and mask.any()
+            for t in ids:     # the mask says exactly which tokens the matcher accepts
+                assert constraint.matcher.deep_copy().consume_token(t) == bool(mask[t]), (grammar.kind, step, t)
+            allowed = [t for t in np.flatnonzero(mask) if t not in vocab.eos]
             if not allowed:
                 break
-            state = pattern.consume(vocab.texts[allowed[step % len(allowed)]], state)[0]
+            constraint.advance(allowed[step % len(allowed)])
 
 
 # --- SmolLM2: the course example -------------------------------------------------------------------------------

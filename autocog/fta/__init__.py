@@ -5,7 +5,8 @@ A `Program` is an automaton of steps run on any `autocog.lm.LM`:
 * `Text` ``(text, name=None, next=None, max_visits=None)``: fixed text; ``{name}`` fields take program inputs
   or the values of earlier steps.
 * `Complete` ``(name, stop="\\n", max_tokens=64, next=None, max_visits=None, pattern=None, keep_stop=True)``:
-  greedy free text up to a stop string; ``pattern`` (a regex or a `Pattern`) constrains it by token masking.
+  greedy free text up to a stop string; ``pattern`` (a regex, ``autocog.Regex`` / ``Lark`` / ``GBNF`` or an
+  engine `Grammar`) constrains it: the grammar engine (llguidance, `autocog.structured`) masks the tokens.
 * `Choose` ``(name, options, next=None, normalization=None, width=None, threshold=None, end=None,
   max_visits=None)``: one option, scored by the model; ``options`` as a dict routes each option to a step.
 * `END`: the successor that ends a run.
@@ -25,7 +26,7 @@ A `Program` is an automaton of steps run on any `autocog.lm.LM`:
   ``.choice(name)`` (the `ChoiceResult` of a Choose: ``.tree.to_dot()`` draws its token choice tree).
 * Structured output: `structured_program` ``(model, prompt, max_items=8, name=None) -> StructuredProgram``
   (a `Program` whose results carry ``.value``, a validated pydantic instance) and `generate` ``(lm, model,
-  prompt, **inputs)`` for one call. `Pattern` and the helpers in `autocog.fta.constraints` do the masking.
+  prompt, **inputs)`` for one call. Free fields are constrained by the grammar engine (`autocog.structured`).
 
 Scores are natural-log probabilities: a Choose contributes the log of the taken option's probability
 (normalized per step), a Complete 0 (or its tokens' log-prob with ``completion_scores=True``), a Text 0.
@@ -45,7 +46,6 @@ Only the public `LM` API is used: ``complete`` and ``choice_distribution`` (or `
 {'reasoning': ' ...', 'answer': ' B'}
 """
 
-from .constraints import Pattern, PatternError
 from .errors import (
     DuplicateStepError,
     InvalidStepError,
@@ -64,7 +64,7 @@ from .tree import Path, ProgramResult, ThoughtNode, TokenStats
 
 __all__ = [
     "Program", "Step", "Text", "System", "User", "Assistant", "Complete", "Choose", "END", "ProgramResult", "Path", "ThoughtNode", "TokenStats",
-    "Pattern", "PatternError", "structured_program", "StructuredProgram", "StructuredResult", "generate",
+    "structured_program", "StructuredProgram", "StructuredResult", "generate",
     "ProgramError", "DuplicateStepError", "UnknownStepError", "UnreachableStepError", "UnboundedLoopError",
     "InvalidStepError", "UndefinedValueError", "MissingInputError", "UnknownInputError", "UnsupportedFieldError",
 ]

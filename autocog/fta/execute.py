@@ -1,9 +1,9 @@
 """Running a `Program`: depth-first exploration into a thought tree, through the public `LM` API only.
 
 * Text: no model call; its text is appended to the prompt.
-* Complete: on a `GreedyLM`, a greedy decoding loop over ``lm.greedy`` (the same tokens as ``lm.complete``
-  with ``temperature=0``, plus their log-probs and, for a ``pattern``, token masking); on any other `LM`,
-  ``lm.complete`` (patterns repaired after the fact).
+* Complete: on a `GreedyLM`, ``lm.generate`` (the one decoding loop; greedy, the same tokens as
+  ``lm.complete`` with ``temperature=0``, plus their log-probs and, for a ``pattern``, the grammar engine's
+  token mask; see `autocog.fta.decoding`); on any other `LM`, ``lm.complete`` (patterns repaired after the fact).
 * Choose: ``lm.choice_distribution`` (``lm.choose`` alone when a backend cannot score: the option taken then
   has probability 1 and the others are pruned).
 
@@ -22,9 +22,9 @@ import numpy as np
 
 from ..lm.choice import ChoiceLM
 from ..lm.greedy import GreedyLM
-from ..lm.lm import LM, ChoiceResult, find_stop, split_boundary
+from ..lm.lm import LM, ChoiceResult, split_boundary
 from ..lm.scoring import ScoreRequest, score_trees
-from .constraints import token_texts
+from .decoding import complete_text, decode, step_logprob
 from .program import Program
 from .steps import END, Choose, Complete, Step, Text
 from .tree import Path, ProgramResult, ThoughtNode, TokenStats
@@ -309,81 +309,17 @@ class Explorer:
         self.store(state, step, value)
 
     def decode(self, step: Complete, prompt: str) -> tuple[str, str, float, int]:
-        """Greedy decoding over ``lm.greedy``: ``(text appended, value, log-prob, tokens generated)``."""
-        lm = self.lm
-        ids = lm.prompt_tokens(prompt)
-        eos = lm.eos_token_ids
-        pattern = step.pattern
-        vocab = None
-        state = pattern.start if pattern is not None else None
-        stops = step.stop
-        longest = max((len(s) for s in stops), default=0)
-        generated: list[int] = []
-        logprobs: list[float] = []
-        text, value, ended_by = "", None, None
-        read = ids
-        for _ in range(lm.generation_budget(len(ids), step.max_tokens)):
-            read = ids + generated
-            scores = lm.greedy(read)
-            if pattern is None:
-                token = int(np.argmax(scores))
-            else:
-                if vocab is None:
-                    vocab = token_texts(lm, len(scores))
-                allowed = pattern.mask(vocab, state)
-                if pattern.max_chars is not None:
-                    allowed = allowed & vocab.fitting(pattern, pattern.max_chars - len(text))
-                if not allowed.any():
-                    break
-                token = int(np.argmax(np.where(allowed, scores, -np.inf)))
-            logprobs.append(float(scores[token]))
-            if token in eos:
-                break
-            if pattern is None:
-                generated.append(token)
-                previous = len(text)
-                text = lm.detokenize(generated)
-                if stops:
-                    end = find_stop(text, stops, max(0, previous - longest))
-                    if end is not None:
-                        text = text[:end]
-                        ended_by = next(s for s in stops if text.endswith(s))
-                        value = text[: len(text) - len(ended_by)]
-                        break
-            else:
-                piece = vocab.texts[token]
-                state, consumed, terminated = pattern.consume(piece, state)
-                text += piece[:consumed]
-                if terminated:
-                    ended_by = next(t for t in pattern.terminators if piece.startswith(t, consumed))
-                    break
-                generated.append(token)
-        if pattern is not None:
-            text += pattern.shortest_completion(state) or ""
-            value = text
-            appended = text + (ended_by if (ended_by and step.keep_stop) else "")
-        else:
-            if value is None:
-                value = text
-            appended = text if (ended_by is None or step.keep_stop) else value
-        self.trie.insert(read)
-        return appended, value, math.fsum(logprobs), len(logprobs)
+        """``lm.generate`` (greedy, the step's grammar as constraint): ``(text appended, value, log-prob, tokens)``."""
+        out = decode(self.lm, step, prompt)
+        self.trie.insert(out.read)
+        return out.appended, out.value, out.logprob, out.n_tokens
 
     def complete_text(self, step: Complete, prompt: str) -> tuple[str, str, float, int]:
         """``lm.complete`` for backends without next-token log-probs (a pattern is repaired afterwards)."""
-        stops = list(step.pattern.terminators) if step.pattern is not None else step.stop
-        text = self.lm.complete(prompt, stop=stops or None, max_tokens=step.max_tokens)
-        ended_by = next((s for s in stops if text.endswith(s)), None)
-        value = text[: len(text) - len(ended_by)] if ended_by else text
-        if step.pattern is not None:
-            value = step.pattern.repair(value)
-            text = value + (ended_by or "")
-        appended = text if step.keep_stop else value
-        self.trie.insert(self.prompt_ids(prompt) + list(self.lm.tokenize(appended)))
+        out = complete_text(self.lm, step, prompt)
+        self.trie.insert(self.prompt_ids(prompt) + list(self.lm.tokenize(out.appended)))
         logprob = math.nan
-        if self.completion_scores and appended:
-            try:
-                logprob = float(self.lm.choice_distribution(prompt, [appended]).logprobs[0])
-            except NotImplementedError:
-                pass
-        return appended, value, logprob, len(self.lm.tokenize(appended))
+        if self.completion_scores and out.appended:
+            scored = step_logprob(self.lm, prompt, out.appended)
+            logprob = math.nan if scored is None else scored
+        return out.appended, out.value, logprob, out.n_tokens

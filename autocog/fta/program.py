@@ -324,7 +324,8 @@ class Program:
             elif isinstance(step, Complete):
                 label = f"{step.name}\ncomplete ≤{step.max_tokens} tok, stop={step.stop!r}"
                 if step.pattern is not None:
-                    label += f"\n/{snippet(step.pattern.regex, max_text)}/"
+                    source = step.pattern.source if isinstance(step.pattern.source, str) else step.pattern.kind
+                    label += f"\n/{snippet(source, max_text)}/"
                 shape = "ellipse"
             else:
                 label, shape = f"{step.name}\nchoose ({len(step.options)})", "diamond"

@@ -12,11 +12,10 @@ inputs and earlier values as ``{name}`` fields (``{{`` and ``}}`` for literal br
 from __future__ import annotations
 
 import string
-from typing import Mapping, Optional, Sequence, Union
+from typing import Any, Mapping, Optional, Sequence, Union
 
 from ..lm.errors import InvalidChoicesError
 from ..lm.lm import NORMALIZATIONS, as_stop_list, check_choices
-from .constraints import Pattern, PatternError
 from .errors import InvalidStepError
 
 END = "END"
@@ -142,10 +141,12 @@ class Complete(Step):
 
     The value stored under ``name`` is the text without the stop string; the prompt goes on with the stop
     string included when ``keep_stop`` (the default: a step stopped by ``"\\n"`` leaves the prompt on a new
-    line). ``pattern`` constrains the text (a regex string or a `Pattern`): on a `GreedyLM` tokens are masked
-    so that the value always matches, and the stop strings become the pattern's terminators; on other
-    backends the completion is repaired after the fact. Decoding is greedy (``lm.complete`` with
-    ``temperature=0`` gives the same text).
+    line). ``pattern`` constrains the text: a regex string, an ``autocog.Regex`` / ``Lark`` / ``GBNF``, or an
+    engine `Grammar` (`autocog.structured`). On a `GreedyLM` the grammar engine masks tokens so that the value
+    matches in full and then one of the stop strings (if any) ends it; ``max_tokens`` is then the budget
+    after which the value is closed as soon as the pattern allows. On other backends the completion is
+    repaired after the fact (its longest valid prefix, completed). Decoding is greedy (``lm.complete`` with
+    ``temperature=0`` gives the same text without a pattern).
 
     >>> Complete("zip", stop='"', max_tokens=8, pattern=r"[0-9]{5}")     # doctest: +SKIP
     """
@@ -153,8 +154,8 @@ class Complete(Step):
     kind = "complete"
 
     def __init__(self, name: str, stop: Union[str, Sequence[str], None] = "\n", max_tokens: int = 64,
-                 next: Successor = None, max_visits: Optional[int] = None,
-                 pattern: Union[str, Pattern, None] = None, keep_stop: bool = True):
+                 next: Successor = None, max_visits: Optional[int] = None, pattern: Any = None,
+                 keep_stop: bool = True):
         self.name = _check_name(name, "Complete")
         self.next = next
         self.max_visits = _check_visits(name, max_visits)
@@ -166,16 +167,7 @@ class Complete(Step):
             raise InvalidStepError(f"step {name!r}: max_tokens must be an int >= 1, got {max_tokens!r}", step=name)
         self.max_tokens = max_tokens
         self.keep_stop = bool(keep_stop)
-        if isinstance(pattern, str):
-            try:
-                pattern = Pattern(pattern, terminators=self.stop)
-            except PatternError as error:
-                raise InvalidStepError(f"step {name!r}: {error}", step=name) from None
-        elif pattern is not None and not isinstance(pattern, Pattern):
-            raise InvalidStepError(f"step {name!r}: pattern must be a regex str or a Pattern", step=name)
-        if pattern is not None and pattern.shortest_completion(pattern.start) is None:
-            raise InvalidStepError(f"step {name!r}: the pattern {pattern.regex!r} matches no text", step=name)
-        self.pattern = pattern
+        self.pattern, self.grammar = _step_grammar(name, pattern, self.stop)
 
     @property
     def produces(self) -> str:
@@ -234,3 +226,29 @@ class Choose(Step):
         if self.next is not None:
             out.append(self.next)
         return out
+
+
+def _step_grammar(name: str, pattern: Any, stops: list) -> tuple:
+    """``(pattern, grammar)``: the pattern as an engine `Grammar`, and that grammar followed by a stop string."""
+    if pattern is None:
+        return None, None
+    from ..structured import engine
+    from ..structured.types import GBNF, Lark, Regex
+
+    try:
+        if isinstance(pattern, str):
+            pattern = engine.regex(pattern)
+        elif isinstance(pattern, Regex):
+            pattern = engine.regex(pattern.pattern)
+        elif isinstance(pattern, Lark):
+            pattern = engine.lark(pattern.grammar)
+        elif isinstance(pattern, GBNF):
+            pattern = engine.gbnf(pattern.grammar)
+        elif not isinstance(pattern, engine.Grammar):
+            raise InvalidStepError(f"step {name!r}: pattern must be a regex str, autocog.Regex / Lark / GBNF or a "
+                                   f"Grammar, not {type(pattern).__name__}", step=name)
+        if engine.is_empty(pattern):
+            raise InvalidStepError(f"step {name!r}: the pattern {pattern.description} matches no text", step=name)
+        return pattern, engine.followed_by(pattern, stops)
+    except engine.GrammarError as error:
+        raise InvalidStepError(f"step {name!r}: {error}", step=name) from None

@@ -1,22 +1,23 @@
 """Structured output: a `Program` built from a pydantic model, whose result is a validated instance.
 
 The program writes the instance as indented JSON. Keys, braces and commas are Text; an enum-like field
-(``bool``, ``Literal``, ``Enum``) is a Choose among its JSON values; a free field is a Complete constrained by a
-`Pattern` (see `autocog.fta.constraints`), so the text always parses and validates:
+(``bool``, ``Literal``, ``Enum``) is a Choose among its JSON values, which the thought tree scores; a free field
+is a Complete constrained by the grammar engine (llguidance, see `autocog.structured.fields`), so the text
+always parses and validates:
 
 ===========================  ===================================================================================
 ``str``                      JSON string content (escapes allowed, no raw control characters), ``min_length`` /
-                             ``max_length`` enforced; with ``pattern``: that regex, minus ``"``, ``\\`` and
-                             control characters (so the text needs no escaping)
-``int`` / ``float``          ``-?(0|[1-9][0-9]*)`` (and ``\\.[0-9]+`` for floats); no minus sign when ``ge`` /
-                             ``gt`` forbid negatives; other bounds are applied by clamping the parsed number
+                             ``max_length`` enforced in characters; with ``pattern``: that regex (Rust syntax),
+                             minus ``"``, ``\\`` and control characters (so the text needs no escaping)
+``int`` / ``float``          a JSON number; ``ge`` / ``gt`` / ``le`` / ``lt`` / ``multiple_of`` enforced exactly by
+                             the engine while generating
 ``bool``, ``Literal``,       a Choose among ``true`` / ``false`` or the JSON of each value
 ``Enum``
 nested ``BaseModel``         its fields, in order, between braces
 ``list[X]``                  bounded (``max_length`` or the builder's ``max_items``): a Choose after each item
                              between ``,`` (one more) and ``]`` (done), unrolled up to the bound
 ``Optional[X]``              ``null`` is one more option of a Choose; for a number, an alternative of its
-                             pattern; for a string, object or list, a Choose between ``null`` and the opening
+                             grammar; for a string, object or list, a Choose between ``null`` and the opening
                              character, which branches the program
 ===========================  ===================================================================================
 
@@ -38,13 +39,11 @@ from __future__ import annotations
 
 import enum
 import json
-import math
 import types
 import typing
 from dataclasses import dataclass
 from typing import Any, Optional, Sequence, Union
 
-from .constraints import JSON_UNSAFE, Pattern, PatternError, integer, json_string, number
 from .errors import UnsupportedFieldError
 from .program import Program
 from .steps import END, Choose, Complete, Step, Text
@@ -124,7 +123,7 @@ class _Spec:
 
 @dataclass
 class _Str(_Spec):
-    pattern: Pattern
+    pattern: Any          # an engine Grammar of the string's content
     raw: bool
     max_tokens: int
 
@@ -134,7 +133,7 @@ class _Str(_Spec):
     def emit(self, b, path, indent, opened=False):
         if not opened:
             b.text('"')
-        b.step(Complete(path, stop=None, max_tokens=self.max_tokens, pattern=self.pattern, keep_stop=False))
+        b.step(Complete(path, stop='"', max_tokens=self.max_tokens, pattern=self.pattern, keep_stop=False))
         b.text('"')
 
     def extract(self, values, path):
@@ -142,26 +141,21 @@ class _Str(_Spec):
         return text if self.raw else json.loads('"' + text + '"')
 
 
+NUMBER_STOPS = (",", "\n")   # what follows a value in the JSON the program writes
+
+
 @dataclass
 class _Number(_Spec):
-    pattern: Pattern
+    pattern: Any          # an engine Grammar of the number (or null)
     kind: type
-    low: Optional[float]
-    high: Optional[float]
+    bounds: dict
 
     def emit(self, b, path, indent, opened=False):
-        b.step(Complete(path, stop=None, max_tokens=24, pattern=self.pattern, keep_stop=False))
+        b.step(Complete(path, stop=list(NUMBER_STOPS), max_tokens=24, pattern=self.pattern, keep_stop=False))
 
     def extract(self, values, path):
-        text = values[path]
-        if text == "null":
-            return None
-        value = self.kind(text)
-        if self.low is not None and value < self.low:
-            value = self.kind(self.low)
-        if self.high is not None and value > self.high:
-            value = self.kind(self.high)
-        return value
+        value = json.loads(values[path])
+        return None if value is None else self.kind(value)
 
 
 @dataclass
@@ -296,8 +290,6 @@ class _Compiler:
 
         annotation, more = _unwrap(annotation)
         constraints = {**constraints, **more}
-        if "multiple_of" in constraints:
-            raise self.error(where, "multiple_of cannot be enforced while generating")
         origin = typing.get_origin(annotation)
         if origin is Union or (hasattr(types, "UnionType") and isinstance(annotation, getattr(types, "UnionType"))):
             args = [a for a in typing.get_args(annotation) if a is not type(None)]
@@ -307,9 +299,7 @@ class _Compiler:
             if isinstance(inner, _Enum):
                 return _Enum(inner.options + ["null"], inner.values + [None])
             if isinstance(inner, _Number):
-                regex = f"null|(?:{inner.pattern.regex})"
-                return _Number(Pattern(regex, inner.pattern.terminators, name="nullable number"),
-                               inner.kind, inner.low, inner.high)
+                return self._number(inner.kind, inner.bounds, where, nullable=True)
             return _Nullable(inner)
         if annotation is bool:
             return _Enum(["true", "false"], [True, False])
@@ -323,7 +313,7 @@ class _Compiler:
         if annotation is str:
             return self._string(constraints, where)
         if annotation in (int, float):
-            return self._number(annotation, constraints)
+            return self._number(annotation, constraints, where)
         if isinstance(annotation, type) and issubclass(annotation, BaseModel):
             return self.model(annotation, where)
         if origin in (list, typing.List):
@@ -351,29 +341,26 @@ class _Compiler:
         return _Enum([json.dumps(v) for v in values], values)
 
     def _string(self, constraints: dict, where: str) -> _Str:
+        from ..structured import GrammarError
+        from ..structured.fields import string_content
+
         max_length = constraints.get("max_length")
         tokens = self.string_tokens if max_length is None else max(1, min(self.string_tokens, int(max_length) + 1))
-        if "pattern" in constraints:
-            try:
-                pattern = Pattern(constraints["pattern"], terminators=('"',), exclude=JSON_UNSAFE,
-                                  max_chars=max_length, name=f"{where} pattern")
-            except PatternError as error:
-                raise self.error(where, str(error)) from None
-            if pattern.shortest_completion(pattern.start) is None:
-                raise self.error(where, f"no JSON-safe text matches the pattern {constraints['pattern']!r}")
-            return _Str(pattern, raw=True, max_tokens=tokens)
-        return _Str(json_string(int(constraints.get("min_length", 0)), max_length), raw=False, max_tokens=tokens)
+        try:
+            grammar = string_content(int(constraints.get("min_length", 0)), max_length, constraints.get("pattern"))
+        except GrammarError as error:
+            raise self.error(where, str(error)) from None
+        return _Str(grammar, raw="pattern" in constraints, max_tokens=tokens)
 
-    def _number(self, kind: type, constraints: dict) -> _Number:
-        low = constraints.get("ge", constraints.get("gt"))
-        high = constraints.get("le", constraints.get("lt"))
-        if "gt" in constraints:
-            low = constraints["gt"] + 1 if kind is int else math.nextafter(constraints["gt"], math.inf)
-        if "lt" in constraints:
-            high = constraints["lt"] - 1 if kind is int else math.nextafter(constraints["lt"], -math.inf)
-        signed = low is None or low < 0
-        pattern = integer(signed=signed) if kind is int else number(signed=signed)
-        return _Number(pattern, kind, low, high)
+    def _number(self, kind: type, constraints: dict, where: str, nullable: bool = False) -> _Number:
+        from ..structured import GrammarError
+        from ..structured.fields import number
+
+        bounds = {k: constraints.get(k) for k in ("ge", "gt", "le", "lt", "multiple_of")}
+        try:
+            return _Number(number(kind, nullable=nullable, **bounds), kind, bounds)
+        except GrammarError as error:
+            raise self.error(where, str(error)) from None
 
     def model(self, model: type, where: str = "") -> _Object:
         fields = []

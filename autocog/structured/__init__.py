@@ -1,0 +1,39 @@
+"""Structured output on the llguidance grammar engine: `generate(lm, output_type, prompt=None, **inputs)`.
+
+* `generate` / `run` (`autocog.structured.generate`): pydantic models and other types, JSON schemas,
+  `Regex`, `Lark`, `GBNF`, lists of choices; locally through ``GreedyLM.generate`` with a
+  `GrammarConstraint`, on servers through their native constraint (`autocog.structured.server`).
+* The engine (`autocog.structured.engine`): `Grammar` and its builders, `GrammarConstraint`, `matches`.
+* Vocabularies (`autocog.structured.vocab`): each backend's tokens as bytes for the engine.
+
+Programs keep their own structure on top (`autocog.fta.structured_program`): enum-like fields are Choose
+steps the thought tree scores, free fields are Complete steps constrained by this engine. See
+``docs/structured.md``.
+"""
+
+from .engine import (
+    Grammar,
+    GrammarConstraint,
+    GrammarError,
+    IncompleteOutputError,
+    UnsupportedSchemaError,
+    check,
+    choice,
+    followed_by,
+    gbnf,
+    json_schema,
+    lark,
+    matches,
+    regex,
+)
+from .generate import Generation, generate, run
+from .server import ServerConstraintError
+from .types import GBNF, Lark, Output, OutputValidationError, Regex, as_output
+from .vocab import Vocabulary, vocabulary
+
+__all__ = [
+    "generate", "run", "Generation", "Regex", "Lark", "GBNF", "Output", "as_output", "Grammar", "GrammarConstraint",
+    "GrammarError", "UnsupportedSchemaError", "IncompleteOutputError", "OutputValidationError",
+    "ServerConstraintError", "Vocabulary", "vocabulary", "regex", "lark", "gbnf", "json_schema", "choice",
+    "followed_by", "check", "matches",
+]
