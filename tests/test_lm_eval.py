@@ -23,7 +23,8 @@ from lm_eval.api.instance import Instance  # noqa: E402
 from lm_eval.api.registry import get_model  # noqa: E402
 from lm_eval.tasks import TaskManager  # noqa: E402
 
-from autocog.evaluate import EXAMPLE_DATASET  # noqa: E402
+from autocog.evaluate import EXAMPLE_DATASET, evaluate  # noqa: E402
+from autocog.lm import load  # noqa: E402
 from autocog.lm.scoring import ScoreRequest, score  # noqa: E402
 from autocog.lm_eval import AutocogLM, parse_model_args  # noqa: E402
 
@@ -63,7 +64,15 @@ def run_task(folder: Path, model, model_args=None, **kwargs):
                                       task_manager=TaskManager(include_path=str(folder)), **kwargs)
     samples = sorted(results["samples"][TASK], key=lambda s: s["doc_id"])
     answers = [[tuple(r[0]) for r in s["resps"]] for s in samples]
-    return results["results"][TASK], answers
+    metrics = dict(results["results"][TASK], per_doc={k: [s[k] for s in samples] for k in ("acc", "acc_norm")})
+    return metrics, answers
+
+
+def assert_same_as_evaluate(lm, folder, metrics):
+    """`autocog.evaluate` on the task's data file: its sum / char predictions are lm-eval's acc / acc_norm."""
+    report = evaluate(lm, folder / "data.jsonl")
+    assert [float(x) for x in report["sum"].correct] == metrics["per_doc"]["acc"]
+    assert [float(x) for x in report["char"].correct] == metrics["per_doc"]["acc_norm"]
 
 
 def assert_same_as_hf(ours, theirs, atol=1e-4):
@@ -74,6 +83,7 @@ def assert_same_as_hf(ours, theirs, atol=1e-4):
         assert [a[1] for a in mine] == [r[1] for r in ref]
     for metric in ("acc,none", "acc_norm,none"):
         assert our_metrics[metric] == hf_metrics[metric], metric
+    assert our_metrics["per_doc"] == hf_metrics["per_doc"]
 
 
 @pytest.fixture(scope="module")
@@ -139,6 +149,7 @@ def test_task_matches_hf_on_tiny(task_dir, tiny_adapter, tiny_hf):
     ours = run_task(task_dir, tiny_adapter)
     theirs = run_task(task_dir, tiny_hf)
     assert_same_as_hf(ours, theirs)
+    assert_same_as_evaluate(tiny_adapter.lm, task_dir, ours[0])
 
 
 def test_loglikelihood_edge_cases_match_hf(tiny_adapter, tiny_hf):
@@ -273,4 +284,5 @@ def test_task_matches_hf_on_smollm2(tmp_path):
     ours = run_task(folder, "autocog", f"backend=tf,model={path},dtype=float32", batch_size=8)
     theirs = run_task(folder, "hf", f"pretrained={path},dtype=float32", batch_size=8, device="cpu")
     assert_same_as_hf(ours, theirs)
+    assert_same_as_evaluate(load("tf", model=str(path)), folder, ours[0])
     assert ours[0]["acc,none"] > 0.5  # SmolLM2 knows most of these easy facts
