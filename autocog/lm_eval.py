@@ -13,8 +13,9 @@ the model's context) and ``max_gen_toks`` (default 256).
 The three request types:
 
 * ``loglikelihood`` (context, continuation): the requests are grouped by context and every group is
-  scored as ONE choice set through the scoring layer (`autocog.lm.scoring.score`), so the context and
-  the shared tokens of the continuations are evaluated once. The boundary is lm-eval's: trailing
+  scored as ONE choice set through the batch API (`autocog.batch.choice_distributions`, on the scoring
+  layer), ``batch_size`` contexts per call, so each context, the prefix the contexts share (few-shot
+  examples) and the shared tokens of the continuations are evaluated once. The boundary is lm-eval's: trailing
   whitespace of the context moves to the front of the continuation (autocog's convention too); an empty
   context is conditioned on BOS (else EOS). Returns ``(log P(continuation | context), is_greedy)``;
   ``is_greedy`` is exact: every continuation token is the argmax of the model's next-token row.
@@ -42,6 +43,7 @@ from tqdm import tqdm
 from .lm import load
 from .lm.lm import LM
 from .lm.registry import BACKENDS
+from .batch import choice_distributions
 from .lm.scoring import DEFAULT_BATCH_SIZE, ScoreRequest, score
 
 logger = logging.getLogger(__name__)
@@ -51,6 +53,7 @@ logger = logging.getLogger(__name__)
 TF_PRETRAINED_KEYS = {"revision", "trust_remote_code", "attn_implementation", "low_cpu_mem_usage", "device_map",
                       "cache_dir", "local_files_only", "subfolder", "variant", "use_safetensors", "torch_dtype"}
 LOG_HALF = math.log(0.5)
+GROUPS_PER_BATCH = 4  # contexts scored per batch-API call, in units of batch_size
 
 __all__ = ["AutocogLM", "parse_model_args"]
 
@@ -146,13 +149,17 @@ class AutocogLM(HarnessLM):
                 conts.append(continuation)
         answers: dict[tuple[str, str], tuple[float, bool]] = {}
         scored = [(context, conts) for context, conts in groups.items() if conts]
-        results = score(self.lm, [ScoreRequest(c, conts, "sum") for c, conts in scored], self.batch_size)
         bar = tqdm(total=len(scored), desc="autocog loglikelihood", disable=disable_tqdm)
-        for (context, conts), result in zip(scored, results):
-            flags = self._greedy_flags(context, conts, result.token_logprobs)
-            for continuation, logprob, flag in zip(conts, result.logprobs, flags):
-                answers[(context, continuation)] = (float(logprob), bool(flag))
-            bar.update(1)
+        chunk = self.batch_size * GROUPS_PER_BATCH
+        for start in range(0, len(scored), chunk):  # memory stays flat: trees live for one chunk
+            part = scored[start:start + chunk]
+            results = choice_distributions(self.lm, [c for c, _ in part], [conts for _, conts in part],
+                                           normalization="sum", batch_size=self.batch_size, progress=False)
+            for (context, conts), result in zip(part, results):
+                flags = self._greedy_flags(context, conts, result.token_logprobs)
+                for continuation, logprob, flag in zip(conts, result.logprobs, flags):
+                    answers[(context, continuation)] = (float(logprob), bool(flag))
+                bar.update(1)
         bar.close()
         out = []
         for pair in pairs:
