@@ -18,7 +18,9 @@ The three request types:
   examples) and the shared tokens of the continuations are evaluated once. The boundary is lm-eval's: trailing
   whitespace of the context moves to the front of the continuation (autocog's convention too); an empty
   context is conditioned on BOS (else EOS). Returns ``(log P(continuation | context), is_greedy)``;
-  ``is_greedy`` is exact: every continuation token is the argmax of the model's next-token row.
+  ``is_greedy`` is exact: every continuation token is the argmax of the model's next-token row. A
+  context plus continuation longer than the model's context is a ``ContextLengthError`` (lm-eval's
+  ``hf`` cuts the context from the left instead).
 * ``loglikelihood_rolling`` (text,): the text's tokens (no special token added) conditioned on BOS
   (else EOS), in windows of ``max_length`` tokens as lm-eval's ``get_rolling_token_windows`` cuts them;
   each token is predicted once. (lm-eval's ``hf`` model also scores a BOS that its tokenizer adds to

@@ -119,6 +119,7 @@ def run_setting(hf, ours, adapter, contexts, choices, batch_sizes, our_batch, re
     for _ in range(repeats):
         for name, fn in methods.items():
             seconds, out = timed(fn)
+            print(f"  {name}: {seconds:.2f}s", file=sys.stderr, flush=True)
             times.setdefault(name, []).append(seconds)
             results[name] = out
     reference = np.array(results[f"hf@{batch_sizes[0]}"])
@@ -138,7 +139,7 @@ def main() -> None:
     parser.add_argument("--model", default="smollm2", help="smollm2, tiny or a transformers directory")
     parser.add_argument("--questions", type=int, default=40, help="questions (40-200)")
     parser.add_argument("--shots", default="0,5", help="settings: shots, comma-separated")
-    parser.add_argument("--hf-batch-sizes", default="1,4,8,16", help="lm-eval batch sizes to try")
+    parser.add_argument("--hf-batch-sizes", default="4,8,16,32", help="lm-eval batch sizes to try")
     parser.add_argument("--batch-size", type=int, default=16, help="autocog's prompts per call")
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--threads", type=int, default=2)

@@ -255,6 +255,18 @@ def test_cli_lm_eval_end_to_end(task_dir, tiny_path, tmp_path):
     assert all(len(s["resps"]) == len(s["doc"]["choices"]) for s in data["samples"][TASK])
 
 
+def test_cli_lm_eval_help(capsys):
+    from autocog.cli import build_parser, main
+
+    with pytest.raises(SystemExit) as exit:
+        main(["lm-eval", "--help"])
+    out = capsys.readouterr().out
+    assert exit.value.code == 0 and out.startswith("usage: autocog lm-eval")
+    assert all(option in out for option in ("--tasks", "--include-path", "--model-args", "--limit", "--output",
+                                             "--backend", "--model"))
+    assert "lm-eval" in build_parser().format_help()
+
+
 @pytest.mark.parametrize("argv, words", [
     (["--tasks", "no_such_task_xyz"], ["unknown task", "no_such_task_xyz"]),
     (["--tasks", TASK, "--model-args", "dtype"], ["model_args", "KEY=VALUE"]),
