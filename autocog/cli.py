@@ -8,6 +8,7 @@ Commands::
     autocog eval [DATA]                multiple-choice accuracy (sum / mean / char), CI, confusion, calibration
     autocog search [DATA]              grid or random search over completion settings
     autocog bench [SCRIPT]             a quick built-in choose timing, or the scripts in bench/
+    autocog lm-eval --tasks T          lm-evaluation-harness tasks on the model (autocog.lm_eval adapter)
 
 Model options, on every command: ``--backend tf|llama|openai`` (default ``tf``), ``--model PATH|NAME``
 (default: the embedded SmolLM2-135M-Instruct on ``tf`` and ``llama``), ``--base-url`` and ``--api-key``
@@ -224,6 +225,20 @@ def build_parser() -> Parser:
     p.add_argument("--prompts", type=positive_int, default=20, help="built-in: prompts (default 20)")
     p.add_argument("--choices", type=positive_int, default=4, help="built-in: choices per prompt (default 4)")
     p.set_defaults(func=cmd_bench)
+
+    p = command("lm-eval", "lm-evaluation-harness tasks", "Run lm-evaluation-harness tasks "
+                "(lm_eval.simple_evaluate) on the model through the autocog adapter (autocog.lm_eval) and print "
+                "lm-eval's table. Needs the lm-eval extra: pip install autocog[lm-eval].")
+    p.add_argument("--tasks", required=True, metavar="T1,T2", help="task names, comma-separated (glob patterns too)")
+    p.add_argument("--include-path", action="append", default=None, metavar="DIR",
+                   help="a folder of task YAML files (repeatable)")
+    p.add_argument("--model-args", default="", metavar="K=V,...",
+                   help="more model_args for the adapter, e.g. dtype=float32,n_ctx=4096,max_length=512")
+    p.add_argument("--num-fewshot", type=non_negative_int, default=None, help="examples in the context")
+    p.add_argument("--limit", type=positive_int, default=None, help="only the first N documents of each task")
+    p.add_argument("--batch-size", type=positive_int, default=16, help="prompts per scoring call (default 16)")
+    p.add_argument("--output", metavar="PATH", help="write the results (and the per-document samples) as JSON")
+    p.set_defaults(func=cmd_lm_eval)
     return parser
 
 
@@ -428,6 +443,58 @@ def cmd_eval(args: argparse.Namespace) -> int:
             write_json(report.to_dict(per_item=True), args.json)
     if args.plot:
         print(f"plot: {report.plot(args.plot)}", file=sys.stderr)
+    return EXIT_OK
+
+
+def cmd_lm_eval(args: argparse.Namespace) -> int:
+    """``autocog lm-eval``: the model options and --model-args become the adapter's model_args."""
+    try:
+        import lm_eval
+        from lm_eval.tasks import TaskManager
+
+        from .lm_eval import AutocogLM, parse_model_args
+    except ImportError as error:
+        raise UsageError(f"autocog lm-eval needs lm-evaluation-harness: pip install autocog[lm-eval] ({error})") from None
+    if args.backend != "openai" and (args.base_url or args.api_key):
+        raise UsageError("--base-url and --api-key are for --backend openai")
+    try:
+        extra = parse_model_args(args.model_args)
+    except ValueError as error:
+        raise UsageError(str(error)) from None
+    model_args: dict[str, Any] = {"backend": args.backend, "batch_size": args.batch_size}
+    options = {"model": args.model, "device": args.device if args.backend == "tf" else None,
+               "base_url": args.base_url, "api_key": args.api_key,
+               "n_threads": args.threads if args.backend == "llama" else None}
+    model_args.update({k: v for k, v in options.items() if v is not None})
+    clash = sorted(set(extra) & set(model_args) - {"device"})
+    if clash:
+        raise UsageError(f"--model-args repeats {', '.join(clash)}: give each setting once")
+    model_args.update(extra)
+    for d in args.include_path or []:
+        if not Path(d).is_dir():
+            raise UsageError(f"--include-path: not a folder: {d}")
+    manager = TaskManager(include_path=args.include_path or None)
+    tasks = [t.strip() for t in args.tasks.split(",") if t.strip()]
+    missing = [t for t in tasks if not manager.match_tasks([t])]
+    if not tasks or missing:
+        raise UsageError(f"--tasks: unknown task(s) {', '.join(missing) or repr(args.tasks)} (add --include-path "
+                         "for your own YAML tasks)")
+    if args.backend == "tf" and args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
+    try:
+        lm = AutocogLM.create_from_arg_obj(model_args)
+    except TypeError as error:
+        raise UsageError(str(error)) from None
+    results = lm_eval.simple_evaluate(model=lm, tasks=tasks, task_manager=manager, num_fewshot=args.num_fewshot,
+                                      limit=args.limit, log_samples=bool(args.output))
+    print(lm_eval.utils.make_table(results))
+    if args.output:
+        out = Path(args.output)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps(results, indent=2, default=lm_eval.utils.handle_non_serializable))
+        print(f"results: {out}", file=sys.stderr)
     return EXIT_OK
 
 

@@ -12,8 +12,13 @@ Data: JSONL files (one object a line) or Hugging Face ``datasets`` objects (any 
 
 Scores: each question is scored once (`autocog.batch`), then ranked under each normalization from the
 same per-token log-probs: ``sum`` (total log-prob: lm-eval's ``acc``), ``mean`` (per token: CAPPr's
-default), ``char`` (per character of the choice, leading space included: lm-eval's ``acc_norm``), and
-``pmi`` on request. The interval is the **Wilson score interval** (default 95%). Calibration: the chosen
+default), ``char`` (per character: lm-eval's ``acc_norm``), and ``pmi`` on request.
+
+Which characters ``char`` counts (``char_length``): by default (``"choice"``) the choice as the record
+writes it, which is what lm-eval's ``acc_norm`` divides by: for a ``question`` record the raw choice
+(``"Paris"``, 5 characters, although ``" Paris"`` is scored, as lm-eval's ``target_delimiter`` is), for a
+``prompt`` record the choice verbatim. ``"continuation"`` counts the scored continuation, delimiter space
+included (6 for ``" Paris"``), as ``lm.choice_distribution(..., normalization="char")`` does. The interval is the **Wilson score interval** (default 95%). Calibration: the chosen
 choice's probability (softmax of the normalized scores) against accuracy, in equal-width bins, with the
 expected calibration error (ECE).
 
@@ -41,6 +46,8 @@ from .lm.lm import LM, check_normalization, normalize_scores, softmax
 
 DEFAULT_TEMPLATE = "Question: {question}\nAnswer:"
 DEFAULT_NORMALIZATIONS = ("sum", "mean", "char")
+CHAR_LENGTHS = ("choice", "continuation")
+FIELDS = ("question", "prompt", "choices", "answer", "id")
 NORMALIZATION_NAMES = {"sum": "sum (acc)", "mean": "mean/token", "char": "char (acc_norm)", "pmi": "pmi"}
 EXAMPLE_DATASET = Path(__file__).resolve().parent / "data" / "easy_mc.jsonl"
 
@@ -58,6 +65,23 @@ class MCItem:
     choices: list[str]
     answer: int
     id: Optional[str] = None
+    raw_choices: Optional[list[str]] = None  # as the record wrote them (no delimiter space), for char lengths
+
+    def char_texts(self, char_length: str = "choice") -> list[str]:
+        """The texts whose characters ``char`` divides by: the choices as written (``"choice"``, lm-eval's
+        acc_norm) or as scored (``"continuation"``, delimiter space included).
+
+        >>> MCItem("Q:", [" Paris", " Rome"], 0, raw_choices=["Paris", "Rome"]).char_texts()
+        ['Paris', 'Rome']
+        """
+        check_char_length(char_length)
+        return list(self.raw_choices if char_length == "choice" and self.raw_choices is not None else self.choices)
+
+
+def check_char_length(char_length: str) -> str:
+    if char_length not in CHAR_LENGTHS:
+        raise ValueError(f"char_length must be one of {', '.join(CHAR_LENGTHS)}, got {char_length!r}")
+    return char_length
 
 
 # --- loading -------------------------------------------------------------------------------------------
@@ -72,7 +96,7 @@ def record_to_item(record: Mapping[str, Any], template: str = DEFAULT_TEMPLATE, 
     CommonsenseQA, where ``answer`` may then be a label (``"B"``).
 
     >>> record_to_item({"question": "2+2?", "choices": ["4", "5"], "answer": "4"})
-    MCItem(prompt='Question: 2+2?\\nAnswer:', choices=[' 4', ' 5'], answer=0, id='0')
+    MCItem(prompt='Question: 2+2?\\nAnswer:', choices=[' 4', ' 5'], answer=0, id='0', raw_choices=['4', '5'])
     """
     where = f"record {index}"
     if not isinstance(record, Mapping):
@@ -87,11 +111,12 @@ def record_to_item(record: Mapping[str, Any], template: str = DEFAULT_TEMPLATE, 
     if not isinstance(choices, (list, tuple)) or not choices or not all(isinstance(c, str) for c in choices):
         raise ValueError(f"{where}: 'choices' must be a non-empty list of strings")
     raw = list(choices)
+    written = None
     if "prompt" in record and record["prompt"] is not None:
         prompt, choices = str(record["prompt"]), raw
     elif "question" in record and record["question"] is not None:
         prompt = template.format(question=record["question"])
-        choices = [c if c[:1].isspace() else " " + c for c in raw]
+        choices, written = [c if c[:1].isspace() else " " + c for c in raw], raw
     else:
         raise ValueError(f"{where}: needs a 'question' or a 'prompt' field")
     answer = record.get("answer")
@@ -112,7 +137,7 @@ def record_to_item(record: Mapping[str, Any], template: str = DEFAULT_TEMPLATE, 
         raise ValueError(f"{where}: 'answer' must be a choice index or a choice's text, got {answer!r}") from None
     if not 0 <= answer < len(choices):
         raise ValueError(f"{where}: answer index {answer} is out of range for {len(choices)} choices")
-    return MCItem(prompt, choices, answer, str(record.get("id", index)))
+    return MCItem(prompt, choices, answer, str(record.get("id", index)), written)
 
 
 def load_jsonl(path: Union[str, Path]) -> list[dict]:
@@ -139,6 +164,9 @@ def load_items(source: Union[str, Path, Iterable[Any], None] = None, template: s
     ``datasets.load_dataset(NAME, config, split=split)``), or any iterable of records / `MCItem` (a
     Hugging Face ``Dataset`` object, a list of dicts). ``limit`` keeps the first N; ``fields`` renames
     columns (see `record_to_item`)."""
+    unknown = sorted(set(fields or {}) - set(FIELDS))
+    if unknown:
+        raise ValueError(f"fields: unknown field(s) {', '.join(unknown)}: expected {', '.join(FIELDS)}")
     if source is None:
         source = EXAMPLE_DATASET
     if isinstance(source, str) and source.startswith("hf:"):
@@ -314,7 +342,8 @@ def evaluate(lm: LM, dataset: Union[str, Path, Iterable[Any], None] = None,
              normalizations: Sequence[str] = DEFAULT_NORMALIZATIONS, batch_size: int = DEFAULT_BATCH_SIZE,
              progress: Optional[bool] = None, confidence: float = 0.95, bins: int = 10,
              template: str = DEFAULT_TEMPLATE, limit: Optional[int] = None, plot: Union[str, Path, None] = None,
-             chat: bool = False) -> EvalReport:
+             chat: bool = False, fields: Optional[Mapping[str, str]] = None,
+             char_length: str = "choice") -> EvalReport:
     """Evaluate ``lm`` on multiple-choice questions (see the module docstring for the data format).
 
     ``dataset``: a JSONL path, ``"hf:NAME"``, or an iterable of records (default: `EXAMPLE_DATASET`).
@@ -322,22 +351,27 @@ def evaluate(lm: LM, dataset: Union[str, Path, Iterable[Any], None] = None,
     ``confidence``: level of the Wilson interval; ``bins``: calibration bins; ``plot``: also write the
     calibration plot there. ``chat=True`` applies the model's chat template: each prompt becomes one user
     message and the choices start the assistant's reply, without their leading whitespace (lm-eval's
-    ``--apply_chat_template`` drops its target delimiter the same way; see `chat_items`). Returns an `EvalReport`.
+    ``--apply_chat_template`` drops its target delimiter the same way; see `chat_items`). ``fields`` renames
+    the records' columns (``{"question": "ctx", ...}``, as the CLI's ``--fields``). ``char_length``: what
+    ``char`` divides by (see the module docstring; default the choice as written, lm-eval's acc_norm).
+    Returns an `EvalReport`.
 
     >>> print(evaluate(lm, limit=10).format())          # doctest: +SKIP
     """
     normalizations = [check_normalization(n) for n in normalizations]
     if not normalizations:
         raise ValueError("no normalization to evaluate")
-    items = load_items(dataset, template=template, limit=limit)
+    check_char_length(char_length)
+    items = load_items(dataset, template=template, limit=limit, fields=fields)
     if chat:
         items = chat_items(items)
     scoring = "pmi" if "pmi" in normalizations else "sum"
     scores: dict[str, list[np.ndarray]] = {n: [] for n in normalizations}
     results = score(lm, [ScoreRequest(it.prompt, it.choices, scoring) for it in items], batch_size, progress)
     for item, result in zip(items, results):
+        texts = item.char_texts(char_length)
         for n in normalizations:
-            scores[n].append(normalize_scores(result.token_logprobs, item.choices, n, result.unconditional_logprobs))
+            scores[n].append(normalize_scores(result.token_logprobs, texts, n, result.unconditional_logprobs))
     answers = np.array([item.answer for item in items], dtype=np.int64)
     size = max(len(item.choices) for item in items)
     report = {}
@@ -353,7 +387,7 @@ def evaluate(lm: LM, dataset: Union[str, Path, Iterable[Any], None] = None,
                                         calibration_bins(chosen, correct, bins), confidence)
     name = Path(dataset).name if isinstance(dataset, (str, Path)) else ("easy_mc.jsonl" if dataset is None else
                                                                           type(dataset).__name__)
-    out = EvalReport(items, report, name)
+    out = EvalReport(items, report, name, info={"char_length": char_length})
     if plot is not None:
         out.plot(plot, bins)
     return out
@@ -370,7 +404,7 @@ def chat_items(items: Sequence[MCItem]) -> list[MCItem]:
     out = []
     for item in items:
         prompt = [{"role": "user", "content": item.prompt}] if isinstance(item.prompt, str) else item.prompt
-        out.append(MCItem(prompt, [c.lstrip() for c in item.choices], item.answer, item.id))
+        out.append(MCItem(prompt, [c.lstrip() for c in item.choices], item.answer, item.id, item.raw_choices))
     return out
 
 

@@ -17,15 +17,16 @@ from autocog.evaluate import (
 )
 
 
-def by_hand(lm, items):
-    """Predictions and probabilities per normalization, straight from `choice_logprobs`."""
+def by_hand(lm, items, char_length="choice"):
+    """Predictions and probabilities per normalization, straight from `choice_logprobs`; ``char`` divides by
+    the choice as the record wrote it (lm-eval's acc_norm) or, with "continuation", as scored."""
     out = {"sum": ([], []), "mean": ([], []), "char": ([], [])}
     for item in items:
         logprobs = lm.choice_logprobs(item.prompt, item.choices)
         totals = [math.fsum(lp) for lp in logprobs]
         scores = {"sum": totals,
                   "mean": [t / len(lp) for t, lp in zip(totals, logprobs)],
-                  "char": [t / len(c) for t, c in zip(totals, item.choices)]}
+                  "char": [t / len(c) for t, c in zip(totals, written(item, char_length))]}
         for key, s in scores.items():
             s = np.array(s)
             out[key][0].append(int(np.argmax(s)))
@@ -33,8 +34,12 @@ def by_hand(lm, items):
     return out
 
 
-def check_against_by_hand(lm, report):
-    expected = by_hand(lm, report.items)
+def written(item, char_length):
+    return item.raw_choices if char_length == "choice" and item.raw_choices is not None else item.choices
+
+
+def check_against_by_hand(lm, report, char_length="choice"):
+    expected = by_hand(lm, report.items, char_length)
     answers = np.array([item.answer for item in report.items])
     for key, (predictions, probs) in expected.items():
         r = report[key]
@@ -82,7 +87,9 @@ def test_records_and_iterables(tiny_tf, tmp_path):
     from_file = evaluate(tiny_tf, path, normalizations=["sum", "pmi"])
     from_list = evaluate(tiny_tf, iter(records), normalizations=["sum", "pmi"])  # e.g. a datasets.Dataset
     assert [it.id for it in from_file.items] == ["0", "q2"]
-    assert from_file.items[0] == MCItem("Question: What is the capital of France?\nAnswer:", [" Paris", " Berlin"], 0, "0")
+    assert from_file.items[0] == MCItem("Question: What is the capital of France?\nAnswer:", [" Paris", " Berlin"], 0, "0",
+                                        ["Paris", "Berlin"])
+    assert from_file.items[1].raw_choices is None  # a prompt record's choices are scored as written
     for key in ("sum", "pmi"):
         assert list(from_file[key].predictions) == list(from_list[key].predictions)
     pmi = tiny_tf.choice_distribution(records[1]["prompt"], records[1]["choices"], normalization="pmi")
@@ -115,6 +122,36 @@ def test_field_mapping_and_arc_style_choices():
     item = record_to_item(arc_like, fields={"answer": "answerKey"})
     assert item.choices == [" ice", " steam", " rock"] and item.answer == 1 and item.id == "arc-1"
     assert len(load_items([arc_like] * 3, fields={"answer": "answerKey"})) == 3
+
+
+def test_char_divides_like_lm_evals_acc_norm(tiny_tf):
+    """Default: the choice as written (no delimiter space), as lm-eval's acc_norm; "continuation": as scored.
+    The two give different predictions on some bundled questions (the tiny model's scores are close)."""
+    items = load_items()
+    assert items[0].raw_choices == ["London", "Berlin", "Madrid", "Paris"]
+    assert items[0].char_texts() == ["London", "Berlin", "Madrid", "Paris"]
+    assert items[0].char_texts("continuation") == [" London", " Berlin", " Madrid", " Paris"]
+    lm_eval_style = evaluate(tiny_tf, items, normalizations=["char"])
+    scored = evaluate(tiny_tf, items, normalizations=["char"], char_length="continuation")
+    check_against_by_hand(tiny_tf, evaluate(tiny_tf, items), "choice")
+    check_against_by_hand(tiny_tf, evaluate(tiny_tf, items, char_length="continuation"), "continuation")
+    assert lm_eval_style.info["char_length"] == "choice" and scored.info["char_length"] == "continuation"
+    assert list(lm_eval_style["char"].predictions) != list(scored["char"].predictions)
+    with pytest.raises(ValueError, match="char_length"):
+        evaluate(tiny_tf, items, char_length="bytes")
+
+
+def test_evaluate_takes_fields_like_the_cli(tiny_tf, tmp_path):
+    records = [{"ctx": "Question: What is 2 + 2?\nAnswer:", "endings": [" 4", " 5"], "label": 0},
+               {"ctx": "Question: What do bees make?\nAnswer:", "endings": [" honey", " milk"], "label": "1"}]
+    path = tmp_path / "renamed.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in records))
+    report = evaluate(tiny_tf, path, fields={"prompt": "ctx", "choices": "endings", "answer": "label"})
+    assert [it.choices for it in report.items] == [[" 4", " 5"], [" honey", " milk"]]
+    assert [it.answer for it in report.items] == [0, 1]
+    check_against_by_hand(tiny_tf, report)
+    with pytest.raises(ValueError, match="unknown field"):
+        evaluate(tiny_tf, path, fields={"colour": "ctx"})
 
 
 def test_missing_file():
