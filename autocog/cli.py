@@ -8,6 +8,11 @@ Commands::
     autocog eval [DATA]                multiple-choice accuracy (sum / mean / char), CI, confusion, calibration
     autocog search [DATA]              grid or random search over completion settings
     autocog bench [SCRIPT]             a quick built-in choose timing, or the scripts in bench/
+    autocog convert HF_DIR OUT.gguf    transformers checkpoint -> GGUF (--outtype f32|f16|bf16|q8_0)
+    autocog quantize IN.gguf OUT.gguf  llama.cpp's quantizer (--type Q4_K_M, --list)
+    autocog eval --model A --model B   compare models on the same items (table, --plot, --json)
+    autocog perplexity FILE            llama.cpp's perplexity of a text
+    autocog card FOLDER                a Hugging Face model card (--results, --plot, --push REPO_ID)
 
 Model options, on every command: ``--backend tf|llama|openai`` (default ``tf``), ``--model PATH|NAME``
 (default: the embedded SmolLM2-135M-Instruct on ``tf`` and ``llama``), ``--base-url`` and ``--api-key``
@@ -112,9 +117,10 @@ def build_parser() -> Parser:
     group = model.add_argument_group("model")
     group.add_argument("--backend", choices=BACKENDS, default="tf",
                        help="tf (transformers), llama (llama.cpp) or openai (API / compatible server); default tf")
-    group.add_argument("--model", metavar="PATH|NAME",
+    group.add_argument("--model", metavar="PATH|NAME", action=ModelOption,
                        help="tf: a transformers directory or a .gguf file; llama: a .gguf file; openai: a model "
-                            "name. Default: the embedded SmolLM2-135M-Instruct (tf, llama)")
+                            "name; a tf:/llama:/openai: prefix picks the backend. Default: the embedded "
+                            "SmolLM2-135M-Instruct (tf, llama). eval and perplexity take several (a comparison)")
     group.add_argument("--base-url", metavar="URL", help="openai: the server's base URL (e.g. http://127.0.0.1:8000/v1)")
     group.add_argument("--api-key", metavar="KEY", default=None, help="openai: the API key (default: $OPENAI_API_KEY)")
     group.add_argument("--device", default="cpu", help="tf: torch device (default cpu)")
@@ -219,7 +225,19 @@ def build_parser() -> Parser:
     p.add_argument("--prompts", type=positive_int, default=20, help="built-in: prompts (default 20)")
     p.add_argument("--choices", type=positive_int, default=4, help="built-in: choices per prompt (default 4)")
     p.set_defaults(func=cmd_bench)
+
+    from .cli_gguf import register
+
+    register(commands, model, command)  # convert, quantize, perplexity, card
     return parser
+
+
+class ModelOption(argparse.Action):
+    """``--model``: the last value is ``args.model``; ``args.models`` keeps every value (eval compares them)."""
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        namespace.model = values
+        namespace.models = list(getattr(namespace, "models", None) or []) + [values]
 
 
 def add_generation_options(p: Parser) -> None:
@@ -235,6 +253,9 @@ def add_generation_options(p: Parser) -> None:
 
 def load_lm(args: argparse.Namespace):
     """The `LM` the model options describe (backends are imported only when asked for)."""
+    prefix, sep, rest = (args.model or "").partition(":")
+    if sep and rest and prefix in BACKENDS:  # --model llama:path.gguf
+        args.backend, args.model = prefix, rest
     if args.backend != "openai" and (args.base_url or args.api_key):
         raise UsageError("--base-url and --api-key are for --backend openai")
     if args.backend == "tf":
@@ -399,6 +420,11 @@ def cmd_eval(args: argparse.Namespace) -> int:
     items = load_items(source, template=unescape(args.template) if args.template else DEFAULT_TEMPLATE,
                        limit=args.limit, split=args.split, config=args.hf_config, fields=fields)
     normalizations = list(dict.fromkeys(args.normalization or DEFAULT_NORMALIZATIONS))
+    name = Path(source).name if source and not source.startswith("hf:") else (source or "easy_mc.jsonl")
+    if len(getattr(args, "models", None) or []) > 1:  # several --model: the comparison table (autocog.compare)
+        from .cli_gguf import run_comparison
+
+        return run_comparison(args, items, normalizations, name)
     lm = load_lm(args)
     start = time.perf_counter()
     report = evaluate(lm, items, normalizations=normalizations, batch_size=args.batch_size,
