@@ -219,7 +219,10 @@ def bpe_vocab(tokenizer: dict, n_vocab: int) -> tuple[list[str], list[int]]:
     for added in tokenizer.get("added_tokens", []):
         tokens[added["id"]] = added["content"]
         types[added["id"]] = gguf.TokenType.CONTROL if added.get("special") else gguf.TokenType.USER_DEFINED
-    size = max(n_vocab, max(tokens) + 1)
+    if max(tokens) >= n_vocab:
+        raise UnsupportedModelError(f"the tokenizer has {max(tokens) + 1} tokens but the model's embeddings only "
+                                    f"{n_vocab} rows (config.json vocab_size)")
+    size = n_vocab
     out_tokens = [tokens.get(i, f"[PAD{i}]") for i in range(size)]
     out_types = [types.get(i, gguf.TokenType.NORMAL if i in tokens else gguf.TokenType.UNUSED) for i in range(size)]
     return out_tokens, out_types
