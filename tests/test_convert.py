@@ -225,6 +225,20 @@ def test_quantize_tiny(tmp_path, tiny_f32):
     assert 0 < max_diff(lm.choice_logprobs(*PROMPTS[0]), reference) < 2.0
 
 
+def test_q8_0_conversion_is_llama_cpps_q8_0(tmp_path, tiny_f32):
+    """convert(outtype="q8_0") (gguf's numpy quants) writes the same bytes as llama.cpp's quantizer."""
+    from autocog.models import tiny_llama
+    from autocog.quantize import quantize
+
+    ours, _ = tensors(convert(tiny_llama(), tmp_path / "ours.gguf", outtype="q8_0"))
+    theirs, _ = tensors(quantize(tiny_f32, tmp_path / "theirs.gguf", "Q8_0"))
+    assert ours.keys() == theirs.keys()
+    for name, t in ours.items():
+        assert t.tensor_type == theirs[name].tensor_type, name
+        np.testing.assert_array_equal(np.asarray(t.data), np.asarray(theirs[name].data))
+    assert ours["blk.0.ffn_up.weight"].tensor_type == gguf.GGMLQuantizationType.Q8_0
+
+
 def test_quantize_errors(tmp_path, tiny_f32):
     from autocog.quantize import quantize
 
