@@ -228,6 +228,49 @@ def bpe_vocab(tokenizer: dict, n_vocab: int) -> tuple[list[str], list[int]]:
     return out_tokens, out_types
 
 
+def spm_vocab_from_json(tokenizer: dict) -> tuple[list[bytes], list[float], list[int]]:
+    """Tokens, scores and types of a SentencePiece-style (byte-fallback) BPE ``tokenizer.json``. llama.cpp's
+    SPM tokenizer merges the adjacent pair whose union has the highest score: a token made by merge number
+    r gets the score -r, so merges apply in the order of the BPE merge list; byte tokens ``<0xNN>`` are BYTE."""
+    import re
+
+    import gguf
+
+    vocab = tokenizer["model"]["vocab"]
+    rank = {}
+    for r, merge in enumerate(tokenizer["model"].get("merges", [])):
+        pair = merge.split(" ", 1) if isinstance(merge, str) else merge
+        rank.setdefault("".join(pair), r)
+    added = {t["id"]: t for t in tokenizer.get("added_tokens", [])}
+    unk = tokenizer["model"].get("unk_token")
+    size = max(list(vocab.values()) + list(added) + [-1]) + 1
+    tokens, scores, types = [b""] * size, [0.0] * size, [gguf.TokenType.UNUSED] * size
+    for text, i in vocab.items():
+        tokens[i], scores[i] = text.encode("utf-8"), -float(rank[text] + 1) if text in rank else 0.0
+        types[i] = gguf.TokenType.BYTE if re.fullmatch(r"<0x[0-9A-Fa-f]{2}>", text) else \
+            gguf.TokenType.UNKNOWN if text == unk else gguf.TokenType.NORMAL
+    for i, t in added.items():
+        tokens[i], scores[i] = t["content"].encode("utf-8"), 0.0
+        types[i] = gguf.TokenType.UNKNOWN if t["content"] == unk else \
+            gguf.TokenType.CONTROL if t.get("special") else gguf.TokenType.USER_DEFINED
+    return tokens, scores, types
+
+
+def quiet_special_vocab(path: Path, **kwargs: Any) -> Any:
+    """``gguf.SpecialVocab`` without its logging warnings (it guesses at post-processor templates aloud)."""
+    import logging
+
+    import gguf
+
+    log = logging.getLogger("gguf.vocab")
+    level = log.level
+    log.setLevel(logging.ERROR)
+    try:
+        return gguf.SpecialVocab(path, **kwargs)
+    finally:
+        log.setLevel(level)
+
+
 def add_tokenizer(writer: Any, path: Path, n_vocab: int) -> None:
     """Write the tokenizer of checkpoint ``path`` (see the module docstring)."""
     import gguf
@@ -236,13 +279,14 @@ def add_tokenizer(writer: Any, path: Path, n_vocab: int) -> None:
     tokenizer = json.loads(file.read_text(encoding="utf-8")) if file.is_file() else None
     model = (tokenizer or {}).get("model", {})
     if (path / "tokenizer.model").is_file() or model.get("byte_fallback"):
-        vocab = gguf.vocab.SentencePieceVocab(path) if (path / "tokenizer.model").is_file() else \
-            gguf.vocab.LlamaHfVocab(path)
-        tokens, scores, types = [], [], []
-        for text, score, kind in vocab.all_tokens():
-            tokens.append(text)
-            scores.append(score)
-            types.append(kind)
+        if (path / "tokenizer.model").is_file():
+            tokens, scores, types = [], [], []
+            for text, score, kind in gguf.vocab.SentencePieceVocab(path).all_tokens():
+                tokens.append(text)
+                scores.append(score)
+                types.append(kind)
+        else:
+            tokens, scores, types = spm_vocab_from_json(tokenizer)
         for i in range(len(tokens), n_vocab):
             tokens.append(f"[PAD{i}]".encode())
             scores.append(-1000.0)
@@ -252,14 +296,14 @@ def add_tokenizer(writer: Any, path: Path, n_vocab: int) -> None:
         writer.add_token_list(tokens)
         writer.add_token_scores(scores)
         writer.add_token_types(types)
-        special = gguf.SpecialVocab(path, load_merges=False, n_vocab=len(tokens))
+        special = quiet_special_vocab(path, load_merges=False, n_vocab=len(tokens))
     elif model.get("type") == "BPE":
         tokens, types = bpe_vocab(tokenizer, n_vocab)
         writer.add_tokenizer_model("gpt2")
         writer.add_tokenizer_pre(pre_tokenizer_name(tokenizer))
         writer.add_token_list(tokens)
         writer.add_token_types(types)
-        special = gguf.SpecialVocab(path, load_merges=True, n_vocab=len(tokens))
+        special = quiet_special_vocab(path, load_merges=True, n_vocab=len(tokens))
     else:
         raise UnsupportedModelError(f"cannot convert the tokenizer in {path}: supported are a byte-level BPE "
                                     "tokenizer.json and SentencePiece (tokenizer.model or byte-fallback BPE)")
