@@ -179,7 +179,10 @@ def build_parser() -> Parser:
                 "(per token) and char (per character: lm-eval's acc_norm) normalizations, with a Wilson "
                 "confidence interval, a confusion table and a calibration plot.\n\nDATA: a JSONL file of "
                 '{"question" or "prompt", "choices", "answer"} (default: the bundled easy_mc.jsonl), or '
-                "hf:NAME for a Hugging Face dataset (needs the datasets package).")
+                "hf:NAME for a Hugging Face dataset (needs the datasets package).\n\nSeveral --model "
+                "([BACKEND:]PATH; a .gguf file goes to llama, a directory to tf): the same items scored on each, "
+                "one table (accuracy and CI per normalization, |delta logp|, KL and agreement against the first "
+                "model, size, time); --plot then draws the comparison, --json writes it (for autocog card).")
     p.add_argument("data", nargs="?", default=None, help="JSONL file or hf:NAME (default: the bundled example)")
     p.add_argument("--split", default=None, help="hf: the split (default test)")
     p.add_argument("--hf-config", default=None, help="hf: the dataset's configuration")
