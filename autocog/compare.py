@@ -150,7 +150,7 @@ class Comparison:
         for n in self.normalizations:
             a = row.accuracy[n]
             cells.append(f"{a['accuracy']:.3f} [{a['interval'][0]:.2f}, {a['interval'][1]:.2f}]")
-        cells += [f"{row.mean_abs_delta_logprob:.4f}", f"{row.kl:.5f}", f"{row.agreement:.3f}",
+        cells += [f"{row.mean_abs_delta_logprob:.4f}", f"{row.kl:.1e}" if row.kl else "0", f"{row.agreement:.3f}",
                   "" if row.load_seconds is None else f"{row.load_seconds:.1f}",
                   "" if row.score_seconds is None else f"{row.score_seconds:.1f}"]
         return cells
@@ -172,8 +172,11 @@ class Comparison:
     def to_markdown(self) -> str:
         """The same table in GitHub Markdown."""
         header = self._header()
-        lines = ["| " + " | ".join(header) + " |", "|" + "|".join(["---"] + ["---:"] * (len(header) - 1)) + "|"]
-        lines += ["| " + " | ".join(self._cells(r)) + " |" for r in self.rows]
+        def row(cells: list[str]) -> str:
+            return "| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |"
+
+        lines = [row(header), "|" + "|".join(["---"] + ["---:"] * (len(header) - 1)) + "|"]
+        lines += [row(self._cells(r)) for r in self.rows]
         return "\n".join(lines)
 
     def plot(self, path: Union[str, Path]) -> Path:
