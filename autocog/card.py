@@ -151,7 +151,8 @@ def validate_card(card) -> None:
     problems = []
     if data.get("license") not in LICENSES:
         problems.append(f"license {data.get('license')!r} is not one of {', '.join(LICENSES)}")
-    for base in ([data.get("base_model")] if isinstance(data.get("base_model"), str) else data.get("base_model") or [None]):
+    bases = data.get("base_model")
+    for base in [bases] if isinstance(bases, str) else bases or [None]:
         if not isinstance(base, str) or not re.fullmatch(r"[\w.-]+/[\w.-]+", base):
             problems.append(f"base_model {base!r} is not a hub id (owner/name)")
     if not isinstance(data.get("tags"), list) or not all(isinstance(t, str) for t in data["tags"]):

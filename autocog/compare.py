@@ -230,8 +230,8 @@ def compare(models: Sequence[Union[LM, str, ModelSpec]], dataset: Union[str, Pat
     """Score ``dataset`` (default: the bundled easy_mc.jsonl) on every model and compare them to the first.
 
     ``models``: `LM` objects, `ModelSpec`, or ``[BACKEND:]PATH`` strings (loaded one at a time with
-    ``load_kwargs[backend]``, e.g. ``{"llama": {"n_threads": 2}}``, scored, then released). ``labels``: names for the table (default: file name and
-    backend). Returns a `Comparison`.
+    ``load_kwargs[backend]``, e.g. ``{"llama": {"n_threads": 2}}``, scored, then released). ``labels``:
+    names for the table (default: file name and backend). Returns a `Comparison`.
     """
     if len(models) < 1:
         raise ValueError("compare needs at least one model")

@@ -91,7 +91,8 @@ class HfConfig:
             raise UnsupportedModelError(f"cannot convert architecture {names[0]!r}: supported are "
                                         f"{', '.join(sorted(ARCHITECTURES))}")
         if config.get("mlp_bias"):
-            raise UnsupportedModelError("cannot convert a Llama with mlp_bias=true (llama.cpp's llama has no MLP biases)")
+            raise UnsupportedModelError("cannot convert a Llama with mlp_bias=true (llama.cpp's llama has no "
+                                        "MLP biases)")
         rope = dict(config.get("rope_parameters") or config.get("rope_scaling") or {})
         rope_type = rope.get("rope_type", rope.get("type", "default"))
         if rope_type not in ("default", "linear"):

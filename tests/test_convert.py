@@ -309,7 +309,8 @@ def test_quantize_errors(tmp_path, tiny_f32):
 def test_parse_model_spec(tmp_path):
     from autocog.compare import parse_model_spec
 
-    assert (parse_model_spec("llama:a/b.gguf").backend, parse_model_spec("llama:a/b.gguf").path) == ("llama", "a/b.gguf")
+    spec = parse_model_spec("llama:a/b.gguf")
+    assert (spec.backend, spec.path, spec.label) == ("llama", "a/b.gguf", "b.gguf (llama)")
     assert parse_model_spec("x.gguf").backend == "llama"
     assert parse_model_spec(str(tmp_path)).backend == "tf"
     assert parse_model_spec("tf:x.gguf").backend == "tf"
