@@ -29,7 +29,7 @@ PROMPTS = [("Question: What is the capital of France?\nAnswer:", [" Paris", " Be
 def llama(path, **kw):
     from autocog.lm import LLaMa
 
-    return LLaMa(**LLaMa.create(model_path=path, n_ctx=512, **{**EXACT, **kw}))
+    return LLaMa(**LLaMa.create(model_path=path, **{"n_ctx": 512, **EXACT, **kw}))
 
 
 def max_diff(a, b):
@@ -117,7 +117,10 @@ def test_tiny_round_trip_is_exact(tiny_f32):
 
 
 def test_tiny_llama_gguf_is_the_converter_output(tiny_f32):
+    import autocog.models
     from autocog.models import tiny_llama_gguf
+
+    assert autocog.models.convert is convert  # the name DESIGN.md gives
 
     a, _ = tensors(tiny_f32)
     b, _ = tensors(tiny_llama_gguf())
