@@ -526,6 +526,7 @@ Q8_MAX_KL, Q8_MAX_DELTA, Q8_MIN_AGREE = 0.005, 0.3, 0.9
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(1800)  # 3 models x 32 questions: ~12 min on a busy 2-core machine
 def test_smollm2_q8_0_drift_and_q4_k_m(tmp_path, smol_f32):
     from autocog.compare import compare
     from autocog.quantize import QuantizationError, quantize
