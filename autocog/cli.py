@@ -9,6 +9,11 @@ Commands::
     autocog search [DATA]              grid or random search over completion settings
     autocog bench [SCRIPT]             a quick built-in choose timing, or the scripts in bench/
     autocog lm-eval --tasks T          lm-evaluation-harness tasks on the model (autocog.lm_eval adapter)
+    autocog convert HF_DIR OUT.gguf    transformers checkpoint -> GGUF (--outtype f32|f16|bf16|q8_0)
+    autocog quantize IN.gguf OUT.gguf  llama.cpp's quantizer (--type Q4_K_M, --list)
+    autocog eval --model A --model B   compare models on the same items (table, --plot, --json)
+    autocog perplexity FILE            llama.cpp's perplexity of a text
+    autocog card FOLDER                a Hugging Face model card (--results, --plot, --push REPO_ID)
 
 Model options, on every command: ``--backend tf|llama|openai`` (default ``tf``), ``--model PATH|NAME``
 (default: the embedded SmolLM2-135M-Instruct on ``tf`` and ``llama``), ``--base-url`` and ``--api-key``
@@ -113,9 +118,10 @@ def build_parser() -> Parser:
     group = model.add_argument_group("model")
     group.add_argument("--backend", choices=BACKENDS, default="tf",
                        help="tf (transformers), llama (llama.cpp) or openai (API / compatible server); default tf")
-    group.add_argument("--model", metavar="PATH|NAME",
+    group.add_argument("--model", metavar="PATH|NAME", action=ModelOption,
                        help="tf: a transformers directory or a .gguf file; llama: a .gguf file; openai: a model "
-                            "name. Default: the embedded SmolLM2-135M-Instruct (tf, llama)")
+                            "name; a tf:/llama:/openai: prefix picks the backend. Default: the embedded "
+                            "SmolLM2-135M-Instruct (tf, llama). eval and perplexity take several (a comparison)")
     group.add_argument("--base-url", metavar="URL", help="openai: the server's base URL (e.g. http://127.0.0.1:8000/v1)")
     group.add_argument("--api-key", metavar="KEY", default=None, help="openai: the API key (default: $OPENAI_API_KEY)")
     group.add_argument("--device", default="cpu", help="tf: torch device (default cpu)")
@@ -177,7 +183,10 @@ def build_parser() -> Parser:
                 "(per token) and char (per character: lm-eval's acc_norm) normalizations, with a Wilson "
                 "confidence interval, a confusion table and a calibration plot.\n\nDATA: a JSONL file of "
                 '{"question" or "prompt", "choices", "answer"} (default: the bundled easy_mc.jsonl), or '
-                "hf:NAME for a Hugging Face dataset (needs the datasets package).")
+                "hf:NAME for a Hugging Face dataset (needs the datasets package).\n\nSeveral --model "
+                "([BACKEND:]PATH; a .gguf file goes to llama, a directory to tf): the same items scored on each, "
+                "one table (accuracy and CI per normalization, |delta logp|, KL and agreement against the first "
+                "model, size, time); --plot then draws the comparison, --json writes it (for autocog card).")
     p.add_argument("data", nargs="?", default=None, help="JSONL file or hf:NAME (default: the bundled example)")
     p.add_argument("--split", default=None, help="hf: the split (default test)")
     p.add_argument("--hf-config", default=None, help="hf: the dataset's configuration")
@@ -239,7 +248,19 @@ def build_parser() -> Parser:
     p.add_argument("--batch-size", type=positive_int, default=16, help="prompts per scoring call (default 16)")
     p.add_argument("--output", metavar="PATH", help="write the results (and the per-document samples) as JSON")
     p.set_defaults(func=cmd_lm_eval)
+
+    from .cli_gguf import register
+
+    register(commands, model, command)  # convert, quantize, perplexity, card
     return parser
+
+
+class ModelOption(argparse.Action):
+    """``--model``: the last value is ``args.model``; ``args.models`` keeps every value (eval compares them)."""
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        namespace.model = values
+        namespace.models = list(getattr(namespace, "models", None) or []) + [values]
 
 
 def add_generation_options(p: Parser) -> None:
@@ -257,6 +278,9 @@ def add_generation_options(p: Parser) -> None:
 
 def load_lm(args: argparse.Namespace):
     """The `LM` the model options describe (backends are imported only when asked for)."""
+    prefix, sep, rest = (args.model or "").partition(":")
+    if sep and rest and prefix in BACKENDS:  # --model llama:path.gguf
+        args.backend, args.model = prefix, rest
     if args.backend != "openai" and (args.base_url or args.api_key):
         raise UsageError("--base-url and --api-key are for --backend openai")
     if args.backend == "tf":
@@ -429,6 +453,11 @@ def cmd_eval(args: argparse.Namespace) -> int:
     items = load_items(source, template=unescape(args.template) if args.template else DEFAULT_TEMPLATE,
                        limit=args.limit, split=args.split, config=args.hf_config, fields=fields)
     normalizations = list(dict.fromkeys(args.normalization or DEFAULT_NORMALIZATIONS))
+    name = Path(source).name if source and not source.startswith("hf:") else (source or "easy_mc.jsonl")
+    if len(getattr(args, "models", None) or []) > 1:  # several --model: the comparison table (autocog.compare)
+        from .cli_gguf import run_comparison
+
+        return run_comparison(args, items, normalizations, name)
     lm = load_lm(args)
     start = time.perf_counter()
     report = evaluate(lm, items, normalizations=normalizations, batch_size=args.batch_size,

@@ -20,6 +20,7 @@ import tempfile
 from pathlib import Path
 from typing import Callable
 
+from .convert import convert
 from .lm.errors import ModelNotFoundError, missing_backend
 
 SMOLLM2_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -147,7 +148,7 @@ def tiny_llama(seed: int = 0) -> Path:
 def tiny_llama_gguf(seed: int = 0) -> Path:
     """The tiny random Llama of `tiny_llama` (same seed, same F32 weights, same byte-level BPE tokenizer with
     the GPT-2 pre-tokenizer, BOS ``<s>`` added, EOS ``</s>``) as a GGUF file for llama.cpp, so that ``TfLM``
-    and ``LLaMa`` can be compared number for number.
+    and ``LLaMa`` can be compared number for number. Written by `convert` (``outtype="f32"``).
 
     >>> tiny_llama_gguf().suffix                                     # doctest: +SKIP
     '.gguf'
@@ -155,76 +156,6 @@ def tiny_llama_gguf(seed: int = 0) -> Path:
     source = tiny_llama(seed)
 
     def build(out: Path) -> None:
-        try:
-            import gguf
-            import numpy as np
-            from safetensors.numpy import load_file
-        except ImportError as error:
-            raise missing_backend(getattr(error, "name", None) or "gguf", "llama") from error
+        convert(source, out, outtype="f32", name=f"tiny-llama-s{seed}")
 
-        config = json.loads((source / "config.json").read_text())
-        tokenizer = json.loads((source / "tokenizer.json").read_text())
-        weights = load_file(str(source / "model.safetensors"))
-        n_head, n_head_kv = config["num_attention_heads"], config["num_key_value_heads"]
-        head_dim = config.get("head_dim") or config["hidden_size"] // n_head
-        rope = config.get("rope_parameters") or {}
-        rope_theta = float(rope.get("rope_theta", config.get("rope_theta", 10000.0)))
-
-        def rope_layout(w: np.ndarray, heads: int) -> np.ndarray:
-            # HF rotates the two halves of each head; llama.cpp's LLAMA rotates adjacent pairs: interleave the halves.
-            return w.reshape(heads, 2, w.shape[0] // heads // 2, *w.shape[1:]).swapaxes(1, 2).reshape(w.shape)
-
-        vocab = tokenizer["model"]["vocab"]
-        tokens = [None] * len(vocab)
-        for text, index in vocab.items():
-            tokens[index] = text
-        special = {t["id"] for t in tokenizer["added_tokens"] if t.get("special")}
-        types = [gguf.TokenType.CONTROL if i in special else gguf.TokenType.NORMAL for i in range(len(tokens))]
-        merges = [m if isinstance(m, str) else " ".join(m) for m in tokenizer["model"]["merges"]]
-
-        writer = gguf.GGUFWriter(str(out), gguf.MODEL_ARCH_NAMES[gguf.MODEL_ARCH.LLAMA])
-        writer.add_name(f"tiny-llama-s{seed}")
-        writer.add_context_length(config["max_position_embeddings"])
-        writer.add_embedding_length(config["hidden_size"])
-        writer.add_block_count(config["num_hidden_layers"])
-        writer.add_feed_forward_length(config["intermediate_size"])
-        writer.add_head_count(n_head)
-        writer.add_head_count_kv(n_head_kv)
-        writer.add_layer_norm_rms_eps(config["rms_norm_eps"])
-        writer.add_rope_freq_base(rope_theta)
-        writer.add_rope_dimension_count(head_dim)
-        writer.add_vocab_size(config["vocab_size"])
-        writer.add_file_type(gguf.LlamaFileType.ALL_F32)
-        writer.add_tokenizer_model("gpt2")
-        writer.add_tokenizer_pre("gpt-2")
-        writer.add_token_list(tokens)
-        writer.add_token_types(types)
-        writer.add_token_merges(merges)
-        writer.add_bos_token_id(config["bos_token_id"])
-        writer.add_eos_token_id(config["eos_token_id"])
-        writer.add_add_bos_token(True)
-        writer.add_add_eos_token(False)
-
-        def add(name: str, w: np.ndarray) -> None:
-            writer.add_tensor(name, np.ascontiguousarray(w, dtype=np.float32))
-
-        add("token_embd.weight", weights["model.embed_tokens.weight"])
-        for i in range(config["num_hidden_layers"]):
-            hf = f"model.layers.{i}."
-            add(f"blk.{i}.attn_norm.weight", weights[hf + "input_layernorm.weight"])
-            add(f"blk.{i}.attn_q.weight", rope_layout(weights[hf + "self_attn.q_proj.weight"], n_head))
-            add(f"blk.{i}.attn_k.weight", rope_layout(weights[hf + "self_attn.k_proj.weight"], n_head_kv))
-            add(f"blk.{i}.attn_v.weight", weights[hf + "self_attn.v_proj.weight"])
-            add(f"blk.{i}.attn_output.weight", weights[hf + "self_attn.o_proj.weight"])
-            add(f"blk.{i}.ffn_norm.weight", weights[hf + "post_attention_layernorm.weight"])
-            add(f"blk.{i}.ffn_gate.weight", weights[hf + "mlp.gate_proj.weight"])
-            add(f"blk.{i}.ffn_up.weight", weights[hf + "mlp.up_proj.weight"])
-            add(f"blk.{i}.ffn_down.weight", weights[hf + "mlp.down_proj.weight"])
-        add("output_norm.weight", weights["model.norm.weight"])
-        add("output.weight", weights.get("lm_head.weight", weights["model.embed_tokens.weight"]))
-        writer.write_header_to_file()
-        writer.write_kv_data_to_file()
-        writer.write_tensors_to_file()
-        writer.close()
-
-    return cached_build(f"tiny-llama-s{seed}-v1.gguf", build, is_file=True)
+    return cached_build(f"tiny-llama-s{seed}-v2.gguf", build, is_file=True)
