@@ -135,6 +135,7 @@ from .lm import (
     normalize_scores,
     split_boundary,
 )
+from .openai_ids import id_context
 from .tokenizers import (
     LlamaCppServerTokenizer,
     Tokenizer,
@@ -501,6 +502,13 @@ class OpenAI(LM):
         prompt_text, continuations = split_boundary(prompt, choices)
         if end:
             continuations = [c + end for c in continuations]
+        if strategy in ("auto", "echo") and not exhaustive and search == "best-first":
+            from .openai_ids import score_requests  # vLLM: echo by token ids (exact, lists of prompts)
+            from .scoring import ScoreRequest
+
+            by_ids = score_requests(self, [ScoreRequest(prompt, choices, normalization, end)], strategy)
+            if by_ids is not None:
+                return by_ids[0]
         requested = strategy
         strategy = self._pick_strategy(strategy)  # probes the server on first use (not counted below)
         before = Counter(self.requests)
@@ -534,6 +542,13 @@ class OpenAI(LM):
                     tokenize_requests=spent["tokenize"] + spent["detokenize"], attempts=spent["attempts"])
         return ChoiceResult(list(choices), token_logprobs, scores, normalization, tree=tree, strategy=strategy,
                             unconditional_logprobs=uncond, info=info)
+
+    def score_batch(self, requests: Sequence[Any]) -> list[ChoiceResult]:
+        """One `ChoiceResult` per `ScoreRequest`: on vLLM by token-id echo, many prompts and choices per request
+        and ``parallel`` requests in flight (`autocog.lm.openai_ids`); elsewhere one call per request."""
+        from .openai_ids import score_requests
+
+        return score_requests(self, requests) or super().score_batch(requests)
 
     @property
     def unconditional_prompt(self) -> str:
@@ -864,7 +879,11 @@ class OpenAI(LM):
         def children_of(parent: int) -> list[int]:
             return list((tree.roots if parent < 0 else nodes[parent].children).values())
 
-        def context_of(parent: int) -> str:
+        id_prefix = id_context(self, prompt_text)  # vLLM: contexts as token ids, never re-tokenized
+
+        def context_of(parent: int) -> Any:
+            if id_prefix is not None:
+                return id_prefix + ([] if parent < 0 else tree.path_tokens(parent))
             if parent < 0:
                 return prompt_text
             if self.chat:
