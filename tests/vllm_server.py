@@ -75,11 +75,11 @@ class VllmServer:
     """
 
     def __init__(self, model_dir: os.PathLike | str, name: str = "model", ready_timeout: float = 300.0,
-                 max_model_len: int = 2048, python: Optional[Path] = None, extra_args: tuple = ()):
+                 max_model_len: Optional[int] = None, python: Optional[Path] = None, extra_args: tuple = ()):
         self.model_dir = Path(model_dir)
         self.name = name
         self.ready_timeout = ready_timeout
-        self.max_model_len = max_model_len
+        self.max_model_len = max_model_len or _context_length(self.model_dir)
         self.python = python or vllm_python()
         if self.python is None:
             raise RuntimeError(missing_message())
@@ -152,7 +152,10 @@ class VllmServer:
 
     def _warm_up(self) -> None:
         """One completion, so that the first timed or counted request does not pay for lazy initialization."""
-        self.post("/v1/completions", {"model": self.name, "prompt": "Hello", "max_tokens": 1, "temperature": 0})
+        try:
+            self.post("/v1/completions", {"model": self.name, "prompt": "Hello", "max_tokens": 1, "temperature": 0})
+        except OSError as error:  # HTTPError included: the engine may die on its first batch
+            raise RuntimeError(f"the vLLM server's warm-up request failed ({error}):\n{self.tail()}") from None
 
     def post(self, path: str, body: dict, timeout: float = 120.0) -> dict:
         """POST JSON to the server (``path`` from the root, e.g. ``/tokenize``); the decoded answer."""
@@ -185,6 +188,15 @@ class VllmServer:
             process.wait(10)
         if not keep_log:
             self.log_path.unlink(missing_ok=True)
+
+
+def _context_length(model_dir: Path, most: int = 2048) -> int:
+    """``most``, or less when the model's config says it holds fewer positions (vLLM refuses more)."""
+    try:
+        config = json.loads((model_dir / "config.json").read_text())
+        return min(most, int(config.get("max_position_embeddings") or most))
+    except (OSError, ValueError, TypeError):
+        return most
 
 
 class _PortTaken(Exception):
