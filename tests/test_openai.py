@@ -806,3 +806,10 @@ def test_descent_on_a_server_reporting_logprobs_after_the_bias():
     assert best.info["requests"] <= full.info["requests"]
     server.httpd.shutdown()
     server.httpd.server_close()
+
+
+def test_tiny_result_says_why_its_strategy_ran(tiny_api):
+    r = tiny_api.choice_distribution("Question: What is the capital of France?\nAnswer:", [" Paris", " Berlin"])
+    assert r.info["reason"].startswith("auto: echo (text): the probe found exact echo log-probs")
+    r = tiny_api.choice_distribution("Question:", [" Paris", " Berlin"], strategy="descent")
+    assert r.info["reason"] == "descent: requested"

@@ -52,3 +52,15 @@ def test_read_takes_each_tokens_own_logprob_by_id():
 def test_malformed_answers_are_typed_errors(choice):
     with pytest.raises(MalformedResponseError):
         _read(choice, [1, 7, 9], "http://x")
+
+
+def test_echo_on_the_chat_endpoint_fails_before_sending_anything():
+    from autocog.lm.errors import StrategyUnavailableError
+    from autocog.lm.openai import OpenAI
+    from vllm_server import free_port
+
+    lm = OpenAI(model="m", base_url=f"http://127.0.0.1:{free_port()}/v1", api_key="none", chat=True, server="vllm")
+    with pytest.raises(StrategyUnavailableError, match="chat endpoint has no echo"):
+        lm.choice_distribution("Q:", [" a", " b"], strategy="echo")
+    assert sum(lm.requests.values()) == 0
+    lm.close()

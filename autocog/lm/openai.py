@@ -135,7 +135,7 @@ from .lm import (
     normalize_scores,
     split_boundary,
 )
-from .openai_ids import id_context
+from .openai_ids import id_context, strategy_reason
 from .tokenizers import (
     LlamaCppServerTokenizer,
     Tokenizer,
@@ -537,6 +537,7 @@ class OpenAI(LM):
         spent.subtract(before)
         if fallback:
             info["fallback"] = fallback
+        info["reason"] = strategy_reason(self, requested, strategy, fallback)
         info.update(server=self.server, endpoint="chat" if self.chat else "completions",
                     requests=spent["completions"] + spent["chat"],
                     tokenize_requests=spent["tokenize"] + spent["detokenize"], attempts=spent["attempts"])
@@ -563,6 +564,9 @@ class OpenAI(LM):
         return self._unconditional
 
     def _pick_strategy(self, strategy: str) -> str:
+        if strategy == "echo" and self.chat:  # known without probing: say so before sending anything
+            raise StrategyUnavailableError(f"strategy 'echo' cannot run on {self.base_url} (model {self.model!r}): "
+                                           "the chat endpoint has no echo")
         caps = self.probe()
         if strategy == "echo":
             if not caps["echo"]:

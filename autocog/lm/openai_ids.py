@@ -58,6 +58,20 @@ def id_context(lm: "OpenAI", prompt_text: str) -> Optional[list[int]]:
     return ids
 
 
+def strategy_reason(lm: "OpenAI", requested: str, strategy: str, fallback: Optional[str] = None) -> str:
+    """Why ``strategy`` ran (``result.info["reason"]``) when token-id echo did not apply."""
+    caps = lm.probe()
+    if requested != "auto":
+        return f"{strategy}: requested"
+    if fallback:
+        return f"auto: descent: echo could not score these choices ({fallback})"
+    if strategy == "echo":
+        why = "one request per choice in parallel, the next-token row for one-token choices" if lm.wide else \
+            "one request per choice in parallel"
+        return f"auto: echo (text): the probe found exact echo log-probs ({caps['echo_reason']}); {why}"
+    return f"auto: descent: echo is not exact here ({caps['echo_reason']}); logit_bias {caps['bias_reason']}"
+
+
 @dataclass
 class _Item:
     """One prompt and its continuations, tokenized; ``leaf[j]``: the sequence choice j is read from."""
