@@ -142,7 +142,7 @@ def bench_vllm(name: str, base_url: str, n_prompts: int, n_baseline: int, sizes=
     rows = []
     for n in sizes:
         requests = vllm_requests(n_prompts, n)
-        fast = OpenAI(model=name, base_url=base_url, api_key="none", parallel=8)
+        fast = OpenAI(model=name, base_url=base_url, api_key="none", parallel=8, timeout=900, max_retry_time=900, max_retries=0)
         fast.score_batch(requests[:1])  # probe
         fast.tokenizer.encode_many([r.prompt for r in requests] + list(requests[0].choices))  # warm tokenizer
         out, spent, wall = measure(fast, lambda: fast.score_batch(requests))
@@ -151,7 +151,7 @@ def bench_vllm(name: str, base_url: str, n_prompts: int, n_baseline: int, sizes=
         rows.append((name, n, "batch API, parallel=8", n_prompts, spent["completions"],
                      spent["completions"] / n_prompts, per_prompt, 1.0, 0.0))
         print(f"  {n:>2} choices  batch: {spent['completions']} requests {wall:.2f} s", flush=True)
-        serial = OpenAI(model=name, base_url=base_url, api_key="none", parallel=1)
+        serial = OpenAI(model=name, base_url=base_url, api_key="none", parallel=1, timeout=900, max_retry_time=900, max_retries=0)
         serial.score_batch(requests[:1])
         subset = requests[:n_baseline]
         baselines = [

@@ -90,6 +90,10 @@ def test_every_strategy_equals_tf(api, smol_tf, prompt, choices, strategy, searc
     api.clear_cache()
     r = api.choice_distribution(prompt, choices, strategy=strategy, search=search)
     assert r.index == expected.index
+    if strategy == "descent":
+        assert r.info["reason"] == "descent: requested"
+    else:
+        assert "echo by token ids" in r.info["reason"]
     exact = r.info["exact"]
     if strategy != "descent" or search == "full":
         assert all(exact)
