@@ -135,6 +135,7 @@ from .lm import (
     normalize_scores,
     split_boundary,
 )
+from ._vocabulary import SEPARATOR, Vocabulary, scan_vocabulary
 from .openai_ids import id_context, strategy_reason
 from .tokenizers import (
     LlamaCppServerTokenizer,
@@ -156,6 +157,7 @@ TOKENIZER_PROBE = "Tokenizer check: naïve café, 12,345.67 ünïcödé → 東�
 PROBE_TOLERANCE = 2e-3
 WHOLE_VOCABULARY = 1 << 20  # top_logprobs that a llama.cpp server answers with every token's log-prob
 OPENAI_COMPLETION_MODELS = ("gpt-3.5-turbo-instruct", "davinci-002", "babbage-002")
+_VOCABULARIES: dict = {}  # (server root, model) -> its `Vocabulary` (see `scan_vocabulary`)
 
 
 @dataclass
@@ -267,6 +269,8 @@ class OpenAI(LM):
         self._last_prompt: Optional[str] = None  # the server's cached prompt, as far as this instance knows
         self._count_lock = threading.Lock()
         self._pool: Optional[ThreadPoolExecutor] = None
+        self._ambiguous: Optional[frozenset] = None
+        self._vocab_lock = threading.Lock()
         self.requests: Counter = Counter()
 
     @classmethod
@@ -511,6 +515,7 @@ class OpenAI(LM):
                 return by_ids[0]
         requested = strategy
         strategy = self._pick_strategy(strategy)  # probes the server on first use (not counted below)
+        self.ambiguous_texts()  # reads a llama.cpp server's token names on first use (not counted below)
         before = Counter(self.requests)
         if search not in SEARCHES:
             raise ValueError(f"unknown search {search!r}: expected one of {', '.join(SEARCHES)}")
@@ -658,7 +663,7 @@ class OpenAI(LM):
             ids = tokenizer.encode(text)
             if len(ids) != 1:
                 continue
-            biased = self._next(probe_prompt, {ids[0]: BIAS})
+            biased = self._next(probe_prompt, {ids[0]: BIAS}, partial="allow")  # a whole character
             if biased.token != text:
                 raise TokenizerMismatchError(
                     f"the tokenizer {tokenizer!r} gives id {ids[0]} for {text!r}, but a logit_bias on that id made "
@@ -740,18 +745,24 @@ class OpenAI(LM):
         pieces: list[list[str]] = [[] for _ in texts]
         missing: dict[str, dict[str, list[tuple[int, int]]]] = {}
         root_rows = [_row(echo, s, layout) for echo, s, _ in regions.values()]
+        ambiguous = self.ambiguous_texts()  # texts that name several tokens in a row: read by id instead
         for j in range(len(texts)):
             if j in known:
                 pieces[j], token_logprobs[j] = list(known[j][0]), list(known[j][1])
                 continue
             if j in single:
-                slots = [(prompt_text, texts[j], next((r[texts[j]] for r in root_rows if texts[j] in r), None))]
+                value = None if texts[j] in ambiguous else next(
+                    (r[texts[j]] for r in root_rows if texts[j] in r), None)
+                slots = [(prompt_text, texts[j], value)]
             else:
                 echo, s, e = regions[j]
                 slots = []
                 for i in range(s, e):
                     token = echo.tokens[i]
-                    value = echo.logprobs[i] if layout == "direct" else _row(echo, i, layout).get(token)
+                    if layout == "direct":
+                        value = echo.logprobs[i]  # by token id
+                    else:
+                        value = None if token in ambiguous else _row(echo, i, layout).get(token)
                     slots.append((prompt_text + "".join(echo.tokens[s:i]), token, value if token else None))
             for position, (context, token, value) in enumerate(slots):
                 if value is None:
@@ -813,6 +824,7 @@ class OpenAI(LM):
         vocabulary's log-probs, so it fills every gap at that context; elsewhere logit_bias reveals the rest.
         ``ids``: token ids already known by token text (the others are encoded)."""
         pre = self.probe()["bias"] == "pre"
+        ambiguous = self.ambiguous_texts()
 
         def token_id(text: str) -> int:
             if text in ids:
@@ -832,7 +844,7 @@ class OpenAI(LM):
             nxt = self._next(context, bias, k=WHOLE_VOCABULARY if self.wide else None, fresh=True)
             if nxt.token is None and not nxt.top:
                 raise self._no_logprobs(context)
-            found = {t: nxt.top[t] for t in wanted if t in nxt.top}
+            found = {t: nxt.top[t] for t in wanted if t in nxt.top and t not in ambiguous}
             if nxt.logprob is not None and (nxt.token in wanted or (pre and len(wanted) == 1)):
                 found[nxt.token if nxt.token in wanted else next(iter(wanted))] = nxt.logprob
             rest = [t for t in wanted if t not in found]
@@ -939,13 +951,14 @@ class OpenAI(LM):
             return total
 
         walks = self.wide and not self.chat and self.probe()["bias"] == "pre"
+        ambiguous = self.ambiguous_texts()
         rows: set[int] = set()  # parents whose children all have a value or a bound from a walk
         taken: dict[int, int] = {}  # parent -> the child a walk went through
         top = self.top_logprobs
 
         def read_row(kids: list[int], row: dict) -> list[int]:
             """Exact values from a next-token ``row`` for the ``kids`` it names unambiguously; the others."""
-            unique = _unique_pieces([spec(k) for k in kids])
+            unique = _unique_pieces([spec(k) for k in kids], ambiguous)
             rest = []
             for k in kids:
                 piece = pieces[nodes[k].token]
@@ -979,6 +992,8 @@ class OpenAI(LM):
                                                        for i in tree.paths[j][depth:]):
                     return False
                 suffixes.append(full[len(context):])
+            if any("\x00" in x for x in suffixes):
+                return False  # llama.cpp's grammar parser ends a literal at NUL: the rest would be unconstrained
             bias = {nodes[i].token: BIAS for j in chosen for i in tree.paths[j][depth:]}
             steps = self._walk_request(context, suffixes, bias, max(len(tree.paths[j]) - depth for j in chosen), top)
             if not steps:
@@ -989,7 +1004,9 @@ class OpenAI(LM):
                 vals = sorted(row.values(), reverse=True)
                 floor = vals[min(len(vals), top) - 1] if vals else 0.0
                 for k in read_row(kids, row):
-                    bound[k] = min(bound.get(k, floor), floor)
+                    # A child named in the row but not read (its text is shared) may lie above the floor.
+                    cap = 0.0 if pieces[nodes[k].token] in row else floor
+                    bound[k] = min(bound.get(k, cap), cap)
                 rows.add(node)
                 match = [k for k in kids if pieces[nodes[k].token] == piece]
                 if len(match) != 1 or value is None:
@@ -1013,7 +1030,7 @@ class OpenAI(LM):
             parent = nodes[index].parent
             missing = [k for k in children_of(parent) if k not in exact]
             if walks and len(missing) > 1:
-                read_row(missing, self._next(context_of(parent), {nodes[k].token: BIAS for k in missing},
+                read_row(missing, self._next(context_of(parent), {nodes[k].token: BIAS for k in missing}, partial="drop",
                                              k=WHOLE_VOCABULARY).top)
             if index not in exact and walks:
                 walk(parent, index)
@@ -1113,19 +1130,24 @@ class OpenAI(LM):
         """
         bias_mode = self.probe()["bias"]
         biased = bias_mode == "pre"
-        nxt = self._next(context, {c[1]: BIAS for c in children} if biased else None)
+        bias = self._safe_bias({c[1]: BIAS for c in children}, drop=True) if biased and self.wide else (
+            {c[1]: BIAS for c in children} if biased else None)
+        if biased and not bias:
+            biased, bias = False, None  # every child ends inside a character: an unbiased row
+        unbiased = {c[0] for c in children if biased and c[1] not in bias}  # not below the produced child
+        nxt = self._next(context, bias, partial="allow")
         if nxt.token is None and not nxt.top:
             raise self._no_logprobs(context)
-        unique = _unique_pieces(children)
+        unique = _unique_pieces(children, self.ambiguous_texts())
         exact: dict = {}
         for key, token, piece in children:
             if piece in unique and piece in nxt.top:
                 exact[key] = nxt.top[piece]
         if biased and nxt.logprob is not None:
             produced = _produced(children, lambda c: c[2], nxt.token)
-            if len(children) == 1:
+            if len(children) == 1 and not unbiased:
                 exact[children[0][0]] = nxt.logprob
-            elif len(produced) == 1 and produced[0][2] in unique:
+            elif len(produced) == 1 and produced[0][2] in _unique_pieces(children):  # by id: the bias chose it
                 exact[produced[0][0]] = nxt.logprob
             elif nxt.token and "\ufffd" not in nxt.token and not produced and unique:
                 raise TokenizerMismatchError(
@@ -1135,7 +1157,9 @@ class OpenAI(LM):
         floor = min(natural) if natural else 0.0  # a child outside the top log-probs is below all of them
         if biased and nxt.logprob is not None:
             floor = min(floor, nxt.logprob)  # and below the best child, which the bias made the server produce
-        bounds = {key: floor for key, _, _ in children if key not in exact}
+        # A child whose text the row names without reading it (a shared text) may lie above the floor.
+        bounds = {key: 0.0 if piece in nxt.top or key in unbiased or "\ufffd" in piece else floor
+                  for key, _, piece in children if key not in exact}
         return nxt, exact, bounds
 
     def _refine(self, context: str, children: list[tuple], first: Optional[Next]) -> dict:
@@ -1192,8 +1216,69 @@ class OpenAI(LM):
             self._pieces[token] = piece
         return piece
 
+    def ambiguous_texts(self) -> frozenset:
+        """Token texts that name more than one token id in this server's ``top_logprobs``.
+
+        llama_cpp.server keys ``top_logprobs`` by each token's text with invalid UTF-8 bytes dropped, and a
+        later (less likely) token overwrites an earlier one of the same text: on SmolLM2, ``" "`` also names 37
+        tokens such as ``b" \\xe2\\x80"``, so the value under ``" "`` can be theirs. A value read by such a text is
+        not trusted (it is asked for by token id: a biased request). Found once per server: from the
+        tokenizer's vocabulary when it can list one, else by scanning the server's ``/extras/detokenize``
+        (`scan_vocabulary`); empty on other servers (their keys mark broken bytes instead of dropping them).
+
+        >>> sorted(lm.ambiguous_texts())      # SmolLM2 on llama_cpp.server    # doctest: +SKIP
+        ['', ' ', 'о', 'י']
+        """
+        if self._ambiguous is None:
+            self._ambiguous = self._find_ambiguous()
+        return self._ambiguous
+
+    def _find_ambiguous(self) -> frozenset:
+        vocabulary = self.vocabulary()
+        return frozenset() if vocabulary is None else vocabulary.shared_texts()
+
+    def vocabulary(self) -> Optional[Vocabulary]:
+        """Every token's name in ``top_logprobs`` and the tokens that end inside a character, on llama.cpp
+        servers (None elsewhere): from the tokenizer when it can list its vocabulary, else read through the
+        server's ``/extras/detokenize`` once per server (`scan_vocabulary`; ~2 s for SmolLM2's 49,152 tokens)."""
+        if self.server != "llama.cpp":
+            return None
+        key = (self.root_url, self.model)
+        with self._vocab_lock:
+            if key not in _VOCABULARIES:
+                listed = self.tokenizer.vocabulary()
+                _VOCABULARIES[key] = listed if listed is not None else self._scan_vocabulary()
+        return _VOCABULARIES[key]
+
+    def _scan_vocabulary(self) -> Vocabulary:
+        tokenizer = self.tokenizer
+        decode = getattr(tokenizer, "decode_checked", None)
+        keys = self._next(PROBE_PROMPTS[0], k=WHOLE_VOCABULARY).top
+        if decode is None or not keys:
+            return Vocabulary([None])  # unknown: no value is read by name
+        separator = tokenizer.encode(SEPARATOR)
+        started = time.monotonic()
+        vocabulary = scan_vocabulary(len(keys), decode, separator, self._map)
+        log.info("read %d token names from %s in %.1f s", len(vocabulary.names), self.base_url,
+                 time.monotonic() - started)
+        return vocabulary
+
+    def _safe_bias(self, bias: dict, drop: bool) -> dict:
+        """``bias`` without the tokens that end inside a UTF-8 character: llama-cpp-python generates on until
+        the character is complete, and a bias that keeps choosing such a token never lets it (the request runs
+        the server out of context). ``drop``: leave them out; else refuse."""
+        vocabulary = self.vocabulary()
+        cut = [t for t in bias if vocabulary is not None and (t in vocabulary.trailing or t >= len(vocabulary.names))]
+        if cut and not drop:
+            raise StrategyUnavailableError(
+                f"token {cut[0]} ends inside a UTF-8 character: forcing it through logit_bias would make "
+                f"llama_cpp.server at {self.base_url} generate until its context is full; it cannot be scored "
+                "on its own there")
+        return {t: b for t, b in bias.items() if t not in cut}
+
     # --- requests -------------------------------------------------------------------------------------
-    def _next(self, context: str, bias: Optional[dict] = None, k: Optional[int] = None, fresh: bool = False) -> Next:
+    def _next(self, context: str, bias: Optional[dict] = None, k: Optional[int] = None, fresh: bool = False,
+              partial: str = "refuse") -> Next:
         """One next-token request (greedy, ``max_tokens=1``) with the top ``k`` log-probs, optionally biased.
 
         ``fresh`` (llama.cpp servers): first send a one-token request that shares no prefix with ``context``.
@@ -1201,11 +1286,13 @@ class OpenAI(LM):
         the last one alone when ``context`` ends within it; on quantized weights a one-token batch rounds
         differently from longer ones (measured: 0.02 nats on SmolLM2 Q4_1 for "iv" after " Ky"), while echo
         and `LLaMa` evaluate batches. Echo's fills ask for a fresh evaluation so that they agree with them."""
+        if bias and self.wide and partial != "allow":
+            bias = self._safe_bias(bias, partial == "drop")
         if fresh and self.wide:
             with self._fresh_lock:
                 if self._shares_last_tokens(context):
                     self._completion_request("." if context.startswith("\n") else "\n", {"max_tokens": 1}, {})
-                return self._next(context, bias, k)
+                return self._next(context, bias, k, partial="allow")
         k = k or self.top_logprobs
         body: dict = {"max_tokens": 1, "temperature": 0.0}
         if bias:
@@ -1519,6 +1606,9 @@ def _same_piece(a: Optional[str], b: Optional[str]) -> bool:
     return a == b or (bool(a) and bool(b) and a.strip() == b.strip() and bool(a.strip()))
 
 
-def _unique_pieces(children: list[tuple]) -> set:
+def _unique_pieces(children: list[tuple], ambiguous: frozenset = frozenset()) -> set:
+    """The pieces of ``children`` that a text-keyed row names unambiguously: one child each, not a broken
+    character, not a text that other tokens of the vocabulary share (``ambiguous``)."""
     counts = Counter(c[2] for c in children)
-    return {p for p, n in counts.items() if n == 1 and p and "\ufffd" not in p}
+    return {p for p, n in counts.items() if n == 1 and p and "\ufffd" not in p and p not in ambiguous}
+

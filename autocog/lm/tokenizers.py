@@ -28,9 +28,12 @@ import threading
 from abc import ABC, abstractmethod
 from collections import OrderedDict
 from pathlib import Path
-from typing import Any, Callable, Optional, Sequence, Union
+from typing import TYPE_CHECKING, Any, Callable, Optional, Sequence, Union
 
 from .errors import BackendNotInstalledError, MalformedResponseError, RequestFailedError
+
+if TYPE_CHECKING:  # pragma: no cover
+    from ._vocabulary import Vocabulary
 
 TIKTOKEN_URL = "https://openaipublic.blob.core.windows.net/encodings/{name}.tiktoken"
 # sha256 of the decompressed files, as tiktoken checks them (tiktoken_ext/openai_public.py).
@@ -67,6 +70,11 @@ class Tokenizer(ABC):
     def encode_many(self, texts: Sequence[str]) -> list[list[int]]:
         """``[encode(t) for t in texts]`` (server adapters cache and send these in parallel)."""
         return [self.encode(t) for t in texts]
+
+    def vocabulary(self) -> Optional["Vocabulary"]:
+        """Every token id's text decoded alone with invalid UTF-8 bytes dropped (how llama_cpp.server names the
+        entries of ``top_logprobs``), or None when this tokenizer cannot list its vocabulary."""
+        return None
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.name!r})"
@@ -272,6 +280,18 @@ class LlamaCppServerTokenizer(_ServerTokenizer):
             # Part of a UTF-8 character (a byte token): the server fails to decode it; U+FFFD, as LLaMa does.
             return "\ufffd"
 
+    def decode_checked(self, tokens: Sequence[int]) -> tuple[Optional[str], str]:
+        """(text, "") for ``tokens`` whose bytes are valid UTF-8, else (None, the server's decode error, which
+        names the first bad byte: ``"'utf-8' codec can't decode byte 0xe2 in position 1: unexpected end..."``)."""
+        url = f"{self.root}/extras/detokenize"
+        try:
+            return self._field(self.post(url, {"tokens": [int(t) for t in tokens]}), "text", str, url), ""
+        except RequestFailedError as error:
+            message = str(error)
+            if "codec can't decode" not in message:
+                raise
+            return None, message[message.index("codec can't decode"):]
+
 
 class VllmServerTokenizer(_ServerTokenizer):
     """vLLM's ``/tokenize`` and ``/detokenize`` (``add_special_tokens`` false for fragments)."""
@@ -355,6 +375,16 @@ class ObjectTokenizer(Tokenizer):
 
     def decode(self, tokens: Sequence[int]) -> str:
         return self._decode([int(t) for t in tokens])
+
+    def vocabulary(self) -> Optional["Vocabulary"]:
+        model = getattr(self.obj, "model", self.obj)  # an autocog LLaMa holds its llama_cpp.Llama in .model
+        if type(model).__module__.split(".")[0] != "llama_cpp" or not hasattr(model, "n_vocab"):
+            return None
+        from ._vocabulary import Vocabulary, ends_inside_character
+
+        pieces = [model.detokenize([i]) for i in range(model.n_vocab())]
+        return Vocabulary([p.decode("utf-8", errors="ignore") for p in pieces],
+                          {i for i, p in enumerate(pieces) if ends_inside_character(p)})
 
 
 def as_tokenizer(obj: Any) -> Tokenizer:
