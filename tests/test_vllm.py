@@ -233,3 +233,23 @@ def test_concurrent_callers_get_their_own_answers(api, smol_tf):
     for (prompt, choices), got in zip(cases, out):
         assert got is not None and not any(math.isnan(v) for lp in got for v in lp)
         assert_logprobs_close(got, smol_tf.choice_logprobs(prompt, choices), ATOL)
+
+
+def test_hostile_text_scores_like_tf_or_is_refused(vllm_server, api, smol_tf):
+    """The shared hostile-input property (tests/hostile.py): every case is scored like TfLM within 1e-3 or
+    refused with a typed error that says why, and the server keeps answering."""
+    from hostile import check_cases, hostile_cases
+
+    from autocog.lm.errors import InvalidChoicesError, InvalidPromptError, TokenizerMismatchError
+
+    typed = (InvalidChoicesError, InvalidPromptError, StrategyUnavailableError, TokenizerMismatchError,
+             ContextLengthError)
+
+    def alive():
+        return vllm_server.process.poll() is None and isinstance(api.complete("The quick brown", max_tokens=2), str)
+
+    for kwargs in ({}, {"strategy": "descent", "search": "full"}):
+        tally = check_cases(lambda p, c: api.choice_distribution(p, c, **kwargs).token_logprobs,
+                            smol_tf.choice_logprobs, hostile_cases(seed=11, count=10), ATOL, typed,
+                            deadline=time.monotonic() + 300, alive=alive)
+        assert tally.total == 10 and tally.scored >= 5, tally
