@@ -252,4 +252,6 @@ def test_hostile_text_scores_like_tf_or_is_refused(vllm_server, api, smol_tf):
         tally = check_cases(lambda p, c: api.choice_distribution(p, c, **kwargs).token_logprobs,
                             smol_tf.choice_logprobs, hostile_cases(seed=11, count=10), ATOL, typed,
                             deadline=time.monotonic() + 300, alive=alive)
-        assert tally.total == 10 and tally.scored >= 5, tally
+        assert tally.total == 10, tally
+        if not kwargs:  # echo by token ids refuses only what TfLM refuses too
+            assert sum(tally.refused.values()) == tally.refused_as_reference, tally
