@@ -395,7 +395,7 @@ def local_decoder(model):
 
 
 def test_scan_vocabulary_reads_every_name(tiny_local):
-    from autocog.lm._vocabulary import SEPARATOR, ends_inside_character, scan_vocabulary
+    from autocog.lm.openai.vocabulary import SEPARATOR, ends_inside_character, scan_vocabulary
 
     model = tiny_local.model
     pieces = [model.detokenize([i]) for i in range(model.n_vocab())]
@@ -539,7 +539,7 @@ def test_smol_boundary_tokens_equal_llama(smol_api, smol_local, strategy):
 
 @pytest.mark.slow
 def test_smol_server_vocabulary_names_equal_llama(smol_api, smol_local):
-    from autocog.lm._vocabulary import ends_inside_character
+    from autocog.lm.openai.vocabulary import ends_inside_character
 
     vocabulary = smol_api.vocabulary()
     model = smol_local.model

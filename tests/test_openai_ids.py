@@ -1,4 +1,4 @@
-"""Echo by token ids (`autocog.lm.openai_ids`) without a server: which sequences are sent, how they are packed
+"""Echo by token ids (`autocog.lm.openai.ids`) without a server: which sequences are sent, how they are packed
 into requests, and how a malformed ``prompt_logprobs`` answer is refused. The real server: tests/test_vllm.py."""
 
 from collections import Counter
@@ -6,7 +6,7 @@ from collections import Counter
 import pytest
 
 from autocog.lm.errors import MalformedResponseError
-from autocog.lm.openai_ids import IdEcho, _Item, _leaves, _read
+from autocog.lm.openai.ids import IdEcho, _Item, _leaves, _read
 
 
 def test_only_leaves_are_sent_and_prefixes_read_from_them():
@@ -16,16 +16,16 @@ def test_only_leaves_are_sent_and_prefixes_read_from_them():
 
 
 class _FakeLM:
-    def __init__(self, parallel):
-        self.parallel = parallel
+    def __init__(self, concurrency):
+        self.concurrency = concurrency
         self.requests = Counter()
 
 
-@pytest.mark.parametrize("parallel,expected", [(1, [6]), (2, [3, 3]), (3, [2, 2, 2]), (8, [1] * 6)])
-def test_prompts_stay_whole_and_fill_the_slots(parallel, expected):
+@pytest.mark.parametrize("concurrency,expected", [(1, [6]), (2, [3, 3]), (3, [2, 2, 2]), (8, [1] * 6)])
+def test_prompts_stay_whole_and_fill_the_slots(concurrency, expected):
     items = [_leaves(_Item([1], [[2], [3]])) for _ in range(6)]
     sequences = [(i, j) for i, item in enumerate(items) for j in item.leaves]
-    packs = IdEcho(_FakeLM(parallel))._pack(items, sequences)
+    packs = IdEcho(_FakeLM(concurrency))._pack(items, sequences)
     assert [len({i for i, _ in p}) for p in packs] == expected  # prompts per request
     assert [s for p in packs for s in p] == sequences
 

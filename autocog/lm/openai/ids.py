@@ -24,10 +24,10 @@ import math
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Optional, Sequence
 
-from .errors import ContextLengthError, InvalidChoicesError, MalformedResponseError, StrategyUnavailableError
+from ..errors import ContextLengthError, InvalidChoicesError, MalformedResponseError, StrategyUnavailableError
 
 if TYPE_CHECKING:  # pragma: no cover
-    from .openai import OpenAI
+    from .client import OpenAI
 
 MAX_SEQUENCES = 64  # sequences per request: beyond this, a request only delays the first answers
 MAX_TOKENS = 32768  # tokens per request (prompt tokens of all its sequences)
@@ -149,8 +149,8 @@ class IdEcho:
     def _pack(self, items: list[_Item], sequences: list[tuple[int, int]]) -> list[list[tuple[int, int]]]:
         """The sequences in requests: a prompt's sequences stay together (one request per prompt at most,
         unless it alone exceeds ``max_sequences``/``max_tokens``), and prompts are grouped into about one
-        request per slot of the thread pool (``parallel``) so that every slot gets work."""
-        slots = max(1, int(getattr(self.lm, "concurrency", None) or self.lm.parallel))
+        request per slot of the thread pool (``concurrency``) so that every slot gets work."""
+        slots = max(1, int(self.lm.concurrency))
         target = min(self.max_sequences, max(1, math.ceil(len(sequences) / slots)))
         packs: list[list[tuple[int, int]]] = [[]]
         tokens = 0
@@ -184,8 +184,7 @@ class IdEcho:
         """The server's context length (vLLM's ``max_model_len`` from ``/models``), or None if not said."""
         if self._context is None:
             lm = self.lm
-            data = lm._call("list models", "models", lambda t: lm.client.get(
-                "/models", cast_to=lm._response_type, options={"timeout": t}))
+            data = lm.transport.get("/models", "models")
             entries = data.get("data") if isinstance(data, dict) else None
             for entry in entries if isinstance(entries, list) else []:
                 if isinstance(entry, dict) and entry.get("id") == lm.model:
@@ -230,7 +229,7 @@ def score_requests(lm: "OpenAI", requests: Sequence[Any], strategy: Optional[str
     unconditional scores ride in the same requests); None when it does not apply here (strategy ``descent``,
     a server without token ids, chat-message prompts): the caller then scores another way. Every input is
     checked before anything is sent."""
-    from .lm import ChoiceResult, check_choices, check_normalization, check_prompt, normalize_scores, split_boundary
+    from ..lm import ChoiceResult, check_choices, check_normalization, check_prompt, normalize_scores, split_boundary
 
     strategy = strategy or lm.strategy
     if strategy not in ("auto", "echo") or any(not isinstance(r.prompt, str) for r in requests):
