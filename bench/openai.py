@@ -21,7 +21,7 @@ choose calls; the tokenize column counts what a warm call still asks for.
 
 **vLLM** (`--server vllm`, the transformers directories of the same models): 100 prompts x 4 and x 32 choices
 through the batch API (`score_batch`: echo by token ids, several prompts and choices per request,
-``parallel=8`` requests in flight) against a sequential loop of ``choice_distribution`` (one request per
+``concurrency=8`` requests in flight) against a sequential loop of ``choice_distribution`` (one request per
 prompt) and against one request per choice; requests per prompt and wall-time ratios.
 """
 
@@ -142,16 +142,18 @@ def bench_vllm(name: str, base_url: str, n_prompts: int, n_baseline: int, sizes=
     rows = []
     for n in sizes:
         requests = vllm_requests(n_prompts, n)
-        fast = OpenAI(model=name, base_url=base_url, api_key="none", parallel=8, timeout=900, max_retry_time=900, max_retries=0)
+        # A CPU server takes minutes for a batch of 100 x 32 sequences: no timeout, no retry within 15 min.
+        budget = dict(timeout=900, max_retry_time=900, max_retries=0)
+        fast = OpenAI(model=name, base_url=base_url, api_key="none", concurrency=8, **budget)
         fast.score_batch(requests[:1])  # probe
         fast.tokenizer.encode_many([r.prompt for r in requests] + list(requests[0].choices))  # warm tokenizer
         out, spent, wall = measure(fast, lambda: fast.score_batch(requests))
         batch = [r.logprobs for r in out]
         per_prompt = wall / n_prompts
-        rows.append((name, n, "batch API, parallel=8", n_prompts, spent["completions"],
+        rows.append((name, n, "batch API, concurrency=8", n_prompts, spent["completions"],
                      spent["completions"] / n_prompts, per_prompt, 1.0, 0.0))
         print(f"  {n:>2} choices  batch: {spent['completions']} requests {wall:.2f} s", flush=True)
-        serial = OpenAI(model=name, base_url=base_url, api_key="none", parallel=1, timeout=900, max_retry_time=900, max_retries=0)
+        serial = OpenAI(model=name, base_url=base_url, api_key="none", concurrency=1, **budget)
         serial.score_batch(requests[:1])
         subset = requests[:n_baseline]
         baselines = [
