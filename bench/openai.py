@@ -17,6 +17,12 @@ choose calls; the tokenize column counts what a warm call still asks for.
 
     python bench/openai.py                 # SmolLM2-135M-Instruct (Q4_1), then the tiny random Llama
     python bench/openai.py --model tiny
+    python bench/openai.py --server vllm   # the batch API against vLLM (needs scripts/setup_vllm.sh)
+
+**vLLM** (`--server vllm`, the transformers directories of the same models): 100 prompts x 4 and x 32 choices
+through the batch API (`score_batch`: echo by token ids, several prompts and choices per request,
+``concurrency=8`` requests in flight) against a sequential loop of ``choice_distribution`` (one request per
+prompt) and against one request per choice; requests per prompt and wall-time ratios.
 """
 
 from __future__ import annotations
@@ -117,10 +123,94 @@ def bench(name: str, base_url: str, sizes=(2, 8, 32)) -> list[tuple]:
     return rows
 
 
+# --- vLLM: the batch API ----------------------------------------------------------------------------------
+COUNTRIES = ("France Japan Italy Spain Egypt Peru Kenya Chile Norway Greece Canada Brazil India Mexico Chad "
+             "Cuba Fiji Iran Iraq Laos Mali Oman Togo Nepal").split()
+
+
+def vllm_requests(n_prompts: int, n_choices: int) -> list:
+    from autocog.lm.scoring import ScoreRequest
+
+    choices = [" " + w for w in WORDS[:n_choices]]
+    return [ScoreRequest(f"Question {k}: What is the capital of {COUNTRIES[k % len(COUNTRIES)]}?\nAnswer:", choices)
+            for k in range(n_prompts)]
+
+
+def bench_vllm(name: str, base_url: str, n_prompts: int, n_baseline: int, sizes=(4, 32)) -> list[tuple]:
+    """Rows (model, choices, method, prompts timed, completion requests, requests per prompt, seconds per
+    prompt, speed-up of the batch API, max abs difference of the log-probs with the batch API's)."""
+    rows = []
+    for n in sizes:
+        requests = vllm_requests(n_prompts, n)
+        # A CPU server takes minutes for a batch of 100 x 32 sequences: no timeout, no retry within 15 min.
+        budget = dict(timeout=900, max_retry_time=900, max_retries=0)
+        fast = OpenAI(model=name, base_url=base_url, api_key="none", concurrency=8, **budget)
+        fast.score_batch(requests[:1])  # probe
+        fast.tokenizer.encode_many([r.prompt for r in requests] + list(requests[0].choices))  # warm tokenizer
+        out, spent, wall = measure(fast, lambda: fast.score_batch(requests))
+        batch = [r.logprobs for r in out]
+        per_prompt = wall / n_prompts
+        rows.append((name, n, "batch API, concurrency=8", n_prompts, spent["completions"],
+                     spent["completions"] / n_prompts, per_prompt, 1.0, 0.0))
+        print(f"  {n:>2} choices  batch: {spent['completions']} requests {wall:.2f} s", flush=True)
+        serial = OpenAI(model=name, base_url=base_url, api_key="none", concurrency=1, **budget)
+        serial.score_batch(requests[:1])
+        subset = requests[:n_baseline]
+        baselines = [
+            ("loop of choice_distribution", lambda: [serial.choice_distribution(r.prompt, r.choices).logprobs
+                                                     for r in subset]),
+            ("one request per choice", lambda: [[serial.choice_distribution(r.prompt, [c]).logprobs[0]
+                                                 for c in r.choices] for r in subset]),
+        ]
+        for method, fn in baselines:
+            serial.clear_cache()
+            got, spent, wall = measure(serial, fn)
+            delta = float(np.max(np.abs(np.array(got) - np.array(batch[:n_baseline]))))
+            rows.append((name, n, method, n_baseline, spent["completions"], spent["completions"] / n_baseline,
+                         wall / n_baseline, wall / n_baseline / per_prompt, delta))
+            print(f"  {n:>2} choices  {method}: {spent['completions']} requests {wall:.2f} s", flush=True)
+        fast.close()
+        serial.close()
+    return rows
+
+
+def run_vllm(model: str, n_prompts: int, n_baseline: int) -> None:
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+    from vllm_server import VllmServer, missing_message, vllm_python
+
+    from autocog.models import smollm2_transformers, tiny_llama
+
+    if vllm_python() is None:
+        raise SystemExit(missing_message())
+    # The tiny random Llama (head_dim 16) is refused by vLLM's CPU attention kernels: SmolLM2 only.
+    models = {"smollm2": smollm2_transformers, "tiny": tiny_llama}
+    rows = []
+    for name in (["smollm2"] if model == "both" else [model]):
+        with VllmServer(models[name](), name=name) as server:
+            print(f"# vLLM {name}: {n_prompts} prompts", flush=True)
+            rows += bench_vllm(name, server.base_url, n_prompts, min(n_baseline, n_prompts))
+    print()
+    print("| model | choices | method | prompts timed | completion requests | per prompt | ms per prompt "
+          "| batch API speed-up | max abs Δ log-prob |")
+    print("|---|---:|---|---:|---:|---:|---:|---:|---:|")
+    for name, n, method, timed, requests, per, seconds, speedup, delta in rows:
+        print(f"| {name} | {n} | {method} | {timed} | {requests} | {per:.2f} | {seconds * 1000:.0f} "
+              f"| {speedup:.2f}x | {delta:.1e} |")
+    print()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--model", choices=["smollm2", "tiny", "both"], default="both")
+    parser.add_argument("--server", choices=["llama.cpp", "vllm", "both"], default="llama.cpp")
+    parser.add_argument("--prompts", type=int, default=100, help="vLLM: prompts per batch")
+    parser.add_argument("--baseline-prompts", type=int, default=20,
+                        help="vLLM: prompts timed for the slow baselines (reported per prompt)")
     args = parser.parse_args()
+    if args.server in ("vllm", "both"):
+        run_vllm(args.model, args.prompts, args.baseline_prompts)
+        if args.server == "vllm":
+            return
     from autocog.models import smollm2_gguf, tiny_llama_gguf
 
     models = {"smollm2": smollm2_gguf, "tiny": tiny_llama_gguf}

@@ -219,7 +219,7 @@ def test_tiny_partial_utf8_tokens(tiny_api):
     assert tiny_api.requests["attempts"] - before == 2
     # A text prompt cannot end inside a character: descent refuses to score past one, with a clear error.
     prompt, choices = "Answer:", [" café", " cafe", " tea"]
-    with pytest.raises(StrategyUnavailableError, match="split a UTF-8 character"):
+    with pytest.raises(StrategyUnavailableError, match="UTF-8 character"):
         tiny_api.choice_distribution(prompt, choices, strategy="descent", exhaustive=True)
 
 
@@ -384,6 +384,88 @@ def test_tokenizer_object_passed_in(tiny_server, tiny_local, tiny_api):
     lm.close()
 
 
+def local_decoder(model):
+    """`LlamaCppServerTokenizer.decode_checked` as llama_cpp.server answers it, from a local llama_cpp.Llama."""
+    def decode(ids):
+        try:
+            return b"".join(model.detokenize([i]) for i in ids).decode("utf-8"), ""
+        except UnicodeDecodeError as error:
+            return None, f"'utf-8' codec can't decode {str(error).split('decode ', 1)[1]}"
+    return decode
+
+
+def test_scan_vocabulary_reads_every_name(tiny_local):
+    from autocog.lm.openai.vocabulary import SEPARATOR, ends_inside_character, scan_vocabulary
+
+    model = tiny_local.model
+    pieces = [model.detokenize([i]) for i in range(model.n_vocab())]
+    names = [p.decode("utf-8", errors="ignore") for p in pieces]
+    calls = []
+    decode = local_decoder(model)
+    vocabulary = scan_vocabulary(len(set(names)), lambda ids: calls.append(ids) or decode(ids),
+                                 tiny_local.tokenize(SEPARATOR))
+    assert vocabulary.names == names  # ids past the distinct names were read as far as the repeats prove them
+    assert vocabulary.trailing == {i for i, p in enumerate(pieces) if ends_inside_character(p)}
+    assert max(i for ids in calls for i in ids) < len(names)  # never an unknown id (llama.cpp aborts)
+    assert vocabulary.shared_texts() == {""}
+
+
+def test_tiny_never_forces_a_token_that_ends_inside_a_character(tiny_api):
+    vocabulary = tiny_api.vocabulary()
+    token = min(vocabulary.trailing)
+    with pytest.raises(StrategyUnavailableError, match="ends inside a UTF-8 character"):
+        tiny_api._next("Hello", {token: 100.0})
+    assert tiny_api.complete("Hello", max_tokens=2) is not None  # the server still answers
+
+
+# Issue 15: this call killed llama_cpp.server (a descent walk's grammar held a NUL, which ends a literal in
+# llama.cpp's grammar parser: "Unexpected empty grammar stack after accepting piece: <s>", exit -6).
+ISSUE_15_CHOICES = ['fox\x00 ParisfoxParis', '\\\u200b 10', '10東京<s>\n\\', '\\\t</s>🙂\x00 Paris',
+                    '\x00ü👍🏽}{', "b}'東京", '\\ the\\', '\tb']
+TYPED = (InvalidChoicesError, StrategyUnavailableError, TokenizerMismatchError)
+
+
+@pytest.fixture(scope="module")
+def hostile_server():
+    from autocog.models import tiny_llama_gguf
+
+    server = LlamaServer(tiny_llama_gguf(), n_ctx=1024)
+    yield server
+    server.stop()
+
+
+def assert_answering(server, lm):
+    assert server.process.poll() is None, server.tail()
+    assert isinstance(lm.complete("The quick brown", max_tokens=3), str)
+
+
+@pytest.mark.slow
+def test_hostile_text_never_kills_the_server(hostile_server):
+    from hostile import hostile_cases
+
+    from autocog.models import tiny_llama_gguf
+
+    lm = OpenAI(model=str(tiny_llama_gguf()), base_url=hostile_server.base_url, api_key="x", max_retries=1)
+    calls = [(" the", ISSUE_15_CHOICES, {})] + [
+        (prompt, choices, kwargs) for prompt, choices in hostile_cases(seed=15, count=12)
+        for kwargs in ({}, {"strategy": "descent", "exhaustive": True}, {"strategy": "descent", "search": "greedy"})]
+    for prompt, choices, kwargs in calls:
+        try:
+            result = lm.choice_distribution(prompt, choices, **kwargs)
+            assert np.isclose(result.probs.sum(), 1.0)
+        except TYPED as error:
+            assert str(error)
+        assert_answering(hostile_server, lm)
+    # The grammar of a walk never holds a NUL, a special token's text or a cut character.
+    for choices in (["a\x00b", "a\x00c"], ["x<s>y", "x</s>"], ["🙂a", "🙂b"], ["1", "10", "100<s>"]):
+        try:
+            lm.choice_distribution(" the", choices, strategy="descent", exhaustive=True)
+        except TYPED:
+            pass
+        assert_answering(hostile_server, lm)
+    lm.close()
+
+
 # ------------------------------------------------------------------------------------------------------
 # SmolLM2-135M-Instruct (no BOS: llama_cpp.server 0.3.x shifts echo token_logprobs)
 # ------------------------------------------------------------------------------------------------------
@@ -427,6 +509,44 @@ def test_smol_descent_picks_the_same_choice(smol_api, smol_local):
     prompt, choices, _ = EASY_FACTS[0]
     full = smol_api.choice_distribution(prompt, choices, strategy="descent", exhaustive=True)
     assert_same_distribution(full, smol_local.choice_distribution(prompt, choices))
+
+
+# Issue 11: with the echo layout "shifted", the value of " " (SmolLM2 splits " 4" into " " + "4") was read from
+# top_logprobs under the text " ", which 37 other tokens (b" \xe2\x80"...) also name; the least likely won:
+# -11.06 instead of -1.017, reported as exact. Boundary tokens of every kind, against LLaMa on the same file
+# (one choice at a time: LLaMa's own trie batch rounds differently on Q4 weights, up to 0.05 nats).
+BOUNDARY_CASES = [
+    ("Question: What is 2 plus 2?\nAnswer:", [" 3", " 4", " 5", " 22"]),              # " " then digits
+    ("Question: What is 10 minus 3?\nAnswer: ", ["7", "8", "13"]),                     # digit after a moved space
+    ("List:\n1. apples\n2. pears", ["\n3.", "\n\n", ".", ",", "!"]),                 # newline, punctuation
+    ("The answer is", [" (a)", " \"yes\"", " 42", ":", "  two"]),                      # quotes, brackets, spaces
+]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("strategy", ["auto", "descent"])
+def test_smol_boundary_tokens_equal_llama(smol_api, smol_local, strategy):
+    assert " " in smol_api.ambiguous_texts()  # the name that 38 tokens share
+    for prompt, choices in BOUNDARY_CASES:
+        result = smol_api.choice_distribution(prompt, choices, strategy=strategy, exhaustive=True)
+        assert all(result.info["exact"])
+        # descent's walks generate, one token per batch: Q4 weights round those differently (docs/openai.md)
+        atol = 1e-3 if result.strategy == "echo" else 0.1
+        for j, choice in enumerate(choices):
+            expected = smol_local.choice_logprobs(prompt, [choice])[0]
+            np.testing.assert_allclose(result.token_logprobs[j], expected, atol=atol, rtol=0, err_msg=repr(choice))
+
+
+@pytest.mark.slow
+def test_smol_server_vocabulary_names_equal_llama(smol_api, smol_local):
+    from autocog.lm.openai.vocabulary import ends_inside_character
+
+    vocabulary = smol_api.vocabulary()
+    model = smol_local.model
+    pieces = [model.detokenize([i]) for i in range(model.n_vocab())]
+    assert vocabulary.names == [p.decode("utf-8", errors="ignore") for p in pieces]
+    assert vocabulary.trailing == {i for i, p in enumerate(pieces) if ends_inside_character(p)}
+    assert sorted(smol_api.ambiguous_texts()) == ["", " ", "о", "י"]
 
 
 @pytest.mark.slow
@@ -806,3 +926,10 @@ def test_descent_on_a_server_reporting_logprobs_after_the_bias():
     assert best.info["requests"] <= full.info["requests"]
     server.httpd.shutdown()
     server.httpd.server_close()
+
+
+def test_tiny_result_says_why_its_strategy_ran(tiny_api):
+    r = tiny_api.choice_distribution("Question: What is the capital of France?\nAnswer:", [" Paris", " Berlin"])
+    assert r.info["reason"].startswith("auto: echo (text): the probe found exact echo log-probs")
+    r = tiny_api.choice_distribution("Question:", [" Paris", " Berlin"], strategy="descent")
+    assert r.info["reason"] == "descent: requested"

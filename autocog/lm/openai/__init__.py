@@ -1,0 +1,16 @@
+"""The OpenAI API and OpenAI-compatible servers (llama_cpp.server, vLLM, SGLang...) as an `LM`: `OpenAI`.
+
+Modules: `client` (the `OpenAI` class), `transport` (the client, retries, counters, redaction), `capabilities`
+(server detection, the probe, the vocabulary), `requests` (the request bodies), `parsing` (the answers),
+`stops`, `echo` and `descent` (the two scorers), `rows` (a trie node's next-token row), `vocabulary` (a llama.cpp
+server's token names), `tokenizers`. User documentation: docs/openai.md.
+
+>>> from autocog.lm import OpenAI
+>>> lm = OpenAI(base_url="http://127.0.0.1:8000/v1", concurrency=8)     # doctest: +SKIP
+"""
+
+from .client import OpenAI
+from .tokenizers import Tokenizer
+from .vocabulary import Vocabulary, scan_vocabulary
+
+__all__ = ["OpenAI", "Tokenizer", "Vocabulary", "scan_vocabulary"]

@@ -1,0 +1,415 @@
+"""`OpenAI`: the OpenAI API and OpenAI-compatible servers (llama_cpp.server, vLLM, SGLang...) as an `LM`.
+
+How it scores choices (echo, descent, auto), how it handles stops and faults: docs/openai.md.
+
+>>> lm = OpenAI(model="smollm2", base_url="http://127.0.0.1:8000/v1", api_key="none")    # doctest: +SKIP
+>>> lm.complete("The capital of France is", stop=".")                                      # doctest: +SKIP
+' Paris.'
+>>> r = lm.choice_distribution("Q: Capital of France?\\nA:", [" Paris", " London"])     # doctest: +SKIP
+>>> r.strategy, r.probs                                                                    # doctest: +SKIP
+('echo', array([0.97, 0.03]))
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections import Counter, OrderedDict
+from typing import Any, Optional, Sequence
+
+from ..errors import MalformedResponseError, StrategyUnavailableError, missing_backend
+from ..greedy import COMPLETION_DEFAULTS, GreedyLM
+from ..lm import (
+    LM,
+    ChoiceResult,
+    Stop,
+    as_stop_list,
+    check_choices,
+    check_normalization,
+    check_prompt,
+    normalize_scores,
+    split_boundary,
+)
+from ..scoring import ScoreRequest
+from .capabilities import Capabilities
+from .descent import Descent
+from .echo import EchoScorer
+from .ids import score_requests, strategy_reason
+from .parsing import chat_logprobs, first_choice
+from .requests import Requests
+from .stops import apply_stops
+from .tokenizers import LlamaCppServerTokenizer, Tokenizer, VllmServerTokenizer, as_tokenizer, tiktoken_tokenizer
+from .transport import Transport, excerpt
+
+STRATEGIES = ("auto", "echo", "descent")
+SERVERS = ("auto", "openai", "llama.cpp", "vllm", "generic")
+SEARCHES = ("best-first", "greedy", "full")
+OPENAI_COMPLETION_MODELS = ("gpt-3.5-turbo-instruct", "davinci-002", "babbage-002")
+
+
+class OpenAI(Requests, Capabilities, LM):
+    """An `LM` behind the OpenAI API or an OpenAI-compatible server; see docs/openai.md.
+
+    * ``model``: the model name (default: the first one ``GET /models`` lists).
+    * ``base_url``, ``api_key``: as for ``openai.OpenAI`` (``api_key`` defaults to ``$OPENAI_API_KEY``, or a
+      placeholder when ``base_url`` names a server without authentication); or ``client``: an
+      ``openai.OpenAI`` already configured, used through a copy with its retries off and ``timeout`` set.
+    * ``chat``: None (guess from the model name, see the module docstring), True or False; ``system``: an
+      optional system message for chat models.
+    * ``tokenizer``: ``"auto"``, ``"tiktoken"``, ``"server"``, an encoding name or a tokenizer object;
+      ``check_tokenizer``: compare it with the server once (default True).
+    * ``strategy``: the default of `choice_distribution` (``"auto"``, ``"echo"``, ``"descent"``);
+      ``top_logprobs``: log-probs asked per position (default 20; 5 on OpenAI's completions endpoint, 1000 on
+      llama_cpp.server, which has no limit); ``unconditional_prompt``: the context of ``pmi`` scores.
+    * ``cache_size``: choice texts whose scores are kept across calls (LRU; 0: none), so that text already
+      scored costs no request; `clear_cache` forgets them.
+    * ``server``: ``"auto"`` (detect), ``"openai"``, ``"llama.cpp"``, ``"vllm"`` or ``"generic"``.
+    * ``timeout`` (seconds per attempt), ``max_retries``, ``max_retry_time`` (seconds for all attempts and
+      sleeps), ``backoff``/``max_backoff`` (first and longest sleep); ``concurrency`` (alias ``parallel``, default
+      8): requests in flight at once, for one call's requests and for `score_batch`.
+    * ``completion_kwargs``: defaults for `complete` (``max_tokens`` 64, greedy), as for the local backends.
+
+    ``requests`` counts what was sent: ``completions``, ``chat``, ``tokenize``, ``detokenize``, ``probe``
+    (server detection) and ``attempts`` (retries included).
+
+    >>> lm = OpenAI(model="gpt-4o-mini")  # chat endpoint, tiktoken o200k_base    # doctest: +SKIP
+    >>> lm = OpenAI(base_url="http://127.0.0.1:8000/v1")  # llama_cpp.server's model    # doctest: +SKIP
+    """
+
+    def __init__(self, model: Optional[str] = None, base_url: Optional[str] = None, api_key: Optional[str] = None,
+                 client: Any = None, chat: Optional[bool] = None, tokenizer: Any = "auto",
+                 timeout: float = 60.0, max_retries: int = 4, max_retry_time: float = 120.0,
+                 backoff: float = 0.25, max_backoff: float = 8.0, strategy: str = "auto",
+                 top_logprobs: Optional[int] = None, parallel: Optional[int] = None,
+                 completion_kwargs: Optional[dict] = None,
+                 server: str = "auto", system: Optional[str] = None, check_tokenizer: bool = True,
+                 unconditional_prompt: Optional[str] = None, cache_size: int = 4096,
+                 concurrency: Optional[int] = None):
+        self.client, self._owns_client = _client(client, base_url, api_key, timeout)
+        self._model = model
+        self.concurrency = max(1, int(concurrency if concurrency is not None else
+                                      parallel if parallel is not None else 8))
+        self.transport = Transport(self.client, timeout, max_retries, max_retry_time, backoff, max_backoff,
+                                   self.concurrency, lambda: self._model)
+        self.base_url = self.transport.base_url
+        if strategy not in STRATEGIES:
+            raise ValueError(f"unknown strategy {strategy!r}: expected one of {', '.join(STRATEGIES)}")
+        if server not in SERVERS:
+            raise ValueError(f"unknown server {server!r}: expected one of {', '.join(SERVERS)}")
+        self.strategy, self._server, self._chat, self.system = strategy, server, chat, system
+        self.completion_kwargs = GreedyLM._completion_settings(completion_kwargs or {}, COMPLETION_DEFAULTS)
+        self._top_logprobs = top_logprobs
+        self._tokenizer_spec = tokenizer
+        self._tokenizer: Optional[Tokenizer] = None
+        self._check_tokenizer = check_tokenizer
+        self._tokenizer_checked = False
+        self._unconditional = unconditional_prompt
+        self._capabilities: Optional[dict] = None
+        self._pieces: dict[int, str] = {}
+        self.cache_size = int(cache_size)
+        self._scored: OrderedDict = OrderedDict()  # (prompt, choice text) -> (pieces, log-probs), LRU
+        self._lock = threading.RLock()
+        self._fresh_lock = threading.Lock()
+        self._last_prompt: Optional[str] = None  # the server's cached prompt, as far as this instance knows
+        self._ambiguous: Optional[frozenset] = None
+        self._vocab_lock = threading.Lock()
+
+    @property
+    def parallel(self) -> int:
+        """Alias of ``concurrency`` (the name of earlier versions)."""
+        return self.concurrency
+
+    @classmethod
+    def create(cls, **kwargs: Any) -> dict:
+        """The constructor's keyword arguments, as the other backends' ``create`` (AutoCog-compatible)."""
+        return dict(kwargs)
+
+    def close(self) -> None:
+        self.transport.close()
+        if self._owns_client:
+            self.client.close()
+
+    def __repr__(self) -> str:
+        return f"OpenAI(model={self._model!r}, base_url={self.base_url!r})"
+
+    # --- configuration resolved lazily ---------------------------------------------------------------
+    @property
+    def root_url(self) -> str:
+        """The server's address without the trailing ``/v1`` (where llama.cpp and vLLM put their extras)."""
+        url = str(self.client.base_url).rstrip("/")
+        return url[:-3] if url.endswith("/v1") else url
+
+    @property
+    def model(self) -> str:
+        if self._model is None:
+            data = self.transport.get("/models", "models")
+            try:
+                self._model = str(data["data"][0]["id"])
+            except (KeyError, IndexError, TypeError):
+                raise MalformedResponseError(f"{self.base_url}/models lists no model: {excerpt(data)}") from None
+        return self._model
+
+    @property
+    def server(self) -> str:
+        """``"openai"``, ``"llama.cpp"``, ``"vllm"`` or ``"generic"`` (detected from the URL and the extras
+        endpoints unless given)."""
+        with self._lock:
+            if self._server == "auto":
+                self._server = self._detect_server()
+        return self._server
+
+    @property
+    def chat(self) -> bool:
+        if self._chat is None:
+            name = (self._model or "").lower()
+            self._chat = self.server == "openai" and not any(name.startswith(m) for m in OPENAI_COMPLETION_MODELS)
+        return self._chat
+
+    @property
+    def top_logprobs(self) -> int:
+        if self._top_logprobs is None:
+            if self.server == "openai":
+                return 20 if self.chat else 5
+            return 1000 if self.wide else 20
+        return int(self._top_logprobs)
+
+    @property
+    def wide(self) -> bool:
+        """Whether the server answers any number of top log-probs (llama.cpp), so that one request can return
+        a whole next-token row. (llama_cpp.server sorts the vocabulary at every position whatever the number,
+        so 1000 per position costs about what 1 does.)"""
+        return self.server == "llama.cpp"
+
+    @property
+    def tokenizer(self) -> Tokenizer:
+        with self._lock:
+            if self._tokenizer is None:
+                self._tokenizer = self._resolve_tokenizer(self._tokenizer_spec)
+        return self._tokenizer
+
+    def _resolve_tokenizer(self, spec: Any) -> Tokenizer:
+        if isinstance(spec, str) and spec in ("auto", "server"):
+            if self.server == "llama.cpp":
+                return LlamaCppServerTokenizer(self._post, self.root_url, self.parallel)
+            if self.server == "vllm":
+                return VllmServerTokenizer(self._post, self.root_url, self.model, self.parallel)
+            if spec == "server":
+                raise StrategyUnavailableError(f"the server at {self.base_url} has no tokenize endpoint that "
+                                               "autocog knows (llama_cpp.server, vLLM): pass tokenizer=")
+            spec = "tiktoken"
+        if spec == "tiktoken":
+            try:
+                return tiktoken_tokenizer(self.model)
+            except KeyError:
+                raise StrategyUnavailableError(
+                    f"no tokenizer for model {self.model!r} on {self.base_url}: tiktoken does not know it and the "
+                    "server has no tokenize endpoint; pass tokenizer= (an encoding name or a tokenizer object)"
+                ) from None
+        return as_tokenizer(spec)
+
+    # --- the LM interface -----------------------------------------------------------------------------
+    def tokenize(self, text: str, bos: bool = False) -> list[int]:
+        """Token ids of ``text`` with the configured tokenizer; ``bos=True`` prepends the server's BOS if any."""
+        tokens = self.tokenizer.encode(text)
+        if bos:
+            prefix = getattr(self.tokenizer, "special_prefix", None)
+            if prefix is not None:
+                prefix()
+            if self.tokenizer.bos_token_id is not None:
+                tokens = [self.tokenizer.bos_token_id] + tokens
+        return tokens
+
+    def detokenize(self, tokens: Sequence[int]) -> str:
+        return self.tokenizer.decode(tokens)
+
+    def complete(self, prompt: str, stop: Stop = "\n", **kwargs: Any) -> str:
+        """Generate after ``prompt`` (greedy by default; ``temperature``, ``top_p``, ``top_k``, ``seed``), up to
+        ``max_tokens`` (alias ``max_new_tokens``), EOS or a stop string; the text ends with the stop string
+        exactly when generation ended on it (see the module docstring for how that is decided).
+
+        >>> lm.complete("1, 2, 3,", stop=",", max_tokens=8)     # doctest: +SKIP
+        ' 4,'
+        """
+        check_prompt(prompt)
+        settings = GreedyLM._completion_settings(kwargs, self.completion_kwargs)
+        stops = as_stop_list(stop)
+        max_tokens = int(settings["max_tokens"])
+        if max_tokens == 0:
+            return ""  # llama_cpp.server reads max_tokens=0 as "no limit"
+        server_stops = stops if (self.server != "openai" or len(stops) <= 4) else []
+        body: dict = {"max_tokens": max_tokens, "temperature": float(settings["temperature"]),
+                      "top_p": float(settings["top_p"])}
+        if settings["seed"] is not None:
+            body["seed"] = int(settings["seed"])
+        if server_stops:
+            body["stop"] = server_stops
+        extra = self._sampling_extras(settings)
+        want_tokens = self.server == "llama.cpp" and bool(stops)
+        if self.chat:
+            if want_tokens:
+                body.update(logprobs=True, top_logprobs=0)
+            data = self._chat_request(prompt, body, extra)
+            choice = first_choice(data, "chat completion")
+            message = choice.get("message")
+            text = message.get("content") if isinstance(message, dict) else None
+            content = chat_logprobs(choice)
+            pieces = [c.get("token") for c in content if isinstance(c, dict)] if content else None
+        else:
+            if want_tokens:
+                body["logprobs"] = 0
+            data = self._completion_request(prompt, body, extra)
+            choice = first_choice(data, "completion")
+            text = choice.get("text")
+            logprobs = choice.get("logprobs")
+            pieces = logprobs.get("tokens") if isinstance(logprobs, dict) else None
+        if not isinstance(text, str):
+            raise MalformedResponseError(f"the completion from {self.base_url} has no text: {excerpt(data)}")
+        return self._apply_stops(prompt, text, stops, choice, pieces, settings)
+
+    def _apply_stops(self, *args: Any) -> str:
+        return apply_stops(self, *args)
+
+    # --- choices --------------------------------------------------------------------------------------
+    def choose(self, prompt: str, choices: Sequence[str], normalization: Optional[str] = None, **kwargs: Any) -> int:
+        """Index of the best choice; see `choice_distribution`."""
+        return self.choice_distribution(prompt, choices, normalization=normalization, **kwargs).index
+
+    def choice_distribution(self, prompt: str, choices: Sequence[str], normalization: Optional[str] = None,
+                            strategy: Optional[str] = None, end: Optional[str] = None, exhaustive: bool = False,
+                            search: str = "best-first", **kwargs: Any) -> ChoiceResult:
+        """Score ``choices`` as continuations of ``prompt``: a `ChoiceResult` (distribution, per-token log-probs,
+        ``strategy`` = ``"echo"`` or ``"descent"``, ``info`` with the requests made and what was exact).
+
+        ``strategy``: ``"auto"``, ``"echo"``, ``"descent"`` (default: the instance's); ``search`` (descent):
+        ``"best-first"``, ``"greedy"``, ``"full"``; ``exhaustive=True`` is ``search="full"``; ``end``: text
+        scored after every choice; ``normalization``: ``"sum"`` (default), ``"mean"``, ``"char"``, ``"pmi"``.
+
+        >>> r = lm.choice_distribution("2+2=", ["4", "5"], strategy="descent"); r.info["requests"]   # doctest: +SKIP
+        1
+        """
+        if kwargs:
+            raise TypeError(f"unexpected argument(s) to choose: {', '.join(kwargs)}")
+        normalization = check_normalization(normalization or self.default_normalization)
+        check_prompt(prompt)
+        choices = check_choices(choices)
+        strategy = strategy or self.strategy
+        if strategy not in STRATEGIES:
+            raise ValueError(f"unknown strategy {strategy!r}: expected one of {', '.join(STRATEGIES)}")
+        prompt_text, continuations = split_boundary(prompt, choices)
+        if end:
+            continuations = [c + end for c in continuations]
+        if strategy in ("auto", "echo") and not exhaustive and search == "best-first":
+            by_ids = score_requests(self, [ScoreRequest(prompt, choices, normalization, end)], strategy)
+            if by_ids is not None:  # vLLM: echo by token ids (docs/openai.md)
+                return by_ids[0]
+        requested = strategy
+        strategy = self._pick_strategy(strategy)  # probes the server on first use (not counted below)
+        self.ambiguous_texts()  # reads a llama.cpp server's token names on first use (not counted below)
+        before = Counter(self.requests)
+        if search not in SEARCHES:
+            raise ValueError(f"unknown search {search!r}: expected one of {', '.join(SEARCHES)}")
+        if exhaustive or normalization != "sum":
+            search = "full"  # pruning and greedy decisions are sound for sums of log-probs only
+        uncond = None
+        fallback = None
+        if strategy == "echo":
+            try:
+                token_logprobs, info = EchoScorer(self, prompt_text, continuations).run()
+                if normalization == "pmi":
+                    uncond, _ = EchoScorer(self, self.unconditional_prompt, continuations).run()
+                tree = None
+            except StrategyUnavailableError as error:
+                if requested != "auto" or self.probe()["bias"] is None:
+                    raise
+                fallback, strategy, search = str(error), "descent", "full"  # auto promises a distribution
+        if strategy == "descent":
+            token_logprobs, info, tree = Descent(self, prompt_text, continuations, search).run()
+            if normalization == "pmi":
+                uncond, _, _ = Descent(self, self.unconditional_prompt, continuations, "full").run()
+        scores = normalize_scores(info.pop("bounded"), choices, normalization, uncond)
+        spent = Counter(self.requests)
+        spent.subtract(before)
+        if fallback:
+            info["fallback"] = fallback
+        info["reason"] = strategy_reason(self, requested, strategy, fallback)
+        info.update(server=self.server, endpoint="chat" if self.chat else "completions",
+                    requests=spent["completions"] + spent["chat"],
+                    tokenize_requests=spent["tokenize"] + spent["detokenize"], attempts=spent["attempts"])
+        return ChoiceResult(list(choices), token_logprobs, scores, normalization, tree=tree, strategy=strategy,
+                            unconditional_logprobs=uncond, info=info)
+
+    def score_batch(self, requests: Sequence[Any]) -> list[ChoiceResult]:
+        """One `ChoiceResult` per `ScoreRequest`: on vLLM by token-id echo, several prompts and choices per request
+        and ``concurrency`` requests in flight (`autocog.lm.openai.ids`); elsewhere one call per request."""
+        return score_requests(self, requests) or super().score_batch(requests)
+
+    @property
+    def unconditional_prompt(self) -> str:
+        """The context of an unconditional score (``pmi``): the empty prompt when the server adds BOS, else
+        ``<|endoftext|>`` (override with ``unconditional_prompt=``)."""
+        if self._unconditional is None:
+            tok = self.tokenizer
+            prefix = getattr(tok, "special_prefix", None)
+            if prefix is not None:
+                prefix()
+            self._unconditional = "" if tok.bos_token_id is not None else "<|endoftext|>"
+        return self._unconditional
+
+    def _pick_strategy(self, strategy: str) -> str:
+        if strategy == "echo" and self.chat:  # known without probing: said before anything is sent
+            raise StrategyUnavailableError(f"strategy 'echo' cannot run on {self.base_url} (model {self.model!r}): "
+                                           "the chat endpoint has no echo")
+        caps = self.probe()
+        if strategy == "echo":
+            if not caps["echo"]:
+                raise StrategyUnavailableError(f"strategy 'echo' cannot run on {self.base_url} (model "
+                                               f"{self.model!r}): {caps['echo_reason']}")
+            return "echo"
+        if strategy == "descent" or not caps["echo"]:
+            if caps["bias"] is None:
+                raise StrategyUnavailableError(f"strategy 'descent' cannot run on {self.base_url} (model "
+                                               f"{self.model!r}): {caps['bias_reason']}")
+            return "descent"
+        return "echo"
+
+    def _cached(self, prompt_text: str, texts: list[str]) -> dict[int, tuple[list[str], list[float]]]:
+        """{index: (pieces, log-probs)} of the ``texts`` already scored after ``prompt_text``."""
+        known = {}
+        with self._lock:
+            for j, text in enumerate(texts):
+                hit = self._scored.get((prompt_text, text))
+                if hit is not None:
+                    self._scored.move_to_end((prompt_text, text))
+                    known[j] = hit
+        return known
+
+    def _remember(self, key: tuple, value: tuple) -> None:
+        """Keep a scored text (LRU of ``cache_size`` entries): no request for text already scored."""
+        if self.cache_size <= 0:
+            return
+        with self._lock:
+            self._scored[key] = value
+            self._scored.move_to_end(key)
+            while len(self._scored) > self.cache_size:
+                self._scored.popitem(last=False)
+
+    def clear_cache(self) -> None:
+        """Forget the texts already scored (they are kept across calls; see ``cache_size``)."""
+        with self._lock:
+            self._scored.clear()
+
+
+def _client(client: Any, base_url: Optional[str], api_key: Optional[str], timeout: float) -> tuple[Any, bool]:
+    """(an ``openai.OpenAI`` with its own retries off, whether it is ours to close)."""
+    try:
+        import openai
+    except ImportError as error:
+        raise missing_backend("openai", "openai") from error
+    if client is not None:
+        return client.with_options(max_retries=0, timeout=timeout), False
+    key = api_key if api_key is not None else os.environ.get("OPENAI_API_KEY")
+    if key is None:
+        if base_url is None:
+            raise ValueError("OpenAI's API needs an API key: pass api_key= or set OPENAI_API_KEY")
+        key = "no-key"  # local servers without authentication
+    return openai.OpenAI(api_key=key, base_url=base_url, max_retries=0, timeout=timeout), True

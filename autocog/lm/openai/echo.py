@@ -1,0 +1,236 @@
+"""The echo scorer: each choice appended to the prompt and sent with ``echo`` and ``logprobs``; the log-probs of
+its tokens read back where the probe found them (``"direct"``: ``token_logprobs``; ``"shifted"``: the previous
+position's ``top_logprobs``). docs/openai.md explains what each server answers.
+
+>>> EchoScorer(lm, "Q: 2+2?\\nA:", [" 4", " 5"]).run()[0]          # doctest: +SKIP
+[[-0.3], [-2.1]]
+"""
+
+from __future__ import annotations
+
+import math
+from typing import TYPE_CHECKING, Optional
+
+from ..errors import StrategyUnavailableError, TokenizerMismatchError
+from .parsing import Echo
+from .requests import BIAS
+from .rows import refine
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .client import OpenAI
+
+WHOLE_VOCABULARY = 1 << 20
+
+
+class EchoScorer:
+    """Per-token log-probs of ``texts`` after ``prompt_text`` by echo, for one call of `OpenAI`.
+
+    Fields: ``known`` (texts scored by earlier calls), ``single`` (texts that are one token after the prompt, read
+    from the prompt's next-token row on llama.cpp), ``leaves`` (texts echoed; their prefixes are read from them),
+    ``regions`` (text -> the echo and the token range that spell it), ``missing`` (context -> token -> places
+    whose value no echo gave: one fill request per context).
+    """
+
+    def __init__(self, lm: "OpenAI", prompt_text: str, texts: list[str]):
+        self.lm, self.prompt_text, self.texts = lm, prompt_text, texts
+        self.layout = lm.probe()["echo"]
+        self.top = lm.top_logprobs if self.layout == "shifted" or lm.wide else 1
+        self.ambiguous = lm.ambiguous_texts()  # texts that name several tokens in a row: read by id instead
+        self.known = lm._cached(prompt_text, texts)
+        self.single = self._single_tokens([j for j in range(len(texts)) if j not in self.known])
+        rest = [j for j in range(len(texts)) if j not in self.known and j not in self.single]
+        self.rest = rest
+        self.leaves = [j for j in rest if not any(texts[o] != texts[j] and texts[o].startswith(texts[j]) for o in rest)]
+        self.regions: dict[int, tuple[Echo, int, int]] = {}
+        self.second: list[int] = []
+        self.missing: dict[str, dict[str, list[tuple[int, int]]]] = {}
+
+    def run(self) -> tuple[list[list[float]], dict]:
+        texts = self.texts
+        self._echo_leaves()
+        token_logprobs, pieces = self._read()
+        if self.missing:
+            self._fill({texts[j]: token for j, token in self.single.items()}, token_logprobs)
+        self._check_pieces(pieces)
+        for j in range(len(texts)):
+            if j not in self.known:
+                self.lm._remember((self.prompt_text, texts[j]), (pieces[j], token_logprobs[j]))
+        info = {"layout": self.layout, "echo_requests": len(self.leaves) + len(self.second),
+                "from_next_token_row": len(self.single), "from_cache": len(self.known),
+                "fill_requests": len(self.missing),
+                "filled": sum(len(v) for m in self.missing.values() for v in m.values()), "tokens": pieces,
+                "exact": [True] * len(texts), "bounded": token_logprobs}
+        return token_logprobs, info
+
+    def _single_tokens(self, candidates: list[int]) -> dict[int, int]:
+        """{index: token id} of the texts the server splits, after the prompt, into exactly one token that spells
+        the text (only where one request can return a whole next-token row: llama.cpp)."""
+        lm, texts = self.lm, self.texts
+        if not lm.wide or not candidates:
+            return {}
+        encoded = lm.tokenizer.encode_many([self.prompt_text] + [self.prompt_text + texts[j] for j in candidates])
+        head, out = encoded[0], {}
+        for j, ids in zip(candidates, encoded[1:]):
+            if len(ids) == len(head) + 1 and ids[:-1] == head and lm._piece(ids[-1]) == texts[j]:
+                out[j] = ids[-1]
+        return out
+
+    def _echo_leaves(self) -> None:
+        """One echo per leaf, in parallel; a prefix text reads its tokens from a longer text's echo, else its own."""
+        lm, texts, prompt = self.lm, self.texts, self.prompt_text
+        answers = dict(zip(self.leaves, lm._map(lambda j: lm._echo_request(prompt + texts[j], self.top), self.leaves)))
+        for j in self.rest:
+            sources = [j] if j in answers else [k for k in self.leaves if texts[k].startswith(texts[j])]
+            for k in sources:
+                found = region(answers[k], texts[k], texts[j])
+                if found is not None:
+                    self.regions[j] = (answers[k],) + found
+                    break
+            else:
+                if j in answers:
+                    raise lm._merged(j, texts[j])
+                self.second.append(j)  # a prefix the longer choices' tokens do not split at: its own request
+        for j, echo in zip(self.second, lm._map(lambda j: lm._echo_request(prompt + texts[j], self.top), self.second)):
+            found = region(echo, texts[j], texts[j])
+            if found is None:
+                raise lm._merged(j, texts[j])
+            self.regions[j] = (echo,) + found
+
+    def _read(self) -> tuple[list[list[float]], list[list[str]]]:
+        """The values the echoes give (NaN where none: recorded in ``missing``) and each text's token pieces."""
+        texts, layout = self.texts, self.layout
+        token_logprobs: list[list[float]] = [[] for _ in texts]
+        pieces: list[list[str]] = [[] for _ in texts]
+        root_rows = [row(echo, s, layout) for echo, s, _ in self.regions.values()]
+        for j in range(len(texts)):
+            if j in self.known:
+                pieces[j], token_logprobs[j] = list(self.known[j][0]), list(self.known[j][1])
+                continue
+            if j in self.single:
+                value = None if texts[j] in self.ambiguous else next(
+                    (r[texts[j]] for r in root_rows if texts[j] in r), None)
+                slots = [(self.prompt_text, texts[j], value)]
+            else:
+                slots = self._slots(*self.regions[j])
+            for position, (context, token, value) in enumerate(slots):
+                if value is None:
+                    self.missing.setdefault(context, {}).setdefault(token, []).append((j, position))
+                token_logprobs[j].append(math.nan if value is None else float(value))
+                pieces[j].append(token)
+        return token_logprobs, pieces
+
+    def _slots(self, echo: Echo, s: int, e: int) -> list[tuple[str, str, Optional[float]]]:
+        """(context, token text, value or None) for the echoed tokens [s, e)."""
+        slots = []
+        for i in range(s, e):
+            token = echo.tokens[i]
+            if self.layout == "direct":
+                value = echo.logprobs[i]  # by token id
+            else:
+                value = None if token in self.ambiguous else row(echo, i, self.layout).get(token)
+            slots.append((self.prompt_text + "".join(echo.tokens[s:i]), token, value if token else None))
+        return slots
+
+    def _fill(self, ids: dict[str, int], token_logprobs: list[list[float]]) -> None:
+        """Values echo did not give: one next-token request per context. On llama.cpp it asks for the whole
+        vocabulary's log-probs, so it fills every gap at that context; elsewhere logit_bias reveals the rest.
+        ``ids``: token ids already known by token text (the others are encoded)."""
+        for (context, wanted), found in self.lm._map(lambda item: (item, self._fill_one(item, ids)),
+                                                     list(self.missing.items())):
+            for token, places in wanted.items():
+                for j, k in places:
+                    token_logprobs[j][k] = found[token]
+
+    def _fill_one(self, item: tuple[str, dict], ids: dict[str, int]) -> dict[str, float]:
+        lm = self.lm
+        context, wanted = item
+        pre = lm.probe()["bias"] == "pre"
+
+        def token_id(text: str) -> int:
+            if text in ids:
+                return ids[text]
+            found = lm.tokenizer.encode(text)
+            if len(found) != 1:
+                raise StrategyUnavailableError(f"echo gave no log-prob for token {text!r} and the tokenizer "
+                                               "cannot name its id")
+            return found[0]
+
+        # Reported before the bias: biasing the wanted tokens makes the best of them the produced token (exact;
+        # and never EOS, which llama_cpp.server answers without log-probs) and leaves the top log-probs
+        # unbiased. Reported after it: an unbiased request first, then `refine`.
+        bias = {token_id(t): BIAS for t in wanted} if pre else None
+        nxt = lm._next(context, bias, k=WHOLE_VOCABULARY if lm.wide else None, fresh=True)
+        if nxt.token is None and not nxt.top:
+            raise lm._no_logprobs(context)
+        found = {t: nxt.top[t] for t in wanted if t in nxt.top and t not in self.ambiguous}
+        if nxt.logprob is not None and (nxt.token in wanted or (pre and len(wanted) == 1)):
+            found[nxt.token if nxt.token in wanted else next(iter(wanted))] = nxt.logprob  # by id
+        rest = [t for t in wanted if t not in found]
+        if rest:
+            found.update(refine(lm, context, [(t, token_id(t), t) for t in rest], None if pre else nxt))
+        return found
+
+    def _check_pieces(self, pieces: list[list[str]]) -> None:
+        """With a local tokenizer, the server's split of each choice must be the tokenizer's."""
+        lm = self.lm
+        tokenizer = lm._tokenizer
+        if tokenizer is None or tokenizer.is_server:
+            return
+        for j, text in enumerate(self.texts):
+            local = [lm._piece(t) for t in tokenizer.encode(text)]
+            if all("\ufffd" not in p for p in local) and local != pieces[j]:
+                raise TokenizerMismatchError(
+                    f"choice {j} ({text!r}): the server at {lm.base_url} (model {lm.model!r}) splits it as "
+                    f"{pieces[j]} but the tokenizer {tokenizer!r} as {local}")
+
+
+# --- where the echoed tokens lie ---------------------------------------------------------------------------
+def row(echo: Echo, i: int, layout: str) -> dict:
+    """The top log-probs of the distribution that predicts echoed token ``i``: at ``i`` (``"direct"``) or at
+    ``i - 1`` (``"shifted"``); {} where the server gives none."""
+    if layout == "direct":
+        return echo.top[i] or {}
+    return (echo.top[i - 1] or {}) if i >= 1 else {}
+
+
+def prompt_ends(echo: Echo) -> list[int]:
+    """Where the echoed prompt tokens may end, most likely first: before the first token whose offset lies
+    past the prompt; before tokens that spell the generated text; at the end of the lists (llama_cpp.server
+    drops the generated token when the model has no BOS). The caller keeps the first that spells its text."""
+    ends = [sum(1 for o in echo.offsets if o < echo.length)]
+    if echo.generated:
+        e, spelled = len(echo.tokens), ""
+        while e > 0 and len(spelled) < len(echo.generated):
+            e -= 1
+            spelled = echo.tokens[e] + spelled
+        if spelled == echo.generated:
+            ends.append(e)
+    return list(dict.fromkeys(ends + [len(echo.tokens)]))
+
+
+def region_start(echo: Echo, tail: str) -> Optional[tuple[int, int]]:
+    """(s, n): the echoed prompt tokens [s, n) spell ``tail``, the text the prompt ends with; None when no
+    token boundary falls where ``tail`` starts (the server merged it with the text before). Works on the
+    token texts, not the offsets (special tokens have no text but shift some servers' offsets)."""
+    for n in prompt_ends(echo):
+        s, spelled = n, ""
+        while s > 0 and len(spelled) < len(tail):
+            s -= 1
+            spelled = echo.tokens[s] + spelled
+        if spelled == tail and s < n:
+            return s, n
+    return None
+
+
+def region(echo: Echo, echoed: str, text: str) -> Optional[tuple[int, int]]:
+    """Indices [s, e) of the echoed tokens that spell ``text``, a prefix of ``echoed`` (the choice text that
+    ends the echoed prompt), or None when the tokens do not split there."""
+    found = region_start(echo, echoed)
+    if found is None:
+        return None
+    s, n = found
+    e, spelled = s, ""
+    while e < n and len(spelled) < len(text):
+        spelled += echo.tokens[e]
+        e += 1
+    return (s, e) if spelled == text else None

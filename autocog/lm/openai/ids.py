@@ -1,0 +1,271 @@
+"""Echo by token ids: many (prompt, choices) pairs scored in few completions requests, on servers that take
+token-id prompts and lists of prompts (vLLM).
+
+Each choice is sent as the token ids ``prompt ids + choice ids``: the prompt tokenized alone (BOS in front
+when the model has one) and the choice tokenized alone, exactly the split the local backends score, so the
+boundary is never re-tokenized by the server. Several sequences go in one request (``prompt`` is a list of
+id lists), and the requests of a batch are sent ``concurrency`` at a time.
+
+On vLLM the log-probs are read from ``prompt_logprobs=0``: for every position, the log-prob of the token
+that is there, keyed by its id (exact whatever its rank; vLLM reports raw log-probs, before any
+``logit_bias``). ``return_token_ids`` makes vLLM echo the ids it scored; they are checked against those sent.
+A choice whose ids are a prefix of another choice's ids (``" 1"`` and ``" 10"``) is read from the longer
+one's sequence: only the trie's leaves are sent.
+
+>>> scorer = IdEcho(lm)                                                     # doctest: +SKIP
+>>> values, info = scorer.score([("2+2=", ["4", "5"]), ("3+3=", ["6", "7"])])[0]   # doctest: +SKIP
+>>> info["requests"]                                                        # doctest: +SKIP
+1
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Optional, Sequence
+
+from ..errors import ContextLengthError, InvalidChoicesError, MalformedResponseError, StrategyUnavailableError
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .client import OpenAI
+
+MAX_SEQUENCES = 64  # sequences per request: beyond this, a request only delays the first answers
+MAX_TOKENS = 32768  # tokens per request (prompt tokens of all its sequences)
+
+
+def takes_token_ids(lm: "OpenAI") -> tuple[bool, str]:
+    """Whether ``lm``'s server scores token-id prompts exactly, with the reason (said in ``result.info``)."""
+    if lm.chat:
+        return False, "the chat endpoint takes messages, not token ids"
+    if lm.server != "vllm":
+        return False, (f"the server ({lm.server}) is not known to take token-id prompts and lists of prompts "
+                       "(llama_cpp.server refuses them)")
+    return True, ("vLLM takes lists of token-id prompts and reports each prompt token's log-prob by id "
+                  "(prompt_logprobs): exact, the local prompt/choice boundary, several choices and prompts per "
+                  "request")
+
+
+def id_context(lm: "OpenAI", prompt_text: str) -> Optional[list[int]]:
+    """The ids of ``prompt_text`` as a descent context (BOS included) where the server takes token ids, else
+    None (contexts then go as text and the server must split them the same way)."""
+    if not takes_token_ids(lm)[0]:
+        return None
+    ids = lm.tokenize(prompt_text, bos=True)
+    if not ids:
+        raise StrategyUnavailableError(
+            "the model adds no BOS and the prompt is empty: no log-prob predicts the first choice token "
+            "(pass unconditional_prompt= for 'pmi')")
+    return ids
+
+
+def strategy_reason(lm: "OpenAI", requested: str, strategy: str, fallback: Optional[str] = None) -> str:
+    """Why ``strategy`` ran (``result.info["reason"]``) when token-id echo did not apply."""
+    caps = lm.probe()
+    if requested != "auto":
+        return f"{strategy}: requested"
+    if fallback:
+        return f"auto: descent: echo could not score these choices ({fallback})"
+    if strategy == "echo":
+        why = "one request per choice in parallel, the next-token row for one-token choices" if lm.wide else \
+            "one request per choice in parallel"
+        return f"auto: echo (text): the probe found exact echo log-probs ({caps['echo_reason']}); {why}"
+    return f"auto: descent: echo is not exact here ({caps['echo_reason']}); logit_bias {caps['bias_reason']}"
+
+
+@dataclass
+class _Item:
+    """One prompt and its continuations, tokenized; ``leaf[j]``: the sequence choice j is read from."""
+
+    prompt: list[int]
+    choices: list[list[int]]
+    leaves: list[int] = field(default_factory=list)  # indices of the choices that are sent
+    leaf: list[int] = field(default_factory=list)
+
+
+class IdEcho:
+    """Scores (prompt text, continuation texts) pairs by token ids through ``lm``'s transport (see module).
+
+    ``max_sequences``/``max_tokens``: the most sequences / prompt tokens in one request.
+    """
+
+    def __init__(self, lm: "OpenAI", max_sequences: int = MAX_SEQUENCES, max_tokens: int = MAX_TOKENS):
+        self.lm = lm
+        self.max_sequences = max(1, int(max_sequences))
+        self.max_tokens = int(max_tokens)
+        self._context: Optional[int] = None
+
+    # --- public ---------------------------------------------------------------------------------------
+    def score(self, pairs: Sequence[tuple[str, Sequence[str]]]) -> list[tuple[list[list[float]], dict]]:
+        """For each (prompt text, continuations): (token log-probs per continuation, info). Input errors
+        (empty tokenizations, identical ones, too long for the context) are raised before any completion."""
+        items = self._tokenize(pairs)
+        sequences = [(i, j) for i, item in enumerate(items) for j in item.leaves]
+        packs = self._pack(items, sequences)
+        before = self.lm.requests["completions"]
+        answers = self.lm._map(lambda pack: self._send(items, pack), packs)
+        rows: dict[tuple[int, int], list[Optional[float]]] = {}
+        for pack, values in zip(packs, answers):
+            rows.update(zip(pack, values))
+        requests = self.lm.requests["completions"] - before
+        out = []
+        for i, item in enumerate(items):
+            start = len(item.prompt)
+            logprobs = [[float(v) for v in rows[(i, item.leaf[j])][start:start + len(ids)]]
+                        for j, ids in enumerate(item.choices)]
+            info = {"layout": "prompt_logprobs", "token_ids": True, "sequences": len(item.leaves),
+                    "batch_sequences": len(sequences), "batch_prompts": len(items), "batch_requests": requests,
+                    "echo_requests": sum(1 for p in packs if any(s[0] == i for s in p)),
+                    "exact": [True] * len(item.choices), "bounded": logprobs}
+            out.append((logprobs, info))
+        return out
+
+    # --- steps ----------------------------------------------------------------------------------------
+    def _tokenize(self, pairs: Sequence[tuple[str, Sequence[str]]]) -> list[_Item]:
+        lm = self.lm
+        texts = list(dict.fromkeys([p for p, _ in pairs] + [c for _, cs in pairs for c in cs]))
+        encoded = dict(zip(texts, lm.tokenizer.encode_many(texts)))
+        bos = lm.tokenize("", bos=True)  # [BOS] or []
+        limit = self.context_length()
+        items = []
+        for prompt, continuations in pairs:
+            prompt_ids = bos + encoded[prompt]
+            if not prompt_ids:
+                raise StrategyUnavailableError(
+                    "the model adds no BOS and the prompt is empty: no log-prob predicts the first choice token "
+                    "(pass unconditional_prompt= for 'pmi')")
+            choices = [encoded[c] for c in continuations]
+            for j, ids in enumerate(choices):
+                if not ids:
+                    raise InvalidChoicesError(f"choice {j} ({continuations[j]!r}) tokenizes to nothing")
+                if limit is not None and len(prompt_ids) + len(ids) > limit:
+                    raise ContextLengthError(f"the prompt and choice {j} need {len(prompt_ids) + len(ids)} tokens "
+                                             f"but the model's context on {lm.base_url} holds {limit}")
+            if len(set(map(tuple, choices))) < len(choices):
+                raise InvalidChoicesError("two choices tokenize to the same tokens once the prompt's trailing "
+                                          "whitespace is moved into them")
+            items.append(_leaves(_Item(prompt_ids, choices)))
+        return items
+
+    def _pack(self, items: list[_Item], sequences: list[tuple[int, int]]) -> list[list[tuple[int, int]]]:
+        """The sequences in requests: a prompt's sequences stay together (one request per prompt at most,
+        unless it alone exceeds ``max_sequences``/``max_tokens``), and prompts are grouped into about one
+        request per slot of the thread pool (``concurrency``) so that every slot gets work."""
+        slots = max(1, int(self.lm.concurrency))
+        target = min(self.max_sequences, max(1, math.ceil(len(sequences) / slots)))
+        packs: list[list[tuple[int, int]]] = [[]]
+        tokens = 0
+        for i, j in sequences:
+            n = len(items[i].prompt) + len(items[i].choices[j])
+            pack = packs[-1]
+            new_prompt = bool(pack) and pack[-1][0] != i
+            full = len(pack) >= self.max_sequences or (pack and tokens + n > self.max_tokens)
+            if full or (new_prompt and len(pack) >= target):
+                packs.append([])
+                tokens = 0
+            packs[-1].append((i, j))
+            tokens += n
+        return [p for p in packs if p]
+
+    def _send(self, items: list[_Item], pack: list[tuple[int, int]]) -> list[list[Optional[float]]]:
+        """One completions request for the sequences of ``pack``: per sequence, the log-prob of each of its
+        tokens (None for the first, which nothing predicts)."""
+        lm = self.lm
+        prompts = [items[i].prompt + items[i].choices[j] for i, j in pack]
+        body = {"max_tokens": 0, "echo": True, "temperature": 0.0}
+        data = lm._completion_request(prompts, body, {"prompt_logprobs": 0, "return_token_ids": True})
+        choices = data.get("choices") if isinstance(data, dict) else None
+        if not isinstance(choices, list) or len(choices) != len(prompts):
+            raise MalformedResponseError(f"{lm.base_url} answered {len(choices) if isinstance(choices, list) else 0} "
+                                         f"choices for {len(prompts)} prompts")
+        by_index = {c.get("index"): c for c in choices if isinstance(c, dict)}
+        return [_read(by_index.get(k), ids, lm.base_url) for k, ids in enumerate(prompts)]
+
+    def context_length(self) -> Optional[int]:
+        """The server's context length (vLLM's ``max_model_len`` from ``/models``), or None if not said."""
+        if self._context is None:
+            lm = self.lm
+            data = lm.transport.get("/models", "models")
+            entries = data.get("data") if isinstance(data, dict) else None
+            for entry in entries if isinstance(entries, list) else []:
+                if isinstance(entry, dict) and entry.get("id") == lm.model:
+                    value = entry.get("max_model_len")
+                    self._context = int(value) if isinstance(value, int) else 0
+            self._context = self._context or 0
+        return self._context or None
+
+
+def _leaves(item: _Item) -> _Item:
+    """Mark the choices to send: those whose ids are no prefix of another choice's; every choice is read from
+    the first leaf that starts with its ids."""
+    choices = item.choices
+    item.leaves = [j for j, ids in enumerate(choices)
+                   if not any(len(o) > len(ids) and o[:len(ids)] == ids for o in choices)]
+    item.leaf = [next(k for k in item.leaves if choices[k][:len(ids)] == ids) for ids in choices]
+    return item
+
+
+def _read(choice: Any, ids: list[int], url: str) -> list[Optional[float]]:
+    """The log-prob of each token of ``ids`` from one choice of a ``prompt_logprobs`` answer."""
+    rows = choice.get("prompt_logprobs") if isinstance(choice, dict) else None
+    echoed = choice.get("prompt_token_ids") if isinstance(choice, dict) else None
+    if not isinstance(rows, list) or len(rows) != len(ids):
+        raise MalformedResponseError(f"{url} answered no prompt_logprobs of {len(ids)} positions: "
+                                     f"{str(choice)[:200]}")
+    if echoed is not None and list(echoed) != ids:
+        raise MalformedResponseError(f"{url} scored other token ids than those sent: {str(echoed)[:200]}")
+    out: list[Optional[float]] = [None]
+    for k in range(1, len(ids)):
+        entry = rows[k].get(str(ids[k])) if isinstance(rows[k], dict) else None
+        value = entry.get("logprob") if isinstance(entry, dict) else None
+        if not isinstance(value, (int, float)) or math.isnan(value):
+            raise MalformedResponseError(f"{url} gave no log-prob for token {ids[k]} at position {k}: "
+                                         f"{str(rows[k])[:200]}")
+        out.append(float(value))
+    return out
+
+
+def score_requests(lm: "OpenAI", requests: Sequence[Any], strategy: Optional[str] = None) -> Optional[list]:
+    """`ChoiceResult`s for `ScoreRequest`s by token-id echo, in as few requests as the packing allows (pmi's
+    unconditional scores ride in the same requests); None when it does not apply here (strategy ``descent``,
+    a server without token ids, chat-message prompts): the caller then scores another way. Every input is
+    checked before anything is sent."""
+    from ..lm import ChoiceResult, check_choices, check_normalization, check_prompt, normalize_scores, split_boundary
+
+    strategy = strategy or lm.strategy
+    if strategy not in ("auto", "echo") or any(not isinstance(r.prompt, str) for r in requests):
+        return None
+    usable, why = takes_token_ids(lm)
+    if not usable:
+        return None
+    pairs: list[tuple[str, list[str]]] = []
+    plan = []
+    for r in requests:
+        normalization = check_normalization(r.normalization or lm.default_normalization)
+        prompt, choices = check_prompt(r.prompt), check_choices(r.choices)
+        prompt_text, continuations = split_boundary(prompt, choices)
+        if r.end:
+            continuations = [c + r.end for c in continuations]
+        plan.append((choices, normalization, len(pairs)))
+        pairs.append((prompt_text, continuations))
+        if normalization == "pmi":
+            pairs.append((lm.unconditional_prompt, continuations))
+    before = lm.requests.copy()
+    scorer = getattr(lm, "_id_echo", None)
+    if scorer is None:
+        scorer = lm._id_echo = IdEcho(lm)  # keeps the server's context length
+    scored = scorer.score(pairs)
+    spent = lm.requests.copy()
+    spent.subtract(before)
+    results = []
+    for choices, normalization, at in plan:
+        logprobs, info = scored[at]
+        uncond = scored[at + 1][0] if normalization == "pmi" else None
+        scores = normalize_scores(info.pop("bounded"), choices, normalization, uncond)
+        # requests: this call's own count, or its share of the batch's (batch_requests in all)
+        share = spent["completions"] if len(plan) == 1 else spent["completions"] / len(plan)
+        info.update(server=lm.server, endpoint="completions", requests=share,
+                    tokenize_requests=spent["tokenize"] + spent["detokenize"], attempts=spent["attempts"],
+                    reason=f"{'auto' if strategy == 'auto' else 'echo'}: echo by token ids: {why}")
+        results.append(ChoiceResult(list(choices), logprobs, scores, normalization, strategy="echo",
+                                    unconditional_logprobs=uncond, info=info))
+    return results

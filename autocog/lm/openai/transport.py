@@ -1,0 +1,200 @@
+"""Sending requests to an OpenAI-compatible server: the ``openai`` client, bounded retries, counters, redaction.
+
+`Transport.call` sends one request with the retry policy of docs/openai.md ("Faults"): 408, 409, 429, 5xx,
+timeouts and dropped connections are retried with exponential backoff (``Retry-After`` honored up to
+``max_backoff``), at most ``max_retries`` times and within ``max_retry_time`` seconds; then
+`RetryExhaustedError` lists every attempt. Other statuses raise `RequestFailedError` at once. The API key never
+appears in a message (server text is redacted).
+
+>>> t = Transport(client, timeout=60, max_retries=4, max_retry_time=120, backoff=0.25, max_backoff=8)  # doctest: +SKIP
+>>> t.post("http://127.0.0.1:8000/extras/tokenize", {"input": "a"})                                  # doctest: +SKIP
+{'tokens': [1, 264]}
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import random
+import threading
+import time
+from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, Callable, Optional
+from urllib.parse import urlsplit, urlunsplit
+
+from ..errors import MalformedResponseError, RequestFailedError, RetryExhaustedError
+
+log = logging.getLogger("autocog.lm.openai")
+
+RETRY_STATUSES = frozenset({408, 409, 429})
+
+
+class Transport:
+    """The client (its own retries off), the retry policy, the request counters and a bounded thread pool.
+
+    ``requests`` counts what was sent by kind (``completions``, ``chat``, ``tokenize``, ``detokenize``,
+    ``probe``, ``models``) and ``attempts`` (retries included); ``limit`` requests are in flight at most.
+    """
+
+    def __init__(self, client: Any, timeout: float, max_retries: int, max_retry_time: float, backoff: float,
+                 max_backoff: float, limit: int = 8, model: Callable[[], Optional[str]] = lambda: None):
+        import openai
+
+        self.openai = openai
+        self.client = client
+        self.response_type = response_type()
+        key = getattr(client, "api_key", None)
+        self.secret = key if isinstance(key, str) and len(key) >= 4 else None
+        self.base_url = public_url(str(client.base_url))
+        self.timeout = float(timeout)
+        self.max_retries = int(max_retries)
+        self.max_retry_time = float(max_retry_time)
+        self.backoff = float(backoff)
+        self.max_backoff = float(max_backoff)
+        self.limit = max(1, int(limit))
+        self.model = model  # the model name for messages, when known
+        self.requests: Counter = Counter()
+        self.sleeps: list[float] = []  # the backoff sleeps taken, in order (for callers that report them)
+        self._count_lock = threading.Lock()
+        self._pool_lock = threading.Lock()
+        self._pool: Optional[ThreadPoolExecutor] = None
+
+    def count(self, key: str) -> None:
+        with self._count_lock:
+            self.requests[key] += 1
+
+    def map(self, fn: Callable, items: list) -> list:
+        """``[fn(x) for x in items]``, ``limit`` at a time on the transport's thread pool when there are several."""
+        if len(items) <= 1 or self.limit == 1:
+            return [fn(x) for x in items]
+        with self._pool_lock:
+            if self._pool is None:
+                self._pool = ThreadPoolExecutor(self.limit, thread_name_prefix="autocog-openai")
+        return list(self._pool.map(fn, items))
+
+    def close(self) -> None:
+        with self._pool_lock:
+            if self._pool is not None:
+                self._pool.shutdown(wait=False)
+                self._pool = None
+
+    def post(self, url: str, body: dict, retry: bool = True, kind: Optional[str] = None) -> Any:
+        """POST JSON to ``url`` (absolute, or relative to ``base_url``) with the retry policy; decoded JSON."""
+        if kind is None:
+            kind = "detokenize" if url.endswith("detokenize") else "tokenize" if url.endswith("tokenize") else "other"
+        return self.call(f"POST {url.rsplit('/', 1)[-1]}", kind, lambda t: self.client.post(
+            url, body=body, cast_to=self.response_type, options={"timeout": t}), retry=retry)
+
+    def get(self, url: str, kind: str) -> Any:
+        return self.call(f"GET {url}", kind, lambda t: self.client.get(
+            url, cast_to=self.response_type, options={"timeout": t}))
+
+    def call(self, what: str, kind: str, send: Callable[[float], Any], retry: bool = True) -> Any:
+        """Send with retries; the decoded JSON body. ``send(timeout)`` returns the raw HTTP response."""
+        self.count(kind)
+        began = time.monotonic()
+        delay = self.backoff
+        attempts: list[str] = []
+        while True:
+            remaining = self.max_retry_time - (time.monotonic() - began)
+            timeout = max(0.05, min(self.timeout, remaining))
+            self.count("attempts")
+            failure = self._attempt(what, send, timeout, retry)
+            if not isinstance(failure, _Failure):
+                return failure
+            attempts.append(failure.text)
+            elapsed = time.monotonic() - began
+            sleep = min(max(delay * (0.5 + random.random() / 2), failure.wait), self.max_backoff)
+            if not retry or len(attempts) > self.max_retries or elapsed + sleep >= self.max_retry_time:
+                raise RetryExhaustedError(
+                    f"{what} failed on {self.base_url} for model {self.model()!r} after {len(attempts)} attempt(s) "
+                    f"in {elapsed:.1f} s", attempts) from None
+            log.warning("%s on %s: %s; retry %d in %.2f s", what, self.base_url, attempts[-1], len(attempts), sleep)
+            with self._count_lock:
+                self.sleeps.append(sleep)
+            time.sleep(sleep)
+            delay *= 2
+
+    def _attempt(self, what: str, send: Callable[[float], Any], timeout: float, retry: bool) -> Any:
+        """The decoded answer, or a `_Failure` worth retrying; raises `RequestFailedError` for good."""
+        openai = self.openai
+        try:
+            return self.decode(send(timeout), what)
+        except openai.APIStatusError as error:
+            status = error.status_code
+            detail = self.redact(excerpt(error_body(error)))
+            # A server that cannot decode UTF-8 (llama_cpp.server detokenizing part of a character) will not do
+            # better on a retry.
+            if not (status in RETRY_STATUSES or status >= 500) or not retry or "codec can't decode" in detail:
+                raise RequestFailedError(
+                    f"{what} failed on {self.base_url} for model {self.model()!r}: HTTP {status}: {detail}",
+                    status) from None
+            return _Failure(f"HTTP {status}: {detail}", retry_after(error))
+        except openai.APITimeoutError:
+            return _Failure(f"no answer within the timeout ({timeout:.3g} s)")
+        except openai.APIConnectionError as error:
+            cause = error.__cause__ or error.__context__
+            return _Failure(f"connection failed ({type(cause).__name__ if cause else 'closed'})")
+
+    def decode(self, response: Any, what: str) -> Any:
+        raw = response.content
+        try:
+            return json.loads(raw)
+        except (ValueError, UnicodeDecodeError):
+            raise MalformedResponseError(
+                f"the {what} answer from {self.base_url} is not valid JSON ({len(raw)} bytes): "
+                f"{self.redact(raw[:200].decode('utf-8', 'replace'))!r}") from None
+
+    def redact(self, text: str) -> str:
+        if self.secret:
+            text = text.replace(self.secret, "***")
+        return text
+
+
+class _Failure:
+    def __init__(self, text: str, wait: float = 0.0):
+        self.text, self.wait = text, wait
+
+
+def response_type() -> type:
+    try:
+        import httpx2
+
+        return httpx2.Response
+    except ImportError:  # openai < 3 runs on httpx
+        import httpx
+
+        return httpx.Response
+
+
+def public_url(url: str) -> str:
+    """``url`` without credentials (``user:pass@``) or query string, for messages."""
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    if parts.port:
+        host += f":{parts.port}"
+    return urlunsplit((parts.scheme, host, parts.path.rstrip("/"), "", ""))
+
+
+def excerpt(value: Any, limit: int = 300) -> str:
+    text = value if isinstance(value, str) else json.dumps(value, default=str) if value is not None else ""
+    return text if len(text) <= limit else text[:limit] + "..."
+
+
+def error_body(error: Any) -> Any:
+    body = getattr(error, "body", None)
+    if body is None:
+        try:
+            body = error.response.text
+        except Exception:  # noqa: BLE001 - the body is only used in a message
+            body = str(error)
+    return body
+
+
+def retry_after(error: Any) -> float:
+    """The ``Retry-After`` header in seconds (0 when absent or not a number)."""
+    try:
+        return max(0.0, float(error.response.headers.get("retry-after", "")))
+    except (ValueError, AttributeError, TypeError):
+        return 0.0
