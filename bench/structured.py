@@ -4,16 +4,21 @@
             first mask is included); outlines: ``outlines.Generator(model, Client)`` (outlines-core builds its
             whole index there). The vocabulary's one-time conversion is reported apart for both.
   tokens/s  generated tokens / wall time of one call (prompt included, both prefix caches reset first):
-            autocog.generate on LLaMa vs outlines' LlamaCpp model (both llama-cpp-python, same threads).
-  masking   autocog's constraint time per step (mask + advance) / one decode step, measured in the same
-            generation; and constrained tokens/s over unconstrained ``lm.complete`` tokens/s.
+            autocog.generate on LLaMa vs outlines' LlamaCpp model (both llama-cpp-python, same threads); and
+            with the prompt's evaluation time (measured alone) taken out, since the two sides generate
+            different texts (different token counts over which the prompt's cost is spread).
+  masking   autocog's constraint time per step (mask + advance), and all non-model time per step, over one
+            decode step, measured in the same generation; constrained over unconstrained (``lm.complete``,
+            same token count) time.
+
+The two sides' calls are interleaved (medians over ``--repeats``), so a change in the machine's load hits both.
 
 outlines runs in its own venv (``--outlines-python``, default /work/venv-outlines/bin/python: ``pip install
 outlines numba`` plus llama-cpp-python; without numba outlines-core's masks fail inside llama.cpp's logits
 processor and the generation silently runs unconstrained, so its output is validated here) through this same
-file (``--side outlines`` prints JSON); without it, the autocog side is measured alone.
+file (``--side outlines``: a worker answering one command per line); without it, autocog is measured alone.
 
-    .venv/bin/python bench/structured.py [--repeats 3] [--threads 2] [--outlines-python PATH]
+    .venv/bin/python bench/structured.py [--repeats 5] [--threads 1] [--outlines-python PATH] [--model-path GGUF]
 """
 
 from __future__ import annotations
@@ -46,49 +51,71 @@ def smollm2_path() -> str:
                         "SmolLM2-135M-Instruct.Q4_1.gguf")
 
 
-def median_time(fn, repeats):
-    times = []
-    for _ in range(repeats):
+# --- outlines (runs in outlines' venv, as a worker answering one command per line) ----------------------
+
+class OutlinesSide:
+    def __init__(self, threads: int, model_path: str):
+        import llama_cpp
+        import outlines
+
+        outlines.disable_cache()
+        self.outlines = outlines
+        self.llm = llama_cpp.Llama(model_path=model_path, n_ctx=2048, n_threads=threads, n_threads_batch=threads,
+                                   verbose=False)
         start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
+        self.model = outlines.from_llamacpp(self.llm)
+        self.generator = outlines.Generator(self.model, Client)   # the vocabulary is converted once, here
+        self.vocab_s = time.perf_counter() - start
+        self.generate()                              # warm-up: the processor's first call sets up its kernels
+        Client.model_validate_json(self.text)        # constrained for real (outlines-core needs numba)
+        self.tokens = len(self.llm.tokenize(self.text.encode("utf-8"), add_bos=False, special=False))
+        self.prompt_ids = self.llm.tokenize(PROMPT.encode("utf-8"), add_bos=True, special=True)
+
+    def compile(self) -> float:
+        start = time.perf_counter()
+        self.outlines.Generator(self.model, Client)
+        return time.perf_counter() - start
+
+    def generate(self) -> float:
+        self.llm.reset()
+        start = time.perf_counter()
+        self.text = self.generator(PROMPT, max_tokens=MAX_TOKENS, temperature=0.0, repeat_penalty=1.0)
+        return time.perf_counter() - start
+
+    def prompt(self) -> float:
+        self.llm.reset()
+        start = time.perf_counter()
+        self.llm.eval(self.prompt_ids)
+        return time.perf_counter() - start
 
 
-# --- outlines (runs in outlines' venv) --------------------------------------------------------------------
+def outlines_worker(threads: int, model_path: str) -> None:
+    side = OutlinesSide(threads, model_path)
+    print(json.dumps({"vocab_s": side.vocab_s, "tokens": side.tokens, "text": side.text}), flush=True)
+    for line in sys.stdin:
+        print(json.dumps(getattr(side, line.strip())()), flush=True)
 
-def outlines_side(repeats: int, threads: int, model_path: str) -> dict:
-    import llama_cpp
-    import outlines
 
-    outlines.disable_cache()
-    llm = llama_cpp.Llama(model_path=model_path, n_ctx=2048, n_threads=threads, n_threads_batch=threads,
-                          verbose=False)
-    start = time.perf_counter()
-    model = outlines.from_llamacpp(llm)
-    outlines.Generator(model, Client)   # the vocabulary is converted on first use, then kept
-    first = time.perf_counter() - start
-    compile_s = median_time(lambda: outlines.Generator(model, Client), repeats)
-    generator = outlines.Generator(model, Client)
-    out = {}
+class OutlinesProxy:
+    """The outlines worker, driven from this process so that both sides' calls interleave."""
 
-    def generate():
-        llm.reset()
-        out["text"] = generator(PROMPT, max_tokens=MAX_TOKENS, temperature=0.0, repeat_penalty=1.0)
+    def __init__(self, python: str, threads: int, model_path: str):
+        self.proc = subprocess.Popen([python, os.path.abspath(__file__), "--side", "outlines", "--threads",
+                                      str(threads), "--model-path", model_path], stdin=subprocess.PIPE,
+                                     stdout=subprocess.PIPE, text=True)
+        line = self.proc.stdout.readline()
+        if not line:
+            raise RuntimeError("the outlines worker failed to start (see its stderr above)")
+        self.info = json.loads(line)
 
-    generate()                          # warm-up: the processor's first call sets up its kernels
-    Client.model_validate_json(out["text"])    # constrained for real (outlines-core needs numba for its masks)
-    generate_s = median_time(generate, repeats)
-    n_tokens = len(llm.tokenize(out["text"].encode("utf-8"), add_bos=False, special=False))
-    prompt_tokens = llm.tokenize(PROMPT.encode("utf-8"), add_bos=True, special=True)
+    def call(self, what: str) -> float:
+        self.proc.stdin.write(what + "\n")
+        self.proc.stdin.flush()
+        return json.loads(self.proc.stdout.readline())
 
-    def prompt_only():
-        llm.reset()
-        llm.eval(prompt_tokens)
-
-    prompt_s = median_time(prompt_only, repeats)
-    return {"first_compile_s": first, "compile_s": compile_s, "generate_s": generate_s, "tokens": n_tokens,
-            "text": out["text"], "prompt_s": prompt_s}
+    def close(self) -> None:
+        self.proc.stdin.close()
+        self.proc.wait(30)
 
 
 # --- autocog -----------------------------------------------------------------------------------------------
@@ -117,116 +144,116 @@ class TimedConstraint:
         return self._timed(self.inner.done)
 
 
-def autocog_side(repeats: int, threads: int) -> dict:
-    from autocog.lm import LLaMa
-    from autocog.structured import GrammarConstraint, as_output, run, vocabulary
+class AutocogSide:
+    def __init__(self, threads: int, model_path: str):
+        from autocog.lm import LLaMa
+        from autocog.structured import GrammarConstraint, as_output, run, vocabulary
 
-    lm = LLaMa(**LLaMa.create(model_path=smollm2_path(), n_threads=threads, n_threads_batch=threads))
-    start = time.perf_counter()
-    vocab = vocabulary(lm)
-    vocab_s = time.perf_counter() - start
-
-    def compile_once():
-        GrammarConstraint(as_output(Client).grammar, vocab).allowed()
-
-    compile_s = median_time(compile_once, repeats)
-    out = {}
-
-    def generate():
-        lm.cache.reset()
-        out["result"] = run(lm, Client, PROMPT, max_tokens=MAX_TOKENS)
-
-    generate()
-    generate_s = median_time(generate, repeats)
-    result = out["result"]
-    n = len(result.tokens)
-
-    def unconstrained():
-        lm.cache.reset()
-        lm.complete(PROMPT, stop=None, max_tokens=n)
-
-    free_s = median_time(unconstrained, repeats)
-
-    def prompt_only():
-        lm.cache.reset()
-        lm.greedy(PROMPT)
-
-    prompt_s = median_time(prompt_only, repeats)
-    # the engine's share of each step, measured inside one constrained generation
-    timed = TimedConstraint(GrammarConstraint(as_output(Client).grammar, vocab, finish_after=MAX_TOKENS // 2,
-                                              closers=as_output(Client).closers))
-    lm.cache.reset()
-    tokens = lm.prompt_tokens(PROMPT)
-    model_calls = []
-    greedy_impl = lm.greedy_impl
-
-    def timed_greedy(ids):
+        self.GrammarConstraint, self.as_output, self.run = GrammarConstraint, as_output, run
+        self.lm = LLaMa(**LLaMa.create(model_path=model_path, n_threads=threads, n_threads_batch=threads))
         start = time.perf_counter()
-        try:
-            return greedy_impl(ids)
-        finally:
-            model_calls.append(time.perf_counter() - start)
+        self.vocab = vocabulary(self.lm)
+        self.vocab_s = time.perf_counter() - start
+        self.generate()
+        self.tokens, self.text = len(self.result.tokens), self.result.text
 
-    lm.greedy_impl = timed_greedy
-    start = time.perf_counter()
-    lm.generate(tokens, [], MAX_TOKENS, 0.0, 1.0, 0, None, constraint=timed)
-    total = time.perf_counter() - start
-    del lm.greedy_impl
-    steps = len(model_calls)
-    decode_step = statistics.mean(model_calls[1:])          # the first call reads the prompt
-    return {"vocab_s": vocab_s, "compile_s": compile_s, "generate_s": generate_s, "tokens": n, "prompt_s": prompt_s,
-            "text": result.text, "free_s": free_s, "mask_step_s": timed.seconds / max(1, timed.steps),
-            "other_step_s": (total - sum(model_calls)) / steps, "decode_step_s": decode_step}
+    def compile(self) -> float:
+        start = time.perf_counter()
+        self.GrammarConstraint(self.as_output(Client).grammar, self.vocab).allowed()
+        return time.perf_counter() - start
+
+    def generate(self) -> float:
+        self.lm.cache.reset()
+        start = time.perf_counter()
+        self.result = self.run(self.lm, Client, PROMPT, max_tokens=MAX_TOKENS)
+        return time.perf_counter() - start
+
+    def unconstrained(self) -> float:
+        self.lm.cache.reset()
+        start = time.perf_counter()
+        self.lm.complete(PROMPT, stop=None, max_tokens=self.tokens)
+        return time.perf_counter() - start
+
+    def prompt(self) -> float:
+        self.lm.cache.reset()
+        start = time.perf_counter()
+        self.lm.greedy(PROMPT)
+        return time.perf_counter() - start
+
+    def step_costs(self) -> tuple[float, float, float]:
+        """Per step of one constrained generation: the engine (mask + advance), everything but the model,
+        and one model call (decode step; the first call, which reads the prompt, left out)."""
+        output = self.as_output(Client)
+        timed = TimedConstraint(self.GrammarConstraint(output.grammar, self.vocab, finish_after=MAX_TOKENS // 2,
+                                                       closers=output.closers))
+        lm = self.lm
+        lm.cache.reset()
+        tokens = lm.prompt_tokens(PROMPT)
+        calls: list[float] = []
+        greedy_impl = lm.greedy_impl
+
+        def timed_greedy(ids):
+            start = time.perf_counter()
+            try:
+                return greedy_impl(ids)
+            finally:
+                calls.append(time.perf_counter() - start)
+
+        lm.greedy_impl = timed_greedy
+        start = time.perf_counter()
+        lm.generate(tokens, [], MAX_TOKENS, 0.0, 1.0, 0, None, constraint=timed)
+        total = time.perf_counter() - start
+        del lm.greedy_impl
+        return timed.seconds / timed.steps, (total - sum(calls)) / len(calls), statistics.mean(calls[1:])
 
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--side", choices=["both", "outlines"], default="both")
-    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--outlines-python", default="/work/venv-outlines/bin/python")
     parser.add_argument("--model-path", default=None, help="the GGUF (default: the embedded SmolLM2)")
     args = parser.parse_args(argv)
+    path = args.model_path or smollm2_path()
     if args.side == "outlines":
-        print(json.dumps(outlines_side(args.repeats, args.threads, args.model_path)))
+        outlines_worker(args.threads, path)
         return
-    ours = autocog_side(args.repeats, args.threads)
-    theirs = None
-    if os.path.exists(args.outlines_python):
-        proc = subprocess.run([args.outlines_python, os.path.abspath(__file__), "--side", "outlines",
-                               "--repeats", str(args.repeats), "--threads", str(args.threads),
-                               "--model-path", args.model_path or smollm2_path()],
-                              capture_output=True, text=True)
-        if proc.returncode == 0:
-            theirs = json.loads(proc.stdout.strip().splitlines()[-1])
-        else:
-            print(f"outlines side failed:\n{proc.stderr[-2000:]}", file=sys.stderr)
-    ours_tps = ours["tokens"] / ours["generate_s"]
-    print(f"autocog: {ours['text']!r} ({ours['tokens']} tokens)")
-    print(f"{'measure':<34} {'autocog':>10} {'outlines':>10} {'ratio':>7}")
+    ours = AutocogSide(args.threads, path)
+    theirs = OutlinesProxy(args.outlines_python, args.threads, path) if os.path.exists(args.outlines_python) \
+        else None
+    times: dict = {}
+    for _ in range(args.repeats):      # interleaved, so that a change in the machine's load hits both sides
+        for what in ("compile", "generate", "prompt", "unconstrained"):
+            times.setdefault(("ours", what), []).append(getattr(ours, what)())
+            if theirs is not None and what != "unconstrained":
+                times.setdefault(("theirs", what), []).append(theirs.call(what))
+    med = {key: statistics.median(value) for key, value in times.items()}
+    engine_s, other_s, decode_s = ours.step_costs()
+    print(f"autocog:  {ours.text!r} ({ours.tokens} tokens)")
     if theirs is not None:
-        print(f"outlines: {theirs['text']!r} ({theirs['tokens']} tokens)")
-        theirs_tps = theirs["tokens"] / theirs["generate_s"]
-        print(f"{'vocabulary, once (s)':<34} {ours['vocab_s']:>10.3f} {theirs['first_compile_s']:>10.3f}"
-              f"{'':>8}(outlines: first Generator, vocabulary included)")
-        print(f"{'schema compile (s)':<34} {ours['compile_s']:>10.4f} {theirs['compile_s']:>10.4f} "
-              f"{ours['compile_s'] / theirs['compile_s']:>7.3f}")
-        print(f"{'generated tokens/s':<34} {ours_tps:>10.1f} {theirs_tps:>10.1f} {ours_tps / theirs_tps:>7.2f}")
-        ours_dec = ours["tokens"] / (ours["generate_s"] - ours["prompt_s"])
-        theirs_dec = theirs["tokens"] / (theirs["generate_s"] - theirs["prompt_s"])
-        print(f"{'tokens/s, prompt time excluded':<34} {ours_dec:>10.1f} {theirs_dec:>10.1f} "
-              f"{ours_dec / theirs_dec:>7.2f}")
-    else:
-        print(f"{'vocabulary, once (s)':<34} {ours['vocab_s']:>10.3f}")
-        print(f"{'schema compile (s)':<34} {ours['compile_s']:>10.4f}")
-        print(f"{'generated tokens/s':<34} {ours_tps:>10.1f}")
-    free_tps = ours["tokens"] / ours["free_s"]
-    print(f"{'unconstrained tokens/s (autocog)':<34} {free_tps:>10.1f} {'':>10} {ours_tps / free_tps:>7.2f}")
-    print(f"{'mask+advance per step (ms)':<34} {1e3 * ours['mask_step_s']:>10.3f}")
-    print(f"{'all but the model, per step (ms)':<34} {1e3 * ours['other_step_s']:>10.3f}")
-    print(f"{'decode step (ms)':<34} {1e3 * ours['decode_step_s']:>10.3f}")
-    print(f"{'overhead / decode step':<34} {ours['mask_step_s'] / ours['decode_step_s']:>10.3f} "
-          f"{ours['other_step_s'] / ours['decode_step_s']:>10.3f}  (engine only; all but the model)")
+        print(f"outlines: {theirs.info['text']!r} ({theirs.info['tokens']} tokens)")
+        theirs.close()
+    print(f"{'measure':<38} {'autocog':>10} {'outlines':>10} {'ratio':>7}")
+
+    def row(name, a, b=None, fmt=".4f"):
+        extra = f"{b:>10{fmt}} {a / b:>7.3f}" if b is not None else ""
+        print(f"{name:<38} {a:>10{fmt}} {extra}")
+
+    have = theirs is not None
+    row("vocabulary, once per model (s)", ours.vocab_s, theirs.info["vocab_s"] if have else None, ".3f")
+    row("schema compile (s)", med["ours", "compile"], med["theirs", "compile"] if have else None)
+    ours_tps = ours.tokens / med["ours", "generate"]
+    theirs_tps = theirs.info["tokens"] / med["theirs", "generate"] if have else None
+    row("generated tokens/s (prompt included)", ours_tps, theirs_tps, ".1f")
+    ours_dec = ours.tokens / (med["ours", "generate"] - med["ours", "prompt"])
+    theirs_dec = theirs.info["tokens"] / (med["theirs", "generate"] - med["theirs", "prompt"]) if have else None
+    row("tokens/s, prompt time excluded", ours_dec, theirs_dec, ".1f")
+    row("constrained / unconstrained time", med["ours", "generate"] / med["ours", "unconstrained"], fmt=".3f")
+    print(f"{'per step: engine, all but the model':<38} {1e3 * engine_s:>9.3f}ms {1e3 * other_s:>8.3f}ms")
+    print(f"{'per step: decode (one model call)':<38} {1e3 * decode_s:>9.3f}ms")
+    print(f"{'engine / decode step':<38} {engine_s / decode_s:>10.3f}")
+    print(f"{'all but the model / decode step':<38} {other_s / decode_s:>10.3f}")
 
 
 if __name__ == "__main__":

@@ -29,7 +29,8 @@ JSON_CLOSERS = ('"', "}", "]")
 @dataclass
 class StepText:
     """``appended``: the text the prompt goes on with; ``value``: what the step stores; ``logprob``: the sum of
-    the tokens' log-probs (NaN when unknown); ``tokens``: the ids generated; ``read``: the ids the model read."""
+    the tokens' log-probs (NaN when unknown); ``n_tokens``: tokens generated; ``read``: the ids the model read
+    (empty when unknown)."""
 
     appended: str
     value: str
