@@ -241,10 +241,10 @@ class AutocogLM(HarnessLM):
 
     def _greedy_flags_by_text(self, context: str, conts: Sequence[str]) -> list[bool]:
         stripped = context.rstrip()
-        moved = [context[len(stripped):] + c for c in conts]
-        n_tokens = max(len(self.lm.tokenize(m)) for m in moved)
-        text = self.lm.complete(stripped, stop=None, max_tokens=n_tokens, temperature=0.0)
-        return [text.startswith(m) for m in moved]
+        token_lists = [self.lm.tokenize(context[len(stripped):] + c) for c in conts]
+        text = self.lm.complete(stripped, stop=None, max_tokens=max(map(len, token_lists)), temperature=0.0)
+        decoded = self.lm.tokenize(text)  # compared as tokens: " Par" is not the greedy " Paris"
+        return [decoded[:len(tokens)] == tokens for tokens in token_lists]
 
     def _rolling(self, text: str) -> float:
         if not text:
