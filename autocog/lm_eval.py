@@ -24,7 +24,7 @@ The three request types:
 * ``loglikelihood_rolling`` (text,): the text's tokens (no special token added) conditioned on BOS
   (else EOS), in windows of ``max_length`` tokens as lm-eval's ``get_rolling_token_windows`` cuts them;
   each token is predicted once. (lm-eval's ``hf`` model also scores a BOS that its tokenizer adds to
-  the text; autocog does not.)
+  the text; autocog does not.) Needs the token-level primitive of the ``tf`` and ``llama`` backends.
 * ``generate_until`` (context, gen_kwargs): ``lm.complete`` with ``until`` as stop strings (cut off, as
   lm-eval does), ``max_gen_toks``, greedy unless ``do_sample`` with a ``temperature``.
 """
@@ -46,7 +46,7 @@ from .lm import load
 from .lm.lm import LM
 from .lm.registry import BACKENDS
 from .batch import choice_distributions
-from .lm.scoring import DEFAULT_BATCH_SIZE, ScoreRequest, score
+from .lm.scoring import DEFAULT_BATCH_SIZE
 
 logger = logging.getLogger(__name__)
 
@@ -241,17 +241,17 @@ class AutocogLM(HarnessLM):
 
     def _greedy_flags_by_text(self, context: str, conts: Sequence[str]) -> list[bool]:
         stripped = context.rstrip()
-        moved = [context[len(stripped):] + c for c in conts]
-        n_tokens = max(len(self.lm.tokenize(m)) for m in moved)
-        text = self.lm.complete(stripped, stop=None, max_tokens=n_tokens, temperature=0.0)
-        return [text.startswith(m) for m in moved]
+        token_lists = [self.lm.tokenize(context[len(stripped):] + c) for c in conts]
+        text = self.lm.complete(stripped, stop=None, max_tokens=max(map(len, token_lists)), temperature=0.0)
+        decoded = self.lm.tokenize(text)  # compared as tokens: " Par" is not the greedy " Paris"
+        return [decoded[:len(tokens)] == tokens for tokens in token_lists]
 
     def _rolling(self, text: str) -> float:
         if not text:
             return 0.0
-        if not hasattr(self.lm, "evaluate_tree"):  # no token-level primitive: one window through the scoring layer
-            (result,) = score(self.lm, [ScoreRequest("", [text], "sum")], 1)
-            return float(result.logprobs[0])
+        if not hasattr(self.lm, "evaluate_tree") or not hasattr(self.lm, "unconditional_tokens"):
+            raise NotImplementedError(f"loglikelihood_rolling needs token-level log-probs after BOS/EOS, which "
+                                      f"{type(self.lm).__name__} does not give: use the tf or llama backend")
         from .lm.choice import TokenChoiceTree
 
         tokens = self.lm.tokenize(text)

@@ -6,6 +6,7 @@ log-likelihoods must agree within 1e-4, with the same ``is_greedy``, acc and acc
 """
 
 import json
+import math
 import os
 import subprocess
 import sys
@@ -22,6 +23,7 @@ import lm_eval  # noqa: E402
 from lm_eval.api.instance import Instance  # noqa: E402
 from lm_eval.api.registry import get_model  # noqa: E402
 from lm_eval.tasks import TaskManager  # noqa: E402
+from lm_eval.utils import get_rolling_token_windows, make_disjoint_window  # noqa: E402
 
 from autocog.evaluate import EXAMPLE_DATASET, evaluate  # noqa: E402
 from autocog.lm import load  # noqa: E402
@@ -140,6 +142,98 @@ def test_lm_eval_settings_reach_the_adapter(tiny_path):
     lm = AutocogLM.create_from_arg_string(f"pretrained={tiny_path},max_length=64",
                                           {"batch_size": "auto", "device": "cpu", "max_batch_size": None})
     assert lm.batch_size == 16 and lm.max_length == 64 and lm.lm.n_ctx == 1024
+
+
+# --- exact numbers on the numpy toy model (generic backend paths) ----------------------------------------
+
+
+def toy_reference(lm, context, continuation):
+    """(log P, is_greedy) by brute force: the context's trailing whitespace moves into the continuation."""
+    stripped = context.rstrip()
+    ids = lm.tokenize(stripped, bos=True) if stripped else [lm.bos_token_id]
+    toks = lm.tokenize(context[len(stripped):] + continuation)
+    rows = [lm.greedy_impl(ids + toks[:k]) for k in range(len(toks))]
+    return math.fsum(float(r[t]) for r, t in zip(rows, toks)), all(int(np.argmax(r)) == t for r, t in zip(rows, toks))
+
+
+def test_loglikelihood_exact_on_the_toy_model():
+    """Every request against brute force, greedy continuations included (decoded from the toy model)."""
+    from toy import ToyLM
+
+    lm = ToyLM(seed=3)
+    adapter = AutocogLM(lm=lm, batch_size=3)
+    contexts = ["question: 2+2?\nanswer:", "the sky is ", "", "abc", "yes or no? "]
+    reqs = []
+    for context in contexts:
+        stripped = context.rstrip()
+        ids = lm.tokenize(stripped, bos=True) if stripped else [lm.bos_token_id]
+        greedy = []
+        for _ in range(3):
+            greedy.append(int(np.argmax(lm.greedy_impl(ids + greedy))))
+        moved = context[len(stripped):]
+        decoded = lm.detokenize(greedy)
+        conts = {decoded[len(moved):] if decoded.startswith(moved) and len(decoded) > len(moved) else decoded,
+                 decoded[:1], " blue", "x", " 42", "no"}
+        reqs += [(context, c) for c in sorted(conts) if c]
+    answers = adapter.loglikelihood(instances("loglikelihood", reqs), disable_tqdm=True)
+    expected = [toy_reference(lm, c, x) for c, x in reqs]
+    np.testing.assert_allclose([a[0] for a in answers], [e[0] for e in expected], atol=1e-9, rtol=0)
+    assert [a[1] for a in answers] == [e[1] for e in expected]
+    assert sum(e[1] for e in expected) >= 5 and sum(not e[1] for e in expected) >= 10
+
+
+def test_rolling_exact_on_the_toy_model():
+    from toy import BOS, ToyLM
+
+    lm = ToyLM(seed=1)
+    text = "the quick brown fox jumps over the lazy dog. " * 3
+    toks = lm.tokenize(text)
+    for max_length in (7, 32, 1000):
+        total = AutocogLM(lm=lm, max_length=max_length).loglikelihood_rolling(
+            instances("loglikelihood_rolling", [(text,)]), True)[0]
+        # brute force over lm-eval's own windows (each token predicted once, the context as the window gives it)
+        expected = 0.0
+        for context, predicted in map(make_disjoint_window, get_rolling_token_windows(toks, BOS, max_length, 1)):
+            for k, t in enumerate(predicted):
+                expected += float(lm.greedy_impl(context + predicted[:k])[t])
+        assert abs(total - expected) < 1e-9, max_length
+
+
+def test_backends_without_token_rows(tiny_tf):
+    """An `LM` that only scores choices and completes (as OpenAI does): is_greedy by greedy decoding, rolling
+    refused with a clear error."""
+    from toy import ToyLM
+
+    from autocog.lm.lm import LM
+
+    class ChoicesOnly(LM):
+        def __init__(self):
+            self.inner = ToyLM(seed=3)
+
+        def tokenize(self, text, bos=False):
+            return self.inner.tokenize(text, bos)
+
+        def detokenize(self, tokens):
+            return self.inner.detokenize(tokens)
+
+        def complete(self, prompt, stop="\n", **kwargs):
+            return self.inner.complete(prompt, stop=stop, **kwargs)
+
+        def choose(self, prompt, choices, **kwargs):
+            return self.inner.choose(prompt, choices, **kwargs)
+
+        def choice_distribution(self, prompt, choices, normalization=None, **kwargs):
+            return self.inner.choice_distribution(prompt, choices, normalization=normalization, **kwargs)
+
+    lm = ChoicesOnly()
+    greedy = lm.complete("the sky is", stop=None, max_tokens=3)
+    reqs = [("the sky is", greedy), ("the sky is", greedy[:1]), ("the sky is", " blue"), ("the sky is ", "x")]
+    answers = AutocogLM(lm=lm).loglikelihood(instances("loglikelihood", reqs), disable_tqdm=True)
+    expected = [toy_reference(lm.inner, c, x) for c, x in reqs]
+    assert [a[1] for a in answers] == [e[1] for e in expected] == [True, True, False, False]
+    np.testing.assert_allclose([a[0] for a in answers], [e[0] for e in expected], atol=1e-9, rtol=0)
+    with pytest.raises(NotImplementedError, match="tf or llama"):
+        AutocogLM(lm=lm).loglikelihood_rolling(instances("loglikelihood_rolling", [("abc",)]), True)
 
 
 # --- numbers against lm-eval's hf model (tiny model) -----------------------------------------------------
