@@ -487,6 +487,36 @@ def test_hostile_text_never_kills_the_server(hostile_server):
     lm.close()
 
 
+# The reasons a hostile case cannot be exact through llama_cpp.server (docs/openai.md); any other refusal fails.
+CANNOT_BE_EXACT = ("across their boundary", "UTF-8 character", "no text of its own", "leaves out of every log-prob",
+                   "empty prompt", "tokenize to the same tokens", "tokenizes to nothing")
+
+
+@pytest.mark.slow
+def test_hostile_property_equals_llama_or_refuses_with_a_reason(hostile_server, tiny_local):
+    # Issue 15: random prompts and choice sets from a pool of hostile strings, through llama_cpp.server on the
+    # tiny F32 GGUF: equal to LLaMa on the same file within 1e-3, or a typed refusal that names why the case
+    # cannot be exact there; never an untyped error, a hang or a dead server. Seeded and bounded in time.
+    from hostile import check_cases, hostile_cases
+
+    from autocog.lm.errors import AutoCogError
+    from autocog.models import tiny_llama_gguf
+
+    lm = OpenAI(model=str(tiny_llama_gguf()), base_url=hostile_server.base_url, api_key="x", max_retries=1,
+                timeout=30)
+    tally = check_cases(lambda p, c: lm.choice_distribution(p, c).token_logprobs, tiny_local.choice_logprobs,
+                        hostile_cases(seed=0, count=60), tolerance=1e-3, typed=(AutoCogError,),
+                        deadline=time.monotonic() + 240, alive=lambda: hostile_server.process.poll() is None)
+    print(f"hostile cases: {tally.scored} scored, {tally.refused} refused, worst {tally.worst:.2e}, "
+          f"{tally.seconds:.0f} s")
+    assert tally.total >= 30
+    assert tally.scored >= tally.total // 2
+    for reason in tally.reasons:
+        assert any(r in reason for r in CANNOT_BE_EXACT), reason
+    assert_answering(hostile_server, lm)
+    lm.close()
+
+
 # ------------------------------------------------------------------------------------------------------
 # SmolLM2-135M-Instruct (no BOS: llama_cpp.server 0.3.x shifts echo token_logprobs)
 # ------------------------------------------------------------------------------------------------------

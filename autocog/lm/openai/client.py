@@ -299,7 +299,12 @@ class OpenAI(Requests, Capabilities, LM):
                     raise
                 fallback, strategy, search = str(error), "descent", "full"  # auto promises a distribution
         if strategy == "descent":
-            token_logprobs, info, tree = Descent(self, prompt_text, texts, search).run()
+            try:
+                token_logprobs, info, tree = Descent(self, prompt_text, texts, search).run()
+            except StrategyUnavailableError as error:
+                if fallback is None:
+                    raise
+                raise StrategyUnavailableError(f"echo: {fallback}; descent: {error}") from None
             if normalization == "pmi":
                 uncond, _, _ = Descent(self, self.unconditional_prompt, texts, "full").run()
         return token_logprobs, info, tree, uncond, strategy, fallback
