@@ -87,7 +87,7 @@ def check_cases(score: Callable, reference: Callable, cases: list, tolerance: fl
             name = type(error).__name__
             tally.refused[name] = tally.refused.get(name, 0) + 1
             tally.refused_as_reference += expected is None
-            tally.reasons.append(str(error).splitlines()[0][:160])
+            tally.reasons.append(str(error).splitlines()[0][:400])
         else:
             assert expected is not None, f"scored what the reference refuses: {(prompt, choices)!r}"
             assert len(got) == len(expected), (prompt, choices)

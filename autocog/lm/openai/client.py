@@ -15,6 +15,7 @@ from __future__ import annotations
 import os
 import threading
 from collections import Counter, OrderedDict
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Optional, Sequence
 
 from ..errors import MalformedResponseError, StrategyUnavailableError, missing_backend
@@ -23,7 +24,6 @@ from ..lm import (
     LM,
     ChoiceResult,
     Stop,
-    as_stop_list,
     check_choices,
     check_normalization,
     check_prompt,
@@ -35,11 +35,10 @@ from .capabilities import Capabilities
 from .descent import Descent
 from .echo import EchoScorer
 from .ids import score_requests, strategy_reason
-from .parsing import chat_logprobs, first_choice
 from .requests import Requests
-from .stops import apply_stops
+from .stops import apply_stops, complete
 from .tokenizers import LlamaCppServerTokenizer, Tokenizer, VllmServerTokenizer, as_tokenizer, tiktoken_tokenizer
-from .transport import Transport, excerpt
+from .transport import CALL_COUNTER, Transport, excerpt
 
 STRATEGIES = ("auto", "echo", "descent")
 SERVERS = ("auto", "openai", "llama.cpp", "vllm", "generic")
@@ -230,41 +229,7 @@ class OpenAI(Requests, Capabilities, LM):
         >>> lm.complete("1, 2, 3,", stop=",", max_tokens=8)     # doctest: +SKIP
         ' 4,'
         """
-        check_prompt(prompt)
-        settings = GreedyLM._completion_settings(kwargs, self.completion_kwargs)
-        stops = as_stop_list(stop)
-        max_tokens = int(settings["max_tokens"])
-        if max_tokens == 0:
-            return ""  # llama_cpp.server reads max_tokens=0 as "no limit"
-        server_stops = stops if (self.server != "openai" or len(stops) <= 4) else []
-        body: dict = {"max_tokens": max_tokens, "temperature": float(settings["temperature"]),
-                      "top_p": float(settings["top_p"])}
-        if settings["seed"] is not None:
-            body["seed"] = int(settings["seed"])
-        if server_stops:
-            body["stop"] = server_stops
-        extra = self._sampling_extras(settings)
-        want_tokens = self.server == "llama.cpp" and bool(stops)
-        if self.chat:
-            if want_tokens:
-                body.update(logprobs=True, top_logprobs=0)
-            data = self._chat_request(prompt, body, extra)
-            choice = first_choice(data, "chat completion")
-            message = choice.get("message")
-            text = message.get("content") if isinstance(message, dict) else None
-            content = chat_logprobs(choice)
-            pieces = [c.get("token") for c in content if isinstance(c, dict)] if content else None
-        else:
-            if want_tokens:
-                body["logprobs"] = 0
-            data = self._completion_request(prompt, body, extra)
-            choice = first_choice(data, "completion")
-            text = choice.get("text")
-            logprobs = choice.get("logprobs")
-            pieces = logprobs.get("tokens") if isinstance(logprobs, dict) else None
-        if not isinstance(text, str):
-            raise MalformedResponseError(f"the completion from {self.base_url} has no text: {excerpt(data)}")
-        return self._apply_stops(prompt, text, stops, choice, pieces, settings)
+        return complete(self, prompt, stop, kwargs)
 
     def _apply_stops(self, *args: Any) -> str:
         return apply_stops(self, *args)
@@ -302,33 +267,21 @@ class OpenAI(Requests, Capabilities, LM):
             by_ids = score_requests(self, [ScoreRequest(prompt, choices, normalization, end)], strategy)
             if by_ids is not None:  # vLLM: echo by token ids (docs/openai.md)
                 return by_ids[0]
-        requested = strategy
-        strategy = self._pick_strategy(strategy)  # probes the server on first use (not counted below)
-        self.ambiguous_texts()  # reads a llama.cpp server's token names on first use (not counted below)
-        before = Counter(self.requests)
         if search not in SEARCHES:
             raise ValueError(f"unknown search {search!r}: expected one of {', '.join(SEARCHES)}")
         if exhaustive or normalization != "sum":
             search = "full"  # pruning and greedy decisions are sound for sums of log-probs only
-        uncond = None
-        fallback = None
-        if strategy == "echo":
-            try:
-                token_logprobs, info = EchoScorer(self, prompt_text, continuations).run()
-                if normalization == "pmi":
-                    uncond, _ = EchoScorer(self, self.unconditional_prompt, continuations).run()
-                tree = None
-            except StrategyUnavailableError as error:
-                if requested != "auto" or self.probe()["bias"] is None:
-                    raise
-                fallback, strategy, search = str(error), "descent", "full"  # auto promises a distribution
-        if strategy == "descent":
-            token_logprobs, info, tree = Descent(self, prompt_text, continuations, search).run()
-            if normalization == "pmi":
-                uncond, _, _ = Descent(self, self.unconditional_prompt, continuations, "full").run()
+        requested = strategy
+        strategy = self._pick_strategy(strategy)  # probes the server on first use (not counted below)
+        self.ambiguous_texts()  # reads a llama.cpp server's token names on first use (not counted below)
+        spent: Counter = Counter()
+        token = CALL_COUNTER.set(spent)  # this call's requests, whatever else runs at the same time
+        try:
+            token_logprobs, info, tree, uncond, strategy, fallback = self._score(
+                prompt_text, continuations, strategy, requested, search, normalization)
+        finally:
+            CALL_COUNTER.reset(token)
         scores = normalize_scores(info.pop("bounded"), choices, normalization, uncond)
-        spent = Counter(self.requests)
-        spent.subtract(before)
         if fallback:
             info["fallback"] = fallback
         info["reason"] = strategy_reason(self, requested, strategy, fallback)
@@ -338,10 +291,58 @@ class OpenAI(Requests, Capabilities, LM):
         return ChoiceResult(list(choices), token_logprobs, scores, normalization, tree=tree, strategy=strategy,
                             unconditional_logprobs=uncond, info=info)
 
-    def score_batch(self, requests: Sequence[Any]) -> list[ChoiceResult]:
-        """One `ChoiceResult` per `ScoreRequest`: on vLLM by token-id echo, several prompts and choices per request
-        and ``concurrency`` requests in flight (`autocog.lm.openai.ids`); elsewhere one call per request."""
-        return score_requests(self, requests) or super().score_batch(requests)
+    def _score(self, prompt_text: str, texts: list[str], strategy: str, requested: str, search: str,
+               normalization: str) -> tuple:
+        """(token log-probs, info, tree, unconditional log-probs, strategy that ran, fallback reason)."""
+        uncond = tree = fallback = None
+        if strategy == "echo":
+            try:
+                token_logprobs, info = EchoScorer(self, prompt_text, texts).run()
+                if normalization == "pmi":
+                    uncond, _ = EchoScorer(self, self.unconditional_prompt, texts).run()
+            except StrategyUnavailableError as error:
+                if requested != "auto" or self.probe()["bias"] is None:
+                    raise
+                fallback, strategy, search = str(error), "descent", "full"  # auto promises a distribution
+        if strategy == "descent":
+            try:
+                token_logprobs, info, tree = Descent(self, prompt_text, texts, search).run()
+            except StrategyUnavailableError as error:
+                if fallback is None:
+                    raise
+                raise StrategyUnavailableError(f"echo: {fallback}; descent: {error}") from None
+            if normalization == "pmi":
+                uncond, _, _ = Descent(self, self.unconditional_prompt, texts, "full").run()
+        return token_logprobs, info, tree, uncond, strategy, fallback
+
+    def score_batch(self, requests: Sequence[ScoreRequest]) -> list[ChoiceResult]:
+        """One `ChoiceResult` per `ScoreRequest`, in order (the scoring layer's primitive, `autocog.lm.scoring`).
+        On vLLM by token-id echo: several prompts and choices per completions request (`autocog.lm.openai.ids`).
+        Elsewhere the requests are scored ``concurrency`` at a time, and the HTTP requests of all of them together stay
+        within ``concurrency`` in flight (429 and ``Retry-After`` pause every thread). The server is probed once
+        first. The first error raised (in request order) is raised.
+
+        >>> lm = OpenAI(base_url="http://127.0.0.1:8000/v1", concurrency=8)            # doctest: +SKIP
+        >>> [r.index for r in lm.score_batch([ScoreRequest("2+2=", ["4", "5"])] * 100)]  # doctest: +SKIP
+        [0, 0, ...]
+        """
+        requests = list(requests)
+        if not requests:
+            return []
+        by_ids = score_requests(self, requests)  # vLLM: several prompts per request (`autocog.lm.openai.ids`)
+        if by_ids is not None:
+            return by_ids
+        self._pick_strategy(self.strategy)
+        self.ambiguous_texts()
+
+        def one(r: ScoreRequest) -> ChoiceResult:
+            kwargs = {"end": r.end} if r.end is not None else {}
+            return self.choice_distribution(r.prompt, r.choices, normalization=r.normalization, **kwargs)
+
+        if len(requests) == 1 or self.concurrency == 1:
+            return [one(r) for r in requests]
+        with ThreadPoolExecutor(min(self.concurrency, len(requests)), thread_name_prefix="autocog-batch") as pool:
+            return list(pool.map(one, requests))
 
     @property
     def unconditional_prompt(self) -> str:

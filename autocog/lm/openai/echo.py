@@ -41,7 +41,8 @@ class EchoScorer:
         rest = [j for j in range(len(texts)) if j not in self.known and j not in self.single]
         self.rest = rest
         self.leaves = [j for j in rest if not any(texts[o] != texts[j] and texts[o].startswith(texts[j]) for o in rest)]
-        self.regions: dict[int, tuple[Echo, int, int]] = {}
+        self.regions: dict[int, tuple[Echo, list]] = {}  # text -> (echo, the entry index of each token or None)
+        self.ids = self._token_ids()
         self.second: list[int] = []
         self.missing: dict[str, dict[str, list[tuple[int, int]]]] = {}
 
@@ -75,6 +76,30 @@ class EchoScorer:
                 out[j] = ids[-1]
         return out
 
+    def _token_ids(self) -> Optional[dict]:
+        """On llama.cpp with the server's own tokenizer: {"prompt": ids, j: the ids of text j after the prompt}, so
+        that echoed entries are matched by id (a token that is part of a character or a special token has no text
+        of its own to match); None elsewhere, or when a text merges with the prompt."""
+        lm = self.lm
+        if not (lm.wide and lm.tokenizer.is_server and self.rest):
+            return None
+        encoded = lm.tokenizer.encode_many([self.prompt_text] + [self.prompt_text + self.texts[j] for j in self.rest])
+        ids: dict = {"prompt": encoded[0]}
+        for j, full in zip(self.rest, encoded[1:]):
+            if full[:len(encoded[0])] != encoded[0] or len(full) == len(encoded[0]):
+                return None
+            ids[j] = full[len(encoded[0]):]
+        return ids
+
+    def _locate(self, echo: Echo, k: int, j: int) -> Optional[list]:
+        """The entry of each token of text ``j`` in the echo of text ``k`` (``j`` a prefix of ``k``), None for a
+        token the server leaves out (BOS); None when the echo does not hold text ``j``'s tokens where expected."""
+        if self.ids is None:
+            found = region(echo, self.texts[k], self.texts[j])
+            return None if found is None else list(range(*found))
+        return entries(echo, self.ids["prompt"], self.ids[k], self.ids[j], self.lm.tokenizer.bos_token_id,
+                       self.lm.vocabulary())
+
     def _echo_leaves(self) -> None:
         """One echo per leaf, in parallel; a prefix text reads its tokens from a longer text's echo, else its own."""
         lm, texts, prompt = self.lm, self.texts, self.prompt_text
@@ -82,26 +107,26 @@ class EchoScorer:
         for j in self.rest:
             sources = [j] if j in answers else [k for k in self.leaves if texts[k].startswith(texts[j])]
             for k in sources:
-                found = region(answers[k], texts[k], texts[j])
+                found = self._locate(answers[k], k, j)
                 if found is not None:
-                    self.regions[j] = (answers[k],) + found
+                    self.regions[j] = (answers[k], found)
                     break
             else:
                 if j in answers:
                     raise lm._merged(j, texts[j])
                 self.second.append(j)  # a prefix the longer choices' tokens do not split at: its own request
         for j, echo in zip(self.second, lm._map(lambda j: lm._echo_request(prompt + texts[j], self.top), self.second)):
-            found = region(echo, texts[j], texts[j])
+            found = self._locate(echo, j, j)
             if found is None:
                 raise lm._merged(j, texts[j])
-            self.regions[j] = (echo,) + found
+            self.regions[j] = (echo, found)
 
     def _read(self) -> tuple[list[list[float]], list[list[str]]]:
         """The values the echoes give (NaN where none: recorded in ``missing``) and each text's token pieces."""
         texts, layout = self.texts, self.layout
         token_logprobs: list[list[float]] = [[] for _ in texts]
         pieces: list[list[str]] = [[] for _ in texts]
-        root_rows = [row(echo, s, layout) for echo, s, _ in self.regions.values()]
+        root_rows = [row(echo, at[0], layout) for echo, at in self.regions.values() if at and at[0] is not None]
         for j in range(len(texts)):
             if j in self.known:
                 pieces[j], token_logprobs[j] = list(self.known[j][0]), list(self.known[j][1])
@@ -112,6 +137,11 @@ class EchoScorer:
                 slots = [(self.prompt_text, texts[j], value)]
             else:
                 slots = self._slots(*self.regions[j])
+                if any(v is None for _, _, v in slots) and "".join(t for _, t, _ in slots) != texts[j]:
+                    raise StrategyUnavailableError(
+                        f"choice {j} ({texts[j]!r}) holds a token with no text of its own (part of a character or "
+                        "a special token) whose log-prob the echo does not give, and a text prompt cannot end there: "
+                        f"it cannot be scored exactly on {self.lm.base_url}")
             for position, (context, token, value) in enumerate(slots):
                 if value is None:
                     self.missing.setdefault(context, {}).setdefault(token, []).append((j, position))
@@ -119,16 +149,19 @@ class EchoScorer:
                 pieces[j].append(token)
         return token_logprobs, pieces
 
-    def _slots(self, echo: Echo, s: int, e: int) -> list[tuple[str, str, Optional[float]]]:
-        """(context, token text, value or None) for the echoed tokens [s, e)."""
-        slots = []
-        for i in range(s, e):
-            token = echo.tokens[i]
-            if self.layout == "direct":
+    def _slots(self, echo: Echo, at: list) -> list[tuple[str, str, Optional[float]]]:
+        """(context, token text, value or None) for the echoed entries ``at`` (None: an entry left out)."""
+        slots, spelled = [], ""
+        for i in at:
+            token = echo.tokens[i] if i is not None else ""
+            if i is None:
+                value = None
+            elif self.layout == "direct":
                 value = echo.logprobs[i]  # by token id
             else:
                 value = None if token in self.ambiguous else row(echo, i, self.layout).get(token)
-            slots.append((self.prompt_text + "".join(echo.tokens[s:i]), token, value if token else None))
+            slots.append((self.prompt_text + spelled, token, value if token or self.ids else None))
+            spelled += token
         return slots
 
     def _fill(self, ids: dict[str, int], token_logprobs: list[list[float]]) -> None:
@@ -185,6 +218,28 @@ class EchoScorer:
 
 
 # --- where the echoed tokens lie ---------------------------------------------------------------------------
+def entries(echo: Echo, prompt: list[int], echoed: list[int], text: list[int], bos: Optional[int],
+            vocabulary: Optional[object]) -> Optional[list]:
+    """The entry of each of ``text``'s ids (a prefix of ``echoed``, the ids after ``prompt`` in the echo) among
+    llama_cpp.server's echoed entries, which leave out BOS wherever it stands (None for those); None when the
+    echo's length or its token names do not match the ids."""
+    kept = [t for t in prompt + echoed if t != bos]
+    if len(echo.tokens) not in (len(kept), len(kept) + 1):
+        return None
+    at, i = [], sum(1 for t in prompt if t != bos)
+    for t in text:
+        if t == bos:
+            at.append(None)
+            continue
+        names = getattr(vocabulary, "names", None)
+        if names is not None and (t >= len(names) or names[t] != echo.tokens[i]):
+            return None
+        at.append(i)
+        i += 1
+    return at
+
+
+
 def row(echo: Echo, i: int, layout: str) -> dict:
     """The top log-probs of the distribution that predicts echoed token ``i``: at ``i`` (``"direct"``) or at
     ``i - 1`` (``"shifted"``); {} where the server gives none."""

@@ -68,6 +68,10 @@ def refine(lm: "OpenAI", context: str, children: list[tuple], first: Optional[Ne
         for key, token, piece in children:
             nxt = lm._next(context, {token: BIAS})
             if nxt.logprob is None:
+                if token == lm.tokenizer.bos_token_id:
+                    raise StrategyUnavailableError(
+                        f"choice token {piece!r} is BOS (id {token}), which llama_cpp.server leaves out of every "
+                        f"log-prob list it returns: it cannot be scored on {lm.base_url}")
                 raise lm._no_logprobs(context)
             if not same_piece(piece, nxt.token) and piece and "\ufffd" not in piece and nxt.token:
                 raise TokenizerMismatchError(

@@ -9,8 +9,11 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Optional
 
-from ..lm import find_stop
-from .parsing import first_choice
+from ..errors import MalformedResponseError
+from ..greedy import GreedyLM
+from ..lm import Stop, as_stop_list, check_prompt, find_stop
+from .parsing import chat_logprobs, first_choice
+from .transport import excerpt
 
 if TYPE_CHECKING:  # pragma: no cover
     from .client import OpenAI
@@ -48,3 +51,43 @@ def apply_stops(lm: "OpenAI", prompt: str, text: str, stops: list[str], choice: 
             if peek.startswith(s):
                 return text + s
     return text
+
+
+def complete(lm: "OpenAI", prompt: str, stop: Stop, kwargs: dict) -> str:
+    """`OpenAI.complete`: one completion (or chat completion) request, then `apply_stops`."""
+    check_prompt(prompt)
+    settings = GreedyLM._completion_settings(kwargs, lm.completion_kwargs)
+    stops = as_stop_list(stop)
+    max_tokens = int(settings["max_tokens"])
+    if max_tokens == 0:
+        return ""  # llama_cpp.server reads max_tokens=0 as "no limit"
+    server_stops = stops if (lm.server != "openai" or len(stops) <= 4) else []
+    body: dict = {"max_tokens": max_tokens, "temperature": float(settings["temperature"]),
+                  "top_p": float(settings["top_p"])}
+    if settings["seed"] is not None:
+        body["seed"] = int(settings["seed"])
+    if server_stops:
+        body["stop"] = server_stops
+    extra = lm._sampling_extras(settings)
+    want_tokens = lm.server == "llama.cpp" and bool(stops)
+    if lm.chat:
+        if want_tokens:
+            body.update(logprobs=True, top_logprobs=0)
+        data = lm._chat_request(prompt, body, extra)
+        choice = first_choice(data, "chat completion")
+        message = choice.get("message")
+        text = message.get("content") if isinstance(message, dict) else None
+        content = chat_logprobs(choice)
+        pieces = [c.get("token") for c in content if isinstance(c, dict)] if content else None
+    else:
+        if want_tokens:
+            body["logprobs"] = 0
+        data = lm._completion_request(prompt, body, extra)
+        choice = first_choice(data, "completion")
+        text = choice.get("text")
+        logprobs = choice.get("logprobs")
+        pieces = logprobs.get("tokens") if isinstance(logprobs, dict) else None
+    if not isinstance(text, str):
+        raise MalformedResponseError(f"the completion from {lm.base_url} has no text: {excerpt(data)}")
+    return apply_stops(lm, prompt, text, stops, choice, pieces, settings)
+

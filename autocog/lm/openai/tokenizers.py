@@ -225,7 +225,9 @@ class _ServerTokenizer(Tokenizer):
 
             self.special_prefix()  # once, before the threads
             with ThreadPoolExecutor(min(self.parallel, len(missing))) as pool:
-                list(pool.map(self.encode, missing))
+                from .transport import in_context
+
+                list(pool.map(in_context(self.encode), missing))
         return [self.encode(t) for t in texts]
 
     def special_prefix(self) -> list[int]:

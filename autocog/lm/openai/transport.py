@@ -13,6 +13,7 @@ appears in a message (server text is redacted).
 
 from __future__ import annotations
 
+import contextvars
 import json
 import logging
 import random
@@ -28,13 +29,17 @@ from ..errors import MalformedResponseError, RequestFailedError, RetryExhaustedE
 log = logging.getLogger("autocog.lm.openai")
 
 RETRY_STATUSES = frozenset({408, 409, 429})
+# The counter of the call in progress in this context (one `choice_distribution`), besides the instance's.
+CALL_COUNTER: contextvars.ContextVar = contextvars.ContextVar("autocog_openai_call", default=None)
 
 
 class Transport:
     """The client (its own retries off), the retry policy, the request counters and a bounded thread pool.
 
     ``requests`` counts what was sent by kind (``completions``, ``chat``, ``tokenize``, ``detokenize``,
-    ``probe``, ``models``) and ``attempts`` (retries included); ``limit`` requests are in flight at most.
+    ``probe``, ``models``) and ``attempts`` (retries included). ``limit`` HTTP requests are in flight at most,
+    over all threads (``max_in_flight`` records the most seen); a 429 or 503 pauses every thread for the
+    backoff (``Retry-After`` when given, up to ``max_backoff``).
     """
 
     def __init__(self, client: Any, timeout: float, max_retries: int, max_retry_time: float, backoff: float,
@@ -59,10 +64,17 @@ class Transport:
         self._count_lock = threading.Lock()
         self._pool_lock = threading.Lock()
         self._pool: Optional[ThreadPoolExecutor] = None
+        self._slots = threading.BoundedSemaphore(self.limit)  # HTTP requests in flight, all threads together
+        self._resume_at = 0.0  # after a 429/503 or Retry-After, no thread sends before this time
+        self.in_flight = 0
+        self.max_in_flight = 0
 
     def count(self, key: str) -> None:
+        call = CALL_COUNTER.get()
         with self._count_lock:
             self.requests[key] += 1
+            if call is not None:
+                call[key] += 1
 
     def map(self, fn: Callable, items: list) -> list:
         """``[fn(x) for x in items]``, ``limit`` at a time on the transport's thread pool when there are several."""
@@ -71,7 +83,7 @@ class Transport:
         with self._pool_lock:
             if self._pool is None:
                 self._pool = ThreadPoolExecutor(self.limit, thread_name_prefix="autocog-openai")
-        return list(self._pool.map(fn, items))
+        return list(self._pool.map(in_context(fn), items))
 
     def close(self) -> None:
         with self._pool_lock:
@@ -100,12 +112,15 @@ class Transport:
             remaining = self.max_retry_time - (time.monotonic() - began)
             timeout = max(0.05, min(self.timeout, remaining))
             self.count("attempts")
-            failure = self._attempt(what, send, timeout, retry)
+            failure = self._send(what, send, timeout, retry)
             if not isinstance(failure, _Failure):
                 return failure
             attempts.append(failure.text)
             elapsed = time.monotonic() - began
             sleep = min(max(delay * (0.5 + random.random() / 2), failure.wait), self.max_backoff)
+            if failure.throttled:  # the server is overloaded: every thread waits, not only this one
+                with self._count_lock:
+                    self._resume_at = max(self._resume_at, time.monotonic() + sleep)
             if not retry or len(attempts) > self.max_retries or elapsed + sleep >= self.max_retry_time:
                 raise RetryExhaustedError(
                     f"{what} failed on {self.base_url} for model {self.model()!r} after {len(attempts)} attempt(s) "
@@ -115,6 +130,21 @@ class Transport:
                 self.sleeps.append(sleep)
             time.sleep(sleep)
             delay *= 2
+
+    def _send(self, what: str, send: Callable[[float], Any], timeout: float, retry: bool) -> Any:
+        """One attempt in one of the ``limit`` slots, after any pause a throttled answer asked for."""
+        with self._slots:
+            pause = self._resume_at - time.monotonic()
+            if pause > 0:
+                time.sleep(pause)
+            with self._count_lock:
+                self.in_flight += 1
+                self.max_in_flight = max(self.max_in_flight, self.in_flight)
+            try:
+                return self._attempt(what, send, timeout, retry)
+            finally:
+                with self._count_lock:
+                    self.in_flight -= 1
 
     def _attempt(self, what: str, send: Callable[[float], Any], timeout: float, retry: bool) -> Any:
         """The decoded answer, or a `_Failure` worth retrying; raises `RequestFailedError` for good."""
@@ -130,7 +160,7 @@ class Transport:
                 raise RequestFailedError(
                     f"{what} failed on {self.base_url} for model {self.model()!r}: HTTP {status}: {detail}",
                     status) from None
-            return _Failure(f"HTTP {status}: {detail}", retry_after(error))
+            return _Failure(f"HTTP {status}: {detail}", retry_after(error), status in (429, 503))
         except openai.APITimeoutError:
             return _Failure(f"no answer within the timeout ({timeout:.3g} s)")
         except openai.APIConnectionError as error:
@@ -153,8 +183,8 @@ class Transport:
 
 
 class _Failure:
-    def __init__(self, text: str, wait: float = 0.0):
-        self.text, self.wait = text, wait
+    def __init__(self, text: str, wait: float = 0.0, throttled: bool = False):
+        self.text, self.wait, self.throttled = text, wait, throttled
 
 
 def response_type() -> type:
@@ -198,3 +228,9 @@ def retry_after(error: Any) -> float:
         return max(0.0, float(error.response.headers.get("retry-after", "")))
     except (ValueError, AttributeError, TypeError):
         return 0.0
+
+
+def in_context(fn: Callable) -> Callable:
+    """``fn`` run in a copy of the caller's context (so that a call's counter follows it into pool threads)."""
+    context = contextvars.copy_context()
+    return lambda *args: context.copy().run(fn, *args)
