@@ -136,7 +136,7 @@ def test_complete_equals_tf_greedy(api, smol_tf, prompt, stop, max_tokens):
 def test_many_prompts_per_request(vllm_server, smol_tf):
     requests = [ScoreRequest(f"Question: What is {a} plus {b}?\nAnswer:", [" 1", " 2", " 3", " 10", " 12"])
                 for a in range(1, 5) for b in range(1, 4)]
-    lm = OpenAI(base_url=vllm_server.base_url, api_key="none", parallel=1)
+    lm = OpenAI(base_url=vllm_server.base_url, api_key="none", concurrency=1)
     lm.score_batch(requests[:1])  # probes and warms the tokenizer cache
     before = lm.requests["completions"]
     results = lm.score_batch(requests)
@@ -148,7 +148,7 @@ def test_many_prompts_per_request(vllm_server, smol_tf):
 
 
 def test_batch_concurrency_is_bounded_and_used(vllm_server):
-    lm = OpenAI(base_url=vllm_server.base_url, api_key="none", parallel=3)
+    lm = OpenAI(base_url=vllm_server.base_url, api_key="none", concurrency=3)
     lm.probe()
     flight = {"now": 0, "max": 0}
     lock = threading.Lock()
@@ -171,7 +171,7 @@ def test_batch_concurrency_is_bounded_and_used(vllm_server):
     results = lm.score_batch(requests)
     assert lm.requests["completions"] - before == 3  # 36 sequences over 3 slots
     assert flight["max"] == 3
-    serial = OpenAI(base_url=vllm_server.base_url, api_key="none", parallel=1)
+    serial = OpenAI(base_url=vllm_server.base_url, api_key="none", concurrency=1)
     for a, b in zip(results, serial.score_batch(requests)):
         np.testing.assert_allclose(a.logprobs, b.logprobs, atol=1e-5)
     lm.close()

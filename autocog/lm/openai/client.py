@@ -316,8 +316,9 @@ class OpenAI(Requests, Capabilities, LM):
         return token_logprobs, info, tree, uncond, strategy, fallback
 
     def score_batch(self, requests: Sequence[ScoreRequest]) -> list[ChoiceResult]:
-        """One `ChoiceResult` per `ScoreRequest`, in order (the scoring layer's primitive, `autocog.lm.scoring`):
-        the requests are scored ``concurrency`` at a time, and the HTTP requests of all of them together stay
+        """One `ChoiceResult` per `ScoreRequest`, in order (the scoring layer's primitive, `autocog.lm.scoring`).
+        On vLLM by token-id echo: several prompts and choices per completions request (`autocog.lm.openai.ids`).
+        Elsewhere the requests are scored ``concurrency`` at a time, and the HTTP requests of all of them together stay
         within ``concurrency`` in flight (429 and ``Retry-After`` pause every thread). The server is probed once
         first. The first error raised (in request order) is raised.
 

@@ -21,10 +21,12 @@ one's sequence: only the trie's leaves are sent.
 from __future__ import annotations
 
 import math
+from collections import Counter
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Optional, Sequence
 
 from ..errors import ContextLengthError, InvalidChoicesError, MalformedResponseError, StrategyUnavailableError
+from .transport import CALL_COUNTER
 
 if TYPE_CHECKING:  # pragma: no cover
     from .client import OpenAI
@@ -101,12 +103,11 @@ class IdEcho:
         items = self._tokenize(pairs)
         sequences = [(i, j) for i, item in enumerate(items) for j in item.leaves]
         packs = self._pack(items, sequences)
-        before = self.lm.requests["completions"]
         answers = self.lm._map(lambda pack: self._send(items, pack), packs)
         rows: dict[tuple[int, int], list[Optional[float]]] = {}
         for pack, values in zip(packs, answers):
             rows.update(zip(pack, values))
-        requests = self.lm.requests["completions"] - before
+        requests = len(packs)  # one completions request each (retries count as attempts)
         out = []
         for i, item in enumerate(items):
             start = len(item.prompt)
@@ -249,13 +250,15 @@ def score_requests(lm: "OpenAI", requests: Sequence[Any], strategy: Optional[str
         pairs.append((prompt_text, continuations))
         if normalization == "pmi":
             pairs.append((lm.unconditional_prompt, continuations))
-    before = lm.requests.copy()
     scorer = getattr(lm, "_id_echo", None)
     if scorer is None:
         scorer = lm._id_echo = IdEcho(lm)  # keeps the server's context length
-    scored = scorer.score(pairs)
-    spent = lm.requests.copy()
-    spent.subtract(before)
+    spent: Counter = Counter()
+    token = CALL_COUNTER.set(spent)  # this call's requests, whatever else runs at the same time
+    try:
+        scored = scorer.score(pairs)
+    finally:
+        CALL_COUNTER.reset(token)
     results = []
     for choices, normalization, at in plan:
         logprobs, info = scored[at]
