@@ -36,7 +36,10 @@ from .greedy import common_prefix_length
 from .lm import check_context
 from .scoring import TreeJob
 
-DEFAULT_N_SEQ_MAX = 64
+DEFAULT_N_SEQ_MAX = 256  # capped by llama_max_parallel_sequences(); a batch of prompts needs one per trie tip
+# Tokens per decode when several prompts share one: every token attends over every cell of the unified KV
+# cache, so small groups (each dropped before the next) are fastest on CPU; raise it on a GPU.
+DEFAULT_GROUP_TOKENS = 128
 
 
 def _require_llama_cpp():
@@ -187,6 +190,7 @@ class LLaMa(ChoiceLM):
     ``n_seq_max``: sequences of LLaMa's context; a choice tree with more tips than ``n_seq_max - 1`` (or
     more inner tokens than the context has room for after the prompt) is evaluated in several batches, and
     a batch of prompts is grouped so that each group needs at most ``n_seq_max - 1`` sequences.
+    ``group_tokens``: tokens per decode of such a group (default 128: fastest on CPU; more on a GPU).
     ``lm.cache`` is the prefix cache: ``lm.cache.reset()`` forgets it (benchmarks), ``lm.tokens_evaluated``
     counts the tokens decoded. `close` frees LLaMa's context (its KV cache) before the object goes away.
 
@@ -198,12 +202,13 @@ class LLaMa(ChoiceLM):
     """
 
     def __init__(self, model, n_seq_max: int = DEFAULT_N_SEQ_MAX, completion_kwargs: Optional[dict] = None,
-                 max_retries: Optional[int] = None):
+                 max_retries: Optional[int] = None, group_tokens: int = DEFAULT_GROUP_TOKENS):
         llama_cpp = _require_llama_cpp()
         if not isinstance(model, llama_cpp.Llama):
             raise TypeError(f"model must be a llama_cpp.Llama, not {type(model).__name__}")
         super().__init__(completion_kwargs=completion_kwargs, max_retries=max_retries)
         self.model = model
+        self.group_tokens = int(group_tokens)
         self._llama_cpp = llama_cpp
         self._vocab = llama_cpp.llama_model_get_vocab(model.model)
         self._n_vocab = int(llama_cpp.llama_vocab_n_tokens(self._vocab))
@@ -399,7 +404,7 @@ class LLaMa(ChoiceLM):
         from .llama_batch import pack_groups
 
         out: list[np.ndarray] = []
-        for group in pack_groups(jobs, self.cache.n_seq_max - 1, self.cache.n_ctx):
+        for group in pack_groups(jobs, self.cache.n_seq_max - 1, self.cache.n_ctx, self.group_tokens):
             out.extend(self.evaluate_split(group, self.packed_decode))
         return out
 

@@ -8,8 +8,10 @@ after prompt, the prompt's own tokens (tagged with all of its sequences) and the
 then sees exactly the prompt and a node's ancestors. A trie's leaves are never decoded: their log-probs
 are read from their parent's logits. Logits are kept for each prompt's last token and each inner node.
 
-Jobs are grouped so that a group needs at most ``n_seq_max - 1`` sequences and fits the KV cells left; a
-group longer than ``n_batch`` tokens goes in several decodes (earlier tokens stay in the KV cache).
+Jobs are grouped so that a group needs at most ``n_seq_max - 1`` sequences, fits the KV cells left and holds
+at most ``LLaMa.group_tokens`` tokens (a decode's cost grows with the cells it attends over: small groups,
+each removed before the next, keep it linear); a group longer than ``n_batch`` tokens goes in several
+decodes (earlier tokens stay in the KV cache).
 """
 
 from __future__ import annotations
@@ -60,16 +62,19 @@ def job_size(prompt_tokens: Sequence[int], tree: "TokenChoiceTree", shared: int)
     return max(1, tips), len(prompt_tokens) - shared + len(inner)
 
 
-def pack_groups(jobs: Sequence[TreeJob], max_seqs: int, max_cells: int) -> list[list[TreeJob]]:
-    """Consecutive jobs grouped so that a group needs at most ``max_seqs`` sequences and ``max_cells`` KV
-    cells besides the prefix all the jobs share (a job too big on its own is a group of one)."""
+def pack_groups(jobs: Sequence[TreeJob], max_seqs: int, max_cells: int, max_tokens: int) -> list[list[TreeJob]]:
+    """Consecutive jobs grouped so that a group needs at most ``max_seqs`` sequences, ``max_cells`` KV cells
+    in all and ``max_tokens`` tokens besides the prefix all the jobs share (a job too big on its own is a
+    group of one). Every token of a decode attends over every cell of the unified KV cache, so a group's
+    cost grows with the square of its size: groups of about one ``n_batch`` are the fastest."""
     shared = shared_prefix(jobs)
     groups: list[list[TreeJob]] = []
     group: list[TreeJob] = []
     seqs = cells = 0
     for job in jobs:
         n_seqs, n_cells = job_size(job[0], job[1], shared)
-        if group and (seqs + n_seqs > max_seqs or shared + cells + n_cells > max_cells):
+        if group and (seqs + n_seqs > max_seqs or shared + cells + n_cells > max_cells
+                      or cells + n_cells > max_tokens):
             groups.append(group)
             group, seqs, cells = [], 0, 0
         group.append(job)

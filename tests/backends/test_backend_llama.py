@@ -46,10 +46,12 @@ def test_several_prompts_in_one_decode(llama_lm, tiny_tf):
     choices = [" yes", " no", " the quick", " the quick brown"]
     lm.cache.reset()
     calls = counting_decodes(lm)
+    lm.group_tokens = 512
     try:
         results = list(score(lm, [ScoreRequest(p, choices) for p in prompts], batch_size=8))
     finally:
         del lm.cache.decode
+        lm.group_tokens = 128
     shared = calls[0]   # the prefix every prompt shares, decoded once in sequence 0
     assert shared >= len(lm.tokenize(header, bos=True)) - 1
     rest = sum(len(lm.tokenize(p, bos=True)) for p in prompts) - 8 * shared
@@ -62,14 +64,14 @@ def test_several_prompts_in_one_decode(llama_lm, tiny_tf):
 
 def test_batches_are_chunked_by_sequences_and_batch_size(tiny_tf):
     """n_seq_max=6 (5 sequences for the batch) and n_batch=32: many groups and decodes, the same numbers."""
-    lm = LLaMa(**LLaMa.create(tiny_llama_gguf(), n_ctx=1024, n_batch=32, **EXACT), n_seq_max=6)
+    lm = LLaMa(**LLaMa.create(tiny_llama_gguf(), n_ctx=1024, n_batch=32, **EXACT), n_seq_max=6, group_tokens=64)
     rng = np.random.default_rng(0)
     prompts = make_prompts(12, seed=7)
     choice_lists = [random_choices(__import__("random").Random(int(rng.integers(100))), 1 + i % 4) for i in range(12)]
     calls = counting_decodes(lm)
     batched = list(score(lm, [ScoreRequest(p, c) for p, c in zip(prompts, choice_lists)], batch_size=12))
     del lm.cache.decode
-    assert max(calls) <= 32 and len(calls) > 3
+    assert max(calls) <= 32 and len(calls) > 3    # groups of at most 64 tokens, decodes of at most 32
     for prompt, choices, result in zip(prompts, choice_lists, batched):
         assert_logprobs_close(result.token_logprobs, lm.choice_logprobs(prompt, choices), 1e-5)
         assert_logprobs_close(result.token_logprobs, tiny_tf.choice_logprobs(prompt, choices), 1e-3)
