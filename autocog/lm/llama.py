@@ -401,11 +401,16 @@ class LLaMa(ChoiceLM):
         jobs = [(list(prompt_tokens), tree) for prompt_tokens, tree in jobs]
         if len(jobs) <= 1 or self._recurrent or type(self).evaluate_tree is not LLaMa.evaluate_tree:
             return super().evaluate_trees(jobs)
-        from .llama_batch import pack_groups
+        from .llama_batch import fits_one_decode, pack_groups
 
         out: list[np.ndarray] = []
-        for group in pack_groups(jobs, self.cache.n_seq_max - 1, self.cache.n_ctx, self.group_tokens):
-            out.extend(self.evaluate_split(group, self.packed_decode))
+        max_seqs, max_cells = self.cache.n_seq_max - 1, self.cache.n_ctx
+        for group in pack_groups(jobs, max_seqs, max_cells, self.group_tokens):
+            if len(group) == 1 and fits_one_decode(group[0], max_seqs, max_cells):
+                # its prompt's last token and its trie in one decode (evaluate_tree would take two)
+                out.append(self.with_retry(self.packed_decode, group)[0])
+            else:
+                out.extend(self.evaluate_split(group, self.packed_decode))
         return out
 
     def packed_decode(self, jobs: list[TreeJob]) -> list[np.ndarray]:

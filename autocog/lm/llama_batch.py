@@ -62,6 +62,12 @@ def job_size(prompt_tokens: Sequence[int], tree: "TokenChoiceTree", shared: int)
     return max(1, tips), len(prompt_tokens) - shared + len(inner)
 
 
+def fits_one_decode(job: TreeJob, max_seqs: int, max_cells: int) -> bool:
+    """True when a job alone fits a packed decode (its tips as sequences, its tokens as cells)."""
+    n_seqs, n_cells = job_size(job[0], job[1], len(job[0]) - 1)
+    return n_seqs <= max_seqs and len(job[0]) + n_cells <= max_cells
+
+
 def pack_groups(jobs: Sequence[TreeJob], max_seqs: int, max_cells: int, max_tokens: int) -> list[list[TreeJob]]:
     """Consecutive jobs grouped so that a group needs at most ``max_seqs`` sequences, ``max_cells`` KV cells
     in all and ``max_tokens`` tokens besides the prefix all the jobs share (a job too big on its own is a
