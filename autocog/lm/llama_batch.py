@@ -1,8 +1,9 @@
 """`LLaMa`'s batch primitive: the choice tries of several prompts in one ``llama_decode``.
 
-The prefix every prompt of the batch shares is decoded once, in sequence 0 (the prefix cache, so the next
-batch reuses it), and copied (``llama_memory_seq_cp``: cells are shared, not duplicated) to one sequence per
-*tip* of each prompt's trie (an inner node none of whose children is inner). Then one batch holds, prompt
+Each prompt gets one sequence per *tip* of its trie (an inner node none of whose children is inner); a
+single prompt's text minus its last token is decoded in sequence 0 (the prefix cache) and copied
+(``llama_memory_seq_cp``) to its sequences, while several prompts are decoded whole in their own sequences
+(see the note in `PackedDecode`: copied prefix cells gave wrong numbers there on SmolLM2). Then one batch holds, prompt
 after prompt, the prompt's own tokens (tagged with all of its sequences) and the inner nodes of its trie
 (each tagged with the sequences of the tips below it, at position ``len(prompt) + depth - 1``). Attention
 then sees exactly the prompt and a node's ancestors. A trie's leaves are never decoded: their log-probs
@@ -96,7 +97,12 @@ class PackedDecode:
 
     def __init__(self, cache: "LlamaPrefixCache", jobs: Sequence[TreeJob]):
         self.cache = cache
-        self.shared = shared_prefix(jobs)
+        # Several prompts: no shared prefix copied between them. With llama.cpp's default (non flash) attention,
+        # on SmolLM2 (GQA) the second and later prompts of a decode that attend to prefix cells copied with
+        # llama_memory_seq_cp got wrong log-probs (off by up to 0.3; exact with flash attention, exact on the
+        # tiny test model); each prompt's own sequences therefore hold all of its tokens. One prompt: its
+        # prompt minus the last token is copied, as `LLaMa.evaluate_tree` does (checked exact).
+        self.shared = shared_prefix(jobs) if len(jobs) == 1 else 0
         self.plans: list[JobPlan] = []
         next_seq = 1
         for prompt_tokens, tree in jobs:
