@@ -37,9 +37,11 @@ from .lm import check_context
 from .scoring import TreeJob
 
 DEFAULT_N_SEQ_MAX = 256  # capped by llama_max_parallel_sequences(); a batch of prompts needs one per trie tip
-# Tokens per decode when several prompts share one: every token attends over every cell of the unified KV
-# cache, so small groups (each dropped before the next) are fastest on CPU; raise it on a GPU.
-DEFAULT_GROUP_TOKENS = 128
+# Tokens per decode when several prompts share one (0: one prompt per decode). Several prompts in one decode
+# are exact on the tiny F32 test model, but on SmolLM2 (Q4_1, grouped-query attention) with llama.cpp's
+# default attention the later prompts' trie tokens came out wrong (up to 0.5 nats): off until understood.
+# Every token attends over every cell of the unified KV cache, so on CPU groups of ~128 tokens were fastest.
+DEFAULT_GROUP_TOKENS = 0
 
 
 def _require_llama_cpp():
@@ -190,7 +192,8 @@ class LLaMa(ChoiceLM):
     ``n_seq_max``: sequences of LLaMa's context; a choice tree with more tips than ``n_seq_max - 1`` (or
     more inner tokens than the context has room for after the prompt) is evaluated in several batches, and
     a batch of prompts is grouped so that each group needs at most ``n_seq_max - 1`` sequences.
-    ``group_tokens``: tokens per decode of such a group (default 128: fastest on CPU; more on a GPU).
+    ``group_tokens``: tokens per decode of several prompts (default 0: one prompt per decode, its last
+    token and its trie together; see `DEFAULT_GROUP_TOKENS` for why several prompts per decode is opt-in).
     ``lm.cache`` is the prefix cache: ``lm.cache.reset()`` forgets it (benchmarks), ``lm.tokens_evaluated``
     counts the tokens decoded. `close` frees LLaMa's context (its KV cache) before the object goes away.
 
@@ -405,7 +408,7 @@ class LLaMa(ChoiceLM):
 
         out: list[np.ndarray] = []
         max_seqs, max_cells = self.cache.n_seq_max - 1, self.cache.n_ctx
-        for group in pack_groups(jobs, max_seqs, max_cells, self.group_tokens):
+        for group in pack_groups(jobs, max_seqs, max_cells, max(0, self.group_tokens)):
             if len(group) == 1 and fits_one_decode(group[0], max_seqs, max_cells):
                 # its prompt's last token and its trie in one decode (evaluate_tree would take two)
                 out.append(self.with_retry(self.packed_decode, group)[0])
