@@ -12,8 +12,9 @@ transformers (``--backend tf``), all computing the same log-probs (the bench pri
   perprompt  CAPPr-style: per prompt, one pass over the prompt (KV cached), then its choices right-padded in
              one batch over the prompt's KV repeated per choice
   perchoice  one full forward pass over prompt + choice, for every prompt and choice
-llama.cpp (``--backend llama``): ``batch`` (32 prompts through LLaMa.evaluate_trees: a few llama_decode calls)
-against ``one by one`` (LLaMa.choice_distribution per prompt, its own prefix cache).
+llama.cpp (``--backend llama``): ``batch`` (32 prompts through LLaMa.evaluate_trees; ``--group-tokens N``: several
+prompts per llama_decode, opt-in, see docs/scoring.md) against ``one by one`` (LLaMa.choice_distribution per
+prompt, its own prefix cache).
 
     .venv/bin/python bench/batch.py                                   # tiny model, both backends
     .venv/bin/python bench/batch.py --model smollm2 --prompts 20 --repeats 2
@@ -213,11 +214,13 @@ def bench_tf(lm, n_prompts: int, n_choices: int, batch_size: int, repeats: int) 
 # --- llama.cpp -------------------------------------------------------------------------------------------
 
 
-def bench_llama(model: str, threads: int, n_prompts: int, n_choices: int, repeats: int) -> dict:
+def bench_llama(model: str, threads: int, n_prompts: int, n_choices: int, repeats: int, group_tokens: int = 0
+                ) -> dict:
     from autocog.batch import choice_distributions
     from autocog.lm import LLaMa
 
-    lm = LLaMa(**LLaMa.create(model_path(model)[1], n_ctx=4096, n_threads=threads, n_threads_batch=threads))
+    lm = LLaMa(**LLaMa.create(model_path(model)[1], n_ctx=4096, n_threads=threads, n_threads_batch=threads),
+               group_tokens=group_tokens)
     prompts, choices = make_data(n_prompts, n_choices, seed=100 + n_choices)
     decodes = []
     decode = lm.cache.decode
@@ -305,6 +308,7 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--llama-prompts", type=int, default=32)
     parser.add_argument("--llama-choices", type=int, nargs="+", default=[4, 8])
+    parser.add_argument("--group-tokens", type=int, default=0, help="LLaMa: tokens per multi-prompt decode")
     parser.add_argument("--threads", type=int, default=1, help="torch / llama.cpp threads (default 1)")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--memory-sizes", type=int, nargs="*", default=[50, 100, 200, 400])
@@ -334,7 +338,8 @@ def main() -> None:
         print(f"{'prompts':>7} {'choices':>7} {'batch':>8} {'decodes':>7} {'one by one':>10} {'speedup':>7} "
               f"{'max |dlogp|':>11}")
         for n_choices in args.llama_choices:
-            row = bench_llama(args.model, args.threads, args.llama_prompts, n_choices, args.repeats)
+            row = bench_llama(args.model, args.threads, args.llama_prompts, n_choices, args.repeats,
+                              args.group_tokens)
             s = row["seconds"]
             print(f"{row['prompts']:>7} {row['choices']:>7} {s['batch']:>8.3f} {row['decodes']:>7} "
                   f"{s['one by one']:>10.3f} {s['one by one'] / s['batch']:>7.2f} {row['max_diff']:>11.1e}",
