@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import shutil
+from collections import OrderedDict
 import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -174,6 +175,9 @@ def render_dot(source: str, path: Union[str, Path]) -> Path:
     return path
 
 
+CHOICE_TOKENS_MEMO_SIZE = 64  # choice lists whose tokens a model remembers
+
+
 class ChoiceLM(GreedyLM):
     """A `GreedyLM` that chooses among continuations with a `TokenChoiceTree`.
 
@@ -237,18 +241,35 @@ class ChoiceLM(GreedyLM):
         choices = check_choices(choices)
         prompt_text, continuations = split_boundary(prompt, choices)
         prompt_tokens = self.prompt_tokens(prompt_text) if prompt_text else self.prompt_tokens(self.unconditional_tokens())
-        end_tokens = self.tokenize(end) if end else []
-        token_lists = []
-        for j, tokens in enumerate(self.tokenize_batch(continuations)):
-            if not tokens:
-                raise InvalidChoicesError(f"choice {j} ({choices[j]!r}) tokenizes to nothing")
-            token_lists.append(tokens + end_tokens)
-        if len(set(map(tuple, token_lists))) < len(token_lists):
-            raise InvalidChoicesError("two choices tokenize to the same tokens once the prompt's trailing "
-                                      "whitespace is moved into them")
-        tree = TokenChoiceTree(token_lists, decode=lambda token: self.detokenize([token]))
+        tree = TokenChoiceTree(self.choice_tokens(continuations, end), decode=self._decode_one)
         check_context(len(prompt_tokens) + tree.max_depth, self.n_ctx, "prompt plus the longest choice")
         return prompt_tokens, tree, choices
+
+    def choice_tokens(self, continuations: Sequence[str], end: Optional[str] = None) -> list[list[int]]:
+        """The tokens of each continuation (then ``end``'s), checked: none empty, no two the same. Memoized
+        per choice list (the same choices are scored after many prompts), in a small LRU on the model."""
+        memo: OrderedDict = self.__dict__.setdefault("_choice_tokens_memo", OrderedDict())
+        key = (tuple(continuations), end)
+        token_lists = memo.get(key)
+        if token_lists is None:
+            end_tokens = self.tokenize(end) if end else []
+            token_lists = []
+            for j, tokens in enumerate(self.tokenize_batch(continuations)):
+                if not tokens:
+                    raise InvalidChoicesError(f"choice {j} ({continuations[j]!r}) tokenizes to nothing")
+                token_lists.append(tuple(tokens) + tuple(end_tokens))
+            if len(set(token_lists)) < len(token_lists):
+                raise InvalidChoicesError("two choices tokenize to the same tokens once the prompt's trailing "
+                                          "whitespace is moved into them")
+            memo[key] = token_lists
+            while len(memo) > CHOICE_TOKENS_MEMO_SIZE:
+                memo.popitem(last=False)
+        else:
+            memo.move_to_end(key)
+        return [list(tokens) for tokens in token_lists]
+
+    def _decode_one(self, token: int) -> str:
+        return self.detokenize([token])
 
     def evaluate_tree(self, prompt_tokens: list[int], tree: TokenChoiceTree) -> np.ndarray:
         """Log-prob of every node of ``tree`` after ``prompt_tokens`` (generic: one `greedy_impl` per inner node)."""

@@ -36,7 +36,12 @@ from .greedy import common_prefix_length
 from .lm import check_context
 from .scoring import TreeJob
 
-DEFAULT_N_SEQ_MAX = 64
+DEFAULT_N_SEQ_MAX = 256  # capped by llama_max_parallel_sequences(); a batch of prompts needs one per trie tip
+# Tokens per decode when several prompts share one (0: one prompt per decode). Several prompts in one decode
+# are exact on the tiny F32 test model, but on SmolLM2 (Q4_1, grouped-query attention) with llama.cpp's
+# default attention the later prompts' trie tokens came out wrong (up to 0.5 nats): off until understood.
+# Every token attends over every cell of the unified KV cache, so on CPU groups of ~128 tokens were fastest.
+DEFAULT_GROUP_TOKENS = 0
 
 
 def _require_llama_cpp():
@@ -187,6 +192,8 @@ class LLaMa(ChoiceLM):
     ``n_seq_max``: sequences of LLaMa's context; a choice tree with more tips than ``n_seq_max - 1`` (or
     more inner tokens than the context has room for after the prompt) is evaluated in several batches, and
     a batch of prompts is grouped so that each group needs at most ``n_seq_max - 1`` sequences.
+    ``group_tokens``: tokens per decode of several prompts (default 0: one prompt per decode, its last
+    token and its trie together; see `DEFAULT_GROUP_TOKENS` for why several prompts per decode is opt-in).
     ``lm.cache`` is the prefix cache: ``lm.cache.reset()`` forgets it (benchmarks), ``lm.tokens_evaluated``
     counts the tokens decoded. `close` frees LLaMa's context (its KV cache) before the object goes away.
 
@@ -198,13 +205,15 @@ class LLaMa(ChoiceLM):
     """
 
     def __init__(self, model, n_seq_max: int = DEFAULT_N_SEQ_MAX, completion_kwargs: Optional[dict] = None,
-                 max_retries: Optional[int] = None, chat_template: Optional[str] = None):
+                 max_retries: Optional[int] = None, chat_template: Optional[str] = None,
+                 group_tokens: int = DEFAULT_GROUP_TOKENS):
         llama_cpp = _require_llama_cpp()
         if not isinstance(model, llama_cpp.Llama):
             raise TypeError(f"model must be a llama_cpp.Llama, not {type(model).__name__}")
         super().__init__(completion_kwargs=completion_kwargs, max_retries=max_retries)
         self.model = model
         self.chat_template = chat_template or (getattr(model, "metadata", None) or {}).get("tokenizer.chat_template")
+        self.group_tokens = int(group_tokens)
         self._llama_cpp = llama_cpp
         self._vocab = llama_cpp.llama_model_get_vocab(model.model)
         self._n_vocab = int(llama_cpp.llama_vocab_n_tokens(self._vocab))
@@ -418,11 +427,16 @@ class LLaMa(ChoiceLM):
         jobs = [(list(prompt_tokens), tree) for prompt_tokens, tree in jobs]
         if len(jobs) <= 1 or self._recurrent or type(self).evaluate_tree is not LLaMa.evaluate_tree:
             return super().evaluate_trees(jobs)
-        from .llama_batch import pack_groups
+        from .llama_batch import fits_one_decode, pack_groups
 
         out: list[np.ndarray] = []
-        for group in pack_groups(jobs, self.cache.n_seq_max - 1, self.cache.n_ctx):
-            out.extend(self.evaluate_split(group, self.packed_decode))
+        max_seqs, max_cells = self.cache.n_seq_max - 1, self.cache.n_ctx
+        for group in pack_groups(jobs, max_seqs, max_cells, max(0, self.group_tokens)):
+            if len(group) == 1 and fits_one_decode(group[0], max_seqs, max_cells):
+                # its prompt's last token and its trie in one decode (evaluate_tree would take two)
+                out.append(self.with_retry(self.packed_decode, group)[0])
+            else:
+                out.extend(self.evaluate_split(group, self.packed_decode))
         return out
 
     def packed_decode(self, jobs: list[TreeJob]) -> list[np.ndarray]:

@@ -1,15 +1,22 @@
 """`LLaMa`'s batch primitive: the choice tries of several prompts in one ``llama_decode``.
 
-The prefix every prompt of the batch shares is decoded once, in sequence 0 (the prefix cache, so the next
-batch reuses it), and copied (``llama_memory_seq_cp``: cells are shared, not duplicated) to one sequence per
-*tip* of each prompt's trie (an inner node none of whose children is inner). Then one batch holds, prompt
+Opt-in (``LLaMa(group_tokens=N)``): exact on the tiny F32 test model, wrong by up to 0.5 nats for the
+later prompts of a decode on SmolLM2 with llama.cpp 0.3.36's default attention (see `DEFAULT_GROUP_TOKENS`).
+By default each group holds one prompt: its last token and its trie's inner nodes in one decode.
+
+Each prompt gets one sequence per *tip* of its trie (an inner node none of whose children is inner); a
+single prompt's text minus its last token is decoded in sequence 0 (the prefix cache) and copied
+(``llama_memory_seq_cp``) to its sequences, while several prompts are decoded whole in their own sequences
+(see the note in `PackedDecode`: copied prefix cells gave wrong numbers there on SmolLM2). Then one batch holds, prompt
 after prompt, the prompt's own tokens (tagged with all of its sequences) and the inner nodes of its trie
 (each tagged with the sequences of the tips below it, at position ``len(prompt) + depth - 1``). Attention
 then sees exactly the prompt and a node's ancestors. A trie's leaves are never decoded: their log-probs
 are read from their parent's logits. Logits are kept for each prompt's last token and each inner node.
 
-Jobs are grouped so that a group needs at most ``n_seq_max - 1`` sequences and fits the KV cells left; a
-group longer than ``n_batch`` tokens goes in several decodes (earlier tokens stay in the KV cache).
+Jobs are grouped so that a group needs at most ``n_seq_max - 1`` sequences, fits the KV cells left and holds
+at most ``LLaMa.group_tokens`` tokens (a decode's cost grows with the cells it attends over: small groups,
+each removed before the next, keep it linear); a group longer than ``n_batch`` tokens goes in several
+decodes (earlier tokens stay in the KV cache).
 """
 
 from __future__ import annotations
@@ -60,16 +67,25 @@ def job_size(prompt_tokens: Sequence[int], tree: "TokenChoiceTree", shared: int)
     return max(1, tips), len(prompt_tokens) - shared + len(inner)
 
 
-def pack_groups(jobs: Sequence[TreeJob], max_seqs: int, max_cells: int) -> list[list[TreeJob]]:
-    """Consecutive jobs grouped so that a group needs at most ``max_seqs`` sequences and ``max_cells`` KV
-    cells besides the prefix all the jobs share (a job too big on its own is a group of one)."""
+def fits_one_decode(job: TreeJob, max_seqs: int, max_cells: int) -> bool:
+    """True when a job alone fits a packed decode (its tips as sequences, its tokens as cells)."""
+    n_seqs, n_cells = job_size(job[0], job[1], len(job[0]) - 1)
+    return n_seqs <= max_seqs and len(job[0]) + n_cells <= max_cells
+
+
+def pack_groups(jobs: Sequence[TreeJob], max_seqs: int, max_cells: int, max_tokens: int) -> list[list[TreeJob]]:
+    """Consecutive jobs grouped so that a group needs at most ``max_seqs`` sequences, ``max_cells`` KV cells
+    in all and ``max_tokens`` tokens besides the prefix all the jobs share (a job too big on its own is a
+    group of one). Every token of a decode attends over every cell of the unified KV cache, so a group's
+    cost grows with the square of its size: groups of about one ``n_batch`` are the fastest."""
     shared = shared_prefix(jobs)
     groups: list[list[TreeJob]] = []
     group: list[TreeJob] = []
     seqs = cells = 0
     for job in jobs:
         n_seqs, n_cells = job_size(job[0], job[1], shared)
-        if group and (seqs + n_seqs > max_seqs or shared + cells + n_cells > max_cells):
+        if group and (seqs + n_seqs > max_seqs or shared + cells + n_cells > max_cells
+                      or cells + n_cells > max_tokens):
             groups.append(group)
             group, seqs, cells = [], 0, 0
         group.append(job)
@@ -85,7 +101,12 @@ class PackedDecode:
 
     def __init__(self, cache: "LlamaPrefixCache", jobs: Sequence[TreeJob]):
         self.cache = cache
-        self.shared = shared_prefix(jobs)
+        # Several prompts: no shared prefix copied between them. With llama.cpp's default (non flash) attention,
+        # on SmolLM2 (GQA) the second and later prompts of a decode that attend to prefix cells copied with
+        # llama_memory_seq_cp got wrong log-probs (off by up to 0.3; exact with flash attention, exact on the
+        # tiny test model); each prompt's own sequences therefore hold all of its tokens. One prompt: its
+        # prompt minus the last token is copied, as `LLaMa.evaluate_tree` does (checked exact).
+        self.shared = shared_prefix(jobs) if len(jobs) == 1 else 0
         self.plans: list[JobPlan] = []
         next_seq = 1
         for prompt_tokens, tree in jobs:

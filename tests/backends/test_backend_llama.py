@@ -9,7 +9,7 @@ llama_cpp = pytest.importorskip("llama_cpp")
 from autocog.lm import LLaMa, ScoreRequest, score  # noqa: E402
 from autocog.models import tiny_llama_gguf  # noqa: E402
 from contract import ScoringContract, assert_logprobs_close, make_prompts, random_choices  # noqa: E402
-from test_llama import EXACT, brute_force_llama, sequences_clean  # noqa: E402
+from test_llama import EXACT, brute_force_llama  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -38,38 +38,39 @@ def counting_decodes(lm):
 
 
 def test_several_prompts_in_one_decode(llama_lm, tiny_tf):
-    """8 prompts with a shared header: the header once in sequence 0, then the rest of every prompt and the
-    inner nodes of every trie in ONE llama_decode; the numbers are TfLM's on the same weights."""
+    """group_tokens=512 (opt-in): every prompt's tokens and the inner nodes of every trie in ONE
+    llama_decode; on the tiny model the numbers are TfLM's on the same weights, no sequence is left behind."""
     lm = llama_lm
     header = "Let's think step by step: first, second, third, then the result.\n"
     prompts = make_prompts(8, seed=6, header=header)
     choices = [" yes", " no", " the quick", " the quick brown"]
     lm.cache.reset()
     calls = counting_decodes(lm)
+    lm.group_tokens = 512
     try:
         results = list(score(lm, [ScoreRequest(p, choices) for p in prompts], batch_size=8))
     finally:
         del lm.cache.decode
-    shared = calls[0]   # the prefix every prompt shares, decoded once in sequence 0
-    assert shared >= len(lm.tokenize(header, bos=True)) - 1
-    rest = sum(len(lm.tokenize(p, bos=True)) for p in prompts) - 8 * shared
+        lm.group_tokens = 0
+    tokens = sum(len(lm.tokenize(p, bos=True)) for p in prompts)
     inner = sum(len(r.tree.internal_nodes()) for r in results)
-    assert calls[1:] == [rest + inner]
+    assert calls == [tokens + inner] and tokens + inner <= 512
     for prompt, result in zip(prompts, results):
         assert_logprobs_close(result.token_logprobs, tiny_tf.choice_logprobs(prompt, choices), 1e-3)
-    assert sequences_clean(lm, shared)
+    memory = lm.cache.memory
+    assert all(llama_cpp.llama_memory_seq_pos_max(memory, s) == -1 for s in range(1, lm.cache.n_seq_max))
 
 
 def test_batches_are_chunked_by_sequences_and_batch_size(tiny_tf):
     """n_seq_max=6 (5 sequences for the batch) and n_batch=32: many groups and decodes, the same numbers."""
-    lm = LLaMa(**LLaMa.create(tiny_llama_gguf(), n_ctx=1024, n_batch=32, **EXACT), n_seq_max=6)
+    lm = LLaMa(**LLaMa.create(tiny_llama_gguf(), n_ctx=1024, n_batch=32, **EXACT), n_seq_max=6, group_tokens=64)
     rng = np.random.default_rng(0)
     prompts = make_prompts(12, seed=7)
     choice_lists = [random_choices(__import__("random").Random(int(rng.integers(100))), 1 + i % 4) for i in range(12)]
     calls = counting_decodes(lm)
     batched = list(score(lm, [ScoreRequest(p, c) for p, c in zip(prompts, choice_lists)], batch_size=12))
     del lm.cache.decode
-    assert max(calls) <= 32 and len(calls) > 3
+    assert max(calls) <= 32 and len(calls) > 3    # groups of at most 64 tokens, decodes of at most 32
     for prompt, choices, result in zip(prompts, choice_lists, batched):
         assert_logprobs_close(result.token_logprobs, lm.choice_logprobs(prompt, choices), 1e-5)
         assert_logprobs_close(result.token_logprobs, tiny_tf.choice_logprobs(prompt, choices), 1e-3)
