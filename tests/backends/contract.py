@@ -19,13 +19,16 @@ from __future__ import annotations
 
 import math
 import random
+import time
 
 import numpy as np
 import pytest
 
 from autocog.batch import predict_proba
 from autocog.lm import ContextLengthError, InvalidChoicesError, InvalidPromptError, ScoreRequest, score
+from autocog.lm.errors import AutoCogError
 from autocog.lm.lm import split_boundary
+from hostile import check_cases, hostile_cases
 
 WORDS = "the quick brown fox jumps over lazy dog capital France Paris Berlin answer yes no 1 10 100 step".split()
 
@@ -241,3 +244,21 @@ class ScoringContract:
             expected = a.probs * [1, 3] / (a.probs * [1, 3]).sum()
             np.testing.assert_allclose(b.probs, expected, atol=1e-6)
             assert b.index == int(np.argmax(expected))
+
+    # Issue 15: hostile but valid text (unicode, emoji, zero-width and control characters, special-token text,
+    # backslashes, quotes, braces). A local backend scores every case its reference scores, within ``atol``;
+    # it refuses (typed, with a reason) only what the reference refuses too. Seeded, bounded in time.
+    hostile_count = 40
+    hostile_refusable: tuple = ()  # refusal messages allowed where the reference scores the case
+    hostile_seconds = 120.0
+
+    def test_hostile_input_scores_like_the_reference_or_refuses_typed(self, lm, reference):
+        tally = check_cases(lambda p, c: lm.choice_logprobs(p, c), reference,
+                            hostile_cases(seed=15, count=self.hostile_count), tolerance=self.atol,
+                            typed=(AutoCogError,), deadline=time.monotonic() + self.hostile_seconds)
+        assert tally.total >= self.hostile_count // 2, f"only {tally.total} cases in {self.hostile_seconds} s"
+        if self.hostile_refusable:  # a backend that cannot represent some text says so, typed
+            assert all(any(r in reason for r in self.hostile_refusable) for reason in tally.reasons), tally.reasons
+        else:
+            assert tally.refused_as_reference == sum(tally.refused.values()), tally.reasons
+            assert tally.scored >= tally.total * 3 // 4, (tally.scored, tally.reasons)

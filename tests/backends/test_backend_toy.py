@@ -11,6 +11,7 @@ from toy import ToyLM, brute_force
 class TestToyLM(ScoringContract):
     atol = 1e-12
     batch_atol = 1e-12
+    hostile_refusable = ("tokenizes to nothing", "tokenize to the same tokens")  # a 2-letter toy vocabulary
 
     @pytest.fixture(scope="class")
     @classmethod
