@@ -268,7 +268,8 @@ def test_template_sources_and_bos(script):
     assert own.apply_chat_template(MESSAGES).startswith("<s>[system] Be brief.")
     assert own.render_prompt(MESSAGES) == own.apply_chat_template(MESSAGES)[3:]  # the server adds BOS itself
     props = server.lm(server="llama.cpp", tokenizer=BosTokenizer())
-    assert props.apply_chat_template(MESSAGES) == "<s>" + "<|system|>Be brief.\n<|user|>Capital of France?\n<|assistant|>"
+    rendered = "<s><|system|>Be brief.\n<|user|>Capital of France?\n<|assistant|>"  # bos_token from /props
+    assert props.apply_chat_template(MESSAGES) == rendered
     assert not props.render_prompt(MESSAGES).startswith("<s>")
     vllm = server.lm(server="vllm", tokenizer="cl100k_base")
     assert vllm.apply_chat_template(MESSAGES) == vllm.tokenizer.decode([1, 2])
