@@ -32,6 +32,7 @@ from ..lm import (
 )
 from ..scoring import ScoreRequest
 from .capabilities import Capabilities
+from .chat import Chat, renders_prompt
 from .descent import Descent
 from .echo import EchoScorer
 from .ids import score_requests, strategy_reason
@@ -46,7 +47,7 @@ SEARCHES = ("best-first", "greedy", "full")
 OPENAI_COMPLETION_MODELS = ("gpt-3.5-turbo-instruct", "davinci-002", "babbage-002")
 
 
-class OpenAI(Requests, Capabilities, LM):
+class OpenAI(Chat, Requests, Capabilities, LM):
     """An `LM` behind the OpenAI API or an OpenAI-compatible server; see docs/openai.md.
 
     * ``model``: the model name (default: the first one ``GET /models`` lists).
@@ -54,7 +55,8 @@ class OpenAI(Requests, Capabilities, LM):
       placeholder when ``base_url`` names a server without authentication); or ``client``: an
       ``openai.OpenAI`` already configured, used through a copy with its retries off and ``timeout`` set.
     * ``chat``: None (guess from the model name, see the module docstring), True or False; ``system``: an
-      optional system message for chat models.
+      optional system message for chat models; ``chat_template``: a jinja2 chat template for messages sent to
+      a completions endpoint (default: the tokenizer's or the server's; see `autocog.lm.openai.chat`).
     * ``tokenizer``: ``"auto"``, ``"tiktoken"``, ``"server"``, an encoding name or a tokenizer object;
       ``check_tokenizer``: compare it with the server once (default True).
     * ``strategy``: the default of `choice_distribution` (``"auto"``, ``"echo"``, ``"descent"``);
@@ -83,7 +85,7 @@ class OpenAI(Requests, Capabilities, LM):
                  completion_kwargs: Optional[dict] = None,
                  server: str = "auto", system: Optional[str] = None, check_tokenizer: bool = True,
                  unconditional_prompt: Optional[str] = None, cache_size: int = 4096,
-                 concurrency: Optional[int] = None):
+                 concurrency: Optional[int] = None, chat_template: Optional[str] = None):
         self.client, self._owns_client = _client(client, base_url, api_key, timeout)
         self._model = model
         self.concurrency = max(1, int(concurrency if concurrency is not None else
@@ -96,6 +98,7 @@ class OpenAI(Requests, Capabilities, LM):
         if server not in SERVERS:
             raise ValueError(f"unknown server {server!r}: expected one of {', '.join(SERVERS)}")
         self.strategy, self._server, self._chat, self.system = strategy, server, chat, system
+        self.chat_template = chat_template
         self.completion_kwargs = GreedyLM._completion_settings(completion_kwargs or {}, COMPLETION_DEFAULTS)
         self._top_logprobs = top_logprobs
         self._tokenizer_spec = tokenizer
@@ -221,7 +224,8 @@ class OpenAI(Requests, Capabilities, LM):
     def detokenize(self, tokens: Sequence[int]) -> str:
         return self.tokenizer.decode(tokens)
 
-    def complete(self, prompt: str, stop: Stop = "\n", **kwargs: Any) -> str:
+    @renders_prompt
+    def complete(self, prompt: Any, stop: Stop = "\n", **kwargs: Any) -> str:
         """Generate after ``prompt`` (greedy by default; ``temperature``, ``top_p``, ``top_k``, ``seed``), up to
         ``max_tokens`` (alias ``max_new_tokens``), EOS or a stop string; the text ends with the stop string
         exactly when generation ended on it (see the module docstring for how that is decided).
@@ -235,11 +239,12 @@ class OpenAI(Requests, Capabilities, LM):
         return apply_stops(self, *args)
 
     # --- choices --------------------------------------------------------------------------------------
-    def choose(self, prompt: str, choices: Sequence[str], normalization: Optional[str] = None, **kwargs: Any) -> int:
+    def choose(self, prompt: Any, choices: Sequence[str], normalization: Optional[str] = None, **kwargs: Any) -> int:
         """Index of the best choice; see `choice_distribution`."""
         return self.choice_distribution(prompt, choices, normalization=normalization, **kwargs).index
 
-    def choice_distribution(self, prompt: str, choices: Sequence[str], normalization: Optional[str] = None,
+    @renders_prompt
+    def choice_distribution(self, prompt: Any, choices: Sequence[str], normalization: Optional[str] = None,
                             strategy: Optional[str] = None, end: Optional[str] = None, exhaustive: bool = False,
                             search: str = "best-first", **kwargs: Any) -> ChoiceResult:
         """Score ``choices`` as continuations of ``prompt``: a `ChoiceResult` (distribution, per-token log-probs,

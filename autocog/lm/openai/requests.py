@@ -96,9 +96,7 @@ class Requests:
                           lambda t: self.client.completions.with_raw_response.create(**params, timeout=t).http_response)
 
     def _chat_request(self, prompt: str, body: dict, extra: dict) -> Any:
-        messages = ([{"role": "system", "content": self.system}] if self.system else []) + [
-            {"role": "user", "content": prompt}]
-        params = dict(model=self.model, messages=messages, **body)
+        params = dict(model=self.model, messages=self.chat_messages(prompt), **body)  # see chat.py
         if extra:
             params["extra_body"] = extra
         return self._call("chat completion", "chat",
@@ -107,12 +105,17 @@ class Requests:
 
     def _sampling_extras(self, settings: dict) -> dict:
         """Sampler settings outside the OpenAI schema: llama.cpp's server defaults (repeat_penalty 1.1, min_p
-        0.05, top_k 40) are reset to the plain ones the local backends use."""
+        0.05, top_k 40) are reset to the plain ones the local backends use unless asked. ``min_p`` goes to
+        every server but OpenAI's API, which has none (a ValueError, before any request)."""
+        min_p = float(settings.get("min_p") or 0.0)
+        if min_p > 0 and self.server == "openai":
+            raise ValueError("OpenAI's API has no min_p: use it with llama.cpp, vLLM or a local backend")
         if self.server == "llama.cpp":
-            return {"repeat_penalty": 1.0, "min_p": 0.0, "top_k": int(settings.get("top_k") or 0)}
+            return {"repeat_penalty": 1.0, "min_p": min_p, "top_k": int(settings.get("top_k") or 0)}
+        extra = {"min_p": min_p} if min_p > 0 else {}
         if self.server == "vllm" and settings.get("top_k"):
-            return {"top_k": int(settings["top_k"])}
-        return {}
+            extra["top_k"] = int(settings["top_k"])
+        return extra
 
     # --- the transport --------------------------------------------------------------------------------
     def _call(self, what: str, kind: str, send: Any, retry: bool = True) -> Any:

@@ -102,6 +102,10 @@ class Transport:
         return self.call(f"GET {url}", kind, lambda t: self.client.get(
             url, cast_to=self.response_type, options={"timeout": t}))
 
+    def open(self, what: str, kind: str, send: Callable[[float], Any]) -> Any:
+        """`call` for an answer read later (a stream): what ``send(timeout)`` returns, not decoded."""
+        return self.call(what, kind, lambda t: Undecoded(send(t)))
+
     def call(self, what: str, kind: str, send: Callable[[float], Any], retry: bool = True) -> Any:
         """Send with retries; the decoded JSON body. ``send(timeout)`` returns the raw HTTP response."""
         self.count(kind)
@@ -168,6 +172,8 @@ class Transport:
             return _Failure(f"connection failed ({type(cause).__name__ if cause else 'closed'})")
 
     def decode(self, response: Any, what: str) -> Any:
+        if isinstance(response, Undecoded):
+            return response.value
         raw = response.content
         try:
             return json.loads(raw)
@@ -180,6 +186,13 @@ class Transport:
         if self.secret:
             text = text.replace(self.secret, "***")
         return text
+
+
+class Undecoded:
+    """An answer that `Transport.decode` passes on as it is (see `Transport.open`)."""
+
+    def __init__(self, value: Any):
+        self.value = value
 
 
 class _Failure:
