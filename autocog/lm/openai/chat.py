@@ -21,8 +21,17 @@ import json
 from typing import Any, Iterator, Optional, Sequence
 
 from ..chat import check_messages, is_messages, render_template, strip_prefix
-from ..errors import ChatTemplateError, MalformedResponseError, RequestFailedError, RetryExhaustedError
+from ..errors import (
+    ChatTemplateError,
+    MalformedResponseError,
+    RequestFailedError,
+    RetryExhaustedError,
+    StrategyUnavailableError,
+)
 from ..lm import LM, Stop
+
+
+BOS_TEXTS = ("<s>", "<|begin_of_text|>", "<|endoftext|>", "<|im_start|>", "<bos>", "[BOS]", "<|startoftext|>")
 
 
 class ChatPrompt(str):
@@ -78,8 +87,17 @@ class Chat:
     def render_prompt(self, prompt: Any) -> str:
         """`LM.render_prompt` for servers: a str as is; messages as a `ChatPrompt` on the chat endpoint, else
         rendered with `apply_chat_template` (generation prompt included) less a leading BOS text."""
+        if isinstance(prompt, ChatPrompt):
+            return prompt
         if isinstance(prompt, str) or not is_messages(prompt):
-            return LM.render_prompt(self, prompt)
+            prompt = LM.render_prompt(self, prompt)
+            if self.chat or prompt[:1] not in ("<", "["):  # every BOS text we know starts so (BOS_TEXTS)
+                return prompt
+            try:
+                bos = self._leading_bos()
+            except StrategyUnavailableError:  # no tokenizer to tell: the text goes as it is
+                return prompt
+            return strip_prefix(prompt, bos)  # BOS once: the server adds its own, as LLaMa and TfLM do
         if self.chat:
             return ChatPrompt(prompt)
         text = self.apply_chat_template(prompt, add_generation_prompt=True)
@@ -145,6 +163,12 @@ class Chat:
 
         return open_stream(self, self.render_prompt(prompt), stop, kwargs)
 
+    def _leading_bos(self) -> str:
+        """`_bos_text`, asked once."""
+        if getattr(self, "_bos_text_cached", None) is None:
+            self._bos_text_cached = self._bos_text()
+        return self._bos_text_cached
+
     def _bos_text(self) -> str:
         """The text of the BOS token the server puts in front of every prompt ("" when it adds none): a
         tokenizer object's ``bos_token``, else llama.cpp's ``/props``, else the server tokenizer's piece."""
@@ -159,4 +183,8 @@ class Chat:
             return own
         if self.server == "llama.cpp" and isinstance(self.server_props().get("bos_token"), str):
             return self.server_props()["bos_token"]
-        return self._piece(bos)
+        piece = self._piece(bos)
+        if piece:
+            return piece
+        # llama_cpp.server detokenizes special tokens to "": find the text that tokenizes to BOS alone
+        return next((text for text in BOS_TEXTS if self.tokenize(text) == [bos]), "")

@@ -217,7 +217,7 @@ class OpenAI(Chat, Requests, Capabilities, LM):
             prefix = getattr(self.tokenizer, "special_prefix", None)
             if prefix is not None:
                 prefix()
-            if self.tokenizer.bos_token_id is not None:
+            if self.tokenizer.bos_token_id is not None and tokens[:1] != [self.tokenizer.bos_token_id]:  # BOS once
                 tokens = [self.tokenizer.bos_token_id] + tokens
         return tokens
 
