@@ -207,16 +207,3 @@ class Capabilities:
         log.info("read %d token names from %s in %.1f s", len(vocabulary.names), self.base_url,
                  time.monotonic() - started)
         return vocabulary
-
-    def _safe_bias(self, bias: dict, drop: bool) -> dict:
-        """``bias`` without the tokens that end inside a UTF-8 character: llama-cpp-python generates on until
-        the character is complete, and a bias that keeps choosing such a token never lets it (the request runs
-        the server out of context). ``drop``: leave them out; else refuse."""
-        vocabulary = self.vocabulary()
-        cut = [t for t in bias if vocabulary is not None and (t in vocabulary.trailing or t >= len(vocabulary.names))]
-        if cut and not drop:
-            raise StrategyUnavailableError(
-                f"token {cut[0]} ends inside a UTF-8 character: forcing it through logit_bias would make "
-                f"llama_cpp.server at {self.base_url} generate until its context is full; it cannot be scored "
-                "on its own there")
-        return {t: b for t, b in bias.items() if t not in cut}
