@@ -255,3 +255,84 @@ def test_hostile_text_scores_like_tf_or_is_refused(vllm_server, api, smol_tf):
         assert tally.total == 10, tally
         if not kwargs:  # echo by token ids refuses only what TfLM refuses too
             assert sum(tally.refused.values()) == tally.refused_as_reference, tally
+
+
+# --- Structured output through vLLM (`autocog/structured/server.py`: ``structured_outputs`` in the body) ----
+
+def test_structured_course_example(api):
+    """The course example (`Client`: name, US phone, five-digit ZIP) comes back as a validated instance."""
+    import autocog
+    from test_generate import COURSE_PROMPT, EXTRACTION_PROMPT, EXTRACTIONS, Client, _check_client
+
+    _check_client(autocog.generate(api, Client, COURSE_PROMPT, max_tokens=96))
+    client = autocog.generate(api, Client, EXTRACTION_PROMPT, max_tokens=96, text=EXTRACTIONS[1][0])
+    assert (client.name, client.phone_number, client.zip_code) == EXTRACTIONS[1][1:]
+
+
+def test_structured_json_schema_dict(api):
+    import jsonschema
+
+    import autocog
+
+    schema = {"type": "object", "properties": {
+        "city": {"type": "string", "maxLength": 20},
+        "code": {"type": "string", "pattern": "^[A-Z]{3}-[0-9]{2}$"},
+        "rank": {"type": "integer", "minimum": 1, "maximum": 9},
+        "tags": {"type": "array", "items": {"enum": ["old", "big", "wet"]}, "maxItems": 2}},
+        "required": ["city", "code", "rank", "tags"], "additionalProperties": False}
+    value = autocog.generate(api, schema, "A city record as JSON:\n", max_tokens=96)
+    jsonschema.validate(value, schema)
+    assert set(value) == {"city", "code", "rank", "tags"}
+
+
+def test_structured_regex_is_really_constrained(api, vllm_server):
+    """A regex SmolLM2 never writes unconstrained after this prompt: the server applies the constraint (the
+    old ``guided_regex`` field is silently ignored by vLLM 0.32: the same request with it is unconstrained)."""
+    import re
+
+    import autocog
+
+    prompt, pattern = "The capital of France is", r"zq[0-9]{3}-(xk|vv)"
+    free = api.complete(prompt, max_tokens=12)
+    assert not re.search(pattern, free)
+    text = autocog.generate(api, autocog.Regex(pattern), prompt, max_tokens=12)
+    assert re.fullmatch(pattern, text), text
+    body = {"model": "smollm2", "prompt": prompt, "max_tokens": 12, "temperature": 0}
+    plain = vllm_server.post("/v1/completions", body)["choices"][0]["text"]
+    old = vllm_server.post("/v1/completions", dict(body, guided_regex=pattern))["choices"][0]["text"]
+    assert old == plain and not re.search(pattern, old)
+
+
+@pytest.mark.parametrize("k", [0, 1, 2, 3, 4])
+def test_structured_choice_equals_choose(api, k):
+    import autocog
+
+    prompt, choices, _ = EASY_FACTS[k]
+    assert autocog.generate(api, choices, prompt) == choices[api.choose(prompt, choices)]
+
+
+def test_structured_grammar(api):
+    import re
+
+    import autocog
+
+    text = autocog.generate(api, autocog.Lark('start: "color: " ("red" | "green" | "blue")'), "Sky:", max_tokens=8)
+    assert re.fullmatch(r"color: (red|green|blue)", text), text
+    text = autocog.generate(api, autocog.GBNF('root ::= "size: " [0-9] [0-9]'), "Box:", max_tokens=8)
+    assert re.fullmatch(r"size: [0-9]{2}", text), text
+
+
+def test_structured_on_the_chat_endpoint(vllm_server):
+    """``chat=True``: ``/chat/completions`` with the same ``structured_outputs`` field and the bare user text."""
+    import re
+
+    import autocog
+    from test_generate import US_PHONE, Client
+
+    lm = OpenAI(base_url=vllm_server.base_url, api_key="none", chat=True)
+    client = autocog.generate(lm, Client, "Create a client profile with the fields name, phone_number, and "
+                              "zip_code", max_tokens=96)
+    assert isinstance(client, Client) and client.name  # the name's content is the chat model's own choice
+    assert re.fullmatch(US_PHONE, client.phone_number) and re.fullmatch(r"\d{5}", client.zip_code)
+    assert re.fullmatch(r"[0-9]{3}", autocog.generate(lm, autocog.Regex(r"[0-9]{3}"), "Say hello.", max_tokens=8))
+    lm.close()
