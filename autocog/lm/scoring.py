@@ -34,6 +34,7 @@ import numpy as np
 
 from .chat import check_messages, is_messages
 from .errors import AutoCogError, InvalidPromptError
+from .greedy import common_prefix_length
 from .lm import ChoiceResult, check_choices, check_normalization, check_prior, normalize_scores
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -181,13 +182,10 @@ def _unconditional(lm: Any, checked: list[CheckedRequest], jobs: list[TreeJob], 
 def shared_prefix(jobs: Sequence[TreeJob]) -> int:
     """Length of the token prefix every job's prompt shares, leaving each prompt at least its last token
     (batch primitives evaluate it once)."""
+    first = jobs[0][0]
     shared = min(len(prompt_tokens) for prompt_tokens, _ in jobs) - 1
-    first = list(jobs[0][0])
     for prompt_tokens, _ in jobs[1:]:
-        n = 0
-        while n < shared and prompt_tokens[n] == first[n]:
-            n += 1
-        shared = n
+        shared = min(shared, common_prefix_length(first, prompt_tokens))
     return max(shared, 0)
 
 
