@@ -18,7 +18,8 @@ The three request types:
   examples) and the shared tokens of the continuations are evaluated once. The boundary is lm-eval's: trailing
   whitespace of the context moves to the front of the continuation (autocog's convention too); an empty
   context is conditioned on BOS (else EOS). Returns ``(log P(continuation | context), is_greedy)``;
-  ``is_greedy`` is exact: every continuation token is the argmax of the model's next-token row. A
+  ``is_greedy`` is exact: every continuation token is the argmax of the model's next-token row (read from
+  the rows the tree pass computes anyway, `ChoiceResult.greedy`; backends without rows decode greedily). A
   context plus continuation longer than the model's context is a ``ContextLengthError`` (lm-eval's
   ``hf`` cuts the context from the left instead).
 * ``loglikelihood_rolling`` (text,): the text's tokens (no special token added) conditioned on BOS
@@ -158,7 +159,9 @@ class AutocogLM(HarnessLM):
             results = choice_distributions(self.lm, [c for c, _ in part], [conts for _, conts in part],
                                            normalization="sum", batch_size=self.batch_size, progress=False)
             for (context, conts), result in zip(part, results):
-                flags = self._greedy_flags(context, conts, result.token_logprobs)
+                flags = result.greedy  # from the rows the tree pass computed anyway
+                if flags is None:
+                    flags = self._greedy_flags(context, conts, result.token_logprobs)
                 for continuation, logprob, flag in zip(conts, result.logprobs, flags):
                     answers[(context, continuation)] = (float(logprob), bool(flag))
                 bar.update(1)

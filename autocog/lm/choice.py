@@ -50,6 +50,7 @@ class TokenChoiceTree:
         self.nodes: list[TreeNode] = []
         self.roots: dict[int, int] = {}
         self.paths: list[list[int]] = []  # node indices of each choice, root to end
+        self.row_argmax: dict[int, int] = {}  # a scored row (-1: after the prompt, else an inner node) -> its argmax
         for j, tokens in enumerate(token_lists):
             if len(tokens) == 0:
                 raise InvalidChoicesError(f"choice {j} has no tokens")
@@ -117,6 +118,33 @@ class TokenChoiceTree:
             raise ValueError(f"expected {len(self.nodes)} log-probs, got {len(logprobs)}")
         for node, lp in zip(self.nodes, logprobs):
             node.logprob = float(lp)
+
+    def record_argmax(self, rows: Sequence[int], tokens: Sequence[int]) -> None:
+        """Note the argmax token of next-token rows a backend computed (row -1: after the prompt, else after
+        an inner node), for `greedy_choices`."""
+        for row, token in zip(rows, tokens):
+            self.row_argmax[int(row)] = int(token)
+
+    def greedy_choices(self) -> Optional[list[bool]]:
+        """Whether each choice is the model's greedy continuation (every token the argmax of its row, lm-eval's
+        ``is_greedy``); None when the backend did not report the argmax of a row this needs.
+
+        >>> tree = TokenChoiceTree([[5, 7], [9]]); tree.record_argmax([-1, 0], [5, 8]); tree.greedy_choices()
+        [False, False]
+        """
+        out = []
+        for path in self.paths:
+            greedy = True
+            for index in path:
+                node = self.nodes[index]
+                argmax = self.row_argmax.get(node.parent)
+                if argmax is None:
+                    return None
+                if argmax != node.token:
+                    greedy = False
+                    break
+            out.append(greedy)
+        return out
 
     def choice_logprobs(self, logprobs: Optional[Sequence[float]] = None) -> list[list[float]]:
         """Per-choice lists of token log-probs, read along each choice's path."""
@@ -275,10 +303,12 @@ class ChoiceLM(GreedyLM):
         """Log-prob of every node of ``tree`` after ``prompt_tokens`` (generic: one `greedy_impl` per inner node)."""
         out = np.empty(len(tree.nodes), dtype=np.float64)
         first = self.greedy_impl(list(prompt_tokens))
+        tree.record_argmax([-1], [int(np.argmax(first))])
         for index in tree.roots.values():
             out[index] = first[tree.nodes[index].token]
         for parent in tree.internal_nodes():
             logprobs = self.greedy_impl(list(prompt_tokens) + tree.path_tokens(parent))
+            tree.record_argmax([parent], [int(np.argmax(logprobs))])
             for child in tree.nodes[parent].children.values():
                 out[child] = logprobs[tree.nodes[child].token]
         return out

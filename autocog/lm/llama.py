@@ -407,6 +407,7 @@ class LLaMa(ChoiceLM):
         out = np.full(len(tree.nodes), np.nan, dtype=np.float64)
         first = cache.extend(prompt_tokens)
         norm = _row_logsumexp(first[None])[0]
+        tree.record_argmax([-1], [int(np.argmax(first))])
         for index in tree.roots.values():
             out[index] = float(first[tree.nodes[index].token]) - norm
         if not tree.internal_nodes():
@@ -504,13 +505,14 @@ class LLaMa(ChoiceLM):
                     wanted = [c for c in node.children.values() if np.isnan(out[c])]
                     batch.logits[row] = 1 if wanted else 0
                     if wanted:
-                        outputs.append((row, wanted))
+                        outputs.append((row, index, wanted))
                 batch.struct.n_tokens = len(part)
                 cache.decode()
                 if outputs:
-                    rows = np.stack([cache.logits(row) for row, _ in outputs])
+                    rows = np.stack([cache.logits(row) for row, _, _ in outputs])
                     norms = _row_logsumexp(rows)
-                    for k, (_, children) in enumerate(outputs):
+                    tree.record_argmax([index for _, index, _ in outputs], rows.argmax(axis=1).tolist())
+                    for k, (_, _, children) in enumerate(outputs):
                         for child in children:
                             out[child] = float(rows[k, tree.nodes[child].token]) - norms[k]
         finally:

@@ -177,8 +177,10 @@ class PackedDecode:
             return
         rows = np.stack([cache.logits(row) for row, _ in outputs])
         norms = _row_logsumexp(rows)
+        argmax = rows.argmax(axis=1)
         for r, (_, (k, index)) in enumerate(outputs):
             tree, out = self.plans[k].tree, self.out[k]
+            tree.record_argmax([index], [int(argmax[r])])
             children = tree.roots.values() if index < 0 else tree.nodes[index].children.values()
             for child in children:
                 out[child] = float(rows[r, tree.nodes[child].token]) - norms[r]

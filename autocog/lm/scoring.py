@@ -145,7 +145,7 @@ def score_trees(lm: Any, requests: Sequence[ScoreRequest], evaluate: Optional[Ev
     for k, (c, (_, tree), lp) in enumerate(zip(checked, jobs, logprobs)):
         tree.set_logprobs(lp)
         results.append(finish(c, tree.choice_logprobs(), unconditional.get(k), tree=tree, strategy=strategy,
-                              info=dict(info)))
+                              info=dict(info), greedy=tree.greedy_choices()))
     return results
 
 

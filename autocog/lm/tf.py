@@ -302,6 +302,7 @@ class TfLM(ChoiceLM):
             rows = cache.last_logits.new_empty((0, cache.last_logits.shape[-1]))
         logprobs = torch.log_softmax(torch.cat([cache.last_logits.float()[None], rows.float()]), dim=-1)
         # row 0: after the prompt; row 1 + k: after internal node internal[k]
+        tree.record_argmax([-1] + internal, logprobs.argmax(dim=-1).tolist())
         row_of = {node: k + 1 for k, node in enumerate(internal)}
         parent_rows = torch.tensor([row_of[n.parent] if n.parent >= 0 else 0 for n in tree.nodes],
                                    device=logprobs.device)
@@ -408,6 +409,7 @@ class TfLM(ChoiceLM):
                     row_of = {node: k + 1 for k, node in enumerate(inner)}
                     parent_rows = [row_of[n.parent] if n.parent >= 0 else 0 for n in tree.nodes]
                     lp = torch.log_softmax(logits[a, :1 + len(inner)].float(), dim=-1)
+                    tree.record_argmax([-1] + inner, lp.argmax(dim=-1).tolist())
                     picked = lp[torch.tensor(parent_rows, device=lp.device), torch.tensor(tree.tokens, device=lp.device)]
                     results.append(picked.double().cpu().numpy())
         except BaseException:

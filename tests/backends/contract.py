@@ -207,6 +207,30 @@ class ScoringContract:
             assert lm.choose(prompt, choices, normalization=normalization, end=end) == one.index
             assert_logprobs_close(lm.choice_logprobs(prompt, choices, end=end), one.token_logprobs, self.batch_atol)
 
+    reports_greedy = True  # local backends see every row, so ChoiceResult.greedy is never None
+
+    def test_greedy_flags_match_the_argmax_of_every_row(self, lm):
+        prompt = "Question: What is the capital of France?\nAnswer:"
+        ids = lm.tokenize(prompt, bos=True)
+        greedy_tokens: list[int] = []
+        for _ in range(3):
+            greedy_tokens.append(int(np.argmax(lm.greedy(ids + greedy_tokens))))
+        while len(greedy_tokens) > 1 and lm.tokenize(lm.detokenize(greedy_tokens)) != greedy_tokens:
+            greedy_tokens.pop()  # a text whose tokens are the greedy ones (random models emit odd pieces)
+        decoded = lm.detokenize(greedy_tokens)
+        choices = [decoded, decoded[:-1] or decoded + "x", " Paris", " the quick brown", "1"]
+        choices = list(dict.fromkeys(c for c in choices if c))
+        expected = []
+        for text in split_boundary(prompt, choices)[1]:
+            tokens = lm.tokenize(text)
+            expected.append(all(int(np.argmax(lm.greedy(ids + tokens[:k]))) == t for k, t in enumerate(tokens)))
+        for result in (lm.choice_distribution(prompt, choices),
+                       list(score(lm, [ScoreRequest("x", [" a", " b"]), ScoreRequest(prompt, choices)]))[1]):
+            if result.greedy is None and not self.reports_greedy:
+                continue
+            assert result.greedy == expected
+        assert any(expected), "the model's own greedy continuation must be flagged greedy"
+
     # --- normalization and priors, once, after the model --------------------------------------------
     def test_normalizations(self, lm, reference):
         prompt, choices = "go:", [" a", " the quick", " 10"]
