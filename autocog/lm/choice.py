@@ -18,7 +18,7 @@ from .lm import ChoiceResult, check_choices, check_context, split_boundary
 from .scoring import ScoreRequest, TreeJob, score_trees
 
 
-@dataclass
+@dataclass(slots=True)
 class TreeNode:
     """One token of the trie. ``parent`` is the index of the parent node, -1 under the root;
     ``depth`` is 1 for the first token of a choice; ``ends`` lists the choices whose last token this is."""
