@@ -156,6 +156,8 @@ class ScoringContract:
         assert_logprobs_close(lm.choice_logprobs(prompt, choices), reference(prompt, choices), self.atol)
 
     # --- bad input: typed errors, before any model call ----------------------------------------------
+    context_known_to_server_only = False  # a server's context length: it refuses the request, unevaluated
+
     @pytest.mark.parametrize("prompt, choices, kwargs, error, words", BAD_INPUTS)
     def test_bad_input_fails_before_any_model_call(self, lm, prompt, choices, kwargs, error, words):
         before = self.model_calls(lm)
@@ -163,7 +165,8 @@ class ScoringContract:
             lm.choose(prompt, choices, **kwargs)
         with pytest.raises(error, match=words):
             list(score(lm, [ScoreRequest(prompt, choices, **kwargs)]))
-        assert self.model_calls(lm) == before
+        if not (error is ContextLengthError and self.context_known_to_server_only):
+            assert self.model_calls(lm) == before
         assert lm.choose("x", [" a", " b"]) in (0, 1)  # still usable afterwards
 
     def test_one_bad_request_fails_its_batch_before_any_model_call(self, lm):
@@ -211,6 +214,9 @@ class ScoringContract:
 
     def test_greedy_flags_match_the_argmax_of_every_row(self, lm):
         prompt = "Question: What is the capital of France?\nAnswer:"
+        if not self.reports_greedy:  # a backend without the rows says so: None, never a guess
+            assert lm.choice_distribution(prompt, [" Paris", " Rome"]).greedy is None
+            return
         ids = lm.tokenize(prompt, bos=True)
         greedy_tokens: list[int] = []
         for _ in range(3):
@@ -226,8 +232,6 @@ class ScoringContract:
             expected.append(all(int(np.argmax(lm.greedy(ids + tokens[:k]))) == t for k, t in enumerate(tokens)))
         for result in (lm.choice_distribution(prompt, choices),
                        list(score(lm, [ScoreRequest("x", [" a", " b"]), ScoreRequest(prompt, choices)]))[1]):
-            if result.greedy is None and not self.reports_greedy:
-                continue
             assert result.greedy == expected
         assert any(expected), "the model's own greedy continuation must be flagged greedy"
 

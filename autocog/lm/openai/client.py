@@ -24,13 +24,11 @@ from ..lm import (
     LM,
     ChoiceResult,
     Stop,
-    check_choices,
-    check_normalization,
     check_prompt,
     normalize_scores,
     split_boundary,
 )
-from ..scoring import ScoreRequest
+from ..scoring import ScoreRequest, check_request, check_requests
 from .capabilities import Capabilities
 from .chat import Chat, renders_prompt
 from .descent import Descent
@@ -259,9 +257,9 @@ class OpenAI(Chat, Requests, Capabilities, LM):
         """
         if kwargs:
             raise TypeError(f"unexpected argument(s) to choose: {', '.join(kwargs)}")
-        normalization = check_normalization(normalization or self.default_normalization)
-        check_prompt(prompt)
-        choices = check_choices(choices)
+        check_prompt(prompt)  # messages were rendered before this point (`Chat`)
+        checked = check_request(self, ScoreRequest(prompt, choices, normalization, end), render=False)
+        normalization, choices = checked.normalization, checked.choices
         strategy = strategy or self.strategy
         if strategy not in STRATEGIES:
             raise ValueError(f"unknown strategy {strategy!r}: expected one of {', '.join(STRATEGIES)}")
@@ -334,6 +332,7 @@ class OpenAI(Chat, Requests, Capabilities, LM):
         requests = list(requests)
         if not requests:
             return []
+        check_requests(self, requests, render=False)  # a bad request fails the batch before any request is sent
         by_ids = score_requests(self, requests)  # vLLM: several prompts per request (`autocog.lm.openai.ids`)
         if by_ids is not None:
             return by_ids

@@ -24,11 +24,13 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Callable, Optional
 from urllib.parse import urlsplit, urlunsplit
 
-from ..errors import MalformedResponseError, RequestFailedError, RetryExhaustedError
+from ..errors import ContextLengthError, MalformedResponseError, RequestFailedError, RetryExhaustedError
 
 log = logging.getLogger("autocog.lm.openai")
 
 RETRY_STATUSES = frozenset({408, 409, 429})
+# How servers word a prompt longer than the context (OpenAI and vLLM: context_length_exceeded; llama_cpp.server).
+CONTEXT_WORDS = ("context_length_exceeded", "maximum context length", "exceeds the context")
 # The counter of the call in progress in this context (one `choice_distribution`), besides the instance's.
 CALL_COUNTER: contextvars.ContextVar = contextvars.ContextVar("autocog_openai_call", default=None)
 
@@ -160,6 +162,9 @@ class Transport:
             detail = self.redact(excerpt(error_body(error)))
             # A server that cannot decode UTF-8 (llama_cpp.server detokenizing part of a character) will not do
             # better on a retry.
+            if status == 400 and any(w in detail for w in CONTEXT_WORDS):
+                raise ContextLengthError(f"{what} refused by {self.base_url}: the prompt does not fit the model's "
+                                         f"context: {detail}") from None
             if not (status in RETRY_STATUSES or status >= 500) or not retry or "codec can't decode" in detail:
                 raise RequestFailedError(
                     f"{what} failed on {self.base_url} for model {self.model()!r}: HTTP {status}: {detail}",
