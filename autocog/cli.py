@@ -24,6 +24,10 @@ package, a backend failure); 2 bad arguments (unknown option, missing or malform
 choices); 130 interrupted. Errors are one line on stderr, ``autocog COMMAND: error: ...``; ``--debug``
 (or ``AUTOCOG_DEBUG=1``) adds the traceback.
 
+The commands live in `autocog.cli_lm` (complete, choose, run), `autocog.cli_eval` (eval, search, lm-eval),
+`autocog.cli_bench` and `autocog.cli_gguf`; the shared pieces (parser, argument types, `load_lm`) in
+`autocog.cli_base`. Every public name stays importable from here.
+
 >>> main(["choose", "--model", "tiny-dir", "Q: 2+2?\\nA:", " 4", " 5"])     # doctest: +SKIP
 """
 
