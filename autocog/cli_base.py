@@ -133,6 +133,7 @@ def load_lm(args: argparse.Namespace):
 
 
 def write_json(data: Any, target: str) -> None:
+    """Indented JSON to ``target``: standard output for ``-``, else the file (named on stderr)."""
     text = json.dumps(data, indent=2, default=float)
     if target == "-":
         print(text)
@@ -142,5 +143,6 @@ def write_json(data: Any, target: str) -> None:
 
 
 def one_line(error: BaseException) -> str:
+    """The first line of an error's message, white space folded (the class name when it has none)."""
     text = " ".join(str(error).split("\n")[0].split()) or type(error).__name__
     return text
