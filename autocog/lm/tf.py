@@ -5,6 +5,7 @@ programs and decoding loops only pay for new tokens; `evaluate_tree` scores the 
 forward pass over the cached prompt, with a 4D tree attention mask (each trie token sees the prompt and
 its own ancestors) and depth-based position ids; `evaluate_trees` scores many prompts' tries in one
 forward pass (`TfLM.packed_pass`): the prefix all of them share is evaluated once, in the prefix cache.
+The cache itself is `autocog.lm.tf_cache`.
 """
 
 from __future__ import annotations
@@ -16,12 +17,14 @@ import numpy as np
 
 from .choice import ChoiceLM, TokenChoiceTree
 from .errors import ModelNotFoundError, missing_backend
-from .greedy import common_prefix_length
 from .scoring import TreeJob, shared_prefix
-
+from .tf_cache import PrefixCache, cache_kwarg, output_cache
 
 DEFAULT_MAX_BATCH_TOKENS = 4096  # rows x padded row length of one packed pass
 LOGITS_BUDGET_BYTES = 512 * 2**20  # at most this much float32 logits per packed pass (batches shrink)
+
+__all__ = ["TfLM", "PrefixCache", "cache_kwarg", "output_cache", "packed_layout", "DEFAULT_MAX_BATCH_TOKENS",
+           "LOGITS_BUDGET_BYTES"]
 
 
 def _require_torch():
@@ -31,87 +34,6 @@ def _require_torch():
     except ImportError as error:
         raise missing_backend(getattr(error, "name", None) or "transformers", "transformers") from error
     return torch, transformers
-
-
-def cache_kwarg(model) -> str:
-    """The name under which the model's forward takes a KV cache (``cache`` since transformers 5.x,
-    ``past_key_values`` before)."""
-    import inspect
-
-    try:
-        params = inspect.signature(model.forward).parameters
-    except (TypeError, ValueError):  # pragma: no cover
-        return "past_key_values"
-    return "cache" if "cache" in params else "past_key_values"
-
-
-def output_cache(out):
-    """The KV cache of a forward pass's output, under either name."""
-    kv = getattr(out, "cache", None)
-    return kv if kv is not None else out.past_key_values
-
-
-class PrefixCache:
-    """The KV cache of the last token sequence a model evaluated, and the logits at its last position.
-
-    `extend(tokens)` returns the last-position logits of ``tokens``, reusing the KV of the longest common
-    prefix with the previous sequence. Any failure resets it, so it never holds a stale state.
-    """
-
-    def __init__(self, model):
-        self.model = model
-        self.cache_kwarg = cache_kwarg(model)
-        self.reset()
-
-    def reset(self) -> None:
-        self.tokens: list[int] = []
-        self.kv = None
-        self.last_logits = None
-        self.evaluated = 0  # tokens run through the model since creation (for accounting)
-
-    def truncate(self, keep: int) -> None:
-        if self.kv is not None and self.kv.get_seq_length() > keep:
-            # negative = number of tokens to drop (transformers 4.x and 5.x agree on this form)
-            self.kv.crop(keep - self.kv.get_seq_length())
-        if len(self.tokens) > keep:
-            self.tokens = self.tokens[:keep]
-            self.last_logits = None
-
-    def reusable(self, tokens: list[int]) -> int:
-        """Drop what ``tokens`` cannot reuse; return how many of its tokens stay cached. All of them only when
-        the last logits are known too, else at least one token is left to run."""
-        common = common_prefix_length(self.tokens, tokens)
-        if common == len(tokens) == len(self.tokens) and self.last_logits is not None:
-            return common
-        keep = min(common, len(tokens) - 1)
-        self.truncate(keep)
-        return keep
-
-    def run(self, tokens: list[int], keep: int, **model_kwargs):
-        """Feed ``tokens[keep:]`` (plus whatever ``model_kwargs`` adds) on top of the cached ``tokens[:keep]``."""
-        import torch
-
-        try:
-            with torch.inference_mode():
-                out = self.model(**{self.cache_kwarg: self.kv if keep else None}, use_cache=True, **model_kwargs)
-        except BaseException:
-            self.reset()
-            raise
-        self.kv = output_cache(out)
-        self.tokens = list(tokens)
-        return out
-
-    def extend(self, tokens: list[int]):
-        import torch
-
-        keep = self.reusable(tokens)
-        if keep == len(tokens):
-            return self.last_logits
-        new = torch.tensor([tokens[keep:]], dtype=torch.long, device=self.model.device)
-        out = self.run(tokens, keep, input_ids=new, logits_to_keep=1)
-        self.evaluated += new.shape[1]
-        self.last_logits = out.logits[0, -1]
-        return self.last_logits
 
 
 class TfLM(ChoiceLM):
@@ -363,27 +285,8 @@ class TfLM(ChoiceLM):
         shared = shared_prefix(jobs)
         suffixes = [prompt_tokens[shared:] for prompt_tokens, _ in jobs]
         inners = [tree.internal_nodes() for _, tree in jobs]
-        last = max(len(x) for x in suffixes) - 1            # the column of every prompt's last token
-        width = last + 1 + max(len(inner) for inner in inners)
-        n_rows = len(jobs)
-        ids = np.zeros((n_rows, width), dtype=np.int64)
-        positions = np.zeros((n_rows, width), dtype=np.int64)
-        allowed = np.zeros((n_rows, width, shared + width), dtype=bool)
-        for a, ((_, tree), suffix, inner) in enumerate(zip(jobs, suffixes, inners)):
-            n_suffix, n_inner = len(suffix), len(inner)
-            begin, nodes = last + 1 - n_suffix, last + 1            # first suffix column, first trie column
-            ids[a, begin:nodes] = suffix
-            ids[a, nodes:nodes + n_inner] = [tree.nodes[i].token for i in inner]
-            positions[a, begin:nodes] = shared + np.arange(n_suffix)
-            positions[a, nodes:nodes + n_inner] = shared + n_suffix + tree.depths[inner] - 1
-            rows = allowed[a]
-            rows[begin:nodes + n_inner, :shared] = True                                    # the shared prefix
-            rows[begin:nodes, shared + begin:shared + nodes] = np.tril(np.ones((n_suffix, n_suffix), dtype=bool))
-            rows[nodes:nodes + n_inner, shared + begin:shared + nodes] = True             # trie sees the prompt
-            rows[nodes:nodes + n_inner, shared + nodes:shared + nodes + n_inner] = \
-                tree.ancestor_mask()[np.ix_(inner, inner)]
-            pads = np.r_[0:begin, nodes + n_inner:width]
-            rows[pads, shared + pads] = True                                               # padding sees itself
+        ids, positions, allowed, last = packed_layout(jobs, shared, suffixes, inners)
+        n_rows, width = ids.shape
         n_columns = width - last  # logits kept: every prompt's last token, then the inner nodes (all needed)
 
         cache, device, dtype = self.cache, self.model.device, self.model.dtype
@@ -418,3 +321,32 @@ class TfLM(ChoiceLM):
         cache.evaluated += int(sum(len(x) + len(inner) for x, inner in zip(suffixes, inners)))
         return results
 
+
+def packed_layout(jobs: Sequence[TreeJob], shared: int, suffixes: Sequence[list[int]],
+                  inners: Sequence[list[int]]) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
+    """The inputs of `TfLM.packed_pass`: ``ids`` and ``positions`` (rows x columns), ``allowed`` (rows x columns
+    x (``shared`` + columns): which key each query sees) and ``last``, the column of every prompt's last token.
+    ``suffixes[a]``: job a's prompt tokens after the ``shared`` prefix; ``inners[a]``: its trie's inner nodes.
+    A row is left padding, the suffix, then the inner nodes; padding sees only itself."""
+    last = max(len(x) for x in suffixes) - 1            # the column of every prompt's last token
+    width = last + 1 + max(len(inner) for inner in inners)
+    n_rows = len(jobs)
+    ids = np.zeros((n_rows, width), dtype=np.int64)
+    positions = np.zeros((n_rows, width), dtype=np.int64)
+    allowed = np.zeros((n_rows, width, shared + width), dtype=bool)
+    for a, ((_, tree), suffix, inner) in enumerate(zip(jobs, suffixes, inners)):
+        n_suffix, n_inner = len(suffix), len(inner)
+        begin, nodes = last + 1 - n_suffix, last + 1            # first suffix column, first trie column
+        ids[a, begin:nodes] = suffix
+        ids[a, nodes:nodes + n_inner] = [tree.nodes[i].token for i in inner]
+        positions[a, begin:nodes] = shared + np.arange(n_suffix)
+        positions[a, nodes:nodes + n_inner] = shared + n_suffix + tree.depths[inner] - 1
+        rows = allowed[a]
+        rows[begin:nodes + n_inner, :shared] = True                                    # the shared prefix
+        rows[begin:nodes, shared + begin:shared + nodes] = np.tril(np.ones((n_suffix, n_suffix), dtype=bool))
+        rows[nodes:nodes + n_inner, shared + begin:shared + nodes] = True             # trie sees the prompt
+        rows[nodes:nodes + n_inner, shared + nodes:shared + nodes + n_inner] = \
+            tree.ancestor_mask()[np.ix_(inner, inner)]
+        pads = np.r_[0:begin, nodes + n_inner:width]
+        rows[pads, shared + pads] = True                                               # padding sees itself
+    return ids, positions, allowed, last
