@@ -10,15 +10,11 @@ import gzip
 import hashlib
 import json
 import logging
-import os
 import socket
-import subprocess
 import sys
-import tempfile
 import threading
 import time
 import traceback
-import urllib.request
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
@@ -35,78 +31,22 @@ from autocog.lm.errors import (
     TokenizerMismatchError,
 )
 from conftest import EASY_FACTS
+from llama_server import LlamaServer
 
 openai = pytest.importorskip("openai")
 from autocog.lm.openai import OpenAI  # noqa: E402
 
 KEY = "sk-test-DO-NOT-LEAK-0123456789"
-DIRECT = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # loopback: no proxy
 
 
 # ------------------------------------------------------------------------------------------------------
 # llama_cpp.server fixtures
 # ------------------------------------------------------------------------------------------------------
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-class LlamaServer:
-    """``python -m llama_cpp.server`` on a free loopback port, ready once ``GET /v1/models`` answers."""
-
-    def __init__(self, model_path, n_ctx=2048, ready_timeout=180.0):
-        pytest.importorskip("llama_cpp.server")
-        self.port = free_port()
-        self.base_url = f"http://127.0.0.1:{self.port}/v1"
-        self.log = tempfile.NamedTemporaryFile(prefix="llama-server-", suffix=".log", delete=False)
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "llama_cpp.server", "--model", str(model_path), "--host", "127.0.0.1",
-             "--port", str(self.port), "--n_ctx", str(n_ctx), "--verbose", "false"],
-            stdout=self.log, stderr=subprocess.STDOUT)
-        deadline = time.monotonic() + ready_timeout
-        while True:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"llama_cpp.server exited ({self.process.returncode}):\n{self.tail()}")
-            try:
-                with DIRECT.open(self.base_url + "/models", timeout=2) as answer:
-                    if answer.status == 200:
-                        return
-            except OSError:
-                pass
-            if time.monotonic() > deadline:
-                self.stop()
-                raise RuntimeError(f"llama_cpp.server not ready after {ready_timeout} s:\n{self.tail()}")
-            time.sleep(0.2)
-
-    def tail(self) -> str:
-        return Path(self.log.name).read_text(errors="replace")[-3000:]
-
-    def stop(self) -> None:
-        self.process.terminate()
-        try:
-            self.process.wait(10)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait(10)
-        self.log.close()
-        os.unlink(self.log.name)
-
-
 @pytest.fixture(scope="module")
 def tiny_server():
     from autocog.models import tiny_llama_gguf
 
     server = LlamaServer(tiny_llama_gguf(), n_ctx=1024)
-    yield server
-    server.stop()
-
-
-@pytest.fixture(scope="module")
-def smol_server():
-    from autocog.models import smollm2_gguf
-
-    server = LlamaServer(smollm2_gguf())
     yield server
     server.stop()
 
