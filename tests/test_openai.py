@@ -6,6 +6,7 @@ answers, and stop it afterwards; everything else is local.
 """
 
 import base64
+import collections
 import gzip
 import hashlib
 import json
@@ -827,6 +828,30 @@ def test_client_passed_in_gets_no_retries_of_its_own(fault_server):
     with pytest.raises(RetryExhaustedError):
         complete(lm)
     assert len(server.requests) == 2  # ours: 1 + 1 retry; the client's 5 retries are off
+
+
+def test_structured_requests_are_counted(fault_server):
+    # Structured output goes through `post_json`: counted as completions/chat like every other request, in
+    # `lm.requests` and in a call's counter (what `result.info["requests"]` reads), not as "other".
+    import autocog
+    from autocog.lm.openai.transport import CALL_COUNTER
+
+    chat_answer = dict(COMPLETION, object="chat.completion", choices=[
+        {"index": 0, "message": {"role": "assistant", "content": " ok"}, "finish_reason": "stop"}])
+    server = fault_server(("json", 200, COMPLETION), ("json", 200, chat_answer))
+    spent = collections.Counter()
+    token = CALL_COUNTER.set(spent)
+    try:
+        lm = server.lm(server="vllm")
+        assert autocog.generate(lm, autocog.Regex(" ok"), "hi", max_tokens=2) == " ok"
+        chat = server.lm(server="vllm", chat=True)
+        assert autocog.generate(chat, autocog.Regex(" ok"), "hi", max_tokens=2) == " ok"
+    finally:
+        CALL_COUNTER.reset(token)
+    assert [path for path, _, _ in server.requests] == ["/v1/completions", "/v1/chat/completions"]
+    assert lm.requests["completions"] == 1 and chat.requests["chat"] == 1
+    assert lm.requests["other"] == chat.requests["other"] == 0
+    assert spent["completions"] == 1 and spent["chat"] == 1 and spent["attempts"] == 2
 
 
 def test_api_key_never_in_errors_or_logs(fault_server, caplog):

@@ -125,7 +125,8 @@ class Requests:
         return self.transport.post(url, body, retry, kind)
 
     def post_json(self, url: str, body: dict) -> Any:
-        """POST JSON with the retry policy (what the server tokenizers use)."""
+        """POST JSON with the retry policy (the server tokenizers, structured output); counted in ``requests``
+        by endpoint (``chat``, ``completions``, ``tokenize``...) like every other request."""
         return self.transport.post(url, body)
 
     def _map(self, fn: Any, items: list) -> list:

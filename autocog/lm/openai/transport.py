@@ -94,7 +94,7 @@ class Transport:
     def post(self, url: str, body: dict, retry: bool = True, kind: Optional[str] = None) -> Any:
         """POST JSON to ``url`` (absolute, or relative to ``base_url``) with the retry policy; decoded JSON."""
         if kind is None:
-            kind = "detokenize" if url.endswith("detokenize") else "tokenize" if url.endswith("tokenize") else "other"
+            kind = post_kind(url)
         return self.call(f"POST {url.rsplit('/', 1)[-1]}", kind, lambda t: self.client.post(
             url, body=body, cast_to=self.response_type, options={"timeout": t}), retry=retry)
 
@@ -209,6 +209,17 @@ def response_type() -> type:
         import httpx
 
         return httpx.Response
+
+
+def post_kind(url: str) -> str:
+    """The counter a POST to ``url`` goes to: ``chat`` and ``completions`` like the client's own requests (a
+    structured-output request is a completion), ``tokenize``/``detokenize``, else ``other``."""
+    path = url.rstrip("/")
+    for suffix, kind in (("chat/completions", "chat"), ("completions", "completions"), ("detokenize", "detokenize"),
+                         ("tokenize", "tokenize")):
+        if path.endswith(suffix):
+            return kind
+    return "other"
 
 
 def public_url(url: str) -> str:
