@@ -111,8 +111,6 @@ class OpenAI(Chat, Requests, Capabilities, LM):
         self.cache_size = int(cache_size)
         self._scored: OrderedDict = OrderedDict()  # (prompt, choice text) -> (pieces, log-probs), LRU
         self._lock = threading.RLock()
-        self._fresh_lock = threading.Lock()
-        self._last_prompt: Optional[str] = None  # the server's cached prompt, as far as this instance knows
         self._ambiguous: Optional[frozenset] = None
         self._vocab_lock = threading.Lock()
 
@@ -158,6 +156,8 @@ class OpenAI(Chat, Requests, Capabilities, LM):
         with self._lock:
             if self._server == "auto":
                 self._server = self._detect_server()
+            if self._server == "llama.cpp" and self.transport.serial is None:
+                self.transport.serialize()  # one request at a time (docs/openai.md, "Concurrency")
         return self._server
 
     @property

@@ -21,6 +21,7 @@ import threading
 import time
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import nullcontext
 from typing import Any, Callable, Optional
 from urllib.parse import urlsplit, urlunsplit
 
@@ -29,6 +30,8 @@ from ..errors import MalformedResponseError, RequestFailedError, RetryExhaustedE
 log = logging.getLogger("autocog.lm.openai")
 
 RETRY_STATUSES = frozenset({408, 409, 429})
+# Requests that leave a llama.cpp server's cached prompt as it was (the others make ``last_prompt`` unknown).
+CACHE_NEUTRAL = frozenset({"tokenize", "detokenize", "models", "probe"})
 # The counter of the call in progress in this context (one `choice_distribution`), besides the instance's.
 CALL_COUNTER: contextvars.ContextVar = contextvars.ContextVar("autocog_openai_call", default=None)
 
@@ -68,6 +71,17 @@ class Transport:
         self._resume_at = 0.0  # after a 429/503 or Retry-After, no thread sends before this time
         self.in_flight = 0
         self.max_in_flight = 0
+        # llama.cpp servers: every request under one lock (`serialize`), so that a cache reset and the request
+        # it prepares are adjacent on the server; ``last_prompt``: the prompt it last evaluated (None: unknown).
+        self.serial: Optional[threading.RLock] = None
+        self.last_prompt: Optional[str] = None
+
+    def serialize(self) -> None:
+        """From now on, one request at a time over all threads (llama.cpp servers evaluate one at a time anyway;
+        see docs/openai.md, "Concurrency"). Hold ``serial`` to keep several requests adjacent."""
+        with self._count_lock:
+            if self.serial is None:
+                self.serial = threading.RLock()
 
     def count(self, key: str) -> None:
         call = CALL_COUNTER.get()
@@ -102,13 +116,24 @@ class Transport:
         return self.call(f"GET {url}", kind, lambda t: self.client.get(
             url, cast_to=self.response_type, options={"timeout": t}))
 
-    def open(self, what: str, kind: str, send: Callable[[float], Any]) -> Any:
+    def open(self, what: str, kind: str, send: Callable[[float], Any], prompt: Optional[str] = None) -> Any:
         """`call` for an answer read later (a stream): what ``send(timeout)`` returns, not decoded."""
-        return self.call(what, kind, lambda t: Undecoded(send(t)))
+        return self.call(what, kind, lambda t: Undecoded(send(t)), prompt=prompt)
 
-    def call(self, what: str, kind: str, send: Callable[[float], Any], retry: bool = True) -> Any:
-        """Send with retries; the decoded JSON body. ``send(timeout)`` returns the raw HTTP response."""
+    def call(self, what: str, kind: str, send: Callable[[float], Any], retry: bool = True,
+             prompt: Optional[str] = None) -> Any:
+        """Send with retries; the decoded JSON body. ``send(timeout)`` returns the raw HTTP response.
+        ``prompt``: the text prompt of a completion (recorded as ``last_prompt`` once sent)."""
         self.count(kind)
+        if kind not in CACHE_NEUTRAL:
+            with self.serial or nullcontext():
+                self.last_prompt = None  # while in flight, and after a request that is not a text completion
+                answer = self._retried(what, kind, send, retry)
+                self.last_prompt = prompt
+                return answer
+        return self._retried(what, kind, send, retry)
+
+    def _retried(self, what: str, kind: str, send: Callable[[float], Any], retry: bool) -> Any:
         began = time.monotonic()
         delay = self.backoff
         attempts: list[str] = []
@@ -136,8 +161,9 @@ class Transport:
             delay *= 2
 
     def _send(self, what: str, send: Callable[[float], Any], timeout: float, retry: bool) -> Any:
-        """One attempt in one of the ``limit`` slots, after any pause a throttled answer asked for."""
-        with self._slots:
+        """One attempt in one of the ``limit`` slots, after any pause a throttled answer asked for (``serial``
+        before the slot, always in that order)."""
+        with self.serial or nullcontext(), self._slots:
             pause = self._resume_at - time.monotonic()
             if pause > 0:
                 time.sleep(pause)
