@@ -31,7 +31,7 @@ from autocog.lm.errors import (
     StrategyUnavailableError,
     TokenizerMismatchError,
 )
-from conftest import EASY_FACTS
+from conftest import EASY_FACTS, assert_logprobs_close
 from llama_server import LlamaServer
 
 openai = pytest.importorskip("openai")
@@ -218,11 +218,26 @@ def test_tiny_normalizations_equal_llama(tiny_api, tiny_local, normalization):
         assert result.index == reference.index
 
 
-def test_tiny_pmi_refused_after_an_empty_prompt(tiny_api):
-    # LLaMa's unconditional context is BOS alone; llama_cpp.server returns no log-probs after an empty prompt.
+def test_tiny_pmi_refused_after_an_empty_prompt(tiny_api, tiny_local):
+    # LLaMa's unconditional context is BOS alone, and so is OpenAI's (the server adds BOS: the empty prompt);
+    # llama_cpp.server returns no log-probs after BOS alone (it leaves BOS out of every list).
+    assert tiny_api.unconditional_prompt == ""
+    assert tiny_local.unconditional_tokens() == [tiny_api.tokenizer.bos_token_id] == [0]
     for strategy in ("echo", "descent"):
         with pytest.raises(StrategyUnavailableError, match="empty prompt"):
             tiny_api.choice_distribution("The", [" quick", " lazy"], normalization="pmi", strategy=strategy)
+
+
+def test_tiny_unconditional_prompt_overrides(tiny_server, tiny_local):
+    prompt, choices, context = "The quick brown fox jumps over the", [" lazy dog", " 10", " Paris"], "Once upon"
+    lm = OpenAI(model="tiny", base_url=tiny_server.base_url, unconditional_prompt=context)
+    given = tiny_local.choice_logprobs(prompt, choices)
+    after = tiny_local.choice_logprobs(context, choices)
+    for strategy in ("echo", "descent"):
+        r = lm.choice_distribution(prompt, choices, normalization="pmi", strategy=strategy)
+        assert_logprobs_close(r.unconditional_logprobs, after, atol=1e-3)
+        np.testing.assert_allclose(r.scores, [sum(g) - sum(a) for g, a in zip(given, after)], atol=1e-3, rtol=0)
+    lm.close()
 
 
 def test_tiny_echo_requests_no_text_already_scored(tiny_api, tiny_local):
@@ -557,6 +572,27 @@ def test_smol_concurrent_batch_equals_sequential(smol_server, smol_local):
     for r, request in zip(results[4], requests):  # LLaMa one choice at a time, as the boundary test above
         for got, want in zip(r.token_logprobs, expected[request.prompt]):
             np.testing.assert_allclose(got, want, atol=0.06, rtol=0)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("strategy", ["echo", "descent"])
+def test_smol_pmi_equals_llama(smol_server, smol_local, strategy):
+    # LLaMa's unconditional context is the model's BOS, <|im_start|> (id 1), which SmolLM2 does not put in front
+    # of prompts; OpenAI's default was the text "<|endoftext|>" (id 0, an EOS). Now the server is asked which
+    # token is BOS (it leaves BOS out of a forced token's log-probs) and the same context is sent as text.
+    assert smol_local.unconditional_tokens() == [1]
+    lm = OpenAI(model="smollm2", base_url=smol_server.base_url)
+    assert lm.unconditional_prompt == "<|im_start|>" and lm._server_bos == 1
+    for prompt, choices in (BOUNDARY_CASES[0], EASY_FACTS[5][:2]):
+        expected = smol_local.choice_distribution(prompt, choices, normalization="pmi")
+        r = lm.choice_distribution(prompt, choices, normalization="pmi", strategy=strategy)
+        # Q4 rounding with the batch's shape, as in test_smol_boundary_tokens_equal_llama (LLaMa's trie batch)
+        atol = 0.06 if strategy == "echo" else 0.1
+        for got, want in zip(r.unconditional_logprobs, expected.unconditional_logprobs):
+            np.testing.assert_allclose(got, want, atol=atol, rtol=0)
+        np.testing.assert_allclose(r.scores, expected.scores, atol=2 * atol, rtol=0)
+        assert r.index == expected.index
+    lm.close()
 
 
 @pytest.mark.slow

@@ -37,6 +37,7 @@ from .descent import Descent
 from .echo import EchoScorer
 from .ids import score_requests, strategy_reason
 from .requests import Requests
+from .special import unconditional_text
 from .stops import apply_stops, complete
 from .tokenizers import LlamaCppServerTokenizer, Tokenizer, VllmServerTokenizer, as_tokenizer, tiktoken_tokenizer
 from .transport import CALL_COUNTER, Transport, excerpt
@@ -279,6 +280,8 @@ class OpenAI(Chat, Requests, Capabilities, LM):
         requested = strategy
         strategy = self._pick_strategy(strategy)  # probes the server on first use (not counted below)
         self.ambiguous_texts()  # reads a llama.cpp server's token names on first use (not counted below)
+        if normalization == "pmi":
+            _ = self.unconditional_prompt  # finds the model's BOS/EOS on first use (not counted below)
         spent: Counter = Counter()
         token = CALL_COUNTER.set(spent)  # this call's requests, whatever else runs at the same time
         try:
@@ -351,14 +354,11 @@ class OpenAI(Chat, Requests, Capabilities, LM):
 
     @property
     def unconditional_prompt(self) -> str:
-        """The context of an unconditional score (``pmi``): the empty prompt when the server adds BOS, else
-        ``<|endoftext|>`` (override with ``unconditional_prompt=``)."""
+        """The context of an unconditional score (``pmi``), as the local backends: the model's BOS, else its EOS,
+        as text (``""`` when the server adds BOS; `autocog.lm.openai.special`); ``unconditional_prompt=``
+        overrides it."""
         if self._unconditional is None:
-            tok = self.tokenizer
-            prefix = getattr(tok, "special_prefix", None)
-            if prefix is not None:
-                prefix()
-            self._unconditional = "" if tok.bos_token_id is not None else "<|endoftext|>"
+            self._unconditional = unconditional_text(self)
         return self._unconditional
 
     def _pick_strategy(self, strategy: str) -> str:
