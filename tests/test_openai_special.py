@@ -99,3 +99,18 @@ def test_vllm_reads_tokenizer_info(info, expected):
 def test_vllm_without_tokenizer_info_says_how_to_fix_it():
     with pytest.raises(StrategyUnavailableError, match="--enable-tokenizer-info-endpoint"):
         unconditional_text(FakeLM("vllm", info=None))
+
+
+def test_openai_package_modules_and_functions_stay_small():
+    # How we like code: modules under ~400 lines, functions under ~80 (client.py was 421 lines).
+    import ast
+    from pathlib import Path
+
+    import autocog.lm.openai as package
+
+    for path in sorted(Path(package.__file__).parent.glob("*.py")):
+        source = path.read_text()
+        assert source.count("\n") <= 400, path.name
+        for node in ast.walk(ast.parse(source)):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                assert node.end_lineno - node.lineno < 80, f"{path.name}: {node.name}"

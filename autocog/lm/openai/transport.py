@@ -1,4 +1,5 @@
-"""Sending requests to an OpenAI-compatible server: the ``openai`` client, bounded retries, counters, redaction.
+"""Sending requests to an OpenAI-compatible server: the ``openai`` client (`make_client`), bounded retries,
+counters, redaction.
 
 `Transport.call` sends one request with the retry policy of docs/openai.md ("Faults"): 408, 409, 429, 5xx,
 timeouts and dropped connections are retried with exponential backoff (``Retry-After`` honored up to
@@ -16,6 +17,7 @@ from __future__ import annotations
 import contextvars
 import json
 import logging
+import os
 import random
 import threading
 import time
@@ -25,7 +27,7 @@ from contextlib import nullcontext
 from typing import Any, Callable, Optional
 from urllib.parse import urlsplit, urlunsplit
 
-from ..errors import MalformedResponseError, RequestFailedError, RetryExhaustedError
+from ..errors import MalformedResponseError, RequestFailedError, RetryExhaustedError, missing_backend
 
 log = logging.getLogger("autocog.lm.openai")
 
@@ -284,3 +286,19 @@ def in_context(fn: Callable) -> Callable:
     """``fn`` run in a copy of the caller's context (so that a call's counter follows it into pool threads)."""
     context = contextvars.copy_context()
     return lambda *args: context.copy().run(fn, *args)
+
+
+def make_client(client: Any, base_url: Optional[str], api_key: Optional[str], timeout: float) -> tuple[Any, bool]:
+    """(an ``openai.OpenAI`` with its own retries off, whether it is ours to close)."""
+    try:
+        import openai
+    except ImportError as error:
+        raise missing_backend("openai", "openai") from error
+    if client is not None:
+        return client.with_options(max_retries=0, timeout=timeout), False
+    key = api_key if api_key is not None else os.environ.get("OPENAI_API_KEY")
+    if key is None:
+        if base_url is None:
+            raise ValueError("OpenAI's API needs an API key: pass api_key= or set OPENAI_API_KEY")
+        key = "no-key"  # local servers without authentication
+    return openai.OpenAI(api_key=key, base_url=base_url, max_retries=0, timeout=timeout), True
