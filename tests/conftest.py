@@ -63,3 +63,15 @@ def assert_logprobs_close(actual, expected, atol):
     for a, e in zip(actual, expected):
         assert len(a) == len(e)
         np.testing.assert_allclose(a, e, atol=atol, rtol=0)
+
+
+@pytest.fixture(scope="session")
+def smol_server():
+    """One ``llama_cpp.server`` on the SmolLM2 GGUF for the session (test_openai, test_chat_smol): each `OpenAI`
+    instance assumes nothing about the server's cached prompt, so modules can share it."""
+    from autocog.models import smollm2_gguf
+    from llama_server import LlamaServer
+
+    server = LlamaServer(smollm2_gguf())
+    yield server
+    server.stop()

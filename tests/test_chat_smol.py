@@ -8,7 +8,6 @@ import pytest
 
 from autocog.lm import ChatTemplateError
 
-from test_openai import LlamaServer
 
 pytestmark = pytest.mark.slow
 
@@ -106,15 +105,6 @@ def test_cli_complete_chat_prints_the_reply(smol_llama):
 # ------------------------------------------------------------------------------------------------------
 # OpenAI through llama_cpp.server
 # ------------------------------------------------------------------------------------------------------
-@pytest.fixture(scope="module")
-def smol_server():
-    from autocog.models import smollm2_gguf
-
-    server = LlamaServer(smollm2_gguf())
-    yield server
-    server.stop()
-
-
 @pytest.fixture(scope="module")
 def smol_api(smol_server):
     from autocog.lm import OpenAI

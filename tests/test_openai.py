@@ -6,19 +6,16 @@ answers, and stop it afterwards; everything else is local.
 """
 
 import base64
+import collections
 import gzip
 import hashlib
 import json
 import logging
-import os
 import socket
-import subprocess
 import sys
-import tempfile
 import threading
 import time
 import traceback
-import urllib.request
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
@@ -34,79 +31,23 @@ from autocog.lm.errors import (
     StrategyUnavailableError,
     TokenizerMismatchError,
 )
-from conftest import EASY_FACTS
+from conftest import EASY_FACTS, assert_logprobs_close
+from llama_server import LlamaServer
 
 openai = pytest.importorskip("openai")
 from autocog.lm.openai import OpenAI  # noqa: E402
 
 KEY = "sk-test-DO-NOT-LEAK-0123456789"
-DIRECT = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # loopback: no proxy
 
 
 # ------------------------------------------------------------------------------------------------------
 # llama_cpp.server fixtures
 # ------------------------------------------------------------------------------------------------------
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-class LlamaServer:
-    """``python -m llama_cpp.server`` on a free loopback port, ready once ``GET /v1/models`` answers."""
-
-    def __init__(self, model_path, n_ctx=2048, ready_timeout=180.0):
-        pytest.importorskip("llama_cpp.server")
-        self.port = free_port()
-        self.base_url = f"http://127.0.0.1:{self.port}/v1"
-        self.log = tempfile.NamedTemporaryFile(prefix="llama-server-", suffix=".log", delete=False)
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "llama_cpp.server", "--model", str(model_path), "--host", "127.0.0.1",
-             "--port", str(self.port), "--n_ctx", str(n_ctx), "--verbose", "false"],
-            stdout=self.log, stderr=subprocess.STDOUT)
-        deadline = time.monotonic() + ready_timeout
-        while True:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"llama_cpp.server exited ({self.process.returncode}):\n{self.tail()}")
-            try:
-                with DIRECT.open(self.base_url + "/models", timeout=2) as answer:
-                    if answer.status == 200:
-                        return
-            except OSError:
-                pass
-            if time.monotonic() > deadline:
-                self.stop()
-                raise RuntimeError(f"llama_cpp.server not ready after {ready_timeout} s:\n{self.tail()}")
-            time.sleep(0.2)
-
-    def tail(self) -> str:
-        return Path(self.log.name).read_text(errors="replace")[-3000:]
-
-    def stop(self) -> None:
-        self.process.terminate()
-        try:
-            self.process.wait(10)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait(10)
-        self.log.close()
-        os.unlink(self.log.name)
-
-
 @pytest.fixture(scope="module")
 def tiny_server():
     from autocog.models import tiny_llama_gguf
 
     server = LlamaServer(tiny_llama_gguf(), n_ctx=1024)
-    yield server
-    server.stop()
-
-
-@pytest.fixture(scope="module")
-def smol_server():
-    from autocog.models import smollm2_gguf
-
-    server = LlamaServer(smollm2_gguf())
     yield server
     server.stop()
 
@@ -277,11 +218,26 @@ def test_tiny_normalizations_equal_llama(tiny_api, tiny_local, normalization):
         assert result.index == reference.index
 
 
-def test_tiny_pmi_refused_after_an_empty_prompt(tiny_api):
-    # LLaMa's unconditional context is BOS alone; llama_cpp.server returns no log-probs after an empty prompt.
+def test_tiny_pmi_refused_after_an_empty_prompt(tiny_api, tiny_local):
+    # LLaMa's unconditional context is BOS alone, and so is OpenAI's (the server adds BOS: the empty prompt);
+    # llama_cpp.server returns no log-probs after BOS alone (it leaves BOS out of every list).
+    assert tiny_api.unconditional_prompt == ""
+    assert tiny_local.unconditional_tokens() == [tiny_api.tokenizer.bos_token_id] == [0]
     for strategy in ("echo", "descent"):
         with pytest.raises(StrategyUnavailableError, match="empty prompt"):
             tiny_api.choice_distribution("The", [" quick", " lazy"], normalization="pmi", strategy=strategy)
+
+
+def test_tiny_unconditional_prompt_overrides(tiny_server, tiny_local):
+    prompt, choices, context = "The quick brown fox jumps over the", [" lazy dog", " 10", " Paris"], "Once upon"
+    lm = OpenAI(model="tiny", base_url=tiny_server.base_url, unconditional_prompt=context)
+    given = tiny_local.choice_logprobs(prompt, choices)
+    after = tiny_local.choice_logprobs(context, choices)
+    for strategy in ("echo", "descent"):
+        r = lm.choice_distribution(prompt, choices, normalization="pmi", strategy=strategy)
+        assert_logprobs_close(r.unconditional_logprobs, after, atol=1e-3)
+        np.testing.assert_allclose(r.scores, [sum(g) - sum(a) for g, a in zip(given, after)], atol=1e-3, rtol=0)
+    lm.close()
 
 
 def test_tiny_echo_requests_no_text_already_scored(tiny_api, tiny_local):
@@ -372,7 +328,7 @@ def test_tiny_score_batch_equals_one_by_one(tiny_server, tiny_api):
     assert [r.index for r in results] == [e.index for e in expected]
     for got, want in zip(results, expected):
         assert_same_distribution(got, want, atol=1e-5)
-    assert 2 <= lm.transport.max_in_flight <= 4
+    assert lm.transport.max_in_flight == 1  # llama.cpp: one request at a time (docs/openai.md, "Concurrency")
     # each result counts its own requests, whatever ran beside it
     assert sum(r.info["requests"] for r in results) == lm.requests["completions"] - before
     assert [r.index for r in score(lm, requests, batch_size=5)] == [e.index for e in expected]
@@ -588,6 +544,55 @@ def test_smol_boundary_tokens_equal_llama(smol_api, smol_local, strategy):
         for j, choice in enumerate(choices):
             expected = smol_local.choice_logprobs(prompt, [choice])[0]
             np.testing.assert_allclose(result.token_logprobs[j], expected, atol=atol, rtol=0, err_msg=repr(choice))
+
+
+@pytest.mark.slow
+def test_smol_concurrent_batch_equals_sequential(smol_server, smol_local):
+    # A fill (the value of " " in " 4", read by id) resets llama_cpp.server's cache with a one-token request
+    # and then asks for the context, so that the server evaluates it as one batch (a one-token batch rounds
+    # differently on Q4 weights). With concurrency, another thread's echo of the same prompt could land
+    # between the two and the fill came out ~0.02 nats off. Every request to a llama.cpp server now goes
+    # through one lock: concurrency 4 gives exactly the sequential numbers.
+    from autocog.lm import ScoreRequest
+
+    prompts = [f"Question: What is {a} plus {b}?\nAnswer:" for a, b in ((2, 2), (1, 3), (3, 1))]
+    choices = [" 3", " 4", " 5", " 22"]
+    requests = [ScoreRequest(p, choices) for p in prompts] * 4  # the same prompt in several threads at once
+    results, in_flight = {}, {}
+    for n in (1, 4):
+        lm = OpenAI(model="smollm2", base_url=smol_server.base_url, concurrency=n, cache_size=0)
+        results[n] = lm.score_batch(requests)
+        in_flight[n] = lm.transport.max_in_flight
+        assert all(r.info["fill_requests"] >= 1 for r in results[n])
+        lm.close()
+    for one, four in zip(results[1], results[4]):
+        assert four.token_logprobs == one.token_logprobs  # exactly
+    assert in_flight == {1: 1, 4: 1}  # one request at a time on llama.cpp
+    expected = {p: [smol_local.choice_logprobs(p, [c])[0] for c in choices] for p in prompts}
+    for r, request in zip(results[4], requests):  # LLaMa one choice at a time, as the boundary test above
+        for got, want in zip(r.token_logprobs, expected[request.prompt]):
+            np.testing.assert_allclose(got, want, atol=0.06, rtol=0)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("strategy", ["echo", "descent"])
+def test_smol_pmi_equals_llama(smol_server, smol_local, strategy):
+    # LLaMa's unconditional context is the model's BOS, <|im_start|> (id 1), which SmolLM2 does not put in front
+    # of prompts; OpenAI's default was the text "<|endoftext|>" (id 0, an EOS). Now the server is asked which
+    # token is BOS (it leaves BOS out of a forced token's log-probs) and the same context is sent as text.
+    assert smol_local.unconditional_tokens() == [1]
+    lm = OpenAI(model="smollm2", base_url=smol_server.base_url)
+    assert lm.unconditional_prompt == "<|im_start|>" and lm._server_bos == 1
+    for prompt, choices in (BOUNDARY_CASES[0], EASY_FACTS[5][:2]):
+        expected = smol_local.choice_distribution(prompt, choices, normalization="pmi")
+        r = lm.choice_distribution(prompt, choices, normalization="pmi", strategy=strategy)
+        # Q4 rounding with the batch's shape, as in test_smol_boundary_tokens_equal_llama (LLaMa's trie batch)
+        atol = 0.06 if strategy == "echo" else 0.1
+        for got, want in zip(r.unconditional_logprobs, expected.unconditional_logprobs):
+            np.testing.assert_allclose(got, want, atol=atol, rtol=0)
+        np.testing.assert_allclose(r.scores, expected.scores, atol=2 * atol, rtol=0)
+        assert r.index == expected.index
+    lm.close()
 
 
 @pytest.mark.slow
@@ -887,6 +892,30 @@ def test_client_passed_in_gets_no_retries_of_its_own(fault_server):
     with pytest.raises(RetryExhaustedError):
         complete(lm)
     assert len(server.requests) == 2  # ours: 1 + 1 retry; the client's 5 retries are off
+
+
+def test_structured_requests_are_counted(fault_server):
+    # Structured output goes through `post_json`: counted as completions/chat like every other request, in
+    # `lm.requests` and in a call's counter (what `result.info["requests"]` reads), not as "other".
+    import autocog
+    from autocog.lm.openai.transport import CALL_COUNTER
+
+    chat_answer = dict(COMPLETION, object="chat.completion", choices=[
+        {"index": 0, "message": {"role": "assistant", "content": " ok"}, "finish_reason": "stop"}])
+    server = fault_server(("json", 200, COMPLETION), ("json", 200, chat_answer))
+    spent = collections.Counter()
+    token = CALL_COUNTER.set(spent)
+    try:
+        lm = server.lm(server="vllm")
+        assert autocog.generate(lm, autocog.Regex(" ok"), "hi", max_tokens=2) == " ok"
+        chat = server.lm(server="vllm", chat=True)
+        assert autocog.generate(chat, autocog.Regex(" ok"), "hi", max_tokens=2) == " ok"
+    finally:
+        CALL_COUNTER.reset(token)
+    assert [path for path, _, _ in server.requests] == ["/v1/completions", "/v1/chat/completions"]
+    assert lm.requests["completions"] == 1 and chat.requests["chat"] == 1
+    assert lm.requests["other"] == chat.requests["other"] == 0
+    assert spent["completions"] == 1 and spent["chat"] == 1 and spent["attempts"] == 2
 
 
 def test_api_key_never_in_errors_or_logs(fault_server, caplog):

@@ -47,7 +47,8 @@ def vllm_server():
     python = require_vllm()
     from autocog.models import smollm2_transformers
 
-    server = VllmServer(smollm2_transformers(), name="smollm2", python=python).start()
+    server = VllmServer(smollm2_transformers(), name="smollm2", python=python,
+                        extra_args=("--enable-tokenizer-info-endpoint",)).start()  # BOS/EOS for pmi
     yield server
     server.stop()
 
@@ -104,14 +105,17 @@ def test_every_strategy_equals_tf(api, smol_tf, prompt, choices, strategy, searc
         np.testing.assert_allclose(r.probs, expected.probs, atol=ATOL)
 
 
-@pytest.mark.parametrize("normalization", ["mean", "char", "pmi"])
-def test_normalizations_equal_tf(vllm_server, smol_tf, normalization):
+@pytest.mark.parametrize("normalization,told", [("mean", None), ("char", None), ("pmi", None),
+                                                 ("pmi", "<|im_start|>")])
+def test_normalizations_equal_tf(vllm_server, smol_tf, normalization, told):
     prompt, choices = BOUNDARY_CASES[2]
     expected = smol_tf.choice_distribution(prompt, choices, normalization=normalization)
     # TfLM's unconditional context is the tokenizer's BOS (<|im_start|>, id 1) even though SmolLM2 adds none to
-    # prompts; the server does not say which token that is, so the OpenAI side is told.
+    # prompts; OpenAI reads it from /tokenizer_info (or is told: unconditional_prompt= overrides).
     assert smol_tf.unconditional_tokens() == [1]
-    api = OpenAI(base_url=vllm_server.base_url, api_key="none", unconditional_prompt="<|im_start|>")
+    api = OpenAI(base_url=vllm_server.base_url, api_key="none", unconditional_prompt=told)
+    if normalization == "pmi":
+        assert api.unconditional_prompt == "<|im_start|>"
     before = api.requests["completions"]
     r = api.choice_distribution(prompt, choices, normalization=normalization)
     # One request per prompt: pmi's unconditional scores are a second prompt of the same batch, in parallel.

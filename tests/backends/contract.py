@@ -246,12 +246,16 @@ class ScoringContract:
         np.testing.assert_allclose(char.scores, sums / [len(c) for c in choices], atol=self.batch_atol)
         for normalization, expected in (("sum", sums), ("mean", sums / lengths)):
             assert lm.choose(prompt, choices, normalization=normalization) == int(np.argmax(expected))
-        # pmi: the same tokens after the unconditional context (BOS on these models), subtracted
+        assert lm.choice_distribution(prompt, choices).normalization == lm.default_normalization
+
+    def test_pmi_subtracts_the_unconditional_score(self, lm, reference):
+        # the same tokens after the unconditional context (BOS on these models), subtracted
+        prompt, choices = "go:", [" a", " the quick", " 10"]
+        sums = np.array([math.fsum(lp) for lp in lm.choice_logprobs(prompt, choices)])
         pmi = lm.choice_distribution(prompt, choices, normalization="pmi")
         unconditional = np.array([math.fsum(lp) for lp in reference("", choices)])
         np.testing.assert_allclose([math.fsum(lp) for lp in pmi.unconditional_logprobs], unconditional, atol=self.atol)
         np.testing.assert_allclose(pmi.scores, sums - unconditional, atol=self.atol)
-        assert lm.choice_distribution(prompt, choices).normalization == lm.default_normalization
 
     def test_other_entry_points_check_their_input(self, lm):
         with pytest.raises(InvalidPromptError):

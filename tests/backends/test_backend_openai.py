@@ -7,12 +7,13 @@ import pytest
 pytest.importorskip("openai")
 pytest.importorskip("llama_cpp.server")
 
-from autocog.lm import LLaMa  # noqa: E402
+from autocog.lm import LLaMa, ScoreRequest, score  # noqa: E402
 from autocog.lm.openai import OpenAI  # noqa: E402
 from autocog.models import tiny_llama_gguf  # noqa: E402
 from autocog.lm.errors import StrategyUnavailableError  # noqa: E402
 from contract import ScoringContract, assert_logprobs_close, greedy_reference  # noqa: E402
-from test_openai import CANNOT_BE_EXACT, LlamaServer  # noqa: E402
+from llama_server import LlamaServer  # noqa: E402
+from test_openai import CANNOT_BE_EXACT  # noqa: E402
 
 pytestmark = pytest.mark.slow  # starts a server
 
@@ -58,12 +59,19 @@ class TestOpenAILlamaServer(ScoringContract):
             assert [len(lp) for lp in result.token_logprobs] == [len(lm.tokenize(c)) for c in choices]
             assert_logprobs_close(result.token_logprobs, reference(prompt, choices), self.atol)
 
-    # pmi's unconditional context differs from LLaMa's (BOS) today: the fix is in progress (issue 11).
-    @pytest.mark.xfail(strict=True, reason="OpenAI's pmi context is '' (no log-probs on llama_cpp.server), not BOS")
-    def test_normalizations(self, lm, reference):
-        super().test_normalizations(lm, reference)
+    # pmi: the tiny model's unconditional context is BOS alone, and llama_cpp.server gives no log-prob after BOS
+    # alone (docs/openai.md, "pmi"): refused, typed, in a batch as alone; with an explicit context it is exact.
+    def test_pmi_subtracts_the_unconditional_score(self, lm, reference):
+        for call in (lambda: lm.choice_distribution("go:", [" a", " b"], normalization="pmi"),
+                     lambda: list(score(lm, [ScoreRequest("go:", [" a", " b"], "pmi")] * 2))):
+            with pytest.raises(StrategyUnavailableError, match="empty prompt"):
+                call()
+        explicit = OpenAI(model="tiny", base_url=lm.base_url, api_key="none", unconditional_prompt="Hi")
+        pmi = explicit.choice_distribution("go:", [" a", " the quick"], normalization="pmi")
+        np.testing.assert_allclose([sum(lp) for lp in pmi.unconditional_logprobs],
+                                   [sum(lp) for lp in reference("Hi", [" a", " the quick"])], atol=self.atol)
+        explicit.close()
 
-    @pytest.mark.parametrize("normalization", ["sum", "mean", "char", pytest.param("pmi", marks=pytest.mark.xfail(
-        strict=True, reason="OpenAI's pmi context is '' (no log-probs on llama_cpp.server), not BOS"))])
+    @pytest.mark.parametrize("normalization", ["sum", "mean", "char"])  # pmi: above
     def test_batch_equals_one_by_one(self, lm, normalization):
         super().test_batch_equals_one_by_one(lm, normalization)

@@ -20,7 +20,8 @@ def vllm_contract_server():
     python = require_vllm()
     from autocog.models import smollm2_transformers
 
-    server = VllmServer(smollm2_transformers(), name="smollm2", python=python).start()
+    server = VllmServer(smollm2_transformers(), name="smollm2", python=python,
+                        extra_args=("--enable-tokenizer-info-endpoint",)).start()  # BOS/EOS for pmi
     yield server
     server.stop()
 
@@ -47,7 +48,3 @@ class TestOpenAIVllm(ScoringContract):
     def model_calls(self, lm) -> int:
         return sum(lm.requests.get(k, 0) for k in ("completions", "chat"))
 
-    # pmi's unconditional context differs from TfLM's (BOS) today: the fix is in progress (issue 11).
-    @pytest.mark.xfail(strict=True, reason="OpenAI's pmi context is '<|endoftext|>' text, not the model's BOS")
-    def test_normalizations(self, lm, reference):
-        super().test_normalizations(lm, reference)

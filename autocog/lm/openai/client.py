@@ -12,13 +12,12 @@ How it scores choices (echo, descent, auto), how it handles stops and faults: do
 
 from __future__ import annotations
 
-import os
 import threading
 from collections import Counter, OrderedDict
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Optional, Sequence
 
-from ..errors import MalformedResponseError, StrategyUnavailableError, missing_backend
+from ..errors import MalformedResponseError, StrategyUnavailableError
 from ..greedy import COMPLETION_DEFAULTS, GreedyLM
 from ..lm import (
     LM,
@@ -29,15 +28,17 @@ from ..lm import (
     split_boundary,
 )
 from ..scoring import ScoreRequest, check_request, check_requests
+from .cache import ScoreCache
 from .capabilities import Capabilities
 from .chat import Chat, renders_prompt
 from .descent import Descent
 from .echo import EchoScorer
 from .ids import score_requests, strategy_reason
 from .requests import Requests
+from .special import unconditional_text
 from .stops import apply_stops, complete
 from .tokenizers import LlamaCppServerTokenizer, Tokenizer, VllmServerTokenizer, as_tokenizer, tiktoken_tokenizer
-from .transport import CALL_COUNTER, Transport, excerpt
+from .transport import CALL_COUNTER, Transport, excerpt, make_client
 
 STRATEGIES = ("auto", "echo", "descent")
 SERVERS = ("auto", "openai", "llama.cpp", "vllm", "generic")
@@ -45,7 +46,7 @@ SEARCHES = ("best-first", "greedy", "full")
 OPENAI_COMPLETION_MODELS = ("gpt-3.5-turbo-instruct", "davinci-002", "babbage-002")
 
 
-class OpenAI(Chat, Requests, Capabilities, LM):
+class OpenAI(Chat, Requests, Capabilities, ScoreCache, LM):
     """An `LM` behind the OpenAI API or an OpenAI-compatible server; see docs/openai.md.
 
     * ``model``: the model name (default: the first one ``GET /models`` lists).
@@ -84,7 +85,7 @@ class OpenAI(Chat, Requests, Capabilities, LM):
                  server: str = "auto", system: Optional[str] = None, check_tokenizer: bool = True,
                  unconditional_prompt: Optional[str] = None, cache_size: int = 4096,
                  concurrency: Optional[int] = None, chat_template: Optional[str] = None):
-        self.client, self._owns_client = _client(client, base_url, api_key, timeout)
+        self.client, self._owns_client = make_client(client, base_url, api_key, timeout)
         self._model = model
         self.concurrency = max(1, int(concurrency if concurrency is not None else
                                       parallel if parallel is not None else 8))
@@ -109,8 +110,6 @@ class OpenAI(Chat, Requests, Capabilities, LM):
         self.cache_size = int(cache_size)
         self._scored: OrderedDict = OrderedDict()  # (prompt, choice text) -> (pieces, log-probs), LRU
         self._lock = threading.RLock()
-        self._fresh_lock = threading.Lock()
-        self._last_prompt: Optional[str] = None  # the server's cached prompt, as far as this instance knows
         self._ambiguous: Optional[frozenset] = None
         self._vocab_lock = threading.Lock()
 
@@ -156,6 +155,8 @@ class OpenAI(Chat, Requests, Capabilities, LM):
         with self._lock:
             if self._server == "auto":
                 self._server = self._detect_server()
+            if self._server == "llama.cpp" and self.transport.serial is None:
+                self.transport.serialize()  # one request at a time (docs/openai.md, "Concurrency")
         return self._server
 
     @property
@@ -277,6 +278,8 @@ class OpenAI(Chat, Requests, Capabilities, LM):
         requested = strategy
         strategy = self._pick_strategy(strategy)  # probes the server on first use (not counted below)
         self.ambiguous_texts()  # reads a llama.cpp server's token names on first use (not counted below)
+        if normalization == "pmi":
+            _ = self.unconditional_prompt  # finds the model's BOS/EOS on first use (not counted below)
         spent: Counter = Counter()
         token = CALL_COUNTER.set(spent)  # this call's requests, whatever else runs at the same time
         try:
@@ -350,14 +353,11 @@ class OpenAI(Chat, Requests, Capabilities, LM):
 
     @property
     def unconditional_prompt(self) -> str:
-        """The context of an unconditional score (``pmi``): the empty prompt when the server adds BOS, else
-        ``<|endoftext|>`` (override with ``unconditional_prompt=``)."""
+        """The context of an unconditional score (``pmi``), as the local backends: the model's BOS, else its EOS,
+        as text (``""`` when the server adds BOS; `autocog.lm.openai.special`); ``unconditional_prompt=``
+        overrides it."""
         if self._unconditional is None:
-            tok = self.tokenizer
-            prefix = getattr(tok, "special_prefix", None)
-            if prefix is not None:
-                prefix()
-            self._unconditional = "" if tok.bos_token_id is not None else "<|endoftext|>"
+            self._unconditional = unconditional_text(self)
         return self._unconditional
 
     def _pick_strategy(self, strategy: str) -> str:
@@ -376,45 +376,3 @@ class OpenAI(Chat, Requests, Capabilities, LM):
                                                f"{self.model!r}): {caps['bias_reason']}")
             return "descent"
         return "echo"
-
-    def _cached(self, prompt_text: str, texts: list[str]) -> dict[int, tuple[list[str], list[float]]]:
-        """{index: (pieces, log-probs)} of the ``texts`` already scored after ``prompt_text``."""
-        known = {}
-        with self._lock:
-            for j, text in enumerate(texts):
-                hit = self._scored.get((prompt_text, text))
-                if hit is not None:
-                    self._scored.move_to_end((prompt_text, text))
-                    known[j] = hit
-        return known
-
-    def _remember(self, key: tuple, value: tuple) -> None:
-        """Keep a scored text (LRU of ``cache_size`` entries): no request for text already scored."""
-        if self.cache_size <= 0:
-            return
-        with self._lock:
-            self._scored[key] = value
-            self._scored.move_to_end(key)
-            while len(self._scored) > self.cache_size:
-                self._scored.popitem(last=False)
-
-    def clear_cache(self) -> None:
-        """Forget the texts already scored (they are kept across calls; see ``cache_size``)."""
-        with self._lock:
-            self._scored.clear()
-
-
-def _client(client: Any, base_url: Optional[str], api_key: Optional[str], timeout: float) -> tuple[Any, bool]:
-    """(an ``openai.OpenAI`` with its own retries off, whether it is ours to close)."""
-    try:
-        import openai
-    except ImportError as error:
-        raise missing_backend("openai", "openai") from error
-    if client is not None:
-        return client.with_options(max_retries=0, timeout=timeout), False
-    key = api_key if api_key is not None else os.environ.get("OPENAI_API_KEY")
-    if key is None:
-        if base_url is None:
-            raise ValueError("OpenAI's API needs an API key: pass api_key= or set OPENAI_API_KEY")
-        key = "no-key"  # local servers without authentication
-    return openai.OpenAI(api_key=key, base_url=base_url, max_retries=0, timeout=timeout), True

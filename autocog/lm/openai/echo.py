@@ -15,6 +15,7 @@ from ..errors import StrategyUnavailableError, TokenizerMismatchError
 from .parsing import Echo
 from .requests import BIAS
 from .rows import refine
+from .special import dropped_bos
 
 if TYPE_CHECKING:  # pragma: no cover
     from .client import OpenAI
@@ -43,6 +44,9 @@ class EchoScorer:
         self.leaves = [j for j in rest if not any(texts[o] != texts[j] and texts[o].startswith(texts[j]) for o in rest)]
         self.regions: dict[int, tuple[Echo, list]] = {}  # text -> (echo, the entry index of each token or None)
         self.ids = self._token_ids()
+        self.bos = dropped_bos(lm) if self.ids is not None else None
+        if self.ids is not None and self.ids["prompt"][:1] == [self.bos] and self.bos is not None:
+            self.layout = "direct"  # llama_cpp.server aligns the echo of a prompt that starts with its BOS
         self.second: list[int] = []
         self.missing: dict[str, dict[str, list[tuple[int, int]]]] = {}
 
@@ -97,8 +101,7 @@ class EchoScorer:
         if self.ids is None:
             found = region(echo, self.texts[k], self.texts[j])
             return None if found is None else list(range(*found))
-        return entries(echo, self.ids["prompt"], self.ids[k], self.ids[j], self.lm.tokenizer.bos_token_id,
-                       self.lm.vocabulary())
+        return entries(echo, self.ids["prompt"], self.ids[k], self.ids[j], self.bos, self.lm.vocabulary())
 
     def _echo_leaves(self) -> None:
         """One echo per leaf, in parallel; a prefix text reads its tokens from a longer text's echo, else its own."""

@@ -23,7 +23,8 @@ class Requests:
               partial: str = "refuse") -> Next:
         """One next-token request (greedy, ``max_tokens=1``) with the top ``k`` log-probs, optionally biased.
 
-        ``fresh`` (llama.cpp servers): first send a one-token request that shares no prefix with ``context``.
+        ``fresh`` (llama.cpp servers): first send a one-token request that shares no prefix with ``context``, the
+        two under the transport's ``serial`` lock so that no other thread's request comes between them.
         llama_cpp.server keeps the previous prompt's KV and evaluates only the tokens past the common prefix,
         the last one alone when ``context`` ends within it; on quantized weights a one-token batch rounds
         differently from longer ones (measured: 0.02 nats on SmolLM2 Q4_1 for "iv" after " Ky"), while echo
@@ -33,8 +34,9 @@ class Requests:
         if bias and self.wide and partial != "allow":
             bias = self._safe_bias(bias, partial == "drop")
         if fresh and self.wide:
-            with self._fresh_lock:
-                if self._shares_last_tokens(context):
+            tail = self._last_tokens_text(context)  # tokenized before the lock: no other lock taken under it
+            with self.transport.serial:  # the reset and this request adjacent on the server (docs/openai.md)
+                if self._shares_last_tokens(context, tail):
                     self._completion_request("." if context.startswith("\n") else "\n", {"max_tokens": 1}, {})
                 return self._next(context, bias, k, partial="allow")
         k = k or self.top_logprobs
@@ -72,14 +74,18 @@ class Requests:
             gbnf_literal(x) for x in dict.fromkeys(suffixes)))
         return parse_walk(self._completion_request(context, body, extra), self.base_url)
 
-    def _shares_last_tokens(self, context: str) -> bool:
-        """Whether the last prompt sent may share ``context`` up to one of its last two tokens (then the server
-        would evaluate fewer than two tokens; an unknown state counts as shared)."""
-        last = self._last_prompt
+    def _last_tokens_text(self, context: str) -> Optional[int]:
+        """The length of the text of ``context``'s last two tokens (None: fewer than two tokens)."""
         ids = self.tokenizer.encode(context)
-        if last is None or len(ids) < 2:
+        return len(self.tokenizer.decode(ids[-2:])) if len(ids) >= 2 else None
+
+    def _shares_last_tokens(self, context: str, tail: Optional[int]) -> bool:
+        """Whether the last prompt sent may share ``context`` up to one of its last two tokens, whose text is
+        ``tail`` characters long (then the server would evaluate fewer than two tokens; an unknown state
+        counts as shared)."""
+        last = self.transport.last_prompt
+        if last is None or tail is None:
             return True
-        tail = len(self.tokenizer.decode(ids[-2:]))
         return len(os.path.commonprefix([last, context])) > len(context) - tail
 
     def _echo_request(self, text: str, top: int) -> Echo:
@@ -91,9 +97,9 @@ class Requests:
         params = dict(model=self.model, prompt=prompt, **body)
         if extra:
             params["extra_body"] = extra
-        self._last_prompt = prompt
         return self._call("completion", "completions",
-                          lambda t: self.client.completions.with_raw_response.create(**params, timeout=t).http_response)
+                          lambda t: self.client.completions.with_raw_response.create(**params, timeout=t).http_response,
+                          prompt=prompt if isinstance(prompt, str) else None)
 
     def _chat_request(self, prompt: str, body: dict, extra: dict) -> Any:
         params = dict(model=self.model, messages=self.chat_messages(prompt), **body)  # see chat.py
@@ -118,14 +124,15 @@ class Requests:
         return extra
 
     # --- the transport --------------------------------------------------------------------------------
-    def _call(self, what: str, kind: str, send: Any, retry: bool = True) -> Any:
-        return self.transport.call(what, kind, send, retry)
+    def _call(self, what: str, kind: str, send: Any, retry: bool = True, prompt: Optional[str] = None) -> Any:
+        return self.transport.call(what, kind, send, retry, prompt)
 
     def _post(self, url: str, body: dict, retry: bool = True, kind: Optional[str] = None) -> Any:
         return self.transport.post(url, body, retry, kind)
 
     def post_json(self, url: str, body: dict) -> Any:
-        """POST JSON with the retry policy (what the server tokenizers use)."""
+        """POST JSON with the retry policy (the server tokenizers, structured output); counted in ``requests``
+        by endpoint (``chat``, ``completions``, ``tokenize``...) like every other request."""
         return self.transport.post(url, body)
 
     def _map(self, fn: Any, items: list) -> list:

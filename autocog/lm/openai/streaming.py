@@ -49,10 +49,10 @@ def open_stream(lm: "OpenAI", prompt: str, stop: Stop, kwargs: dict) -> Iterator
     else:
         params = dict(model=lm.model, prompt=prompt, **body)
         endpoint, kind = lm.client.completions, "completions"
-        lm._last_prompt = prompt
     if extra:
         params["extra_body"] = extra
-    response = lm.transport.open(f"streamed {kind}", kind, lambda t: endpoint.create(**params, timeout=t))
+    response = lm.transport.open(f"streamed {kind}", kind, lambda t: endpoint.create(**params, timeout=t),
+                                 prompt=None if lm.chat else prompt)
     return Stream(lm, response, prompt, stops, settings, local).pieces()
 
 

@@ -1,4 +1,5 @@
-"""Sending requests to an OpenAI-compatible server: the ``openai`` client, bounded retries, counters, redaction.
+"""Sending requests to an OpenAI-compatible server: the ``openai`` client (`make_client`), bounded retries,
+counters, redaction.
 
 `Transport.call` sends one request with the retry policy of docs/openai.md ("Faults"): 408, 409, 429, 5xx,
 timeouts and dropped connections are retried with exponential backoff (``Retry-After`` honored up to
@@ -16,21 +17,31 @@ from __future__ import annotations
 import contextvars
 import json
 import logging
+import os
 import random
 import threading
 import time
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import nullcontext
 from typing import Any, Callable, Optional
 from urllib.parse import urlsplit, urlunsplit
 
-from ..errors import ContextLengthError, MalformedResponseError, RequestFailedError, RetryExhaustedError
+from ..errors import (
+    ContextLengthError,
+    MalformedResponseError,
+    RequestFailedError,
+    RetryExhaustedError,
+    missing_backend,
+)
 
 log = logging.getLogger("autocog.lm.openai")
 
 RETRY_STATUSES = frozenset({408, 409, 429})
 # How servers word a prompt longer than the context (OpenAI and vLLM: context_length_exceeded; llama_cpp.server).
 CONTEXT_WORDS = ("context_length_exceeded", "maximum context length", "exceeds the context")
+# Requests that leave a llama.cpp server's cached prompt as it was (the others make ``last_prompt`` unknown).
+CACHE_NEUTRAL = frozenset({"tokenize", "detokenize", "models", "probe"})
 # The counter of the call in progress in this context (one `choice_distribution`), besides the instance's.
 CALL_COUNTER: contextvars.ContextVar = contextvars.ContextVar("autocog_openai_call", default=None)
 
@@ -70,6 +81,17 @@ class Transport:
         self._resume_at = 0.0  # after a 429/503 or Retry-After, no thread sends before this time
         self.in_flight = 0
         self.max_in_flight = 0
+        # llama.cpp servers: every request under one lock (`serialize`), so that a cache reset and the request
+        # it prepares are adjacent on the server; ``last_prompt``: the prompt it last evaluated (None: unknown).
+        self.serial: Optional[threading.RLock] = None
+        self.last_prompt: Optional[str] = None
+
+    def serialize(self) -> None:
+        """From now on, one request at a time over all threads (llama.cpp servers evaluate one at a time anyway;
+        see docs/openai.md, "Concurrency"). Hold ``serial`` to keep several requests adjacent."""
+        with self._count_lock:
+            if self.serial is None:
+                self.serial = threading.RLock()
 
     def count(self, key: str) -> None:
         call = CALL_COUNTER.get()
@@ -96,7 +118,7 @@ class Transport:
     def post(self, url: str, body: dict, retry: bool = True, kind: Optional[str] = None) -> Any:
         """POST JSON to ``url`` (absolute, or relative to ``base_url``) with the retry policy; decoded JSON."""
         if kind is None:
-            kind = "detokenize" if url.endswith("detokenize") else "tokenize" if url.endswith("tokenize") else "other"
+            kind = post_kind(url)
         return self.call(f"POST {url.rsplit('/', 1)[-1]}", kind, lambda t: self.client.post(
             url, body=body, cast_to=self.response_type, options={"timeout": t}), retry=retry)
 
@@ -104,13 +126,24 @@ class Transport:
         return self.call(f"GET {url}", kind, lambda t: self.client.get(
             url, cast_to=self.response_type, options={"timeout": t}))
 
-    def open(self, what: str, kind: str, send: Callable[[float], Any]) -> Any:
+    def open(self, what: str, kind: str, send: Callable[[float], Any], prompt: Optional[str] = None) -> Any:
         """`call` for an answer read later (a stream): what ``send(timeout)`` returns, not decoded."""
-        return self.call(what, kind, lambda t: Undecoded(send(t)))
+        return self.call(what, kind, lambda t: Undecoded(send(t)), prompt=prompt)
 
-    def call(self, what: str, kind: str, send: Callable[[float], Any], retry: bool = True) -> Any:
-        """Send with retries; the decoded JSON body. ``send(timeout)`` returns the raw HTTP response."""
+    def call(self, what: str, kind: str, send: Callable[[float], Any], retry: bool = True,
+             prompt: Optional[str] = None) -> Any:
+        """Send with retries; the decoded JSON body. ``send(timeout)`` returns the raw HTTP response.
+        ``prompt``: the text prompt of a completion (recorded as ``last_prompt`` once sent)."""
         self.count(kind)
+        if kind not in CACHE_NEUTRAL:
+            with self.serial or nullcontext():
+                self.last_prompt = None  # while in flight, and after a request that is not a text completion
+                answer = self._retried(what, kind, send, retry)
+                self.last_prompt = prompt
+                return answer
+        return self._retried(what, kind, send, retry)
+
+    def _retried(self, what: str, kind: str, send: Callable[[float], Any], retry: bool) -> Any:
         began = time.monotonic()
         delay = self.backoff
         attempts: list[str] = []
@@ -138,8 +171,9 @@ class Transport:
             delay *= 2
 
     def _send(self, what: str, send: Callable[[float], Any], timeout: float, retry: bool) -> Any:
-        """One attempt in one of the ``limit`` slots, after any pause a throttled answer asked for."""
-        with self._slots:
+        """One attempt in one of the ``limit`` slots, after any pause a throttled answer asked for (``serial``
+        before the slot, always in that order)."""
+        with self.serial or nullcontext(), self._slots:
             pause = self._resume_at - time.monotonic()
             if pause > 0:
                 time.sleep(pause)
@@ -216,6 +250,17 @@ def response_type() -> type:
         return httpx.Response
 
 
+def post_kind(url: str) -> str:
+    """The counter a POST to ``url`` goes to: ``chat`` and ``completions`` like the client's own requests (a
+    structured-output request is a completion), ``tokenize``/``detokenize``, else ``other``."""
+    path = url.rstrip("/")
+    for suffix, kind in (("chat/completions", "chat"), ("completions", "completions"), ("detokenize", "detokenize"),
+                         ("tokenize", "tokenize")):
+        if path.endswith(suffix):
+            return kind
+    return "other"
+
+
 def public_url(url: str) -> str:
     """``url`` without credentials (``user:pass@``) or query string, for messages."""
     parts = urlsplit(url)
@@ -252,3 +297,19 @@ def in_context(fn: Callable) -> Callable:
     """``fn`` run in a copy of the caller's context (so that a call's counter follows it into pool threads)."""
     context = contextvars.copy_context()
     return lambda *args: context.copy().run(fn, *args)
+
+
+def make_client(client: Any, base_url: Optional[str], api_key: Optional[str], timeout: float) -> tuple[Any, bool]:
+    """(an ``openai.OpenAI`` with its own retries off, whether it is ours to close)."""
+    try:
+        import openai
+    except ImportError as error:
+        raise missing_backend("openai", "openai") from error
+    if client is not None:
+        return client.with_options(max_retries=0, timeout=timeout), False
+    key = api_key if api_key is not None else os.environ.get("OPENAI_API_KEY")
+    if key is None:
+        if base_url is None:
+            raise ValueError("OpenAI's API needs an API key: pass api_key= or set OPENAI_API_KEY")
+        key = "no-key"  # local servers without authentication
+    return openai.OpenAI(api_key=key, base_url=base_url, max_retries=0, timeout=timeout), True
