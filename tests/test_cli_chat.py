@@ -31,14 +31,14 @@ def test_eval_chat_equals_evaluate_chat(smol_tf, tmp_path):
         got, want = data["results"][key], reference["results"][key]
         assert (got["accuracy"], got["correct"], got["confusion"]) == (want["accuracy"], want["correct"],
                                                                       want["confusion"])
-        assert got["ece"] == pytest.approx(want["ece"], abs=1e-6)
+        assert got["ece"] == pytest.approx(want["ece"], abs=2e-5)
     for got, want in zip(data["items"], reference["items"], strict=True):
         # chat mode: the prompt is one user message, the choices lose their delimiter space
         assert got["prompt"] == want["prompt"] and got["prompt"][0]["role"] == "user"
         assert got["choices"] == want["choices"] and not any(c[:1].isspace() for c in got["choices"])
         for key in ("sum", "mean", "char"):
             assert got[f"prediction_{key}"] == want[f"prediction_{key}"]
-            assert got[f"probs_{key}"] == pytest.approx(want[f"probs_{key}"], abs=1e-6)
+            assert got[f"probs_{key}"] == pytest.approx(want[f"probs_{key}"], abs=2e-5)  # a cold process splits passes differently
     # the template really changes the scores: the plain run ranks other probabilities
     plain = evaluate(smol_tf, limit=8, batch_size=4).to_dict(per_item=True)
     drift = max(abs(a - b) for p, c in zip(plain["items"], data["items"]) for a, b in zip(p["probs_sum"],
