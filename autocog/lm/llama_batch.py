@@ -1,13 +1,14 @@
 """`LLaMa`'s batch primitive: the choice tries of several prompts in one ``llama_decode``.
 
-Opt-in (``LLaMa(group_tokens=N)``): exact on the tiny F32 test model, wrong by up to 0.5 nats for the
-later prompts of a decode on SmolLM2 with llama.cpp 0.3.36's default attention (see `DEFAULT_GROUP_TOKENS`).
-By default each group holds one prompt: its last token and its trie's inner nodes in one decode.
+Opt-in (``LLaMa(group_tokens=N)``): equal to one by one to 1e-5 on F32 weights, up to 0.3 nats off on
+quantized SmolLM2, as much as llama.cpp's own results move with the shape of its decodes (docs/scoring.md,
+"Several prompts per decode on quantized models"). By default each group holds one prompt: its last token
+and its trie's inner nodes in one decode.
 
 Each prompt gets one sequence per *tip* of its trie (an inner node none of whose children is inner); a
 single prompt's text minus its last token is decoded in sequence 0 (the prefix cache) and copied
 (``llama_memory_seq_cp``) to its sequences, while several prompts are decoded whole in their own sequences
-(see the note in `PackedDecode`: copied prefix cells gave wrong numbers there on SmolLM2). Then one batch holds, prompt
+(see the note in `PackedDecode`). Then one batch holds, prompt
 after prompt, the prompt's own tokens (tagged with all of its sequences) and the inner nodes of its trie
 (each tagged with the sequences of the tips below it, at position ``len(prompt) + depth - 1``). Attention
 then sees exactly the prompt and a node's ancestors. A trie's leaves are never decoded: their log-probs
@@ -26,11 +27,12 @@ from typing import TYPE_CHECKING, Sequence
 
 import numpy as np
 
+from .llama_cache import _row_logsumexp
 from .scoring import TreeJob, shared_prefix
 
 if TYPE_CHECKING:  # pragma: no cover
     from .choice import TokenChoiceTree
-    from .llama import LlamaPrefixCache
+    from .llama_cache import LlamaPrefixCache
 
 
 @dataclass
@@ -101,11 +103,10 @@ class PackedDecode:
 
     def __init__(self, cache: "LlamaPrefixCache", jobs: Sequence[TreeJob]):
         self.cache = cache
-        # Several prompts: no shared prefix copied between them. With llama.cpp's default (non flash) attention,
-        # on SmolLM2 (GQA) the second and later prompts of a decode that attend to prefix cells copied with
-        # llama_memory_seq_cp got wrong log-probs (off by up to 0.3; exact with flash attention, exact on the
-        # tiny test model); each prompt's own sequences therefore hold all of its tokens. One prompt: its
-        # prompt minus the last token is copied, as `LLaMa.evaluate_tree` does (checked exact).
+        # Several prompts: no shared prefix copied between them (each prompt's own sequences hold all of its
+        # tokens). Copied prefix cells moved SmolLM2 Q4_1's later prompts by up to 0.3, the same batch-shape
+        # rounding as without them (docs/scoring.md); not re-measured since. One prompt: its prompt minus the
+        # last token is copied, as `LLaMa.evaluate_tree` does (the one-by-one numbers).
         self.shared = shared_prefix(jobs) if len(jobs) == 1 else 0
         self.plans: list[JobPlan] = []
         next_seq = 1
@@ -168,8 +169,6 @@ class PackedDecode:
             self.decode(row, outputs)
 
     def decode(self, n_tokens: int, outputs: list[tuple[int, tuple[int, int]]]) -> None:
-        from .llama import _row_logsumexp
-
         cache = self.cache
         cache.batch.struct.n_tokens = n_tokens
         cache.decode()

@@ -75,3 +75,40 @@ def test_batches_are_chunked_by_sequences_and_batch_size(tiny_tf):
         assert_logprobs_close(result.token_logprobs, lm.choice_logprobs(prompt, choices), 1e-5)
         assert_logprobs_close(result.token_logprobs, tiny_tf.choice_logprobs(prompt, choices), 1e-3)
     lm.close()
+
+
+def decode_parts(cache, parts):
+    """One llama_decode of (tokens, sequence id) parts, each from position 0; the logits of every token."""
+    batch, row, spans = cache.batch, 0, []
+    for tokens, seq in parts:
+        for pos, token in enumerate(tokens):
+            batch.token[row], batch.pos[row], batch.n_seq_id[row], batch.seq_id[row, 0] = token, pos, 1, seq
+            batch.logits[row] = 1
+            row += 1
+        spans.append(range(row - len(tokens), row))
+    batch.struct.n_tokens = row
+    cache.decode()
+    return [np.array([cache.logits(r) for r in span]) for span in spans]
+
+
+def test_other_sequences_cells_change_nothing():
+    """The unified KV cache masks other sequences' cells: a prompt's logits are the same (to F32 rounding: the
+    sums run over another number of cells) alone, after another sequence's cells exist, after they are
+    removed, and second in a decode after another prompt. (On SmolLM2 Q4_1 these are bitwise equal.)"""
+    lm = LLaMa(**LLaMa.create(tiny_llama_gguf(), n_ctx=1024, **EXACT), n_seq_max=4)
+    cache = lm.cache
+    a, b = (lm.tokenize(t, bos=True) for t in ("Question: the quick brown fox?\nAnswer:", "Paris is in France"))
+    cache.reset()
+    alone = decode_parts(cache, [(b, 1)])[0]
+    cache.reset()
+    decode_parts(cache, [(a, 2)])
+    after = decode_parts(cache, [(b, 1)])[0]
+    cache.remove(1, -1)
+    cache.remove(2, -1)
+    removed = decode_parts(cache, [(b, 1)])[0]
+    cache.reset()
+    second = decode_parts(cache, [(a, 2), (b, 1)])[1]
+    assert np.abs(alone).max() > 1.0   # logits on the scale where a leaked cell would show
+    for logits in (after, removed, second):
+        np.testing.assert_allclose(logits, alone, rtol=0, atol=1e-4)
+    lm.close()
