@@ -38,7 +38,8 @@ def test_eval_chat_equals_evaluate_chat(smol_tf, tmp_path):
         assert got["choices"] == want["choices"] and not any(c[:1].isspace() for c in got["choices"])
         for key in ("sum", "mean", "char"):
             assert got[f"prediction_{key}"] == want[f"prediction_{key}"]
-            assert got[f"probs_{key}"] == pytest.approx(want[f"probs_{key}"], abs=2e-5)  # a cold process splits passes differently
+            # a fresh process and a warm prefix cache split the passes differently (measured 1.6e-6)
+            assert got[f"probs_{key}"] == pytest.approx(want[f"probs_{key}"], abs=2e-5)
     # the template really changes the scores: the plain run ranks other probabilities
     plain = evaluate(smol_tf, limit=8, batch_size=4).to_dict(per_item=True)
     drift = max(abs(a - b) for p, c in zip(plain["items"], data["items"]) for a, b in zip(p["probs_sum"],
