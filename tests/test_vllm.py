@@ -22,7 +22,7 @@ from autocog.lm.errors import (
 )
 from autocog.lm.scoring import ScoreRequest
 from conftest import EASY_FACTS, assert_logprobs_close
-from vllm_server import VllmServer, free_port, require_vllm
+from vllm_server import free_port, smollm2_server
 
 pytest.importorskip("openai")
 from autocog.lm.openai import OpenAI  # noqa: E402
@@ -44,11 +44,7 @@ BOUNDARY_CASES = [
 @pytest.fixture(scope="module")
 def vllm_server():
     """SmolLM2 on vLLM for this module (module scope: its 4 GiB are freed before the next test module)."""
-    python = require_vllm()
-    from autocog.models import smollm2_transformers
-
-    server = VllmServer(smollm2_transformers(), name="smollm2", python=python,
-                        extra_args=("--enable-tokenizer-info-endpoint",)).start()  # BOS/EOS for pmi
+    server = smollm2_server()
     yield server
     server.stop()
 

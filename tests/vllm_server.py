@@ -190,6 +190,15 @@ class VllmServer:
             self.log_path.unlink(missing_ok=True)
 
 
+def smollm2_server() -> "VllmServer":
+    """SmolLM2's transformers directory on vLLM, started (the tests' server; ``/tokenizer_info`` on, for pmi)."""
+    python = require_vllm()
+    from autocog.models import smollm2_transformers
+
+    return VllmServer(smollm2_transformers(), name="smollm2", python=python,
+                      extra_args=("--enable-tokenizer-info-endpoint",)).start()
+
+
 def _context_length(model_dir: Path, most: int = 2048) -> int:
     """``most``, or less when the model's config says it holds fewer positions (vLLM refuses more)."""
     try:

@@ -10,18 +10,14 @@ pytest.importorskip("openai")
 from autocog.lm.openai import OpenAI  # noqa: E402
 from conftest import brute_force_tf  # noqa: E402
 from contract import ScoringContract  # noqa: E402
-from vllm_server import VllmServer, require_vllm  # noqa: E402
+from vllm_server import smollm2_server  # noqa: E402
 
 pytestmark = pytest.mark.slow  # starts a server
 
 
 @pytest.fixture(scope="module")
 def vllm_contract_server():
-    python = require_vllm()
-    from autocog.models import smollm2_transformers
-
-    server = VllmServer(smollm2_transformers(), name="smollm2", python=python,
-                        extra_args=("--enable-tokenizer-info-endpoint",)).start()  # BOS/EOS for pmi
+    server = smollm2_server()
     yield server
     server.stop()
 
