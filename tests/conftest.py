@@ -47,7 +47,8 @@ def brute_force_tf(lm, prompt, choices):
     from autocog.lm.lm import split_boundary
 
     prompt, continuations = split_boundary(prompt, choices)
-    prompt_ids = lm.tokenize(prompt, bos=True)
+    # an empty prompt is conditioned on the unconditional context (BOS, else EOS), as the scoring layer does
+    prompt_ids = lm.tokenize(prompt, bos=True) if prompt else list(lm.unconditional_tokens())
     out = []
     for text in continuations:
         ids = lm.tokenize(text)
