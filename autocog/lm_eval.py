@@ -55,7 +55,6 @@ logger = logging.getLogger(__name__)
 # key would be silently swallowed by transformers' config; we name it instead).
 TF_PRETRAINED_KEYS = {"revision", "trust_remote_code", "attn_implementation", "low_cpu_mem_usage", "device_map",
                       "cache_dir", "local_files_only", "subfolder", "variant", "use_safetensors", "torch_dtype"}
-LOG_HALF = math.log(0.5)
 GROUPS_PER_BATCH = 4  # contexts scored per batch-API call, in units of batch_size
 
 __all__ = ["AutocogLM", "parse_model_args"]
@@ -161,7 +160,7 @@ class AutocogLM(HarnessLM):
             for (context, conts), result in zip(part, results):
                 flags = result.greedy  # from the rows the tree pass computed anyway
                 if flags is None:
-                    flags = self._greedy_flags(context, conts, result.token_logprobs)
+                    flags = self._greedy_flags_by_text(context, conts)
                 for continuation, logprob, flag in zip(conts, result.logprobs, flags):
                     answers[(context, continuation)] = (float(logprob), bool(flag))
                 bar.update(1)
@@ -197,52 +196,9 @@ class AutocogLM(HarnessLM):
         return out
 
     # --- helpers ---------------------------------------------------------------------------------
-    def _prompt_tokens(self, context: str) -> list[int]:
-        """The tokens the scoring layer conditions on: the context without its trailing whitespace (BOS
-        added when the model expects it), or BOS/EOS for an empty one."""
-        stripped = context.rstrip()
-        return self.lm.prompt_tokens(stripped) if stripped else list(self.lm.unconditional_tokens())
-
-    def _greedy_flags(self, context: str, conts: Sequence[str], token_logprobs: list[list[float]]) -> list[bool]:
-        """Whether each continuation is the greedy decode of the context: every token is the argmax of its row.
-
-        A token with log-prob above log(1/2) is the argmax for sure; a token beaten by a sibling choice's
-        token after the same prefix is not; otherwise the row is read (`lm.greedy`, prefix-cached).
-        Backends without next-token rows decode greedily instead and compare the text."""
-        if not hasattr(self.lm, "greedy") or not hasattr(self.lm, "unconditional_tokens"):
-            return self._greedy_flags_by_text(context, conts)
-        moved = context[len(context.rstrip()):]
-        token_lists = self.lm.tokenize_batch([moved + c for c in conts])
-        best: dict[tuple[int, ...], float] = {}  # best log-prob of any choice's token after a prefix
-        for tokens, lps in zip(token_lists, token_logprobs):
-            for k, lp in enumerate(lps):
-                key = tuple(tokens[:k])
-                best[key] = max(best.get(key, -math.inf), lp)
-        prompt = None
-        rows: dict[tuple[int, ...], int] = {}
-        flags = []
-        for tokens, lps in zip(token_lists, token_logprobs):
-            if len(tokens) != len(lps):
-                raise RuntimeError(f"the scoring layer scored {len(lps)} tokens for a continuation of "
-                                   f"{len(tokens)} tokens: cannot tell whether it is greedy")
-            greedy = True
-            for k, lp in enumerate(lps):
-                if lp > LOG_HALF:
-                    continue
-                key = tuple(tokens[:k])
-                if best[key] > lp:
-                    greedy = False
-                    break
-                if key not in rows:
-                    prompt = self._prompt_tokens(context) if prompt is None else prompt
-                    rows[key] = int(self.lm.greedy(prompt + list(key)).argmax())
-                if rows[key] != tokens[k]:
-                    greedy = False
-                    break
-            flags.append(greedy)
-        return flags
-
     def _greedy_flags_by_text(self, context: str, conts: Sequence[str]) -> list[bool]:
+        """is_greedy where the scoring pass gave no rows (`ChoiceResult.greedy` None: servers, or a backend whose
+        own `evaluate_tree` does not call `TokenChoiceTree.record_argmax`): decode greedily, compare tokens."""
         stripped = context.rstrip()
         token_lists = [self.lm.tokenize(context[len(stripped):] + c) for c in conts]
         text = self.lm.complete(stripped, stop=None, max_tokens=max(map(len, token_lists)), temperature=0.0)
