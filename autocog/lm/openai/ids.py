@@ -230,7 +230,8 @@ def score_requests(lm: "OpenAI", requests: Sequence[Any], strategy: Optional[str
     unconditional scores ride in the same requests); None when it does not apply here (strategy ``descent``,
     a server without token ids, chat-message prompts): the caller then scores another way. Every input is
     checked before anything is sent."""
-    from ..lm import ChoiceResult, check_choices, check_normalization, check_prompt, normalize_scores, split_boundary
+    from ..lm import ChoiceResult, normalize_scores, split_boundary
+    from ..scoring import check_request
 
     strategy = strategy or lm.strategy
     if strategy not in ("auto", "echo") or any(not isinstance(r.prompt, str) for r in requests):
@@ -241,11 +242,11 @@ def score_requests(lm: "OpenAI", requests: Sequence[Any], strategy: Optional[str
     pairs: list[tuple[str, list[str]]] = []
     plan = []
     for r in requests:
-        normalization = check_normalization(r.normalization or lm.default_normalization)
-        prompt, choices = check_prompt(r.prompt), check_choices(r.choices)
-        prompt_text, continuations = split_boundary(prompt, choices)
-        if r.end:
-            continuations = [c + r.end for c in continuations]
+        checked = check_request(lm, r, render=False)  # the scoring layer's checks (prompt, choices, end...)
+        normalization, choices = checked.normalization, checked.choices
+        prompt_text, continuations = split_boundary(checked.prompt, choices)
+        if checked.end:
+            continuations = [c + checked.end for c in continuations]
         plan.append((choices, normalization, len(pairs)))
         pairs.append((prompt_text, continuations))
         if normalization == "pmi":

@@ -194,11 +194,11 @@ class Transport:
         except openai.APIStatusError as error:
             status = error.status_code
             detail = self.redact(excerpt(error_body(error)))
-            # A server that cannot decode UTF-8 (llama_cpp.server detokenizing part of a character) will not do
-            # better on a retry.
             if status == 400 and any(w in detail for w in CONTEXT_WORDS):
                 raise ContextLengthError(f"{what} refused by {self.base_url}: the prompt does not fit the model's "
                                          f"context: {detail}") from None
+            # A server that cannot decode UTF-8 (llama_cpp.server detokenizing part of a character) will not do
+            # better on a retry.
             if not (status in RETRY_STATUSES or status >= 500) or not retry or "codec can't decode" in detail:
                 raise RequestFailedError(
                     f"{what} failed on {self.base_url} for model {self.model()!r}: HTTP {status}: {detail}",
