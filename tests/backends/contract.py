@@ -129,11 +129,14 @@ class ScoringContract:
     # --- prefixes and structure ----------------------------------------------------------------------
     def test_prefix_choices_stay_reachable(self, lm, reference):
         for choices in (["1", "10", "100"], [" the", " the quick", " the quick brown"]):
-            result = lm.choice_distribution("Count: 1", choices)
-            assert np.all(result.probs > 0) and result.probs.sum() == pytest.approx(1.0, abs=1e-9)
-            assert [len(lp) for lp in result.token_logprobs] == [len(lm.tokenize(c)) for c in choices]
-            assert_logprobs_close(result.token_logprobs, reference("Count: 1", choices), self.atol)
-            np.testing.assert_allclose(result.scores, [math.fsum(lp) for lp in result.token_logprobs], atol=1e-12)
+            self.check_prefix_choices(lm, reference, "Count: 1", choices)
+
+    def check_prefix_choices(self, lm, reference, prompt: str, choices: list[str]) -> None:
+        result = lm.choice_distribution(prompt, choices)
+        assert np.all(result.probs > 0) and result.probs.sum() == pytest.approx(1.0, abs=1e-9)
+        assert [len(lp) for lp in result.token_logprobs] == [len(lm.tokenize(c)) for c in choices]
+        assert_logprobs_close(result.token_logprobs, reference(prompt, choices), self.atol)
+        np.testing.assert_allclose(result.scores, [math.fsum(lp) for lp in result.token_logprobs], atol=1e-12)
 
     def test_end_is_scored_after_each_choice(self, lm, reference):
         choices = [" 1", " 10"]

@@ -11,7 +11,7 @@ from autocog.lm import LLaMa, ScoreRequest, score  # noqa: E402
 from autocog.lm.openai import OpenAI  # noqa: E402
 from autocog.models import tiny_llama_gguf  # noqa: E402
 from autocog.lm.errors import StrategyUnavailableError  # noqa: E402
-from contract import ScoringContract, assert_logprobs_close, greedy_reference  # noqa: E402
+from contract import ScoringContract, greedy_reference  # noqa: E402
 from llama_server import LlamaServer  # noqa: E402
 from test_openai import CANNOT_BE_EXACT  # noqa: E402
 
@@ -53,11 +53,8 @@ class TestOpenAILlamaServer(ScoringContract):
         # the same choices after a word boundary are scored like the reference.
         with pytest.raises(StrategyUnavailableError, match="boundary"):
             lm.choice_distribution("Count: 1", ["1", "10", "100"])
-        for prompt, choices in (("Count:", [" 1", " 10", " 100"]), ("Count: 1", [" the", " the quick", " the quick brown"])):
-            result = lm.choice_distribution(prompt, choices)
-            assert np.all(result.probs > 0) and result.probs.sum() == pytest.approx(1.0, abs=1e-9)
-            assert [len(lp) for lp in result.token_logprobs] == [len(lm.tokenize(c)) for c in choices]
-            assert_logprobs_close(result.token_logprobs, reference(prompt, choices), self.atol)
+        self.check_prefix_choices(lm, reference, "Count:", [" 1", " 10", " 100"])
+        self.check_prefix_choices(lm, reference, "Count: 1", [" the", " the quick", " the quick brown"])
 
     # pmi: the tiny model's unconditional context is BOS alone, and llama_cpp.server gives no log-prob after BOS
     # alone (docs/openai.md, "pmi"): refused, typed, in a batch as alone; with an explicit context it is exact.
