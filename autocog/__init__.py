@@ -8,7 +8,7 @@ _STRUCTURED = ("generate", "Regex", "Lark", "GBNF")
 
 def __getattr__(name):
     if name in _STRUCTURED:
-        from . import structured
+        from autocog import structured
 
         return getattr(structured, name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

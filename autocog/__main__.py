@@ -1,8 +1,8 @@
-"""``python -m autocog``: the command line of `autocog.cli` (see ``python -m autocog --help``)."""
+"""``python -m autocog``: the command line of `autocog.cli.app` (see ``python -m autocog --help``)."""
 
 import sys
 
-from .cli import main
+from autocog.cli.app import main
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -1,10 +1,10 @@
-"""Benchmark the scoring layer's batches (`autocog.batch` / `autocog.lm.score`) against the limit, a loop of
+"""Benchmark the scoring layer's batches (`autocog.eval.batch` / `autocog.lm.score`) against the limit, a loop of
 single calls, CAPPr-style per-prompt scoring and per-choice scoring; LLaMa's multi-prompt decode against one
 by one; memory as the number of prompts grows. Every ratio is measured in one run, methods interleaved and
 the best of ``--repeats`` kept (the machine may be shared: absolute times are noisy, ratios less so).
 
 transformers (``--backend tf``), all computing the same log-probs (the bench prints the largest difference):
-  batch      autocog.batch.choice_distributions, batch_size prompts per packed forward pass
+  batch      autocog.eval.batch.choice_distributions, batch_size prompts per packed forward pass
   loop       lm.choice_logprobs(prompt, choices) called once per prompt
   limit      the model alone on the batch's shapes: the shared prefix once, then one forward pass over rows of
              (longest prompt rest + every unique trie token, leaves included), random token ids, no tree mask,
@@ -57,7 +57,7 @@ def make_data(n_prompts: int, n_choices: int, seed: int = 0) -> tuple[list[str],
 
 
 def model_path(model: str):
-    from autocog.models import smollm2_gguf, tiny_llama, tiny_llama_gguf
+    from autocog.gguf.models import smollm2_gguf, tiny_llama, tiny_llama_gguf
 
     if model == "tiny":
         return tiny_llama(), tiny_llama_gguf()
@@ -105,8 +105,8 @@ def perprompt_logprobs(lm, prompt: str, choices: list[str]) -> list[list[float]]
     KV repeated once per choice."""
     import torch
 
-    from autocog.lm.lm import split_boundary
-    from autocog.lm.tf import output_cache
+    from autocog.core.checks import split_boundary
+    from autocog.lm.tf.model import output_cache
 
     text, continuations = split_boundary(prompt, choices)
     prompt_ids = lm.tokenize(text, bos=True)
@@ -135,7 +135,7 @@ def perchoice_logprobs(lm, prompt: str, choices: list[str]) -> list[list[float]]
     """One full forward pass over prompt + choice per choice, no cache."""
     import torch
 
-    from autocog.lm.lm import split_boundary
+    from autocog.core.checks import split_boundary
 
     text, continuations = split_boundary(prompt, choices)
     prompt_ids = lm.tokenize(text, bos=True)
@@ -174,7 +174,7 @@ class Limit:
     def __call__(self) -> None:
         import torch
 
-        from autocog.lm.tf import output_cache
+        from autocog.lm.tf.model import output_cache
 
         model, key = self.lm.model, self.lm.cache.cache_kwarg
         prefix, kv = None, None
@@ -191,7 +191,7 @@ class Limit:
 
 
 def bench_tf(lm, n_prompts: int, n_choices: int, batch_size: int, repeats: int) -> dict:
-    from autocog.batch import choice_distributions
+    from autocog.eval.batch import choice_distributions
 
     prompts, choices = make_data(n_prompts, n_choices, seed=n_choices)
 
@@ -219,7 +219,7 @@ def bench_tf(lm, n_prompts: int, n_choices: int, batch_size: int, repeats: int) 
 
 def bench_llama(model: str, threads: int, n_prompts: int, n_choices: int, repeats: int, group_tokens: int = 0
                 ) -> dict:
-    from autocog.batch import choice_distributions
+    from autocog.eval.batch import choice_distributions
     from autocog.lm import LLaMa
 
     lm = LLaMa(**LLaMa.create(model_path(model)[1], n_ctx=4096, n_threads=threads, n_threads_batch=threads),
@@ -264,7 +264,7 @@ def rss_bytes() -> int:
 
 def memory_point(model: str, threads: int, n_prompts: int, n_choices: int, batch_size: int) -> dict:
     """Run in a fresh process: RSS after loading and warming up, then the peak during predict_proba."""
-    from autocog.batch import predict_proba
+    from autocog.eval.batch import predict_proba
 
     lm = load_tf(model, threads)
     warm_prompts, choices = make_data(batch_size, n_choices, seed=99)

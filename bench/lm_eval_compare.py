@@ -8,8 +8,8 @@ choice) pair is one lm-eval loglikelihood request.
 
 Methods, on the same transformers directory (float32, CPU):
   hf@B      lm-eval's HFLM.loglikelihood at batch size B (several tried; the best is the baseline)
-  autocog   autocog.batch.choice_distributions (the scoring layer's batch path), batch_size prompts per call
-  adapter   autocog.lm_eval.AutocogLM.loglikelihood (lm-eval's interface on the scoring layer, with is_greedy)
+  autocog   autocog.eval.batch.choice_distributions (the scoring layer's batch path), batch_size prompts per call
+  adapter   autocog.eval.lm_eval.AutocogLM.loglikelihood (lm-eval's interface on the scoring layer, with is_greedy)
 The log-likelihoods of autocog and of the adapter are checked against hf's (max |difference| printed).
 Each method runs ``--repeats`` times, interleaved; the best time counts. Ratios are hf's best / ours.
 
@@ -43,7 +43,7 @@ CAPITALS = [("France", "Paris"), ("Japan", "Tokyo"), ("Italy", "Rome"), ("German
 
 def make_questions(n: int, seed: int = 0) -> list[dict]:
     """``n`` questions of 4 choices: the bundled ones first (padded), then capitals and sums."""
-    from autocog.evaluate import EXAMPLE_DATASET
+    from autocog.eval.evaluate import EXAMPLE_DATASET
 
     rng = random.Random(seed)
     bundled = [json.loads(line) for line in EXAMPLE_DATASET.read_text().splitlines() if line.strip()]
@@ -81,7 +81,7 @@ def build(questions: list[dict], shots: int) -> tuple[list[str], list[list[str]]
 
 
 def model_dir(name: str) -> Path:
-    from autocog.models import smollm2_transformers, tiny_llama
+    from autocog.gguf.models import smollm2_transformers, tiny_llama
 
     return {"smollm2": smollm2_transformers, "tiny": tiny_llama}[name]() if name in ("smollm2", "tiny") else Path(name)
 
@@ -95,7 +95,7 @@ def timed(fn):
 def run_setting(hf, ours, adapter, contexts, choices, batch_sizes, our_batch, repeats) -> dict:
     from lm_eval.api.instance import Instance
 
-    from autocog.batch import choice_distributions
+    from autocog.eval.batch import choice_distributions
 
     pairs = [(c, x) for c, xs in zip(contexts, choices) for x in xs]
     requests = [Instance("loglikelihood", {}, p, i) for i, p in enumerate(pairs)]
@@ -155,7 +155,7 @@ def main() -> None:
     from lm_eval.api.registry import get_model
 
     from autocog.lm import load
-    from autocog.lm_eval import AutocogLM
+    from autocog.eval.lm_eval import AutocogLM
 
     path = model_dir(args.model)
     hf = get_model("hf")(pretrained=str(path), dtype="float32", device="cpu", batch_size=1)

@@ -129,7 +129,7 @@ COUNTRIES = ("France Japan Italy Spain Egypt Peru Kenya Chile Norway Greece Cana
 
 
 def vllm_requests(n_prompts: int, n_choices: int) -> list:
-    from autocog.lm.scoring import ScoreRequest
+    from autocog.core.types import ScoreRequest
 
     choices = [" " + w for w in WORDS[:n_choices]]
     return [ScoreRequest(f"Question {k}: What is the capital of {COUNTRIES[k % len(COUNTRIES)]}?\nAnswer:", choices)
@@ -178,7 +178,7 @@ def run_vllm(model: str, n_prompts: int, n_baseline: int) -> None:
     sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
     from vllm_server import VllmServer, missing_message, vllm_python
 
-    from autocog.models import smollm2_transformers, tiny_llama
+    from autocog.gguf.models import smollm2_transformers, tiny_llama
 
     if vllm_python() is None:
         raise SystemExit(missing_message())
@@ -211,7 +211,7 @@ def main() -> None:
         run_vllm(args.model, args.prompts, args.baseline_prompts)
         if args.server == "vllm":
             return
-    from autocog.models import smollm2_gguf, tiny_llama_gguf
+    from autocog.gguf.models import smollm2_gguf, tiny_llama_gguf
 
     models = {"smollm2": smollm2_gguf, "tiny": tiny_llama_gguf}
     names = list(models) if args.model == "both" else [args.model]

@@ -2,11 +2,11 @@
 
     .venv/bin/python examples/quantize_and_compare.py --out smollm2-gguf     # ~2-5 minutes on 2 CPU cores
 
-Steps: the transformers checkpoint (`autocog.models.smollm2_transformers`) -> GGUF F16 (`autocog.convert`)
--> Q8_0 and Q4_K_M (llama.cpp's quantizer, `autocog.quantize`) -> the same questions (the bundled
-easy_mc.jsonl) scored on all four models through the batch API (`autocog.compare`: accuracy with Wilson
+Steps: the transformers checkpoint (`autocog.gguf.models.smollm2_transformers`) -> GGUF F16 (`autocog.gguf.convert`)
+-> Q8_0 and Q4_K_M (llama.cpp's quantizer, `autocog.gguf.quantize`) -> the same questions (the bundled
+easy_mc.jsonl) scored on all four models through the batch API (`autocog.eval.compare`: accuracy with Wilson
 intervals, drift against the transformers model, size, time) -> a plot and a Hugging Face model card
-(`autocog.card`). The same from the shell:
+(`autocog.gguf.card`). The same from the shell:
 
     autocog convert HF_DIR out/smollm2-f16.gguf --outtype f16
     autocog quantize out/smollm2-f16.gguf out/smollm2-q8_0.gguf --type Q8_0
@@ -31,11 +31,11 @@ def main(argv=None):
     parser.add_argument("--threads", type=int, default=None, help="llama.cpp threads (default: all cores)")
     args = parser.parse_args(argv)
 
-    from autocog.card import write_card
-    from autocog.compare import ModelSpec, compare
-    from autocog.convert import convert
-    from autocog.models import smollm2_transformers
-    from autocog.quantize import quantize
+    from autocog.gguf.card import write_card
+    from autocog.eval.compare import ModelSpec, compare
+    from autocog.gguf.convert import convert
+    from autocog.gguf.models import smollm2_transformers
+    from autocog.gguf.quantize import quantize
 
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)

@@ -1,11 +1,17 @@
 """Shared fixtures: the offline test models, loaded once per session."""
 
 import os
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
 
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+# Test helpers (toy models, server launchers, the hostile pool, the shared contract), importable by name.
+for folder in ("support", "backends"):
+    sys.path.insert(0, str(Path(__file__).resolve().parent / folder))
 
 # Questions SmolLM2-135M-Instruct answers right; used by the TfLM and LLaMa easy-fact tests.
 EASY_FACTS = [
@@ -21,7 +27,7 @@ EASY_FACTS = [
 
 @pytest.fixture(scope="session")
 def tiny_path():
-    from autocog.models import tiny_llama
+    from autocog.gguf.models import tiny_llama
 
     return tiny_llama()
 
@@ -44,7 +50,7 @@ def brute_force_tf(lm, prompt, choices):
     """Reference: one full forward pass per prompt + choice, summing log_softmax at the choice positions."""
     import torch
 
-    from autocog.lm.lm import split_boundary
+    from autocog.core.checks import split_boundary
 
     prompt, continuations = split_boundary(prompt, choices)
     # an empty prompt is conditioned on the unconditional context (BOS, else EOS), as the scoring layer does
@@ -70,7 +76,7 @@ def assert_logprobs_close(actual, expected, atol):
 def smol_server():
     """One ``llama_cpp.server`` on the SmolLM2 GGUF for the session (test_openai, test_chat_smol): each `OpenAI`
     instance assumes nothing about the server's cached prompt, so modules can share it."""
-    from autocog.models import smollm2_gguf
+    from autocog.gguf.models import smollm2_gguf
     from llama_server import LlamaServer
 
     server = LlamaServer(smollm2_gguf())

@@ -46,7 +46,7 @@ Only the public `LM` API is used: ``complete`` and ``choice_distribution`` (or `
 {'reasoning': ' ...', 'answer': ' B'}
 """
 
-from .errors import (
+from autocog.errors import (
     DuplicateStepError,
     InvalidStepError,
     MissingInputError,
@@ -58,9 +58,9 @@ from .errors import (
     UnreachableStepError,
     UnsupportedFieldError,
 )
-from .program import Program
-from .steps import END, Assistant, Choose, Complete, Step, System, Text, User
-from .tree import Path, ProgramResult, ThoughtNode, TokenStats
+from autocog.fta.program import Program
+from autocog.fta.steps import END, Assistant, Choose, Complete, Step, System, Text, User
+from autocog.fta.tree import Path, ProgramResult, ThoughtNode, TokenStats
 
 __all__ = [
     "Program", "Step", "Text", "System", "User", "Assistant", "Complete", "Choose", "END", "ProgramResult", "Path", "ThoughtNode", "TokenStats",
@@ -72,7 +72,7 @@ __all__ = [
 
 def __getattr__(name):
     if name in ("structured_program", "StructuredProgram", "StructuredResult", "generate"):
-        from . import structured
+        from autocog.fta import structured
 
         return getattr(structured, name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -16,8 +16,16 @@ import types
 import typing
 from typing import Any, Sequence, Union
 
-from .errors import UnsupportedFieldError
-from .specs import EnumSpec, ListSpec, NullableSpec, NumberSpec, ObjectSpec, Spec, StrSpec
+from autocog.errors import UnsupportedFieldError
+from autocog.fta.specs import (
+    EnumSpec,
+    ListSpec,
+    NullableSpec,
+    NumberSpec,
+    ObjectSpec,
+    Spec,
+    StrSpec,
+)
 
 
 def field_constraints(metadata: Sequence[Any]) -> dict:
@@ -110,8 +118,8 @@ class Compiler:
         return EnumSpec([json.dumps(v) for v in values], values)
 
     def _string(self, constraints: dict, where: str) -> StrSpec:
-        from ..structured import GrammarError
-        from ..structured.fields import string_content
+        from autocog.structured import GrammarError
+        from autocog.structured.fields import string_content
 
         max_length = constraints.get("max_length")
         tokens = self.string_tokens if max_length is None else max(1, min(self.string_tokens, int(max_length) + 1))
@@ -122,8 +130,8 @@ class Compiler:
         return StrSpec(grammar, raw="pattern" in constraints, max_tokens=tokens)
 
     def _number(self, kind: type, constraints: dict, where: str, nullable: bool = False) -> NumberSpec:
-        from ..structured import GrammarError
-        from ..structured.fields import number
+        from autocog.structured import GrammarError
+        from autocog.structured.fields import number
 
         bounds = {k: constraints.get(k) for k in ("ge", "gt", "le", "lt", "multiple_of")}
         try:

@@ -17,8 +17,8 @@ import math
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
-from ..lm.greedy import GreedyLM
-from .steps import Complete
+from autocog.fta.steps import Complete
+from autocog.lm.greedy import GreedyLM
 
 __all__ = ["StepText", "Recorder", "decode", "complete_text", "CLOSING_SLACK"]
 
@@ -71,8 +71,8 @@ def decode(lm: GreedyLM, step: Complete, prompt: str) -> StepText:
     inner = None
     budget = step.max_tokens
     if step.grammar is not None:
-        from ..structured.engine import GrammarConstraint, IncompleteOutputError
-        from ..structured.vocab import vocabulary
+        from autocog.structured.engine import GrammarConstraint, IncompleteOutputError
+        from autocog.structured.vocab import vocabulary
 
         inner = GrammarConstraint(step.grammar, vocabulary(lm), finish_after=step.max_tokens,
                                   closers=tuple(step.stop) + JSON_CLOSERS)
@@ -92,7 +92,7 @@ def complete_text(lm: Any, step: Complete, prompt: str) -> StepText:
     """Run ``step`` with ``lm.complete`` (backends without next-token log-probs); ``logprob`` is NaN."""
     text = lm.complete(prompt, stop=step.stop or None, max_tokens=step.max_tokens)
     if step.grammar is not None:
-        from ..structured.engine import repair
+        from autocog.structured.engine import repair
 
         text = repair(step.grammar, text, closers=tuple(step.stop) + JSON_CLOSERS)
     appended, value = _split(step, text)

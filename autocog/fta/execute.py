@@ -20,14 +20,16 @@ from typing import Any, Optional
 
 import numpy as np
 
-from ..lm.choice import ChoiceLM
-from ..lm.greedy import GreedyLM
-from ..lm.lm import LM, ChoiceResult, split_boundary
-from ..lm.scoring import ScoreRequest, score_trees
-from .decoding import complete_text, decode, step_logprob
-from .program import Program
-from .steps import END, Choose, Complete, Step, Text
-from .tree import Path, ProgramResult, ThoughtNode, TokenStats
+from autocog.core.checks import split_boundary
+from autocog.core.types import ChoiceResult, ScoreRequest
+from autocog.fta.decoding import complete_text, decode, step_logprob
+from autocog.fta.program import Program
+from autocog.fta.steps import END, Choose, Complete, Step, Text
+from autocog.fta.tree import Path, ProgramResult, ThoughtNode, TokenStats
+from autocog.lm.base import LM
+from autocog.lm.choice import ChoiceLM
+from autocog.lm.greedy import GreedyLM
+from autocog.lm.scoring import score_trees
 
 
 class TokenTrie:

@@ -27,8 +27,7 @@ import copy
 import math
 from typing import Any, Mapping, Optional, Sequence, Union
 
-from ..lm.lm import LM
-from .errors import (
+from autocog.errors import (
     DuplicateStepError,
     InvalidStepError,
     MissingInputError,
@@ -39,8 +38,9 @@ from .errors import (
     UnknownStepError,
     UnreachableStepError,
 )
-from .steps import END, Choose, Complete, Step, Text
-from .tree import ProgramResult
+from autocog.fta.steps import END, Choose, Complete, Step, Text
+from autocog.fta.tree import ProgramResult
+from autocog.lm.base import LM
 
 EdgeSpec = Union[str, Mapping[str, Optional[str]]]
 
@@ -277,7 +277,7 @@ class Program:
         >>> result.best.values["answer"], result.tokens.ratio         # doctest: +SKIP
         (' yes', 1.02)
         """
-        from .execute import Explorer
+        from autocog.fta.execute import Explorer
 
         if not isinstance(lm, LM):
             raise TypeError(f"run needs an autocog.lm.LM, not {type(lm).__name__}")
@@ -300,7 +300,7 @@ class Program:
         """The automaton as GraphViz DOT: Text boxes, Complete ellipses, Choose diamonds, option labels on the
         edges, loop bounds on the steps. With a ``result``, each edge also shows how many thought-tree edges
         went through it and the mean probability of the options taken there."""
-        from .tree import _quote, snippet
+        from autocog.fta.tree import _quote, snippet
 
         usage: dict[tuple[str, str], list[float]] = {}
         if result is not None:   # each thought-tree edge realizes an automaton edge; a Choose's option prob is on it
@@ -357,7 +357,7 @@ class Program:
 
     def render(self, path, **dot_kwargs: Any):
         """Write the automaton to ``path`` (``.dot``, or ``.svg`` / ``.png`` through GraphViz)."""
-        from ..lm.choice import render_dot
+        from autocog.core.trie import render_dot
 
         return render_dot(self.to_dot(**dot_kwargs), path)
 

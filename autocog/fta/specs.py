@@ -15,7 +15,7 @@ import json
 from dataclasses import dataclass
 from typing import Any, Optional
 
-from .steps import END, Choose, Complete, Step, Text
+from autocog.fta.steps import END, Choose, Complete, Step, Text
 
 INDENT = "  "
 

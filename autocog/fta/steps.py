@@ -14,9 +14,10 @@ from __future__ import annotations
 import string
 from typing import Any, Mapping, Optional, Sequence, Union
 
-from ..lm.errors import InvalidChoicesError
-from ..lm.lm import NORMALIZATIONS, as_stop_list, check_choices
-from .errors import InvalidStepError
+from autocog.core.checks import check_choices
+from autocog.core.normalization import NORMALIZATIONS
+from autocog.core.stops import as_stop_list
+from autocog.errors import InvalidChoicesError, InvalidStepError
 
 END = "END"
 """The successor that ends a run."""
@@ -232,8 +233,8 @@ def _step_grammar(name: str, pattern: Any, stops: list) -> tuple:
     """``(pattern, grammar)``: the pattern as an engine `Grammar`, and that grammar followed by a stop string."""
     if pattern is None:
         return None, None
-    from ..structured import engine
-    from ..structured.types import GBNF, Lark, Regex
+    from autocog.structured import engine
+    from autocog.structured.types import GBNF, Lark, Regex
 
     try:
         if isinstance(pattern, str):

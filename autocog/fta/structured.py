@@ -41,11 +41,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Optional
 
-from .compiler import Compiler
-from .program import Program
-from .specs import Builder, ObjectSpec
-from .steps import Step, Text
-from .tree import Path, ProgramResult
+from autocog.fta.compiler import Compiler
+from autocog.fta.program import Program
+from autocog.fta.specs import Builder, ObjectSpec
+from autocog.fta.steps import Step, Text
+from autocog.fta.tree import Path, ProgramResult
 
 __all__ = ["structured_program", "StructuredProgram", "StructuredResult", "generate"]
 

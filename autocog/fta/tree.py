@@ -14,8 +14,8 @@ from dataclasses import dataclass, field
 from pathlib import Path as FilePath
 from typing import Any, Iterator, Optional, Union
 
-from ..lm.choice import render_dot
-from ..lm.lm import ChoiceResult
+from autocog.core.trie import render_dot
+from autocog.core.types import ChoiceResult
 
 
 @dataclass(eq=False)

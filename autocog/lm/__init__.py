@@ -3,8 +3,10 @@
 Backends are imported on first use, so ``from autocog.lm import LLaMa`` works without transformers installed.
 """
 
-from .choice import ChoiceLM, TokenChoiceTree, TreeNode
-from .errors import (
+from autocog.core.normalization import DEFAULT_NORMALIZATION, NORMALIZATIONS
+from autocog.core.trie import TokenChoiceTree, TreeNode
+from autocog.core.types import ChoiceResult, ScoreRequest
+from autocog.errors import (
     AutoCogError,
     BackendNotInstalledError,
     ChatTemplateError,
@@ -19,10 +21,11 @@ from .errors import (
     TokenizerMismatchError,
     TransientError,
 )
-from .greedy import GreedyLM
-from .lm import DEFAULT_NORMALIZATION, LM, NORMALIZATIONS, ChoiceResult
-from .registry import BACKENDS, backend_class, load
-from .scoring import ScoreRequest, score
+from autocog.lm.base import LM
+from autocog.lm.choice import ChoiceLM
+from autocog.lm.greedy import GreedyLM
+from autocog.lm.registry import BACKENDS, backend_class, load
+from autocog.lm.scoring import score
 
 _BACKENDS = {"TfLM": ".tf", "LLaMa": ".llama", "OpenAI": ".openai"}
 

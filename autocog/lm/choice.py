@@ -2,206 +2,17 @@
 
 from __future__ import annotations
 
-import math
-import shutil
 from collections import OrderedDict
-import subprocess
-from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any, Callable, Optional, Sequence, Union
+from typing import Any, Callable, Optional, Sequence
 
 import numpy as np
 
-from .errors import InvalidChoicesError
-from .greedy import GreedyLM
-from .lm import ChoiceResult, check_choices, check_context, split_boundary
-from .scoring import ScoreRequest, TreeJob, score_trees
-
-
-@dataclass(slots=True)
-class TreeNode:
-    """One token of the trie. ``parent`` is the index of the parent node, -1 under the root;
-    ``depth`` is 1 for the first token of a choice; ``ends`` lists the choices whose last token this is."""
-
-    index: int
-    token: int
-    parent: int
-    depth: int
-    children: dict[int, int] = field(default_factory=dict)
-    ends: list[int] = field(default_factory=list)
-    logprob: float = math.nan
-
-
-class TokenChoiceTree:
-    """A trie over the choices' token sequences.
-
-    ``nodes`` lists the unique (prefix, token) pairs, parents before children; evaluating the tree means
-    filling each node's ``logprob`` = log P(token | prompt + the path above it). A choice that is a prefix
-    of another ("1" and "10") ends on an inner node and stays reachable: its score is the sum over its own
-    tokens only.
-
-    >>> tree = TokenChoiceTree([[5], [5, 7], [9]])
-    >>> len(tree.nodes), tree.paths[1]
-    (3, [0, 1])
-    """
-
-    def __init__(self, token_lists: Sequence[Sequence[int]], decode: Optional[Callable[[int], str]] = None):
-        self.decode = decode  # token id -> text, for pictures
-        self.nodes: list[TreeNode] = []
-        self.roots: dict[int, int] = {}
-        self.paths: list[list[int]] = []  # node indices of each choice, root to end
-        self.row_argmax: dict[int, int] = {}  # a scored row (-1: after the prompt, else an inner node) -> its argmax
-        for j, tokens in enumerate(token_lists):
-            if len(tokens) == 0:
-                raise InvalidChoicesError(f"choice {j} has no tokens")
-            children, parent, path = self.roots, -1, []
-            for depth, token in enumerate(tokens, start=1):
-                token = int(token)
-                if token not in children:
-                    node = TreeNode(len(self.nodes), token, parent, depth)
-                    self.nodes.append(node)
-                    children[token] = node.index
-                node = self.nodes[children[token]]
-                path.append(node.index)
-                children, parent = node.children, node.index
-            self.nodes[path[-1]].ends.append(j)
-            self.paths.append(path)
-
-    # --- structure -----------------------------------------------------------------------------
-    @property
-    def tokens(self) -> list[int]:
-        return [n.token for n in self.nodes]
-
-    @property
-    def parents(self) -> np.ndarray:
-        return np.array([n.parent for n in self.nodes], dtype=np.int64)
-
-    @property
-    def depths(self) -> np.ndarray:
-        return np.array([n.depth for n in self.nodes], dtype=np.int64)
-
-    @property
-    def max_depth(self) -> int:
-        return max(len(p) for p in self.paths)
-
-    def internal_nodes(self) -> list[int]:
-        """Indices of the nodes that have children (their next-token distribution is needed)."""
-        return [n.index for n in self.nodes if n.children]
-
-    def path_tokens(self, index: int) -> list[int]:
-        """Tokens from the root down to node ``index`` included."""
-        tokens = []
-        while index >= 0:
-            tokens.append(self.nodes[index].token)
-            index = self.nodes[index].parent
-        return tokens[::-1]
-
-    def ancestor_mask(self) -> np.ndarray:
-        """Boolean [N, N]: entry [i, j] is True when node j is node i or one of its ancestors."""
-        n = len(self.nodes)
-        mask = np.zeros((n, n), dtype=bool)
-        for node in self.nodes:  # parents come first, so their rows are complete
-            if node.parent >= 0:
-                mask[node.index] = mask[node.parent]
-            mask[node.index, node.index] = True
-        return mask
-
-    def branching_nodes(self) -> int:
-        """Places where a choice must be made: the root and every node with 2+ children or a choice ending
-        inside a longer one (the number of requests a top-k descent needs at most)."""
-        count = 1 if len(self.roots) > 1 else 0
-        return count + sum(1 for n in self.nodes if len(n.children) + (1 if n.ends and n.children else 0) > 1)
-
-    # --- scores --------------------------------------------------------------------------------
-    def set_logprobs(self, logprobs: Sequence[float]) -> None:
-        if len(logprobs) != len(self.nodes):
-            raise ValueError(f"expected {len(self.nodes)} log-probs, got {len(logprobs)}")
-        for node, lp in zip(self.nodes, logprobs):
-            node.logprob = float(lp)
-
-    def record_argmax(self, rows: Sequence[int], tokens: Sequence[int]) -> None:
-        """Note the argmax token of next-token rows a backend computed (row -1: after the prompt, else after
-        an inner node), for `greedy_choices`."""
-        for row, token in zip(rows, tokens):
-            self.row_argmax[int(row)] = int(token)
-
-    def greedy_choices(self) -> Optional[list[bool]]:
-        """Whether each choice is the model's greedy continuation (every token the argmax of its row, lm-eval's
-        ``is_greedy``); None when the backend did not report the argmax of a row this needs.
-
-        >>> tree = TokenChoiceTree([[5, 7], [9]]); tree.record_argmax([-1, 0], [5, 8]); tree.greedy_choices()
-        [False, False]
-        """
-        out = []
-        for path in self.paths:
-            greedy = True
-            for index in path:
-                node = self.nodes[index]
-                argmax = self.row_argmax.get(node.parent)
-                if argmax is None:
-                    return None
-                if argmax != node.token:
-                    greedy = False
-                    break
-            out.append(greedy)
-        return out
-
-    def choice_logprobs(self, logprobs: Optional[Sequence[float]] = None) -> list[list[float]]:
-        """Per-choice lists of token log-probs, read along each choice's path."""
-        values = [n.logprob for n in self.nodes] if logprobs is None else list(logprobs)
-        return [[float(values[i]) for i in path] for path in self.paths]
-
-    # --- pictures ------------------------------------------------------------------------------
-    def to_dot(self, choices: Optional[Sequence[str]] = None, probs: Optional[Sequence[float]] = None,
-               title: str = "") -> str:
-        """GraphViz DOT source: one node per token with its text, edges labelled with the token's
-        log-prob and probability; a choice's end node shows the choice (and its probability)."""
-
-        def quote(text: str) -> str:
-            return '"' + text.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n") + '"'
-
-        lines = ["digraph TokenChoiceTree {", "  rankdir=LR;", '  node [shape=box, fontname="monospace"];']
-        if title:
-            lines.append(f"  label={quote(title)}; labelloc=t;")
-        lines.append('  root [label="prompt", shape=ellipse];')
-        for node in self.nodes:
-            label = repr(self.decode(node.token)) if self.decode else f"#{node.token}"
-            attrs = ""
-            if node.ends:
-                ended = []
-                for j in node.ends:
-                    name = repr(choices[j]) if choices is not None else f"choice {j}"
-                    ended.append(f"{name}" + (f" p={probs[j]:.3f}" if probs is not None else ""))
-                label += "\n→ " + "\n→ ".join(ended)
-                attrs = ", style=filled, fillcolor=lightblue"
-            lines.append(f"  n{node.index} [label={quote(label)}{attrs}];")
-            parent = "root" if node.parent < 0 else f"n{node.parent}"
-            edge = ""
-            if not math.isnan(node.logprob):
-                edge = f" [label={quote(f'{node.logprob:.3f} ({math.exp(node.logprob):.2f})')}]"
-            lines.append(f"  {parent} -> n{node.index}{edge};")
-        lines.append("}")
-        return "\n".join(lines) + "\n"
-
-    def render(self, path: Union[str, Path], **dot_kwargs: Any) -> Path:
-        """Write the tree to ``path``: ``.dot`` as DOT source, ``.svg`` / ``.png`` / ``.pdf`` through GraphViz."""
-        return render_dot(self.to_dot(**dot_kwargs), path)
-
-
-def render_dot(source: str, path: Union[str, Path]) -> Path:
-    """Write DOT ``source`` to ``path``, rendered by the ``dot`` program unless the suffix is ``.dot``."""
-    path = Path(path)
-    fmt = path.suffix.lstrip(".").lower()
-    if fmt in ("dot", "gv"):
-        path.write_text(source)
-        return path
-    dot = shutil.which("dot")
-    if dot is None:
-        raise RuntimeError(f"rendering {path.name} needs GraphViz's 'dot' program (apt-get install graphviz); "
-                           "write a .dot file instead")
-    subprocess.run([dot, f"-T{fmt}", "-o", str(path)], input=source.encode(), check=True, capture_output=True)
-    return path
-
+from autocog.core.checks import check_choices, check_context, split_boundary
+from autocog.core.trie import TokenChoiceTree
+from autocog.core.types import ChoiceResult, ScoreRequest
+from autocog.errors import InvalidChoicesError
+from autocog.lm.greedy import GreedyLM
+from autocog.lm.scoring import TreeJob, score_trees
 
 CHOICE_TOKENS_MEMO_SIZE = 64  # choice lists whose tokens a model remembers
 
@@ -209,7 +20,7 @@ CHOICE_TOKENS_MEMO_SIZE = 64  # choice lists whose tokens a model remembers
 class ChoiceLM(GreedyLM):
     """A `GreedyLM` that chooses among continuations with a `TokenChoiceTree`.
 
-    `choice_distribution` tokenizes the choices (see `autocog.lm.lm` for the boundary convention), builds
+    `choice_distribution` tokenizes the choices (see `autocog.lm.base` for the boundary convention), builds
     the trie, has the backend fill in the log-probs of its nodes (`evaluate_tree`: a generic version makes
     one `greedy` call per inner node; backends override it with one batched pass) and normalizes.
 

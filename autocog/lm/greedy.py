@@ -4,15 +4,29 @@ from __future__ import annotations
 
 import time
 from abc import abstractmethod
-from typing import TYPE_CHECKING, Any, Callable, Iterator, Optional, Sequence, TypeVar, Union
+from typing import (
+    TYPE_CHECKING,
+    Any,
+    Callable,
+    Iterator,
+    Optional,
+    Sequence,
+    TypeVar,
+    Union,
+)
 
 import numpy as np
 
-from .errors import InvalidPromptError, RetryExhaustedError, TransientError
-from .lm import LM, Stop, as_stop_list, check_context, check_prompt, find_stop
+from autocog.core.checks import check_context, check_prompt
+from autocog.core.sampling import sample
+from autocog.core.stops import as_stop_list, find_stop, safe_length
+from autocog.core.types import Stop
+from autocog.errors import InvalidPromptError, RetryExhaustedError, TransientError
+from autocog.lm.base import LM
 
 if TYPE_CHECKING:  # pragma: no cover
-    from .constraint import Constraint
+    from autocog.core.constraint import Constraint
+
 
 T = TypeVar("T")
 
@@ -28,14 +42,6 @@ def is_out_of_memory(error: BaseException) -> bool:
     if type(error).__name__ == "OutOfMemoryError":  # torch.cuda.OutOfMemoryError, without importing torch
         return True
     return isinstance(error, RuntimeError) and "out of memory" in str(error).lower()
-
-
-def common_prefix_length(a: Sequence[int], b: Sequence[int]) -> int:
-    """How many leading tokens two sequences share (what a prefix KV cache can keep)."""
-    n = min(len(a), len(b))
-    if list(a[:n]) == list(b[:n]):
-        return n
-    return int(np.flatnonzero(np.asarray(a[:n]) != np.asarray(b[:n]))[0])
 
 
 class GreedyLM(LM):
@@ -155,7 +161,7 @@ class GreedyLM(LM):
                  top_p: float, top_k: int, seed: Optional[int], constraint: Optional["Constraint"] = None,
                  min_p: float = 0.0, token_logprobs: Optional[list] = None) -> str:
         """The decoding loop behind `complete`, over `greedy`; backends with a prefix cache make each step
-        cost one token. ``constraint`` (see `autocog.lm.constraint`) masks the tokens that may come next.
+        cost one token. ``constraint`` (see `autocog.core.constraint`) masks the tokens that may come next.
         ``token_logprobs``: a list that receives the model's (unmasked, unscaled) log-prob of each token taken,
         EOS included when generation ends on it. The text is the join of `generate_pieces` (one loop for
         `complete` and `stream`)."""
@@ -227,45 +233,3 @@ class GreedyLM(LM):
         if not 0.0 <= float(settings.get("min_p") or 0.0) <= 1.0:
             raise ValueError(f"min_p must be in [0, 1], got {settings['min_p']!r}")
         return settings
-
-
-def safe_length(text: str, stops: Sequence[str]) -> int:
-    """How much of ``text`` a stream may yield now: not a trailing U+FFFD (the bytes of a character still
-    incomplete), nor a tail that may be the start of a stop string.
-
-    >>> safe_length("Hello\\n", ["\\n\\n"]), safe_length("caf\\ufffd", [])
-    (5, 3)
-    """
-    n = len(text)
-    while n and text[n - 1] == "\ufffd":
-        n -= 1
-    hold = 0
-    for s in stops:
-        for k in range(min(len(s) - 1, n), hold, -1):
-            if text.endswith(s[:k], 0, n):
-                hold = k
-                break
-    return n - hold
-
-
-def sample(logprobs: np.ndarray, temperature: float = 0.0, top_p: float = 1.0, top_k: int = 0,
-           rng: Optional[np.random.Generator] = None, min_p: float = 0.0) -> int:
-    """Pick the next token from log-probs: argmax when ``temperature == 0``, else a draw after top-k, top-p
-    (nucleus) and min-p filtering (in that order, transformers' order) at the given temperature. ``min_p``
-    keeps the tokens whose probability is at least ``min_p`` times the most likely one's."""
-    if temperature <= 0:
-        return int(np.argmax(logprobs))
-    rng = rng if rng is not None else np.random.default_rng()
-    scaled = np.asarray(logprobs, dtype=np.float64) / temperature
-    order = np.argsort(-scaled, kind="stable")
-    if top_k and top_k > 0:
-        order = order[:top_k]
-    probs = np.exp(scaled[order] - scaled[order[0]])
-    probs /= probs.sum()
-    if top_p < 1.0:
-        keep = int(np.searchsorted(np.cumsum(probs), top_p) + 1)
-        order, probs = order[:keep], probs[:keep] / probs[:keep].sum()
-    if min_p and min_p > 0:
-        keep = int(np.count_nonzero(probs >= min_p * probs[0]))  # probs is sorted, probs[0] the largest
-        order, probs = order[:keep], probs[:keep] / probs[:keep].sum()
-    return int(order[rng.choice(len(order), p=probs)])

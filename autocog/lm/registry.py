@@ -14,7 +14,7 @@ import importlib
 import inspect
 from typing import Any, Optional
 
-from .lm import LM
+from autocog.lm.base import LM
 
 # name -> (module under autocog.lm, class name, keyword of ``create`` that ``model=`` maps to)
 BACKENDS: dict[str, tuple[str, str, str]] = {

@@ -32,14 +32,21 @@ from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, Optional, S
 
 import numpy as np
 
-from .chat import check_messages, is_messages
-from .errors import AutoCogError, InvalidPromptError
-from .greedy import common_prefix_length
-from .lm import ChoiceResult, check_choices, check_normalization, check_prior, normalize_scores
+from autocog.core.chat import check_messages, is_messages
+from autocog.core.checks import check_choices
+from autocog.core.normalization import (
+    check_normalization,
+    check_prior,
+    normalize_scores,
+)
+from autocog.core.tokens import common_prefix_length
+from autocog.core.types import ChoiceResult, ScoreRequest
+from autocog.errors import AutoCogError, InvalidPromptError
 
 if TYPE_CHECKING:  # pragma: no cover
-    from .choice import TokenChoiceTree
-    from .lm import LM
+    from autocog.core.trie import TokenChoiceTree
+    from autocog.lm.base import LM
+
 
 DEFAULT_BATCH_SIZE = 16
 PROGRESS_THRESHOLD = 50  # requests: a bar is shown by default on runs at least this long (on a terminal)
@@ -48,21 +55,6 @@ UNCONDITIONAL_CACHE_SIZE = 256  # choice sets whose unconditional (pmi) log-prob
 # (prompt tokens, trie): what `ChoiceLM.evaluate_trees` scores.
 TreeJob = tuple[list[int], "TokenChoiceTree"]
 Evaluator = Callable[[Sequence[TreeJob]], list[np.ndarray]]
-
-
-@dataclass
-class ScoreRequest:
-    """One prompt (a str, or a list of chat messages) and its choices.
-
-    ``normalization`` None means the model's default; ``end`` is an optional text scored after each choice;
-    ``prior`` optional weights, one per choice (see `autocog.lm.lm.apply_prior`).
-    """
-
-    prompt: Any
-    choices: Sequence[str]
-    normalization: Optional[str] = None
-    end: Optional[str] = None
-    prior: Optional[Sequence[float]] = None
 
 
 @dataclass
@@ -165,7 +157,7 @@ def _unconditional(lm: Any, checked: list[CheckedRequest], jobs: list[TreeJob], 
         if keys[k] not in cache and keys[k] not in missing:
             missing[keys[k]] = k
     if missing:
-        from .choice import TokenChoiceTree as Trie
+        from autocog.core.trie import TokenChoiceTree as Trie
 
         trees = [Trie([list(p) for p in key[1]]) for key in missing]
         for key, tree, lp in zip(missing, trees, evaluate([(list(context), t) for t in trees])):

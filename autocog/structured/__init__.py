@@ -11,7 +11,7 @@ steps the thought tree scores, free fields are Complete steps constrained by thi
 ``docs/structured.md``.
 """
 
-from .engine import (
+from autocog.structured.engine import (
     Grammar,
     GrammarConstraint,
     GrammarError,
@@ -26,10 +26,17 @@ from .engine import (
     matches,
     regex,
 )
-from .generate import Generation, generate, run
-from .server import ServerConstraintError
-from .types import GBNF, Lark, Output, OutputValidationError, Regex, as_output
-from .vocab import Vocabulary, vocabulary
+from autocog.structured.generate import Generation, generate, run
+from autocog.structured.server import ServerConstraintError
+from autocog.structured.types import (
+    GBNF,
+    Lark,
+    Output,
+    OutputValidationError,
+    Regex,
+    as_output,
+)
+from autocog.structured.vocab import Vocabulary, vocabulary
 
 __all__ = [
     "generate", "run", "Generation", "Regex", "Lark", "GBNF", "Output", "as_output", "Grammar", "GrammarConstraint",

@@ -4,7 +4,7 @@
   `json_schema`, `choice`; `followed_by(grammar, stops)` appends one of several stop strings.
 * `check(grammar)`: the grammar's errors (bad regex, unsupported JSON-schema keyword) as a `GrammarError`,
   without a model.
-* `GrammarConstraint(grammar, vocab)`: an `autocog.lm.constraint.Constraint` for ``GreedyLM.generate``: the
+* `GrammarConstraint(grammar, vocab)`: an `autocog.core.constraint.Constraint` for ``GreedyLM.generate``: the
   mask of the tokens the grammar allows next (EOS when the text may end), ``advance``, ``done``, ``rollback``.
   ``finish_after=n``: after n tokens the mask keeps only the tokens that close the output soonest (EOS, then
   the ``closers`` in order, e.g. ``'"'``, ``'}'``) when the grammar allows one, so a budget ends in valid text.
@@ -23,7 +23,7 @@ from typing import Any, Optional, Sequence, Union
 
 import numpy as np
 
-from ..lm.errors import AutoCogError, BackendNotInstalledError
+from autocog.errors import AutoCogError, BackendNotInstalledError
 
 __all__ = ["Grammar", "GrammarError", "UnsupportedSchemaError", "IncompleteOutputError", "GrammarConstraint",
            "regex", "lark", "gbnf", "json_schema", "choice", "followed_by", "check", "matches", "is_empty", "repair",

@@ -19,7 +19,15 @@ from __future__ import annotations
 import json
 from typing import Optional
 
-from .engine import Grammar, UnsupportedSchemaError, is_empty, json_schema, lark, matches, regex
+from autocog.structured.engine import (
+    Grammar,
+    UnsupportedSchemaError,
+    is_empty,
+    json_schema,
+    lark,
+    matches,
+    regex,
+)
 
 __all__ = ["JSON_STRING_CHAR", "JSON_SAFE_CHAR", "string_content", "number", "matches"]
 

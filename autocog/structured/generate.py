@@ -28,11 +28,11 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Optional, Sequence, Union
 
-from ..lm.errors import InvalidPromptError
-from ..lm.greedy import GreedyLM
-from .engine import GrammarConstraint, IncompleteOutputError
-from .types import Output, as_output
-from .vocab import vocabulary
+from autocog.errors import InvalidPromptError
+from autocog.lm.greedy import GreedyLM
+from autocog.structured.engine import GrammarConstraint, IncompleteOutputError
+from autocog.structured.types import Output, as_output
+from autocog.structured.vocab import vocabulary
 
 __all__ = ["generate", "run", "Generation", "render_prompt"]
 
@@ -86,7 +86,7 @@ def run(lm: Any, output_type: Any, prompt: Union[str, Sequence[dict], None] = No
         if not hasattr(lm, "server"):
             raise TypeError(f"{type(lm).__name__} can neither mask tokens (a GreedyLM) nor pass a constraint to a "
                             "server (OpenAI): structured output needs one of them")
-        from .server import generate_on_server
+        from autocog.structured.server import generate_on_server
 
         text = generate_on_server(lm, output, text_prompt, max_tokens=max_tokens, temperature=temperature,
                                   top_p=top_p, seed=seed)

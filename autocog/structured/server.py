@@ -23,8 +23,8 @@ from __future__ import annotations
 import json
 from typing import Any, Optional
 
-from ..lm.errors import MalformedResponseError, StrategyUnavailableError
-from .types import Output
+from autocog.errors import MalformedResponseError, StrategyUnavailableError
+from autocog.structured.types import Output
 
 __all__ = ["generate_on_server", "ServerConstraintError", "server_request"]
 
@@ -75,7 +75,7 @@ def _patterns_spelled_out(schema: Any) -> Any:
 
 def _schema_to_gbnf(schema: dict) -> str:
     """GBNF for a llama.cpp server, checked here first (a grammar it cannot parse kills llama_cpp.server)."""
-    from .engine import GrammarError, gbnf
+    from autocog.structured.engine import GrammarError, gbnf
 
     try:
         from llama_cpp.llama_grammar import json_schema_to_gbnf

@@ -23,9 +23,9 @@ import json
 from dataclasses import dataclass
 from typing import Any, Callable, Optional
 
-from ..lm.errors import AutoCogError
-from . import engine
-from .engine import JSON_CLOSERS, Grammar, GrammarError
+from autocog.errors import AutoCogError
+from autocog.structured import engine
+from autocog.structured.engine import JSON_CLOSERS, Grammar, GrammarError
 
 __all__ = ["Regex", "Lark", "GBNF", "Output", "as_output", "OutputValidationError"]
 
@@ -160,7 +160,7 @@ def as_output(output_type: Any) -> Output:
     if isinstance(output_type, GBNF):
         return _text_output("gbnf", engine.gbnf(output_type.grammar), output_type)
     if isinstance(output_type, (list, tuple)):
-        from ..lm.lm import check_choices
+        from autocog.core.checks import check_choices
 
         choices = check_choices(list(output_type))
         out = _text_output("choice", engine.choice(choices), output_type)

@@ -22,7 +22,7 @@ import weakref
 from dataclasses import dataclass
 from typing import Any, Optional, Union
 
-from .engine import llguidance
+from autocog.structured.engine import llguidance
 
 __all__ = ["Vocabulary", "vocabulary", "token_bytes"]
 

@@ -24,10 +24,10 @@ import time
 import numpy as np
 import pytest
 
-from autocog.batch import predict_proba
+from autocog.eval.batch import predict_proba
 from autocog.lm import ContextLengthError, InvalidChoicesError, InvalidPromptError, ScoreRequest, score
-from autocog.lm.errors import AutoCogError
-from autocog.lm.lm import split_boundary
+from autocog.errors import AutoCogError
+from autocog.core.checks import split_boundary
 from hostile import check_cases, hostile_cases
 
 WORDS = "the quick brown fox jumps over lazy dog capital France Paris Berlin answer yes no 1 10 100 step".split()

@@ -7,9 +7,9 @@ import pytest
 llama_cpp = pytest.importorskip("llama_cpp")
 
 from autocog.lm import LLaMa, ScoreRequest, score  # noqa: E402
-from autocog.models import tiny_llama_gguf  # noqa: E402
+from autocog.gguf.models import tiny_llama_gguf
 from contract import ScoringContract, assert_logprobs_close, make_prompts, random_choices  # noqa: E402
-from test_llama import EXACT, brute_force_llama  # noqa: E402
+from references import EXACT, brute_force_llama
 
 
 @pytest.fixture(scope="module")

@@ -10,8 +10,8 @@ User documentation: docs/openai.md and docs/chat.md.
 >>> lm = OpenAI(base_url="http://127.0.0.1:8000/v1", concurrency=8)     # doctest: +SKIP
 """
 
-from .client import OpenAI
-from .tokenizers import Tokenizer
-from .vocabulary import Vocabulary, scan_vocabulary
+from autocog.lm.openai.client import OpenAI
+from autocog.lm.openai.tokenizers import Tokenizer
+from autocog.lm.openai.vocabulary import Vocabulary, scan_vocabulary
 
 __all__ = ["OpenAI", "Tokenizer", "Vocabulary", "scan_vocabulary"]

@@ -12,12 +12,17 @@ import time
 from typing import Optional
 from urllib.parse import urlsplit
 
-from ..errors import MalformedResponseError, RequestFailedError, RetryExhaustedError, StrategyUnavailableError, \
-    TokenizerMismatchError
-from .echo import region_start
-from .parsing import Next
-from .requests import BIAS
-from .vocabulary import SEPARATOR, Vocabulary, scan_vocabulary
+from autocog.errors import (
+    MalformedResponseError,
+    RequestFailedError,
+    RetryExhaustedError,
+    StrategyUnavailableError,
+    TokenizerMismatchError,
+)
+from autocog.lm.openai.echo import region_start
+from autocog.lm.openai.parsing import Next
+from autocog.lm.openai.requests import BIAS
+from autocog.lm.openai.vocabulary import SEPARATOR, Vocabulary, scan_vocabulary
 
 log = logging.getLogger("autocog.lm.openai")
 

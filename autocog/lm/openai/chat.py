@@ -20,16 +20,16 @@ import functools
 import json
 from typing import Any, Iterator, Optional, Sequence
 
-from ..chat import check_messages, is_messages, render_template, strip_prefix
-from ..errors import (
+from autocog.core.chat import check_messages, is_messages, render_template, strip_prefix
+from autocog.core.types import Stop
+from autocog.errors import (
     ChatTemplateError,
     MalformedResponseError,
     RequestFailedError,
     RetryExhaustedError,
     StrategyUnavailableError,
 )
-from ..lm import LM, Stop
-
+from autocog.lm.base import LM
 
 BOS_TEXTS = ("<s>", "<|begin_of_text|>", "<|endoftext|>", "<|im_start|>", "<bos>", "[BOS]", "<|startoftext|>")
 
@@ -159,7 +159,7 @@ class Chat:
         >>> "".join(lm.stream("1, 2, 3,", stop=",", max_tokens=8))     # doctest: +SKIP
         ' 4,'
         """
-        from .streaming import open_stream
+        from autocog.lm.openai.streaming import open_stream
 
         return open_stream(self, self.render_prompt(prompt), stop, kwargs)
 

@@ -17,28 +17,30 @@ from collections import Counter, OrderedDict
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Optional, Sequence
 
-from ..errors import MalformedResponseError, StrategyUnavailableError
-from ..greedy import COMPLETION_DEFAULTS, GreedyLM
-from ..lm import (
-    LM,
-    ChoiceResult,
-    Stop,
-    check_prompt,
-    normalize_scores,
-    split_boundary,
+from autocog.core.checks import check_prompt, split_boundary
+from autocog.core.normalization import normalize_scores
+from autocog.core.types import ChoiceResult, ScoreRequest, Stop
+from autocog.errors import MalformedResponseError, StrategyUnavailableError
+from autocog.lm.base import LM
+from autocog.lm.greedy import COMPLETION_DEFAULTS, GreedyLM
+from autocog.lm.openai.cache import ScoreCache
+from autocog.lm.openai.capabilities import Capabilities
+from autocog.lm.openai.chat import Chat, renders_prompt
+from autocog.lm.openai.descent import Descent
+from autocog.lm.openai.echo import EchoScorer
+from autocog.lm.openai.ids import score_requests, strategy_reason
+from autocog.lm.openai.requests import Requests
+from autocog.lm.openai.special import unconditional_text
+from autocog.lm.openai.stops import apply_stops, complete
+from autocog.lm.openai.tokenizers import (
+    LlamaCppServerTokenizer,
+    Tokenizer,
+    VllmServerTokenizer,
+    as_tokenizer,
+    tiktoken_tokenizer,
 )
-from ..scoring import ScoreRequest, check_request, check_requests
-from .cache import ScoreCache
-from .capabilities import Capabilities
-from .chat import Chat, renders_prompt
-from .descent import Descent
-from .echo import EchoScorer
-from .ids import score_requests, strategy_reason
-from .requests import Requests
-from .special import unconditional_text
-from .stops import apply_stops, complete
-from .tokenizers import LlamaCppServerTokenizer, Tokenizer, VllmServerTokenizer, as_tokenizer, tiktoken_tokenizer
-from .transport import CALL_COUNTER, Transport, excerpt, make_client
+from autocog.lm.openai.transport import CALL_COUNTER, Transport, excerpt, make_client
+from autocog.lm.scoring import check_request, check_requests
 
 STRATEGIES = ("auto", "echo", "descent")
 SERVERS = ("auto", "openai", "llama.cpp", "vllm", "generic")

@@ -13,15 +13,15 @@ import itertools
 import math
 from typing import TYPE_CHECKING, Any, Optional
 
-from ..choice import TokenChoiceTree
-from ..errors import InvalidChoicesError, StrategyUnavailableError
-from .ids import id_context
-from .parsing import Next, produced, unique_pieces
-from .requests import BIAS
-from .rows import first_row, refine
+from autocog.core.trie import TokenChoiceTree
+from autocog.errors import InvalidChoicesError, StrategyUnavailableError
+from autocog.lm.openai.ids import id_context
+from autocog.lm.openai.parsing import Next, produced, unique_pieces
+from autocog.lm.openai.requests import BIAS
+from autocog.lm.openai.rows import first_row, refine
 
 if TYPE_CHECKING:  # pragma: no cover
-    from .client import OpenAI
+    from autocog.lm.openai.client import OpenAI
 
 WHOLE_VOCABULARY = 1 << 20
 

@@ -11,14 +11,14 @@ from __future__ import annotations
 import math
 from typing import TYPE_CHECKING, Optional
 
-from ..errors import StrategyUnavailableError, TokenizerMismatchError
-from .parsing import Echo
-from .requests import BIAS
-from .rows import refine
-from .special import dropped_bos
+from autocog.errors import StrategyUnavailableError, TokenizerMismatchError
+from autocog.lm.openai.parsing import Echo
+from autocog.lm.openai.requests import BIAS
+from autocog.lm.openai.rows import refine
+from autocog.lm.openai.special import dropped_bos
 
 if TYPE_CHECKING:  # pragma: no cover
-    from .client import OpenAI
+    from autocog.lm.openai.client import OpenAI
 
 WHOLE_VOCABULARY = 1 << 20
 
@@ -240,7 +240,6 @@ def entries(echo: Echo, prompt: list[int], echoed: list[int], text: list[int], b
         at.append(i)
         i += 1
     return at
-
 
 
 def row(echo: Echo, i: int, layout: str) -> dict:

@@ -25,11 +25,16 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Optional, Sequence
 
-from ..errors import ContextLengthError, InvalidChoicesError, MalformedResponseError, StrategyUnavailableError
-from .transport import CALL_COUNTER
+from autocog.errors import (
+    ContextLengthError,
+    InvalidChoicesError,
+    MalformedResponseError,
+    StrategyUnavailableError,
+)
+from autocog.lm.openai.transport import CALL_COUNTER
 
 if TYPE_CHECKING:  # pragma: no cover
-    from .client import OpenAI
+    from autocog.lm.openai.client import OpenAI
 
 MAX_SEQUENCES = 64  # sequences per request: beyond this, a request only delays the first answers
 MAX_TOKENS = 32768  # tokens per request (prompt tokens of all its sequences)
@@ -230,8 +235,10 @@ def score_requests(lm: "OpenAI", requests: Sequence[Any], strategy: Optional[str
     unconditional scores ride in the same requests); None when it does not apply here (strategy ``descent``,
     a server without token ids, chat-message prompts): the caller then scores another way. Every input is
     checked before anything is sent."""
-    from ..lm import ChoiceResult, normalize_scores, split_boundary
-    from ..scoring import check_request
+    from autocog.core.checks import split_boundary
+    from autocog.core.normalization import normalize_scores
+    from autocog.core.types import ChoiceResult
+    from autocog.lm.scoring import check_request
 
     strategy = strategy or lm.strategy
     if strategy not in ("auto", "echo") or any(not isinstance(r.prompt, str) for r in requests):

@@ -13,8 +13,8 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any, Callable, Optional
 
-from ..errors import MalformedResponseError
-from .transport import excerpt
+from autocog.errors import MalformedResponseError
+from autocog.lm.openai.transport import excerpt
 
 
 @dataclass

@@ -10,8 +10,16 @@ from __future__ import annotations
 import os
 from typing import Any, Optional
 
-from ..errors import StrategyUnavailableError
-from .parsing import Echo, Next, gbnf_literal, parse_chat_next, parse_echo, parse_next, parse_walk
+from autocog.errors import StrategyUnavailableError
+from autocog.lm.openai.parsing import (
+    Echo,
+    Next,
+    gbnf_literal,
+    parse_chat_next,
+    parse_echo,
+    parse_next,
+    parse_walk,
+)
 
 BIAS = 100.0  # the largest logit_bias OpenAI accepts
 

@@ -9,12 +9,12 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Optional
 
-from ..errors import StrategyUnavailableError, TokenizerMismatchError
-from .parsing import Next, produced, same_piece, unique_pieces
-from .requests import BIAS
+from autocog.errors import StrategyUnavailableError, TokenizerMismatchError
+from autocog.lm.openai.parsing import Next, produced, same_piece, unique_pieces
+from autocog.lm.openai.requests import BIAS
 
 if TYPE_CHECKING:  # pragma: no cover
-    from .client import OpenAI
+    from autocog.lm.openai.client import OpenAI
 
 
 def first_row(lm: "OpenAI", context: str, children: list[tuple]) -> tuple[Next, dict, dict]:

@@ -24,12 +24,17 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any, Optional
 
-from ..errors import MalformedResponseError, RequestFailedError, RetryExhaustedError, StrategyUnavailableError
-from .chat import BOS_TEXTS
-from .requests import BIAS
+from autocog.errors import (
+    MalformedResponseError,
+    RequestFailedError,
+    RetryExhaustedError,
+    StrategyUnavailableError,
+)
+from autocog.lm.openai.chat import BOS_TEXTS
+from autocog.lm.openai.requests import BIAS
 
 if TYPE_CHECKING:  # pragma: no cover
-    from .client import OpenAI
+    from autocog.lm.openai.client import OpenAI
 
 EOS_TEXTS = ("</s>", "<|endoftext|>", "<|end_of_text|>", "<eos>", "<|im_end|>", "<|eot_id|>", "[EOS]", "<|end|>")
 

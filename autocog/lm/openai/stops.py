@@ -9,14 +9,16 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Optional
 
-from ..errors import MalformedResponseError
-from ..greedy import GreedyLM
-from ..lm import Stop, as_stop_list, check_prompt, find_stop
-from .parsing import chat_logprobs, first_choice
-from .transport import excerpt
+from autocog.core.checks import check_prompt
+from autocog.core.stops import as_stop_list, find_stop
+from autocog.core.types import Stop
+from autocog.errors import MalformedResponseError
+from autocog.lm.greedy import GreedyLM
+from autocog.lm.openai.parsing import chat_logprobs, first_choice
+from autocog.lm.openai.transport import excerpt
 
 if TYPE_CHECKING:  # pragma: no cover
-    from .client import OpenAI
+    from autocog.lm.openai.client import OpenAI
 
 
 def apply_stops(lm: "OpenAI", prompt: str, text: str, stops: list[str], choice: dict, pieces: Optional[list],

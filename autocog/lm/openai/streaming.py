@@ -18,13 +18,15 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Iterator
 
-from ..errors import MalformedResponseError, RequestFailedError
-from ..greedy import GreedyLM, safe_length
-from ..lm import Stop, as_stop_list, check_prompt, find_stop
-from .stops import apply_stops
+from autocog.core.checks import check_prompt
+from autocog.core.stops import as_stop_list, find_stop, safe_length
+from autocog.core.types import Stop
+from autocog.errors import MalformedResponseError, RequestFailedError
+from autocog.lm.greedy import GreedyLM
+from autocog.lm.openai.stops import apply_stops
 
 if TYPE_CHECKING:  # pragma: no cover
-    from .client import OpenAI
+    from autocog.lm.openai.client import OpenAI
 
 
 def open_stream(lm: "OpenAI", prompt: str, stop: Stop, kwargs: dict) -> Iterator[str]:

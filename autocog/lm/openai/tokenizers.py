@@ -30,10 +30,14 @@ from collections import OrderedDict
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Optional, Sequence, Union
 
-from ..errors import BackendNotInstalledError, MalformedResponseError, RequestFailedError
+from autocog.errors import (
+    BackendNotInstalledError,
+    MalformedResponseError,
+    RequestFailedError,
+)
 
 if TYPE_CHECKING:  # pragma: no cover
-    from .vocabulary import Vocabulary
+    from autocog.lm.openai.vocabulary import Vocabulary
 
 TIKTOKEN_URL = "https://openaipublic.blob.core.windows.net/encodings/{name}.tiktoken"
 # sha256 of the decompressed files, as tiktoken checks them (tiktoken_ext/openai_public.py).
@@ -225,7 +229,7 @@ class _ServerTokenizer(Tokenizer):
 
             self.special_prefix()  # once, before the threads
             with ThreadPoolExecutor(min(self.parallel, len(missing))) as pool:
-                from .transport import in_context
+                from autocog.lm.openai.transport import in_context
 
                 list(pool.map(in_context(self.encode), missing))
         return [self.encode(t) for t in texts]
@@ -382,7 +386,7 @@ class ObjectTokenizer(Tokenizer):
         model = getattr(self.obj, "model", self.obj)  # an autocog LLaMa holds its llama_cpp.Llama in .model
         if type(model).__module__.split(".")[0] != "llama_cpp" or not hasattr(model, "n_vocab"):
             return None
-        from .vocabulary import Vocabulary, ends_inside_character
+        from autocog.lm.openai.vocabulary import Vocabulary, ends_inside_character
 
         pieces = [model.detokenize([i]) for i in range(model.n_vocab())]
         return Vocabulary([p.decode("utf-8", errors="ignore") for p in pieces],

@@ -27,7 +27,7 @@ from contextlib import nullcontext
 from typing import Any, Callable, Optional
 from urllib.parse import urlsplit, urlunsplit
 
-from ..errors import (
+from autocog.errors import (
     ContextLengthError,
     MalformedResponseError,
     RequestFailedError,

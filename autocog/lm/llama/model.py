@@ -1,0 +1,386 @@
+"""`LLaMa`: GGUF models through llama-cpp-python (``llama_cpp.Llama``), with no fork of it.
+
+LLaMa evaluates in its own llama.cpp context, created on the ``Llama``'s weights (shared, not copied) with
+a unified KV cache and ``n_seq_max`` sequences; the ``Llama``'s own context stays free for direct use.
+
+Fast paths:
+
+* sequence 0 holds the KV of the last token sequence evaluated (`LlamaPrefixCache`): the longest common
+  prefix with the next call is kept, so programs and decoding loops pay only for new tokens;
+* `LLaMa.evaluate_tree` scores a whole choice trie in one ``llama_decode``: the prompt is copied from
+  sequence 0 to one sequence per tip of the trie (an inner node with no inner child;
+  ``llama_memory_seq_cp``: the cells are shared, not duplicated), then every inner trie token goes into one
+  batch, tagged with the sequence ids of all the tips below it, at position ``len(prompt) + depth - 1``.
+  Attention then sees exactly the prompt and the token's ancestors. Leaves are never decoded: their
+  log-probs come from their parent's logits. The extra sequences are removed afterwards.
+* `LLaMa.evaluate_trees` does the same for several prompts in one ``llama_decode`` (`autocog.lm.llama.batch`).
+"""
+
+from __future__ import annotations
+
+import ctypes
+from pathlib import Path
+from typing import Any, Optional, Sequence, Union
+
+import numpy as np
+
+from autocog.core.trie import TokenChoiceTree
+from autocog.errors import (
+    BackendNotInstalledError,
+    ContextLengthError,
+    ModelNotFoundError,
+    TransientError,
+    missing_backend,
+)
+from autocog.lm.choice import ChoiceLM
+from autocog.lm.llama.cache import LlamaPrefixCache, _row_logsumexp
+from autocog.lm.scoring import TreeJob
+
+DEFAULT_N_SEQ_MAX = 256  # capped by llama_max_parallel_sequences(); a batch of prompts needs one per trie tip
+# Tokens per decode when several prompts share one (0: one prompt per decode). Several prompts per decode agree
+# with one by one to 1e-5 on F32 weights but move quantized models' log-probs by up to 0.3 nats (llama.cpp's
+# rounding depends on the decode's shape; docs/scoring.md, "Several prompts per decode"): opt-in.
+# Every token attends over every cell of the unified KV cache, so on CPU groups of ~128 tokens were fastest.
+DEFAULT_GROUP_TOKENS = 0
+
+
+def _require_llama_cpp():
+    try:
+        import llama_cpp
+    except ImportError as error:
+        raise missing_backend("llama-cpp-python", "llama") from error
+    return llama_cpp
+
+
+class LLaMa(ChoiceLM):
+    """A GGUF model through llama-cpp-python (field ``model``: a ``llama_cpp.Llama``).
+
+    ``n_seq_max``: sequences of LLaMa's context; a choice tree with more tips than ``n_seq_max - 1`` (or
+    more inner tokens than the context has room for after the prompt) is evaluated in several batches, and
+    a batch of prompts is grouped so that each group needs at most ``n_seq_max - 1`` sequences.
+    ``group_tokens``: tokens per decode of several prompts (default 0: one prompt per decode, its last
+    token and its trie together; see `DEFAULT_GROUP_TOKENS` for why several prompts per decode is opt-in).
+    ``lm.cache`` is the prefix cache: ``lm.cache.reset()`` forgets it (benchmarks), ``lm.tokens_evaluated``
+    counts the tokens decoded. `close` frees LLaMa's context (its KV cache) before the object goes away.
+
+    >>> lm = LLaMa(**LLaMa.create())            # the embedded SmolLM2-135M-Instruct   # doctest: +SKIP
+    >>> lm.choose("Question: What is the capital of France?\\nAnswer:", [" Paris", " London", " Berlin"])  # doctest: +SKIP
+    0
+    >>> lm.complete("The capital of France is", stop=".", max_tokens=16)                  # doctest: +SKIP
+    ' Paris.'
+    """
+
+    def __init__(self, model, n_seq_max: int = DEFAULT_N_SEQ_MAX, completion_kwargs: Optional[dict] = None,
+                 max_retries: Optional[int] = None, chat_template: Optional[str] = None,
+                 group_tokens: int = DEFAULT_GROUP_TOKENS):
+        llama_cpp = _require_llama_cpp()
+        if not isinstance(model, llama_cpp.Llama):
+            raise TypeError(f"model must be a llama_cpp.Llama, not {type(model).__name__}")
+        super().__init__(completion_kwargs=completion_kwargs, max_retries=max_retries)
+        self.model = model
+        self.chat_template = chat_template or (getattr(model, "metadata", None) or {}).get("tokenizer.chat_template")
+        self.group_tokens = int(group_tokens)
+        self._llama_cpp = llama_cpp
+        self._vocab = llama_cpp.llama_model_get_vocab(model.model)
+        self._n_vocab = int(llama_cpp.llama_vocab_n_tokens(self._vocab))
+        self._add_bos = bool(llama_cpp.llama_vocab_get_add_bos(self._vocab))
+        bos = int(llama_cpp.llama_vocab_bos(self._vocab))
+        self._bos = bos if bos >= 0 else None
+        # recurrent states cannot share cells between sequences: those models take the generic tree walk
+        self._recurrent = bool(llama_cpp.llama_model_is_recurrent(model.model) or
+                               llama_cpp.llama_model_is_hybrid(model.model))
+        self._eos = {t for t in range(self._n_vocab) if llama_cpp.llama_vocab_is_eog(self._vocab, t)}
+        self._pieces: dict[int, bytes] = {}
+        self.cache = LlamaPrefixCache(llama_cpp, self._new_context(n_seq_max), self._n_vocab)
+        self._fragment_anchor = self._find_fragment_anchor()
+
+    @classmethod
+    def create(cls, model_path: Union[str, Path, None] = None, n_ctx: int = 2048, n_threads: Optional[int] = None,
+               verbose: bool = False, **llama_kwargs: Any) -> dict:
+        """Constructor arguments (``{"model": llama_cpp.Llama}``) for a GGUF file, or for the embedded
+        SmolLM2-135M-Instruct when ``model_path`` is None. Other keyword arguments go to ``llama_cpp.Llama``
+        (e.g. ``n_batch``, ``n_gpu_layers``, ``type_k``).
+
+        >>> LLaMa(**LLaMa.create("model.gguf", n_ctx=4096))         # doctest: +SKIP
+        """
+        llama_cpp = _require_llama_cpp()
+        from autocog.gguf.models import check_gguf, smollm2_gguf
+
+        path = smollm2_gguf() if model_path is None else Path(model_path)
+        check_gguf(path)
+        try:
+            model = llama_cpp.Llama(model_path=str(path), n_ctx=n_ctx, n_threads=n_threads, verbose=verbose,
+                                    **llama_kwargs)
+        except ValueError as error:  # llama-cpp-python's "Failed to load model from file"
+            raise ModelNotFoundError(f"llama.cpp could not load {path}: {error}") from error
+        return {"model": model}
+
+    def _new_context(self, n_seq_max: int):
+        """A context on the model's weights with the ``Llama``'s settings, a unified KV cache and
+        ``n_seq_max`` sequences (a unified cache lets one cell belong to many sequences)."""
+        from llama_cpp import _internals
+        from llama_cpp._utils import suppress_stdout_stderr
+
+        llama_cpp = self._llama_cpp
+        if not hasattr(llama_cpp, "llama_memory_seq_cp") or "kv_unified" not in dict(
+                llama_cpp.llama_context_params._fields_):
+            raise BackendNotInstalledError(
+                "LLaMa needs llama.cpp's memory API and unified KV cache (llama-cpp-python 0.3.36 is tested): "
+                "pip install -U 'llama-cpp-python>=0.3.36'")
+        n_seq_max = max(1, min(int(n_seq_max), int(llama_cpp.llama_max_parallel_sequences())))
+        params = llama_cpp.llama_context_params.from_buffer_copy(self.model.context_params)
+        params.n_seq_max = n_seq_max
+        params.kv_unified = True
+        params.embeddings = False
+        with suppress_stdout_stderr(disable=self.model.verbose):
+            return _internals.LlamaContext(model=self.model._model, params=params, verbose=self.model.verbose)
+
+    def close(self) -> None:
+        """Free LLaMa's llama.cpp context now (the ``Llama`` and its weights are left alone)."""
+        self.cache.close()
+
+    def __del__(self):
+        try:
+            self.close()
+        except Exception:  # pragma: no cover - interpreter shutdown
+            pass
+
+    # --- tokens --------------------------------------------------------------------------------
+    def _raw_tokenize(self, text: str) -> list[int]:
+        data = text.encode("utf-8")
+        if not data:
+            return []
+        llama_cpp = self._llama_cpp
+        size = len(data) + 8
+        for _ in range(2):
+            buf = (llama_cpp.llama_token * size)()
+            # add_special=False (BOS is ours to add), parse_special=True (like HF tokenizers and Llama.__call__)
+            n = llama_cpp.llama_tokenize(self._vocab, data, len(data), buf, size, False, True)
+            if n >= 0:
+                return list(buf[:n])
+            size = -n
+        raise RuntimeError(f"llama.cpp failed to tokenize {text!r}")
+
+    def _find_fragment_anchor(self) -> list[int]:
+        """SentencePiece models put a space in front of a text; tokenizing after an anchor avoids it."""
+        if self.detokenize(self._raw_tokenize("a")) == "a":
+            return []
+        return self._raw_tokenize("\n")
+
+    def tokenize(self, text: str, bos: bool = False) -> list[int]:
+        """Token ids of ``text``; ``bos=True`` prepends BOS when the model adds one. Special-token text
+        (``"<|im_start|>"``) becomes the special token, as with transformers' tokenizers.
+
+        >>> lm.detokenize(lm.tokenize(" Paris"))                      # doctest: +SKIP
+        ' Paris'
+        >>> lm.tokenize("a", bos=True)[0] == lm.bos_token_id         # doctest: +SKIP
+        True
+        """
+        ids = self._raw_tokenize(text)
+        if self._fragment_anchor:
+            anchored = self._raw_tokenize("\n" + text)
+            if anchored[:len(self._fragment_anchor)] == self._fragment_anchor:
+                ids = anchored[len(self._fragment_anchor):]
+        if bos and self._add_bos and self._bos is not None and ids[:1] != [self._bos]:  # BOS once
+            ids = [self._bos] + ids
+        return ids
+
+    def apply_chat_template(self, messages: Sequence[dict], add_generation_prompt: bool = True) -> str:
+        """The GGUF's ``tokenizer.chat_template`` (or ``chat_template=``) rendered as transformers renders it,
+        with ``bos_token`` and ``eos_token`` the texts of the model's BOS and EOS: the same text as `TfLM` on the
+        same model. A BOS the template writes is not doubled by ``tokenize(text, bos=True)``."""
+        from autocog.core.chat import check_messages, missing_template, render_template
+
+        messages = check_messages(messages)
+        if not self.chat_template:
+            raise missing_template("this GGUF (no tokenizer.chat_template in its metadata)")
+        llama_cpp = self._llama_cpp
+        special = {"bos_token": llama_cpp.llama_vocab_bos(self._vocab),
+                   "eos_token": llama_cpp.llama_vocab_eos(self._vocab)}
+        variables = {name: self._special_text(int(t)) for name, t in special.items() if t >= 0}
+        return render_template(self.chat_template, messages, add_generation_prompt, **variables)
+
+    def _special_text(self, token: int) -> str:
+        """The text of a (special) token, as the tokenizer writes it (``"<|im_start|>"``)."""
+        buf = ctypes.create_string_buffer(256)
+        n = self._llama_cpp.llama_token_to_piece(self._vocab, token, buf, 256, 0, True)
+        return buf.raw[:max(n, 0)].decode("utf-8", errors="replace")
+
+    def _piece(self, token: int) -> bytes:
+        piece = self._pieces.get(token)
+        if piece is None:
+            if not 0 <= token < self._n_vocab:
+                raise ValueError(f"token id {token} is outside the vocabulary [0, {self._n_vocab})")
+            size = 64
+            while True:
+                buf = ctypes.create_string_buffer(size)
+                n = self._llama_cpp.llama_token_to_piece(self._vocab, token, buf, size, 0, False)
+                if n >= 0:
+                    break
+                size = -n
+            piece = self._pieces[token] = buf.raw[:n]
+        return piece
+
+    def detokenize(self, tokens: Sequence[int]) -> str:
+        """Text of ``tokens``, special tokens dropped. The tokens' bytes are joined before decoding, so a
+        character split across tokens survives; incomplete trailing bytes become U+FFFD.
+
+        >>> lm.detokenize(lm.tokenize(" café"))                       # doctest: +SKIP
+        ' café'
+        """
+        return b"".join(self._piece(int(t)) for t in tokens).decode("utf-8", errors="replace")
+
+    @property
+    def bos_token_id(self) -> Optional[int]:
+        return self._bos
+
+    @property
+    def eos_token_ids(self) -> set[int]:
+        """Every end-of-generation token llama.cpp knows for this model (EOS, EOT, ``<|im_end|>``...)."""
+        return set(self._eos)
+
+    @property
+    def n_ctx(self) -> int:
+        return self.cache.n_ctx
+
+    @property
+    def n_vocab(self) -> int:
+        return self._n_vocab
+
+    @property
+    def tokens_evaluated(self) -> int:
+        return self.cache.evaluated
+
+    # --- evaluation ----------------------------------------------------------------------------
+    def greedy_impl(self, tokens: list[int]) -> np.ndarray:
+        logits = self.cache.extend(tokens)
+        return (logits.astype(np.float64) - _row_logsumexp(logits[None])[0]).astype(np.float32)
+
+    def is_transient(self, error: BaseException) -> bool:
+        return isinstance(error, TransientError) or super().is_transient(error)
+
+    def recover(self, error: BaseException) -> None:
+        self.cache.reset()
+
+    def evaluate_tree(self, prompt_tokens: list[int], tree: TokenChoiceTree) -> np.ndarray:
+        """Log-prob of every node of ``tree`` after ``prompt_tokens``: the prompt through the prefix cache,
+        then the trie's inner tokens in one ``llama_decode`` per chunk of tips (one chunk unless the
+        tips outnumber ``n_seq_max - 1`` or the tokens outgrow the context)."""
+        if self._recurrent:
+            return super().evaluate_tree(prompt_tokens, tree)
+        cache = self.cache
+        n_prompt = len(prompt_tokens)
+        out = np.full(len(tree.nodes), np.nan, dtype=np.float64)
+        first = cache.extend(prompt_tokens)
+        norm = _row_logsumexp(first[None])[0]
+        tree.record_argmax([-1], [int(np.argmax(first))])
+        for index in tree.roots.values():
+            out[index] = float(first[tree.nodes[index].token]) - norm
+        if not tree.internal_nodes():
+            return out
+        chunks = self._leaf_chunks(tree, cache.n_seq_max - 1, cache.n_ctx - n_prompt)
+        try:
+            for leaves in chunks:
+                self._decode_chunk(tree, leaves, n_prompt, out)
+        except BaseException:
+            cache.reset()
+            raise
+        return out
+
+    def evaluate_trees(self, jobs: Sequence[TreeJob]) -> list[np.ndarray]:
+        """Node log-probs of several (prompt tokens, trie) jobs: `packed_decode` over groups of jobs that fit
+        the context's sequences and KV cells (see `autocog.lm.llama.batch`); one job goes through
+        `evaluate_tree`. A group that finds no KV slot is split in halves."""
+        jobs = [(list(prompt_tokens), tree) for prompt_tokens, tree in jobs]
+        if len(jobs) <= 1 or self._recurrent or type(self).evaluate_tree is not LLaMa.evaluate_tree:
+            return super().evaluate_trees(jobs)
+        from autocog.lm.llama.batch import fits_one_decode, pack_groups
+
+        out: list[np.ndarray] = []
+        max_seqs, max_cells = self.cache.n_seq_max - 1, self.cache.n_ctx
+        for group in pack_groups(jobs, max_seqs, max_cells, max(0, self.group_tokens)):
+            if len(group) == 1 and fits_one_decode(group[0], max_seqs, max_cells):
+                # its prompt's last token and its trie in one decode (evaluate_tree would take two)
+                out.append(self.with_retry(self.packed_decode, group)[0])
+            else:
+                out.extend(self.evaluate_split(group, self.packed_decode))
+        return out
+
+    def packed_decode(self, jobs: list[TreeJob]) -> list[np.ndarray]:
+        """Several prompts' tries in one ``llama_decode`` per ``n_batch`` tokens (`llama_batch.PackedDecode`)."""
+        from autocog.lm.llama.batch import PackedDecode
+
+        return PackedDecode(self.cache, jobs).run()
+
+    @staticmethod
+    def _leaf_chunks(tree: TokenChoiceTree, max_seqs: int, max_cells: int) -> list[list[list[int]]]:
+        """The root-to-tip node paths of the trie's inner nodes (a tip: an inner node with no inner child;
+        leaves are never decoded, their log-probs come from their parent's logits), grouped: at most
+        ``max_seqs`` tips and ``max_cells`` unique nodes per group. Tips are sorted by their tokens so that
+        groups share prefixes."""
+        if max_seqs < 1:
+            raise ValueError("LLaMa needs n_seq_max >= 2 to evaluate a choice tree")
+        leaves = [n.index for n in tree.nodes
+                  if n.children and not any(tree.nodes[c].children for c in n.children.values())]
+        paths = [tree.path_tokens(index) for index in leaves]
+        order = sorted(range(len(leaves)), key=lambda k: paths[k])
+        chunks: list[list[list[int]]] = []
+        current: list[list[int]] = []
+        nodes: set[int] = set()
+        for k in order:
+            path, index = [], leaves[k]
+            while index >= 0:
+                path.append(index)
+                index = tree.nodes[index].parent
+            path.reverse()
+            new = [i for i in path if i not in nodes]
+            if current and (len(current) == max_seqs or len(nodes) + len(new) > max_cells):
+                chunks.append(current)
+                current, nodes, new = [], set(), path
+            if len(new) > max_cells:
+                raise ContextLengthError(f"a choice needs {len(path)} tokens after the prompt but the context has "
+                                         f"room for {max_cells}")
+            current.append(path)
+            nodes.update(new)
+        chunks.append(current)
+        return chunks
+
+    def _decode_chunk(self, tree: TokenChoiceTree, paths: list[list[int]], n_prompt: int, out: np.ndarray) -> None:
+        """Copy the prompt to sequences 1..len(paths), decode the union of the paths (each node tagged with
+        the sequences of the paths through it), read the log-probs of the children of inner nodes, then
+        drop sequences 1..len(paths)."""
+        cache, batch = self.cache, self.cache.batch
+        seqs: dict[int, list[int]] = {}
+        for s, path in enumerate(paths, start=1):
+            for index in path:
+                seqs.setdefault(index, []).append(s)
+        nodes = sorted(seqs)  # parents come before children in the trie's node order
+        for s in range(1, len(paths) + 1):
+            cache.copy_prompt(s, n_prompt)
+        try:
+            for start in range(0, len(nodes), batch.capacity):
+                part = nodes[start:start + batch.capacity]
+                outputs = []
+                for row, index in enumerate(part):
+                    node = tree.nodes[index]
+                    ids = seqs[index]
+                    batch.token[row] = node.token
+                    batch.pos[row] = n_prompt + node.depth - 1
+                    batch.n_seq_id[row] = len(ids)
+                    batch.seq_id[row, :len(ids)] = ids
+                    wanted = [c for c in node.children.values() if np.isnan(out[c])]
+                    batch.logits[row] = 1 if wanted else 0
+                    if wanted:
+                        outputs.append((row, index, wanted))
+                batch.struct.n_tokens = len(part)
+                cache.decode()
+                if outputs:
+                    rows = np.stack([cache.logits(row) for row, _, _ in outputs])
+                    norms = _row_logsumexp(rows)
+                    tree.record_argmax([index for _, index, _ in outputs], rows.argmax(axis=1).tolist())
+                    for k, (_, _, children) in enumerate(outputs):
+                        for child in children:
+                            out[child] = float(rows[k, tree.nodes[child].token]) - norms[k]
+        finally:
+            for s in range(1, len(paths) + 1):
+                cache.remove(s, -1)

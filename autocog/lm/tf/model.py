@@ -1,0 +1,353 @@
+"""`TfLM`: Hugging Face transformers causal language models.
+
+Fast paths: the KV of the longest common prefix with the previous call is kept (`PrefixCache`), so
+programs and decoding loops only pay for new tokens; `evaluate_tree` scores the whole choice trie in one
+forward pass over the cached prompt, with a 4D tree attention mask (each trie token sees the prompt and
+its own ancestors) and depth-based position ids; `evaluate_trees` scores many prompts' tries in one
+forward pass (`TfLM.packed_pass`): the prefix all of them share is evaluated once, in the prefix cache.
+The cache itself is `autocog.lm.tf.cache`.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Optional, Sequence, Union
+
+import numpy as np
+
+from autocog.core.trie import TokenChoiceTree
+from autocog.errors import ModelNotFoundError, missing_backend
+from autocog.lm.choice import ChoiceLM
+from autocog.lm.scoring import TreeJob, shared_prefix
+from autocog.lm.tf.cache import PrefixCache, cache_kwarg, output_cache
+
+DEFAULT_MAX_BATCH_TOKENS = 4096  # rows x padded row length of one packed pass
+LOGITS_BUDGET_BYTES = 512 * 2**20  # at most this much float32 logits per packed pass (batches shrink)
+
+__all__ = ["TfLM", "PrefixCache", "cache_kwarg", "output_cache", "packed_layout", "DEFAULT_MAX_BATCH_TOKENS",
+           "LOGITS_BUDGET_BYTES"]
+
+
+def _require_torch():
+    try:
+        import torch
+        import transformers
+    except ImportError as error:
+        raise missing_backend(getattr(error, "name", None) or "transformers", "transformers") from error
+    return torch, transformers
+
+
+class TfLM(ChoiceLM):
+    """A transformers causal LM (fields ``model``, ``tokenizer``, ``device``).
+
+    >>> lm = TfLM(**TfLM.create(model_path=path, device="cpu"), completion_kwargs={"max_new_tokens": 20})  # doctest: +SKIP
+    >>> lm.choose("Question: What is the capital of France?\\nAnswer:", [" Paris", " London", " Berlin"])  # doctest: +SKIP
+    0
+    """
+
+    max_batch_tokens: Optional[int] = DEFAULT_MAX_BATCH_TOKENS  # see `evaluate_trees`
+
+    def __init__(self, model, tokenizer, device: Union[str, Any, None] = None,
+                 completion_kwargs: Optional[dict] = None, max_retries: Optional[int] = None,
+                 chat_template: Optional[str] = None):
+        torch, _ = _require_torch()
+        super().__init__(completion_kwargs=completion_kwargs, max_retries=max_retries)
+        if device is not None:
+            model = model.to(torch.device(device))
+        self.model = model.eval()
+        self.tokenizer = tokenizer
+        self.chat_template = chat_template  # None: the tokenizer's own
+        self.device = self.model.device
+        self.cache = PrefixCache(self.model)
+        self._special_prefix = self._find_special_prefix()
+        self._fragment_anchor = self._find_fragment_anchor()
+
+    @classmethod
+    def create(cls, model_path: Union[str, Path, None] = None, device: str = "cpu", dtype: Union[str, Any, None] = None,
+               gguf_file: Optional[str] = None, **model_kwargs: Any) -> dict:
+        """Constructor arguments (``model``, ``tokenizer``, ``device``) for a local model directory, a ``.gguf``
+        file (converted once, then cached), or the embedded SmolLM2-135M-Instruct when ``model_path`` is None.
+
+        ``dtype``: a torch dtype or its name (default: float32 on CPU, the checkpoint's dtype elsewhere)."""
+        torch, transformers = _require_torch()
+        from autocog.gguf.models import gguf_to_transformers, smollm2_transformers
+
+        if model_path is None:
+            path = smollm2_transformers()
+        else:
+            path = Path(model_path)
+            if gguf_file is not None:
+                path = path / gguf_file
+            if path.suffix == ".gguf":
+                path = gguf_to_transformers(path)
+            elif not path.is_dir():
+                raise ModelNotFoundError(f"model path not found (or not a directory): {model_path}")
+        if isinstance(dtype, str):
+            dtype = getattr(torch, dtype)
+        if dtype is None and str(device).startswith("cpu"):
+            dtype = torch.float32
+        if dtype is not None:
+            model_kwargs["dtype"] = dtype
+        tokenizer = transformers.AutoTokenizer.from_pretrained(path)
+        model = transformers.AutoModelForCausalLM.from_pretrained(path, **model_kwargs)
+        return {"model": model, "tokenizer": tokenizer, "device": device}
+
+    # --- tokens --------------------------------------------------------------------------------
+    def _find_special_prefix(self) -> list[int]:
+        """The special tokens (BOS) the tokenizer puts in front of a text, found by encoding a probe."""
+        plain = self.tokenizer.encode("a", add_special_tokens=False)
+        full = self.tokenizer.encode("a", add_special_tokens=True)
+        for start in range(len(full) - len(plain) + 1):
+            if full[start:start + len(plain)] == plain:
+                return full[:start]
+        return []
+
+    def _find_fragment_anchor(self) -> list[int]:
+        """SentencePiece tokenizers add a space in front of a fragment; tokenizing after an anchor avoids it."""
+        if self.tokenizer.decode(self.tokenizer.encode("a", add_special_tokens=False)) == "a":
+            return []
+        return self.tokenizer.encode("\n", add_special_tokens=False)
+
+    def tokenize(self, text: str, bos: bool = False) -> list[int]:
+        if self._fragment_anchor:
+            ids = self.tokenizer.encode("\n" + text, add_special_tokens=False)[len(self._fragment_anchor):]
+        else:
+            ids = self.tokenizer.encode(text, add_special_tokens=False)
+        if bos and ids[:len(self._special_prefix)] != self._special_prefix:  # BOS once (a chat template may write it)
+            ids = self._special_prefix + ids
+        return ids
+
+    def apply_chat_template(self, messages: Sequence[dict], add_generation_prompt: bool = True) -> str:
+        """The tokenizer's own ``apply_chat_template(messages, tokenize=False)`` (or ``chat_template=``'s).
+
+        >>> lm.apply_chat_template([{"role": "user", "content": "Hi"}])[-22:]     # doctest: +SKIP
+        '<|im_start|>assistant\\n'
+        """
+        from autocog.core.chat import check_messages, missing_template
+
+        messages = check_messages(messages)
+        template = self.chat_template or getattr(self.tokenizer, "chat_template", None)
+        if not template:
+            raise missing_template(f"the tokenizer of {type(self).__name__}")
+        import jinja2
+
+        from autocog.errors import ChatTemplateError
+
+        try:
+            return self.tokenizer.apply_chat_template(messages, chat_template=template, tokenize=False,
+                                                      add_generation_prompt=add_generation_prompt)
+        except jinja2.TemplateError as error:
+            raise ChatTemplateError(f"the chat template failed: {error}") from error
+
+    def tokenize_batch(self, texts: Sequence[str]) -> list[list[int]]:
+        anchor = self._fragment_anchor
+        prefix = "\n" if anchor else ""
+        encoded = self.tokenizer([prefix + text for text in texts], add_special_tokens=False)["input_ids"]
+        return [ids[len(anchor):] for ids in encoded]
+
+    def detokenize(self, tokens: Sequence[int]) -> str:
+        return self.tokenizer.decode([int(t) for t in tokens], skip_special_tokens=True,
+                                     clean_up_tokenization_spaces=False)
+
+    @property
+    def bos_token_id(self) -> Optional[int]:
+        return self.tokenizer.bos_token_id
+
+    @property
+    def eos_token_ids(self) -> set[int]:
+        ids = set()
+        for source in (self.tokenizer.eos_token_id, getattr(self.model.generation_config, "eos_token_id", None)):
+            if isinstance(source, int):
+                ids.add(source)
+            elif source:
+                ids.update(int(t) for t in source)
+        return ids
+
+    @property
+    def n_ctx(self) -> Optional[int]:
+        return getattr(self.model.config, "max_position_embeddings", None)
+
+    @property
+    def tokens_evaluated(self) -> int:
+        return self.cache.evaluated
+
+    # --- evaluation ----------------------------------------------------------------------------
+    def greedy_impl(self, tokens: list[int]) -> np.ndarray:
+        import torch
+
+        logits = self.cache.extend(tokens)
+        return torch.log_softmax(logits.float(), dim=-1).cpu().numpy()
+
+    def recover(self, error: BaseException) -> None:
+        import torch
+
+        self.cache.reset()
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+
+    def evaluate_tree(self, prompt_tokens: list[int], tree: TokenChoiceTree) -> np.ndarray:
+        """One forward pass over the prompt's uncached tokens and the trie's inner nodes (a leaf's log-prob is
+        read from its parent's logits, so leaves are never run).
+
+        The input is ``new prompt tokens + inner trie tokens``; the 4D mask lets a prompt token see the tokens
+        before it and a trie token see the whole prompt and its own ancestors; trie positions are
+        ``P + depth - 1``. Afterwards the cache holds exactly the prompt."""
+        import torch
+
+        cache, device, dtype = self.cache, self.model.device, self.model.dtype
+        keep = cache.reusable(prompt_tokens)
+        n_prompt, n_new = len(prompt_tokens), len(prompt_tokens) - keep
+        internal = tree.internal_nodes()
+        n_inner = len(internal)
+        if n_new or internal:
+            allowed = np.zeros((n_new + n_inner, n_prompt + n_inner), dtype=bool)
+            allowed[:n_new, :n_prompt] = np.tril(np.ones((n_new, n_prompt), dtype=bool), k=keep)
+            allowed[n_new:, :n_prompt] = True
+            allowed[n_new:, n_prompt:] = tree.ancestor_mask()[np.ix_(internal, internal)]
+            mask = torch.zeros(allowed.shape, dtype=dtype)
+            mask[~torch.from_numpy(allowed)] = torch.finfo(dtype).min
+            ids = torch.tensor([prompt_tokens[keep:] + [tree.nodes[i].token for i in internal]], dtype=torch.long,
+                               device=device)
+            positions = np.concatenate([np.arange(keep, n_prompt), n_prompt + tree.depths[internal] - 1])
+            keep_rows = ([n_new - 1] if n_new else []) + [n_new + k for k in range(n_inner)]
+            try:
+                out = cache.run(prompt_tokens, keep, input_ids=ids, attention_mask=mask[None, None].to(device),
+                                position_ids=torch.from_numpy(positions)[None].to(device),
+                                logits_to_keep=torch.tensor(keep_rows, device=device))
+            finally:
+                cache.truncate(n_prompt)  # the prompt's KV stays; the trie's is dropped
+            cache.evaluated += n_new + n_inner
+            logits = out.logits[0].float()
+            if n_new:
+                cache.last_logits, logits = logits[0], logits[1:]
+            rows = logits
+        else:
+            rows = cache.last_logits.new_empty((0, cache.last_logits.shape[-1]))
+        logprobs = torch.log_softmax(torch.cat([cache.last_logits.float()[None], rows.float()]), dim=-1)
+        # row 0: after the prompt; row 1 + k: after internal node internal[k]
+        tree.record_argmax([-1] + internal, logprobs.argmax(dim=-1).tolist())
+        row_of = {node: k + 1 for k, node in enumerate(internal)}
+        parent_rows = torch.tensor([row_of[n.parent] if n.parent >= 0 else 0 for n in tree.nodes],
+                                   device=logprobs.device)
+        tokens = torch.tensor(tree.tokens, device=logprobs.device)
+        return logprobs[parent_rows, tokens].double().cpu().numpy()
+
+    # --- many prompts at once ------------------------------------------------------------------
+    def evaluate_trees(self, jobs: Sequence[TreeJob]) -> list[np.ndarray]:
+        """Node log-probs of every (prompt tokens, trie) job. One job: `evaluate_tree` (the prefix cache then
+        holds its prompt). Several: `packed_pass` over groups that fit ``max_batch_tokens`` (rows x padded
+        row length, the shared prefix aside) and `LOGITS_BUDGET_BYTES`; a group that runs out of memory is
+        split in halves. A subclass that overrides `evaluate_tree` keeps it (its jobs go one by one)."""
+        jobs = [(list(prompt_tokens), tree) for prompt_tokens, tree in jobs]
+        if len(jobs) <= 1 or type(self).evaluate_tree is not TfLM.evaluate_tree:
+            return super().evaluate_trees(jobs)
+        out: list[np.ndarray] = []
+        for group in self.pack_groups(jobs):
+            out.extend(self.evaluate_split(group, self.packed_pass))
+        return out
+
+    def pack_groups(self, jobs: list[TreeJob]) -> list[list[TreeJob]]:
+        """Consecutive jobs grouped so that each packed pass stays within the memory budgets."""
+        vocab = int(getattr(self.model.config, "vocab_size", 0) or 0)
+        max_columns = max(1, LOGITS_BUDGET_BYTES // (4 * vocab)) if vocab else None
+        shared = shared_prefix(jobs)
+        groups: list[list[TreeJob]] = []
+        group: list[TreeJob] = []
+        longest = columns = 0
+        for job in jobs:
+            prompt_tokens, tree = job
+            n_inner = len(tree.internal_nodes())
+            size = len(prompt_tokens) - shared + n_inner
+            job_columns = 1 + n_inner  # logits kept: the prompt's last token and the inner nodes
+            n = len(group) + 1
+            if group and ((self.max_batch_tokens and n * max(longest, size) > self.max_batch_tokens)
+                          or (max_columns and n * max(columns, job_columns) > max_columns)):
+                groups.append(group)
+                group, longest, columns = [], 0, 0
+            group.append(job)
+            longest, columns = max(longest, size), max(columns, job_columns)
+        if group:
+            groups.append(group)
+        return groups
+
+    def packed_pass(self, jobs: list[TreeJob]) -> list[np.ndarray]:
+        """One forward pass for several prompts: row ``a`` holds prompt a's tokens after the prefix all the
+        prompts share, then the nodes of its trie, with a tree attention mask (a trie node sees the prompt
+        and its own ancestors) and depth-based position ids. The shared prefix is evaluated once, in the
+        prefix cache (which keeps it for the next call), and its KV repeated along the batch dimension.
+
+        Rows are left-padded so that every prompt ends in the same column: the columns whose logits are
+        needed (each prompt's last token, the tries' inner nodes) then coincide across rows when the
+        prompts share their choices, and ``logits_to_keep`` keeps only those."""
+        import copy
+
+        import torch
+
+        shared = shared_prefix(jobs)
+        suffixes = [prompt_tokens[shared:] for prompt_tokens, _ in jobs]
+        inners = [tree.internal_nodes() for _, tree in jobs]
+        ids, positions, allowed, last = packed_layout(jobs, shared, suffixes, inners)
+        n_rows, width = ids.shape
+        n_columns = width - last  # logits kept: every prompt's last token, then the inner nodes (all needed)
+
+        cache, device, dtype = self.cache, self.model.device, self.model.dtype
+        mask = torch.zeros(allowed.shape, dtype=dtype)
+        mask[~torch.from_numpy(allowed)] = torch.finfo(dtype).min
+        past = None
+        if shared:
+            cache.extend(jobs[0][0][:shared])
+            cache.truncate(shared)
+            past = copy.deepcopy(cache.kv)   # the cache keeps the prefix for the next call; the copy is expanded
+            past.batch_repeat_interleave(n_rows)
+        try:
+            with torch.inference_mode():
+                out = self.model(input_ids=torch.from_numpy(ids).to(device),
+                                 position_ids=torch.from_numpy(positions).to(device),
+                                 attention_mask=mask[:, None].to(device), use_cache=past is not None,
+                                 logits_to_keep=n_columns, **{cache.cache_kwarg: past})
+                logits = out.logits
+                del out, past
+                results = []
+                for a, ((_, tree), inner) in enumerate(zip(jobs, inners)):
+                    # row 0 of logits[a]: after the prompt; row 1 + k: after inner node inner[k]
+                    row_of = {node: k + 1 for k, node in enumerate(inner)}
+                    parent_rows = [row_of[n.parent] if n.parent >= 0 else 0 for n in tree.nodes]
+                    lp = torch.log_softmax(logits[a, :1 + len(inner)].float(), dim=-1)
+                    tree.record_argmax([-1] + inner, lp.argmax(dim=-1).tolist())
+                    picked = lp[torch.tensor(parent_rows, device=lp.device), torch.tensor(tree.tokens, device=lp.device)]
+                    results.append(picked.double().cpu().numpy())
+        except BaseException:
+            cache.reset()
+            raise
+        cache.evaluated += int(sum(len(x) + len(inner) for x, inner in zip(suffixes, inners)))
+        return results
+
+
+def packed_layout(jobs: Sequence[TreeJob], shared: int, suffixes: Sequence[list[int]],
+                  inners: Sequence[list[int]]) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
+    """The inputs of `TfLM.packed_pass`: ``ids`` and ``positions`` (rows x columns), ``allowed`` (rows x columns
+    x (``shared`` + columns): which key each query sees) and ``last``, the column of every prompt's last token.
+    ``suffixes[a]``: job a's prompt tokens after the ``shared`` prefix; ``inners[a]``: its trie's inner nodes.
+    A row is left padding, the suffix, then the inner nodes; padding sees only itself."""
+    last = max(len(x) for x in suffixes) - 1            # the column of every prompt's last token
+    width = last + 1 + max(len(inner) for inner in inners)
+    n_rows = len(jobs)
+    ids = np.zeros((n_rows, width), dtype=np.int64)
+    positions = np.zeros((n_rows, width), dtype=np.int64)
+    allowed = np.zeros((n_rows, width, shared + width), dtype=bool)
+    for a, ((_, tree), suffix, inner) in enumerate(zip(jobs, suffixes, inners)):
+        n_suffix, n_inner = len(suffix), len(inner)
+        begin, nodes = last + 1 - n_suffix, last + 1            # first suffix column, first trie column
+        ids[a, begin:nodes] = suffix
+        ids[a, nodes:nodes + n_inner] = [tree.nodes[i].token for i in inner]
+        positions[a, begin:nodes] = shared + np.arange(n_suffix)
+        positions[a, nodes:nodes + n_inner] = shared + n_suffix + tree.depths[inner] - 1
+        rows = allowed[a]
+        rows[begin:nodes + n_inner, :shared] = True                                    # the shared prefix
+        rows[begin:nodes, shared + begin:shared + nodes] = np.tril(np.ones((n_suffix, n_suffix), dtype=bool))
+        rows[nodes:nodes + n_inner, shared + begin:shared + nodes] = True             # trie sees the prompt
+        rows[nodes:nodes + n_inner, shared + nodes:shared + nodes + n_inner] = \
+            tree.ancestor_mask()[np.ix_(inner, inner)]
+        pads = np.r_[0:begin, nodes + n_inner:width]
+        rows[pads, shared + pads] = True                                               # padding sees itself
+    return ids, positions, allowed, last

@@ -1,0 +1,150 @@
+"""TfLM against brute-force references on the tiny random Llama, and SmolLM2 on easy facts."""
+
+import random
+
+import numpy as np
+import pytest
+import torch
+
+from autocog.lm import ModelNotFoundError, TfLM
+from conftest import EASY_FACTS, assert_logprobs_close, brute_force_tf
+from randomized import random_choices, random_text  # noqa: E402
+
+WORDS = "the quick brown fox jumps over lazy dog capital France Paris Berlin answer yes no 1 10 100 step".split()
+
+
+@pytest.mark.parametrize("n_words", [0, 1, 20, 160])
+def test_prompt_lengths(tiny_tf, n_words):
+    rng = random.Random(n_words)
+    prompt = random_text(rng, n_words)
+    n_tokens = len(tiny_tf.tokenize(prompt, bos=True))
+    choices = random_choices(rng, 8)
+    assert_logprobs_close(tiny_tf.choice_logprobs(prompt, choices), brute_force_tf(tiny_tf, prompt, choices), 1e-4)
+    if n_words == 0:
+        assert n_tokens == 1
+    if n_words == 160:
+        assert n_tokens >= 300
+
+
+def test_prefix_cache_never_stale(tiny_tf):
+    """Many calls sharing, extending, shrinking or abandoning a prefix, interleaved with completions."""
+    rng = random.Random(7)
+    base = random_text(rng, 30)
+    prompts = [base, base + " fox", base, base[:40], random_text(rng, 10), base + " the", base + " the dog", "x"]
+    for i, prompt in enumerate(prompts * 2):
+        choices = random_choices(rng, 1 + i % 6)
+        assert_logprobs_close(tiny_tf.choice_logprobs(prompt, choices), brute_force_tf(tiny_tf, prompt, choices), 1e-4)
+        if i % 3 == 0:
+            tiny_tf.complete(prompt, max_tokens=5)
+        greedy = tiny_tf.greedy(prompt)
+        np.testing.assert_allclose(greedy, reference_greedy(tiny_tf, prompt), atol=1e-4)
+
+
+def reference_greedy(lm, prompt):
+    ids = lm.tokenize(prompt, bos=True)
+    with torch.no_grad():
+        logits = lm.model(torch.tensor([ids])).logits[0, -1].double()
+    return torch.log_softmax(logits, dim=-1).numpy()
+
+
+def test_greedy_is_log_softmax_of_last_position(tiny_tf):
+    prompt = "Question: What is the capital of France?"
+    logprobs = tiny_tf.greedy(prompt)
+    assert isinstance(logprobs, np.ndarray) and logprobs.shape == (tiny_tf.model.config.vocab_size,)
+    np.testing.assert_allclose(logprobs, reference_greedy(tiny_tf, prompt), atol=1e-5)
+    assert np.exp(logprobs).sum() == pytest.approx(1.0, abs=1e-4)
+    np.testing.assert_allclose(tiny_tf.greedy(tiny_tf.tokenize(prompt, bos=True)), logprobs, atol=1e-6)
+
+
+def reference_generate(lm, prompt, n):
+    """Greedy decoding with full forward passes, no cache: the ids of up to ``n`` tokens."""
+    ids = lm.tokenize(prompt, bos=True)
+    generated = []
+    for _ in range(n):
+        with torch.no_grad():
+            token = int(torch.argmax(lm.model(torch.tensor([ids + generated])).logits[0, -1]))
+        if token in lm.eos_token_ids:
+            break
+        generated.append(token)
+    return generated
+
+
+def test_complete_greedy_is_deterministic_and_matches_argmax(tiny_tf):
+    prompt = "The quick brown"
+    text = tiny_tf.complete(prompt, stop=None, max_tokens=12)
+    assert text == tiny_tf.complete(prompt, stop=None, max_tokens=12)
+    assert text == tiny_tf.detokenize(reference_generate(tiny_tf, prompt, 12))
+
+
+def test_complete_token_limit(tiny_tf):
+    for n in (1, 7):
+        assert tiny_tf.complete("The quick brown", stop=None, max_tokens=n) == \
+            tiny_tf.detokenize(reference_generate(tiny_tf, "The quick brown", n))
+    assert tiny_tf.complete("The quick brown", stop=None, max_tokens=0) == ""
+    lm = TfLM(model=tiny_tf.model, tokenizer=tiny_tf.tokenizer, completion_kwargs={"max_new_tokens": 3})
+    assert lm.complete("The quick brown", stop=None) == tiny_tf.complete("The quick brown", stop=None, max_tokens=3)
+
+
+def test_complete_stops(tiny_tf):
+    prompt = "The quick brown"
+    free = tiny_tf.complete(prompt, stop=None, max_tokens=40)
+    assert len(free) > 6
+    # stop on a string that straddles tokens, and on the earliest of several stops
+    for stop in [free[3:6], [free[10:12], free[2:4]]]:
+        stops = [stop] if isinstance(stop, str) else stop
+        text = tiny_tf.complete(prompt, stop=stop, max_tokens=40)
+        first = min(free.find(s) + len(s) for s in stops)
+        assert text == free[:first]
+        assert any(text.endswith(s) for s in stops)
+
+
+def test_complete_sampling_reproducible_with_seed(tiny_tf):
+    kwargs = dict(stop=None, max_tokens=16, temperature=1.0, seed=123)
+    a = tiny_tf.complete("The", **kwargs)
+    assert a == tiny_tf.complete("The", **kwargs)
+    others = {tiny_tf.complete("The", stop=None, max_tokens=16, temperature=1.0, seed=s) for s in range(5)}
+    assert len(others) > 1
+    assert tiny_tf.complete("The", stop=None, max_tokens=16, temperature=1.0, top_k=1, seed=4) == \
+        tiny_tf.complete("The", stop=None, max_tokens=16)
+
+
+def test_missing_model_path(tmp_path):
+    with pytest.raises(ModelNotFoundError, match="not found"):
+        TfLM.create(model_path=tmp_path / "nope")
+    bad = tmp_path / "fake.gguf"
+    bad.write_bytes(b"not a gguf")
+    with pytest.raises(ModelNotFoundError, match="not a GGUF"):
+        TfLM.create(model_path=bad)
+
+
+def test_prefix_cache_accounting(tiny_tf):
+    """The trie pass evaluates exactly prompt-delta + the trie's inner tokens (leaves are never run)."""
+    prompt = "Question: What is the capital of France?\nAnswer:"
+    tiny_tf.cache.reset()
+    result = tiny_tf.choice_distribution(prompt, [" Paris", " Par", " London", " Berlin"])
+    first = tiny_tf.cache.evaluated
+    assert 0 < len(result.tree.internal_nodes()) < len(result.tree.nodes)
+    assert first == len(tiny_tf.tokenize(prompt, bos=True)) + len(result.tree.internal_nodes())
+    second = tiny_tf.choice_distribution(prompt, [" yes", " no", " the quick brown"])
+    n_second = len(second.tree.internal_nodes())
+    assert tiny_tf.cache.evaluated - first == n_second > 0
+    single = [" A", " B", " the", " 1"]
+    assert all(len(tiny_tf.tokenize(c)) == 1 for c in single)
+    tiny_tf.choice_distribution(prompt, single)   # one-token choices: no pass at all
+    assert tiny_tf.cache.evaluated - first == n_second
+
+
+@pytest.mark.slow
+def test_smollm2_easy_facts(smol_tf):
+    for prompt, choices, answer in EASY_FACTS:
+        result = smol_tf.choice_distribution(prompt, choices)
+        assert result.index == answer, (prompt, result)
+    assert smol_tf.choose("Question: What is the capital of France?\nAnswer:", [" Paris", " London", " Berlin"]) == 0
+
+
+@pytest.mark.slow
+def test_smollm2_matches_brute_force_and_completes(smol_tf):
+    prompt, choices, _ = EASY_FACTS[0]
+    assert_logprobs_close(smol_tf.choice_logprobs(prompt, choices), brute_force_tf(smol_tf, prompt, choices), 1e-3)
+    text = smol_tf.complete("The capital of France is", stop="\n", max_tokens=20)
+    assert "Paris" in text
