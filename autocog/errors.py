@@ -45,7 +45,7 @@ class RequestFailedError(AutoCogError, RuntimeError):
     """A server refused a request for good (400/401/403/404...); the message names the model and the server,
     never the API key. ``status`` is the HTTP status (None when no response came back)."""
 
-    def __init__(self, message: str, status: "int | None" = None):
+    def __init__(self, message: str, status: int | None = None):
         super().__init__(message)
         self.status = status
 
@@ -65,8 +65,7 @@ class StrategyUnavailableError(AutoCogError, RuntimeError):
 def missing_backend(package: str, extra: str) -> BackendNotInstalledError:
     """The error for a backend whose package cannot be imported."""
     return BackendNotInstalledError(
-        f"the {extra} backend needs the '{package}' package, which is not installed: "
-        f"pip install autocog[{extra}]"
+        f"the {extra} backend needs the '{package}' package, which is not installed: pip install autocog[{extra}]"
     )
 
 
@@ -121,27 +120,27 @@ class UnsupportedFieldError(ProgramError):
 
 __all__ = [
     "AutoCogError",
+    "BackendNotInstalledError",
+    "ChatTemplateError",
+    "ContextLengthError",
+    "DuplicateStepError",
     "InvalidChoicesError",
     "InvalidPromptError",
-    "ContextLengthError",
-    "BackendNotInstalledError",
-    "ModelNotFoundError",
-    "TransientError",
-    "RetryExhaustedError",
-    "RequestFailedError",
+    "InvalidStepError",
     "MalformedResponseError",
-    "TokenizerMismatchError",
-    "StrategyUnavailableError",
-    "missing_backend",
-    "ChatTemplateError",
+    "MissingInputError",
+    "ModelNotFoundError",
     "ProgramError",
-    "DuplicateStepError",
+    "RequestFailedError",
+    "RetryExhaustedError",
+    "StrategyUnavailableError",
+    "TokenizerMismatchError",
+    "TransientError",
+    "UnboundedLoopError",
+    "UndefinedValueError",
+    "UnknownInputError",
     "UnknownStepError",
     "UnreachableStepError",
-    "UnboundedLoopError",
-    "InvalidStepError",
-    "UndefinedValueError",
-    "MissingInputError",
-    "UnknownInputError",
     "UnsupportedFieldError",
+    "missing_backend",
 ]

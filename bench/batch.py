@@ -39,15 +39,49 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
-WORDS = ("the quick brown fox jumps over lazy dog capital France Paris Berlin Germany answer yes no maybe "
-         "first second third then result step think name phone key value 1 10 100 1000").split()
+WORDS = [
+    "the",
+    "quick",
+    "brown",
+    "fox",
+    "jumps",
+    "over",
+    "lazy",
+    "dog",
+    "capital",
+    "France",
+    "Paris",
+    "Berlin",
+    "Germany",
+    "answer",
+    "yes",
+    "no",
+    "maybe",
+    "first",
+    "second",
+    "third",
+    "then",
+    "result",
+    "step",
+    "think",
+    "name",
+    "phone",
+    "key",
+    "value",
+    "1",
+    "10",
+    "100",
+    "1000",
+]
 
 
 def make_data(n_prompts: int, n_choices: int, seed: int = 0) -> tuple[list[str], list[str]]:
     """Short prompts (8-16 words) and ``n_choices`` distinct choices of 1-4 words."""
     rng = random.Random(seed)
-    prompts = ["Question: " + " ".join(rng.choice(WORDS) for _ in range(rng.randint(8, 16))) + "?\nAnswer:"
-               for _ in range(n_prompts)]
+    prompts = [
+        "Question: " + " ".join(rng.choice(WORDS) for _ in range(rng.randint(8, 16))) + "?\nAnswer:"
+        for _ in range(n_prompts)
+    ]
     choices: list[str] = []
     while len(choices) < n_choices:
         c = " " + " ".join(rng.choice(WORDS) for _ in range(rng.randint(1, 4)))
@@ -122,13 +156,15 @@ def perprompt_logprobs(lm, prompt: str, choices: list[str]) -> list[list[float]]
         mask[:, :p] = 1
         for j, c in enumerate(choice_ids):
             ids[j, : len(c)] = torch.tensor(c)
-            mask[j, p: p + len(c)] = 1
+            mask[j, p : p + len(c)] = 1
         positions = (p + torch.arange(width))[None].expand(n, width)
-        logits = lm.model(input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=True,
-                          **{lm.cache.cache_kwarg: cache}).logits
+        logits = lm.model(
+            input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=True, **{lm.cache.cache_kwarg: cache}
+        ).logits
         rest = torch.log_softmax(logits.float(), dim=-1)
-    return [[float(first[c[0]])] + [float(rest[j, k - 1, c[k]]) for k in range(1, len(c))]
-            for j, c in enumerate(choice_ids)]
+    return [
+        [float(first[c[0]])] + [float(rest[j, k - 1, c[k]]) for k in range(1, len(c))] for j, c in enumerate(choice_ids)
+    ]
 
 
 def perchoice_logprobs(lm, prompt: str, choices: list[str]) -> list[list[float]]:
@@ -144,7 +180,7 @@ def perchoice_logprobs(lm, prompt: str, choices: list[str]) -> list[list[float]]
         ids = lm.tokenize(c)
         with torch.inference_mode():
             logits = lm.model(input_ids=torch.tensor([prompt_ids + ids]), use_cache=False).logits[0]
-        lp = torch.log_softmax(logits[len(prompt_ids) - 1:-1].float(), dim=-1)
+        lp = torch.log_softmax(logits[len(prompt_ids) - 1 : -1].float(), dim=-1)
         out.append([float(lp[k, t]) for k, t in enumerate(ids)])
     return out
 
@@ -163,7 +199,7 @@ class Limit:
         gen = torch.Generator().manual_seed(0)
         self.passes = []
         for start in range(0, len(built), batch_size):
-            jobs = [(tokens, tree) for tokens, tree, _ in built[start:start + batch_size]]
+            jobs = [(tokens, tree) for tokens, tree, _ in built[start : start + batch_size]]
             for group in lm.pack_groups(jobs):
                 shared = shared_prefix(group)
                 width = max(len(t) - shared for t, _ in group) + max(len(tree.nodes) for _, tree in group)
@@ -197,15 +233,20 @@ def bench_tf(lm, n_prompts: int, n_choices: int, batch_size: int, repeats: int) 
 
     def batch():
         lm.cache.reset()  # a cold start, like the baselines
-        return [r.token_logprobs for r in choice_distributions(lm, prompts, choices, batch_size=batch_size,
-                                                               progress=False)]
+        return [
+            r.token_logprobs for r in choice_distributions(lm, prompts, choices, batch_size=batch_size, progress=False)
+        ]
 
     def loop():
         lm.cache.reset()
         return [lm.choice_logprobs(p, choices) for p in prompts]
 
-    methods = {"batch": batch, "loop": loop, "limit": Limit(lm, prompts, choices, batch_size),
-               "perprompt": lambda: [perprompt_logprobs(lm, p, choices) for p in prompts]}
+    methods = {
+        "batch": batch,
+        "loop": loop,
+        "limit": Limit(lm, prompts, choices, batch_size),
+        "perprompt": lambda: [perprompt_logprobs(lm, p, choices) for p in prompts],
+    }
     seconds, results = best_of(methods, repeats)
     seconds_pc, results_pc = best_of({"perchoice": lambda: [perchoice_logprobs(lm, p, choices) for p in prompts]}, 1)
     seconds.update(seconds_pc)
@@ -217,13 +258,14 @@ def bench_tf(lm, n_prompts: int, n_choices: int, batch_size: int, repeats: int) 
 # --- llama.cpp -------------------------------------------------------------------------------------------
 
 
-def bench_llama(model: str, threads: int, n_prompts: int, n_choices: int, repeats: int, group_tokens: int = 0
-                ) -> dict:
+def bench_llama(model: str, threads: int, n_prompts: int, n_choices: int, repeats: int, group_tokens: int = 0) -> dict:
     from autocog.eval.batch import choice_distributions
     from autocog.lm import LLaMa
 
-    lm = LLaMa(**LLaMa.create(model_path(model)[1], n_ctx=4096, n_threads=threads, n_threads_batch=threads),
-               group_tokens=group_tokens)
+    lm = LLaMa(
+        **LLaMa.create(model_path(model)[1], n_ctx=4096, n_threads=threads, n_threads_batch=threads),
+        group_tokens=group_tokens,
+    )
     prompts, choices = make_data(n_prompts, n_choices, seed=100 + n_choices)
     decodes = []
     decode = lm.cache.decode
@@ -237,8 +279,10 @@ def bench_llama(model: str, threads: int, n_prompts: int, n_choices: int, repeat
         decodes.clear()
         lm.cache.decode = counted
         try:
-            return [r.token_logprobs for r in choice_distributions(lm, prompts, choices, batch_size=n_prompts,
-                                                                   progress=False)]
+            return [
+                r.token_logprobs
+                for r in choice_distributions(lm, prompts, choices, batch_size=n_prompts, progress=False)
+            ]
         finally:
             del lm.cache.decode
 
@@ -250,8 +294,13 @@ def bench_llama(model: str, threads: int, n_prompts: int, n_choices: int, repeat
     n_decodes = len(decodes)
     batch()
     lm.close()
-    return {"prompts": n_prompts, "choices": n_choices, "seconds": seconds, "decodes": n_decodes,
-            "max_diff": max_difference(results["batch"], results["one by one"])}
+    return {
+        "prompts": n_prompts,
+        "choices": n_choices,
+        "seconds": seconds,
+        "decodes": n_decodes,
+        "max_diff": max_difference(results["batch"], results["one by one"]),
+    }
 
 
 # --- memory ----------------------------------------------------------------------------------------------
@@ -289,17 +338,25 @@ def memory_point(model: str, threads: int, n_prompts: int, n_choices: int, batch
     sampler.join()
     peak[0] = max(peak[0], rss_bytes())
     assert probs.shape == (n_prompts, n_choices)
-    return {"prompts": n_prompts, "choices": n_choices, "rss_before_mb": base / 2**20,
-            "rss_peak_delta_mb": (peak[0] - base) / 2**20, "tracemalloc_peak_mb": python_peak / 2**20,
-            "maxrss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+    return {
+        "prompts": n_prompts,
+        "choices": n_choices,
+        "rss_before_mb": base / 2**20,
+        "rss_peak_delta_mb": (peak[0] - base) / 2**20,
+        "tracemalloc_peak_mb": python_peak / 2**20,
+        "maxrss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+    }
 
 
 def print_tf(row: dict) -> None:
     s = row["seconds"]
-    print(f"{row['prompts']:>7} {row['choices']:>7} {s['batch']:>8.3f} {s['loop']:>8.3f} {s['limit']:>8.3f} "
-          f"{s['perprompt']:>9.3f} {s['perchoice']:>9.3f} {s['batch'] / s['limit']:>11.2f} "
-          f"{s['loop'] / s['batch']:>10.2f} {s['perprompt'] / s['batch']:>14.2f} {s['perchoice'] / s['batch']:>14.2f} "
-          f"{row['max_diff']:>11.1e}", flush=True)
+    print(
+        f"{row['prompts']:>7} {row['choices']:>7} {s['batch']:>8.3f} {s['loop']:>8.3f} {s['limit']:>8.3f} "
+        f"{s['perprompt']:>9.3f} {s['perchoice']:>9.3f} {s['batch'] / s['limit']:>11.2f} "
+        f"{s['loop'] / s['batch']:>10.2f} {s['perprompt'] / s['batch']:>14.2f} {s['perchoice'] / s['batch']:>14.2f} "
+        f"{row['max_diff']:>11.1e}",
+        flush=True,
+    )
 
 
 def main() -> None:
@@ -313,8 +370,11 @@ def main() -> None:
     parser.add_argument("--llama-choices", type=int, nargs="+", default=[4, 8])
     parser.add_argument("--group-tokens", type=int, default=0, help="LLaMa: tokens per multi-prompt decode")
     parser.add_argument("--threads", type=int, default=1, help="torch / llama.cpp threads (default 1)")
-    parser.add_argument("--cpu-time", action="store_true",
-                        help="time with the process's CPU time instead of the wall clock (one thread, shared machine)")
+    parser.add_argument(
+        "--cpu-time",
+        action="store_true",
+        help="time with the process's CPU time instead of the wall clock (one thread, shared machine)",
+    )
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--memory-sizes", type=int, nargs="*", default=[50, 100, 200, 400])
     parser.add_argument("--memory-choices", type=int, default=32)
@@ -323,8 +383,9 @@ def main() -> None:
     args = parser.parse_args()
 
     if args.memory_point is not None:
-        print(json.dumps(memory_point(args.model, args.threads, args.memory_point, args.memory_choices,
-                                      args.batch_size)))
+        print(
+            json.dumps(memory_point(args.model, args.threads, args.memory_point, args.memory_choices, args.batch_size))
+        )
         return
     if args.quick:
         args.repeats, args.memory_sizes = 1, [20, 80]
@@ -332,39 +393,66 @@ def main() -> None:
     if args.cpu_time:
         CLOCK = time.process_time
     print(f"clock: {'CPU time of this process' if args.cpu_time else 'wall'}")
-    print(f"model: {args.model}  threads {args.threads}  batch_size {args.batch_size}  repeats {args.repeats}  "
-          f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs")
+    print(
+        f"model: {args.model}  threads {args.threads}  batch_size {args.batch_size}  repeats {args.repeats}  "
+        f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs"
+    )
     if args.backend in ("tf", "both"):
         lm = load_tf(args.model, args.threads)
         print("\ntransformers: seconds (best of repeats) and ratios")
-        print(f"{'prompts':>7} {'choices':>7} {'batch':>8} {'loop':>8} {'limit':>8} {'perprompt':>9} "
-              f"{'perchoice':>9} {'batch/limit':>11} {'loop/batch':>10} {'perprompt/batch':>14} "
-              f"{'perchoice/batch':>14} {'max |dlogp|':>11}")
+        print(
+            f"{'prompts':>7} {'choices':>7} {'batch':>8} {'loop':>8} {'limit':>8} {'perprompt':>9} "
+            f"{'perchoice':>9} {'batch/limit':>11} {'loop/batch':>10} {'perprompt/batch':>14} "
+            f"{'perchoice/batch':>14} {'max |dlogp|':>11}"
+        )
         for n_choices in args.choices:
             print_tf(bench_tf(lm, args.prompts, n_choices, args.batch_size, args.repeats))
     if args.backend in ("llama", "both"):
         print(f"\nllama.cpp: {args.llama_prompts} prompts, batch vs one by one")
-        print(f"{'prompts':>7} {'choices':>7} {'batch':>8} {'decodes':>7} {'one by one':>10} {'speedup':>7} "
-              f"{'max |dlogp|':>11}")
+        print(
+            f"{'prompts':>7} {'choices':>7} {'batch':>8} {'decodes':>7} {'one by one':>10} {'speedup':>7} "
+            f"{'max |dlogp|':>11}"
+        )
         for n_choices in args.llama_choices:
-            row = bench_llama(args.model, args.threads, args.llama_prompts, n_choices, args.repeats,
-                              args.group_tokens)
+            row = bench_llama(args.model, args.threads, args.llama_prompts, n_choices, args.repeats, args.group_tokens)
             s = row["seconds"]
-            print(f"{row['prompts']:>7} {row['choices']:>7} {s['batch']:>8.3f} {row['decodes']:>7} "
-                  f"{s['one by one']:>10.3f} {s['one by one'] / s['batch']:>7.2f} {row['max_diff']:>11.1e}",
-                  flush=True)
+            print(
+                f"{row['prompts']:>7} {row['choices']:>7} {s['batch']:>8.3f} {row['decodes']:>7} "
+                f"{s['one by one']:>10.3f} {s['one by one'] / s['batch']:>7.2f} {row['max_diff']:>11.1e}",
+                flush=True,
+            )
     if args.backend in ("tf", "both") and args.memory_sizes:
-        print(f"\nmemory of predict_proba, transformers ({args.memory_choices} choices, batch_size "
-              f"{args.batch_size}; fresh process per size)")
+        print(
+            f"\nmemory of predict_proba, transformers ({args.memory_choices} choices, batch_size "
+            f"{args.batch_size}; fresh process per size)"
+        )
         print(f"{'prompts':>7} {'RSS before MB':>13} {'peak RSS delta MB':>17} {'tracemalloc peak MB':>19}")
         for n in args.memory_sizes:
-            out = subprocess.run([sys.executable, __file__, "--model", args.model, "--threads", str(args.threads),
-                                  "--batch-size", str(args.batch_size), "--memory-choices",
-                                  str(args.memory_choices), "--memory-point", str(n)],
-                                 capture_output=True, text=True, check=True)
+            out = subprocess.run(
+                [
+                    sys.executable,
+                    __file__,
+                    "--model",
+                    args.model,
+                    "--threads",
+                    str(args.threads),
+                    "--batch-size",
+                    str(args.batch_size),
+                    "--memory-choices",
+                    str(args.memory_choices),
+                    "--memory-point",
+                    str(n),
+                ],
+                capture_output=True,
+                text=True,
+                check=True,
+            )
             point = json.loads(out.stdout.strip().splitlines()[-1])
-            print(f"{n:>7} {point['rss_before_mb']:>13.1f} {point['rss_peak_delta_mb']:>17.1f} "
-                  f"{point['tracemalloc_peak_mb']:>19.2f}", flush=True)
+            print(
+                f"{n:>7} {point['rss_before_mb']:>13.1f} {point['rss_peak_delta_mb']:>17.1f} "
+                f"{point['tracemalloc_peak_mb']:>19.2f}",
+                flush=True,
+            )
 
 
 if __name__ == "__main__":

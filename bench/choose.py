@@ -22,12 +22,137 @@ import time
 
 import numpy as np
 
-WORDS = ("the a of to and in is was for on are with as by at from this have or be one had not but what all were "
-         "when we there can an your which their said if do will each about how up out them then she many some so "
-         "these would other into has more her two like him see time could no make than first been its who now "
-         "people my made over did down only way find use may water long little very after words called just where "
-         "most know get through back much before go good new write our used me man too any day same right look "
-         "think also around another came come work three word must because does part even place well such").split()
+WORDS = [
+    "the",
+    "a",
+    "of",
+    "to",
+    "and",
+    "in",
+    "is",
+    "was",
+    "for",
+    "on",
+    "are",
+    "with",
+    "as",
+    "by",
+    "at",
+    "from",
+    "this",
+    "have",
+    "or",
+    "be",
+    "one",
+    "had",
+    "not",
+    "but",
+    "what",
+    "all",
+    "were",
+    "when",
+    "we",
+    "there",
+    "can",
+    "an",
+    "your",
+    "which",
+    "their",
+    "said",
+    "if",
+    "do",
+    "will",
+    "each",
+    "about",
+    "how",
+    "up",
+    "out",
+    "them",
+    "then",
+    "she",
+    "many",
+    "some",
+    "so",
+    "these",
+    "would",
+    "other",
+    "into",
+    "has",
+    "more",
+    "her",
+    "two",
+    "like",
+    "him",
+    "see",
+    "time",
+    "could",
+    "no",
+    "make",
+    "than",
+    "first",
+    "been",
+    "its",
+    "who",
+    "now",
+    "people",
+    "my",
+    "made",
+    "over",
+    "did",
+    "down",
+    "only",
+    "way",
+    "find",
+    "use",
+    "may",
+    "water",
+    "long",
+    "little",
+    "very",
+    "after",
+    "words",
+    "called",
+    "just",
+    "where",
+    "most",
+    "know",
+    "get",
+    "through",
+    "back",
+    "much",
+    "before",
+    "go",
+    "good",
+    "new",
+    "write",
+    "our",
+    "used",
+    "me",
+    "man",
+    "too",
+    "any",
+    "day",
+    "same",
+    "right",
+    "look",
+    "think",
+    "also",
+    "around",
+    "another",
+    "came",
+    "come",
+    "work",
+    "three",
+    "word",
+    "must",
+    "because",
+    "does",
+    "part",
+    "even",
+    "place",
+    "well",
+    "such",
+]
 
 
 def median_time(fn, repeats: int) -> float:
@@ -130,21 +255,38 @@ def bench_model(label, adapter, prompt_lengths, choice_counts, repeats, seed=0):
             # (quantized GGUF weights in llama.cpp round differently with the batch shape: up to ~0.5 nats)
             diff = float(np.max(np.abs(fast - generic)))
             assert adapter.name != "tf" or diff < 2e-3, f"fast and generic tree evaluation disagree by {diff}"
-            rows.append((label, adapter.name, len(prompt_ids), n_choices, len(tree.nodes), t_choose, t_limit,
-                         t_naive, t_per, diff))
+            rows.append(
+                (
+                    label,
+                    adapter.name,
+                    len(prompt_ids),
+                    n_choices,
+                    len(tree.nodes),
+                    t_choose,
+                    t_limit,
+                    t_naive,
+                    t_per,
+                    diff,
+                )
+            )
             print_row(rows[-1], flush=True)
     return rows
 
 
-HEADER = (f"{'model':<8} {'backend':<7} {'prompt':>6} {'choices':>7} {'trie':>5} {'choose':>9} {'limit':>9} "
-          f"{'naive':>9} {'percho':>9} {'ch/lim':>7} {'naive/ch':>8} {'perch/ch':>8} {'maxdiff':>8}")
+HEADER = (
+    f"{'model':<8} {'backend':<7} {'prompt':>6} {'choices':>7} {'trie':>5} {'choose':>9} {'limit':>9} "
+    f"{'naive':>9} {'percho':>9} {'ch/lim':>7} {'naive/ch':>8} {'perch/ch':>8} {'maxdiff':>8}"
+)
 
 
 def print_row(row, flush=False):
     label, backend, n_prompt, n_choices, n_nodes, t_choose, t_limit, t_naive, t_per, diff = row
-    print(f"{label:<8} {backend:<7} {n_prompt:>6} {n_choices:>7} {n_nodes:>5} {t_choose:>8.1f}m {t_limit:>8.1f}m "
-          f"{t_naive:>8.1f}m {t_per:>8.1f}m {t_choose / t_limit:>7.2f} {t_naive / t_choose:>8.1f} "
-          f"{t_per / t_choose:>8.1f} {diff:>8.1e}", flush=flush)
+    print(
+        f"{label:<8} {backend:<7} {n_prompt:>6} {n_choices:>7} {n_nodes:>5} {t_choose:>8.1f}m {t_limit:>8.1f}m "
+        f"{t_naive:>8.1f}m {t_per:>8.1f}m {t_choose / t_limit:>7.2f} {t_naive / t_choose:>8.1f} "
+        f"{t_per / t_choose:>8.1f} {diff:>8.1e}",
+        flush=flush,
+    )
 
 
 def load(backend: str, model: str, threads: int):
@@ -169,8 +311,12 @@ def main(argv=None):
     parser.add_argument("--backend", choices=["tf", "llama", "all"], default="all")
     parser.add_argument("--model", choices=["tiny", "smollm2", "all"], default="all")
     parser.add_argument("--quick", action="store_true", help="fewer repeats and sizes (a smoke run)")
-    parser.add_argument("--threads", type=int, default=1, help="CPU threads for torch and llama.cpp (default 1: "
-                        "stable timings on a shared machine)")
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=1,
+        help="CPU threads for torch and llama.cpp (default 1: stable timings on a shared machine)",
+    )
     args = parser.parse_args(argv)
     backends = ["tf", "llama"] if args.backend == "all" else [args.backend]
     model_names = ["tiny", "smollm2"] if args.model == "all" else [args.model]

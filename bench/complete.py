@@ -41,8 +41,14 @@ def bench_tf(model_name, n_tokens, repeats, threads):
 
     def theirs():
         with torch.inference_mode():
-            out = lm.model.generate(ids, attention_mask=torch.ones_like(ids), do_sample=False,
-                                    max_new_tokens=n_tokens, min_new_tokens=n_tokens, pad_token_id=0)
+            out = lm.model.generate(
+                ids,
+                attention_mask=torch.ones_like(ids),
+                do_sample=False,
+                max_new_tokens=n_tokens,
+                min_new_tokens=n_tokens,
+                pad_token_id=0,
+            )
         assert out.shape[1] - ids.shape[1] == n_tokens
 
     produced = {}
@@ -61,8 +67,13 @@ def bench_llama(model_name, n_tokens, repeats, threads):
     from autocog import models
     from autocog.lm import LLaMa
 
-    lm = LLaMa(**LLaMa.create(model_path=models.tiny_llama_gguf() if model_name == "tiny" else None,
-                           n_threads=threads, n_threads_batch=threads))
+    lm = LLaMa(
+        **LLaMa.create(
+            model_path=models.tiny_llama_gguf() if model_name == "tiny" else None,
+            n_threads=threads,
+            n_threads_batch=threads,
+        )
+    )
     produced = {}
 
     def theirs():
@@ -93,12 +104,14 @@ def main(argv=None):
     parser.add_argument("--threads", type=int, default=1, help="CPU threads for torch and llama.cpp")
     args = parser.parse_args(argv)
     print(f"{'model':<8} {'backend':<7} {'tokens':>6} {'ours tok/s':>11} {'theirs tok/s':>13} {'ratio':>6}")
-    for model in (["tiny", "smollm2"] if args.model == "all" else [args.model]):
-        for backend in (["tf", "llama"] if args.backend == "all" else [args.backend]):
+    for model in ["tiny", "smollm2"] if args.model == "all" else [args.model]:
+        for backend in ["tf", "llama"] if args.backend == "all" else [args.backend]:
             run = bench_tf if backend == "tf" else bench_llama
             ours, theirs = run(model, args.tokens, args.repeats, args.threads)
-            print(f"{model:<8} {backend:<7} {args.tokens:>6} {ours:>11.1f} {theirs:>13.1f} {ours / theirs:>6.2f}",
-                  flush=True)
+            print(
+                f"{model:<8} {backend:<7} {args.tokens:>6} {ours:>11.1f} {theirs:>13.1f} {ours / theirs:>6.2f}",
+                flush=True,
+            )
 
 
 if __name__ == "__main__":

@@ -34,11 +34,28 @@ sys.path.insert(0, str(ROOT))
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-CAPITALS = [("France", "Paris"), ("Japan", "Tokyo"), ("Italy", "Rome"), ("Germany", "Berlin"), ("Spain", "Madrid"),
-            ("Egypt", "Cairo"), ("Russia", "Moscow"), ("Canada", "Ottawa"), ("Greece", "Athens"),
-            ("Portugal", "Lisbon"), ("Austria", "Vienna"), ("Norway", "Oslo"), ("Kenya", "Nairobi"),
-            ("Peru", "Lima"), ("Ireland", "Dublin"), ("Poland", "Warsaw"), ("China", "Beijing"),
-            ("Thailand", "Bangkok"), ("Sweden", "Stockholm"), ("Argentina", "Buenos Aires")]
+CAPITALS = [
+    ("France", "Paris"),
+    ("Japan", "Tokyo"),
+    ("Italy", "Rome"),
+    ("Germany", "Berlin"),
+    ("Spain", "Madrid"),
+    ("Egypt", "Cairo"),
+    ("Russia", "Moscow"),
+    ("Canada", "Ottawa"),
+    ("Greece", "Athens"),
+    ("Portugal", "Lisbon"),
+    ("Austria", "Vienna"),
+    ("Norway", "Oslo"),
+    ("Kenya", "Nairobi"),
+    ("Peru", "Lima"),
+    ("Ireland", "Dublin"),
+    ("Poland", "Warsaw"),
+    ("China", "Beijing"),
+    ("Thailand", "Bangkok"),
+    ("Sweden", "Stockholm"),
+    ("Argentina", "Buenos Aires"),
+]
 
 
 def make_questions(n: int, seed: int = 0) -> list[dict]:
@@ -124,9 +141,13 @@ def run_setting(hf, ours, adapter, contexts, choices, batch_sizes, our_batch, re
             results[name] = out
     reference = np.array(results[f"hf@{batch_sizes[0]}"])
     best_hf = min((min(times[f"hf@{b}"]), b) for b in batch_sizes)
-    row = {"requests": len(pairs), "tokens_per_context": int(np.mean([len(hf.tok_encode(c)) for c in contexts])),
-           "hf_best_batch": best_hf[1], "hf_seconds": best_hf[0],
-           "hf_all": {k: round(min(v), 3) for k, v in times.items() if k.startswith("hf@")}}
+    row = {
+        "requests": len(pairs),
+        "tokens_per_context": int(np.mean([len(hf.tok_encode(c)) for c in contexts])),
+        "hf_best_batch": best_hf[1],
+        "hf_seconds": best_hf[0],
+        "hf_all": {k: round(min(v), 3) for k, v in times.items() if k.startswith("hf@")},
+    }
     for name in ("autocog", "adapter"):
         row[f"{name}_seconds"] = min(times[name])
         row[f"{name}_speedup"] = best_hf[0] / min(times[name])
@@ -154,8 +175,8 @@ def main() -> None:
     transformers.logging.disable_progress_bar()
     from lm_eval.api.registry import get_model
 
-    from autocog.lm import load
     from autocog.eval.lm_eval import AutocogLM
+    from autocog.lm import load
 
     path = model_dir(args.model)
     hf = get_model("hf")(pretrained=str(path), dtype="float32", device="cpu", batch_size=1)
@@ -163,24 +184,39 @@ def main() -> None:
     adapter = AutocogLM(lm=load("tf", model=str(path)), batch_size=args.batch_size)
     batch_sizes = [int(b) for b in args.hf_batch_sizes.split(",")]
     questions = make_questions(args.questions + 5)
-    print(f"model {path.name}, {args.questions} questions x 4 choices, {args.threads} threads, "
-          f"torch {torch.__version__}, hf batch sizes {batch_sizes}, autocog batch {args.batch_size}")
-    header = (f"{'shots':>5} {'requests':>8} {'ctx tok':>7} {'hf best':>10} {'autocog':>9} {'speedup':>7} "
-              f"{'adapter':>9} {'speedup':>7} {'max |Δ|':>8}")
+    print(
+        f"model {path.name}, {args.questions} questions x 4 choices, {args.threads} threads, "
+        f"torch {torch.__version__}, hf batch sizes {batch_sizes}, autocog batch {args.batch_size}"
+    )
+    header = (
+        f"{'shots':>5} {'requests':>8} {'ctx tok':>7} {'hf best':>10} {'autocog':>9} {'speedup':>7} "
+        f"{'adapter':>9} {'speedup':>7} {'max |Δ|':>8}"
+    )
     print(header)
     rows = []
     warm = build(questions[:8], 0)
     run_setting(hf, ours, adapter, warm[0][:2], warm[1][:2], batch_sizes[:1], args.batch_size, 1)
     for shots in [int(s) for s in args.shots.split(",")]:
         contexts, choices = build(questions if shots else questions[5:], shots)
-        row = run_setting(hf, ours, adapter, contexts[:args.questions], choices[:args.questions], batch_sizes,
-                          args.batch_size, args.repeats)
+        row = run_setting(
+            hf,
+            ours,
+            adapter,
+            contexts[: args.questions],
+            choices[: args.questions],
+            batch_sizes,
+            args.batch_size,
+            args.repeats,
+        )
         row["shots"] = shots
         rows.append(row)
-        print(f"{shots:>5} {row['requests']:>8} {row['tokens_per_context']:>7} "
-              f"{row['hf_seconds']:>7.2f}s@{row['hf_best_batch']:<2} {row['autocog_seconds']:>8.2f}s "
-              f"{row['autocog_speedup']:>6.2f}x {row['adapter_seconds']:>8.2f}s {row['adapter_speedup']:>6.2f}x "
-              f"{max(row['autocog_max_diff'], row['adapter_max_diff']):>8.1e}   hf: {row['hf_all']}", flush=True)
+        print(
+            f"{shots:>5} {row['requests']:>8} {row['tokens_per_context']:>7} "
+            f"{row['hf_seconds']:>7.2f}s@{row['hf_best_batch']:<2} {row['autocog_seconds']:>8.2f}s "
+            f"{row['autocog_speedup']:>6.2f}x {row['adapter_seconds']:>8.2f}s {row['adapter_speedup']:>6.2f}x "
+            f"{max(row['autocog_max_diff'], row['adapter_max_diff']):>8.1e}   hf: {row['hf_all']}",
+            flush=True,
+        )
     if args.json:
         Path(args.json).write_text(json.dumps(rows, indent=2))
 

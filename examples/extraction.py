@@ -55,7 +55,8 @@ def main(argv=None):
 
     lm = load(args.backend)
     profile_program = structured_program(
-        ClientProfile, "Extract the client profile from the message.\nMessage: {text}\nProfile (JSON):\n")
+        ClientProfile, "Extract the client profile from the message.\nMessage: {text}\nProfile (JSON):\n"
+    )
     for message in MESSAGES:
         result = profile_program.run(lm, text=message)
         print(f"message: {message}")

@@ -36,16 +36,21 @@ def load(backend):
 
 def mcq_program(options):
     """question -> reasoning -> answer -> sure? -- No: think again (once), then answer again."""
-    return Program([
-        Text(USER + "{question} Choose one of: {choices}. Explain briefly." + END_TURN + ASSISTANT, name="question"),
-        Complete("reasoning", stop="\n", max_tokens=32),
-        Text("\nSo the answer is:", name="conclude"),
-        Choose("answer", [" " + o for o in options]),
-        Text(". Am I sure?", name="check"),
-        Choose("sure", {" Yes": END, " No": "rethink"}, width=1),
-        Text(" Let me think again:", name="rethink", max_visits=1),
-        Complete("second_thought", stop="\n", max_tokens=16, next="conclude"),
-    ], name="mcq_cot")
+    return Program(
+        [
+            Text(
+                USER + "{question} Choose one of: {choices}. Explain briefly." + END_TURN + ASSISTANT, name="question"
+            ),
+            Complete("reasoning", stop="\n", max_tokens=32),
+            Text("\nSo the answer is:", name="conclude"),
+            Choose("answer", [" " + o for o in options]),
+            Text(". Am I sure?", name="check"),
+            Choose("sure", {" Yes": END, " No": "rethink"}, width=1),
+            Text(" Let me think again:", name="rethink", max_visits=1),
+            Complete("second_thought", stop="\n", max_tokens=16, next="conclude"),
+        ],
+        name="mcq_cot",
+    )
 
 
 def main(argv=None):
@@ -65,11 +70,15 @@ def main(argv=None):
         best = result.best
         print(f"Q: {question}")
         print(f"  reasoning: {best.values['reasoning'].strip()!r}")
-        print(f"  best answer: {best.values['answer'][-1].strip()!r}  p={best.probability:.3f}  "
-              f"sure: {best.values['sure']}  [{len(result.paths)} path(s)]")
+        print(
+            f"  best answer: {best.values['answer'][-1].strip()!r}  p={best.probability:.3f}  "
+            f"sure: {best.values['sure']}  [{len(result.paths)} path(s)]"
+        )
         for path in result.paths[1:]:
-            print(f"  other path: answers {[a.strip() for a in path.values['answer']]} "
-                  f"sure {path.values['sure']} p={path.probability:.3f}")
+            print(
+                f"  other path: answers {[a.strip() for a in path.values['answer']]} "
+                f"sure {path.values['sure']} p={path.probability:.3f}"
+            )
         print(f"  tokens: evaluated {result.tokens.evaluated}, unique in the thought tree {result.tokens.unique}")
         result.render(out / f"mcq_tree_{k}{suffix}", title=question)
         prog.render(out / f"mcq_program_{k}{suffix}", result=result)

@@ -31,8 +31,8 @@ def main(argv=None):
     parser.add_argument("--threads", type=int, default=None, help="llama.cpp threads (default: all cores)")
     args = parser.parse_args(argv)
 
-    from autocog.gguf.card import write_card
     from autocog.eval.compare import ModelSpec, compare
+    from autocog.gguf.card import write_card
     from autocog.gguf.convert import convert
     from autocog.gguf.models import smollm2_transformers
     from autocog.gguf.quantize import quantize
@@ -48,8 +48,9 @@ def main(argv=None):
     for qtype in ("Q8_0", "Q4_K_M"):
         start = time.perf_counter()
         files.append(quantize(f16, out / f"smollm2-{qtype.lower()}.gguf", qtype, threads=args.threads, progress=False))
-        print(f"quantize: {files[-1].name} {files[-1].stat().st_size / 1e6:.1f} MB "
-              f"({time.perf_counter() - start:.1f} s)")
+        print(
+            f"quantize: {files[-1].name} {files[-1].stat().st_size / 1e6:.1f} MB ({time.perf_counter() - start:.1f} s)"
+        )
 
     models = [ModelSpec("tf", str(hf_dir), "transformers (tf)")]
     models += [ModelSpec("llama", str(f), f.stem.split("-")[-1].upper() + " (llama)") for f in files]

@@ -1,8 +1,8 @@
 """autocog in one page: complete, choose, the probabilities, and the token choice tree as a picture.
 
-    .venv/bin/python examples/quickstart.py                    # LLaMa backend, embedded SmolLM2-135M-Instruct
-    .venv/bin/python examples/quickstart.py --backend tf       # the same model through transformers
-    .venv/bin/python examples/quickstart.py --model my.gguf    # your own GGUF (or a transformers dir with tf)
+.venv/bin/python examples/quickstart.py                    # LLaMa backend, embedded SmolLM2-135M-Instruct
+.venv/bin/python examples/quickstart.py --backend tf       # the same model through transformers
+.venv/bin/python examples/quickstart.py --model my.gguf    # your own GGUF (or a transformers dir with tf)
 """
 
 import argparse

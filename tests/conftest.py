@@ -76,8 +76,9 @@ def assert_logprobs_close(actual, expected, atol):
 def smol_server():
     """One ``llama_cpp.server`` on the SmolLM2 GGUF for the session (test_openai, test_chat_smol): each `OpenAI`
     instance assumes nothing about the server's cached prompt, so modules can share it."""
-    from autocog.gguf.models import smollm2_gguf
     from llama_server import LlamaServer
+
+    from autocog.gguf.models import smollm2_gguf
 
     server = LlamaServer(smollm2_gguf())
     yield server

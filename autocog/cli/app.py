@@ -92,12 +92,42 @@ from autocog.cli.lm import (
 _one_line = one_line
 
 __all__ = [
-    "main", "console_main", "build_parser", "model_options", "COMMANDS",
-    "BACKENDS", "EXIT_OK", "EXIT_ERROR", "EXIT_USAGE", "EXIT_INTERRUPTED", "Parser", "ModelOption", "UsageError",
-    "positive_int", "non_negative_int", "non_negative_float", "probability", "open_interval", "unescape",
-    "read_text_arg", "load_lm", "write_json", "add_generation_options", "parse_inputs", "parse_grid",
-    "print_program_result", "bench_dirs", "bench_scripts", "builtin_bench", "cmd_complete", "cmd_choose", "cmd_run",
-    "cmd_eval", "cmd_search", "cmd_bench", "cmd_lm_eval",
+    "BACKENDS",
+    "COMMANDS",
+    "EXIT_ERROR",
+    "EXIT_INTERRUPTED",
+    "EXIT_OK",
+    "EXIT_USAGE",
+    "ModelOption",
+    "Parser",
+    "UsageError",
+    "add_generation_options",
+    "bench_dirs",
+    "bench_scripts",
+    "build_parser",
+    "builtin_bench",
+    "cmd_bench",
+    "cmd_choose",
+    "cmd_complete",
+    "cmd_eval",
+    "cmd_lm_eval",
+    "cmd_run",
+    "cmd_search",
+    "console_main",
+    "load_lm",
+    "main",
+    "model_options",
+    "non_negative_float",
+    "non_negative_int",
+    "open_interval",
+    "parse_grid",
+    "parse_inputs",
+    "positive_int",
+    "print_program_result",
+    "probability",
+    "read_text_arg",
+    "unescape",
+    "write_json",
 ]
 
 # every subcommand with model options, in the order of ``autocog --help``
@@ -108,13 +138,23 @@ def model_options() -> Parser:
     """The parent parser of the model options (``--backend``, ``--model``, ... ``--debug``)."""
     model = Parser(add_help=False)
     group = model.add_argument_group("model")
-    group.add_argument("--backend", choices=BACKENDS, default="tf",
-                       help="tf (transformers), llama (llama.cpp) or openai (API / compatible server); default tf")
-    group.add_argument("--model", metavar="PATH|NAME", action=ModelOption,
-                       help="tf: a transformers directory or a .gguf file; llama: a .gguf file; openai: a model "
-                            "name; a tf:/llama:/openai: prefix picks the backend. Default: the embedded "
-                            "SmolLM2-135M-Instruct (tf, llama). eval and perplexity take several (a comparison)")
-    group.add_argument("--base-url", metavar="URL", help="openai: the server's base URL (e.g. http://127.0.0.1:8000/v1)")
+    group.add_argument(
+        "--backend",
+        choices=BACKENDS,
+        default="tf",
+        help="tf (transformers), llama (llama.cpp) or openai (API / compatible server); default tf",
+    )
+    group.add_argument(
+        "--model",
+        metavar="PATH|NAME",
+        action=ModelOption,
+        help="tf: a transformers directory or a .gguf file; llama: a .gguf file; openai: a model "
+        "name; a tf:/llama:/openai: prefix picks the backend. Default: the embedded "
+        "SmolLM2-135M-Instruct (tf, llama). eval and perplexity take several (a comparison)",
+    )
+    group.add_argument(
+        "--base-url", metavar="URL", help="openai: the server's base URL (e.g. http://127.0.0.1:8000/v1)"
+    )
     group.add_argument("--api-key", metavar="KEY", default=None, help="openai: the API key (default: $OPENAI_API_KEY)")
     group.add_argument("--device", default="cpu", help="tf: torch device (default cpu)")
     group.add_argument("--threads", type=positive_int, default=None, help="CPU threads (tf: torch; llama: n_threads)")
@@ -125,8 +165,11 @@ def model_options() -> Parser:
 def build_parser() -> Parser:
     """The ``autocog`` parser: the commands of `COMMANDS`, then the GGUF ones (`autocog.cli.gguf.register`)."""
     model = model_options()
-    parser = Parser(prog="autocog", description="autocog: language models behind one interface, from the shell.",
-                    epilog="Exit codes: 0 ok, 1 runtime error (model/file/backend), 2 bad arguments, 130 interrupted.")
+    parser = Parser(
+        prog="autocog",
+        description="autocog: language models behind one interface, from the shell.",
+        epilog="Exit codes: 0 ok, 1 runtime error (model/file/backend), 2 bad arguments, 130 interrupted.",
+    )
     from autocog import __version__
 
     parser.add_argument("--version", action="version", version=f"autocog {__version__}")
@@ -134,8 +177,9 @@ def build_parser() -> Parser:
 
     def command(name: str, help: str, description: str) -> Parser:
         text = "\n\n".join(textwrap.fill(" ".join(part.split()), 88) for part in description.split("\n\n"))
-        return commands.add_parser(name, help=help, description=text, parents=[model],
-                                   formatter_class=argparse.RawDescriptionHelpFormatter)
+        return commands.add_parser(
+            name, help=help, description=text, parents=[model], formatter_class=argparse.RawDescriptionHelpFormatter
+        )
 
     for add in COMMANDS:
         add(command)
@@ -169,7 +213,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         return EXIT_INTERRUPTED
     except BrokenPipeError:  # `autocog ... | head`
         return EXIT_OK
-    except Exception as error:  # noqa: BLE001 - the command line reports every failure in one line
+    except Exception as error:
         if debug:
             traceback.print_exc()
         print(f"{prog}: error: {type(error).__name__}: {one_line(error)}", file=sys.stderr)

@@ -23,9 +23,13 @@ from autocog.cli.base import (
 
 def add_bench(command: Callable[..., Parser]) -> None:
     """``autocog bench [SCRIPT]``."""
-    p = command("bench", "timing", "Without SCRIPT: a quick built-in timing of choose and of the batch API on "
-                "the chosen model. With SCRIPT: run bench/SCRIPT.py (from the current directory or the "
-                "source checkout) with the remaining arguments; --list shows the scripts, --all runs each.")
+    p = command(
+        "bench",
+        "timing",
+        "Without SCRIPT: a quick built-in timing of choose and of the batch API on "
+        "the chosen model. With SCRIPT: run bench/SCRIPT.py (from the current directory or the "
+        "source checkout) with the remaining arguments; --list shows the scripts, --all runs each.",
+    )
     p.add_argument("script", nargs="?", default=None, help="a script in bench/ (name without .py)")
     p.add_argument("script_args", nargs=argparse.REMAINDER, help="arguments for the script")
     p.add_argument("--list", action="store_true", help="list the scripts in bench/")
@@ -64,8 +68,10 @@ def cmd_bench(args: argparse.Namespace) -> int:
             raise RuntimeError("no bench/ folder with scripts found (run from a source checkout)")
         for name in names:
             if name not in scripts:
-                raise UsageError(f"no bench script {name!r}" + (f": available: {', '.join(scripts)}" if scripts
-                                                                 else " (no bench/ folder found)"))
+                raise UsageError(
+                    f"no bench script {name!r}"
+                    + (f": available: {', '.join(scripts)}" if scripts else " (no bench/ folder found)")
+                )
         status = EXIT_OK
         for name in names:
             print(f"== bench/{name}.py", flush=True)
@@ -91,12 +97,34 @@ def builtin_bench(args: argparse.Namespace) -> int:
 
     from autocog.eval.batch import predict_proba
 
-    words = "the quick brown fox jumps over lazy dog answer yes no capital city river one two three".split()
+    words = [
+        "the",
+        "quick",
+        "brown",
+        "fox",
+        "jumps",
+        "over",
+        "lazy",
+        "dog",
+        "answer",
+        "yes",
+        "no",
+        "capital",
+        "city",
+        "river",
+        "one",
+        "two",
+        "three",
+    ]
     rng = random.Random(0)
-    prompts = [f"Question {i}: " + " ".join(rng.choice(words) for _ in range(12)) + "\nAnswer:"
-               for i in range(args.prompts)]
-    choices = list(dict.fromkeys(" " + " ".join(rng.choice(words) for _ in range(rng.randint(1, 3)))
-                                 for _ in range(args.choices * 4)))[: args.choices]
+    prompts = [
+        f"Question {i}: " + " ".join(rng.choice(words) for _ in range(12)) + "\nAnswer:" for i in range(args.prompts)
+    ]
+    choices = list(
+        dict.fromkeys(
+            " " + " ".join(rng.choice(words) for _ in range(rng.randint(1, 3))) for _ in range(args.choices * 4)
+        )
+    )[: args.choices]
     if len(choices) < args.choices:
         choices += [f" option {k}" for k in range(args.choices - len(choices))]
     start = time.perf_counter()

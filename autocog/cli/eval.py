@@ -31,27 +31,45 @@ from autocog.cli.base import (
 
 def add_eval(command: Callable[..., Parser]) -> None:
     """``autocog eval [DATA]``."""
-    p = command("eval", "multiple-choice evaluation", "Accuracy on multiple-choice questions under sum, mean "
-                "(per token) and char (per character: lm-eval's acc_norm) normalizations, with a Wilson "
-                "confidence interval, a confusion table and a calibration plot.\n\nDATA: a JSONL file of "
-                '{"question" or "prompt", "choices", "answer"} (default: the bundled easy_mc.jsonl), or '
-                "hf:NAME for a Hugging Face dataset (needs the datasets package).\n\nSeveral --model "
-                "([BACKEND:]PATH; a .gguf file goes to llama, a directory to tf): the same items scored on each, "
-                "one table (accuracy and CI per normalization, |delta logp|, KL and agreement against the first "
-                "model, size, time); --plot then draws the comparison, --json writes it (for autocog card).")
+    p = command(
+        "eval",
+        "multiple-choice evaluation",
+        "Accuracy on multiple-choice questions under sum, mean "
+        "(per token) and char (per character: lm-eval's acc_norm) normalizations, with a Wilson "
+        "confidence interval, a confusion table and a calibration plot.\n\nDATA: a JSONL file of "
+        '{"question" or "prompt", "choices", "answer"} (default: the bundled easy_mc.jsonl), or '
+        "hf:NAME for a Hugging Face dataset (needs the datasets package).\n\nSeveral --model "
+        "([BACKEND:]PATH; a .gguf file goes to llama, a directory to tf): the same items scored on each, "
+        "one table (accuracy and CI per normalization, |delta logp|, KL and agreement against the first "
+        "model, size, time); --plot then draws the comparison, --json writes it (for autocog card).",
+    )
     p.add_argument("data", nargs="?", default=None, help="JSONL file or hf:NAME (default: the bundled example)")
     p.add_argument("--split", default=None, help="hf: the split (default test)")
     p.add_argument("--hf-config", default=None, help="hf: the dataset's configuration")
-    p.add_argument("--fields", default=None, metavar="OURS=THEIRS,...",
-                   help="rename columns, e.g. question=ctx,choices=endings,answer=label")
+    p.add_argument(
+        "--fields",
+        default=None,
+        metavar="OURS=THEIRS,...",
+        help="rename columns, e.g. question=ctx,choices=endings,answer=label",
+    )
     p.add_argument("--limit", type=positive_int, default=None, help="only the first N questions")
-    p.add_argument("--normalization", action="append", choices=["sum", "mean", "char", "pmi"], default=None,
-                   help="repeatable; default sum, mean and char")
-    p.add_argument("--template", default=None, help="prompt for 'question' records (default "
-                   "'Question: {question}\\nAnswer:')")
+    p.add_argument(
+        "--normalization",
+        action="append",
+        choices=["sum", "mean", "char", "pmi"],
+        default=None,
+        help="repeatable; default sum, mean and char",
+    )
+    p.add_argument(
+        "--template", default=None, help="prompt for 'question' records (default 'Question: {question}\\nAnswer:')"
+    )
     p.add_argument("--batch-size", type=positive_int, default=16, help="questions per forward pass (default 16)")
-    p.add_argument("--chat", action="store_true", help="apply the model's chat template: each prompt is a user "
-                   "message, the choices start the assistant's reply (their leading space dropped)")
+    p.add_argument(
+        "--chat",
+        action="store_true",
+        help="apply the model's chat template: each prompt is a user "
+        "message, the choices start the assistant's reply (their leading space dropped)",
+    )
     p.add_argument("--confidence", type=open_interval, default=0.95, help="interval level (default 0.95)")
     p.add_argument("--plot", metavar="FILE.png", help="write the calibration plot")
     p.add_argument("--json", metavar="FILE", help="write the full report, per question, as JSON ('-': stdout)")
@@ -60,18 +78,36 @@ def add_eval(command: Callable[..., Parser]) -> None:
 
 def add_search(command: Callable[..., Parser]) -> None:
     """``autocog search [DATA]``."""
-    p = command("search", "search completion settings", "Score completion settings on DATA with a metric and "
-                "print the table, best first.\n\nDATA: JSONL of {prompt or question, reference/answer/target} "
-                "(default: the bundled easy_mc.jsonl, whose reference is the right choice's text).\n"
-                "--grid: JSON ('{\"temperature\": [0, 0.7]}') or NAME=V1,V2 (repeatable), e.g. "
-                "--grid max_tokens=4,8 --grid 'stop=null,\\n' (null: no stop string; \\n: a newline).")
+    p = command(
+        "search",
+        "search completion settings",
+        "Score completion settings on DATA with a metric and "
+        "print the table, best first.\n\nDATA: JSONL of {prompt or question, reference/answer/target} "
+        "(default: the bundled easy_mc.jsonl, whose reference is the right choice's text).\n"
+        "--grid: JSON ('{\"temperature\": [0, 0.7]}') or NAME=V1,V2 (repeatable), e.g. "
+        "--grid max_tokens=4,8 --grid 'stop=null,\\n' (null: no stop string; \\n: a newline).",
+    )
     p.add_argument("data", nargs="?", default=None, help="JSONL file (default: the bundled example)")
-    p.add_argument("--grid", action="append", default=None, metavar="SPEC",
-                   help="settings to try (default temperature=0,0.7 and max_tokens=4,8)")
-    p.add_argument("--random", type=positive_int, default=None, metavar="N",
-                   help="random search: N settings drawn from the grid instead of all of them")
-    p.add_argument("--metric", choices=["exact", "contains", "startswith", "f1"], default="contains",
-                   help="how a completion is scored against the reference (default contains)")
+    p.add_argument(
+        "--grid",
+        action="append",
+        default=None,
+        metavar="SPEC",
+        help="settings to try (default temperature=0,0.7 and max_tokens=4,8)",
+    )
+    p.add_argument(
+        "--random",
+        type=positive_int,
+        default=None,
+        metavar="N",
+        help="random search: N settings drawn from the grid instead of all of them",
+    )
+    p.add_argument(
+        "--metric",
+        choices=["exact", "contains", "startswith", "f1"],
+        default="contains",
+        help="how a completion is scored against the reference (default contains)",
+    )
     p.add_argument("--seed", type=int, default=0, help="seed of the random draws and of sampled completions")
     p.add_argument("--base", default=None, metavar="JSON", help="settings shared by every run, as JSON")
     p.add_argument("--limit", type=positive_int, default=None, help="only the first N items")
@@ -82,14 +118,23 @@ def add_search(command: Callable[..., Parser]) -> None:
 
 def add_lm_eval(command: Callable[..., Parser]) -> None:
     """``autocog lm-eval --tasks T``."""
-    p = command("lm-eval", "lm-evaluation-harness tasks", "Run lm-evaluation-harness tasks "
-                "(lm_eval.simple_evaluate) on the model through the autocog adapter (autocog.eval.lm_eval) and print "
-                "lm-eval's table. Needs the lm-eval extra: pip install autocog[lm-eval].")
+    p = command(
+        "lm-eval",
+        "lm-evaluation-harness tasks",
+        "Run lm-evaluation-harness tasks "
+        "(lm_eval.simple_evaluate) on the model through the autocog adapter (autocog.eval.lm_eval) and print "
+        "lm-eval's table. Needs the lm-eval extra: pip install autocog[lm-eval].",
+    )
     p.add_argument("--tasks", required=True, metavar="T1,T2", help="task names, comma-separated (glob patterns too)")
-    p.add_argument("--include-path", action="append", default=None, metavar="DIR",
-                   help="a folder of task YAML files (repeatable)")
-    p.add_argument("--model-args", default="", metavar="K=V,...",
-                   help="more model_args for the adapter, e.g. dtype=float32,n_ctx=4096,max_length=512")
+    p.add_argument(
+        "--include-path", action="append", default=None, metavar="DIR", help="a folder of task YAML files (repeatable)"
+    )
+    p.add_argument(
+        "--model-args",
+        default="",
+        metavar="K=V,...",
+        help="more model_args for the adapter, e.g. dtype=float32,n_ctx=4096,max_length=512",
+    )
     p.add_argument("--num-fewshot", type=non_negative_int, default=None, help="examples in the context")
     p.add_argument("--limit", type=positive_int, default=None, help="only the first N documents of each task")
     p.add_argument("--batch-size", type=positive_int, default=16, help="prompts per scoring call (default 16)")
@@ -114,10 +159,17 @@ def cmd_eval(args: argparse.Namespace) -> int:
         fields = {ours.strip(): theirs.strip() for ours, _, theirs in pairs}
         unknown = sorted(set(fields) - {"question", "prompt", "choices", "answer", "id"})
         if unknown:
-            raise UsageError(f"--fields: unknown field(s) {', '.join(unknown)}: expected question, prompt, "
-                             "choices, answer, id")
-    items = load_items(source, template=unescape(args.template) if args.template else DEFAULT_TEMPLATE,
-                       limit=args.limit, split=args.split, config=args.hf_config, fields=fields)
+            raise UsageError(
+                f"--fields: unknown field(s) {', '.join(unknown)}: expected question, prompt, choices, answer, id"
+            )
+    items = load_items(
+        source,
+        template=unescape(args.template) if args.template else DEFAULT_TEMPLATE,
+        limit=args.limit,
+        split=args.split,
+        config=args.hf_config,
+        fields=fields,
+    )
     normalizations = list(dict.fromkeys(args.normalization or DEFAULT_NORMALIZATIONS))
     name = Path(source).name if source and not source.startswith("hf:") else (source or "easy_mc.jsonl")
     if len(getattr(args, "models", None) or []) > 1:  # several --model: the comparison table (autocog.eval.compare)
@@ -126,8 +178,9 @@ def cmd_eval(args: argparse.Namespace) -> int:
         return run_comparison(args, items, normalizations, name)
     lm = load_lm(args)
     start = time.perf_counter()
-    report = evaluate(lm, items, normalizations=normalizations, batch_size=args.batch_size,
-                      confidence=args.confidence, chat=args.chat)
+    report = evaluate(
+        lm, items, normalizations=normalizations, batch_size=args.batch_size, confidence=args.confidence, chat=args.chat
+    )
     report.name = name
     report.info["seconds"] = time.perf_counter() - start
     if args.json == "-":
@@ -149,7 +202,9 @@ def cmd_lm_eval(args: argparse.Namespace) -> int:
 
         from autocog.eval.lm_eval import AutocogLM, parse_model_args
     except ImportError as error:
-        raise UsageError(f"autocog lm-eval needs lm-evaluation-harness: pip install autocog[lm-eval] ({error})") from None
+        raise UsageError(
+            f"autocog lm-eval needs lm-evaluation-harness: pip install autocog[lm-eval] ({error})"
+        ) from None
     if args.backend != "openai" and (args.base_url or args.api_key):
         raise UsageError("--base-url and --api-key are for --backend openai")
     try:
@@ -157,9 +212,13 @@ def cmd_lm_eval(args: argparse.Namespace) -> int:
     except ValueError as error:
         raise UsageError(str(error)) from None
     model_args: dict[str, Any] = {"backend": args.backend, "batch_size": args.batch_size}
-    options = {"model": args.model, "device": args.device if args.backend == "tf" else None,
-               "base_url": args.base_url, "api_key": args.api_key,
-               "n_threads": args.threads if args.backend == "llama" else None}
+    options = {
+        "model": args.model,
+        "device": args.device if args.backend == "tf" else None,
+        "base_url": args.base_url,
+        "api_key": args.api_key,
+        "n_threads": args.threads if args.backend == "llama" else None,
+    }
     model_args.update({k: v for k, v in options.items() if v is not None})
     clash = sorted(set(extra) & set(model_args) - {"device"})
     if clash:
@@ -172,8 +231,10 @@ def cmd_lm_eval(args: argparse.Namespace) -> int:
     tasks = [t.strip() for t in args.tasks.split(",") if t.strip()]
     missing = [t for t in tasks if not manager.match_tasks([t])]
     if not tasks or missing:
-        raise UsageError(f"--tasks: unknown task(s) {', '.join(missing) or repr(args.tasks)} (add --include-path "
-                         "for your own YAML tasks)")
+        raise UsageError(
+            f"--tasks: unknown task(s) {', '.join(missing) or repr(args.tasks)} (add --include-path "
+            "for your own YAML tasks)"
+        )
     if args.backend == "tf" and args.threads:
         import torch
 
@@ -182,8 +243,14 @@ def cmd_lm_eval(args: argparse.Namespace) -> int:
         lm = AutocogLM.create_from_arg_obj(model_args)
     except TypeError as error:
         raise UsageError(str(error)) from None
-    results = lm_eval.simple_evaluate(model=lm, tasks=tasks, task_manager=manager, num_fewshot=args.num_fewshot,
-                                      limit=args.limit, log_samples=bool(args.output))
+    results = lm_eval.simple_evaluate(
+        model=lm,
+        tasks=tasks,
+        task_manager=manager,
+        num_fewshot=args.num_fewshot,
+        limit=args.limit,
+        log_samples=bool(args.output),
+    )
     print(lm_eval.utils.make_table(results))
     if args.output:
         out = Path(args.output)

@@ -27,18 +27,24 @@ def register(commands: Any, model_parent: argparse.ArgumentParser, command) -> N
         p.add_argument("--debug", action="store_true", help="print the traceback of an error")
         return p
 
-    p = plain("convert", "transformers checkpoint -> GGUF",
-              "Convert a transformers checkpoint directory (Llama, SmolLM2, Mistral, Qwen2) to GGUF: weights, "
-              "tokenizer, special tokens, chat template. q8_0 is quantized by the gguf package; for other "
-              "types convert to f16 and run `autocog quantize`.")
+    p = plain(
+        "convert",
+        "transformers checkpoint -> GGUF",
+        "Convert a transformers checkpoint directory (Llama, SmolLM2, Mistral, Qwen2) to GGUF: weights, "
+        "tokenizer, special tokens, chat template. q8_0 is quantized by the gguf package; for other "
+        "types convert to f16 and run `autocog quantize`.",
+    )
     p.add_argument("hf_dir", help="the transformers checkpoint directory")
     p.add_argument("out", help="the GGUF file to write")
     p.add_argument("--outtype", choices=["f32", "f16", "bf16", "q8_0"], default="f16", help="default f16")
     p.add_argument("--name", default=None, help="general.name (default: from config.json or the directory)")
     p.set_defaults(func=cmd_convert)
 
-    p = plain("quantize", "quantize a GGUF with llama.cpp",
-              "Quantize a GGUF file with llama.cpp's quantizer (llama_model_quantize). --list shows the types.")
+    p = plain(
+        "quantize",
+        "quantize a GGUF with llama.cpp",
+        "Quantize a GGUF file with llama.cpp's quantizer (llama_model_quantize). --list shows the types.",
+    )
     p.add_argument("source", nargs="?", help="the input GGUF (F32/F16/BF16 for the best result)")
     p.add_argument("out", nargs="?", help="the GGUF file to write")
     p.add_argument("--type", default="Q4_K_M", help="quantization type (default Q4_K_M; see --list)")
@@ -48,18 +54,24 @@ def register(commands: Any, model_parent: argparse.ArgumentParser, command) -> N
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_quantize)
 
-    p = command("perplexity", "perplexity of a text",
-                "llama.cpp's perplexity of FILE: non-overlapping windows of --ctx tokens, the second half of "
-                "each scored. Several --model print one line each ([BACKEND:]PATH specs).")
+    p = command(
+        "perplexity",
+        "perplexity of a text",
+        "llama.cpp's perplexity of FILE: non-overlapping windows of --ctx tokens, the second half of "
+        "each scored. Several --model print one line each ([BACKEND:]PATH specs).",
+    )
     p.add_argument("file", help="the text file ('-' reads standard input)")
     p.add_argument("--ctx", type=positive_int, default=512, help="window in tokens (default 512)")
     p.add_argument("--json", metavar="FILE", help="write the results as JSON ('-': stdout)")
     p.set_defaults(func=cmd_perplexity)
 
-    p = plain("card", "write (and push) a model card",
-              "Write FOLDER/README.md, a Hugging Face model card for the GGUF files in FOLDER, with the "
-              "comparison of `autocog eval --model A --model B ... --json FILE` and its plot. --push uploads "
-              "the folder (needs a token and a network).")
+    p = plain(
+        "card",
+        "write (and push) a model card",
+        "Write FOLDER/README.md, a Hugging Face model card for the GGUF files in FOLDER, with the "
+        "comparison of `autocog eval --model A --model B ... --json FILE` and its plot. --push uploads "
+        "the folder (needs a token and a network).",
+    )
     p.add_argument("folder", help="the folder of the GGUF files (the card is written there)")
     p.add_argument("--results", required=True, metavar="FILE.json", help="the comparison JSON of autocog eval")
     p.add_argument("--plot", metavar="FILE.png", help="the comparison plot (copied into FOLDER)")
@@ -97,11 +109,19 @@ def cmd_quantize(args: argparse.Namespace) -> int:
     except ValueError as error:
         raise UsageError(str(error)) from None
     start = time.perf_counter()
-    out = quantize(args.source, args.out, name, threads=args.threads, allow_requantize=args.allow_requantize,
-                   progress=False if args.no_progress else None)
+    out = quantize(
+        args.source,
+        args.out,
+        name,
+        threads=args.threads,
+        allow_requantize=args.allow_requantize,
+        progress=False if args.no_progress else None,
+    )
     before, after = Path(args.source).stat().st_size, out.stat().st_size
-    print(f"{out} ({name}, {after / 1e6:.1f} MB, {after / before:.2f} of the input) in "
-          f"{time.perf_counter() - start:.1f} s")
+    print(
+        f"{out} ({name}, {after / 1e6:.1f} MB, {after / before:.2f} of the input) in "
+        f"{time.perf_counter() - start:.1f} s"
+    )
     return 0
 
 
@@ -118,8 +138,11 @@ def model_specs(args: argparse.Namespace) -> list:
 def load_kwargs(args: argparse.Namespace) -> dict:
     """Per-backend load arguments. llama gets an F32 KV cache (type_k/type_v = GGML_TYPE_F32 = 0): the
     comparison then measures the weights' drift, not the cache's."""
-    return {"tf": {"device": args.device}, "llama": {"n_threads": args.threads, "type_k": 0, "type_v": 0},
-            "openai": {"base_url": args.base_url, "api_key": args.api_key}}
+    return {
+        "tf": {"device": args.device},
+        "llama": {"n_threads": args.threads, "type_k": 0, "type_v": 0},
+        "openai": {"base_url": args.base_url, "api_key": args.api_key},
+    }
 
 
 def load_spec(spec, args: argparse.Namespace):
@@ -132,8 +155,15 @@ def run_comparison(args: argparse.Namespace, items: list, normalizations: list, 
 
     specs = model_specs(args)
     kwargs = {b: {k: v for k, v in kw.items() if v is not None} for b, kw in load_kwargs(args).items()}
-    result = compare(specs, items, normalizations=normalizations, batch_size=args.batch_size,
-                     confidence=args.confidence, load_kwargs=kwargs, dataset_name=name)
+    result = compare(
+        specs,
+        items,
+        normalizations=normalizations,
+        batch_size=args.batch_size,
+        confidence=args.confidence,
+        load_kwargs=kwargs,
+        dataset_name=name,
+    )
     if args.json == "-":
         write_json(result.to_dict(), "-")
     else:
@@ -169,8 +199,10 @@ def cmd_perplexity(args: argparse.Namespace) -> int:
     width = max(len(r["model"]) for r in rows)
     print(f"{'model':<{width}}  {'perplexity':>10}  {'nll':>8}  {'tokens':>7}  {'windows':>7}  {'seconds':>7}")
     for r in rows:
-        print(f"{r['model']:<{width}}  {r['perplexity']:>10.4f}  {r['nll']:>8.5f}  {r['tokens_scored']:>7}  "
-              f"{r['windows']:>7}  {r['seconds']:>7.1f}")
+        print(
+            f"{r['model']:<{width}}  {r['perplexity']:>10.4f}  {r['nll']:>8.5f}  {r['tokens_scored']:>7}  "
+            f"{r['windows']:>7}  {r['seconds']:>7.1f}"
+        )
     if args.json:
         write_json(rows, args.json)
     return 0
@@ -181,15 +213,24 @@ def cmd_card(args: argparse.Namespace) -> int:
 
     results = Path(args.results)
     if not results.is_file():
-        raise FileNotFoundError(f"results file not found: {results} (write it with autocog eval --model A "
-                                "--model B --json FILE)")
+        raise FileNotFoundError(
+            f"results file not found: {results} (write it with autocog eval --model A --model B --json FILE)"
+        )
     try:
         data = json.loads(results.read_text())
         data["models"], data["normalizations"]
     except (json.JSONDecodeError, KeyError, TypeError):
         raise ValueError(f"{results} is not the JSON of a comparison (autocog eval with several --model)") from None
-    path = write_card(args.folder, data, args.base_model, plot=args.plot, model_name=args.model_name,
-                      quantized_by=args.quantized_by, license=args.license, tags=args.tag)
+    path = write_card(
+        args.folder,
+        data,
+        args.base_model,
+        plot=args.plot,
+        model_name=args.model_name,
+        quantized_by=args.quantized_by,
+        license=args.license,
+        tags=args.tag,
+    )
     print(f"card: {path}")
     if args.push:
         print(f"pushed: {push(args.folder, args.push, token=args.token, private=args.private)}")

@@ -52,8 +52,7 @@ def check_messages(messages: Any) -> list[dict]:
     out = []
     for i, message in enumerate(messages):
         if not isinstance(message, Mapping):
-            raise InvalidPromptError(f"message {i} is a {type(message).__name__}, not a dict with 'role' and "
-                                     "'content'")
+            raise InvalidPromptError(f"message {i} is a {type(message).__name__}, not a dict with 'role' and 'content'")
         for key in ("role", "content"):
             if key not in message:
                 raise InvalidPromptError(f"message {i} has no {key!r}: {dict(message)!r}")
@@ -70,11 +69,11 @@ def missing_template(model: str) -> ChatTemplateError:
     """The error for a model that has no chat template: it names the fix."""
     return ChatTemplateError(
         f"{model} has no chat template: pass one as chat_template= (a jinja2 string, as in transformers' "
-        "tokenizer_config.json), or pass a plain text prompt instead of messages")
+        "tokenizer_config.json), or pass a plain text prompt instead of messages"
+    )
 
 
-def render_template(template: str, messages: Messages, add_generation_prompt: bool = True,
-                    **variables: Any) -> str:
+def render_template(template: str, messages: Messages, add_generation_prompt: bool = True, **variables: Any) -> str:
     """``template`` rendered on checked ``messages``, the way transformers renders chat templates.
 
     ``variables`` are what the template may read besides ``messages`` and ``add_generation_prompt``
@@ -85,8 +84,13 @@ def render_template(template: str, messages: Messages, add_generation_prompt: bo
     messages = check_messages(messages)
     try:
         compiled = _compile(template)
-        return compiled.render(messages=messages, add_generation_prompt=bool(add_generation_prompt),
-                               tools=None, documents=None, **variables)
+        return compiled.render(
+            messages=messages,
+            add_generation_prompt=bool(add_generation_prompt),
+            tools=None,
+            documents=None,
+            **variables,
+        )
     except jinja2.TemplateError as error:
         raise ChatTemplateError(f"the chat template failed: {error}") from error
 
@@ -94,7 +98,7 @@ def render_template(template: str, messages: Messages, add_generation_prompt: bo
 def strip_prefix(text: str, prefix: Optional[str]) -> str:
     """``text`` without a leading ``prefix`` (e.g. a BOS that the tokenizer adds anyway)."""
     if prefix and text.startswith(prefix):
-        return text[len(prefix):]
+        return text[len(prefix) :]
     return text
 
 
@@ -105,8 +109,13 @@ def _raise_exception(message: str) -> None:
     raise jinja2.exceptions.TemplateError(message)
 
 
-def _tojson(value: Any, ensure_ascii: bool = False, indent: Optional[int] = None, separators: Any = None,
-            sort_keys: bool = False) -> str:
+def _tojson(
+    value: Any,
+    ensure_ascii: bool = False,
+    indent: Optional[int] = None,
+    separators: Any = None,
+    sort_keys: bool = False,
+) -> str:
     return json.dumps(value, ensure_ascii=ensure_ascii, indent=indent, separators=separators, sort_keys=sort_keys)
 
 
@@ -129,8 +138,9 @@ def _compile(template: str):
             next(parser.stream)
             return parser.parse_statements(("name:endgeneration",), drop_needle=True)
 
-    env = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True,
-                                        extensions=[Generation, jinja2.ext.loopcontrols])
+    env = ImmutableSandboxedEnvironment(
+        trim_blocks=True, lstrip_blocks=True, extensions=[Generation, jinja2.ext.loopcontrols]
+    )
     env.filters["tojson"] = _tojson
     env.globals["raise_exception"] = _raise_exception
     env.globals["strftime_now"] = _strftime_now

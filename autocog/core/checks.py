@@ -42,12 +42,10 @@ def split_boundary(prompt: str, choices: Sequence[str]) -> tuple[str, list[str]]
     ('Answer:', [' Paris', ' London'])
     """
     stripped = prompt.rstrip()
-    moved = prompt[len(stripped):]
+    moved = prompt[len(stripped) :]
     return stripped, [moved + c for c in choices]
 
 
 def check_context(n_tokens: int, n_ctx: Optional[int], what: str = "prompt") -> None:
     if n_ctx is not None and n_tokens > n_ctx:
-        raise ContextLengthError(
-            f"the {what} needs {n_tokens} tokens but the model's context holds {n_ctx} tokens"
-        )
+        raise ContextLengthError(f"the {what} needs {n_tokens} tokens but the model's context holds {n_ctx} tokens")

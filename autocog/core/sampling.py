@@ -7,8 +7,14 @@ from typing import Optional
 import numpy as np
 
 
-def sample(logprobs: np.ndarray, temperature: float = 0.0, top_p: float = 1.0, top_k: int = 0,
-           rng: Optional[np.random.Generator] = None, min_p: float = 0.0) -> int:
+def sample(
+    logprobs: np.ndarray,
+    temperature: float = 0.0,
+    top_p: float = 1.0,
+    top_k: int = 0,
+    rng: Optional[np.random.Generator] = None,
+    min_p: float = 0.0,
+) -> int:
     """Pick the next token from log-probs: argmax when ``temperature == 0``, else a draw after top-k, top-p
     (nucleus) and min-p filtering (in that order, transformers' order) at the given temperature. ``min_p``
     keeps the tokens whose probability is at least ``min_p`` times the most likely one's."""

@@ -153,8 +153,9 @@ class TokenChoiceTree:
         return [[float(values[i]) for i in path] for path in self.paths]
 
     # --- pictures ------------------------------------------------------------------------------
-    def to_dot(self, choices: Optional[Sequence[str]] = None, probs: Optional[Sequence[float]] = None,
-               title: str = "") -> str:
+    def to_dot(
+        self, choices: Optional[Sequence[str]] = None, probs: Optional[Sequence[float]] = None, title: str = ""
+    ) -> str:
         """GraphViz DOT source: one node per token with its text, edges labelled with the token's
         log-prob and probability; a choice's end node shows the choice (and its probability)."""
 
@@ -198,7 +199,9 @@ def render_dot(source: str, path: Union[str, Path]) -> Path:
         return path
     dot = shutil.which("dot")
     if dot is None:
-        raise RuntimeError(f"rendering {path.name} needs GraphViz's 'dot' program (apt-get install graphviz); "
-                           "write a .dot file instead")
+        raise RuntimeError(
+            f"rendering {path.name} needs GraphViz's 'dot' program (apt-get install graphviz); "
+            "write a .dot file instead"
+        )
     subprocess.run([dot, f"-T{fmt}", "-o", str(path)], input=source.encode(), check=True, capture_output=True)
     return path

@@ -36,7 +36,7 @@ class ChoiceResult:
     token_logprobs: list[list[float]]
     scores: np.ndarray
     normalization: str
-    tree: Optional["TokenChoiceTree"] = None
+    tree: Optional[TokenChoiceTree] = None
     strategy: str = "tree"
     unconditional_logprobs: Optional[list[list[float]]] = None
     info: dict = field(default_factory=dict)

@@ -51,8 +51,15 @@ Prior = Union[None, Sequence[float], Sequence[Sequence[float]], np.ndarray]
 DEFAULT_MAX_BATCH_TOKENS = 4096  # TfLM: rows x padded row length per forward pass (see `TfLM.max_batch_tokens`)
 
 __all__ = [
-    "Example", "predict_proba", "predict", "predict_proba_examples", "predict_examples", "choice_distributions",
-    "iter_choice_distributions", "apply_prior", "check_prior",
+    "Example",
+    "apply_prior",
+    "check_prior",
+    "choice_distributions",
+    "iter_choice_distributions",
+    "predict",
+    "predict_examples",
+    "predict_proba",
+    "predict_proba_examples",
 ]
 
 
@@ -72,10 +79,17 @@ class Example:
 # --- public API ----------------------------------------------------------------------------------------
 
 
-def predict_proba(lm: LM, prompts: Union[str, Sequence[str]], choices: Choices, prior: Prior = None,
-                  normalization: Optional[str] = None, batch_size: int = DEFAULT_BATCH_SIZE,
-                  progress: Optional[bool] = None, end: Optional[str] = None,
-                  max_batch_tokens: Optional[int] = DEFAULT_MAX_BATCH_TOKENS) -> Union[np.ndarray, list[np.ndarray]]:
+def predict_proba(
+    lm: LM,
+    prompts: Union[str, Sequence[str]],
+    choices: Choices,
+    prior: Prior = None,
+    normalization: Optional[str] = None,
+    batch_size: int = DEFAULT_BATCH_SIZE,
+    progress: Optional[bool] = None,
+    end: Optional[str] = None,
+    max_batch_tokens: Optional[int] = DEFAULT_MAX_BATCH_TOKENS,
+) -> Union[np.ndarray, list[np.ndarray]]:
     """Probability of each choice for each prompt.
 
     ``prompts``: a list of strings (or one string). ``choices``: one list shared by all prompts, or a list
@@ -93,15 +107,26 @@ def predict_proba(lm: LM, prompts: Union[str, Sequence[str]], choices: Choices, 
            [0.3, 0.7]])
     """
     single, prompt_list, choice_lists, priors = _prepare(prompts, choices, prior)
-    probs = [result.probs for result in iter_choice_distributions(lm, prompt_list, choice_lists, normalization,
-                                                                    batch_size, progress, end, max_batch_tokens, priors)]
+    probs = [
+        result.probs
+        for result in iter_choice_distributions(
+            lm, prompt_list, choice_lists, normalization, batch_size, progress, end, max_batch_tokens, priors
+        )
+    ]
     return _shape(probs, single)
 
 
-def predict(lm: LM, prompts: Union[str, Sequence[str]], choices: Choices, prior: Prior = None,
-            normalization: Optional[str] = None, batch_size: int = DEFAULT_BATCH_SIZE,
-            progress: Optional[bool] = None, end: Optional[str] = None,
-            max_batch_tokens: Optional[int] = DEFAULT_MAX_BATCH_TOKENS) -> Union[np.ndarray, int]:
+def predict(
+    lm: LM,
+    prompts: Union[str, Sequence[str]],
+    choices: Choices,
+    prior: Prior = None,
+    normalization: Optional[str] = None,
+    batch_size: int = DEFAULT_BATCH_SIZE,
+    progress: Optional[bool] = None,
+    end: Optional[str] = None,
+    max_batch_tokens: Optional[int] = DEFAULT_MAX_BATCH_TOKENS,
+) -> Union[np.ndarray, int]:
     """Index of the most probable choice for each prompt (after the prior): ``np.int64`` array of
     ``n_prompts``, or an ``int`` for a single ``str`` prompt. Same arguments as `predict_proba`.
 
@@ -114,10 +139,15 @@ def predict(lm: LM, prompts: Union[str, Sequence[str]], choices: Choices, prior:
     return np.array([int(np.argmax(p)) for p in probs], dtype=np.int64)
 
 
-def predict_proba_examples(lm: LM, examples: Iterable[Any], normalization: Optional[str] = None,
-                           batch_size: int = DEFAULT_BATCH_SIZE, progress: Optional[bool] = None,
-                           end: Optional[str] = None, max_batch_tokens: Optional[int] = DEFAULT_MAX_BATCH_TOKENS
-                           ) -> Union[np.ndarray, list[np.ndarray]]:
+def predict_proba_examples(
+    lm: LM,
+    examples: Iterable[Any],
+    normalization: Optional[str] = None,
+    batch_size: int = DEFAULT_BATCH_SIZE,
+    progress: Optional[bool] = None,
+    end: Optional[str] = None,
+    max_batch_tokens: Optional[int] = DEFAULT_MAX_BATCH_TOKENS,
+) -> Union[np.ndarray, list[np.ndarray]]:
     """`predict_proba` over examples: `Example` objects, or any objects / mappings with ``prompt``,
     ``choices`` and optional ``prior``. Returns a 2-D array, or a list of 1-D arrays when ragged.
 
@@ -128,33 +158,54 @@ def predict_proba_examples(lm: LM, examples: Iterable[Any], normalization: Optio
     return predict_proba(lm, prompts, choices, priors, normalization, batch_size, progress, end, max_batch_tokens)
 
 
-def predict_examples(lm: LM, examples: Iterable[Any], normalization: Optional[str] = None,
-                     batch_size: int = DEFAULT_BATCH_SIZE, progress: Optional[bool] = None,
-                     end: Optional[str] = None, max_batch_tokens: Optional[int] = DEFAULT_MAX_BATCH_TOKENS) -> np.ndarray:
+def predict_examples(
+    lm: LM,
+    examples: Iterable[Any],
+    normalization: Optional[str] = None,
+    batch_size: int = DEFAULT_BATCH_SIZE,
+    progress: Optional[bool] = None,
+    end: Optional[str] = None,
+    max_batch_tokens: Optional[int] = DEFAULT_MAX_BATCH_TOKENS,
+) -> np.ndarray:
     """Index of the most probable choice of each example (``np.int64`` array); see `predict_proba_examples`."""
     prompts, choices, priors = _unpack_examples(examples)
     return predict(lm, prompts, choices, priors, normalization, batch_size, progress, end, max_batch_tokens)
 
 
-def choice_distributions(lm: LM, prompts: Sequence[str], choices: Choices, normalization: Optional[str] = None,
-                         batch_size: int = DEFAULT_BATCH_SIZE, progress: Optional[bool] = None,
-                         end: Optional[str] = None, max_batch_tokens: Optional[int] = DEFAULT_MAX_BATCH_TOKENS
-                         ) -> list[ChoiceResult]:
+def choice_distributions(
+    lm: LM,
+    prompts: Sequence[str],
+    choices: Choices,
+    normalization: Optional[str] = None,
+    batch_size: int = DEFAULT_BATCH_SIZE,
+    progress: Optional[bool] = None,
+    end: Optional[str] = None,
+    max_batch_tokens: Optional[int] = DEFAULT_MAX_BATCH_TOKENS,
+) -> list[ChoiceResult]:
     """The full `ChoiceResult` of every prompt (scores, per-token log-probs, tree), batched like `predict_proba`.
 
     >>> [r.choice for r in choice_distributions(lm, ["The sky is"], [" blue", " green"])]   # doctest: +SKIP
     [' blue']
     """
     _, prompt_list, choice_lists, _ = _prepare(prompts, choices, None)
-    return list(iter_choice_distributions(lm, prompt_list, choice_lists, normalization, batch_size, progress, end,
-                                          max_batch_tokens))
+    return list(
+        iter_choice_distributions(
+            lm, prompt_list, choice_lists, normalization, batch_size, progress, end, max_batch_tokens
+        )
+    )
 
 
-def iter_choice_distributions(lm: LM, prompts: Sequence[str], choice_lists: Sequence[Sequence[str]],
-                              normalization: Optional[str] = None, batch_size: int = DEFAULT_BATCH_SIZE,
-                              progress: Optional[bool] = None, end: Optional[str] = None,
-                              max_batch_tokens: Optional[int] = DEFAULT_MAX_BATCH_TOKENS,
-                              priors: Optional[Sequence[Optional[Sequence[float]]]] = None) -> Iterator[ChoiceResult]:
+def iter_choice_distributions(
+    lm: LM,
+    prompts: Sequence[str],
+    choice_lists: Sequence[Sequence[str]],
+    normalization: Optional[str] = None,
+    batch_size: int = DEFAULT_BATCH_SIZE,
+    progress: Optional[bool] = None,
+    end: Optional[str] = None,
+    max_batch_tokens: Optional[int] = DEFAULT_MAX_BATCH_TOKENS,
+    priors: Optional[Sequence[Optional[Sequence[float]]]] = None,
+) -> Iterator[ChoiceResult]:
     """Yield one `ChoiceResult` per prompt, in order, building trees one batch at a time (memory stays flat
     however many prompts there are). ``choice_lists[i]`` are the choices of ``prompts[i]``; ``priors[i]``
     (optional) its prior, applied to ``result.probs``."""
@@ -192,14 +243,15 @@ def _is_choice_list(value: Any) -> bool:
     return isinstance(value, Sequence) and not isinstance(value, str) and all(isinstance(c, str) for c in value)
 
 
-def _prepare(prompts: Union[str, Sequence[str]], choices: Choices, prior: Prior
-             ) -> tuple[bool, list[str], list[list[str]], list[Optional[Sequence[float]]]]:
+def _prepare(
+    prompts: Union[str, Sequence[str]], choices: Choices, prior: Prior
+) -> tuple[bool, list[str], list[list[str]], list[Optional[Sequence[float]]]]:
     """(single prompt?, prompts, one choice list per prompt, one prior or None per prompt), checked. A prompt
     may be a list of chat messages (rendered by the backend, see `autocog.core.chat`)."""
     single = isinstance(prompts, str) or is_messages(prompts)
     if single:
         prompt_list = [prompts]
-    elif isinstance(prompts, Sequence) or isinstance(prompts, np.ndarray):
+    elif isinstance(prompts, (Sequence, np.ndarray)):
         prompt_list = list(prompts)
     else:
         raise InvalidPromptError(f"prompts must be a str or a list of str, not {type(prompts).__name__}")
@@ -221,8 +273,10 @@ def _prepare(prompts: Union[str, Sequence[str]], choices: Choices, prior: Prior
             raise InvalidChoicesError(f"{len(prompt_list)} prompts but {len(choices)} lists of choices")
         choice_lists = [list(c) for c in choices]
     else:
-        raise InvalidChoicesError("choices must be a list of strings (shared by every prompt) or a list of such "
-                                  "lists (one per prompt), not a mix")
+        raise InvalidChoicesError(
+            "choices must be a list of strings (shared by every prompt) or a list of such "
+            "lists (one per prompt), not a mix"
+        )
     return single, prompt_list, choice_lists, _prepare_prior(prior, choice_lists, shared)
 
 
@@ -237,10 +291,10 @@ def _prepare_prior(prior: Prior, choice_lists: list[list[str]], shared: bool) ->
         pass  # ragged: one list per prompt
     if array is not None and array.ndim == 1:
         # one prior for every prompt: each prompt must have as many choices
-        for i, c in enumerate(choice_lists):
+        for c in choice_lists:
             check_prior(array, len(c))
         return [array] * n
-    per_prompt = list(prior) if not isinstance(prior, np.ndarray) else list(prior)
+    per_prompt = list(prior)
     if len(per_prompt) != n:
         raise ValueError(f"{n} prompts but {len(per_prompt)} priors")
     out = []
@@ -261,8 +315,10 @@ def _unpack_examples(examples: Iterable[Any]) -> tuple[list[str], list[list[str]
         if isinstance(example, Mapping):
             get = example.get
         else:
+
             def get(key, default=None, _e=example):
                 return getattr(_e, key, default)
+
         prompt, example_choices = get("prompt"), get("choices")
         if prompt is None or example_choices is None:
             raise ValueError(f"example {i} needs a 'prompt' and 'choices' (got {type(example).__name__})")

@@ -48,7 +48,7 @@ from autocog.lm.base import LM
 
 BACKEND_PREFIXES = ("tf", "llama", "openai")
 
-__all__ = ["ModelSpec", "ModelRow", "Comparison", "compare", "compare_results", "parse_model_spec", "size_on_disk"]
+__all__ = ["Comparison", "ModelRow", "ModelSpec", "compare", "compare_results", "parse_model_spec", "size_on_disk"]
 
 
 @dataclass
@@ -143,18 +143,25 @@ class Comparison:
         raise KeyError(f"no model {label!r}: {', '.join(r.label for r in self.rows)}")
 
     def to_dict(self) -> dict:
-        return {"dataset": self.dataset, "n": self.n_items, "confidence": self.confidence,
-                "normalizations": self.normalizations, "reference": self.rows[0].label if self.rows else None,
-                "models": [r.to_dict() for r in self.rows], **self.info}
+        return {
+            "dataset": self.dataset,
+            "n": self.n_items,
+            "confidence": self.confidence,
+            "normalizations": self.normalizations,
+            "reference": self.rows[0].label if self.rows else None,
+            "models": [r.to_dict() for r in self.rows],
+            **self.info,
+        }
 
     @classmethod
-    def from_dict(cls, data: dict) -> "Comparison":
+    def from_dict(cls, data: dict) -> Comparison:
         rows = [ModelRow(**{k: v for k, v in row.items()}) for row in data["models"]]
         for row in rows:
             for acc in row.accuracy.values():
                 acc["interval"] = tuple(acc["interval"])
-        return cls(rows, list(data["normalizations"]), data.get("dataset", ""), data.get("n", 0),
-                   data.get("confidence", 0.95))
+        return cls(
+            rows, list(data["normalizations"]), data.get("dataset", ""), data.get("n", 0), data.get("confidence", 0.95)
+        )
 
     def _cells(self, row: ModelRow) -> list[str]:
         size = "" if row.size_bytes is None else f"{row.size_bytes / 1e6:.1f} MB"
@@ -162,21 +169,30 @@ class Comparison:
         for n in self.normalizations:
             a = row.accuracy[n]
             cells.append(f"{a['accuracy']:.3f} [{a['interval'][0]:.2f}, {a['interval'][1]:.2f}]")
-        cells += [f"{row.mean_abs_delta_logprob:.4f}", f"{row.kl:.1e}" if row.kl else "0", f"{row.agreement:.3f}",
-                  "" if row.load_seconds is None else f"{row.load_seconds:.1f}",
-                  "" if row.score_seconds is None else f"{row.score_seconds:.1f}"]
+        cells += [
+            f"{row.mean_abs_delta_logprob:.4f}",
+            f"{row.kl:.1e}" if row.kl else "0",
+            f"{row.agreement:.3f}",
+            "" if row.load_seconds is None else f"{row.load_seconds:.1f}",
+            "" if row.score_seconds is None else f"{row.score_seconds:.1f}",
+        ]
         return cells
 
     def _header(self) -> list[str]:
-        return (["model", "size"] + [NORMALIZATION_NAMES.get(n, n) for n in self.normalizations]
-                + ["|Δ logp|", "KL", "agree", "load s", "score s"])
+        return (
+            ["model", "size"]
+            + [NORMALIZATION_NAMES.get(n, n) for n in self.normalizations]
+            + ["|Δ logp|", "KL", "agree", "load s", "score s"]
+        )
 
     def format(self) -> str:
         """A fixed-width text table, the reference first."""
         header, rows = self._header(), [self._cells(r) for r in self.rows]
         widths = [max(len(c[i]) for c in [header] + rows) for i in range(len(header))]
-        lines = [f"dataset: {self.dataset} ({self.n_items} questions); accuracy [{self.confidence:.0%} Wilson "
-                 f"CI]; |Δ logp|, KL ({self.normalizations[0]}) and agree against {self.rows[0].label}"]
+        lines = [
+            f"dataset: {self.dataset} ({self.n_items} questions); accuracy [{self.confidence:.0%} Wilson "
+            f"CI]; |Δ logp|, KL ({self.normalizations[0]}) and agree against {self.rows[0].label}"
+        ]
         for cells in [header] + rows:
             lines.append("  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(cells, widths))))
         return "\n".join(lines)
@@ -184,6 +200,7 @@ class Comparison:
     def to_markdown(self) -> str:
         """The same table in GitHub Markdown."""
         header = self._header()
+
         def row(cells: list[str]) -> str:
             return "| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |"
 
@@ -200,13 +217,23 @@ class Comparison:
 def _accuracy(scores: list[np.ndarray], answers: np.ndarray, confidence: float) -> dict:
     predictions = np.array([int(np.argmax(s)) for s in scores], dtype=np.int64)
     correct = int((predictions == answers).sum())
-    return {"accuracy": correct / len(answers), "correct": correct, "n": len(answers),
-            "interval": wilson_interval(correct, len(answers), confidence)}
+    return {
+        "accuracy": correct / len(answers),
+        "correct": correct,
+        "n": len(answers),
+        "interval": wilson_interval(correct, len(answers), confidence),
+    }
 
 
-def compare_results(items: Sequence[MCItem], results: Sequence[Sequence[Any]], labels: Sequence[str],
-                    normalizations: Sequence[str] = DEFAULT_NORMALIZATIONS, confidence: float = 0.95,
-                    meta: Optional[Sequence[dict]] = None, dataset: str = "") -> Comparison:
+def compare_results(
+    items: Sequence[MCItem],
+    results: Sequence[Sequence[Any]],
+    labels: Sequence[str],
+    normalizations: Sequence[str] = DEFAULT_NORMALIZATIONS,
+    confidence: float = 0.95,
+    meta: Optional[Sequence[dict]] = None,
+    dataset: str = "",
+) -> Comparison:
     """The `Comparison` of precomputed ``results[m][i]`` (the `ChoiceResult` of model m on item i, e.g. from
     `choice_distributions`); ``results[0]`` is the reference. ``meta[m]`` may give ``size_bytes``,
     ``load_seconds``, ``score_seconds``, ``backend``, ``path``."""
@@ -216,8 +243,15 @@ def compare_results(items: Sequence[MCItem], results: Sequence[Sequence[Any]], l
     for model_results in results:
         if len(model_results) != len(items):
             raise ValueError(f"{len(model_results)} results for {len(items)} items")
-        per_model.append({n: [normalize_scores(r.token_logprobs, item.choices, n, r.unconditional_logprobs)
-                              for item, r in zip(items, model_results)] for n in normalizations})
+        per_model.append(
+            {
+                n: [
+                    normalize_scores(r.token_logprobs, item.choices, n, r.unconditional_logprobs)
+                    for item, r in zip(items, model_results)
+                ]
+                for n in normalizations
+            }
+        )
     first = normalizations[0]
     reference = per_model[0][first]
     ref_totals = [np.array([sum(t) for t in r.token_logprobs]) for r in results[0]]
@@ -225,20 +259,43 @@ def compare_results(items: Sequence[MCItem], results: Sequence[Sequence[Any]], l
     for m, (model_results, scores) in enumerate(zip(results, per_model)):
         totals = [np.array([sum(t) for t in r.token_logprobs]) for r in model_results]
         delta = float(np.mean(np.concatenate([np.abs(a - b) for a, b in zip(totals, ref_totals)])))
-        kl = float(np.mean([np.sum(np.exp(log_softmax(p)) * (log_softmax(p) - log_softmax(q)))
-                            for p, q in zip(reference, scores[first])]))
+        kl = float(
+            np.mean(
+                [
+                    np.sum(np.exp(log_softmax(p)) * (log_softmax(p) - log_softmax(q)))
+                    for p, q in zip(reference, scores[first])
+                ]
+            )
+        )
         agree = float(np.mean([int(np.argmax(p)) == int(np.argmax(q)) for p, q in zip(reference, scores[first])]))
         extra = dict((meta or [{}] * len(results))[m])
-        rows.append(ModelRow(labels[m], {n: _accuracy(scores[n], answers, confidence) for n in normalizations},
-                             delta, max(kl, 0.0), agree, **extra))
+        rows.append(
+            ModelRow(
+                labels[m],
+                {n: _accuracy(scores[n], answers, confidence) for n in normalizations},
+                delta,
+                max(kl, 0.0),
+                agree,
+                **extra,
+            )
+        )
     return Comparison(rows, list(normalizations), dataset, len(items), confidence)
 
 
-def compare(models: Sequence[Union[LM, str, ModelSpec]], dataset: Union[str, Path, Iterable[Any], None] = None,
-            normalizations: Sequence[str] = DEFAULT_NORMALIZATIONS, labels: Optional[Sequence[str]] = None,
-            batch_size: int = DEFAULT_BATCH_SIZE, confidence: float = 0.95, limit: Optional[int] = None,
-            template: str = DEFAULT_TEMPLATE, default_backend: str = "tf", progress: Optional[bool] = None,
-            load_kwargs: Optional[dict[str, dict]] = None, dataset_name: Optional[str] = None) -> Comparison:
+def compare(
+    models: Sequence[Union[LM, str, ModelSpec]],
+    dataset: Union[str, Path, Iterable[Any], None] = None,
+    normalizations: Sequence[str] = DEFAULT_NORMALIZATIONS,
+    labels: Optional[Sequence[str]] = None,
+    batch_size: int = DEFAULT_BATCH_SIZE,
+    confidence: float = 0.95,
+    limit: Optional[int] = None,
+    template: str = DEFAULT_TEMPLATE,
+    default_backend: str = "tf",
+    progress: Optional[bool] = None,
+    load_kwargs: Optional[dict[str, dict]] = None,
+    dataset_name: Optional[str] = None,
+) -> Comparison:
     """Score ``dataset`` (default: the bundled easy_mc.jsonl) on every model and compare them to the first.
 
     ``models``: `LM` objects, `ModelSpec`, or ``[BACKEND:]PATH`` strings (loaded one at a time with
@@ -258,23 +315,46 @@ def compare(models: Sequence[Union[LM, str, ModelSpec]], dataset: Union[str, Pat
         start = time.perf_counter()
         lm = spec if isinstance(spec, LM) else spec.load(**(load_kwargs or {}).get(spec.backend, {}))
         loaded = time.perf_counter()
-        out = choice_distributions(lm, [it.prompt for it in items], [it.choices for it in items],
-                                   normalization=scoring, batch_size=batch_size, progress=progress)
+        out = choice_distributions(
+            lm,
+            [it.prompt for it in items],
+            [it.choices for it in items],
+            normalization=scoring,
+            batch_size=batch_size,
+            progress=progress,
+        )
         done = time.perf_counter()
         path = spec.path if isinstance(spec, ModelSpec) else lm_path(lm)
         backend = spec.backend if isinstance(spec, ModelSpec) else type(lm).__name__
-        meta.append({"size_bytes": size_on_disk(path), "load_seconds": None if isinstance(spec, LM) else loaded - start,
-                     "score_seconds": done - loaded, "backend": backend, "path": str(path or "")})
-        names.append(labels[k] if labels else spec.label if isinstance(spec, ModelSpec) else
-                     f"{Path(path).name if path else 'model ' + str(k)} ({backend})")
+        meta.append(
+            {
+                "size_bytes": size_on_disk(path),
+                "load_seconds": None if isinstance(spec, LM) else loaded - start,
+                "score_seconds": done - loaded,
+                "backend": backend,
+                "path": str(path or ""),
+            }
+        )
+        names.append(
+            labels[k]
+            if labels
+            else spec.label
+            if isinstance(spec, ModelSpec)
+            else f"{Path(path).name if path else 'model ' + str(k)} ({backend})"
+        )
         results.append(out)
         if not isinstance(spec, LM) and hasattr(lm, "close"):
             lm.close()
         del lm
     if len(set(names)) != len(names):
         names = [f"{k}: {name}" for k, name in enumerate(names)]
-    name = dataset_name or (Path(dataset).name if isinstance(dataset, (str, Path)) else
-                            "easy_mc.jsonl" if dataset is None else type(dataset).__name__)
+    name = dataset_name or (
+        Path(dataset).name
+        if isinstance(dataset, (str, Path))
+        else "easy_mc.jsonl"
+        if dataset is None
+        else type(dataset).__name__
+    )
     return compare_results(items, results, names, normalizations, confidence, meta, name)
 
 
@@ -301,21 +381,30 @@ def plot_comparison(comparison: Comparison, path: Union[str, Path]) -> Path:
         acc = np.array([r.accuracy[n]["accuracy"] for r in rows])
         low = acc - np.array([r.accuracy[n]["interval"][0] for r in rows])
         high = np.array([r.accuracy[n]["interval"][1] for r in rows]) - acc
-        left.bar(x + (k - (len(norms) - 1) / 2) * width, acc, width, yerr=[low, high], capsize=3,
-                 label=NORMALIZATION_NAMES.get(n, n))
-    left.set(xticks=x, ylim=(0, 1.05), ylabel="accuracy",
-             title=f"Accuracy on {comparison.dataset} ({comparison.n_items} questions, "
-                   f"{comparison.confidence:.0%} Wilson CI)")
+        left.bar(
+            x + (k - (len(norms) - 1) / 2) * width,
+            acc,
+            width,
+            yerr=[low, high],
+            capsize=3,
+            label=NORMALIZATION_NAMES.get(n, n),
+        )
+    left.set(
+        xticks=x,
+        ylim=(0, 1.05),
+        ylabel="accuracy",
+        title=f"Accuracy on {comparison.dataset} ({comparison.n_items} questions, "
+        f"{comparison.confidence:.0%} Wilson CI)",
+    )
     left.set_xticklabels(names, fontsize=7)
     left.legend(fontsize=8, loc="upper center", ncol=len(norms), bbox_to_anchor=(0.5, -0.22))
     others = rows[1:] or rows  # the reference's drift against itself is 0: not drawn
     floor = 1e-7  # a zero drawn at the floor of the log axis
     xr = np.arange(len(others))
     right.bar(xr - 0.2, [max(r.kl, floor) for r in others], 0.4, label=f"KL(ref ‖ model), {norms[0]}")
-    right.bar(xr + 0.2, [max(r.mean_abs_delta_logprob, floor) for r in others], 0.4,
-              label="mean |Δ log P(choice)|")
+    right.bar(xr + 0.2, [max(r.mean_abs_delta_logprob, floor) for r in others], 0.4, label="mean |Δ log P(choice)|")
     right.set(xticks=xr, yscale="log", ylabel="nats", title=f"Drift against {rows[0].label}")
-    right.set_xticklabels(names[len(rows) - len(others):], fontsize=7)
+    right.set_xticklabels(names[len(rows) - len(others) :], fontsize=7)
     right.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=100)

@@ -69,20 +69,44 @@ from autocog.lm.scoring import DEFAULT_BATCH_SIZE, score
 DEFAULT_NORMALIZATIONS = ("sum", "mean", "char")
 
 __all__ = [
-    "MCItem", "NormalizationResult", "EvalReport", "evaluate", "load_items", "load_jsonl", "record_to_item",
-    "wilson_interval", "calibration_bins", "EXAMPLE_DATASET", "DEFAULT_TEMPLATE",
+    "MCItem",
+    "NormalizationResult",
+    "EvalReport",
+    "evaluate",
+    "load_items",
+    "load_jsonl",
+    "record_to_item",
+    "wilson_interval",
+    "calibration_bins",
+    "EXAMPLE_DATASET",
+    "DEFAULT_TEMPLATE",
     # also importable from here: the pieces of autocog.eval.items and autocog.eval.report
-    "chat_items", "check_char_length", "expected_calibration_error", "plot_calibration", "DEFAULT_NORMALIZATIONS",
-    "NORMALIZATION_NAMES", "CHAR_LENGTHS", "FIELDS",
+    "chat_items",
+    "check_char_length",
+    "expected_calibration_error",
+    "plot_calibration",
+    "DEFAULT_NORMALIZATIONS",
+    "NORMALIZATION_NAMES",
+    "CHAR_LENGTHS",
+    "FIELDS",
 ]
 
 
-def evaluate(lm: LM, dataset: Union[str, Path, Iterable[Any], None] = None,
-             normalizations: Sequence[str] = DEFAULT_NORMALIZATIONS, batch_size: int = DEFAULT_BATCH_SIZE,
-             progress: Optional[bool] = None, confidence: float = 0.95, bins: int = 10,
-             template: str = DEFAULT_TEMPLATE, limit: Optional[int] = None, plot: Union[str, Path, None] = None,
-             chat: bool = False, fields: Optional[Mapping[str, str]] = None,
-             char_length: str = "choice") -> EvalReport:
+def evaluate(
+    lm: LM,
+    dataset: Union[str, Path, Iterable[Any], None] = None,
+    normalizations: Sequence[str] = DEFAULT_NORMALIZATIONS,
+    batch_size: int = DEFAULT_BATCH_SIZE,
+    progress: Optional[bool] = None,
+    confidence: float = 0.95,
+    bins: int = 10,
+    template: str = DEFAULT_TEMPLATE,
+    limit: Optional[int] = None,
+    plot: Union[str, Path, None] = None,
+    chat: bool = False,
+    fields: Optional[Mapping[str, str]] = None,
+    char_length: str = "choice",
+) -> EvalReport:
     """Evaluate ``lm`` on multiple-choice questions (see the module docstring for the data format).
 
     ``dataset``: a JSONL path, ``"hf:NAME"``, or an iterable of records (default: `EXAMPLE_DATASET`).
@@ -113,10 +137,12 @@ def evaluate(lm: LM, dataset: Union[str, Path, Iterable[Any], None] = None,
             scores[n].append(normalize_scores(result.token_logprobs, texts, n, result.unconditional_logprobs))
     answers = np.array([item.answer for item in items], dtype=np.int64)
     size = max(len(item.choices) for item in items)
-    report = {n: NormalizationResult.from_scores(n, scores[n], answers, size, confidence, bins)
-              for n in normalizations}
-    name = Path(dataset).name if isinstance(dataset, (str, Path)) else ("easy_mc.jsonl" if dataset is None else
-                                                                          type(dataset).__name__)
+    report = {n: NormalizationResult.from_scores(n, scores[n], answers, size, confidence, bins) for n in normalizations}
+    name = (
+        Path(dataset).name
+        if isinstance(dataset, (str, Path))
+        else ("easy_mc.jsonl" if dataset is None else type(dataset).__name__)
+    )
     out = EvalReport(items, report, name, info={"char_length": char_length})
     if plot is not None:
         out.plot(plot, bins)

@@ -49,8 +49,12 @@ def check_char_length(char_length: str) -> str:
 # --- loading -------------------------------------------------------------------------------------------
 
 
-def record_to_item(record: Mapping[str, Any], template: str = DEFAULT_TEMPLATE, index: int = 0,
-                   fields: Optional[Mapping[str, str]] = None) -> MCItem:
+def record_to_item(
+    record: Mapping[str, Any],
+    template: str = DEFAULT_TEMPLATE,
+    index: int = 0,
+    fields: Optional[Mapping[str, str]] = None,
+) -> MCItem:
     """An `MCItem` from a record with ``question`` or ``prompt``, ``choices`` and ``answer`` (see module doc).
 
     ``fields`` renames the record's columns, e.g. ``{"question": "ctx", "choices": "endings", "answer":
@@ -119,9 +123,14 @@ def load_jsonl(path: Union[str, Path]) -> list[dict]:
     return records
 
 
-def load_items(source: Union[str, Path, Iterable[Any], None] = None, template: str = DEFAULT_TEMPLATE,
-               limit: Optional[int] = None, split: Optional[str] = None, config: Optional[str] = None,
-               fields: Optional[Mapping[str, str]] = None) -> list[MCItem]:
+def load_items(
+    source: Union[str, Path, Iterable[Any], None] = None,
+    template: str = DEFAULT_TEMPLATE,
+    limit: Optional[int] = None,
+    split: Optional[str] = None,
+    config: Optional[str] = None,
+    fields: Optional[Mapping[str, str]] = None,
+) -> list[MCItem]:
     """Questions from ``source``: a JSONL path (default: `EXAMPLE_DATASET`), ``"hf:NAME"`` (loaded with
     ``datasets.load_dataset(NAME, config, split=split)``), or any iterable of records / `MCItem` (a
     Hugging Face ``Dataset`` object, a list of dicts). ``limit`` keeps the first N; ``fields`` renames
@@ -135,8 +144,9 @@ def load_items(source: Union[str, Path, Iterable[Any], None] = None, template: s
         try:
             import datasets
         except ImportError:
-            raise ImportError("loading a Hugging Face dataset by name needs the 'datasets' package: "
-                              "pip install datasets") from None
+            raise ImportError(
+                "loading a Hugging Face dataset by name needs the 'datasets' package: pip install datasets"
+            ) from None
         source = datasets.load_dataset(source[3:], config, split=split or "test")
     if isinstance(source, (str, Path)):
         records: Iterable[Any] = load_jsonl(source)

@@ -57,8 +57,19 @@ logger = logging.getLogger(__name__)
 
 # Keyword arguments of transformers' from_pretrained that model_args may pass to the tf backend (any other
 # key would be silently swallowed by transformers' config; we name it instead).
-TF_PRETRAINED_KEYS = {"revision", "trust_remote_code", "attn_implementation", "low_cpu_mem_usage", "device_map",
-                      "cache_dir", "local_files_only", "subfolder", "variant", "use_safetensors", "torch_dtype"}
+TF_PRETRAINED_KEYS = {
+    "revision",
+    "trust_remote_code",
+    "attn_implementation",
+    "low_cpu_mem_usage",
+    "device_map",
+    "cache_dir",
+    "local_files_only",
+    "subfolder",
+    "variant",
+    "use_safetensors",
+    "torch_dtype",
+}
 GROUPS_PER_BATCH = 4  # contexts scored per batch-API call, in units of batch_size
 
 __all__ = ["AutocogLM", "parse_model_args"]
@@ -91,9 +102,17 @@ class AutocogLM(HarnessLM):
     >>> AutocogLM(backend="llama", n_ctx=1024)                 # doctest: +SKIP
     """
 
-    def __init__(self, backend: str = "tf", model: Optional[str] = None, batch_size: Any = DEFAULT_BATCH_SIZE,
-                 max_length: Optional[int] = None, max_gen_toks: int = 256, lm: Optional[LM] = None,
-                 pretrained: Optional[str] = None, **backend_kwargs: Any):
+    def __init__(
+        self,
+        backend: str = "tf",
+        model: Optional[str] = None,
+        batch_size: Any = DEFAULT_BATCH_SIZE,
+        max_length: Optional[int] = None,
+        max_gen_toks: int = 256,
+        lm: Optional[LM] = None,
+        pretrained: Optional[str] = None,
+        **backend_kwargs: Any,
+    ):
         super().__init__()
         if backend not in BACKENDS:
             raise ValueError(f"model_args: unknown backend {backend!r}: expected one of {', '.join(BACKENDS)}")
@@ -115,12 +134,12 @@ class AutocogLM(HarnessLM):
         self.backend, self.model_name = backend, model
 
     @classmethod
-    def create_from_arg_string(cls, arg_string: str, additional_config: Optional[dict] = None) -> "AutocogLM":
+    def create_from_arg_string(cls, arg_string: str, additional_config: Optional[dict] = None) -> AutocogLM:
         """lm-eval's entry point: ``model_args`` plus its own ``batch_size`` / ``device`` settings."""
         return cls.create_from_arg_obj(parse_model_args(arg_string), additional_config)
 
     @classmethod
-    def create_from_arg_obj(cls, arg_dict: dict, additional_config: Optional[dict] = None) -> "AutocogLM":
+    def create_from_arg_obj(cls, arg_dict: dict, additional_config: Optional[dict] = None) -> AutocogLM:
         args = dict(arg_dict)
         extra = {k: v for k, v in (additional_config or {}).items() if v is not None}
         if "batch_size" in extra:
@@ -158,9 +177,15 @@ class AutocogLM(HarnessLM):
         bar = tqdm(total=len(scored), desc="autocog loglikelihood", disable=disable_tqdm)
         chunk = self.batch_size * GROUPS_PER_BATCH
         for start in range(0, len(scored), chunk):  # memory stays flat: trees live for one chunk
-            part = scored[start:start + chunk]
-            results = choice_distributions(self.lm, [c for c, _ in part], [conts for _, conts in part],
-                                           normalization="sum", batch_size=self.batch_size, progress=False)
+            part = scored[start : start + chunk]
+            results = choice_distributions(
+                self.lm,
+                [c for c, _ in part],
+                [conts for _, conts in part],
+                normalization="sum",
+                batch_size=self.batch_size,
+                progress=False,
+            )
             for (context, conts), result in zip(part, results):
                 flags = result.greedy  # from the rows the tree pass computed anyway
                 if flags is None:
@@ -204,24 +229,27 @@ class AutocogLM(HarnessLM):
         """is_greedy where the scoring pass gave no rows (`ChoiceResult.greedy` None: servers, or a backend whose
         own `evaluate_tree` does not call `TokenChoiceTree.record_argmax`): decode greedily, compare tokens."""
         stripped = context.rstrip()
-        token_lists = [self.lm.tokenize(context[len(stripped):] + c) for c in conts]
+        token_lists = [self.lm.tokenize(context[len(stripped) :] + c) for c in conts]
         text = self.lm.complete(stripped, stop=None, max_tokens=max(map(len, token_lists)), temperature=0.0)
         decoded = self.lm.tokenize(text)  # compared as tokens: " Par" is not the greedy " Paris"
-        return [decoded[:len(tokens)] == tokens for tokens in token_lists]
+        return [decoded[: len(tokens)] == tokens for tokens in token_lists]
 
     def _rolling(self, text: str) -> float:
         if not text:
             return 0.0
         if not hasattr(self.lm, "evaluate_tree") or not hasattr(self.lm, "unconditional_tokens"):
-            raise NotImplementedError(f"loglikelihood_rolling needs token-level log-probs after BOS/EOS, which "
-                                      f"{type(self.lm).__name__} does not give: use the tf or llama backend")
+            raise NotImplementedError(
+                f"loglikelihood_rolling needs token-level log-probs after BOS/EOS, which "
+                f"{type(self.lm).__name__} does not give: use the tf or llama backend"
+            )
         from autocog.core.trie import TokenChoiceTree
 
         tokens = self.lm.tokenize(text)
         prefix = int(self.lm.unconditional_tokens()[0])
         total = 0.0
-        for context, predicted in map(make_disjoint_window,
-                                      get_rolling_token_windows(tokens, prefix, self.max_length, context_len=1)):
+        for context, predicted in map(
+            make_disjoint_window, get_rolling_token_windows(tokens, prefix, self.max_length, context_len=1)
+        ):
             tree = TokenChoiceTree([predicted])
             total += math.fsum(self.lm.with_retry(self.lm.evaluate_tree, list(context), tree))
         return total
@@ -262,8 +290,10 @@ def _check_backend_keys(backend: str, kwargs: dict) -> None:
     known -= {"model", "tokenizer", "model_path", "kwargs"}
     unknown = sorted(set(kwargs) - known)
     if unknown:
-        raise TypeError(f"model_args: backend {backend!r} takes no argument {', '.join(map(repr, unknown))} "
-                        f"(known: {', '.join(sorted(known))})")
+        raise TypeError(
+            f"model_args: backend {backend!r} takes no argument {', '.join(map(repr, unknown))} "
+            f"(known: {', '.join(sorted(known))})"
+        )
 
 
 def _positive_int(name: str, value: Any) -> int:

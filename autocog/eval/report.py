@@ -40,7 +40,7 @@ def wilson_interval(correct: int, n: int, confidence: float = 0.95) -> tuple[flo
     denominator = 1 + z * z / n
     center = (p + z * z / (2 * n)) / denominator
     half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denominator
-    low = 0.0 if correct == 0 else max(0.0, center - half)   # exact at the ends (rounding aside)
+    low = 0.0 if correct == 0 else max(0.0, center - half)  # exact at the ends (rounding aside)
     high = 1.0 if correct == n else min(1.0, center + half)
     return (low, high)
 
@@ -59,8 +59,15 @@ def calibration_bins(confidences: Sequence[float], correct: Sequence[bool], bins
     for b in range(bins):
         sel = which == b
         if sel.any():
-            out.append({"low": b / bins, "high": (b + 1) / bins, "count": int(sel.sum()),
-                        "confidence": round(float(conf[sel].mean()), 12), "accuracy": float(ok[sel].mean())})
+            out.append(
+                {
+                    "low": b / bins,
+                    "high": (b + 1) / bins,
+                    "count": int(sel.sum()),
+                    "confidence": round(float(conf[sel].mean()), 12),
+                    "accuracy": float(ok[sel].mean()),
+                }
+            )
     return out
 
 
@@ -88,8 +95,15 @@ class NormalizationResult:
     confidence_level: float
 
     @classmethod
-    def from_scores(cls, normalization: str, scores: Sequence[np.ndarray], answers: np.ndarray, size: int,
-                    confidence: float = 0.95, bins: int = 10) -> "NormalizationResult":
+    def from_scores(
+        cls,
+        normalization: str,
+        scores: Sequence[np.ndarray],
+        answers: np.ndarray,
+        size: int,
+        confidence: float = 0.95,
+        bins: int = 10,
+    ) -> NormalizationResult:
         """Rank each question's normalized ``scores`` (an array per question) against ``answers`` (the right
         choices' indices); ``size`` is the confusion table's side (the most choices of a question).
 
@@ -102,9 +116,16 @@ class NormalizationResult:
         confusion = np.zeros((size, size), dtype=np.int64)
         np.add.at(confusion, (answers, predictions), 1)
         chosen = [float(p[k]) for p, k in zip(probs, predictions)]
-        return cls(normalization, predictions, probs, correct, confusion,
-                   wilson_interval(int(correct.sum()), len(answers), confidence),
-                   calibration_bins(chosen, correct, bins), confidence)
+        return cls(
+            normalization,
+            predictions,
+            probs,
+            correct,
+            confusion,
+            wilson_interval(int(correct.sum()), len(answers), confidence),
+            calibration_bins(chosen, correct, bins),
+            confidence,
+        )
 
     @property
     def n(self) -> int:
@@ -123,10 +144,18 @@ class NormalizationResult:
         return expected_calibration_error(self.calibration)
 
     def to_dict(self) -> dict:
-        return {"normalization": self.normalization, "accuracy": self.accuracy, "correct": self.n_correct,
-                "n": self.n, "interval": list(self.interval), "interval_method": "wilson",
-                "confidence_level": self.confidence_level, "ece": self.ece,
-                "confusion": self.confusion.tolist(), "calibration": self.calibration}
+        return {
+            "normalization": self.normalization,
+            "accuracy": self.accuracy,
+            "correct": self.n_correct,
+            "n": self.n,
+            "interval": list(self.interval),
+            "interval_method": "wilson",
+            "confidence_level": self.confidence_level,
+            "ece": self.ece,
+            "confusion": self.confusion.tolist(),
+            "calibration": self.calibration,
+        }
 
 
 @dataclass
@@ -148,14 +177,25 @@ class EvalReport:
         return float(np.mean([1 / len(item.choices) for item in self.items]))
 
     def to_dict(self, per_item: bool = False) -> dict:
-        out = {"dataset": self.name, "n": len(self.items), "chance": self.chance,
-               "results": {k: v.to_dict() for k, v in self.results.items()}, **self.info}
+        out = {
+            "dataset": self.name,
+            "n": len(self.items),
+            "chance": self.chance,
+            "results": {k: v.to_dict() for k, v in self.results.items()},
+            **self.info,
+        }
         if per_item:
             out["items"] = [
-                {"id": item.id, "prompt": item.prompt, "choices": item.choices, "answer": item.answer,
-                 **{f"prediction_{k}": int(r.predictions[i]) for k, r in self.results.items()},
-                 **{f"probs_{k}": [float(p) for p in r.probs[i]] for k, r in self.results.items()}}
-                for i, item in enumerate(self.items)]
+                {
+                    "id": item.id,
+                    "prompt": item.prompt,
+                    "choices": item.choices,
+                    "answer": item.answer,
+                    **{f"prediction_{k}": int(r.predictions[i]) for k, r in self.results.items()},
+                    **{f"probs_{k}": [float(p) for p in r.probs[i]] for k, r in self.results.items()},
+                }
+                for i, item in enumerate(self.items)
+            ]
         return out
 
     def format(self, confusion: Optional[str] = None) -> str:
@@ -164,13 +204,17 @@ class EvalReport:
         sizes = sorted({len(item.choices) for item in self.items})
         size_text = f"{sizes[0]}" if len(sizes) == 1 else f"{sizes[0]}-{sizes[-1]}"
         level = next(iter(self.results.values())).confidence_level if self.results else 0.95
-        lines = [f"dataset: {self.name or 'items'} ({len(self.items)} questions, {size_text} choices, "
-                 f"chance {self.chance:.3f})",
-                 f"{'normalization':<16} {'accuracy':>8}  {'correct':>9}  {f'{level:.0%} CI (Wilson)':<17} {'ECE':>6}"]
+        lines = [
+            f"dataset: {self.name or 'items'} ({len(self.items)} questions, {size_text} choices, "
+            f"chance {self.chance:.3f})",
+            f"{'normalization':<16} {'accuracy':>8}  {'correct':>9}  {f'{level:.0%} CI (Wilson)':<17} {'ECE':>6}",
+        ]
         for key, r in self.results.items():
             lo, hi = r.interval
-            lines.append(f"{NORMALIZATION_NAMES.get(key, key):<16} {r.accuracy:>8.3f}  {f'{r.n_correct}/{r.n}':>9}  "
-                         f"{f'[{lo:.3f}, {hi:.3f}]':<17} {r.ece:>6.3f}")
+            lines.append(
+                f"{NORMALIZATION_NAMES.get(key, key):<16} {r.accuracy:>8.3f}  {f'{r.n_correct}/{r.n}':>9}  "
+                f"{f'[{lo:.3f}, {hi:.3f}]':<17} {r.ece:>6.3f}"
+            )
         key = confusion or list(self.results)[-1]
         r = self.results[key]
         labels = [chr(ord("A") + k) if k < 26 else str(k) for k in range(r.confusion.shape[0])]
@@ -201,18 +245,29 @@ def plot_calibration(report: EvalReport, path: Union[str, Path], bins: Optional[
     top.plot([0, 1], [0, 1], ls="--", color="grey", lw=1, label="perfect calibration")
     markers = "osd^v"
     for k, (key, r) in enumerate(report.results.items()):
-        cal = r.calibration if bins is None else calibration_bins(
-            [float(p[i]) for p, i in zip(r.probs, r.predictions)], r.correct, bins)
+        cal = (
+            r.calibration
+            if bins is None
+            else calibration_bins([float(p[i]) for p, i in zip(r.probs, r.predictions)], r.correct, bins)
+        )
         x = [b["confidence"] for b in cal]
         y = [b["accuracy"] for b in cal]
         label = f"{NORMALIZATION_NAMES.get(key, key)}: acc {r.accuracy:.2f}, ECE {r.ece:.2f}"
         top.plot(x, y, marker=markers[k % len(markers)], label=label)
         centers = [(b["low"] + b["high"]) / 2 for b in cal]
         width = (cal[0]["high"] - cal[0]["low"]) / (len(report.results) + 1) if cal else 0.1
-        bottom.bar([c + (k - (len(report.results) - 1) / 2) * width for c in centers], [b["count"] for b in cal],
-                   width=width, label=key)
-    top.set(xlim=(0, 1), ylim=(0, 1.02), ylabel="accuracy",
-            title=f"Calibration on {report.name or 'dataset'} ({len(report.items)} questions)")
+        bottom.bar(
+            [c + (k - (len(report.results) - 1) / 2) * width for c in centers],
+            [b["count"] for b in cal],
+            width=width,
+            label=key,
+        )
+    top.set(
+        xlim=(0, 1),
+        ylim=(0, 1.02),
+        ylabel="accuracy",
+        title=f"Calibration on {report.name or 'dataset'} ({len(report.items)} questions)",
+    )
     top.legend(loc="lower right", fontsize=8)
     bottom.set(xlabel="probability of the chosen answer", ylabel="questions")
     fig.tight_layout()

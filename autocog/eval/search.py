@@ -40,7 +40,7 @@ from autocog.lm.base import LM
 Metric = Callable[[str, Any], float]
 Grid = Union[Mapping[str, Sequence[Any]], Sequence[Mapping[str, Sequence[Any]]]]
 
-__all__ = ["ParameterGrid", "ParameterSampler", "search", "SearchResult", "SearchRow", "METRICS", "load_pairs"]
+__all__ = ["METRICS", "ParameterGrid", "ParameterSampler", "SearchResult", "SearchRow", "load_pairs", "search"]
 
 
 def _check_grid(grid: Grid, what: str) -> list[dict]:
@@ -54,10 +54,12 @@ def _check_grid(grid: Grid, what: str) -> list[dict]:
         for key, values in g.items():
             if not isinstance(key, str):
                 raise TypeError(f"{what} keys are setting names, got {key!r}")
-            if isinstance(values, (str, bytes)) or not (isinstance(values, Sequence) or hasattr(values, "rvs")
-                                                         or callable(values)):
-                raise TypeError(f"{what} entry {key!r} must be a list of values (wrap a single value in a list), "
-                                f"got {values!r}")
+            if isinstance(values, (str, bytes)) or not (
+                isinstance(values, Sequence) or hasattr(values, "rvs") or callable(values)
+            ):
+                raise TypeError(
+                    f"{what} entry {key!r} must be a list of values (wrap a single value in a list), got {values!r}"
+                )
             if isinstance(values, Sequence) and len(values) == 0:
                 raise ValueError(f"{what} entry {key!r} has no values")
         out.append(dict(g))
@@ -225,16 +227,18 @@ def load_pairs(data: Union[str, Path, Iterable[Any]], limit: Optional[int] = Non
             if prompt is None and record.get("question") is not None:
                 prompt = f"Question: {record['question']}\nAnswer:"
             reference = next((record[k] for k in ("reference", "answer", "target") if k in record), None)
-            if isinstance(reference, int) and isinstance(record.get("choices"), list) \
-                    and 0 <= reference < len(record["choices"]):
-                reference = record["choices"][reference]   # a multiple-choice record: the right choice's text
+            if (
+                isinstance(reference, int)
+                and isinstance(record.get("choices"), list)
+                and 0 <= reference < len(record["choices"])
+            ):
+                reference = record["choices"][reference]  # a multiple-choice record: the right choice's text
         elif isinstance(record, (tuple, list)) and len(record) == 2:
             prompt, reference = record
         else:
             raise ValueError(f"item {i}: expected a (prompt, reference) pair or a mapping, got {record!r}")
         if not isinstance(prompt, str) or reference is None:
-            raise ValueError(f"item {i}: needs a str 'prompt' (or 'question') and a 'reference' "
-                             "('answer' / 'target')")
+            raise ValueError(f"item {i}: needs a str 'prompt' (or 'question') and a 'reference' ('answer' / 'target')")
         pairs.append((prompt, reference))
     if not pairs:
         raise ValueError("the dataset holds no items")
@@ -278,17 +282,33 @@ class SearchResult:
         return self.rows[0].score
 
     def to_dict(self) -> dict:
-        return {"metric": self.metric, "greater_is_better": self.greater_is_better, "best_params": self.best_params,
-                "best_score": self.best_score, **self.info,
-                "rows": [{"rank": r.rank, "score": r.score, "seconds": r.seconds, "params": r.params,
-                          "predictions": r.predictions} for r in self.rows]}
+        return {
+            "metric": self.metric,
+            "greater_is_better": self.greater_is_better,
+            "best_params": self.best_params,
+            "best_score": self.best_score,
+            **self.info,
+            "rows": [
+                {
+                    "rank": r.rank,
+                    "score": r.score,
+                    "seconds": r.seconds,
+                    "params": r.params,
+                    "predictions": r.predictions,
+                }
+                for r in self.rows
+            ],
+        }
 
     def format(self, max_rows: Optional[int] = None) -> str:
         """The table, best first, then the best settings."""
         keys = sorted({k for r in self.rows for k in r.params})
         shown = self.rows if max_rows is None else self.rows[:max_rows]
-        cells = [[str(r.rank), f"{r.score:.4f}", f"{r.seconds:.2f}"] + [repr(r.params.get(k, "-")) if k in r.params
-                                                                         else "-" for k in keys] for r in shown]
+        cells = [
+            [str(r.rank), f"{r.score:.4f}", f"{r.seconds:.2f}"]
+            + [repr(r.params.get(k, "-")) if k in r.params else "-" for k in keys]
+            for r in shown
+        ]
         header = ["rank", self.metric, "seconds"] + keys
         widths = [max(len(h), *(len(c[i]) for c in cells)) for i, h in enumerate(header)]
         lines = ["  ".join(h.ljust(w) for h, w in zip(header, widths))]
@@ -306,10 +326,19 @@ def _strip_stop(text: str, stops: list[str]) -> str:
     return text
 
 
-def search(lm: LM, data: Union[str, Path, Iterable[Any]], metric: Union[str, Metric] = "exact",
-           grid: Optional[Grid] = None, distributions: Optional[Grid] = None, n_iter: int = 10,
-           seed: Optional[int] = 0, base: Optional[Mapping[str, Any]] = None, greater_is_better: bool = True,
-           limit: Optional[int] = None, progress: Optional[bool] = None) -> SearchResult:
+def search(
+    lm: LM,
+    data: Union[str, Path, Iterable[Any]],
+    metric: Union[str, Metric] = "exact",
+    grid: Optional[Grid] = None,
+    distributions: Optional[Grid] = None,
+    n_iter: int = 10,
+    seed: Optional[int] = 0,
+    base: Optional[Mapping[str, Any]] = None,
+    greater_is_better: bool = True,
+    limit: Optional[int] = None,
+    progress: Optional[bool] = None,
+) -> SearchResult:
     """Score every setting of ``grid`` (all combinations) or ``n_iter`` draws from ``distributions``.
 
     ``data``: see the module docstring; ``metric``: a name in `METRICS` or ``f(prediction, reference) ->
@@ -352,14 +381,23 @@ def search(lm: LM, data: Union[str, Path, Iterable[Any]], metric: Union[str, Met
                 scores.append(float(score_fn(prediction, reference)))
                 if bar is not None:
                     bar.update(1)
-            rows.append(SearchRow(dict(params), float(np.mean(scores)), scores, predictions,
-                                  time.perf_counter() - start))
+            rows.append(
+                SearchRow(dict(params), float(np.mean(scores)), scores, predictions, time.perf_counter() - start)
+            )
     finally:
         if bar is not None:
             bar.close()
     rows.sort(key=lambda r: -r.score if greater_is_better else r.score)  # stable: ties keep the search order
     for rank, row in enumerate(rows, start=1):
         row.rank = rank
-    return SearchResult(rows, metric_name, greater_is_better,
-                        {"n_items": len(pairs), "n_settings": len(settings), "seed": seed,
-                         "mode": "grid" if grid is not None else "random"})
+    return SearchResult(
+        rows,
+        metric_name,
+        greater_is_better,
+        {
+            "n_items": len(pairs),
+            "n_settings": len(settings),
+            "seed": seed,
+            "mode": "grid" if grid is not None else "random",
+        },
+    )

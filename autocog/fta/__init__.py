@@ -63,10 +63,33 @@ from autocog.fta.steps import END, Assistant, Choose, Complete, Step, System, Te
 from autocog.fta.tree import Path, ProgramResult, ThoughtNode, TokenStats
 
 __all__ = [
-    "Program", "Step", "Text", "System", "User", "Assistant", "Complete", "Choose", "END", "ProgramResult", "Path", "ThoughtNode", "TokenStats",
-    "structured_program", "StructuredProgram", "StructuredResult", "generate",
-    "ProgramError", "DuplicateStepError", "UnknownStepError", "UnreachableStepError", "UnboundedLoopError",
-    "InvalidStepError", "UndefinedValueError", "MissingInputError", "UnknownInputError", "UnsupportedFieldError",
+    "END",
+    "Assistant",
+    "Choose",
+    "Complete",
+    "DuplicateStepError",
+    "InvalidStepError",
+    "MissingInputError",
+    "Path",
+    "Program",
+    "ProgramError",
+    "ProgramResult",
+    "Step",
+    "StructuredProgram",
+    "StructuredResult",
+    "System",
+    "Text",
+    "ThoughtNode",
+    "TokenStats",
+    "UnboundedLoopError",
+    "UndefinedValueError",
+    "UnknownInputError",
+    "UnknownStepError",
+    "UnreachableStepError",
+    "UnsupportedFieldError",
+    "User",
+    "generate",
+    "structured_program",
 ]
 
 

@@ -33,7 +33,7 @@ def field_constraints(metadata: Sequence[Any]) -> dict:
     out: dict = {}
     for item in metadata:
         inner = getattr(item, "metadata", None)
-        if isinstance(inner, list):   # a FieldInfo inside Annotated
+        if isinstance(inner, list):  # a FieldInfo inside Annotated
             out.update(field_constraints(inner))
         for key in ("min_length", "max_length", "pattern", "ge", "gt", "le", "lt", "multiple_of"):
             value = getattr(item, key, None)
@@ -68,7 +68,7 @@ class Compiler:
         annotation, more = unwrap(annotation)
         constraints = {**constraints, **more}
         origin = typing.get_origin(annotation)
-        if origin is Union or (hasattr(types, "UnionType") and isinstance(annotation, getattr(types, "UnionType"))):
+        if origin is Union or (hasattr(types, "UnionType") and isinstance(annotation, types.UnionType)):
             args = [a for a in typing.get_args(annotation) if a is not type(None)]
             if len(args) != 1 or len(args) == len(typing.get_args(annotation)):
                 raise self.error(where, f"only Optional[X] unions are supported, not {annotation}")
@@ -85,8 +85,11 @@ class Compiler:
             return self._enum(values, where)
         if isinstance(annotation, type) and issubclass(annotation, enum.Enum):
             members = list(annotation)
-            return EnumSpec([json.dumps(m.value) for m in members], members) if self._jsonable(
-                [m.value for m in members], where) else None
+            return (
+                EnumSpec([json.dumps(m.value) for m in members], members)
+                if self._jsonable([m.value for m in members], where)
+                else None
+            )
         if annotation is str:
             return self._string(constraints, where)
         if annotation in (int, float):
@@ -102,8 +105,11 @@ class Compiler:
             if low > high:
                 raise self.error(where, f"min_length {low} exceeds the bound {high} on list length")
             return ListSpec(item, low, high)
-        raise self.error(where, f"type {annotation!r} is not supported (str, int, float, bool, Literal, Enum, "
-                                "BaseModel, list[...] and Optional[...] are)")
+        raise self.error(
+            where,
+            f"type {annotation!r} is not supported (str, int, float, bool, Literal, Enum, "
+            "BaseModel, list[...] and Optional[...] are)",
+        )
 
     def _jsonable(self, values: list, where: str) -> bool:
         for v in values:

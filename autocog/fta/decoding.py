@@ -20,7 +20,7 @@ from typing import Any, Optional
 from autocog.fta.steps import Complete
 from autocog.lm.greedy import GreedyLM
 
-__all__ = ["StepText", "Recorder", "decode", "complete_text", "CLOSING_SLACK"]
+__all__ = ["CLOSING_SLACK", "Recorder", "StepText", "complete_text", "decode"]
 
 CLOSING_SLACK = 32
 JSON_CLOSERS = ('"', "}", "]")
@@ -74,16 +74,20 @@ def decode(lm: GreedyLM, step: Complete, prompt: str) -> StepText:
         from autocog.structured.engine import GrammarConstraint, IncompleteOutputError
         from autocog.structured.vocab import vocabulary
 
-        inner = GrammarConstraint(step.grammar, vocabulary(lm), finish_after=step.max_tokens,
-                                  closers=tuple(step.stop) + JSON_CLOSERS)
+        inner = GrammarConstraint(
+            step.grammar, vocabulary(lm), finish_after=step.max_tokens, closers=tuple(step.stop) + JSON_CLOSERS
+        )
         budget += CLOSING_SLACK
     recorder = Recorder(inner)
     logprobs: list = []
     stops = [] if inner is not None else step.stop
     text = lm.generate(ids, stops, budget, 0.0, 1.0, 0, None, constraint=recorder, token_logprobs=logprobs)
     if inner is not None and not inner.accepting():
-        raise IncompleteOutputError(f"step {step.name!r}: the text {text[:60]!r} does not match the pattern "
-                                    f"{step.pattern.description} after {len(recorder.tokens)} tokens", text)
+        raise IncompleteOutputError(
+            f"step {step.name!r}: the text {text[:60]!r} does not match the pattern "
+            f"{step.pattern.description} after {len(recorder.tokens)} tokens",
+            text,
+        )
     appended, value = _split(step, text)
     return StepText(appended, value, math.fsum(logprobs), len(logprobs), ids + recorder.tokens[:-1])
 

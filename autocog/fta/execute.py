@@ -91,16 +91,24 @@ class DepthFirst:
 class _State:
     """Where a path stands: the prompt so far, values, visits per step, its score and its last node."""
 
-    __slots__ = ("step", "prompt", "values", "latest", "visits", "score", "node", "turns")
+    __slots__ = ("latest", "node", "prompt", "score", "step", "turns", "values", "visits")
 
     def __init__(self, step, prompt, values, latest, visits, score, node, turns=None):
         self.step, self.prompt, self.values, self.latest = step, prompt, values, latest
         self.visits, self.score, self.node = visits, score, node
         self.turns: list[list[str]] = turns if turns is not None else []  # [role, text] of a chat program
 
-    def fork(self, node: ThoughtNode) -> "_State":
-        return _State(self.step, self.prompt, {k: (list(v) if isinstance(v, list) else v) for k, v in self.values.items()},
-                      dict(self.latest), dict(self.visits), self.score, node, [list(t) for t in self.turns])
+    def fork(self, node: ThoughtNode) -> _State:
+        return _State(
+            self.step,
+            self.prompt,
+            {k: (list(v) if isinstance(v, list) else v) for k, v in self.values.items()},
+            dict(self.latest),
+            dict(self.visits),
+            self.score,
+            node,
+            [list(t) for t in self.turns],
+        )
 
     def append(self, text: str, role: Optional[str] = None, reply: bool = False) -> None:
         """Add ``text`` to the prompt: a new turn of ``role``, the current turn, or (``reply``: what the model
@@ -117,8 +125,15 @@ class _State:
 class Explorer:
     """One run of ``program`` on ``lm`` (see the module docstring); `run` returns the `ProgramResult`."""
 
-    def __init__(self, program: Program, lm: LM, width: Optional[int], threshold: float, completion_scores: bool,
-                 scoring: str = "prefix"):
+    def __init__(
+        self,
+        program: Program,
+        lm: LM,
+        width: Optional[int],
+        threshold: float,
+        completion_scores: bool,
+        scoring: str = "prefix",
+    ):
         self.program, self.lm, self.scoring = program, lm, scoring
         self.width, self.threshold, self.completion_scores = width, threshold, completion_scores
         self.greedy = isinstance(lm, GreedyLM)
@@ -186,11 +201,11 @@ class Explorer:
                 step = self.program.by_name[state.step]
                 state.visits[step.name] = state.visits.get(step.name, 0) + 1
                 if isinstance(step, Choose):
-                    state.append("", reply=True)   # a chat program: the model writes the assistant's reply
+                    state.append("", reply=True)  # a chat program: the model writes the assistant's reply
                     children = self.choose(step, state)
                     if not children:
                         leaves.append((state, "bound"))
-                    stack.extend(reversed(children))   # best option explored first
+                    stack.extend(reversed(children))  # best option explored first
                     break
                 if isinstance(step, Text):
                     text = step.render(state.latest)
@@ -208,13 +223,21 @@ class Explorer:
         paths = []
         for state, status in leaves:
             state.node.status = status
-            paths.append(Path(values=state.values, score=state.score, text=state.prompt, status=status,
-                              nodes=state.node.lineage()))
+            paths.append(
+                Path(
+                    values=state.values, score=state.score, text=state.prompt, status=status, nodes=state.node.lineage()
+                )
+            )
         paths.sort(key=lambda p: -p.score)
         evaluated = self.tokens_so_far() - before if before is not None else None
         stats = TokenStats(evaluated=evaluated, unique=self.trie.size, calls=dict(self.calls))
-        settings = {"width": self.width, "threshold": self.threshold, "completion_scores": self.completion_scores,
-                    "scoring": self.scoring, "inputs": inputs}
+        settings = {
+            "width": self.width,
+            "threshold": self.threshold,
+            "completion_scores": self.completion_scores,
+            "scoring": self.scoring,
+            "inputs": inputs,
+        }
         return ProgramResult(paths=paths, tree=root, tokens=stats, settings=settings)
 
     # --- Choose ---------------------------------------------------------------------------------------------
@@ -241,7 +264,7 @@ class Explorer:
         if result is not None:
             probs = np.asarray(result.probs, dtype=np.float64)
             logprobs = result.logprobs
-        else:   # a backend that only chooses: the option taken is certain, the others are not scored
+        else:  # a backend that only chooses: the option taken is certain, the others are not scored
             index = self.lm.choose(prompt, options, **kwargs)
             probs = np.zeros(len(options))
             probs[index] = 1.0
@@ -256,9 +279,18 @@ class Explorer:
         for j in order:
             option = options[j]
             prob = float(probs[j])
-            node = self.node(step=step.name, kind="choose", text=option, value=option, option=j, prob=prob,
-                             score=math.log(prob) if prob > 0 else -math.inf, logprob=float(logprobs[j]),
-                             choice=result, pruned=j not in kept)
+            node = self.node(
+                step=step.name,
+                kind="choose",
+                text=option,
+                value=option,
+                option=j,
+                prob=prob,
+                score=math.log(prob) if prob > 0 else -math.inf,
+                logprob=float(logprobs[j]),
+                choice=result,
+                pruned=j not in kept,
+            )
             state.node.add(node)
             if j in kept:
                 child = state.fork(node)
@@ -304,8 +336,9 @@ class Explorer:
         else:
             appended, value, logprob, n_tokens = self.complete_text(step, self.prompt_of(state))
         score = logprob if (self.completion_scores and not math.isnan(logprob)) else 0.0
-        node = self.node(step=step.name, kind="complete", text=appended, value=value, score=score,
-                         logprob=logprob, n_tokens=n_tokens)
+        node = self.node(
+            step=step.name, kind="complete", text=appended, value=value, score=score, logprob=logprob, n_tokens=n_tokens
+        )
         state.node = state.node.add(node)
         state.score += score
         self.store(state, step, value)

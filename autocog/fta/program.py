@@ -57,8 +57,13 @@ class Program:
     (['q'], ['text0', 'answer'])
     """
 
-    def __init__(self, steps: Sequence[Step], entry: Optional[str] = None,
-                 edges: Optional[Mapping[str, EdgeSpec]] = None, name: str = "program"):
+    def __init__(
+        self,
+        steps: Sequence[Step],
+        entry: Optional[str] = None,
+        edges: Optional[Mapping[str, EdgeSpec]] = None,
+        name: str = "program",
+    ):
         if isinstance(steps, Step) or not isinstance(steps, Sequence) or not steps:
             raise ProgramError("a program needs a non-empty list of steps")
         self.name = name
@@ -73,18 +78,23 @@ class Program:
             if step.name is None:
                 step.name = f"text{k}"
             if step.name in self.by_name:
-                raise DuplicateStepError(f"two steps are named {step.name!r} (steps {self.steps.index(self.by_name[step.name])}"
-                                         f" and {k})", step=step.name)
+                raise DuplicateStepError(
+                    f"two steps are named {step.name!r} (steps {self.steps.index(self.by_name[step.name])} and {k})",
+                    step=step.name,
+                )
             self.steps.append(step)
             self.by_name[step.name] = step
-        self._default_next = {s.name: (self.steps[k + 1].name if k + 1 < len(self.steps) else END)
-                              for k, s in enumerate(self.steps)}
+        self._default_next = {
+            s.name: (self.steps[k + 1].name if k + 1 < len(self.steps) else END) for k, s in enumerate(self.steps)
+        }
         for source, spec in (edges or {}).items():
             self._set_edge(source, spec)
         self.entry = self.steps[0].name if entry is None else entry
         if self.entry not in self.by_name:
-            raise UnknownStepError(f"the entry {self.entry!r} is not a step of the program "
-                                   f"(steps: {', '.join(self.by_name)})", step=self.entry)
+            raise UnknownStepError(
+                f"the entry {self.entry!r} is not a step of the program (steps: {', '.join(self.by_name)})",
+                step=self.entry,
+            )
         self._check_targets()
         self._check_reachable()
         self.looped = self._find_loops()
@@ -94,16 +104,19 @@ class Program:
     def _set_edge(self, source: str, spec: EdgeSpec) -> None:
         step = self.by_name.get(source)
         if step is None:
-            raise UnknownStepError(f"edges name an unknown step {source!r} (steps: {', '.join(self.by_name)})",
-                                   step=source)
+            raise UnknownStepError(
+                f"edges name an unknown step {source!r} (steps: {', '.join(self.by_name)})", step=source
+            )
         if isinstance(spec, Mapping):
             if not isinstance(step, Choose):
-                raise InvalidStepError(f"step {source!r} is a {step.kind} step: only a Choose routes options",
-                                       step=source)
+                raise InvalidStepError(
+                    f"step {source!r} is a {step.kind} step: only a Choose routes options", step=source
+                )
             for option, target in spec.items():
                 if option not in step.options:
-                    raise InvalidStepError(f"step {source!r} has no option {option!r} (options: {step.options})",
-                                           step=source)
+                    raise InvalidStepError(
+                        f"step {source!r} has no option {option!r} (options: {step.options})", step=source
+                    )
                 step.routes[option] = target
         else:
             step.next = spec
@@ -132,8 +145,11 @@ class Program:
             for option, target in self.out_edges(step):
                 if target != END and target not in self.by_name:
                     via = f" (option {option!r})" if option is not None else ""
-                    raise UnknownStepError(f"step {step.name!r}{via} leads to an unknown step {target!r} "
-                                           f"(steps: {', '.join(self.by_name)}, or {END!r})", step=step.name)
+                    raise UnknownStepError(
+                        f"step {step.name!r}{via} leads to an unknown step {target!r} "
+                        f"(steps: {', '.join(self.by_name)}, or {END!r})",
+                        step=step.name,
+                    )
 
     def _check_reachable(self) -> None:
         seen, stack, reaches_end = {self.entry}, [self.entry], False
@@ -146,9 +162,11 @@ class Program:
                     stack.append(target)
         unreachable = [s.name for s in self.steps if s.name not in seen]
         if unreachable:
-            raise UnreachableStepError(f"step {unreachable[0]!r} cannot be reached from the entry {self.entry!r}"
-                                       + (f" (nor can {', '.join(map(repr, unreachable[1:]))})" if unreachable[1:] else ""),
-                                       step=unreachable[0])
+            raise UnreachableStepError(
+                f"step {unreachable[0]!r} cannot be reached from the entry {self.entry!r}"
+                + (f" (nor can {', '.join(map(repr, unreachable[1:]))})" if unreachable[1:] else ""),
+                step=unreachable[0],
+            )
         if not reaches_end:
             raise ProgramError(f"no path from the entry {self.entry!r} reaches {END}", step=self.entry)
 
@@ -203,8 +221,11 @@ class Program:
         cycles = self._sccs(unbounded)
         if cycles:
             cycle = sorted(cycles[0], key=names.index)
-            raise UnboundedLoopError(f"steps {' -> '.join(cycle)} form a loop with no bound: give one of them "
-                                     f"max_visits (e.g. step {cycle[0]!r})", step=cycle[0])
+            raise UnboundedLoopError(
+                f"steps {' -> '.join(cycle)} form a loop with no bound: give one of them "
+                f"max_visits (e.g. step {cycle[0]!r})",
+                step=cycle[0],
+            )
         return looped
 
     def _check_values(self) -> list[str]:
@@ -221,13 +242,15 @@ class Program:
         everything = frozenset(produced)
         before = {s.name: (frozenset() if s.name == self.entry else everything) for s in self.steps}
         changed = True
-        while changed:   # must-be-set analysis: a value is set before a step if it is set on every path there
+        while changed:  # must-be-set analysis: a value is set before a step if it is set on every path there
             changed = False
             for step in self.steps:
                 if step.name == self.entry:
                     continue
-                incoming = [before[p] | ({self.by_name[p].produces} if self.by_name[p].produces else set())
-                            for p in preds[step.name]]
+                incoming = [
+                    before[p] | ({self.by_name[p].produces} if self.by_name[p].produces else set())
+                    for p in preds[step.name]
+                ]
                 new = frozenset.intersection(*incoming) if incoming else frozenset()
                 if new != before[step.name]:
                     before[step.name], changed = new, True
@@ -238,9 +261,11 @@ class Program:
             for name in step.fields:
                 if name in produced:
                     if name not in before[step.name]:
-                        raise UndefinedValueError(f"step {step.name!r} uses {{{name}}}, the value of step {name!r}, "
-                                                  f"which is not set on every path that reaches {step.name!r}",
-                                                  step=step.name)
+                        raise UndefinedValueError(
+                            f"step {step.name!r} uses {{{name}}}, the value of step {name!r}, "
+                            f"which is not set on every path that reaches {step.name!r}",
+                            step=step.name,
+                        )
                 elif name not in inputs:
                     inputs.append(name)
         return inputs
@@ -250,17 +275,32 @@ class Program:
         for name in self.inputs:
             if name not in inputs:
                 users = [s.name for s in self.steps if isinstance(s, Text) and name in s.fields]
-                raise MissingInputError(f"step {users[0]!r} uses the input {{{name}}}, which was not given "
-                                        f"(inputs: {', '.join(self.inputs)})", step=users[0])
+                raise MissingInputError(
+                    f"step {users[0]!r} uses the input {{{name}}}, which was not given "
+                    f"(inputs: {', '.join(self.inputs)})",
+                    step=users[0],
+                )
         for name in inputs:
             if name not in self.inputs:
-                hint = f"the program's inputs are {', '.join(self.inputs)}" if self.inputs else "the program takes no input"
+                hint = (
+                    f"the program's inputs are {', '.join(self.inputs)}"
+                    if self.inputs
+                    else "the program takes no input"
+                )
                 raise UnknownInputError(f"unknown input {name!r}: {hint}", step=None)
         return dict(inputs)
 
     # --- running ------------------------------------------------------------------------------------------
-    def run(self, lm: LM, width: Optional[int] = 1, threshold: float = 0.0, completion_scores: bool = False,
-            scoring: str = "prefix", inputs: Optional[Mapping[str, Any]] = None, **kw_inputs: Any) -> ProgramResult:
+    def run(
+        self,
+        lm: LM,
+        width: Optional[int] = 1,
+        threshold: float = 0.0,
+        completion_scores: bool = False,
+        scoring: str = "prefix",
+        inputs: Optional[Mapping[str, Any]] = None,
+        **kw_inputs: Any,
+    ) -> ProgramResult:
         """Explore the program on ``lm`` into a thought tree; paths come back best first.
 
         ``width``: options explored per Choose (None: all); ``threshold``: options below this probability are
@@ -291,8 +331,9 @@ class Program:
         values = self.check_inputs({**(inputs or {}), **kw_inputs})
         if scoring not in ("prefix", "distribution"):
             raise ValueError(f"scoring must be 'prefix' or 'distribution', got {scoring!r}")
-        explorer = Explorer(self, lm, width=width, threshold=float(threshold), completion_scores=completion_scores,
-                            scoring=scoring)
+        explorer = Explorer(
+            self, lm, width=width, threshold=float(threshold), completion_scores=completion_scores, scoring=scoring
+        )
         return explorer.run(values)
 
     # --- picture --------------------------------------------------------------------------------------------
@@ -303,7 +344,7 @@ class Program:
         from autocog.fta.tree import _quote, snippet
 
         usage: dict[tuple[str, str], list[float]] = {}
-        if result is not None:   # each thought-tree edge realizes an automaton edge; a Choose's option prob is on it
+        if result is not None:  # each thought-tree edge realizes an automaton edge; a Choose's option prob is on it
             for node in result.tree.walk():
                 if node.kind == "root" or node.pruned:
                     continue
@@ -312,8 +353,12 @@ class Program:
                 usage.setdefault((source, node.step), []).append(parent.prob if parent.kind == "choose" else 1.0)
                 if node.status == "end":
                     usage.setdefault((node.step, END), []).append(node.prob if node.kind == "choose" else 1.0)
-        lines = [f"digraph {_quote(self.name)} {{", "  rankdir=TB;",
-                 '  node [fontname="monospace", fontsize=10];', '  edge [fontname="monospace", fontsize=9];']
+        lines = [
+            f"digraph {_quote(self.name)} {{",
+            "  rankdir=TB;",
+            '  node [fontname="monospace", fontsize=10];',
+            '  edge [fontname="monospace", fontsize=9];',
+        ]
         if title:
             lines.append(f"  label={_quote(title)}; labelloc=t;")
         lines.append('  __start__ [label="", shape=point, width=0.15];')
@@ -362,8 +407,10 @@ class Program:
         return render_dot(self.to_dot(**dot_kwargs), path)
 
     def __repr__(self) -> str:
-        return (f"Program({self.name!r}, steps=[{', '.join(repr(s) for s in self.steps)}], "
-                f"inputs={getattr(self, 'inputs', None)})")
+        return (
+            f"Program({self.name!r}, steps=[{', '.join(repr(s) for s in self.steps)}], "
+            f"inputs={getattr(self, 'inputs', None)})"
+        )
 
 
 def _node_id(name: str) -> str:

@@ -73,6 +73,7 @@ class Builder:
 
 # --- field specs ---------------------------------------------------------------------------------------------
 
+
 class Spec:
     nullable = False
 
@@ -89,7 +90,7 @@ class Spec:
 
 @dataclass
 class StrSpec(Spec):
-    pattern: Any          # an engine Grammar of the string's content
+    pattern: Any  # an engine Grammar of the string's content
     raw: bool
     max_tokens: int
 
@@ -107,12 +108,12 @@ class StrSpec(Spec):
         return text if self.raw else json.loads('"' + text + '"')
 
 
-NUMBER_STOPS = (",", "\n")   # what follows a value in the JSON the program writes
+NUMBER_STOPS = (",", "\n")  # what follows a value in the JSON the program writes
 
 
 @dataclass
 class NumberSpec(Spec):
-    pattern: Any          # an engine Grammar of the number (or null)
+    pattern: Any  # an engine Grammar of the number (or null)
     kind: type
     bounds: dict
 
@@ -139,7 +140,7 @@ class EnumSpec(Spec):
 @dataclass
 class ObjectSpec(Spec):
     model: type
-    fields: list[tuple[str, str, Spec]]   # (attribute name, JSON key, spec)
+    fields: list[tuple[str, str, Spec]]  # (attribute name, JSON key, spec)
 
     def opening(self):
         return "{"

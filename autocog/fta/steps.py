@@ -74,13 +74,20 @@ class Text(Step):
 
     kind = "text"
 
-    def __init__(self, text: str, name: Optional[str] = None, next: Successor = None, max_visits: Optional[int] = None,
-                 role: Optional[str] = None):
+    def __init__(
+        self,
+        text: str,
+        name: Optional[str] = None,
+        next: Successor = None,
+        max_visits: Optional[int] = None,
+        role: Optional[str] = None,
+    ):
         if not isinstance(text, str):
             raise InvalidStepError(f"Text {name!r}: text must be a str, not {type(text).__name__}", step=name)
         if role is not None and role not in TURN_ROLES:
-            raise InvalidStepError(f"Text {name!r}: unknown role {role!r}: expected one of {', '.join(TURN_ROLES)}",
-                                   step=name)
+            raise InvalidStepError(
+                f"Text {name!r}: unknown role {role!r}: expected one of {', '.join(TURN_ROLES)}", step=name
+            )
         self.role = role  # None: the text goes on the current turn (or the plain prompt)
         self.text = text
         self.name = _check_name(name, "Text") if name is not None else None  # set by the Program when None
@@ -96,15 +103,19 @@ class Text(Step):
             try:
                 parsed = list(string.Formatter().parse(self.text))
             except ValueError as error:
-                raise InvalidStepError(f"step {self.name!r}: bad text template ({error}): {self.text!r}",
-                                       step=self.name) from None
+                raise InvalidStepError(
+                    f"step {self.name!r}: bad text template ({error}): {self.text!r}", step=self.name
+                ) from None
             for _, field, _, _ in parsed:
                 if field is None:
                     continue
                 base = field.split(".")[0].split("[")[0]
                 if not base.isidentifier():
-                    raise InvalidStepError(f"step {self.name!r}: the template field {{{field}}} must start with a "
-                                           f"name (positional fields are not allowed)", step=self.name)
+                    raise InvalidStepError(
+                        f"step {self.name!r}: the template field {{{field}}} must start with a "
+                        f"name (positional fields are not allowed)",
+                        step=self.name,
+                    )
                 if base not in fields:
                     fields.append(base)
             self._fields = fields
@@ -131,8 +142,7 @@ def User(text: str, name: Optional[str] = None, next: Successor = None, max_visi
     return Text(text, name, next, max_visits, role="user")
 
 
-def Assistant(text: str, name: Optional[str] = None, next: Successor = None,
-              max_visits: Optional[int] = None) -> Text:
+def Assistant(text: str, name: Optional[str] = None, next: Successor = None, max_visits: Optional[int] = None) -> Text:
     """A Text that opens an assistant turn with fixed text (the model's next steps continue it)."""
     return Text(text, name, next, max_visits, role="assistant")
 
@@ -154,9 +164,16 @@ class Complete(Step):
 
     kind = "complete"
 
-    def __init__(self, name: str, stop: Union[str, Sequence[str], None] = "\n", max_tokens: int = 64,
-                 next: Successor = None, max_visits: Optional[int] = None, pattern: Any = None,
-                 keep_stop: bool = True):
+    def __init__(
+        self,
+        name: str,
+        stop: Union[str, Sequence[str], None] = "\n",
+        max_tokens: int = 64,
+        next: Successor = None,
+        max_visits: Optional[int] = None,
+        pattern: Any = None,
+        keep_stop: bool = True,
+    ):
         self.name = _check_name(name, "Complete")
         self.next = next
         self.max_visits = _check_visits(name, max_visits)
@@ -191,9 +208,17 @@ class Choose(Step):
 
     kind = "choose"
 
-    def __init__(self, name: str, options: Union[Sequence[str], Mapping[str, Successor]], next: Successor = None,
-                 normalization: Optional[str] = None, width: Optional[int] = None, threshold: Optional[float] = None,
-                 end: Optional[str] = None, max_visits: Optional[int] = None):
+    def __init__(
+        self,
+        name: str,
+        options: Union[Sequence[str], Mapping[str, Successor]],
+        next: Successor = None,
+        normalization: Optional[str] = None,
+        width: Optional[int] = None,
+        threshold: Optional[float] = None,
+        end: Optional[str] = None,
+        max_visits: Optional[int] = None,
+    ):
         self.name = _check_name(name, "Choose")
         self.next = next
         self.max_visits = _check_visits(name, max_visits)
@@ -208,14 +233,17 @@ class Choose(Step):
             raise InvalidStepError(f"step {name!r}: {error}", step=name) from None
         self.routes: dict[str, Successor] = routes
         if normalization is not None and normalization not in NORMALIZATIONS:
-            raise InvalidStepError(f"step {name!r}: unknown normalization {normalization!r}: expected one of "
-                                   f"{', '.join(NORMALIZATIONS)}", step=name)
+            raise InvalidStepError(
+                f"step {name!r}: unknown normalization {normalization!r}: expected one of {', '.join(NORMALIZATIONS)}",
+                step=name,
+            )
         self.normalization = normalization
         if width is not None and (isinstance(width, bool) or not isinstance(width, int) or width < 1):
             raise InvalidStepError(f"step {name!r}: width must be an int >= 1, got {width!r}", step=name)
         if threshold is not None and not (0.0 <= float(threshold) <= 1.0):
-            raise InvalidStepError(f"step {name!r}: threshold must be a probability in [0, 1], got {threshold!r}",
-                                   step=name)
+            raise InvalidStepError(
+                f"step {name!r}: threshold must be a probability in [0, 1], got {threshold!r}", step=name
+            )
         self.width, self.threshold, self.end = width, threshold, end
 
     @property
@@ -246,8 +274,11 @@ def _step_grammar(name: str, pattern: Any, stops: list) -> tuple:
         elif isinstance(pattern, GBNF):
             pattern = engine.gbnf(pattern.grammar)
         elif not isinstance(pattern, engine.Grammar):
-            raise InvalidStepError(f"step {name!r}: pattern must be a regex str, autocog.Regex / Lark / GBNF or a "
-                                   f"Grammar, not {type(pattern).__name__}", step=name)
+            raise InvalidStepError(
+                f"step {name!r}: pattern must be a regex str, autocog.Regex / Lark / GBNF or a "
+                f"Grammar, not {type(pattern).__name__}",
+                step=name,
+            )
         if engine.is_empty(pattern):
             raise InvalidStepError(f"step {name!r}: the pattern {pattern.description} matches no text", step=name)
         return pattern, engine.followed_by(pattern, stops)

@@ -47,16 +47,17 @@ from autocog.fta.specs import Builder, ObjectSpec
 from autocog.fta.steps import Step, Text
 from autocog.fta.tree import Path, ProgramResult
 
-__all__ = ["structured_program", "StructuredProgram", "StructuredResult", "generate"]
+__all__ = ["StructuredProgram", "StructuredResult", "generate", "structured_program"]
 
 
 # --- the program ----------------------------------------------------------------------------------------------
+
 
 @dataclass(repr=False)
 class StructuredResult(ProgramResult):
     """A `ProgramResult` whose paths also read as instances: ``value`` (the best path's), ``instance(path)``."""
 
-    program: Optional["StructuredProgram"] = None
+    program: Optional[StructuredProgram] = None
 
     @property
     def value(self):
@@ -80,12 +81,14 @@ class StructuredProgram(Program):
 
     def run(self, lm, *args: Any, **kwargs: Any) -> StructuredResult:
         result = super().run(lm, *args, **kwargs)
-        return StructuredResult(paths=result.paths, tree=result.tree, tokens=result.tokens,
-                                settings=result.settings, program=self)
+        return StructuredResult(
+            paths=result.paths, tree=result.tree, tokens=result.tokens, settings=result.settings, program=self
+        )
 
 
-def structured_program(model: type, prompt: Optional[str] = None, max_items: int = 8, string_tokens: int = 48,
-                       name: Optional[str] = None) -> StructuredProgram:
+def structured_program(
+    model: type, prompt: Optional[str] = None, max_items: int = 8, string_tokens: int = 48, name: Optional[str] = None
+) -> StructuredProgram:
     """A program that fills in ``model`` (a pydantic ``BaseModel`` subclass) after ``prompt``.
 
     ``prompt``: a Text template (``{name}`` fields are the program's inputs; double literal braces); default

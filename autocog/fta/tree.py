@@ -40,16 +40,16 @@ class ThoughtNode:
     pruned: bool = False
     status: Optional[str] = None
     n_tokens: int = 0
-    parent: Optional["ThoughtNode"] = field(default=None, repr=False)
-    children: list["ThoughtNode"] = field(default_factory=list, repr=False)
+    parent: Optional[ThoughtNode] = field(default=None, repr=False)
+    children: list[ThoughtNode] = field(default_factory=list, repr=False)
     id: int = 0
 
-    def add(self, child: "ThoughtNode") -> "ThoughtNode":
+    def add(self, child: ThoughtNode) -> ThoughtNode:
         child.parent = self
         self.children.append(child)
         return child
 
-    def walk(self) -> Iterator["ThoughtNode"]:
+    def walk(self) -> Iterator[ThoughtNode]:
         """This node and its descendants, depth-first (parents first)."""
         stack = [self]
         while stack:
@@ -57,7 +57,7 @@ class ThoughtNode:
             yield node
             stack.extend(reversed(node.children))
 
-    def lineage(self) -> list["ThoughtNode"]:
+    def lineage(self) -> list[ThoughtNode]:
         """Nodes from the root down to this one."""
         out, node = [], self
         while node is not None:
@@ -169,8 +169,12 @@ class ProgramResult:
         path in bold red, pruned options dashed, each leaf with its path's probability."""
         best = {id(n) for n in self.best.nodes}
         leaf_score = {id(p.nodes[-1]): p for p in self.paths}
-        lines = ["digraph ThoughtTree {", "  rankdir=LR;", '  node [shape=box, fontname="monospace", fontsize=10];',
-                 '  edge [fontname="monospace", fontsize=9];']
+        lines = [
+            "digraph ThoughtTree {",
+            "  rankdir=LR;",
+            '  node [shape=box, fontname="monospace", fontsize=10];',
+            '  edge [fontname="monospace", fontsize=9];',
+        ]
         if title:
             lines.append(f"  label={_quote(title)}; labelloc=t;")
         for node in self.tree.walk():
@@ -210,5 +214,7 @@ class ProgramResult:
         return render_dot(self.to_dot(**dot_kwargs), path)
 
     def __repr__(self) -> str:
-        return (f"ProgramResult({len(self.paths)} path(s), best={self.best.values!r}, p={self.best.probability:.3g}, "
-                f"tokens evaluated={self.tokens.evaluated} unique={self.tokens.unique})")
+        return (
+            f"ProgramResult({len(self.paths)} path(s), best={self.best.values!r}, p={self.best.probability:.3g}, "
+            f"tokens evaluated={self.tokens.evaluated} unique={self.tokens.unique})"
+        )

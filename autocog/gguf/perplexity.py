@@ -25,7 +25,7 @@ from autocog.errors import ContextLengthError
 
 CHAIN = 256  # tokens scored per evaluate_tree call (bounds the llama.cpp batch and the transformers mask)
 
-__all__ = ["perplexity", "PerplexityResult"]
+__all__ = ["PerplexityResult", "perplexity"]
 
 
 @dataclass
@@ -55,8 +55,9 @@ def perplexity(lm, text: str, context: int = 512, progress: Optional[bool] = Non
     from autocog.lm.choice import ChoiceLM
 
     if not isinstance(lm, ChoiceLM):
-        raise TypeError(f"perplexity needs a local backend with per-token scoring (TfLM, LLaMa), not "
-                        f"{type(lm).__name__}")
+        raise TypeError(
+            f"perplexity needs a local backend with per-token scoring (TfLM, LLaMa), not {type(lm).__name__}"
+        )
     if not isinstance(context, int) or context < 4:
         raise ValueError(f"context must be an int >= 4, got {context!r}")
     if lm.n_ctx is not None and context > lm.n_ctx:
@@ -64,8 +65,10 @@ def perplexity(lm, text: str, context: int = 512, progress: Optional[bool] = Non
     tokens = lm.tokenize(text)
     n_windows = len(tokens) // context
     if n_windows == 0:
-        raise ValueError(f"the text has {len(tokens)} tokens, fewer than one window of {context}: "
-                         f"pass a smaller context (at most {len(tokens)}) or a longer text")
+        raise ValueError(
+            f"the text has {len(tokens)} tokens, fewer than one window of {context}: "
+            f"pass a smaller context (at most {len(tokens)}) or a longer text"
+        )
     bos = lm.tokenize("x", bos=True)
     bos_id = bos[0] if len(bos) > len(lm.tokenize("x")) else None
     first = context // 2
@@ -77,11 +80,11 @@ def perplexity(lm, text: str, context: int = 512, progress: Optional[bool] = Non
         bar = tqdm(total=n_windows, unit="window", desc="perplexity", file=sys.stderr)
     try:
         for w in range(n_windows):
-            window = list(tokens[w * context:(w + 1) * context])
+            window = list(tokens[w * context : (w + 1) * context])
             if bos_id is not None:
                 window[0] = bos_id
             for start in range(first + 1, context, CHAIN):
-                chain = window[start:start + CHAIN]
+                chain = window[start : start + CHAIN]
                 logprobs = lm.evaluate_tree(window[:start], TokenChoiceTree([chain]))
                 total += float(np.sum(logprobs))
                 count += len(chain)

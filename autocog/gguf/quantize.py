@@ -26,7 +26,7 @@ from typing import Callable, Optional, Union
 
 from autocog.errors import AutoCogError, ModelNotFoundError, missing_backend
 
-__all__ = ["quantize", "quantize_types", "QuantizationError"]
+__all__ = ["QuantizationError", "quantize", "quantize_types"]
 
 _TENSOR_LINE = re.compile(r"\[\s*(\d+)\s*/\s*(\d+)\]\s*(\S+)")
 IMATRIX_TYPES = ("IQ1_S", "IQ1_M", "IQ2_XXS", "IQ2_XS", "IQ2_S")
@@ -101,8 +101,14 @@ def _progress_function(progress: Progress):
     return update, bar.close
 
 
-def quantize(source: Union[str, os.PathLike], out: Union[str, os.PathLike], qtype: str = "Q4_K_M",
-             threads: Optional[int] = None, progress: Progress = None, allow_requantize: bool = False) -> Path:
+def quantize(
+    source: Union[str, os.PathLike],
+    out: Union[str, os.PathLike],
+    qtype: str = "Q4_K_M",
+    threads: Optional[int] = None,
+    progress: Progress = None,
+    allow_requantize: bool = False,
+) -> Path:
     """Quantize the GGUF ``source`` to ``out`` with type ``qtype`` (see `quantize_types`).
 
     ``threads``: quantization threads (default: all cores). ``allow_requantize``: accept an input that is

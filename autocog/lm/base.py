@@ -81,7 +81,7 @@ class LM(ABC):
         """
         return self.choice_distribution(prompt, choices, **kwargs).token_logprobs
 
-    def score_batch(self, requests: Sequence["ScoreRequest"]) -> list[ChoiceResult]:
+    def score_batch(self, requests: Sequence[ScoreRequest]) -> list[ChoiceResult]:
         """One `ChoiceResult` per `ScoreRequest` (the scoring layer's primitive; see `autocog.lm.scoring`).
 
         This default checks every request first (`autocog.lm.scoring.check_requests`), then scores them one

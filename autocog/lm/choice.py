@@ -36,8 +36,14 @@ class ChoiceLM(GreedyLM):
         """Index of the best choice; see `choice_distribution`."""
         return self.choice_distribution(prompt, choices, normalization=normalization, **kwargs).index
 
-    def choice_distribution(self, prompt: str, choices: Sequence[str], normalization: Optional[str] = None,
-                            end: Optional[str] = None, **kwargs: Any) -> ChoiceResult:
+    def choice_distribution(
+        self,
+        prompt: str,
+        choices: Sequence[str],
+        normalization: Optional[str] = None,
+        end: Optional[str] = None,
+        **kwargs: Any,
+    ) -> ChoiceResult:
         """Score every choice: a batch of one through the scoring layer (`score_batch`)."""
         if kwargs:
             raise TypeError(f"unexpected argument(s) to choose: {', '.join(kwargs)}")
@@ -56,8 +62,9 @@ class ChoiceLM(GreedyLM):
         """
         return [self.with_retry(self.evaluate_tree, list(prompt_tokens), tree) for prompt_tokens, tree in jobs]
 
-    def evaluate_split(self, jobs: Sequence[TreeJob], packed: Callable[[list[TreeJob]], list[np.ndarray]]
-                       ) -> list[np.ndarray]:
+    def evaluate_split(
+        self, jobs: Sequence[TreeJob], packed: Callable[[list[TreeJob]], list[np.ndarray]]
+    ) -> list[np.ndarray]:
         """``packed(jobs)``; when it fails with a transient fault (out of memory, no KV slot) the jobs are split
         in halves, down to one job on the backend's own retried `evaluate_tree`."""
         jobs = list(jobs)
@@ -72,14 +79,17 @@ class ChoiceLM(GreedyLM):
             half = len(jobs) // 2
             return self.evaluate_split(jobs[:half], packed) + self.evaluate_split(jobs[half:], packed)
 
-    def build_tree(self, prompt: str, choices: Sequence[str], end: Optional[str] = None
-                   ) -> tuple[list[int], TokenChoiceTree, list[str]]:
+    def build_tree(
+        self, prompt: str, choices: Sequence[str], end: Optional[str] = None
+    ) -> tuple[list[int], TokenChoiceTree, list[str]]:
         """Checked prompt tokens, the trie of the choices' tokens, and the choices as given. A prompt given as
         chat messages is rendered first (`render_prompt`): the choices start the assistant's reply."""
         prompt = self.render_prompt(prompt)
         choices = check_choices(choices)
         prompt_text, continuations = split_boundary(prompt, choices)
-        prompt_tokens = self.prompt_tokens(prompt_text) if prompt_text else self.prompt_tokens(self.unconditional_tokens())
+        prompt_tokens = (
+            self.prompt_tokens(prompt_text) if prompt_text else self.prompt_tokens(self.unconditional_tokens())
+        )
         tree = TokenChoiceTree(self.choice_tokens(continuations, end), decode=self._decode_one)
         check_context(len(prompt_tokens) + tree.max_depth, self.n_ctx, "prompt plus the longest choice")
         return prompt_tokens, tree, choices
@@ -98,8 +108,9 @@ class ChoiceLM(GreedyLM):
                     raise InvalidChoicesError(f"choice {j} ({continuations[j]!r}) tokenizes to nothing")
                 token_lists.append(tuple(tokens) + tuple(end_tokens))
             if len(set(token_lists)) < len(token_lists):
-                raise InvalidChoicesError("two choices tokenize to the same tokens once the prompt's trailing "
-                                          "whitespace is moved into them")
+                raise InvalidChoicesError(
+                    "two choices tokenize to the same tokens once the prompt's trailing whitespace is moved into them"
+                )
             memo[key] = token_lists
             while len(memo) > CHOICE_TOKENS_MEMO_SIZE:
                 memo.popitem(last=False)

@@ -157,20 +157,43 @@ class GreedyLM(LM):
         stops = as_stop_list(stop)
         return self.prompt_tokens(prompt), stops, settings
 
-    def generate(self, tokens: list[int], stops: list[str], max_tokens: int, temperature: float,
-                 top_p: float, top_k: int, seed: Optional[int], constraint: Optional["Constraint"] = None,
-                 min_p: float = 0.0, token_logprobs: Optional[list] = None) -> str:
+    def generate(
+        self,
+        tokens: list[int],
+        stops: list[str],
+        max_tokens: int,
+        temperature: float,
+        top_p: float,
+        top_k: int,
+        seed: Optional[int],
+        constraint: Optional[Constraint] = None,
+        min_p: float = 0.0,
+        token_logprobs: Optional[list] = None,
+    ) -> str:
         """The decoding loop behind `complete`, over `greedy`; backends with a prefix cache make each step
         cost one token. ``constraint`` (see `autocog.core.constraint`) masks the tokens that may come next.
         ``token_logprobs``: a list that receives the model's (unmasked, unscaled) log-prob of each token taken,
         EOS included when generation ends on it. The text is the join of `generate_pieces` (one loop for
         `complete` and `stream`)."""
-        return "".join(self.generate_pieces(tokens, stops, max_tokens, temperature, top_p, top_k, seed,
-                                            constraint, min_p, token_logprobs))
+        return "".join(
+            self.generate_pieces(
+                tokens, stops, max_tokens, temperature, top_p, top_k, seed, constraint, min_p, token_logprobs
+            )
+        )
 
-    def generate_pieces(self, tokens: list[int], stops: list[str], max_tokens: int, temperature: float,
-                        top_p: float, top_k: int, seed: Optional[int], constraint: Optional["Constraint"] = None,
-                        min_p: float = 0.0, token_logprobs: Optional[list] = None) -> Iterator[str]:
+    def generate_pieces(
+        self,
+        tokens: list[int],
+        stops: list[str],
+        max_tokens: int,
+        temperature: float,
+        top_p: float,
+        top_k: int,
+        seed: Optional[int],
+        constraint: Optional[Constraint] = None,
+        min_p: float = 0.0,
+        token_logprobs: Optional[list] = None,
+    ) -> Iterator[str]:
         """The decoding loop, yielding the new text after each token (see `stream` for what is held back)."""
         rng = np.random.default_rng(seed)
         max_tokens = self.generation_budget(len(tokens), max_tokens)
@@ -185,7 +208,7 @@ class GreedyLM(LM):
             if constraint is not None:
                 mask = constraint.allowed()
                 if mask is not None:
-                    logprobs = np.where(mask[:len(logprobs)], logprobs, -np.inf)
+                    logprobs = np.where(mask[: len(logprobs)], logprobs, -np.inf)
             token = sample(logprobs, temperature, top_p, top_k, rng, min_p)
             if token_logprobs is not None:
                 token_logprobs.append(float(logprobs[token]))

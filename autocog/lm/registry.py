@@ -57,5 +57,8 @@ def load(backend: str, model: Optional[str] = None, **kwargs: Any) -> LM:
 
 
 def _keywords(fn: Any) -> set[str]:
-    return {name for name, p in inspect.signature(fn).parameters.items()
-            if name != "self" and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)}
+    return {
+        name
+        for name, p in inspect.signature(fn).parameters.items()
+        if name != "self" and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)
+    }

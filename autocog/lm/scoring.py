@@ -72,7 +72,7 @@ class CheckedRequest:
 # --- 1. checks ------------------------------------------------------------------------------------------
 
 
-def check_request(lm: "LM", request: ScoreRequest, render: bool = True) -> CheckedRequest:
+def check_request(lm: LM, request: ScoreRequest, render: bool = True) -> CheckedRequest:
     """The checks of one request (no model call). ``render``: turn chat messages into a str with
     ``lm.apply_chat_template`` (token backends); else messages are passed on as they are."""
     if not isinstance(request, ScoreRequest):
@@ -93,8 +93,12 @@ def check_request(lm: "LM", request: ScoreRequest, render: bool = True) -> Check
     return CheckedRequest(prompt, choices, normalization, end or None, prior)
 
 
-def check_requests(lm: "LM", requests: Sequence[ScoreRequest], render: bool = True,
-                   build: Optional[Callable[[CheckedRequest], Any]] = None) -> tuple[list[CheckedRequest], list[Any]]:
+def check_requests(
+    lm: LM,
+    requests: Sequence[ScoreRequest],
+    render: bool = True,
+    build: Optional[Callable[[CheckedRequest], Any]] = None,
+) -> tuple[list[CheckedRequest], list[Any]]:
     """`check_request` on every request, then ``build`` (e.g. tokens and trie, which check more) on each; an
     error in a batch of several names the request's index and keeps its type."""
     checked, built = [], []
@@ -121,8 +125,9 @@ def _renamed(error: Exception, message: str) -> Exception:
 # --- 2 + 3. the tree path: evaluate, normalize ------------------------------------------------------------
 
 
-def score_trees(lm: Any, requests: Sequence[ScoreRequest], evaluate: Optional[Evaluator] = None,
-                strategy: str = "tree") -> list[ChoiceResult]:
+def score_trees(
+    lm: Any, requests: Sequence[ScoreRequest], evaluate: Optional[Evaluator] = None, strategy: str = "tree"
+) -> list[ChoiceResult]:
     """The scoring of a `ChoiceLM` (its ``score_batch``): check every request and build its trie
     (``lm.build_tree``), evaluate all the tries with ONE call of ``evaluate`` (default
     ``lm.evaluate_trees``), then normalize and apply the priors. ``evaluate`` may be another order of
@@ -136,13 +141,23 @@ def score_trees(lm: Any, requests: Sequence[ScoreRequest], evaluate: Optional[Ev
     results = []
     for k, (c, (_, tree), lp) in enumerate(zip(checked, jobs, logprobs)):
         tree.set_logprobs(lp)
-        results.append(finish(c, tree.choice_logprobs(), unconditional.get(k), tree=tree, strategy=strategy,
-                              info=dict(info), greedy=tree.greedy_choices()))
+        results.append(
+            finish(
+                c,
+                tree.choice_logprobs(),
+                unconditional.get(k),
+                tree=tree,
+                strategy=strategy,
+                info=dict(info),
+                greedy=tree.greedy_choices(),
+            )
+        )
     return results
 
 
-def _unconditional(lm: Any, checked: list[CheckedRequest], jobs: list[TreeJob], evaluate: Evaluator
-                   ) -> dict[int, list[list[float]]]:
+def _unconditional(
+    lm: Any, checked: list[CheckedRequest], jobs: list[TreeJob], evaluate: Evaluator
+) -> dict[int, list[list[float]]]:
     """``pmi``: the choices' log-probs after ``lm.unconditional_tokens()``, once per set of choice tokens (one
     ``evaluate`` call for the sets this batch adds), cached on the model (a bounded LRU)."""
     wanted = [k for k, c in enumerate(checked) if c.normalization == "pmi"]
@@ -150,8 +165,10 @@ def _unconditional(lm: Any, checked: list[CheckedRequest], jobs: list[TreeJob], 
         return {}
     cache: OrderedDict = lm.__dict__.setdefault("_unconditional_cache", OrderedDict())
     context = list(lm.unconditional_tokens())
-    keys = {k: (tuple(context), tuple(tuple(jobs[k][1].nodes[n].token for n in path) for path in jobs[k][1].paths))
-            for k in wanted}
+    keys = {
+        k: (tuple(context), tuple(tuple(jobs[k][1].nodes[n].token for n in path) for path in jobs[k][1].paths))
+        for k in wanted
+    }
     missing: dict[tuple, int] = {}
     for k in wanted:
         if keys[k] not in cache and keys[k] not in missing:
@@ -181,19 +198,35 @@ def shared_prefix(jobs: Sequence[TreeJob]) -> int:
     return max(shared, 0)
 
 
-def finish(request: CheckedRequest, token_logprobs: list[list[float]], unconditional: Optional[list[list[float]]] = None,
-           **fields: Any) -> ChoiceResult:
+def finish(
+    request: CheckedRequest,
+    token_logprobs: list[list[float]],
+    unconditional: Optional[list[list[float]]] = None,
+    **fields: Any,
+) -> ChoiceResult:
     """The `ChoiceResult` of a checked request from its per-token log-probs: normalization, then the prior."""
     scores = normalize_scores(token_logprobs, request.choices, request.normalization, unconditional)
-    return ChoiceResult(list(request.choices), token_logprobs, scores, request.normalization,
-                        unconditional_logprobs=unconditional, prior=request.prior, **fields)
+    return ChoiceResult(
+        list(request.choices),
+        token_logprobs,
+        scores,
+        request.normalization,
+        unconditional_logprobs=unconditional,
+        prior=request.prior,
+        **fields,
+    )
 
 
 # --- the stream -----------------------------------------------------------------------------------------
 
 
-def score(lm: "LM", requests: Iterable[ScoreRequest], batch_size: int = DEFAULT_BATCH_SIZE,
-          progress: Optional[bool] = None, total: Optional[int] = None) -> Iterator[ChoiceResult]:
+def score(
+    lm: LM,
+    requests: Iterable[ScoreRequest],
+    batch_size: int = DEFAULT_BATCH_SIZE,
+    progress: Optional[bool] = None,
+    total: Optional[int] = None,
+) -> Iterator[ChoiceResult]:
     """Yield one `ChoiceResult` per request, in order, scoring ``batch_size`` requests per ``lm.score_batch``
     call (which bounds memory). ``progress``: a tqdm bar on stderr (None: shown for 50+ requests on a
     terminal; ``total`` is its length when ``requests`` has no ``len``)."""
@@ -216,7 +249,7 @@ def score(lm: "LM", requests: Iterable[ScoreRequest], batch_size: int = DEFAULT_
             bar.close()
 
 
-def _score_batch(lm: "LM", batch: list[ScoreRequest], bar) -> list[ChoiceResult]:
+def _score_batch(lm: LM, batch: list[ScoreRequest], bar) -> list[ChoiceResult]:
     priors = [None if r.prior is None else check_prior(r.prior, len(check_choices(r.choices))) for r in batch]
     results = lm.score_batch(batch)
     if len(results) != len(batch):

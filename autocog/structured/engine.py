@@ -25,10 +25,25 @@ import numpy as np
 
 from autocog.errors import AutoCogError, BackendNotInstalledError
 
-__all__ = ["Grammar", "GrammarError", "UnsupportedSchemaError", "IncompleteOutputError", "GrammarConstraint",
-           "regex", "lark", "gbnf", "json_schema", "choice", "followed_by", "check", "matches", "is_empty", "repair",
-           "JSON_OPTIONS",
-           "JSON_CLOSERS"]
+__all__ = [
+    "JSON_CLOSERS",
+    "JSON_OPTIONS",
+    "Grammar",
+    "GrammarConstraint",
+    "GrammarError",
+    "IncompleteOutputError",
+    "UnsupportedSchemaError",
+    "check",
+    "choice",
+    "followed_by",
+    "gbnf",
+    "is_empty",
+    "json_schema",
+    "lark",
+    "matches",
+    "regex",
+    "repair",
+]
 
 # Compact JSON with a space after "," and ":" (what models write and what keeps a random model's output short).
 JSON_OPTIONS = {"whitespace_flexible": False, "item_separator": ", ", "key_separator": ": "}
@@ -57,8 +72,9 @@ def llguidance():
     try:
         import llguidance as llg
     except ImportError as error:  # pragma: no cover - the extra is part of `all`
-        raise BackendNotInstalledError("structured output needs llguidance: pip install 'autocog[structured]'") \
-            from error
+        raise BackendNotInstalledError(
+            "structured output needs llguidance: pip install 'autocog[structured]'"
+        ) from error
     return llg
 
 
@@ -188,8 +204,7 @@ class GrammarConstraint:
     '42'
     """
 
-    def __init__(self, grammar: Grammar, vocab: Any, finish_after: Optional[int] = None,
-                 closers: Sequence[str] = ()):
+    def __init__(self, grammar: Grammar, vocab: Any, finish_after: Optional[int] = None, closers: Sequence[str] = ()):
         llg = llguidance()
         self.grammar, self.vocab, self.finish_after = grammar, vocab, finish_after
         self.matcher = llg.LLMatcher(vocab.tokenizer, grammar.text, log_level=0)
@@ -219,8 +234,9 @@ class GrammarConstraint:
 
     def advance(self, token: int) -> None:
         if not self.matcher.consume_token(int(token)):
-            raise GrammarError(f"{self.grammar.description}: token {token} is not allowed here: "
-                               f"{self.matcher.get_error()}")
+            raise GrammarError(
+                f"{self.grammar.description}: token {token} is not allowed here: {self.matcher.get_error()}"
+            )
         self.tokens.append(int(token))
 
     def done(self) -> bool:
@@ -236,7 +252,7 @@ class GrammarConstraint:
         """Forget the last ``n`` tokens (e.g. to retry a branch)."""
         if n > len(self.tokens) or not self.matcher.rollback(int(n)):
             raise GrammarError(f"cannot roll back {n} of {len(self.tokens)} tokens")
-        del self.tokens[len(self.tokens) - n:]
+        del self.tokens[len(self.tokens) - n :]
 
 
 class _Bytes:

@@ -29,7 +29,7 @@ from autocog.structured.engine import (
     regex,
 )
 
-__all__ = ["JSON_STRING_CHAR", "JSON_SAFE_CHAR", "string_content", "number", "matches"]
+__all__ = ["JSON_SAFE_CHAR", "JSON_STRING_CHAR", "matches", "number", "string_content"]
 
 JSON_STRING_CHAR = r'(?:[^"\\\x00-\x1f]|\\["\\/bfnrt]|\\u[0-9a-fA-F]{4})'
 JSON_SAFE_CHAR = r'[^"\\\x00-\x1f]'
@@ -52,20 +52,34 @@ def string_content(min_length: int = 0, max_length: Optional[int] = None, patter
     safe = _repeat(JSON_SAFE_CHAR, min_length, max_length)
     grammar = lark("start: CONTENT\nCONTENT: /" + body.replace("/", "\\/") + "/ & /" + safe + "/")
     if is_empty(grammar):
-        raise UnsupportedSchemaError(f"no text without JSON escapes ('\"', '\\\\', control characters) matches "
-                                     f"the pattern {pattern!r} within the length bounds")
+        raise UnsupportedSchemaError(
+            f"no text without JSON escapes ('\"', '\\\\', control characters) matches "
+            f"the pattern {pattern!r} within the length bounds"
+        )
     return Grammar("pattern", pattern, grammar.text)
 
 
-def number(kind: type = float, ge: Optional[float] = None, gt: Optional[float] = None, le: Optional[float] = None,
-           lt: Optional[float] = None, multiple_of: Optional[float] = None, nullable: bool = False) -> Grammar:
+def number(
+    kind: type = float,
+    ge: Optional[float] = None,
+    gt: Optional[float] = None,
+    le: Optional[float] = None,
+    lt: Optional[float] = None,
+    multiple_of: Optional[float] = None,
+    nullable: bool = False,
+) -> Grammar:
     """A JSON integer (``kind=int``) or number within the bounds (see the module docstring)."""
     schema: dict = {"type": "integer" if kind is int else "number"}
     if kind is not int:
         ge = -FLOAT_LIMIT if ge is None and gt is None else ge
         le = FLOAT_LIMIT if le is None and lt is None else le
-    for key, value in (("minimum", ge), ("exclusiveMinimum", gt), ("maximum", le), ("exclusiveMaximum", lt),
-                       ("multipleOf", multiple_of)):
+    for key, value in (
+        ("minimum", ge),
+        ("exclusiveMinimum", gt),
+        ("maximum", le),
+        ("exclusiveMaximum", lt),
+        ("multipleOf", multiple_of),
+    ):
         if value is not None:
             schema[key] = value
     if nullable:
@@ -74,4 +88,3 @@ def number(kind: type = float, ge: Optional[float] = None, gt: Optional[float] =
     if is_empty(grammar):
         raise UnsupportedSchemaError(f"no number satisfies {json.dumps(schema)}")
     return grammar
-

@@ -34,7 +34,7 @@ from autocog.structured.engine import GrammarConstraint, IncompleteOutputError
 from autocog.structured.types import Output, as_output
 from autocog.structured.vocab import vocabulary
 
-__all__ = ["generate", "run", "Generation", "render_prompt"]
+__all__ = ["Generation", "generate", "render_prompt", "run"]
 
 DEFAULT_MAX_TOKENS = 512
 
@@ -71,9 +71,19 @@ def render_prompt(lm: Any, prompt: Union[str, Sequence[dict], None], inputs: dic
     return prompt
 
 
-def run(lm: Any, output_type: Any, prompt: Union[str, Sequence[dict], None] = None, *,
-        max_tokens: int = DEFAULT_MAX_TOKENS, temperature: float = 0.0, top_p: float = 1.0, top_k: int = 0,
-        seed: Optional[int] = None, close_after: Optional[int] = None, **inputs: Any) -> Generation:
+def run(
+    lm: Any,
+    output_type: Any,
+    prompt: Union[str, Sequence[dict], None] = None,
+    *,
+    max_tokens: int = DEFAULT_MAX_TOKENS,
+    temperature: float = 0.0,
+    top_p: float = 1.0,
+    top_k: int = 0,
+    seed: Optional[int] = None,
+    close_after: Optional[int] = None,
+    **inputs: Any,
+) -> Generation:
     """`generate`, with the text, tokens and log-probs (a `Generation`)."""
     output = as_output(output_type)
     if isinstance(max_tokens, bool) or not isinstance(max_tokens, int) or max_tokens < 1:
@@ -84,23 +94,29 @@ def run(lm: Any, output_type: Any, prompt: Union[str, Sequence[dict], None] = No
         return Generation(output.choices[index], output.choices[index], output)
     if not isinstance(lm, GreedyLM):
         if not hasattr(lm, "server"):
-            raise TypeError(f"{type(lm).__name__} can neither mask tokens (a GreedyLM) nor pass a constraint to a "
-                            "server (OpenAI): structured output needs one of them")
+            raise TypeError(
+                f"{type(lm).__name__} can neither mask tokens (a GreedyLM) nor pass a constraint to a "
+                "server (OpenAI): structured output needs one of them"
+            )
         from autocog.structured.server import generate_on_server
 
-        text = generate_on_server(lm, output, text_prompt, max_tokens=max_tokens, temperature=temperature,
-                                  top_p=top_p, seed=seed)
+        text = generate_on_server(
+            lm, output, text_prompt, max_tokens=max_tokens, temperature=temperature, top_p=top_p, seed=seed
+        )
         return Generation(output.parse(text), text, output)
     tokens = lm.prompt_tokens(text_prompt)
     close_after = max_tokens // 2 if close_after is None else int(close_after)
-    constraint = GrammarConstraint(output.grammar, vocabulary(lm), finish_after=close_after,
-                                   closers=output.closers)
+    constraint = GrammarConstraint(output.grammar, vocabulary(lm), finish_after=close_after, closers=output.closers)
     logprobs: list = []
-    text = lm.generate(tokens, [], max_tokens, temperature, top_p, top_k, seed, constraint=constraint,
-                       token_logprobs=logprobs)
+    text = lm.generate(
+        tokens, [], max_tokens, temperature, top_p, top_k, seed, constraint=constraint, token_logprobs=logprobs
+    )
     if not constraint.accepting():
-        raise IncompleteOutputError(f"generation stopped after {len(constraint.tokens)} tokens before the "
-                                    f"{output.kind} output was complete: raise max_tokens (now {max_tokens})", text)
+        raise IncompleteOutputError(
+            f"generation stopped after {len(constraint.tokens)} tokens before the "
+            f"{output.kind} output was complete: raise max_tokens (now {max_tokens})",
+            text,
+        )
     return Generation(output.parse(text), text, output, list(constraint.tokens), logprobs)
 
 

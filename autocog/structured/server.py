@@ -26,7 +26,7 @@ from typing import Any, Optional
 from autocog.errors import MalformedResponseError, StrategyUnavailableError
 from autocog.structured.types import Output
 
-__all__ = ["generate_on_server", "ServerConstraintError", "server_request"]
+__all__ = ["ServerConstraintError", "generate_on_server", "server_request"]
 
 NATIVE = {
     "llama.cpp": ("json", "gbnf", "choice"),
@@ -55,7 +55,7 @@ def _plain_classes(pattern: str) -> str:
         c = pattern[i]
         if c == "\\" and i + 1 < len(pattern):
             rep = _CLASSES.get(pattern[i + 1])
-            out.append((rep if in_class else f"[{rep}]") if rep else pattern[i:i + 2])
+            out.append((rep if in_class else f"[{rep}]") if rep else pattern[i : i + 2])
             i += 2
             continue
         in_class = (c == "[") if not in_class else (c != "]")
@@ -66,8 +66,10 @@ def _plain_classes(pattern: str) -> str:
 
 def _patterns_spelled_out(schema: Any) -> Any:
     if isinstance(schema, dict):
-        return {k: (_plain_classes(v) if k == "pattern" and isinstance(v, str) else _patterns_spelled_out(v))
-                for k, v in schema.items()}
+        return {
+            k: (_plain_classes(v) if k == "pattern" and isinstance(v, str) else _patterns_spelled_out(v))
+            for k, v in schema.items()
+        }
     if isinstance(schema, list):
         return [_patterns_spelled_out(v) for v in schema]
     return schema
@@ -80,15 +82,18 @@ def _schema_to_gbnf(schema: dict) -> str:
     try:
         from llama_cpp.llama_grammar import json_schema_to_gbnf
     except ImportError:
-        raise ServerConstraintError("a JSON schema on a llama.cpp server's completions endpoint needs "
-                                    "llama-cpp-python's json_schema_to_gbnf: pip install 'autocog[llama]', or "
-                                    "use the chat endpoint (OpenAI(..., chat=True))") from None
+        raise ServerConstraintError(
+            "a JSON schema on a llama.cpp server's completions endpoint needs "
+            "llama-cpp-python's json_schema_to_gbnf: pip install 'autocog[llama]', or "
+            "use the chat endpoint (OpenAI(..., chat=True))"
+        ) from None
     try:
         text = json_schema_to_gbnf(json.dumps(_patterns_spelled_out(schema)))
         gbnf(text)
     except (GrammarError, ValueError, KeyError, NotImplementedError) as error:
-        raise ServerConstraintError(f"llama-cpp-python cannot convert this JSON schema to a GBNF grammar the "
-                                    f"server parses: {error}") from None
+        raise ServerConstraintError(
+            f"llama-cpp-python cannot convert this JSON schema to a GBNF grammar the server parses: {error}"
+        ) from None
     return text
 
 
@@ -96,15 +101,29 @@ def server_request(server: str, chat: bool, output: Output) -> tuple[str, dict]:
     """The endpoint (``"completions"`` or ``"chat"``) and the request fields that carry the constraint."""
     if output.kind not in NATIVE.get(server, ()):
         takes = ", ".join(NATIVE.get(server, ())) or "no constrained output"
-        raise ServerConstraintError(f"the {server} server has no native {output.kind} constraint (it takes: "
-                                    f"{takes}); use a local backend (TfLM, LLaMa) for this output type")
+        raise ServerConstraintError(
+            f"the {server} server has no native {output.kind} constraint (it takes: "
+            f"{takes}); use a local backend (TfLM, LLaMa) for this output type"
+        )
     if server == "openai":
         name = getattr(output.source, "__name__", "output")
-        return "chat", {"response_format": {"type": "json_schema", "json_schema": {
-            "name": "".join(c if c.isalnum() or c in "_-" else "_" for c in name)[:64], "schema": output.schema}}}
+        return "chat", {
+            "response_format": {
+                "type": "json_schema",
+                "json_schema": {
+                    "name": "".join(c if c.isalnum() or c in "_-" else "_" for c in name)[:64],
+                    "schema": output.schema,
+                },
+            }
+        }
     if server == "vllm":
-        spec = {"json": output.schema, "regex": output.grammar.source, "lark": output.grammar.source,
-                "gbnf": output.grammar.source, "choice": output.choices}[output.kind]
+        spec = {
+            "json": output.schema,
+            "regex": output.grammar.source,
+            "lark": output.grammar.source,
+            "gbnf": output.grammar.source,
+            "choice": output.choices,
+        }[output.kind]
         key = {"lark": "grammar", "gbnf": "grammar"}.get(output.kind, output.kind)
         return ("chat" if chat else "completions"), {"structured_outputs": {key: spec}}
     # llama.cpp
@@ -119,22 +138,35 @@ def server_request(server: str, chat: bool, output: Output) -> tuple[str, dict]:
     return ("chat" if chat else "completions"), {"grammar": grammar}
 
 
-def generate_on_server(lm: Any, output: Output, prompt: str, max_tokens: int, temperature: float = 0.0,
-                       top_p: float = 1.0, seed: Optional[int] = None) -> str:
+def generate_on_server(
+    lm: Any,
+    output: Output,
+    prompt: str,
+    max_tokens: int,
+    temperature: float = 0.0,
+    top_p: float = 1.0,
+    seed: Optional[int] = None,
+) -> str:
     """The reply's text for ``prompt`` under the output's constraint, on the `OpenAI` backend ``lm``."""
     server = lm.server
     chat = bool(getattr(lm, "chat", False))
     endpoint, fields = server_request(server, chat, output)
-    body: dict = {"model": lm.model, "max_tokens": int(max_tokens), "temperature": float(temperature),
-                  "top_p": float(top_p), **fields}
+    body: dict = {
+        "model": lm.model,
+        "max_tokens": int(max_tokens),
+        "temperature": float(temperature),
+        "top_p": float(top_p),
+        **fields,
+    }
     if seed is not None:
         body["seed"] = int(seed)
-    if server == "llama.cpp":   # llama_cpp.server's default sampler settings, reset to the plain ones
+    if server == "llama.cpp":  # llama_cpp.server's default sampler settings, reset to the plain ones
         body.update(repeat_penalty=1.0, min_p=0.0, top_k=0)
     if endpoint == "chat":
         system = getattr(lm, "system", None)
         body["messages"] = ([{"role": "system", "content": system}] if system else []) + [
-            {"role": "user", "content": prompt}]
+            {"role": "user", "content": prompt}
+        ]
         data = lm.post_json("/chat/completions", body)
         text = _first(data).get("message", {}).get("content")
     else:

@@ -27,7 +27,7 @@ from autocog.errors import AutoCogError
 from autocog.structured import engine
 from autocog.structured.engine import JSON_CLOSERS, Grammar, GrammarError
 
-__all__ = ["Regex", "Lark", "GBNF", "Output", "as_output", "OutputValidationError"]
+__all__ = ["GBNF", "Lark", "Output", "OutputValidationError", "Regex", "as_output"]
 
 
 class OutputValidationError(AutoCogError, ValueError):
@@ -97,9 +97,11 @@ def _validator(parse: Callable[[str], Any], what: str) -> Callable[[str], Any]:
     def run(text: str) -> Any:
         try:
             return parse(text)
-        except (ValueError, TypeError) as error:   # pydantic's ValidationError and JSONDecodeError are ValueErrors
-            raise OutputValidationError(f"the reply is not a valid {what}: {error}\nreply: {text[:300]!r}",
-                                        text) from None
+        except (ValueError, TypeError) as error:  # pydantic's ValidationError and JSONDecodeError are ValueErrors
+            raise OutputValidationError(
+                f"the reply is not a valid {what}: {error}\nreply: {text[:300]!r}", text
+            ) from None
+
     return run
 
 
@@ -118,8 +120,14 @@ def _json_schema_output(schema: dict) -> Output:
             raise ValueError(error.message) from None
         return value
 
-    return Output("json", grammar, _validator(parse, "instance of the JSON schema"), schema=schema, source=schema,
-                  closers=JSON_CLOSERS)
+    return Output(
+        "json",
+        grammar,
+        _validator(parse, "instance of the JSON schema"),
+        schema=schema,
+        source=schema,
+        closers=JSON_CLOSERS,
+    )
 
 
 def _type_output(output_type: Any) -> Output:
@@ -137,8 +145,7 @@ def _type_output(output_type: Any) -> Output:
         raise GrammarError(f"{output_type!r} has no JSON schema: {error}") from None
     schema = _closed(schema)
     grammar = engine.json_schema(schema)
-    return Output("json", grammar, _validator(parse, name), schema=schema, source=output_type,
-                  closers=JSON_CLOSERS)
+    return Output("json", grammar, _validator(parse, name), schema=schema, source=output_type, closers=JSON_CLOSERS)
 
 
 def _text_output(kind: str, grammar: Grammar, source: Any) -> Output:
@@ -169,7 +176,8 @@ def as_output(output_type: Any) -> Output:
     if isinstance(output_type, dict):
         return _json_schema_output(copy.deepcopy(output_type))
     if isinstance(output_type, str):
-        raise TypeError("a str output type is ambiguous: pass autocog.Regex(...), autocog.Lark(...), "
-                        "autocog.GBNF(...) or a list of choices")
+        raise TypeError(
+            "a str output type is ambiguous: pass autocog.Regex(...), autocog.Lark(...), "
+            "autocog.GBNF(...) or a list of choices"
+        )
     return _type_output(output_type)
-

@@ -24,7 +24,7 @@ from typing import Any, Optional, Union
 
 from autocog.structured.engine import llguidance
 
-__all__ = ["Vocabulary", "vocabulary", "token_bytes"]
+__all__ = ["Vocabulary", "token_bytes", "vocabulary"]
 
 
 @dataclass
@@ -42,7 +42,7 @@ class Vocabulary:
         return ids[0] if len(ids) == 1 else None
 
 
-_CACHE: "weakref.WeakKeyDictionary[Any, Vocabulary]" = weakref.WeakKeyDictionary()
+_CACHE: weakref.WeakKeyDictionary[Any, Vocabulary] = weakref.WeakKeyDictionary()
 
 
 def vocabulary(lm: Any) -> Vocabulary:
@@ -64,7 +64,7 @@ def _build(lm: Any) -> Vocabulary:
         try:
             tokenizer = from_tokenizer(lm.tokenizer, n_vocab=size, eos_token=eos or None)
             return Vocabulary(tokenizer, size, eos)
-        except ValueError:   # a slow (Python) tokenizer: the generic path below
+        except ValueError:  # a slow (Python) tokenizer: the generic path below
             pass
     elif kind == "LLaMa" and hasattr(lm, "model"):
         import llama_cpp
@@ -72,7 +72,7 @@ def _build(lm: Any) -> Vocabulary:
 
         vocab = llama_cpp.llama_model_get_vocab(lm.model.model)
         size = int(llama_cpp.llama_vocab_n_tokens(vocab))
-        with warnings.catch_warnings():   # llguidance reads token attributes through a deprecated alias
+        with warnings.catch_warnings():  # llguidance reads token attributes through a deprecated alias
             warnings.simplefilter("ignore", DeprecationWarning)
             tokenizer = lltokenizer_from_vocab(vocab, eos_token=eos or None)
         return Vocabulary(tokenizer, size, eos)
@@ -108,7 +108,7 @@ def _generic(lm: Any, eos: list[int]) -> Vocabulary:
     if size is None:
         size = len(lm.greedy([lm.bos_token_id if lm.bos_token_id is not None else 0]))
     tokens = token_bytes(lm, int(size))
-    for t in eos:   # EOS reads as no text: give it a name so the engine sees it as a special token
+    for t in eos:  # EOS reads as no text: give it a name so the engine sees it as a special token
         if t < len(tokens):
             tokens[t] = b"\xff<eos>"
     wrapper = llg.TokenizerWrapper(_LMTokenizer(lm, tokens, eos))

@@ -23,20 +23,40 @@ import time
 
 import numpy as np
 import pytest
-
-from autocog.eval.batch import predict_proba
-from autocog.lm import ContextLengthError, InvalidChoicesError, InvalidPromptError, ScoreRequest, score
-from autocog.errors import AutoCogError
-from autocog.core.checks import split_boundary
 from hostile import check_cases, hostile_cases
 
-WORDS = "the quick brown fox jumps over lazy dog capital France Paris Berlin answer yes no 1 10 100 step".split()
+from autocog.core.checks import split_boundary
+from autocog.errors import AutoCogError
+from autocog.eval.batch import predict_proba
+from autocog.lm import ContextLengthError, InvalidChoicesError, InvalidPromptError, ScoreRequest, score
+
+WORDS = [
+    "the",
+    "quick",
+    "brown",
+    "fox",
+    "jumps",
+    "over",
+    "lazy",
+    "dog",
+    "capital",
+    "France",
+    "Paris",
+    "Berlin",
+    "answer",
+    "yes",
+    "no",
+    "1",
+    "10",
+    "100",
+    "step",
+]
 
 STRUCTURED_CHOICE_SETS = [
-    ["1", "10", "100"],                                                  # each a prefix of the next
-    [" a", " b", " c", " d"],                                            # single tokens
-    [" the quick", " the quick brown fox", " the lazy dog", " the"],     # shared prefixes
-    [" Yes", "Yes", " yes"],                                             # a leading space matters
+    ["1", "10", "100"],  # each a prefix of the next
+    [" a", " b", " c", " d"],  # single tokens
+    [" the quick", " the quick brown fox", " the lazy dog", " the"],  # shared prefixes
+    [" Yes", "Yes", " yes"],  # a leading space matters
 ]
 
 LONG_PROMPT = "the quick brown fox " * 800
@@ -92,8 +112,8 @@ def assert_logprobs_close(actual, expected, atol: float) -> None:
 class ScoringContract:
     """The contract; see the module docstring."""
 
-    atol = 1e-4         # scores against the brute-force reference
-    batch_atol = 1e-5   # a batch against the same prompts one by one (packed passes round differently)
+    atol = 1e-4  # scores against the brute-force reference
+    batch_atol = 1e-5  # a batch against the same prompts one by one (packed passes round differently)
 
     @pytest.fixture(scope="class")
     @classmethod
@@ -148,8 +168,9 @@ class ScoringContract:
 
     @pytest.mark.parametrize("choices", STRUCTURED_CHOICE_SETS)
     def test_structured_choice_sets_match_brute_force(self, lm, reference, choices):
-        assert_logprobs_close(lm.choice_logprobs("The answer is", choices), reference("The answer is", choices),
-                              self.atol)
+        assert_logprobs_close(
+            lm.choice_logprobs("The answer is", choices), reference("The answer is", choices), self.atol
+        )
 
     @pytest.mark.parametrize("n_choices", [1, 2, 5, 16, 64])
     def test_random_choice_sets_match_brute_force(self, lm, reference, n_choices):
@@ -188,8 +209,9 @@ class ScoringContract:
         rng = random.Random(len(normalization))
         prompts = make_prompts(5, seed=2, header="Let's think step by step.\n") + make_prompts(4, seed=3)
         prompts += ["Count: 1", "Count: 1 10", "C"]
-        choice_lists = [STRUCTURED_CHOICE_SETS[i % 4] if i % 3 else random_choices(rng, 1 + i % 7)
-                        for i in range(len(prompts))]
+        choice_lists = [
+            STRUCTURED_CHOICE_SETS[i % 4] if i % 3 else random_choices(rng, 1 + i % 7) for i in range(len(prompts))
+        ]
         requests = [ScoreRequest(p, c, normalization) for p, c in zip(prompts, choice_lists)]
         batched = list(score(lm, requests, batch_size=5))
         single = [lm.choice_distribution(p, c, normalization=normalization) for p, c in zip(prompts, choice_lists)]
@@ -233,8 +255,10 @@ class ScoringContract:
         for text in split_boundary(prompt, choices)[1]:
             tokens = lm.tokenize(text)
             expected.append(all(int(np.argmax(lm.greedy(ids + tokens[:k]))) == t for k, t in enumerate(tokens)))
-        for result in (lm.choice_distribution(prompt, choices),
-                       list(score(lm, [ScoreRequest("x", [" a", " b"]), ScoreRequest(prompt, choices)]))[1]):
+        for result in (
+            lm.choice_distribution(prompt, choices),
+            list(score(lm, [ScoreRequest("x", [" a", " b"]), ScoreRequest(prompt, choices)]))[1],
+        ):
             assert result.greedy == expected
         assert any(expected), "the model's own greedy continuation must be flagged greedy"
 
@@ -288,9 +312,14 @@ class ScoringContract:
     hostile_seconds = 120.0
 
     def test_hostile_input_scores_like_the_reference_or_refuses_typed(self, lm, reference):
-        tally = check_cases(lambda p, c: lm.choice_logprobs(p, c), reference,
-                            hostile_cases(seed=15, count=self.hostile_count), tolerance=self.atol,
-                            typed=(AutoCogError,), deadline=time.monotonic() + self.hostile_seconds)
+        tally = check_cases(
+            lambda p, c: lm.choice_logprobs(p, c),
+            reference,
+            hostile_cases(seed=15, count=self.hostile_count),
+            tolerance=self.atol,
+            typed=(AutoCogError,),
+            deadline=time.monotonic() + self.hostile_seconds,
+        )
         assert tally.total >= self.hostile_count // 2, f"only {tally.total} cases in {self.hostile_seconds} s"
         if self.hostile_refusable:  # a backend that cannot represent some text says so, typed
             assert all(any(r in reason for r in self.hostile_refusable) for reason in tally.reasons), tally.reasons

@@ -6,10 +6,11 @@ import pytest
 
 llama_cpp = pytest.importorskip("llama_cpp")
 
-from autocog.lm import LLaMa, ScoreRequest, score  # noqa: E402
-from autocog.gguf.models import tiny_llama_gguf
-from contract import ScoringContract, assert_logprobs_close, make_prompts, random_choices  # noqa: E402
+from contract import ScoringContract, assert_logprobs_close, make_prompts, random_choices
 from references import EXACT, brute_force_llama
+
+from autocog.gguf.models import tiny_llama_gguf
+from autocog.lm import LLaMa, ScoreRequest, score
 
 
 @pytest.fixture(scope="module")
@@ -70,7 +71,7 @@ def test_batches_are_chunked_by_sequences_and_batch_size(tiny_tf):
     calls = counting_decodes(lm)
     batched = list(score(lm, [ScoreRequest(p, c) for p, c in zip(prompts, choice_lists)], batch_size=12))
     del lm.cache.decode
-    assert max(calls) <= 32 and len(calls) > 3    # groups of at most 64 tokens, decodes of at most 32
+    assert max(calls) <= 32 and len(calls) > 3  # groups of at most 64 tokens, decodes of at most 32
     for prompt, choices, result in zip(prompts, choice_lists, batched):
         assert_logprobs_close(result.token_logprobs, lm.choice_logprobs(prompt, choices), 1e-5)
         assert_logprobs_close(result.token_logprobs, tiny_tf.choice_logprobs(prompt, choices), 1e-3)
@@ -108,7 +109,7 @@ def test_other_sequences_cells_change_nothing():
     removed = decode_parts(cache, [(b, 1)])[0]
     cache.reset()
     second = decode_parts(cache, [(a, 2), (b, 1)])[1]
-    assert np.abs(alone).max() > 1.0   # logits on the scale where a leaked cell would show
+    assert np.abs(alone).max() > 1.0  # logits on the scale where a leaked cell would show
     for logits in (after, removed, second):
         np.testing.assert_allclose(logits, alone, rtol=0, atol=1e-4)
     lm.close()

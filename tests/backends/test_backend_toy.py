@@ -2,10 +2,10 @@
 
 import numpy as np
 import pytest
-
-from autocog.lm import ScoreRequest
 from contract import ScoringContract
 from toy import ToyLM, brute_force
+
+from autocog.lm import ScoreRequest
 
 
 class TestToyLM(ScoringContract):
@@ -35,5 +35,8 @@ def test_generic_batch_is_one_tree_after_the_other():
     results = lm.score_batch(requests)
     assert lm.calls == sum(1 + len(r.tree.internal_nodes()) for r in results)
     for request, result in zip(requests, results):
-        np.testing.assert_allclose(np.concatenate(result.token_logprobs),
-                                   np.concatenate(brute_force(lm, request.prompt, request.choices)), atol=1e-12)
+        np.testing.assert_allclose(
+            np.concatenate(result.token_logprobs),
+            np.concatenate(brute_force(lm, request.prompt, request.choices)),
+            atol=1e-12,
+        )

@@ -5,11 +5,10 @@ template is a one-line error (tiny model, fast)."""
 import json
 
 import pytest
+from run_cli import autocog, ok, one_line_error
 
 from autocog.cli.app import EXIT_ERROR
 from autocog.eval.evaluate import evaluate
-
-from run_cli import autocog, ok, one_line_error
 
 QUESTION = "What is the capital of France?"
 
@@ -29,8 +28,11 @@ def test_eval_chat_equals_evaluate_chat(smol_tf, tmp_path):
     reference = expected.to_dict(per_item=True)
     for key in ("sum", "mean", "char"):
         got, want = data["results"][key], reference["results"][key]
-        assert (got["accuracy"], got["correct"], got["confusion"]) == (want["accuracy"], want["correct"],
-                                                                      want["confusion"])
+        assert (got["accuracy"], got["correct"], got["confusion"]) == (
+            want["accuracy"],
+            want["correct"],
+            want["confusion"],
+        )
         assert got["ece"] == pytest.approx(want["ece"], abs=2e-5)
     for got, want in zip(data["items"], reference["items"], strict=True):
         # chat mode: the prompt is one user message, the choices lose their delimiter space
@@ -42,8 +44,9 @@ def test_eval_chat_equals_evaluate_chat(smol_tf, tmp_path):
             assert got[f"probs_{key}"] == pytest.approx(want[f"probs_{key}"], abs=2e-5)
     # the template really changes the scores: the plain run ranks other probabilities
     plain = evaluate(smol_tf, limit=8, batch_size=4).to_dict(per_item=True)
-    drift = max(abs(a - b) for p, c in zip(plain["items"], data["items"]) for a, b in zip(p["probs_sum"],
-                                                                                         c["probs_sum"]))
+    drift = max(
+        abs(a - b) for p, c in zip(plain["items"], data["items"]) for a, b in zip(p["probs_sum"], c["probs_sum"])
+    )
     assert drift > 0.01
 
 
@@ -63,5 +66,6 @@ def test_complete_chat_equals_complete_messages(smol_tf):
 
 @pytest.mark.parametrize("command", [["complete", "--chat", "Hi"], ["eval", "--chat", "--limit", "2"]])
 def test_chat_without_a_template_is_one_line_error(tiny_path, command):
-    one_line_error(autocog(*command, "--model", tiny_path, "--threads", "1"), EXIT_ERROR, "ChatTemplateError",
-                   "chat_template")
+    one_line_error(
+        autocog(*command, "--model", tiny_path, "--threads", "1"), EXIT_ERROR, "ChatTemplateError", "chat_template"
+    )

@@ -6,17 +6,47 @@ import numpy as np
 import pytest
 
 import autocog.lm.tf.model as tf_module
-from autocog.eval.batch import Example, apply_prior, choice_distributions, predict, predict_examples, predict_proba, predict_proba_examples
+from autocog.eval.batch import (
+    Example,
+    apply_prior,
+    choice_distributions,
+    predict,
+    predict_examples,
+    predict_proba,
+    predict_proba_examples,
+)
 from autocog.lm import ChoiceLM, InvalidChoicesError, TfLM
 
-WORDS = "the quick brown fox jumps over lazy dog capital France Paris Berlin answer yes no 1 10 100 step".split()
+WORDS = [
+    "the",
+    "quick",
+    "brown",
+    "fox",
+    "jumps",
+    "over",
+    "lazy",
+    "dog",
+    "capital",
+    "France",
+    "Paris",
+    "Berlin",
+    "answer",
+    "yes",
+    "no",
+    "1",
+    "10",
+    "100",
+    "step",
+]
 CHOICES = [" yes", " no", " the quick", " the quick brown", "1", "10"]
 
 
 def make_prompts(n, seed=0, header=""):
     rng = random.Random(seed)
-    return [header + "Question: " + " ".join(rng.choice(WORDS) for _ in range(rng.randint(1, 10))) + "\nAnswer:"
-            for _ in range(n)]
+    return [
+        header + "Question: " + " ".join(rng.choice(WORDS) for _ in range(rng.randint(1, 10))) + "\nAnswer:"
+        for _ in range(n)
+    ]
 
 
 def one_by_one(lm, prompts, choice_lists, normalization="sum"):
@@ -51,7 +81,13 @@ def test_token_logprobs_equal_choice_logprobs(tiny_tf):
 
 def test_ragged_choices_give_a_list_of_arrays(tiny_tf):
     prompts = make_prompts(5, seed=1)
-    choice_lists = [[" yes", " no"], [" 1", " 10", " 100"], [" the", " the quick"], [" A", " B", " C", " D"], [" x", " y"]]
+    choice_lists = [
+        [" yes", " no"],
+        [" 1", " 10", " 100"],
+        [" the", " the quick"],
+        [" A", " B", " C", " D"],
+        [" x", " y"],
+    ]
     probs = predict_proba(tiny_tf, prompts, choice_lists, batch_size=2)
     assert isinstance(probs, list) and [len(p) for p in probs] == [2, 3, 2, 4, 2]
     for p, r in zip(probs, one_by_one(tiny_tf, prompts, choice_lists)):
@@ -69,8 +105,11 @@ def test_single_prompt_and_examples(tiny_tf):
     np.testing.assert_allclose(one, tiny_tf.choice_distribution(prompt, choices).probs, atol=1e-6)
     assert predict(tiny_tf, prompt, choices) == tiny_tf.choose(prompt, choices)
 
-    examples = [Example(prompt, choices), {"prompt": "Yes or no?", "choices": [" Yes", " No"], "prior": [1, 3]},
-                Example("The answer is", [" A", " B", " C"])]
+    examples = [
+        Example(prompt, choices),
+        {"prompt": "Yes or no?", "choices": [" Yes", " No"], "prior": [1, 3]},
+        Example("The answer is", [" A", " B", " C"]),
+    ]
     probs = predict_proba_examples(tiny_tf, examples, batch_size=2)
     assert isinstance(probs, list)
     np.testing.assert_allclose(probs[0], one, atol=1e-5)
@@ -87,7 +126,7 @@ def test_prior_changes_the_prediction_as_the_math_says(tiny_tf):
     for i, p in enumerate(plain):
         lose = int(np.argmin(p))
         prior = np.ones(2)
-        prior[lose] = 4 * p[1 - lose] / p[lose]   # posterior odds lose:win = prior * p_lose / p_win = 4
+        prior[lose] = 4 * p[1 - lose] / p[lose]  # posterior odds lose:win = prior * p_lose / p_win = 4
         post = predict_proba(tiny_tf, prompts[i], choices, prior=prior)
         np.testing.assert_allclose(post[lose], 0.8, atol=1e-6)
         assert predict(tiny_tf, prompts[i], choices, prior=prior) == lose
@@ -189,7 +228,7 @@ def test_other_backends_use_their_own_choice_distribution(tiny_tf, monkeypatch):
     monkeypatch.setattr(TfLM, "packed_pass", lambda lm, jobs: packed.append(len(jobs)))
     prompts = make_prompts(4, seed=8)
     generic_probs = predict_proba(generic, prompts, CHOICES)
-    assert packed == []          # a subclass with its own evaluate_tree is not packed
+    assert packed == []  # a subclass with its own evaluate_tree is not packed
     monkeypatch.undo()
     np.testing.assert_allclose(generic_probs, predict_proba(tiny_tf, prompts, CHOICES), atol=1e-5)
 
@@ -201,17 +240,20 @@ def test_progress_bar(tiny_tf, capsys):
     assert capsys.readouterr().err == ""
 
 
-@pytest.mark.parametrize("prompts, choices, prior, error", [
-    (["a"], [], None, InvalidChoicesError),
-    (["a"], "yes", None, InvalidChoicesError),
-    (["a", "b"], [[" x", " y"]], None, InvalidChoicesError),        # 2 prompts, 1 list
-    (["a"], [" x", [" y"]], None, InvalidChoicesError),             # mixed
-    (["a"], [" x", " x"], None, InvalidChoicesError),               # duplicate
-    (["a"], [" x", " y"], [1.0], ValueError),                       # prior length
-    (["a"], [" x", " y"], [-1.0, 2.0], ValueError),                 # negative weight
-    (["a"], [" x", " y"], [0.0, 0.0], ValueError),                  # all zero
-    ([1], [" x", " y"], None, ValueError),                          # non-str prompt
-])
+@pytest.mark.parametrize(
+    "prompts, choices, prior, error",
+    [
+        (["a"], [], None, InvalidChoicesError),
+        (["a"], "yes", None, InvalidChoicesError),
+        (["a", "b"], [[" x", " y"]], None, InvalidChoicesError),  # 2 prompts, 1 list
+        (["a"], [" x", [" y"]], None, InvalidChoicesError),  # mixed
+        (["a"], [" x", " x"], None, InvalidChoicesError),  # duplicate
+        (["a"], [" x", " y"], [1.0], ValueError),  # prior length
+        (["a"], [" x", " y"], [-1.0, 2.0], ValueError),  # negative weight
+        (["a"], [" x", " y"], [0.0, 0.0], ValueError),  # all zero
+        ([1], [" x", " y"], None, ValueError),  # non-str prompt
+    ],
+)
 def test_bad_inputs(tiny_tf, prompts, choices, prior, error):
     with pytest.raises(error):
         predict_proba(tiny_tf, prompts, choices, prior=prior)
@@ -220,5 +262,3 @@ def test_bad_inputs(tiny_tf, prompts, choices, prior, error):
 def test_bad_batch_size(tiny_tf):
     with pytest.raises(ValueError, match="batch_size"):
         predict_proba(tiny_tf, ["a"], [" x", " y"], batch_size=0)
-
-

@@ -6,7 +6,15 @@ import math
 import numpy as np
 import pytest
 
-from autocog.eval.evaluate import EXAMPLE_DATASET, MCItem, calibration_bins, evaluate, load_items, record_to_item, wilson_interval
+from autocog.eval.evaluate import (
+    EXAMPLE_DATASET,
+    MCItem,
+    calibration_bins,
+    evaluate,
+    load_items,
+    record_to_item,
+    wilson_interval,
+)
 
 
 def by_hand(lm, items, char_length="choice"):
@@ -16,9 +24,11 @@ def by_hand(lm, items, char_length="choice"):
     for item in items:
         logprobs = lm.choice_logprobs(item.prompt, item.choices)
         totals = [math.fsum(lp) for lp in logprobs]
-        scores = {"sum": totals,
-                  "mean": [t / len(lp) for t, lp in zip(totals, logprobs)],
-                  "char": [t / len(c) for t, c in zip(totals, written(item, char_length))]}
+        scores = {
+            "sum": totals,
+            "mean": [t / len(lp) for t, lp in zip(totals, logprobs)],
+            "char": [t / len(c) for t, c in zip(totals, written(item, char_length))],
+        }
         for key, s in scores.items():
             s = np.array(s)
             out[key][0].append(int(np.argmax(s)))
@@ -79,8 +89,9 @@ def test_records_and_iterables(tiny_tf, tmp_path):
     from_file = evaluate(tiny_tf, path, normalizations=["sum", "pmi"])
     from_list = evaluate(tiny_tf, iter(records), normalizations=["sum", "pmi"])  # e.g. a datasets.Dataset
     assert [it.id for it in from_file.items] == ["0", "q2"]
-    assert from_file.items[0] == MCItem("Question: What is the capital of France?\nAnswer:", [" Paris", " Berlin"], 0, "0",
-                                        ["Paris", "Berlin"])
+    assert from_file.items[0] == MCItem(
+        "Question: What is the capital of France?\nAnswer:", [" Paris", " Berlin"], 0, "0", ["Paris", "Berlin"]
+    )
     assert from_file.items[1].raw_choices is None  # a prompt record's choices are scored as written
     for key in ("sum", "pmi"):
         assert list(from_file[key].predictions) == list(from_list[key].predictions)
@@ -90,13 +101,16 @@ def test_records_and_iterables(tiny_tf, tmp_path):
     assert len(evaluate(tiny_tf, records, limit=1).items) == 1
 
 
-@pytest.mark.parametrize("line, message", [
-    ('{"question": "q", "choices": ["a", "b"], "answer": 5}', "out of range"),
-    ('{"question": "q", "choices": ["a", "b"], "answer": "c"}', "not one of the choices"),
-    ('{"question": "q", "choices": [], "answer": 0}', "choices"),
-    ('{"choices": ["a", "b"], "answer": 0}', "question"),
-    ('{"question": "q", "choices": ["a", "b"]', "not valid JSON"),
-])
+@pytest.mark.parametrize(
+    "line, message",
+    [
+        ('{"question": "q", "choices": ["a", "b"], "answer": 5}', "out of range"),
+        ('{"question": "q", "choices": ["a", "b"], "answer": "c"}', "not one of the choices"),
+        ('{"question": "q", "choices": [], "answer": 0}', "choices"),
+        ('{"choices": ["a", "b"], "answer": 0}', "question"),
+        ('{"question": "q", "choices": ["a", "b"]', "not valid JSON"),
+    ],
+)
 def test_bad_records(tmp_path, line, message):
     path = tmp_path / "bad.jsonl"
     path.write_text(line + "\n")
@@ -105,12 +119,19 @@ def test_bad_records(tmp_path, line, message):
 
 
 def test_field_mapping_and_arc_style_choices():
-    hellaswag_like = {"ctx": "A man is sitting on a roof. He", "endings": [" starts pulling up roofing.", " is ripping"],
-                      "label": "0"}
+    hellaswag_like = {
+        "ctx": "A man is sitting on a roof. He",
+        "endings": [" starts pulling up roofing.", " is ripping"],
+        "label": "0",
+    }
     item = record_to_item(hellaswag_like, fields={"prompt": "ctx", "choices": "endings", "answer": "label"})
     assert item.prompt == hellaswag_like["ctx"] and item.choices == hellaswag_like["endings"] and item.answer == 0
-    arc_like = {"question": "Which is a gas?", "choices": {"text": ["ice", "steam", "rock"], "label": ["A", "B", "C"]},
-                "answerKey": "B", "id": "arc-1"}
+    arc_like = {
+        "question": "Which is a gas?",
+        "choices": {"text": ["ice", "steam", "rock"], "label": ["A", "B", "C"]},
+        "answerKey": "B",
+        "id": "arc-1",
+    }
     item = record_to_item(arc_like, fields={"answer": "answerKey"})
     assert item.choices == [" ice", " steam", " rock"] and item.answer == 1 and item.id == "arc-1"
     assert len(load_items([arc_like] * 3, fields={"answer": "answerKey"})) == 3
@@ -134,8 +155,10 @@ def test_char_divides_like_lm_evals_acc_norm(tiny_tf):
 
 
 def test_evaluate_takes_fields_like_the_cli(tiny_tf, tmp_path):
-    records = [{"ctx": "Question: What is 2 + 2?\nAnswer:", "endings": [" 4", " 5"], "label": 0},
-               {"ctx": "Question: What do bees make?\nAnswer:", "endings": [" honey", " milk"], "label": "1"}]
+    records = [
+        {"ctx": "Question: What is 2 + 2?\nAnswer:", "endings": [" 4", " 5"], "label": 0},
+        {"ctx": "Question: What do bees make?\nAnswer:", "endings": [" honey", " milk"], "label": "1"},
+    ]
     path = tmp_path / "renamed.jsonl"
     path.write_text("".join(json.dumps(r) + "\n" for r in records))
     report = evaluate(tiny_tf, path, fields={"prompt": "ctx", "choices": "endings", "answer": "label"})

@@ -19,17 +19,17 @@ pytest.importorskip("lm_eval", reason="the lm-eval extra is not installed")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 
-import lm_eval  # noqa: E402
-from lm_eval.api.instance import Instance  # noqa: E402
-from lm_eval.api.registry import get_model  # noqa: E402
-from lm_eval.tasks import TaskManager  # noqa: E402
-from lm_eval.utils import get_rolling_token_windows, make_disjoint_window  # noqa: E402
+import lm_eval
+from lm_eval.api.instance import Instance
+from lm_eval.api.registry import get_model
+from lm_eval.tasks import TaskManager
+from lm_eval.utils import get_rolling_token_windows, make_disjoint_window
 
-from autocog.eval.evaluate import EXAMPLE_DATASET, evaluate
-from autocog.lm import load  # noqa: E402
 from autocog.core.types import ScoreRequest
-from autocog.lm.scoring import score
+from autocog.eval.evaluate import EXAMPLE_DATASET, evaluate
 from autocog.eval.lm_eval import AutocogLM, parse_model_args
+from autocog.lm import load
+from autocog.lm.scoring import score
 
 ROOT = Path(__file__).resolve().parents[2]
 TASK = "autocog_easy_mc"
@@ -58,13 +58,20 @@ def write_task(folder: Path, n: int = 32, name: str = TASK) -> Path:
         "    higher_is_better: true\n"
         "  - metric: acc_norm\n"
         "    aggregation: mean\n"
-        "    higher_is_better: true\n")
+        "    higher_is_better: true\n"
+    )
     return folder
 
 
 def run_task(folder: Path, model, model_args=None, **kwargs):
-    results = lm_eval.simple_evaluate(model=model, model_args=model_args, tasks=[TASK], log_samples=True,
-                                      task_manager=TaskManager(include_path=str(folder)), **kwargs)
+    results = lm_eval.simple_evaluate(
+        model=model,
+        model_args=model_args,
+        tasks=[TASK],
+        log_samples=True,
+        task_manager=TaskManager(include_path=str(folder)),
+        **kwargs,
+    )
     samples = sorted(results["samples"][TASK], key=lambda s: s["doc_id"])
     answers = [[tuple(r[0]) for r in s["resps"]] for s in samples]
     metrics = dict(results["results"][TASK], per_doc={k: [s[k] for s in samples] for k in ("acc", "acc_norm")})
@@ -117,31 +124,39 @@ def test_registered_beside_lm_evals_own_models():
 
 
 def test_parse_model_args():
-    assert parse_model_args("backend=llama,model=/m.gguf,n_ctx=512,verbose=False") == \
-        {"backend": "llama", "model": "/m.gguf", "n_ctx": 512, "verbose": False}
+    assert parse_model_args("backend=llama,model=/m.gguf,n_ctx=512,verbose=False") == {
+        "backend": "llama",
+        "model": "/m.gguf",
+        "n_ctx": 512,
+        "verbose": False,
+    }
     assert parse_model_args("") == {}
     for bad in ("backend=tf,model", "model=", "=x", "n_ctx=1,n_ctx=2"):
         with pytest.raises(ValueError, match="model_args"):
             parse_model_args(bad)
 
 
-@pytest.mark.parametrize("args, error, words", [
-    ("backend=gpt", ValueError, "unknown backend 'gpt'"),
-    ("backend=tf,model={tiny},colour=red", TypeError, "'colour'"),
-    ("backend=tf,model={tiny},batch_size=0", ValueError, "batch_size"),
-    ("backend=tf,model={tiny},max_gen_toks=-3", ValueError, "max_gen_toks"),
-    ("backend=tf,model={tiny},pretrained={tiny}", ValueError, "not both"),
-    ("backend=tf,model=/no/such/dir", Exception, "/no/such/dir"),
-    ("backend=llama,model={tiny},colour=red", TypeError, "colour"),
-])
+@pytest.mark.parametrize(
+    "args, error, words",
+    [
+        ("backend=gpt", ValueError, "unknown backend 'gpt'"),
+        ("backend=tf,model={tiny},colour=red", TypeError, "'colour'"),
+        ("backend=tf,model={tiny},batch_size=0", ValueError, "batch_size"),
+        ("backend=tf,model={tiny},max_gen_toks=-3", ValueError, "max_gen_toks"),
+        ("backend=tf,model={tiny},pretrained={tiny}", ValueError, "not both"),
+        ("backend=tf,model=/no/such/dir", Exception, "/no/such/dir"),
+        ("backend=llama,model={tiny},colour=red", TypeError, "colour"),
+    ],
+)
 def test_bad_model_args_are_clear_errors(args, error, words, tiny_path):
     with pytest.raises(error, match=words.replace("(", r"\(")):
         AutocogLM.create_from_arg_string(args.format(tiny=tiny_path))
 
 
 def test_lm_eval_settings_reach_the_adapter(tiny_path):
-    lm = AutocogLM.create_from_arg_string(f"pretrained={tiny_path},max_length=64",
-                                          {"batch_size": "auto", "device": "cpu", "max_batch_size": None})
+    lm = AutocogLM.create_from_arg_string(
+        f"pretrained={tiny_path},max_length=64", {"batch_size": "auto", "device": "cpu", "max_batch_size": None}
+    )
     assert lm.batch_size == 16 and lm.max_length == 64 and lm.lm.n_ctx == 1024
 
 
@@ -152,7 +167,7 @@ def toy_reference(lm, context, continuation):
     """(log P, is_greedy) by brute force: the context's trailing whitespace moves into the continuation."""
     stripped = context.rstrip()
     ids = lm.tokenize(stripped, bos=True) if stripped else [lm.bos_token_id]
-    toks = lm.tokenize(context[len(stripped):] + continuation)
+    toks = lm.tokenize(context[len(stripped) :] + continuation)
     rows = [lm.greedy_impl(ids + toks[:k]) for k in range(len(toks))]
     return math.fsum(float(r[t]) for r, t in zip(rows, toks)), all(int(np.argmax(r)) == t for r, t in zip(rows, toks))
 
@@ -171,10 +186,16 @@ def test_loglikelihood_exact_on_the_toy_model():
         greedy = []
         for _ in range(3):
             greedy.append(int(np.argmax(lm.greedy_impl(ids + greedy))))
-        moved = context[len(stripped):]
+        moved = context[len(stripped) :]
         decoded = lm.detokenize(greedy)
-        conts = {decoded[len(moved):] if decoded.startswith(moved) and len(decoded) > len(moved) else decoded,
-                 decoded[:1], " blue", "x", " 42", "no"}
+        conts = {
+            decoded[len(moved) :] if decoded.startswith(moved) and len(decoded) > len(moved) else decoded,
+            decoded[:1],
+            " blue",
+            "x",
+            " 42",
+            "no",
+        }
         reqs += [(context, c) for c in sorted(conts) if c]
     answers = adapter.loglikelihood(instances("loglikelihood", reqs), disable_tqdm=True)
     expected = [toy_reference(lm, c, x) for c, x in reqs]
@@ -191,7 +212,8 @@ def test_rolling_exact_on_the_toy_model():
     toks = lm.tokenize(text)
     for max_length in (7, 32, 1000):
         total = AutocogLM(lm=lm, max_length=max_length).loglikelihood_rolling(
-            instances("loglikelihood_rolling", [(text,)]), True)[0]
+            instances("loglikelihood_rolling", [(text,)]), True
+        )[0]
         # brute force over lm-eval's own windows (each token predicted once, the context as the window gives it)
         expected = 0.0
         for context, predicted in map(make_disjoint_window, get_rolling_token_windows(toks, BOS, max_length, 1)):
@@ -248,12 +270,14 @@ def test_task_matches_hf_on_tiny(task_dir, tiny_adapter, tiny_hf):
 
 
 def test_loglikelihood_edge_cases_match_hf(tiny_adapter, tiny_hf):
-    reqs = [("Question: What is 2 + 2?\nAnswer: ", "4"),      # trailing space moves into the continuation
-            ("Question: What is 2 + 2?\nAnswer:", " 4"),
-            ("Question: What is 2 + 2?\nAnswer:", " 4"),      # a duplicate request
-            ("Question: What is 2 + 2?\nAnswer:", "4"),       # no space: a different continuation
-            ("", "The quick brown fox"),                      # empty context: conditioned on BOS
-            ("Yes or no?", " Yes. No. Maybe.")]
+    reqs = [
+        ("Question: What is 2 + 2?\nAnswer: ", "4"),  # trailing space moves into the continuation
+        ("Question: What is 2 + 2?\nAnswer:", " 4"),
+        ("Question: What is 2 + 2?\nAnswer:", " 4"),  # a duplicate request
+        ("Question: What is 2 + 2?\nAnswer:", "4"),  # no space: a different continuation
+        ("", "The quick brown fox"),  # empty context: conditioned on BOS
+        ("Yes or no?", " Yes. No. Maybe."),
+    ]
     ours = tiny_adapter.loglikelihood(instances("loglikelihood", reqs), disable_tqdm=True)
     theirs = tiny_hf.loglikelihood(instances("loglikelihood", reqs), disable_tqdm=True)
     np.testing.assert_allclose([o[0] for o in ours], [t[0] for t in theirs], atol=1e-4, rtol=0)
@@ -272,11 +296,13 @@ def test_is_greedy_is_exact(tiny_adapter, tiny_tf):
     conts = [tiny_tf.detokenize(greedy[:n]) for n in (1, 2, 4)]
     runner_up = [int(np.argsort(tiny_tf.greedy(tokens + greedy[:k]))[-2]) for k in (0, 1)]
     wrong = [tiny_tf.detokenize([runner_up[0]]), tiny_tf.detokenize(greedy[:1] + [runner_up[1]])]
-    for text, expected in zip(conts + wrong, [greedy[:1], greedy[:2], greedy, [runner_up[0]],
-                                              greedy[:1] + [runner_up[1]]]):
+    for text, expected in zip(
+        conts + wrong, [greedy[:1], greedy[:2], greedy, [runner_up[0]], greedy[:1] + [runner_up[1]]]
+    ):
         assert tiny_tf.tokenize(text) == expected  # the texts stand for exactly these tokens
-    answers = tiny_adapter.loglikelihood(instances("loglikelihood", [(context, c) for c in conts + wrong]),
-                                         disable_tqdm=True)
+    answers = tiny_adapter.loglikelihood(
+        instances("loglikelihood", [(context, c) for c in conts + wrong]), disable_tqdm=True
+    )
     assert [a[1] for a in answers] == [True, True, True, False, False]
     # each alone (no sibling to compare with) gives the same flags
     alone = [tiny_adapter.loglikelihood(instances("loglikelihood", [(context, c)]), True)[0] for c in conts + wrong]
@@ -286,13 +312,17 @@ def test_is_greedy_is_exact(tiny_adapter, tiny_tf):
 
 def test_rolling_matches_hf_with_windows(tiny_path, tiny_tf):
     """Windows of 16 tokens over texts of 1 to ~60 tokens; lm-eval's hf without the BOS its tokenizer would add."""
-    texts = ["The quick brown fox jumps over the lazy dog. 1 10 100 1000",
-             "Yes",
-             "Let's think step by step: first, second, third, then the result. " * 3]
-    ours = AutocogLM(lm=tiny_tf, max_length=16).loglikelihood_rolling(instances("loglikelihood_rolling",
-                                                                                [(t,) for t in texts]), True)
-    hf = get_model("hf")(pretrained=str(tiny_path), dtype="float32", device="cpu", max_length=16,
-                         add_bos_token=False, batch_size=4)
+    texts = [
+        "The quick brown fox jumps over the lazy dog. 1 10 100 1000",
+        "Yes",
+        "Let's think step by step: first, second, third, then the result. " * 3,
+    ]
+    ours = AutocogLM(lm=tiny_tf, max_length=16).loglikelihood_rolling(
+        instances("loglikelihood_rolling", [(t,) for t in texts]), True
+    )
+    hf = get_model("hf")(
+        pretrained=str(tiny_path), dtype="float32", device="cpu", max_length=16, add_bos_token=False, batch_size=4
+    )
     theirs = hf.loglikelihood_rolling(instances("loglikelihood_rolling", [(t,) for t in texts]), True)
     assert len(tiny_tf.tokenize(texts[2])) > 3 * 16
     np.testing.assert_allclose(ours, theirs, atol=1e-4, rtol=0)
@@ -303,14 +333,19 @@ def test_rolling_matches_hf_with_windows(tiny_path, tiny_tf):
 
 
 def test_generate_until_matches_hf(tiny_adapter, tiny_hf):
-    reqs = [("Question: What is the capital of France?\nAnswer:", {"until": ["\n"], "max_gen_toks": 12}),
-            ("The quick brown", {"until": [".", "Answer"], "max_gen_toks": 20, "do_sample": False}),
-            ("1 10", {"until": "zzz", "max_gen_toks": 5, "temperature": 0.0})]
+    reqs = [
+        ("Question: What is the capital of France?\nAnswer:", {"until": ["\n"], "max_gen_toks": 12}),
+        ("The quick brown", {"until": [".", "Answer"], "max_gen_toks": 20, "do_sample": False}),
+        ("1 10", {"until": "zzz", "max_gen_toks": 5, "temperature": 0.0}),
+    ]
     ours = tiny_adapter.generate_until(instances("generate_until", reqs), disable_tqdm=True)
     theirs = tiny_hf.generate_until(instances("generate_until", reqs), disable_tqdm=True)
     assert ours == theirs and any(ours)
-    assert not any(stop in text for text, (_, kw) in zip(ours, reqs) for stop in
-                   ([kw["until"]] if isinstance(kw["until"], str) else kw["until"]))
+    assert not any(
+        stop in text
+        for text, (_, kw) in zip(ours, reqs)
+        for stop in ([kw["until"]] if isinstance(kw["until"], str) else kw["until"])
+    )
 
 
 def test_llama_backend_through_the_adapter(tiny_adapter):
@@ -326,9 +361,10 @@ def test_llama_backend_through_the_adapter(tiny_adapter):
     np.testing.assert_allclose([o[0] for o in ours], [r[0] for r in ref], atol=1e-3, rtol=0)
     assert [o[1] for o in ours] == [r[1] for r in ref]
     text = "The quick brown fox jumps over the lazy dog. 1 10 100 1000"
-    rolling = [AutocogLM(lm=m.lm, max_length=8).loglikelihood_rolling(instances("loglikelihood_rolling",
-                                                                                [(text,)]), True)[0]
-               for m in (llama, tiny_adapter)]
+    rolling = [
+        AutocogLM(lm=m.lm, max_length=8).loglikelihood_rolling(instances("loglikelihood_rolling", [(text,)]), True)[0]
+        for m in (llama, tiny_adapter)
+    ]
     assert abs(rolling[0] - rolling[1]) < 1e-3
 
 
@@ -337,11 +373,33 @@ def test_llama_backend_through_the_adapter(tiny_adapter):
 
 def test_cli_lm_eval_end_to_end(task_dir, tiny_path, tmp_path):
     out = tmp_path / "results.json"
-    proc = subprocess.run([sys.executable, "-m", "autocog", "lm-eval", "--tasks", TASK, "--include-path",
-                           str(task_dir), "--model", str(tiny_path), "--threads", "1", "--limit", "5",
-                           "--model-args", "dtype=float32", "--output", str(out)],
-                          capture_output=True, text=True, timeout=600, cwd=ROOT,
-                          env={**os.environ, "PYTHONPATH": str(ROOT)})
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "autocog",
+            "lm-eval",
+            "--tasks",
+            TASK,
+            "--include-path",
+            str(task_dir),
+            "--model",
+            str(tiny_path),
+            "--threads",
+            "1",
+            "--limit",
+            "5",
+            "--model-args",
+            "dtype=float32",
+            "--output",
+            str(out),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        cwd=ROOT,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert TASK in proc.stdout and "acc_norm" in proc.stdout
     data = json.loads(out.read_text())
@@ -357,17 +415,22 @@ def test_cli_lm_eval_help(capsys):
         main(["lm-eval", "--help"])
     out = capsys.readouterr().out
     assert exit.value.code == 0 and out.startswith("usage: autocog lm-eval")
-    assert all(option in out for option in ("--tasks", "--include-path", "--model-args", "--limit", "--output",
-                                             "--backend", "--model"))
+    assert all(
+        option in out
+        for option in ("--tasks", "--include-path", "--model-args", "--limit", "--output", "--backend", "--model")
+    )
     assert "lm-eval" in build_parser().format_help()
 
 
-@pytest.mark.parametrize("argv, words", [
-    (["--tasks", "no_such_task_xyz"], ["unknown task", "no_such_task_xyz"]),
-    (["--tasks", TASK, "--model-args", "dtype"], ["model_args", "KEY=VALUE"]),
-    (["--tasks", TASK, "--model-args", "model=/x"], ["repeats", "model"]),
-    (["--tasks", TASK, "--include-path", "/no/such/dir"], ["--include-path", "/no/such/dir"]),
-])
+@pytest.mark.parametrize(
+    "argv, words",
+    [
+        (["--tasks", "no_such_task_xyz"], ["unknown task", "no_such_task_xyz"]),
+        (["--tasks", TASK, "--model-args", "dtype"], ["model_args", "KEY=VALUE"]),
+        (["--tasks", TASK, "--model-args", "model=/x"], ["repeats", "model"]),
+        (["--tasks", TASK, "--include-path", "/no/such/dir"], ["--include-path", "/no/such/dir"]),
+    ],
+)
 def test_cli_lm_eval_usage_errors(argv, words, task_dir, tiny_path, capsys):
     from autocog.cli.app import EXIT_USAGE, main
 

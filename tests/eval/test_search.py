@@ -3,8 +3,8 @@
 import numpy as np
 import pytest
 
-from autocog.lm import LM
 from autocog.eval.search import ParameterGrid, ParameterSampler, load_pairs, search, token_f1
+from autocog.lm import LM
 
 
 class ScriptedLM(LM):
@@ -87,8 +87,14 @@ def test_losses_custom_metrics_and_base_settings():
     lm = ScriptedLM()
     data = [{"prompt": "Count:", "reference": "one two three four"}]
     # a loss: distance in words from the reference; lower is better
-    result = search(lm, data, lambda p, r: abs(len(p.split()) - len(r.split())), greater_is_better=False,
-                    grid={"max_tokens": [2, 4, 6]}, base={"temperature": 0.0, "stop": None})
+    result = search(
+        lm,
+        data,
+        lambda p, r: abs(len(p.split()) - len(r.split())),
+        greater_is_better=False,
+        grid={"max_tokens": [2, 4, 6]},
+        base={"temperature": 0.0, "stop": None},
+    )
     assert result.best_params == {"max_tokens": 4} and result.best_score == 0
     assert result.metric == "<lambda>"
     assert token_f1("one two", "one two three four") == pytest.approx(2 * 1 * 0.5 / 1.5)
@@ -99,7 +105,9 @@ def test_random_search_is_reproducible():
     data = [(f"Q{i}", "one two") for i in range(3)]
     a = search(ScriptedLM(), data, "f1", distributions=space, n_iter=6, seed=11)
     b = search(ScriptedLM(), data, "f1", distributions=space, n_iter=6, seed=11)
-    assert [(r.params, r.scores, r.predictions) for r in a.rows] == [(r.params, r.scores, r.predictions) for r in b.rows]
+    assert [(r.params, r.scores, r.predictions) for r in a.rows] == [
+        (r.params, r.scores, r.predictions) for r in b.rows
+    ]
     assert a.info["mode"] == "random" and a.info["n_settings"] == 6
 
 
@@ -120,8 +128,14 @@ def test_bad_search_arguments(tmp_path):
 
 def test_search_on_the_tiny_model_must_pick_the_right_length(tiny_tf):
     """References are the greedy 3-token completions: only max_tokens=3 at temperature 0 matches them all."""
-    prompts = ["Question: What is the capital of France?\nAnswer:", "The quick brown fox", "Yes or no?",
-               "name: Alice, phone:", "Let's think step by step:", "1 10 100"]
+    prompts = [
+        "Question: What is the capital of France?\nAnswer:",
+        "The quick brown fox",
+        "Yes or no?",
+        "name: Alice, phone:",
+        "Let's think step by step:",
+        "1 10 100",
+    ]
     data = []
     for prompt in prompts:
         outs = {k: tiny_tf.complete(prompt, stop=None, max_tokens=k) for k in (1, 3, 6)}

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from toy import SpyLM, TextOnlyLM
 
 from autocog.fta import (
     END,
@@ -28,7 +29,6 @@ from autocog.fta import (
     UnknownStepError,
     UnreachableStepError,
 )
-from toy import SpyLM, TextOnlyLM  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[2]
 QUESTION = "What is the capital of France?"
@@ -36,16 +36,18 @@ QUESTION = "What is the capital of France?"
 
 def branch_loop_program():
     """Chain of thought, a branch (the answer routes), and a loop bounded by ``retry.max_visits``."""
-    return Program([
-        Text("Question: {q}\nLet's think step by step:"),
-        Complete("reasoning", stop="\n", max_tokens=10),
-        Text("\nAnswer:", name="ask"),
-        Choose("answer", {" A": "check", " B": "check", " C": END}),
-        Text("\nAre you sure?", name="check"),
-        Choose("sure", {" yes": END, " no": "retry"}),
-        Text(" Because", name="retry", max_visits=2),
-        Complete("why", stop=".", max_tokens=4, next="ask"),
-    ])
+    return Program(
+        [
+            Text("Question: {q}\nLet's think step by step:"),
+            Complete("reasoning", stop="\n", max_tokens=10),
+            Text("\nAnswer:", name="ask"),
+            Choose("answer", {" A": "check", " B": "check", " C": END}),
+            Text("\nAre you sure?", name="check"),
+            Choose("sure", {" yes": END, " no": "retry"}),
+            Text(" Because", name="retry", max_visits=2),
+            Complete("why", stop=".", max_tokens=4, next="ask"),
+        ]
+    )
 
 
 def by_hand(lm, q, width=None):
@@ -101,6 +103,7 @@ def choose_nodes(result):
 
 # --- runs against references ---------------------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("width", [1, 2, None])
 def test_branch_and_loop_match_by_hand(tiny_tf, width):
     prog = branch_loop_program()
@@ -114,7 +117,7 @@ def test_branch_and_loop_match_by_hand(tiny_tf, width):
         assert path.score == pytest.approx(score, abs=1e-4)
     assert result.best.values == expected[0][0]
     assert sum(p.probability for p in result.paths) <= 1 + 1e-6
-    if width is None:   # nothing pruned: the paths' probabilities sum to one
+    if width is None:  # nothing pruned: the paths' probabilities sum to one
         assert sum(p.probability for p in result.paths) == pytest.approx(1.0, abs=1e-6)
     if width == 1:
         assert len(result.paths) == 1
@@ -123,7 +126,7 @@ def test_branch_and_loop_match_by_hand(tiny_tf, width):
 def test_loop_actually_loops_and_is_bounded(tiny_tf):
     result = branch_loop_program().run(tiny_tf, q=QUESTION, width=None)
     retries = [len(p.values.get("why", [])) for p in result.paths]
-    assert max(retries) == 2                       # max_visits=2 on "retry"
+    assert max(retries) == 2  # max_visits=2 on "retry"
     # on a path that used both retries, the last "sure" could only say yes
     for path in result.paths:
         if len(path.values.get("why", [])) == 2 and len(path.values["sure"]) == 3:
@@ -132,8 +135,14 @@ def test_loop_actually_loops_and_is_bounded(tiny_tf):
 
 
 def test_values_and_text_of_a_path(tiny_tf):
-    prog = Program([Text("Question: {q}\nAnswer:"), Choose("answer", [" Paris", " Berlin"]),
-                    Text(" Because {answer} is"), Complete("why", stop=".", max_tokens=5)])
+    prog = Program(
+        [
+            Text("Question: {q}\nAnswer:"),
+            Choose("answer", [" Paris", " Berlin"]),
+            Text(" Because {answer} is"),
+            Complete("why", stop=".", max_tokens=5),
+        ]
+    )
     result = prog.run(tiny_tf, q=QUESTION, width=2)
     for path in result.paths:
         answer = path.values["answer"]
@@ -144,9 +153,16 @@ def test_values_and_text_of_a_path(tiny_tf):
 
 # --- pruning -----------------------------------------------------------------------------------------------
 
+
 def pruning_program():
-    return Program([Text("The answer is"), Choose("first", [" A", " B", " C", " D", " E"]),
-                    Text(". Then"), Choose("second", [" yes", " no", " maybe", " 10"])])
+    return Program(
+        [
+            Text("The answer is"),
+            Choose("first", [" A", " B", " C", " D", " E"]),
+            Text(". Then"),
+            Choose("second", [" yes", " no", " maybe", " 10"]),
+        ]
+    )
 
 
 @pytest.mark.parametrize("width", [1, 2, 3])
@@ -161,10 +177,10 @@ def test_width_keeps_the_most_probable_options(tiny_tf, width):
         assert len(kept) == min(width, len(nodes))
         probs = nodes[0].choice.probs
         best = sorted(range(len(probs)), key=lambda j: -probs[j])[:width]
-        assert sorted(n.option for n in kept) == sorted(best)            # fails if the worst were kept
+        assert sorted(n.option for n in kept) == sorted(best)  # fails if the worst were kept
         assert min(n.prob for n in kept) >= max((n.prob for n in pruned), default=0.0)
     scores = [p.score for p in result.paths]
-    assert scores == sorted(scores, reverse=True)                       # best first
+    assert scores == sorted(scores, reverse=True)  # best first
     assert len(result.paths) == width * width
     # the kept paths are the full run's paths through the kept options, with the same scores
     full_scores = {tuple(p.values.values()): p.score for p in full.paths}
@@ -181,15 +197,21 @@ def test_threshold_keeps_likely_options(tiny_tf, threshold):
     result = pruning_program().run(tiny_tf, width=None, threshold=threshold)
     for nodes in choose_nodes(result):
         best = max(nodes, key=lambda n: n.prob)
-        assert not best.pruned                                          # the best option always stays
+        assert not best.pruned  # the best option always stays
         for n in nodes:
             if n is not best:
                 assert n.pruned == (n.prob < threshold)
 
 
 def test_step_overrides_run_pruning(tiny_tf):
-    prog = Program([Text("The answer is"), Choose("first", [" A", " B", " C"], width=3),
-                    Text(". Then"), Choose("second", [" yes", " no"], width=1)])
+    prog = Program(
+        [
+            Text("The answer is"),
+            Choose("first", [" A", " B", " C"], width=3),
+            Text(". Then"),
+            Choose("second", [" yes", " no"], width=1),
+        ]
+    )
     result = prog.run(tiny_tf, width=2)
     assert len(result.paths) == 3
     assert len({p.values["second"] for p in result.paths if p.values["first"] == " A"}) == 1
@@ -207,23 +229,27 @@ def test_normalization_per_choose(tiny_tf):
 
 # --- token accounting ------------------------------------------------------------------------------------
 
+
 def accounting_program():
-    return Program([
-        Text("Question: {q}\nLet's think step by step:"),
-        Complete("reasoning", stop="\n", max_tokens=24),
-        Text("\nSo the answer is"),
-        Choose("answer", [" Paris", " Berlin", " London", " Madrid"]),
-        Text(". Confidence:"),
-        Choose("confidence", [" high", " low"]),
-        Text("\nExplain:"),
-        Complete("explanation", stop="\n", max_tokens=12),
-    ])
+    return Program(
+        [
+            Text("Question: {q}\nLet's think step by step:"),
+            Complete("reasoning", stop="\n", max_tokens=24),
+            Text("\nSo the answer is"),
+            Choose("answer", [" Paris", " Berlin", " London", " Madrid"]),
+            Text(". Confidence:"),
+            Choose("confidence", [" high", " low"]),
+            Text("\nExplain:"),
+            Complete("explanation", stop="\n", max_tokens=12),
+        ]
+    )
 
 
-@pytest.mark.parametrize("scoring, width", [("prefix", 1), ("prefix", 2), ("prefix", 4),
-                                            ("distribution", 1), ("distribution", 2)])
+@pytest.mark.parametrize(
+    "scoring, width", [("prefix", 1), ("prefix", 2), ("prefix", 4), ("distribution", 1), ("distribution", 2)]
+)
 def test_token_accounting_tiny(tiny_tf, scoring, width):
-    tiny_tf.cache.reset()      # start cold: every token of the tree is new
+    tiny_tf.cache.reset()  # start cold: every token of the tree is new
     result = accounting_program().run(tiny_tf, q=QUESTION, width=width, scoring=scoring)
     stats = result.tokens
     assert stats.evaluated is not None and stats.unique > 0
@@ -233,8 +259,10 @@ def test_token_accounting_tiny(tiny_tf, scoring, width):
     from_scratch = sum(len(tiny_tf.tokenize(p.text, bos=True)) for p in result.paths)
     if width > 1:
         assert stats.evaluated < 0.75 * from_scratch
-    print(f"{scoring} width={width}: evaluated {stats.evaluated}, unique {stats.unique}, ratio {stats.ratio:.3f}, "
-          f"from scratch {from_scratch}")
+    print(
+        f"{scoring} width={width}: evaluated {stats.evaluated}, unique {stats.unique}, ratio {stats.ratio:.3f}, "
+        f"from scratch {from_scratch}"
+    )
 
 
 def test_prefix_scoring_matches_choice_distribution(tiny_tf):
@@ -255,6 +283,7 @@ def test_token_accounting_branch_and_loop(tiny_tf):
 
 # --- other backends --------------------------------------------------------------------------------------
 
+
 def test_text_only_backend_gives_the_same_tree(tiny_tf):
     prog = branch_loop_program()
     local = prog.run(tiny_tf, q=QUESTION, width=2)
@@ -269,8 +298,8 @@ def test_text_only_backend_gives_the_same_tree(tiny_tf):
 @pytest.fixture(scope="module")
 def tiny_llama_lm():
     pytest.importorskip("llama_cpp")
-    from autocog.lm import LLaMa
     from autocog.gguf.models import tiny_llama_gguf
+    from autocog.lm import LLaMa
 
     return LLaMa(**LLaMa.create(model_path=tiny_llama_gguf()))
 
@@ -294,8 +323,8 @@ def test_openai_backend_gives_the_same_tree(tiny_tf):
     pytest.importorskip("openai")
     from llama_server import LlamaServer
 
-    from autocog.lm import OpenAI
     from autocog.gguf.models import tiny_llama_gguf
+    from autocog.lm import OpenAI
 
     server = LlamaServer(tiny_llama_gguf(), n_ctx=1024)
     try:
@@ -308,12 +337,17 @@ def test_openai_backend_gives_the_same_tree(tiny_tf):
         assert remote.tokens.evaluated is None and remote.tokens.calls["complete"] > 0
         # choices agree with the local model (the server drops the random model's broken UTF-8 in completions,
         # so completed text is compared on the same backend only)
-        prog = Program([Text("Question: {q}\nAnswer:", name="ask"), Choose("answer", {" A": "check", " B": "check",
-                                                                                        " C": END}),
-                        Text("\nAre you sure?", name="check"), Choose("sure", {" yes": END, " no": "retry"}),
-                        Text(" Let me think again.", name="retry", max_visits=2, next="ask")])
+        prog = Program(
+            [
+                Text("Question: {q}\nAnswer:", name="ask"),
+                Choose("answer", {" A": "check", " B": "check", " C": END}),
+                Text("\nAre you sure?", name="check"),
+                Choose("sure", {" yes": END, " no": "retry"}),
+                Text(" Let me think again.", name="retry", max_visits=2, next="ask"),
+            ]
+        )
         remote, local = prog.run(lm, q=QUESTION, width=2), prog.run(tiny_tf, q=QUESTION, width=2)
-        scores = {repr(p.values): p.score for p in local.paths}       # near-ties may swap places: compare by path
+        scores = {repr(p.values): p.score for p in local.paths}  # near-ties may swap places: compare by path
         assert sorted(scores) == sorted(repr(p.values) for p in remote.paths)
         for path in remote.paths:
             assert path.score == pytest.approx(scores[repr(path.values)], abs=1e-3, rel=1e-3)
@@ -336,7 +370,7 @@ def test_completion_scores(tiny_tf):
     result = prog.run(tiny_tf, q=QUESTION, completion_scores=True)
     ids = tiny_tf.prompt_tokens(f"Question: {QUESTION}\nAnswer:")
     expected, generated = 0.0, []
-    for _ in range(result.best.node("answer").n_tokens):   # by hand: greedy decoding over lm.greedy
+    for _ in range(result.best.node("answer").n_tokens):  # by hand: greedy decoding over lm.greedy
         logprobs = tiny_tf.greedy(ids + generated)
         token = int(np.argmax(logprobs))
         expected += float(logprobs[token])
@@ -348,16 +382,23 @@ def test_completion_scores(tiny_tf):
 def test_pattern_in_a_program(tiny_tf):
     from autocog import Lark, Regex
 
-    prog = Program([Text("Count: 1 10 100 "), Complete("n", stop=",", max_tokens=6, pattern=r"[0-9]{3}"),
-                    Text(", then"), Complete("word", stop=" ", max_tokens=4, pattern=Regex(r"[a-z]+")),
-                    Text(" and"), Complete("g", stop=None, max_tokens=4, pattern=Lark('start: "x" | "yz"'))])
+    prog = Program(
+        [
+            Text("Count: 1 10 100 "),
+            Complete("n", stop=",", max_tokens=6, pattern=r"[0-9]{3}"),
+            Text(", then"),
+            Complete("word", stop=" ", max_tokens=4, pattern=Regex(r"[a-z]+")),
+            Text(" and"),
+            Complete("g", stop=None, max_tokens=4, pattern=Lark('start: "x" | "yz"')),
+        ]
+    )
     result = prog.run(tiny_tf)
     values = result.best.values
     assert re.fullmatch(r"[0-9]{3}", values["n"]) and re.fullmatch(r"[a-z]+", values["word"]), values
     assert values["g"] in ("x", "yz")
     # keep_stop: the stop string that ended a value stays in the prompt; a grammar without stop ends by itself
     assert result.best.text == f"Count: 1 10 100 {values['n']},, then{values['word']}  and{values['g']}"
-    lm = TextOnlyLM(tiny_tf)          # no masking there: the completion is repaired
+    lm = TextOnlyLM(tiny_tf)  # no masking there: the completion is repaired
     values = prog.run(lm).best.values
     assert re.fullmatch(r"[0-9]{3}", values["n"]) and re.fullmatch(r"[a-z]+", values["word"]), values
     assert values["g"] in ("x", "yz")
@@ -365,33 +406,43 @@ def test_pattern_in_a_program(tiny_tf):
 
 # --- bad programs and bad inputs: typed errors naming the step, before any model call ------------------------
 
-@pytest.mark.parametrize("build, error, step", [
-    (lambda: Program([Text("a", next="nowhere")]), UnknownStepError, "text0"),
-    (lambda: Program([Choose("c", {" x": "gone", " y": END})]), UnknownStepError, "c"),
-    (lambda: Program([Text("a")], entry="start"), UnknownStepError, "start"),
-    (lambda: Program([Text("a"), Text("b")], edges={"ghost": END}), UnknownStepError, "ghost"),
-    (lambda: Program([Text("a", next=END), Text("b", name="orphan")]), UnreachableStepError, "orphan"),
-    (lambda: Program([Text("a", name="think"), Complete("r"), Choose("again", {" yes": "think", " no": END})]),
-     UnboundedLoopError, "think"),
-    (lambda: Program([Choose("c", {" again": "c", " stop": END})]), UnboundedLoopError, "c"),
-    (lambda: Program([Text("a", name="x"), Complete("x")]), DuplicateStepError, "x"),
-    (lambda: Program([Text("Reasoning: {reasoning}"), Complete("reasoning")]), UndefinedValueError, "text0"),
-    (lambda: Program([Choose("c", {" x": "late", " y": None}), Complete("r"),
-                      Text("{r}", name="late")]), UndefinedValueError, "late"),
-    (lambda: Program([Choose("pick", [" a", " a"])]), InvalidStepError, "pick"),
-    (lambda: Program([Choose("pick", [])]), InvalidStepError, "pick"),
-    (lambda: Program([Choose("pick", [" a", ""])]), InvalidStepError, "pick"),
-    (lambda: Program([Choose("pick", [" a"], normalization="softmax")]), InvalidStepError, "pick"),
-    (lambda: Program([Choose("pick", [" a", " b"])], edges={"pick": {" z": END}}), InvalidStepError, "pick"),
-    (lambda: Program([Complete("gen", max_tokens=0)]), InvalidStepError, "gen"),
-    (lambda: Program([Complete("gen", pattern="(ab")]), InvalidStepError, "gen"),
-    (lambda: Program([Complete("gen", pattern="a(?=b)")]), InvalidStepError, "gen"),
-    (lambda: Program([Complete("gen", pattern=3)]), InvalidStepError, "gen"),
-    (lambda: Program([Text("Question: {0}")]), InvalidStepError, "text0"),
-    (lambda: Program([Text("Question: {q")]), InvalidStepError, "text0"),
-    (lambda: Program([Text("a", name=END)]), InvalidStepError, END),
-    (lambda: Program([Text("a", next="a", max_visits=2)]), ProgramError, "text0"),   # END never reached
-])
+
+@pytest.mark.parametrize(
+    "build, error, step",
+    [
+        (lambda: Program([Text("a", next="nowhere")]), UnknownStepError, "text0"),
+        (lambda: Program([Choose("c", {" x": "gone", " y": END})]), UnknownStepError, "c"),
+        (lambda: Program([Text("a")], entry="start"), UnknownStepError, "start"),
+        (lambda: Program([Text("a"), Text("b")], edges={"ghost": END}), UnknownStepError, "ghost"),
+        (lambda: Program([Text("a", next=END), Text("b", name="orphan")]), UnreachableStepError, "orphan"),
+        (
+            lambda: Program([Text("a", name="think"), Complete("r"), Choose("again", {" yes": "think", " no": END})]),
+            UnboundedLoopError,
+            "think",
+        ),
+        (lambda: Program([Choose("c", {" again": "c", " stop": END})]), UnboundedLoopError, "c"),
+        (lambda: Program([Text("a", name="x"), Complete("x")]), DuplicateStepError, "x"),
+        (lambda: Program([Text("Reasoning: {reasoning}"), Complete("reasoning")]), UndefinedValueError, "text0"),
+        (
+            lambda: Program([Choose("c", {" x": "late", " y": None}), Complete("r"), Text("{r}", name="late")]),
+            UndefinedValueError,
+            "late",
+        ),
+        (lambda: Program([Choose("pick", [" a", " a"])]), InvalidStepError, "pick"),
+        (lambda: Program([Choose("pick", [])]), InvalidStepError, "pick"),
+        (lambda: Program([Choose("pick", [" a", ""])]), InvalidStepError, "pick"),
+        (lambda: Program([Choose("pick", [" a"], normalization="softmax")]), InvalidStepError, "pick"),
+        (lambda: Program([Choose("pick", [" a", " b"])], edges={"pick": {" z": END}}), InvalidStepError, "pick"),
+        (lambda: Program([Complete("gen", max_tokens=0)]), InvalidStepError, "gen"),
+        (lambda: Program([Complete("gen", pattern="(ab")]), InvalidStepError, "gen"),
+        (lambda: Program([Complete("gen", pattern="a(?=b)")]), InvalidStepError, "gen"),
+        (lambda: Program([Complete("gen", pattern=3)]), InvalidStepError, "gen"),
+        (lambda: Program([Text("Question: {0}")]), InvalidStepError, "text0"),
+        (lambda: Program([Text("Question: {q")]), InvalidStepError, "text0"),
+        (lambda: Program([Text("a", name=END)]), InvalidStepError, END),
+        (lambda: Program([Text("a", next="a", max_visits=2)]), ProgramError, "text0"),  # END never reached
+    ],
+)
 def test_bad_programs_fail_at_build_time(build, error, step):
     with pytest.raises(error) as info:
         build()
@@ -428,6 +479,7 @@ def test_a_good_program_runs_on_the_spy():
 
 # --- pictures ------------------------------------------------------------------------------------------------
 
+
 def test_pictures(tiny_tf, tmp_path):
     prog = branch_loop_program()
     result = prog.run(tiny_tf, q=QUESTION, width=2)
@@ -456,8 +508,9 @@ EXAMPLES = ["mcq_cot.py", "classifier.py", "extraction.py"]
 @pytest.mark.parametrize("name", EXAMPLES)
 def test_examples_run(name):
     env = {**os.environ, "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", "")}
-    out = subprocess.run([sys.executable, str(ROOT / "examples" / name)], capture_output=True, text=True,
-                         timeout=300, env=env, cwd=ROOT)
+    out = subprocess.run(
+        [sys.executable, str(ROOT / "examples" / name)], capture_output=True, text=True, timeout=300, env=env, cwd=ROOT
+    )
     assert out.returncode == 0, out.stderr[-3000:]
     assert "best" in out.stdout.lower() or "profile" in out.stdout.lower()
 
@@ -467,8 +520,9 @@ def test_notebook_runs(tmp_path):
     nbformat = pytest.importorskip("nbformat")
     nbclient = pytest.importorskip("nbclient")
     notebook = nbformat.read(ROOT / "notebooks" / "programs.ipynb", as_version=4)
-    client = nbclient.NotebookClient(notebook, timeout=600, kernel_name="python3",
-                                     resources={"metadata": {"path": str(ROOT / "notebooks")}})
+    client = nbclient.NotebookClient(
+        notebook, timeout=600, kernel_name="python3", resources={"metadata": {"path": str(ROOT / "notebooks")}}
+    )
     client.execute()
     outputs = [o for cell in notebook.cells if cell.cell_type == "code" for o in cell.get("outputs", [])]
     assert not any(o.get("output_type") == "error" for o in outputs)

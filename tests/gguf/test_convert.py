@@ -15,15 +15,17 @@ import pytest
 gguf = pytest.importorskip("gguf")
 llama_cpp = pytest.importorskip("llama_cpp")
 
-from autocog.gguf.convert import UnsupportedModelError, convert, pre_tokenizer_name, rope_permute
 from autocog.errors import ModelNotFoundError
+from autocog.gguf.convert import UnsupportedModelError, convert, pre_tokenizer_name, rope_permute
 
 # F32 KV cache: llama.cpp then agrees with transformers to ~1e-5 (see test_llama.py).
 EXACT = dict(type_k=llama_cpp.GGML_TYPE_F32, type_v=llama_cpp.GGML_TYPE_F32)
 PROBE = "Héllo wörld! 日本語 🤖 naïve café 12345 3.14159 1000000  two  spaces\n\n\ttab\n   x don't I'M (A)"
-PROMPTS = [("Question: What is the capital of France?\nAnswer:", [" Paris", " Berlin", " The answer is (A)."]),
-           ("The quick brown fox", [" jumps", " 1000", " Yes or no?"]),
-           ("name: Alice, phone:", [" 555-0100", " 94110", " no"])]
+PROMPTS = [
+    ("Question: What is the capital of France?\nAnswer:", [" Paris", " Berlin", " The answer is (A)."]),
+    ("The quick brown fox", [" jumps", " 1000", " Yes or no?"]),
+    ("name: Alice, phone:", [" 555-0100", " 94110", " no"]),
+]
 
 
 def llama(path, **kw):
@@ -57,10 +59,20 @@ def tiny_variant(tmp_path, kind):
     out = tmp_path / kind
     source = tiny_llama()
     # 8 rows more than the tokenizer has (a padded vocabulary, as Qwen2 checkpoints have; Qwen2Tokenizer adds one)
-    common = dict(vocab_size=json.loads((source / "config.json").read_text())["vocab_size"] + 8, hidden_size=64,
-                  intermediate_size=128, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
-                  max_position_embeddings=1024, rms_norm_eps=1e-5, bos_token_id=0, eos_token_id=1,
-                  initializer_range=0.15, tie_word_embeddings=kind == "qwen2")
+    common = dict(
+        vocab_size=json.loads((source / "config.json").read_text())["vocab_size"] + 8,
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=1024,
+        rms_norm_eps=1e-5,
+        bos_token_id=0,
+        eos_token_id=1,
+        initializer_range=0.15,
+        tie_word_embeddings=kind == "qwen2",
+    )
     torch.manual_seed(1)
     if kind == "mistral":
         model = transformers.MistralForCausalLM(transformers.MistralConfig(**common, sliding_window=None))
@@ -103,11 +115,15 @@ def test_tiny_round_trip_is_exact(tiny_f32):
     # the permutation only reorders rows within each head (interleaving the halves)
     head = q.shape[0] // 4
     np.testing.assert_array_equal(stored[1], q[head // 2])
-    np.testing.assert_array_equal(np.asarray(out["blk.0.attn_k.weight"].data),
-                                  rope_permute(hf["model.layers.0.self_attn.k_proj.weight"], 2))
-    for gg, name in [("token_embd.weight", "model.embed_tokens.weight"), ("output.weight", "lm_head.weight"),
-                     ("blk.0.ffn_down.weight", "model.layers.0.mlp.down_proj.weight"),
-                     ("output_norm.weight", "model.norm.weight")]:
+    np.testing.assert_array_equal(
+        np.asarray(out["blk.0.attn_k.weight"].data), rope_permute(hf["model.layers.0.self_attn.k_proj.weight"], 2)
+    )
+    for gg, name in [
+        ("token_embd.weight", "model.embed_tokens.weight"),
+        ("output.weight", "lm_head.weight"),
+        ("blk.0.ffn_down.weight", "model.layers.0.mlp.down_proj.weight"),
+        ("output_norm.weight", "model.norm.weight"),
+    ]:
         np.testing.assert_array_equal(np.asarray(out[gg].data), hf[name])
     assert field(reader, "general.architecture") == "llama"
     assert field(reader, "tokenizer.ggml.pre") == "gpt-2"
@@ -167,21 +183,47 @@ def tiny_spm(tmp_path_factory):
 
     root = tmp_path_factory.mktemp("spm")
     (root / "corpus.txt").write_text("\n".join(TINY_CORPUS * 5))
-    spm.SentencePieceTrainer.train(input=str(root / "corpus.txt"), model_prefix=str(root / "spm"), vocab_size=400,
-                                   model_type="bpe", byte_fallback=True, character_coverage=1.0, unk_id=0, bos_id=1,
-                                   eos_id=2, minloglevel=2)
+    spm.SentencePieceTrainer.train(
+        input=str(root / "corpus.txt"),
+        model_prefix=str(root / "spm"),
+        vocab_size=400,
+        model_type="bpe",
+        byte_fallback=True,
+        character_coverage=1.0,
+        unk_id=0,
+        bos_id=1,
+        eos_id=2,
+        minloglevel=2,
+    )
     dirs = {}
     for kind in ("model", "json"):
         out = dirs[kind] = root / kind
-        config = transformers.LlamaConfig(vocab_size=400, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
-                                          num_attention_heads=4, num_key_value_heads=2, bos_token_id=1, eos_token_id=2,
-                                          initializer_range=0.15, max_position_embeddings=512)
+        config = transformers.LlamaConfig(
+            vocab_size=400,
+            hidden_size=64,
+            intermediate_size=128,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            num_key_value_heads=2,
+            bos_token_id=1,
+            eos_token_id=2,
+            initializer_range=0.15,
+            max_position_embeddings=512,
+        )
         torch.manual_seed(2)
         transformers.LlamaForCausalLM(config).eval().save_pretrained(out)
         shutil.copy(root / "spm.model", out / "tokenizer.model")
-        (out / "tokenizer_config.json").write_text(json.dumps({
-            "tokenizer_class": "LlamaTokenizer", "bos_token": "<s>", "eos_token": "</s>", "unk_token": "<unk>",
-            "add_bos_token": True}))
+        (out / "tokenizer_config.json").write_text(
+            json.dumps(
+                {
+                    "tokenizer_class": "LlamaTokenizer",
+                    "bos_token": "<s>",
+                    "eos_token": "</s>",
+                    "unk_token": "<unk>",
+                    "add_bos_token": True,
+                }
+            )
+        )
         if kind == "json":
             transformers.AutoTokenizer.from_pretrained(out).save_pretrained(out)
             (out / "tokenizer.model").unlink()
@@ -192,8 +234,8 @@ def tiny_spm(tmp_path_factory):
 def test_sentencepiece_tokenizer(tmp_path, tiny_spm, kind):
     import transformers
 
-    from autocog.lm import TfLM
     from autocog.gguf.models import TINY_CORPUS
+    from autocog.lm import TfLM
 
     path = convert(tiny_spm[kind], tmp_path / "spm.gguf", outtype="f32")
     _, reader = tensors(path)
@@ -211,8 +253,11 @@ def test_outtypes(tmp_path, tiny_f32):
     from autocog.gguf.models import tiny_llama
 
     reference = llama(tiny_f32).choice_logprobs(*PROMPTS[0])
-    expected = {"f16": gguf.GGMLQuantizationType.F16, "bf16": gguf.GGMLQuantizationType.BF16,
-                "q8_0": gguf.GGMLQuantizationType.Q8_0}
+    expected = {
+        "f16": gguf.GGMLQuantizationType.F16,
+        "bf16": gguf.GGMLQuantizationType.BF16,
+        "q8_0": gguf.GGMLQuantizationType.Q8_0,
+    }
     drift = {}
     for outtype, qtype in expected.items():
         path = convert(tiny_llama(), tmp_path / f"{outtype}.gguf", outtype=outtype)
@@ -343,8 +388,9 @@ def test_comparison_equals_hand_computation(tmp_path, tiny_f32, tiny_tf):
         assert row.accuracy["mean"]["correct"] == sum(int(np.argmax(s)) == a for s, a in zip(mean_len, answers))
         delta = np.mean([abs(x - y) for a, b in zip(totals[m], totals[0]) for x, y in zip(a, b)])
         assert row.mean_abs_delta_logprob == pytest.approx(delta, abs=1e-12)
-        kl = np.mean([sum(p * math.log(p / q) for p, q in zip(r0.probs, r.probs))
-                      for r0, r in zip(by_hand[0], by_hand[m])])
+        kl = np.mean(
+            [sum(p * math.log(p / q) for p, q in zip(r0.probs, r.probs)) for r0, r in zip(by_hand[0], by_hand[m])]
+        )
         assert row.kl == pytest.approx(max(kl, 0), abs=1e-9)
         assert row.agreement == np.mean([r0.index == r.index for r0, r in zip(by_hand[0], by_hand[m])])
     assert table.rows[0].kl == 0 and table.rows[0].mean_abs_delta_logprob == 0
@@ -373,7 +419,7 @@ def test_perplexity_matches_a_full_forward_pass(tiny_f32, tiny_tf):
     assert result.windows == len(tokens) // 32 and result.tokens_scored == result.windows * 15
     nll = []
     for w in range(result.windows):  # by hand: BOS in front, the second half scored
-        window = [tiny_tf.bos_token_id] + tokens[w * 32 + 1:(w + 1) * 32]
+        window = [tiny_tf.bos_token_id] + tokens[w * 32 + 1 : (w + 1) * 32]
         with torch.no_grad():
             logprobs = torch.log_softmax(tiny_tf.model(torch.tensor([window])).logits[0].double(), -1)
         nll += [-float(logprobs[j, window[j + 1]]) for j in range(16, 31)]
@@ -392,12 +438,18 @@ def small_comparison():
     from autocog.eval.compare import Comparison, ModelRow
 
     def row(label, acc, delta, kl, path):
-        accuracy = {n: {"accuracy": acc, "correct": int(acc * 32), "n": 32, "interval": (acc - 0.1, acc + 0.05)}
-                    for n in ("sum", "mean", "char")}
+        accuracy = {
+            n: {"accuracy": acc, "correct": int(acc * 32), "n": 32, "interval": (acc - 0.1, acc + 0.05)}
+            for n in ("sum", "mean", "char")
+        }
         return ModelRow(label, accuracy, delta, kl, 1.0, 1000, 1.0, 2.0, "llama", path)
 
-    return Comparison([row("f16", 0.875, 0.0, 0.0, "m-f16.gguf"), row("q4", 0.8125, 0.2, 0.01, "m-q4.gguf")],
-                      ["sum", "mean", "char"], "easy_mc.jsonl", 32)
+    return Comparison(
+        [row("f16", 0.875, 0.0, 0.0, "m-f16.gguf"), row("q4", 0.8125, 0.2, 0.01, "m-q4.gguf")],
+        ["sum", "mean", "char"],
+        "easy_mc.jsonl",
+        32,
+    )
 
 
 def test_card_parses_back_and_validates(tmp_path, small_comparison):
@@ -456,16 +508,46 @@ def test_cli_convert_quantize_eval_card(tmp_path, capsys):
     assert main(["convert", src, str(tmp_path / "t-f32.gguf"), "--outtype", "f32"]) == 0
     assert main(["quantize", str(tmp_path / "t-f32.gguf"), str(tmp_path / "t-q8.gguf"), "--type", "Q8_0"]) == 0
     capsys.readouterr()
-    assert main(["eval", "--model", src, "--model", str(tmp_path / "t-f32.gguf"), "--model",
-                 f"llama:{tmp_path / 't-q8.gguf'}", "--limit", "6", "--plot", str(tmp_path / "c.png"),
-                 "--json", str(tmp_path / "c.json")]) == 0
+    assert (
+        main(
+            [
+                "eval",
+                "--model",
+                src,
+                "--model",
+                str(tmp_path / "t-f32.gguf"),
+                "--model",
+                f"llama:{tmp_path / 't-q8.gguf'}",
+                "--limit",
+                "6",
+                "--plot",
+                str(tmp_path / "c.png"),
+                "--json",
+                str(tmp_path / "c.json"),
+            ]
+        )
+        == 0
+    )
     out = capsys.readouterr().out
     assert "t-f32.gguf (llama)" in out and "t-q8.gguf (llama)" in out and "KL" in out
     data = json.loads((tmp_path / "c.json").read_text())
     assert [m["backend"] for m in data["models"]] == ["tf", "llama", "llama"]
     assert data["models"][1]["mean_abs_delta_logprob"] < 1e-3  # F32 KV cache in comparisons
-    assert main(["card", str(tmp_path), "--results", str(tmp_path / "c.json"), "--plot", str(tmp_path / "c.png"),
-                 "--base-model", "autocog/tiny-llama"]) == 0
+    assert (
+        main(
+            [
+                "card",
+                str(tmp_path),
+                "--results",
+                str(tmp_path / "c.json"),
+                "--plot",
+                str(tmp_path / "c.png"),
+                "--base-model",
+                "autocog/tiny-llama",
+            ]
+        )
+        == 0
+    )
     assert (tmp_path / "README.md").read_text().startswith("---\nbase_model: autocog/tiny-llama")
     assert main(["quantize", str(tmp_path / "t-f32.gguf"), str(tmp_path / "x.gguf"), "--type", "Q9"]) == 2
     assert main(["quantize", str(tmp_path / "nope.gguf"), str(tmp_path / "x.gguf")]) == 1
@@ -474,8 +556,23 @@ def test_cli_convert_quantize_eval_card(tmp_path, capsys):
     assert "unknown quantization type 'Q9'" in err and "nope.gguf" in err and "config.json" in err
     text = tmp_path / "text.txt"
     text.write_text(" ".join(__import__("autocog.gguf.models", fromlist=["TINY_CORPUS"]).TINY_CORPUS * 3))
-    assert main(["perplexity", str(text), "--model", src, "--model", str(tmp_path / "t-f32.gguf"), "--ctx", "32",
-                 "--json", "-"]) == 0
+    assert (
+        main(
+            [
+                "perplexity",
+                str(text),
+                "--model",
+                src,
+                "--model",
+                str(tmp_path / "t-f32.gguf"),
+                "--ctx",
+                "32",
+                "--json",
+                "-",
+            ]
+        )
+        == 0
+    )
     rows = json.loads(capsys.readouterr().out)
     assert rows[0]["perplexity"] == pytest.approx(rows[1]["perplexity"], rel=1e-4)
 
@@ -484,13 +581,47 @@ def test_cli_push_without_token_fails_fast(tmp_path, small_comparison):
     (tmp_path / "c.json").write_text(json.dumps(small_comparison.to_dict()))
     env = {**__import__("os").environ, "HF_HUB_OFFLINE": "1", "HF_HOME": str(tmp_path / "home")}
     env.pop("HF_TOKEN", None)
-    out = subprocess.run([sys.executable, "-m", "autocog", "card", str(tmp_path), "--results", str(tmp_path / "c.json"),
-                          "--base-model", "o/b", "--push", "me/repo"], capture_output=True, text=True, env=env,
-                         timeout=120)
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "autocog",
+            "card",
+            str(tmp_path),
+            "--results",
+            str(tmp_path / "c.json"),
+            "--base-model",
+            "o/b",
+            "--push",
+            "me/repo",
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+    )
     assert out.returncode == 1 and "no Hugging Face token" in out.stderr
-    out = subprocess.run([sys.executable, "-m", "autocog", "card", str(tmp_path), "--results", str(tmp_path / "c.json"),
-                          "--base-model", "o/b", "--push", "me/repo", "--token", "hf_x"], capture_output=True,
-                         text=True, env=env, timeout=120)
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "autocog",
+            "card",
+            str(tmp_path),
+            "--results",
+            str(tmp_path / "c.json"),
+            "--base-model",
+            "o/b",
+            "--push",
+            "me/repo",
+            "--token",
+            "hf_x",
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+    )
     assert out.returncode == 1 and "HF_HUB_OFFLINE" in out.stderr
 
 
@@ -533,8 +664,9 @@ def test_smollm2_q8_0_drift_and_q4_k_m(tmp_path, smol_f32):
 
     q8 = quantize(smol_f32, tmp_path / "q8_0.gguf", "Q8_0")
     q4 = quantize(smol_f32, tmp_path / "q4_k_m.gguf", "Q4_K_M")
-    table = compare([llama(smol_f32, n_ctx=1024), llama(q8, n_ctx=1024), llama(q4, n_ctx=1024)],
-                    labels=["f32", "q8_0", "q4_k_m"])
+    table = compare(
+        [llama(smol_f32, n_ctx=1024), llama(q8, n_ctx=1024), llama(q4, n_ctx=1024)], labels=["f32", "q8_0", "q4_k_m"]
+    )
     f32, q8_row, q4_row = table.rows
     assert q8_row.kl < Q8_MAX_KL and q8_row.mean_abs_delta_logprob < Q8_MAX_DELTA
     assert q8_row.agreement >= Q8_MIN_AGREE

@@ -8,14 +8,18 @@ import pytest
 
 from autocog.lm import ChatTemplateError
 
-
 pytestmark = pytest.mark.slow
 
 CONVERSATIONS = {
-    "system+user": [{"role": "system", "content": "You answer in one word."},
-                    {"role": "user", "content": "What is the capital of France?"}],
-    "multi-turn": [{"role": "user", "content": "Hi!"}, {"role": "assistant", "content": "Hello! How can I help?"},
-                   {"role": "user", "content": "What do bees make?"}],
+    "system+user": [
+        {"role": "system", "content": "You answer in one word."},
+        {"role": "user", "content": "What is the capital of France?"},
+    ],
+    "multi-turn": [
+        {"role": "user", "content": "Hi!"},
+        {"role": "assistant", "content": "Hello! How can I help?"},
+        {"role": "user", "content": "What do bees make?"},
+    ],
     "no-system": [{"role": "user", "content": "Is the sky blue? Answer Yes or No."}],
 }
 CHAT_QUESTIONS = [
@@ -26,11 +30,13 @@ CHAT_QUESTIONS = [
     ("Who wrote Romeo and Juliet?", ["Charles Dickens", "William Shakespeare", "Mark Twain"]),
     ("Is the sky blue? Answer Yes or No.", ["Yes", "No"]),
 ]
-PROMPTS = [("The capital of France is", {"stop": ".", "max_tokens": 16}),
-           ("Write three French words with accents: café, thé,", {"stop": "\n", "max_tokens": 16}),
-           ("Once upon a time", {"stop": [" was", "\n"], "max_tokens": 16}),
-           ("Once upon a time", {"stop": "\n", "max_tokens": 16, "temperature": 0.8, "seed": 3}),
-           ("Emoji: 🙂 😀", {"stop": None, "max_tokens": 12, "temperature": 1.0, "seed": 1})]
+PROMPTS = [
+    ("The capital of France is", {"stop": ".", "max_tokens": 16}),
+    ("Write three French words with accents: café, thé,", {"stop": "\n", "max_tokens": 16}),
+    ("Once upon a time", {"stop": [" was", "\n"], "max_tokens": 16}),
+    ("Once upon a time", {"stop": "\n", "max_tokens": 16, "temperature": 0.8, "seed": 3}),
+    ("Emoji: 🙂 😀", {"stop": None, "max_tokens": 12, "temperature": 1.0, "seed": 1}),
+]
 
 
 @pytest.fixture(scope="module")
@@ -50,8 +56,9 @@ def test_template_equals_transformers(smol_tf, smol_llama, name):
     reference = smol_tf.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
     assert smol_tf.apply_chat_template(messages) == reference
     assert smol_llama.apply_chat_template(messages) == reference
-    assert smol_llama.apply_chat_template(messages, add_generation_prompt=False) == \
-        smol_tf.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=False)
+    assert smol_llama.apply_chat_template(
+        messages, add_generation_prompt=False
+    ) == smol_tf.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=False)
     assert smol_tf.prompt_tokens(messages) == smol_llama.prompt_tokens(messages)
 
 
@@ -93,9 +100,24 @@ def test_stream_equals_complete_local(smol_tf, smol_llama):
 
 
 def test_cli_complete_chat_prints_the_reply(smol_llama):
-    out = subprocess.run([sys.executable, "-m", "autocog", "complete", "--backend", "llama", "--system",
-                          "You answer in one word.", "What is the capital of France?", "--max-tokens", "8"],
-                         capture_output=True, text=True, timeout=300)
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "autocog",
+            "complete",
+            "--backend",
+            "llama",
+            "--system",
+            "You answer in one word.",
+            "What is the capital of France?",
+            "--max-tokens",
+            "8",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert out.returncode == 0, out.stderr
     messages = [{"role": "system", "content": "You answer in one word."}, *user("What is the capital of France?")]
     expected = smol_llama.complete(messages, max_tokens=8)
@@ -135,19 +157,26 @@ def test_openai_messages(smol_server, smol_api, smol_llama):
     try:
         assert templated.apply_chat_template(messages) == smol_llama.apply_chat_template(messages)
         expected = smol_llama.choice_distribution(messages, ["Paris", "London", "Berlin"])
-        np.testing.assert_allclose(templated.choice_distribution(messages, ["Paris", "London", "Berlin"]).probs,
-                                   expected.probs, atol=0.02)
+        np.testing.assert_allclose(
+            templated.choice_distribution(messages, ["Paris", "London", "Berlin"]).probs, expected.probs, atol=0.02
+        )
         assert chat.choose(messages, ["Paris", "London", "Berlin"]) == expected.index
         for lm in (templated, chat):
             kwargs = {"stop": ".", "max_tokens": 20}
             assert "".join(lm.stream(messages, **kwargs)) == lm.complete(messages, **kwargs)
-        assert templated.complete(messages, stop=".", max_tokens=20) == smol_llama.complete(messages, stop=".",
-                                                                                             max_tokens=20)
+        assert templated.complete(messages, stop=".", max_tokens=20) == smol_llama.complete(
+            messages, stop=".", max_tokens=20
+        )
         # a program written as turns runs the same on the chat server and locally
         from autocog.fta import Choose, Program, System, User
 
-        prog = Program([System("You answer in one word."), User("What is the capital of {country}?"),
-                        Choose("answer", ["Paris", "London", "Berlin"])])
+        prog = Program(
+            [
+                System("You answer in one word."),
+                User("What is the capital of {country}?"),
+                Choose("answer", ["Paris", "London", "Berlin"]),
+            ]
+        )
         answers = [prog.run(lm, country="France").best.values["answer"] for lm in (chat, templated, smol_llama)]
         assert answers == ["Paris"] * 3
     finally:

@@ -7,7 +7,10 @@ import sys
 
 import numpy as np
 import pytest
+from toy import ToyLM
 
+from autocog.core.checks import split_boundary
+from autocog.core.stops import find_stop
 from autocog.lm import (
     LM,
     ChoiceLM,
@@ -17,9 +20,6 @@ from autocog.lm import (
     TokenChoiceTree,
     TransientError,
 )
-from autocog.core.stops import find_stop
-from autocog.core.checks import split_boundary
-from toy import ToyLM
 
 
 def test_abstract_classes_cannot_be_instantiated():
@@ -75,7 +75,8 @@ def test_tree_dot_and_render(tmp_path):
     assert dot.startswith("digraph") and "' nope'" in dot and "p=" in dot
     assert dot.count("->") == len(result.tree.nodes)
     assert result.tree.render(tmp_path / "t.dot", choices=result.choices).read_text() == result.tree.to_dot(
-        choices=result.choices)
+        choices=result.choices
+    )
     if shutil.which("dot"):
         svg = result.tree.render(tmp_path / "t.svg", choices=result.choices)
         assert svg.read_text().lstrip().startswith(("<?xml", "<svg"))
@@ -86,14 +87,19 @@ def test_normalizations_math():
     prompt, choices = "go:", [" a", " abc", " b"]
     lps = lm.choice_logprobs(prompt, choices)
     sums = np.array([math.fsum(x) for x in lps])
-    np.testing.assert_allclose(lm.choice_distribution(prompt, choices, normalization="mean").scores,
-                               sums / [2, 4, 2])  # character-level tokens: " a" is 2 tokens
-    np.testing.assert_allclose(lm.choice_distribution(prompt, choices, normalization="char").scores,
-                               sums / [len(c) for c in choices])
-    uncond = [[float(lm.greedy_impl([lm.bos_token_id] + lm.tokenize(c)[:k])[t]) for k, t in enumerate(lm.tokenize(c))]
-              for c in choices]
-    np.testing.assert_allclose(lm.choice_distribution(prompt, choices, normalization="pmi").scores,
-                               sums - [math.fsum(u) for u in uncond])
+    np.testing.assert_allclose(
+        lm.choice_distribution(prompt, choices, normalization="mean").scores, sums / [2, 4, 2]
+    )  # character-level tokens: " a" is 2 tokens
+    np.testing.assert_allclose(
+        lm.choice_distribution(prompt, choices, normalization="char").scores, sums / [len(c) for c in choices]
+    )
+    uncond = [
+        [float(lm.greedy_impl([lm.bos_token_id] + lm.tokenize(c)[:k])[t]) for k, t in enumerate(lm.tokenize(c))]
+        for c in choices
+    ]
+    np.testing.assert_allclose(
+        lm.choice_distribution(prompt, choices, normalization="pmi").scores, sums - [math.fsum(u) for u in uncond]
+    )
     assert lm.default_normalization == "sum"
 
 
@@ -173,8 +179,10 @@ def test_complete_contract_on_toy():
 
 
 def test_transformers_missing_names_the_extra():
-    code = ("import sys; sys.modules['transformers'] = None\n"
-            "from autocog.lm import TfLM, BackendNotInstalledError\n"
-            "try:\n    TfLM.create(model_path='x')\nexcept BackendNotInstalledError as e:\n    print(e)\n")
+    code = (
+        "import sys; sys.modules['transformers'] = None\n"
+        "from autocog.lm import TfLM, BackendNotInstalledError\n"
+        "try:\n    TfLM.create(model_path='x')\nexcept BackendNotInstalledError as e:\n    print(e)\n"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert "pip install autocog[transformers]" in out.stdout, out.stderr

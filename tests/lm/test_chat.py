@@ -7,15 +7,17 @@ import warnings
 import numpy as np
 import pytest
 
-from autocog.lm import ChatTemplateError, ChoiceLM, GreedyLM, InvalidPromptError
 from autocog.core.chat import check_messages, render_template
-from autocog.core.stops import safe_length
-from autocog.core.sampling import sample
 from autocog.core.normalization import log_softmax
+from autocog.core.sampling import sample
+from autocog.core.stops import safe_length
+from autocog.lm import ChatTemplateError, ChoiceLM, GreedyLM, InvalidPromptError
 
 # A ChatML-like template that writes BOS itself (as Llama-2/Mistral templates do): BOS must not be doubled.
-TEMPLATE = ("{{ bos_token }}{% for m in messages %}<|{{ m['role'] }}|>\n{{ m['content'] }}\n{% endfor %}"
-            "{% if add_generation_prompt %}<|assistant|>\n{% endif %}")
+TEMPLATE = (
+    "{{ bos_token }}{% for m in messages %}<|{{ m['role'] }}|>\n{{ m['content'] }}\n{% endfor %}"
+    "{% if add_generation_prompt %}<|assistant|>\n{% endif %}"
+)
 CONVERSATION = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "the cat"}]
 BAD_MESSAGES = [
     ([{"content": "hi"}], "no 'role'"),
@@ -36,9 +38,13 @@ def test_bad_messages_are_typed_errors(messages, message):
 
 
 def test_render_template_like_transformers():
-    template = ("{% for m in messages %}{% if m.role == 'tool' %}{{ raise_exception('no tools') }}{% endif %}"
-                "{{ m.content | tojson }}{% generation %}!{% endgeneration %}\n{% endfor %}")
-    assert render_template(template, [{"role": "user", "content": "café"}]) == '"café"!'  # non-ASCII kept; trim_blocks eats the newline
+    template = (
+        "{% for m in messages %}{% if m.role == 'tool' %}{{ raise_exception('no tools') }}{% endif %}"
+        "{{ m.content | tojson }}{% generation %}!{% endgeneration %}\n{% endfor %}"
+    )
+    assert (
+        render_template(template, [{"role": "user", "content": "café"}]) == '"café"!'
+    )  # non-ASCII kept; trim_blocks eats the newline
     with pytest.raises(ChatTemplateError, match="no tools"):
         render_template(template, [{"role": "tool", "content": "x"}])
     year = render_template("{{ strftime_now('%Y') }}", [{"role": "user", "content": ""}])
@@ -47,8 +53,8 @@ def test_render_template_like_transformers():
 
 @pytest.fixture(scope="module")
 def tiny_llama_lm():
-    from autocog.lm import LLaMa
     from autocog.gguf.models import tiny_llama_gguf
+    from autocog.lm import LLaMa
 
     return LLaMa(**LLaMa.create(model_path=tiny_llama_gguf()))
 
@@ -56,8 +62,8 @@ def tiny_llama_lm():
 @pytest.fixture(scope="module")
 def tiny_pair(tiny_path, tiny_llama_lm):
     """The tiny model through TfLM and LLaMa, both with TEMPLATE as their chat template."""
-    from autocog.lm import LLaMa, TfLM
     from autocog.gguf.models import tiny_llama_gguf
+    from autocog.lm import LLaMa, TfLM
 
     tf = TfLM(**TfLM.create(model_path=tiny_path), chat_template=TEMPLATE)
     llama = LLaMa(**LLaMa.create(model_path=tiny_llama_gguf()), chat_template=TEMPLATE)
@@ -67,8 +73,13 @@ def tiny_pair(tiny_path, tiny_llama_lm):
 def test_model_without_template_names_the_fix(tiny_tf, tiny_llama_lm):
     for lm in (tiny_tf, tiny_llama_lm):
         before = lm.tokens_evaluated
-        for call in (lambda: lm.apply_chat_template(CONVERSATION), lambda: lm.choose(CONVERSATION, ["a", "b"]),
-                     lambda: lm.complete(CONVERSATION), lambda: lm.stream(CONVERSATION), lambda: lm.greedy(CONVERSATION)):
+        for call in (
+            lambda: lm.apply_chat_template(CONVERSATION),
+            lambda: lm.choose(CONVERSATION, ["a", "b"]),
+            lambda: lm.complete(CONVERSATION),
+            lambda: lm.stream(CONVERSATION),
+            lambda: lm.greedy(CONVERSATION),
+        ):
             with pytest.raises(ChatTemplateError, match="chat_template="):
                 call()
         assert lm.tokens_evaluated == before  # before any model call
@@ -78,8 +89,12 @@ def test_model_without_template_names_the_fix(tiny_tf, tiny_llama_lm):
 def test_bad_messages_fail_before_any_model_call(tiny_pair, messages, message):
     for lm in tiny_pair:
         before = lm.tokens_evaluated
-        for call in (lambda: lm.choose(messages, ["a", "b"]), lambda: lm.complete(messages),
-                     lambda: lm.stream(messages), lambda: lm.choice_logprobs(messages, ["a"])):
+        for call in (
+            lambda: lm.choose(messages, ["a", "b"]),
+            lambda: lm.complete(messages),
+            lambda: lm.stream(messages),
+            lambda: lm.choice_logprobs(messages, ["a"]),
+        ):
             with pytest.raises(InvalidPromptError, match=message):
                 call()
         assert lm.tokens_evaluated == before
@@ -88,7 +103,11 @@ def test_bad_messages_fail_before_any_model_call(tiny_pair, messages, message):
 def test_template_bos_is_not_doubled(tiny_pair):
     tf, llama = tiny_pair
     text = tf.apply_chat_template(CONVERSATION)
-    assert text == llama.apply_chat_template(CONVERSATION) == "<s><|system|>\nBe brief.\n<|user|>\nthe cat\n<|assistant|>\n"
+    assert (
+        text
+        == llama.apply_chat_template(CONVERSATION)
+        == "<s><|system|>\nBe brief.\n<|user|>\nthe cat\n<|assistant|>\n"
+    )
     for lm in tiny_pair:
         ids = lm.tokenize(text, bos=True)
         assert ids[0] == lm.bos_token_id and ids.count(lm.bos_token_id) == 1
@@ -106,8 +125,9 @@ def test_messages_equal_rendered_text_everywhere(tiny_pair):
         a, b = lm.choice_distribution(CONVERSATION, choices), lm.choice_distribution(text, choices)
         np.testing.assert_allclose(a.scores, b.scores, atol=1e-5)  # equal up to the prefix cache's batch shapes
         assert [len(x) for x in a.token_logprobs] == [len(x) for x in b.token_logprobs]
-        np.testing.assert_allclose(sum(lm.choice_logprobs(CONVERSATION, choices), []),
-                                   sum(lm.choice_logprobs(text, choices), []), atol=1e-5)
+        np.testing.assert_allclose(
+            sum(lm.choice_logprobs(CONVERSATION, choices), []), sum(lm.choice_logprobs(text, choices), []), atol=1e-5
+        )
         np.testing.assert_allclose(lm.greedy(CONVERSATION), lm.greedy(text), atol=1e-5)
         assert lm.complete(CONVERSATION, max_tokens=6) == lm.complete(text, max_tokens=6)
         one = predict_proba(lm, CONVERSATION, choices)
@@ -116,15 +136,20 @@ def test_messages_equal_rendered_text_everywhere(tiny_pair):
         np.testing.assert_allclose(many[0], many[1], atol=1e-6)
         assert predict(lm, CONVERSATION, choices) == a.index
     tf, llama = tiny_pair
-    np.testing.assert_allclose(tf.choice_distribution(CONVERSATION, choices).probs,
-                               llama.choice_distribution(CONVERSATION, choices).probs, atol=1e-4)
+    np.testing.assert_allclose(
+        tf.choice_distribution(CONVERSATION, choices).probs,
+        llama.choice_distribution(CONVERSATION, choices).probs,
+        atol=1e-4,
+    )
 
 
 def test_evaluate_chat(tiny_pair):
     from autocog.eval.evaluate import evaluate
 
-    records = [{"question": "the cat", "choices": ["sat", "dog"], "answer": 0},
-               {"question": "a dog", "choices": ["ran", "the"], "answer": 1}]
+    records = [
+        {"question": "the cat", "choices": ["sat", "dog"], "answer": 0},
+        {"question": "a dog", "choices": ["ran", "the"], "answer": 1},
+    ]
     lm = tiny_pair[0]
     report = evaluate(lm, records, normalizations=["sum", "char"], chat=True)
     assert report.items[0].choices == ["sat", "dog"]  # the delimiter space is dropped in chat mode
@@ -138,11 +163,18 @@ def test_evaluate_chat(tiny_pair):
 # programs as turns
 # ------------------------------------------------------------------------------------------------------
 def test_program_turns_render_with_the_template(tiny_pair):
-    from autocog.fta import Choose, Complete, Program, System, Text, User
     from autocog.errors import InvalidStepError
+    from autocog.fta import Choose, Complete, Program, System, Text, User
 
-    prog = Program([System("Be brief."), User("the {q}"), Complete("first", stop="\n", max_tokens=4),
-                    Text(" so"), Choose("pick", [" cat", " dog"])])
+    prog = Program(
+        [
+            System("Be brief."),
+            User("the {q}"),
+            Complete("first", stop="\n", max_tokens=4),
+            Text(" so"),
+            Choose("pick", [" cat", " dog"]),
+        ]
+    )
     for lm in tiny_pair:
         result = prog.run(lm, q="cat")
         first = result.best.values["first"]
@@ -199,8 +231,16 @@ def assert_stream_equals_complete(lm, prompt, **kwargs):
     return pieces, text
 
 
-@pytest.mark.parametrize("stop, expected", [(None, "café ☕ ok\nthé"), ("\n", "café ☕ ok\n"), ("é ☕", "café ☕"),
-                                            (["zz", "☕ o"], "café ☕ o"), ("never", "café ☕ ok\nthé")])
+@pytest.mark.parametrize(
+    "stop, expected",
+    [
+        (None, "café ☕ ok\nthé"),
+        ("\n", "café ☕ ok\n"),
+        ("é ☕", "café ☕"),
+        (["zz", "☕ o"], "café ☕ o"),
+        ("never", "café ☕ ok\nthé"),
+    ],
+)
 def test_stream_multibyte_and_straddling_stops(stop, expected):
     lm = ByteLM("café ☕ ok\nthé")  # é: 2 bytes, ☕: 3 bytes, one token per byte
     pieces, text = assert_stream_equals_complete(lm, "x", stop=stop, max_tokens=40)
@@ -217,8 +257,15 @@ def test_stream_holds_back_a_partial_stop():
     assert pieces == ["a", "b", "\nc", "d", "\n\n"]  # a lone "\n" waits for the next byte
 
 
-@pytest.mark.parametrize("settings", [{}, {"temperature": 1.0, "seed": 7}, {"temperature": 0.7, "top_k": 20, "seed": 3},
-                                      {"temperature": 1.0, "min_p": 0.3, "seed": 1}])
+@pytest.mark.parametrize(
+    "settings",
+    [
+        {},
+        {"temperature": 1.0, "seed": 7},
+        {"temperature": 0.7, "top_k": 20, "seed": 3},
+        {"temperature": 1.0, "min_p": 0.3, "seed": 1},
+    ],
+)
 def test_stream_equals_complete_sampled(settings):
     lm = ByteLM(seed=2)
     for stop in (None, "e", ["a", "zz"]):
@@ -233,7 +280,9 @@ def test_safe_length():
 
 
 @pytest.mark.parametrize("which", ["tf", "llama"])
-@pytest.mark.parametrize("settings", [{}, {"temperature": 1.0, "seed": 11}, {"temperature": 0.9, "min_p": 0.2, "seed": 5}])
+@pytest.mark.parametrize(
+    "settings", [{}, {"temperature": 1.0, "seed": 11}, {"temperature": 0.9, "min_p": 0.2, "seed": 5}]
+)
 def test_stream_equals_complete_on_tiny_models(tiny_tf, tiny_llama_lm, which, settings):
     lm = tiny_tf if which == "tf" else tiny_llama_lm
     text = lm.complete("the cat", stop=None, max_tokens=24, **settings)
@@ -242,10 +291,10 @@ def test_stream_equals_complete_on_tiny_models(tiny_tf, tiny_llama_lm, which, se
     ids = lm.tokenize(text)
     for k in range(2, min(len(ids), 8)):
         cut = len(lm.detokenize(ids[:k]))
-        stop = text[max(0, cut - 2):cut + 2]
+        stop = text[max(0, cut - 2) : cut + 2]
         if len(stop) > 1 and stop.strip():
             pieces, out = assert_stream_equals_complete(lm, "the cat", stop=stop, max_tokens=24, **settings)
-            assert out.endswith(stop) and out == text[:text.index(stop) + len(stop)]
+            assert out.endswith(stop) and out == text[: text.index(stop) + len(stop)]
 
 
 # ------------------------------------------------------------------------------------------------------
@@ -265,8 +314,13 @@ def test_min_p_keeps_tokens_near_the_best():
 def test_search_tunes_min_p(tiny_tf):
     from autocog.eval.search import search
 
-    result = search(tiny_tf, [("the cat", "the")], "contains",
-                    grid={"min_p": [0.0, 0.5], "temperature": [1.0], "max_tokens": [4]}, seed=0)
+    result = search(
+        tiny_tf,
+        [("the cat", "the")],
+        "contains",
+        grid={"min_p": [0.0, 0.5], "temperature": [1.0], "max_tokens": [4]},
+        seed=0,
+    )
     assert sorted(r["params"]["min_p"] for r in result.to_dict()["rows"]) == [0.0, 0.5]
 
 

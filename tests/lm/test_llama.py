@@ -9,16 +9,17 @@ import pytest
 
 llama_cpp = pytest.importorskip("llama_cpp", reason="the llama extra (llama-cpp-python) is not installed")
 
-from autocog.lm import (  # noqa: E402
+from conftest import EASY_FACTS, assert_logprobs_close
+from randomized import random_choices, random_text
+from references import EXACT, all_logprobs, brute_force_llama
+
+from autocog.lm import (
     BackendNotInstalledError,
     ContextLengthError,
     LLaMa,
     ModelNotFoundError,
     TransientError,
 )
-from conftest import EASY_FACTS, assert_logprobs_close  # noqa: E402
-from randomized import random_choices, random_text
-from references import EXACT, all_logprobs, brute_force_llama  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -64,8 +65,16 @@ def sequences_clean(lm, n_prompt):
 
 # --- the GGUF and the tokenizer ------------------------------------------------------------------
 def test_tiny_gguf_has_the_transformers_tokenizer(tiny_llama, tiny_tf):
-    texts = ["The quick brown fox", " Paris", "Question: What is\n the capital?  ok", "1 10 100", "{\"n\": 42}",
-             "<s>x</s>", " café", ""]
+    texts = [
+        "The quick brown fox",
+        " Paris",
+        "Question: What is\n the capital?  ok",
+        "1 10 100",
+        '{"n": 42}',
+        "<s>x</s>",
+        " café",
+        "",
+    ]
     for text in texts:
         assert tiny_llama.tokenize(text) == tiny_tf.tokenize(text), text
         assert tiny_llama.tokenize(text, bos=True) == tiny_tf.tokenize(text, bos=True), text
@@ -203,8 +212,9 @@ def test_complete_greedy_matches_tf(tiny_llama, tiny_tf):
     assert text == tiny_llama.complete(prompt, stop=None, max_tokens=30)
     assert text == tiny_tf.complete(prompt, stop=None, max_tokens=30)
     for prompt in ["Question: What is", "1 10", "x"]:
-        assert tiny_llama.complete(prompt, stop=None, max_tokens=12) == \
-            tiny_tf.complete(prompt, stop=None, max_tokens=12)
+        assert tiny_llama.complete(prompt, stop=None, max_tokens=12) == tiny_tf.complete(
+            prompt, stop=None, max_tokens=12
+        )
 
 
 def reference_generate(lm, ref, prompt, n):
@@ -239,9 +249,12 @@ def test_complete_stops(tiny_llama):
     prompt = "The quick brown"
     free = tiny_llama.complete(prompt, stop=None, max_tokens=40)
     assert len(free) > 12
-    straddling = next(free[i:i + 3] for i in range(2, len(free) - 3)
-                      if len(tiny_llama.tokenize(free[:i + 3])) > len(tiny_llama.tokenize(free[:i])) + 1
-                      and free[i:i + 3] not in free[:i + 2])
+    straddling = next(
+        free[i : i + 3]
+        for i in range(2, len(free) - 3)
+        if len(tiny_llama.tokenize(free[: i + 3])) > len(tiny_llama.tokenize(free[:i])) + 1
+        and free[i : i + 3] not in free[: i + 2]
+    )
     for stop in [straddling, [free[10:12], free[2:4]], "\n"]:
         stops = [stop] if isinstance(stop, str) else stop
         text = tiny_llama.complete(prompt, stop=stop, max_tokens=40)
@@ -273,8 +286,9 @@ def test_complete_sampling_reproducible_with_seed(tiny_llama, tiny_tf):
     assert a == tiny_tf.complete("The", **kwargs)  # same log-probs, same draws
     others = {tiny_llama.complete("The", stop=None, max_tokens=16, temperature=1.0, seed=s) for s in range(5)}
     assert len(others) > 1
-    assert tiny_llama.complete("The", stop=None, max_tokens=16, temperature=1.0, top_k=1, seed=4) == \
-        tiny_llama.complete("The", stop=None, max_tokens=16)
+    assert tiny_llama.complete(
+        "The", stop=None, max_tokens=16, temperature=1.0, top_k=1, seed=4
+    ) == tiny_llama.complete("The", stop=None, max_tokens=16)
 
 
 # --- normalizations and the end marker ----------------------------------------------------------
@@ -293,6 +307,7 @@ def test_failures_leave_no_stale_state(tiny_llama, reference):
                 decode()  # the batch lands in the KV cache, then the call fails
                 raise error
             return decode()
+
         return run
 
     try:
@@ -308,8 +323,9 @@ def test_failures_leave_no_stale_state(tiny_llama, reference):
     finally:
         del tiny_llama.cache.decode
     assert sequences_clean(tiny_llama, len(tiny_llama.tokenize(prompt, bos=True)))
-    np.testing.assert_allclose(tiny_llama.greedy(prompt + " jumps"),
-                               reference_greedy(tiny_llama, reference, prompt + " jumps"), atol=1e-4)
+    np.testing.assert_allclose(
+        tiny_llama.greedy(prompt + " jumps"), reference_greedy(tiny_llama, reference, prompt + " jumps"), atol=1e-4
+    )
 
 
 def test_decode_failure_leaves_a_usable_model(tiny_llama):
@@ -361,8 +377,9 @@ def test_smollm2_easy_facts(smol_llama):
 
     ref = llama_cpp.Llama(model_path=str(smollm2_gguf()), n_ctx=512, logits_all=True, verbose=False)
     for prompt, choices, _ in EASY_FACTS[:3]:
-        assert_logprobs_close(smol_llama.choice_logprobs(prompt, choices),
-                              brute_force_llama(smol_llama, ref, prompt, choices), 1e-3)
+        assert_logprobs_close(
+            smol_llama.choice_logprobs(prompt, choices), brute_force_llama(smol_llama, ref, prompt, choices), 1e-3
+        )
     assert "Paris" in smol_llama.complete("The capital of France is", stop="\n", max_tokens=20)
 
 

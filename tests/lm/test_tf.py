@@ -5,12 +5,32 @@ import random
 import numpy as np
 import pytest
 import torch
+from conftest import EASY_FACTS, assert_logprobs_close, brute_force_tf
+from randomized import random_choices, random_text
 
 from autocog.lm import ModelNotFoundError, TfLM
-from conftest import EASY_FACTS, assert_logprobs_close, brute_force_tf
-from randomized import random_choices, random_text  # noqa: E402
 
-WORDS = "the quick brown fox jumps over lazy dog capital France Paris Berlin answer yes no 1 10 100 step".split()
+WORDS = [
+    "the",
+    "quick",
+    "brown",
+    "fox",
+    "jumps",
+    "over",
+    "lazy",
+    "dog",
+    "capital",
+    "France",
+    "Paris",
+    "Berlin",
+    "answer",
+    "yes",
+    "no",
+    "1",
+    "10",
+    "100",
+    "step",
+]
 
 
 @pytest.mark.parametrize("n_words", [0, 1, 20, 160])
@@ -78,8 +98,9 @@ def test_complete_greedy_is_deterministic_and_matches_argmax(tiny_tf):
 
 def test_complete_token_limit(tiny_tf):
     for n in (1, 7):
-        assert tiny_tf.complete("The quick brown", stop=None, max_tokens=n) == \
-            tiny_tf.detokenize(reference_generate(tiny_tf, "The quick brown", n))
+        assert tiny_tf.complete("The quick brown", stop=None, max_tokens=n) == tiny_tf.detokenize(
+            reference_generate(tiny_tf, "The quick brown", n)
+        )
     assert tiny_tf.complete("The quick brown", stop=None, max_tokens=0) == ""
     lm = TfLM(model=tiny_tf.model, tokenizer=tiny_tf.tokenizer, completion_kwargs={"max_new_tokens": 3})
     assert lm.complete("The quick brown", stop=None) == tiny_tf.complete("The quick brown", stop=None, max_tokens=3)
@@ -104,8 +125,9 @@ def test_complete_sampling_reproducible_with_seed(tiny_tf):
     assert a == tiny_tf.complete("The", **kwargs)
     others = {tiny_tf.complete("The", stop=None, max_tokens=16, temperature=1.0, seed=s) for s in range(5)}
     assert len(others) > 1
-    assert tiny_tf.complete("The", stop=None, max_tokens=16, temperature=1.0, top_k=1, seed=4) == \
-        tiny_tf.complete("The", stop=None, max_tokens=16)
+    assert tiny_tf.complete("The", stop=None, max_tokens=16, temperature=1.0, top_k=1, seed=4) == tiny_tf.complete(
+        "The", stop=None, max_tokens=16
+    )
 
 
 def test_missing_model_path(tmp_path):
@@ -130,7 +152,7 @@ def test_prefix_cache_accounting(tiny_tf):
     assert tiny_tf.cache.evaluated - first == n_second > 0
     single = [" A", " B", " the", " 1"]
     assert all(len(tiny_tf.tokenize(c)) == 1 for c in single)
-    tiny_tf.choice_distribution(prompt, single)   # one-token choices: no pass at all
+    tiny_tf.choice_distribution(prompt, single)  # one-token choices: no pass at all
     assert tiny_tf.cache.evaluated - first == n_second
 
 

@@ -7,13 +7,16 @@ import pytest
 pytest.importorskip("openai")
 pytest.importorskip("llama_cpp.server")
 
-from autocog.lm import LLaMa, ScoreRequest, score  # noqa: E402
-from autocog.lm.openai import OpenAI  # noqa: E402
-from autocog.gguf.models import tiny_llama_gguf
+from contract import ScoringContract, greedy_reference
+from llama_server import (
+    CANNOT_BE_EXACT,
+    LlamaServer,
+)
+
 from autocog.errors import StrategyUnavailableError
-from contract import ScoringContract, greedy_reference  # noqa: E402
-from llama_server import LlamaServer  # noqa: E402
-from llama_server import CANNOT_BE_EXACT
+from autocog.gguf.models import tiny_llama_gguf
+from autocog.lm import LLaMa, ScoreRequest, score
+from autocog.lm.openai import OpenAI
 
 pytestmark = pytest.mark.slow  # starts a server
 
@@ -26,11 +29,11 @@ def llama_server():
 
 
 class TestOpenAILlamaServer(ScoringContract):
-    atol = 1e-3         # the server's batches round differently from LLaMa's (F32 weights, F16 KV cache)
+    atol = 1e-3  # the server's batches round differently from LLaMa's (F32 weights, F16 KV cache)
     batch_atol = 1e-4
     reports_greedy = False
     hostile_refusable = CANNOT_BE_EXACT  # what cannot be exact through a text-only server (docs/openai.md)
-    context_known_to_server_only = True   # llama_cpp.server does not publish n_ctx: its 400 becomes the typed error
+    context_known_to_server_only = True  # llama_cpp.server does not publish n_ctx: its 400 becomes the typed error
 
     @pytest.fixture(scope="class")
     @classmethod
@@ -59,14 +62,19 @@ class TestOpenAILlamaServer(ScoringContract):
     # pmi: the tiny model's unconditional context is BOS alone, and llama_cpp.server gives no log-prob after BOS
     # alone (docs/openai.md, "pmi"): refused, typed, in a batch as alone; with an explicit context it is exact.
     def test_pmi_subtracts_the_unconditional_score(self, lm, reference):
-        for call in (lambda: lm.choice_distribution("go:", [" a", " b"], normalization="pmi"),
-                     lambda: list(score(lm, [ScoreRequest("go:", [" a", " b"], "pmi")] * 2))):
+        for call in (
+            lambda: lm.choice_distribution("go:", [" a", " b"], normalization="pmi"),
+            lambda: list(score(lm, [ScoreRequest("go:", [" a", " b"], "pmi")] * 2)),
+        ):
             with pytest.raises(StrategyUnavailableError, match="empty prompt"):
                 call()
         explicit = OpenAI(model="tiny", base_url=lm.base_url, api_key="none", unconditional_prompt="Hi")
         pmi = explicit.choice_distribution("go:", [" a", " the quick"], normalization="pmi")
-        np.testing.assert_allclose([sum(lp) for lp in pmi.unconditional_logprobs],
-                                   [sum(lp) for lp in reference("Hi", [" a", " the quick"])], atol=self.atol)
+        np.testing.assert_allclose(
+            [sum(lp) for lp in pmi.unconditional_logprobs],
+            [sum(lp) for lp in reference("Hi", [" a", " the quick"])],
+            atol=self.atol,
+        )
         explicit.close()
 
     @pytest.mark.parametrize("normalization", ["sum", "mean", "char"])  # pmi: above

@@ -7,10 +7,11 @@ import pytest
 
 pytest.importorskip("openai")
 
-from autocog.lm.openai import OpenAI  # noqa: E402
-from conftest import brute_force_tf  # noqa: E402
-from contract import ScoringContract  # noqa: E402
-from vllm_server import smollm2_server  # noqa: E402
+from conftest import brute_force_tf
+from contract import ScoringContract
+from vllm_server import smollm2_server
+
+from autocog.lm.openai import OpenAI
 
 pytestmark = pytest.mark.slow  # starts a server
 
@@ -23,7 +24,7 @@ def vllm_contract_server():
 
 
 class TestOpenAIVllm(ScoringContract):
-    atol = 1e-3         # vLLM's float32 CPU kernels against transformers' (measured ~1e-5)
+    atol = 1e-3  # vLLM's float32 CPU kernels against transformers' (measured ~1e-5)
     batch_atol = 1e-4
     reports_greedy = False
     hostile_count = 10  # each case also runs SmolLM2's brute force through transformers
@@ -43,4 +44,3 @@ class TestOpenAIVllm(ScoringContract):
 
     def model_calls(self, lm) -> int:
         return sum(lm.requests.get(k, 0) for k in ("completions", "chat"))
-

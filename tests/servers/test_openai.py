@@ -21,14 +21,23 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
-from autocog.errors import BackendNotInstalledError, InvalidChoicesError, MalformedResponseError, RequestFailedError, RetryExhaustedError, StrategyUnavailableError, TokenizerMismatchError
 from conftest import EASY_FACTS, assert_logprobs_close
 from llama_server import LlamaServer
 
+from autocog.errors import (
+    BackendNotInstalledError,
+    InvalidChoicesError,
+    MalformedResponseError,
+    RequestFailedError,
+    RetryExhaustedError,
+    StrategyUnavailableError,
+    TokenizerMismatchError,
+)
+
 openai = pytest.importorskip("openai")
-from autocog.lm.openai import OpenAI  # noqa: E402
-from llama_server import CANNOT_BE_EXACT  # noqa: E402
+from llama_server import CANNOT_BE_EXACT
+
+from autocog.lm.openai import OpenAI
 
 KEY = "sk-test-DO-NOT-LEAK-0123456789"
 
@@ -54,8 +63,8 @@ def tiny_api(tiny_server):
 
 @pytest.fixture(scope="module")
 def tiny_local():
-    from autocog.lm import LLaMa
     from autocog.gguf.models import tiny_llama_gguf
+    from autocog.lm import LLaMa
 
     return LLaMa(**LLaMa.create(model_path=tiny_llama_gguf()))
 
@@ -69,8 +78,8 @@ def smol_api(smol_server):
 
 @pytest.fixture(scope="module")
 def smol_local():
-    from autocog.lm import LLaMa
     from autocog.gguf.models import smollm2_gguf
+    from autocog.lm import LLaMa
 
     return LLaMa(**LLaMa.create(model_path=smollm2_gguf()))
 
@@ -88,11 +97,11 @@ def assert_same_distribution(result, reference, atol=1e-3):
 # ------------------------------------------------------------------------------------------------------
 TINY_CASES = [
     ("Question: What is the capital of", [" France", " Germany", " Paris", " Berlin"]),
-    ("The quick brown fox jumps over the", [" 1", " 10", " 100", " 1000"]),          # prefix choices
-    ("Yes or no?", [" Yes", "Yes", " No", "No"]),                                  # leading space matters
-    ("Answer: ", ["Paris", "Berlin"]),                                             # trailing space moves
-    ("name: Alice, phone:", [" 555-0100", " 94110", " {\"key\": \"value\"}"]),    # multi-token choices
-    ("Let's think", [" step by step"]),                                           # one choice
+    ("The quick brown fox jumps over the", [" 1", " 10", " 100", " 1000"]),  # prefix choices
+    ("Yes or no?", [" Yes", "Yes", " No", "No"]),  # leading space matters
+    ("Answer: ", ["Paris", "Berlin"]),  # trailing space moves
+    ("name: Alice, phone:", [" 555-0100", " 94110", ' {"key": "value"}']),  # multi-token choices
+    ("Let's think", [" step by step"]),  # one choice
 ]
 
 
@@ -100,11 +109,11 @@ def test_tiny_probe_finds_direct_echo_and_prebias_logprobs(tiny_api):
     caps = tiny_api.probe()
     assert tiny_api.server == "llama.cpp"
     assert caps["echo"] == "direct", caps  # with BOS, llama_cpp.server's token_logprobs are right
-    assert caps["bias"] == "pre", caps     # and it reports log-probs before logit_bias
+    assert caps["bias"] == "pre", caps  # and it reports log-probs before logit_bias
 
 
 def test_tiny_server_tokenizer_matches_llama(tiny_api, tiny_local):
-    for text in [" Paris", "Question: What is", " 1000", "{\"n\": 42}", "Yes"]:
+    for text in [" Paris", "Question: What is", " 1000", '{"n": 42}', "Yes"]:
         assert tiny_api.tokenize(text) == tiny_local.tokenize(text)
         assert tiny_api.tokenize(text, bos=True) == tiny_local.tokenize(text, bos=True)
     assert tiny_api.detokenize(tiny_local.tokenize(" quick brown")) == " quick brown"
@@ -181,8 +190,9 @@ def test_tiny_greedy_descent_edge_cases(tiny_api, tiny_local):
     # one choice: no request; a choice that ends where longer ones continue wins under sum
     one = tiny_api.choice_distribution("The", [" quick brown"], strategy="descent", search="greedy")
     assert one.index == 0 and one.info["requests"] == 0
-    prefix = tiny_api.choice_distribution("The", [" quick brown fox", " quick", " quick brown"], strategy="descent",
-                                          search="greedy")
+    prefix = tiny_api.choice_distribution(
+        "The", [" quick brown fox", " quick", " quick brown"], strategy="descent", search="greedy"
+    )
     assert prefix.index == 1 and prefix.info["requests"] == 0
     assert tiny_local.choose("The", [" quick brown fox", " quick", " quick brown"]) == 1
 
@@ -289,8 +299,14 @@ def test_tiny_choice_merged_into_the_prompt(tiny_api, tiny_local):
 
 
 def test_tiny_many_choices(tiny_api, tiny_local):
-    words = sorted({w for line in __import__("autocog.gguf.models", fromlist=["x"]).TINY_CORPUS
-                    for w in line.replace("\n", " ").split(" ") if w})[:32]
+    words = sorted(
+        {
+            w
+            for line in __import__("autocog.gguf.models", fromlist=["x"]).TINY_CORPUS
+            for w in line.replace("\n", " ").split(" ")
+            if w
+        }
+    )[:32]
     choices = [" " + w for w in words]
     reference = tiny_local.choice_distribution("Question:", choices)
     result = tiny_api.choice_distribution("Question:", choices)
@@ -300,8 +316,12 @@ def test_tiny_many_choices(tiny_api, tiny_local):
 
 def test_tiny_complete_equals_llama(tiny_api, tiny_local):
     # llama_cpp.server decodes with errors="ignore" where LLaMa puts U+FFFD for invalid bytes: compare without it.
-    for prompt, stop, n in [("The quick brown", [".", "\n"], 20), ("Question: What is the capital of", " ", 12),
-                            ("1 10 100", None, 10), ("Let's think step by step:", ["first", ","], 30)]:
+    for prompt, stop, n in [
+        ("The quick brown", [".", "\n"], 20),
+        ("Question: What is the capital of", " ", 12),
+        ("1 10 100", None, 10),
+        ("Let's think step by step:", ["first", ","], 30),
+    ]:
         expected = tiny_local.complete(prompt, stop=stop, max_tokens=n).replace("\ufffd", "")
         assert tiny_api.complete(prompt, stop=stop, max_tokens=n) == expected
     assert tiny_api.complete("The", max_tokens=0) == ""
@@ -311,9 +331,15 @@ def test_tiny_score_batch_equals_one_by_one(tiny_server, tiny_api):
     from autocog.lm import ScoreRequest, score
 
     requests = [ScoreRequest(prompt, choices) for prompt, choices in TINY_CASES] * 2 + [
-        ScoreRequest("Yes or no?", [" Yes", " No"], normalization="mean"), ScoreRequest("Answer:", [" a", " b"], end=".")]
-    expected = [tiny_api.choice_distribution(r.prompt, r.choices, normalization=r.normalization,
-                                             **({"end": r.end} if r.end else {})) for r in requests]
+        ScoreRequest("Yes or no?", [" Yes", " No"], normalization="mean"),
+        ScoreRequest("Answer:", [" a", " b"], end="."),
+    ]
+    expected = [
+        tiny_api.choice_distribution(
+            r.prompt, r.choices, normalization=r.normalization, **({"end": r.end} if r.end else {})
+        )
+        for r in requests
+    ]
     lm = OpenAI(model="tiny", base_url=tiny_server.base_url, concurrency=4, cache_size=0)
     lm.probe()
     before = lm.requests["completions"]
@@ -356,11 +382,13 @@ def test_tokenizer_object_passed_in(tiny_server, tiny_local, tiny_api):
 
 def local_decoder(model):
     """`LlamaCppServerTokenizer.decode_checked` as llama_cpp.server answers it, from a local llama_cpp.Llama."""
+
     def decode(ids):
         try:
             return b"".join(model.detokenize([i]) for i in ids).decode("utf-8"), ""
         except UnicodeDecodeError as error:
             return None, f"'utf-8' codec can't decode {str(error).split('decode ', 1)[1]}"
+
     return decode
 
 
@@ -372,8 +400,9 @@ def test_scan_vocabulary_reads_every_name(tiny_local):
     names = [p.decode("utf-8", errors="ignore") for p in pieces]
     calls = []
     decode = local_decoder(model)
-    vocabulary = scan_vocabulary(len(set(names)), lambda ids: calls.append(ids) or decode(ids),
-                                 tiny_local.tokenize(SEPARATOR))
+    vocabulary = scan_vocabulary(
+        len(set(names)), lambda ids: calls.append(ids) or decode(ids), tiny_local.tokenize(SEPARATOR)
+    )
     assert vocabulary.names == names  # ids past the distinct names were read as far as the repeats prove them
     assert vocabulary.trailing == {i for i, p in enumerate(pieces) if ends_inside_character(p)}
     assert max(i for ids in calls for i in ids) < len(names)  # never an unknown id (llama.cpp aborts)
@@ -390,8 +419,16 @@ def test_tiny_never_forces_a_token_that_ends_inside_a_character(tiny_api):
 
 # Issue 15: this call killed llama_cpp.server (a descent walk's grammar held a NUL, which ends a literal in
 # llama.cpp's grammar parser: "Unexpected empty grammar stack after accepting piece: <s>", exit -6).
-ISSUE_15_CHOICES = ['fox\x00 ParisfoxParis', '\\\u200b 10', '10東京<s>\n\\', '\\\t</s>🙂\x00 Paris',
-                    '\x00ü👍🏽}{', "b}'東京", '\\ the\\', '\tb']
+ISSUE_15_CHOICES = [
+    "fox\x00 ParisfoxParis",
+    "\\\u200b 10",
+    "10東京<s>\n\\",
+    "\\\t</s>🙂\x00 Paris",
+    "\x00ü👍🏽}{",
+    "b}'東京",
+    "\\ the\\",
+    "\tb",
+]
 TYPED = (InvalidChoicesError, StrategyUnavailableError, TokenizerMismatchError)
 
 
@@ -417,8 +454,10 @@ def test_hostile_text_never_kills_the_server(hostile_server):
 
     lm = OpenAI(model=str(tiny_llama_gguf()), base_url=hostile_server.base_url, api_key="x", max_retries=1)
     calls = [(" the", ISSUE_15_CHOICES, {})] + [
-        (prompt, choices, kwargs) for prompt, choices in hostile_cases(seed=15, count=12)
-        for kwargs in ({}, {"strategy": "descent", "exhaustive": True}, {"strategy": "descent", "search": "greedy"})]
+        (prompt, choices, kwargs)
+        for prompt, choices in hostile_cases(seed=15, count=12)
+        for kwargs in ({}, {"strategy": "descent", "exhaustive": True}, {"strategy": "descent", "search": "greedy"})
+    ]
     for prompt, choices, kwargs in calls:
         try:
             result = lm.choice_distribution(prompt, choices, **kwargs)
@@ -446,13 +485,19 @@ def test_hostile_property_equals_llama_or_refuses_with_a_reason(hostile_server, 
     from autocog.errors import AutoCogError
     from autocog.gguf.models import tiny_llama_gguf
 
-    lm = OpenAI(model=str(tiny_llama_gguf()), base_url=hostile_server.base_url, api_key="x", max_retries=1,
-                timeout=30)
-    tally = check_cases(lambda p, c: lm.choice_distribution(p, c).token_logprobs, tiny_local.choice_logprobs,
-                        hostile_cases(seed=0, count=60), tolerance=1e-3, typed=(AutoCogError,),
-                        deadline=time.monotonic() + 240, alive=lambda: hostile_server.process.poll() is None)
-    print(f"hostile cases: {tally.scored} scored, {tally.refused} refused, worst {tally.worst:.2e}, "
-          f"{tally.seconds:.0f} s")
+    lm = OpenAI(model=str(tiny_llama_gguf()), base_url=hostile_server.base_url, api_key="x", max_retries=1, timeout=30)
+    tally = check_cases(
+        lambda p, c: lm.choice_distribution(p, c).token_logprobs,
+        tiny_local.choice_logprobs,
+        hostile_cases(seed=0, count=60),
+        tolerance=1e-3,
+        typed=(AutoCogError,),
+        deadline=time.monotonic() + 240,
+        alive=lambda: hostile_server.process.poll() is None,
+    )
+    print(
+        f"hostile cases: {tally.scored} scored, {tally.refused} refused, worst {tally.worst:.2e}, {tally.seconds:.0f} s"
+    )
     assert tally.total >= 30
     assert tally.scored >= tally.total // 2
     for reason in tally.reasons:
@@ -476,9 +521,14 @@ def test_smol_probe_finds_the_shifted_echo(smol_api):
 
 @pytest.mark.slow
 def test_smol_complete_equals_llama(smol_api, smol_local):
-    for prompt, stop, n in [("The capital of France is", ".", 20), ("1, 2, 3,", ",", 8),
-                            ("Question: What is 2 + 2?\nAnswer:", "\n", 20), ("Once upon a time", None, 12),
-                            ("The capital of France is", ["\n", " is"], 20), ("Write a list:\n1.", ["\n\n", "3."], 40)]:
+    for prompt, stop, n in [
+        ("The capital of France is", ".", 20),
+        ("1, 2, 3,", ",", 8),
+        ("Question: What is 2 + 2?\nAnswer:", "\n", 20),
+        ("Once upon a time", None, 12),
+        ("The capital of France is", ["\n", " is"], 20),
+        ("Write a list:\n1.", ["\n\n", "3."], 40),
+    ]:
         expected = smol_local.complete(prompt, stop=stop, max_tokens=n)
         got = smol_api.complete(prompt, stop=stop, max_tokens=n)
         assert got == expected, (prompt, stop)
@@ -511,10 +561,10 @@ def test_smol_descent_picks_the_same_choice(smol_api, smol_local):
 # -11.06 instead of -1.017, reported as exact. Boundary tokens of every kind, against LLaMa on the same file
 # (one choice at a time: LLaMa's own trie batch rounds differently on Q4 weights, up to 0.05 nats).
 BOUNDARY_CASES = [
-    ("Question: What is 2 plus 2?\nAnswer:", [" 3", " 4", " 5", " 22"]),              # " " then digits
-    ("Question: What is 10 minus 3?\nAnswer: ", ["7", "8", "13"]),                     # digit after a moved space
-    ("List:\n1. apples\n2. pears", ["\n3.", "\n\n", ".", ",", "!"]),                 # newline, punctuation
-    ("The answer is", [" (a)", " \"yes\"", " 42", ":", "  two"]),                      # quotes, brackets, spaces
+    ("Question: What is 2 plus 2?\nAnswer:", [" 3", " 4", " 5", " 22"]),  # " " then digits
+    ("Question: What is 10 minus 3?\nAnswer: ", ["7", "8", "13"]),  # digit after a moved space
+    ("List:\n1. apples\n2. pears", ["\n3.", "\n\n", ".", ",", "!"]),  # newline, punctuation
+    ("The answer is", [" (a)", ' "yes"', " 42", ":", "  two"]),  # quotes, brackets, spaces
 ]
 
 
@@ -655,9 +705,14 @@ def test_missing_openai_package(monkeypatch):
 # ------------------------------------------------------------------------------------------------------
 # faults, from an HTTP server the tests control
 # ------------------------------------------------------------------------------------------------------
-COMPLETION = {"id": "c", "object": "text_completion", "created": 0, "model": "fault-model",
-              "choices": [{"text": " ok", "index": 0, "logprobs": None, "finish_reason": "length"}],
-              "usage": {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2}}
+COMPLETION = {
+    "id": "c",
+    "object": "text_completion",
+    "created": 0,
+    "model": "fault-model",
+    "choices": [{"text": " ok", "index": 0, "logprobs": None, "finish_reason": "length"}],
+    "usage": {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2},
+}
 
 
 class FaultServer:
@@ -740,8 +795,17 @@ class FaultServer:
         self.base_url = f"http://127.0.0.1:{self.httpd.server_address[1]}/v1"
 
     def lm(self, **kwargs):
-        settings = dict(model="fault-model", base_url=self.base_url, api_key=KEY, server="generic",
-                        max_retries=3, backoff=0.01, max_backoff=0.05, timeout=5.0, tokenizer="cl100k_base")
+        settings = dict(
+            model="fault-model",
+            base_url=self.base_url,
+            api_key=KEY,
+            server="generic",
+            max_retries=3,
+            backoff=0.01,
+            max_backoff=0.05,
+            timeout=5.0,
+            tokenizer="cl100k_base",
+        )
         settings.update(kwargs)
         return OpenAI(**settings)
 
@@ -768,8 +832,9 @@ def complete(lm):
 
 
 def test_429_then_200_is_retried(fault_server):
-    server = fault_server(("json", 429, {"error": {"message": "slow down"}}, {"Retry-After": "0.01"}),
-                          ("json", 200, COMPLETION))
+    server = fault_server(
+        ("json", 429, {"error": {"message": "slow down"}}, {"Retry-After": "0.01"}), ("json", 200, COMPLETION)
+    )
     lm = server.lm()
     assert complete(lm) == " ok"
     assert len(server.requests) == 2 and lm.requests["attempts"] == 2
@@ -779,8 +844,7 @@ def test_429_then_200_is_retried(fault_server):
 def test_429_pauses_every_thread_for_retry_after(fault_server):
     # Concurrent requests: the first answer is a 429 with Retry-After 0.4 s; no thread sends anything in the
     # pause it asks for, and every request then succeeds, with at most `concurrency` in flight.
-    server = fault_server(("json", 429, {"error": {"message": "slow down"}}, {"Retry-After": "0.4"}),
-                          ("sleep", 0.05))
+    server = fault_server(("json", 429, {"error": {"message": "slow down"}}, {"Retry-After": "0.4"}), ("sleep", 0.05))
     lm = server.lm(concurrency=3, max_backoff=1.0)
     from concurrent.futures import ThreadPoolExecutor
 
@@ -888,8 +952,11 @@ def test_structured_requests_are_counted(fault_server):
     import autocog
     from autocog.lm.openai.transport import CALL_COUNTER
 
-    chat_answer = dict(COMPLETION, object="chat.completion", choices=[
-        {"index": 0, "message": {"role": "assistant", "content": " ok"}, "finish_reason": "stop"}])
+    chat_answer = dict(
+        COMPLETION,
+        object="chat.completion",
+        choices=[{"index": 0, "message": {"role": "assistant", "content": " ok"}, "finish_reason": "stop"}],
+    )
     server = fault_server(("json", 200, COMPLETION), ("json", 200, chat_answer))
     spent = collections.Counter()
     token = CALL_COUNTER.set(spent)
@@ -926,7 +993,8 @@ def test_api_key_never_in_errors_or_logs(fault_server, caplog):
 # ------------------------------------------------------------------------------------------------------
 class SimulatedPostBiasServer:
     VOCAB = [" Paris", " London", " Ber", "lin", " yes", " no", "Yes", "No", " 1", " 10", "0", ".", "?", " "] + [
-        f" w{i}" for i in range(30)]
+        f" w{i}" for i in range(30)
+    ]
 
     def __init__(self, top_logprobs=5):
         self.k = top_logprobs
@@ -956,10 +1024,13 @@ class SimulatedPostBiasServer:
     def encode(self, text):
         ids = []
         while text:
-            best = max((i for i, t in enumerate(self.VOCAB) if text.startswith(t)), key=lambda i: len(self.VOCAB[i]),
-                       default=self.VOCAB.index("?"))
+            best = max(
+                (i for i, t in enumerate(self.VOCAB) if text.startswith(t)),
+                key=lambda i: len(self.VOCAB[i]),
+                default=self.VOCAB.index("?"),
+            )
             ids.append(best)
-            text = text[max(1, len(self.VOCAB[best])) if text.startswith(self.VOCAB[best]) else 1:]
+            text = text[max(1, len(self.VOCAB[best])) if text.startswith(self.VOCAB[best]) else 1 :]
         return ids
 
     def decode(self, ids):
@@ -982,9 +1053,17 @@ class SimulatedPostBiasServer:
         lp = logits - logits.max() - np.log(np.exp(logits - logits.max()).sum())
         produced = int(np.argmax(lp))
         top = {self.VOCAB[i]: float(lp[i]) for i in np.argsort(-lp)[:k]}
-        choice = {"text": self.VOCAB[produced], "index": 0, "finish_reason": "length",
-                  "logprobs": {"tokens": [self.VOCAB[produced]], "token_logprobs": [float(lp[produced])],
-                               "top_logprobs": [top], "text_offset": [len(body["prompt"])]}}
+        choice = {
+            "text": self.VOCAB[produced],
+            "index": 0,
+            "finish_reason": "length",
+            "logprobs": {
+                "tokens": [self.VOCAB[produced]],
+                "token_logprobs": [float(lp[produced])],
+                "top_logprobs": [top],
+                "text_offset": [len(body["prompt"])],
+            },
+        }
         return 200, {"choices": [choice], "usage": {"prompt_tokens": len(self.encode(body["prompt"]))}}
 
     def reference(self, prompt, choices):

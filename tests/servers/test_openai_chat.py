@@ -12,14 +12,16 @@ import pytest
 from autocog.errors import ChatTemplateError, InvalidPromptError, MalformedResponseError, RequestFailedError
 
 openai = pytest.importorskip("openai")
-from autocog.lm.openai import OpenAI  # noqa: E402
-from autocog.lm.openai.chat import ChatPrompt  # noqa: E402
 from autocog.core.types import ScoreRequest
+from autocog.lm.openai import OpenAI
+from autocog.lm.openai.chat import ChatPrompt
 from autocog.lm.scoring import check_request
 
 MESSAGES = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Capital of France?"}]
-TEMPLATE = ("{{ bos_token }}{% for m in messages %}<|{{ m.role }}|>{{ m.content }}\n{% endfor %}"
-            "{% if add_generation_prompt %}<|assistant|>{% endif %}")
+TEMPLATE = (
+    "{{ bos_token }}{% for m in messages %}<|{{ m.role }}|>{{ m.content }}\n{% endfor %}"
+    "{% if add_generation_prompt %}<|assistant|>{% endif %}"
+)
 
 
 class ScriptServer:
@@ -83,8 +85,18 @@ class ScriptServer:
         self.base_url = f"http://127.0.0.1:{self.httpd.server_address[1]}/v1"
 
     def lm(self, **kwargs):
-        settings = dict(model="m", base_url=self.base_url, api_key="none", server="generic", max_retries=2,
-                        backoff=0.01, max_backoff=0.02, timeout=5.0, tokenizer="cl100k_base", check_tokenizer=False)
+        settings = dict(
+            model="m",
+            base_url=self.base_url,
+            api_key="none",
+            server="generic",
+            max_retries=2,
+            backoff=0.01,
+            max_backoff=0.02,
+            timeout=5.0,
+            tokenizer="cl100k_base",
+            check_tokenizer=False,
+        )
         settings.update(kwargs)
         return OpenAI(**settings)
 
@@ -110,24 +122,43 @@ def script():
 
 
 def text_chunk(text, finish=None, **extra):
-    return {"id": "c", "object": "text_completion", "created": 0, "model": "m",
-            "choices": [{"text": text, "index": 0, "logprobs": None, "finish_reason": finish, **extra}]}
+    return {
+        "id": "c",
+        "object": "text_completion",
+        "created": 0,
+        "model": "m",
+        "choices": [{"text": text, "index": 0, "logprobs": None, "finish_reason": finish, **extra}],
+    }
 
 
 def chat_chunk(text, finish=None, **extra):
-    return {"id": "c", "object": "chat.completion.chunk", "created": 0, "model": "m",
-            "choices": [{"delta": {"content": text}, "index": 0, "finish_reason": finish, **extra}]}
+    return {
+        "id": "c",
+        "object": "chat.completion.chunk",
+        "created": 0,
+        "model": "m",
+        "choices": [{"delta": {"content": text}, "index": 0, "finish_reason": finish, **extra}],
+    }
 
 
 def completion(text, finish="length", **extra):
-    return {"id": "c", "object": "text_completion", "created": 0, "model": "m",
-            "choices": [{"text": text, "index": 0, "logprobs": None, "finish_reason": finish, **extra}]}
+    return {
+        "id": "c",
+        "object": "text_completion",
+        "created": 0,
+        "model": "m",
+        "choices": [{"text": text, "index": 0, "logprobs": None, "finish_reason": finish, **extra}],
+    }
 
 
 def chat_completion(text, finish="length", **extra):
-    return {"id": "c", "object": "chat.completion", "created": 0, "model": "m",
-            "choices": [{"message": {"role": "assistant", "content": text}, "index": 0, "finish_reason": finish,
-                         **extra}]}
+    return {
+        "id": "c",
+        "object": "chat.completion",
+        "created": 0,
+        "model": "m",
+        "choices": [{"message": {"role": "assistant", "content": text}, "index": 0, "finish_reason": finish, **extra}],
+    }
 
 
 # --- streaming -------------------------------------------------------------------------------------------
@@ -154,10 +185,16 @@ def test_stream_equals_complete_when_the_server_cuts_the_stop(script, chat):
     path = "/v1/chat/completions" if chat else "/v1/completions"
     whole = chat_completion if chat else completion
     cases = [  # (streamed chunks, the same answer as one completion, expected text)
-        ([make(" Hel"), make("lo"), make("", "stop", stop_reason="\n\n")], whole(" Hello", "stop", stop_reason="\n\n"),
-         " Hello\n\n"),
-        ([make(" Hel"), make("lo"), make("", "stop", stop_reason=None)], whole(" Hello", "stop", stop_reason=None),
-         " Hello"),  # EOS: no stop string
+        (
+            [make(" Hel"), make("lo"), make("", "stop", stop_reason="\n\n")],
+            whole(" Hello", "stop", stop_reason="\n\n"),
+            " Hello\n\n",
+        ),
+        (
+            [make(" Hel"), make("lo"), make("", "stop", stop_reason=None)],
+            whole(" Hello", "stop", stop_reason=None),
+            " Hello",
+        ),  # EOS: no stop string
         ([make(" a\n"), make("\nb")], whole(" a\n\nb"), " a\n\n"),  # a server that did not cut
     ]
     for chunks, answer, expected in cases:
@@ -214,16 +251,25 @@ def test_min_p_on_servers(script):
 
 # --- chat prompts ------------------------------------------------------------------------------------------
 def test_chat_endpoint_sends_the_messages(script):
-    server = script({"/v1/chat/completions": [("json", 200, chat_completion("Paris")),
-                                              ("sse", [chat_chunk("Par"), chat_chunk("is")]),
-                                              ("json", 200, chat_completion("Paris"))]})
+    server = script(
+        {
+            "/v1/chat/completions": [
+                ("json", 200, chat_completion("Paris")),
+                ("sse", [chat_chunk("Par"), chat_chunk("is")]),
+                ("json", 200, chat_completion("Paris")),
+            ]
+        }
+    )
     lm = server.lm(chat=True, system="You are terse.")
     assert lm.complete(MESSAGES, stop=None) == "Paris"
     assert "".join(lm.stream(MESSAGES, stop=None)) == "Paris"
     lm.complete("Capital?", stop=None)
     sent = [b["messages"] for b in server.bodies("/v1/chat/completions")]
-    assert sent == [MESSAGES, MESSAGES, [{"role": "system", "content": "You are terse."},
-                                         {"role": "user", "content": "Capital?"}]]
+    assert sent == [
+        MESSAGES,
+        MESSAGES,
+        [{"role": "system", "content": "You are terse."}, {"role": "user", "content": "Capital?"}],
+    ]
     prompt = lm.render_prompt(MESSAGES)
     assert isinstance(prompt, ChatPrompt) and list(prompt.messages) == MESSAGES
     assert check_request(lm, ScoreRequest(MESSAGES, ["Paris", "Rome"])).prompt == prompt
@@ -263,8 +309,12 @@ class TemplateTokenizer(BosTokenizer):
 
 
 def test_template_sources_and_bos(script):
-    server = script({"/props": [("json", 200, {"chat_template": TEMPLATE, "bos_token": "<s>"})],
-                     "/tokenize": [("json", 200, {"tokens": [1, 2]})]})
+    server = script(
+        {
+            "/props": [("json", 200, {"chat_template": TEMPLATE, "bos_token": "<s>"})],
+            "/tokenize": [("json", 200, {"tokens": [1, 2]})],
+        }
+    )
     own = server.lm(tokenizer=TemplateTokenizer())
     assert own.apply_chat_template(MESSAGES).startswith("<s>[system] Be brief.")
     assert own.render_prompt(MESSAGES) == own.apply_chat_template(MESSAGES)[3:]  # the server adds BOS itself

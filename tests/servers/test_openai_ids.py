@@ -42,22 +42,26 @@ def test_read_takes_each_tokens_own_logprob_by_id():
     assert _read({"prompt_logprobs": rows, "prompt_token_ids": [1, 7, 9]}, [1, 7, 9], "u") == [None, -1.5, -2.0]
 
 
-@pytest.mark.parametrize("choice", [
-    {},
-    {"prompt_logprobs": [None, {"7": {"logprob": -1.5}}]},  # one position short
-    {"prompt_logprobs": [None, {"3": {"logprob": -1.5}}, {"9": {"logprob": -2.0}}]},  # token 7 missing
-    {"prompt_logprobs": [None, {"7": {"logprob": None}}, {"9": {"logprob": -2.0}}]},
-    {"prompt_logprobs": [None, {"7": {"logprob": -1.0}}, {"9": {"logprob": -2.0}}], "prompt_token_ids": [1, 7, 8]},
-])
+@pytest.mark.parametrize(
+    "choice",
+    [
+        {},
+        {"prompt_logprobs": [None, {"7": {"logprob": -1.5}}]},  # one position short
+        {"prompt_logprobs": [None, {"3": {"logprob": -1.5}}, {"9": {"logprob": -2.0}}]},  # token 7 missing
+        {"prompt_logprobs": [None, {"7": {"logprob": None}}, {"9": {"logprob": -2.0}}]},
+        {"prompt_logprobs": [None, {"7": {"logprob": -1.0}}, {"9": {"logprob": -2.0}}], "prompt_token_ids": [1, 7, 8]},
+    ],
+)
 def test_malformed_answers_are_typed_errors(choice):
     with pytest.raises(MalformedResponseError):
         _read(choice, [1, 7, 9], "http://x")
 
 
 def test_echo_on_the_chat_endpoint_fails_before_sending_anything():
+    from vllm_server import free_port
+
     from autocog.errors import StrategyUnavailableError
     from autocog.lm.openai import OpenAI
-    from vllm_server import free_port
 
     lm = OpenAI(model="m", base_url=f"http://127.0.0.1:{free_port()}/v1", api_key="none", chat=True, server="vllm")
     with pytest.raises(StrategyUnavailableError, match="chat endpoint has no echo"):

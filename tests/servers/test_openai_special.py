@@ -58,8 +58,15 @@ class FakeLM:
         token = int(next(iter(body["logit_bias"])))
         self.forced.append(token)
         kind = self.kinds.get(token, "token")
-        return {"choices": [{"text": "", "finish_reason": "stop" if kind == "end" else "length",
-                             "logprobs": {"tokens": [] if kind in ("bos", "end") else ["x"]}}]}
+        return {
+            "choices": [
+                {
+                    "text": "",
+                    "finish_reason": "stop" if kind == "end" else "length",
+                    "logprobs": {"tokens": [] if kind in ("bos", "end") else ["x"]},
+                }
+            ]
+        }
 
 
 SMOL = {"<|endoftext|>": [0], "<|im_start|>": [1], "<|im_end|>": [2]}
@@ -86,11 +93,14 @@ def test_llama_cpp_with_neither_asks_for_unconditional_prompt():
         unconditional_text(FakeLM("llama.cpp", {"<s>": [3]}))
 
 
-@pytest.mark.parametrize("info,expected", [
-    ({"bos_token": "<|im_start|>", "eos_token": "<|im_end|>"}, "<|im_start|>"),
-    ({"bos_token": {"content": "<s>"}, "eos_token": "</s>"}, "<s>"),  # an AddedToken as JSON
-    ({"bos_token": None, "eos_token": "</s>"}, "</s>"),
-])
+@pytest.mark.parametrize(
+    "info,expected",
+    [
+        ({"bos_token": "<|im_start|>", "eos_token": "<|im_end|>"}, "<|im_start|>"),
+        ({"bos_token": {"content": "<s>"}, "eos_token": "</s>"}, "<s>"),  # an AddedToken as JSON
+        ({"bos_token": None, "eos_token": "</s>"}, "</s>"),
+    ],
+)
 def test_vllm_reads_tokenizer_info(info, expected):
     lm = FakeLM("vllm", info=info)
     assert unconditional_text(lm) == expected and lm.transport.urls == ["http://x/tokenizer_info"]

@@ -12,14 +12,20 @@ import time
 
 import numpy as np
 import pytest
-
-from autocog.errors import ContextLengthError, InvalidChoicesError, RequestFailedError, RetryExhaustedError, StrategyUnavailableError
-from autocog.core.types import ScoreRequest
 from conftest import EASY_FACTS, assert_logprobs_close
 from vllm_server import free_port, smollm2_server
 
+from autocog.core.types import ScoreRequest
+from autocog.errors import (
+    ContextLengthError,
+    InvalidChoicesError,
+    RequestFailedError,
+    RetryExhaustedError,
+    StrategyUnavailableError,
+)
+
 pytest.importorskip("openai")
-from autocog.lm.openai import OpenAI  # noqa: E402
+from autocog.lm.openai import OpenAI
 
 pytestmark = pytest.mark.slow
 ATOL = 1e-3
@@ -29,7 +35,7 @@ BOUNDARY_CASES = [
     ("Question: What is 2 plus 2?\nAnswer:", [" 3", " 4", " 5", " 22"]),
     ("Question: What is 2 plus 2?\nAnswer: ", ["4", "22", "four"]),
     ("List:\n1. apples\n2.", [" pears", "\n", " ", "\n\n3."]),
-    ("She said", [",", ".", "!", " \"hi\""]),
+    ("She said", [",", ".", "!", ' "hi"']),
     ("Count: 1", ["0", "00", "000", " 1"]),
     ("Reply with Yes or No:", [" Yes", "Yes", " No", "No"]),
 ]
@@ -73,9 +79,16 @@ def test_auto_uses_token_ids_and_says_why(api, smol_tf):
 
 
 @pytest.mark.parametrize("prompt,choices", BOUNDARY_CASES + [(p, c) for p, c, _ in EASY_FACTS[:4]])
-@pytest.mark.parametrize("strategy,search", [("auto", "best-first"), ("echo", "best-first"),
-                                             ("descent", "best-first"), ("descent", "full"),
-                                             ("descent", "greedy")])
+@pytest.mark.parametrize(
+    "strategy,search",
+    [
+        ("auto", "best-first"),
+        ("echo", "best-first"),
+        ("descent", "best-first"),
+        ("descent", "full"),
+        ("descent", "greedy"),
+    ],
+)
 def test_every_strategy_equals_tf(api, smol_tf, prompt, choices, strategy, search):
     expected = smol_tf.choice_distribution(prompt, choices)
     api.clear_cache()
@@ -95,8 +108,7 @@ def test_every_strategy_equals_tf(api, smol_tf, prompt, choices, strategy, searc
         np.testing.assert_allclose(r.probs, expected.probs, atol=ATOL)
 
 
-@pytest.mark.parametrize("normalization,told", [("mean", None), ("char", None), ("pmi", None),
-                                                 ("pmi", "<|im_start|>")])
+@pytest.mark.parametrize("normalization,told", [("mean", None), ("char", None), ("pmi", None), ("pmi", "<|im_start|>")])
 def test_normalizations_equal_tf(vllm_server, smol_tf, normalization, told):
     prompt, choices = BOUNDARY_CASES[2]
     expected = smol_tf.choice_distribution(prompt, choices, normalization=normalization)
@@ -115,21 +127,27 @@ def test_normalizations_equal_tf(vllm_server, smol_tf, normalization, told):
     np.testing.assert_allclose(r.scores, expected.scores, atol=ATOL, rtol=0)
 
 
-@pytest.mark.parametrize("prompt,stop,max_tokens", [
-    ("Question: What is 2 plus 2?\nAnswer:", "\n", 16),
-    ("1, 2, 3,", ",", 8),
-    ("The capital of France is", ["."], 24),
-    ("Once upon a time", ["\n", " the"], 40),
-    ("Write a list:\n1.", None, 12),
-])
+@pytest.mark.parametrize(
+    "prompt,stop,max_tokens",
+    [
+        ("Question: What is 2 plus 2?\nAnswer:", "\n", 16),
+        ("1, 2, 3,", ",", 8),
+        ("The capital of France is", ["."], 24),
+        ("Once upon a time", ["\n", " the"], 40),
+        ("Write a list:\n1.", None, 12),
+    ],
+)
 def test_complete_equals_tf_greedy(api, smol_tf, prompt, stop, max_tokens):
     expected = smol_tf.complete(prompt, stop=stop, max_tokens=max_tokens)
     assert api.complete(prompt, stop=stop, max_tokens=max_tokens) == expected
 
 
 def test_many_prompts_per_request(vllm_server, smol_tf):
-    requests = [ScoreRequest(f"Question: What is {a} plus {b}?\nAnswer:", [" 1", " 2", " 3", " 10", " 12"])
-                for a in range(1, 5) for b in range(1, 4)]
+    requests = [
+        ScoreRequest(f"Question: What is {a} plus {b}?\nAnswer:", [" 1", " 2", " 3", " 10", " 12"])
+        for a in range(1, 5)
+        for b in range(1, 4)
+    ]
     lm = OpenAI(base_url=vllm_server.base_url, api_key="none", concurrency=1)
     lm.score_batch(requests[:1])  # probes and warms the tokenizer cache
     before = lm.requests["completions"]
@@ -195,16 +213,24 @@ def test_empty_prompt_without_bos_is_refused(api):
 
 
 def test_unknown_model_is_a_clear_error(vllm_server):
-    lm = OpenAI(model="no-such-model", base_url=vllm_server.base_url, api_key="none", server="vllm",
-                check_tokenizer=False)
+    lm = OpenAI(
+        model="no-such-model", base_url=vllm_server.base_url, api_key="none", server="vllm", check_tokenizer=False
+    )
     with pytest.raises(RequestFailedError, match="no-such-model"):
         lm.complete("Hello", max_tokens=2)
     lm.close()
 
 
 def test_server_gone_is_bounded():
-    lm = OpenAI(model="smollm2", base_url=f"http://127.0.0.1:{free_port()}/v1", api_key="none", server="vllm",
-                max_retries=2, max_retry_time=5, backoff=0.05)
+    lm = OpenAI(
+        model="smollm2",
+        base_url=f"http://127.0.0.1:{free_port()}/v1",
+        api_key="none",
+        server="vllm",
+        max_retries=2,
+        max_retry_time=5,
+        backoff=0.05,
+    )
     began = time.monotonic()
     with pytest.raises(RetryExhaustedError):
         lm.choice_distribution("Q:", [" a", " b"])
@@ -236,16 +262,27 @@ def test_hostile_text_scores_like_tf_or_is_refused(vllm_server, api, smol_tf):
 
     from autocog.errors import InvalidChoicesError, InvalidPromptError, TokenizerMismatchError
 
-    typed = (InvalidChoicesError, InvalidPromptError, StrategyUnavailableError, TokenizerMismatchError,
-             ContextLengthError)
+    typed = (
+        InvalidChoicesError,
+        InvalidPromptError,
+        StrategyUnavailableError,
+        TokenizerMismatchError,
+        ContextLengthError,
+    )
 
     def alive():
         return vllm_server.process.poll() is None and isinstance(api.complete("The quick brown", max_tokens=2), str)
 
     for kwargs in ({}, {"strategy": "descent", "search": "full"}):
-        tally = check_cases(lambda p, c: api.choice_distribution(p, c, **kwargs).token_logprobs,
-                            smol_tf.choice_logprobs, hostile_cases(seed=11, count=10), ATOL, typed,
-                            deadline=time.monotonic() + 300, alive=alive)
+        tally = check_cases(
+            lambda p, c: api.choice_distribution(p, c, **kwargs).token_logprobs,
+            smol_tf.choice_logprobs,
+            hostile_cases(seed=11, count=10),
+            ATOL,
+            typed,
+            deadline=time.monotonic() + 300,
+            alive=alive,
+        )
         assert tally.total == 10, tally
         if not kwargs:  # echo by token ids refuses only what TfLM refuses too
             assert sum(tally.refused.values()) == tally.refused_as_reference, tally
@@ -253,10 +290,12 @@ def test_hostile_text_scores_like_tf_or_is_refused(vllm_server, api, smol_tf):
 
 # --- Structured output through vLLM (`autocog/structured/server.py`: ``structured_outputs`` in the body) ----
 
+
 def test_structured_course_example(api):
     """The course example (`Client`: name, US phone, five-digit ZIP) comes back as a validated instance."""
-    import autocog
     from structured_cases import COURSE_PROMPT, EXTRACTION_PROMPT, EXTRACTIONS, Client, _check_client
+
+    import autocog
 
     _check_client(autocog.generate(api, Client, COURSE_PROMPT, max_tokens=96))
     client = autocog.generate(api, Client, EXTRACTION_PROMPT, max_tokens=96, text=EXTRACTIONS[1][0])
@@ -268,12 +307,17 @@ def test_structured_json_schema_dict(api):
 
     import autocog
 
-    schema = {"type": "object", "properties": {
-        "city": {"type": "string", "maxLength": 20},
-        "code": {"type": "string", "pattern": "^[A-Z]{3}-[0-9]{2}$"},
-        "rank": {"type": "integer", "minimum": 1, "maximum": 9},
-        "tags": {"type": "array", "items": {"enum": ["old", "big", "wet"]}, "maxItems": 2}},
-        "required": ["city", "code", "rank", "tags"], "additionalProperties": False}
+    schema = {
+        "type": "object",
+        "properties": {
+            "city": {"type": "string", "maxLength": 20},
+            "code": {"type": "string", "pattern": "^[A-Z]{3}-[0-9]{2}$"},
+            "rank": {"type": "integer", "minimum": 1, "maximum": 9},
+            "tags": {"type": "array", "items": {"enum": ["old", "big", "wet"]}, "maxItems": 2},
+        },
+        "required": ["city", "code", "rank", "tags"],
+        "additionalProperties": False,
+    }
     value = autocog.generate(api, schema, "A city record as JSON:\n", max_tokens=96)
     jsonschema.validate(value, schema)
     assert set(value) == {"city", "code", "rank", "tags"}
@@ -320,12 +364,14 @@ def test_structured_on_the_chat_endpoint(vllm_server):
     """``chat=True``: ``/chat/completions`` with the same ``structured_outputs`` field and the bare user text."""
     import re
 
-    import autocog
     from structured_cases import US_PHONE, Client
 
+    import autocog
+
     lm = OpenAI(base_url=vllm_server.base_url, api_key="none", chat=True)
-    client = autocog.generate(lm, Client, "Create a client profile with the fields name, phone_number, and "
-                              "zip_code", max_tokens=96)
+    client = autocog.generate(
+        lm, Client, "Create a client profile with the fields name, phone_number, and zip_code", max_tokens=96
+    )
     assert isinstance(client, Client) and client.name  # the name's content is the chat model's own choice
     assert re.fullmatch(US_PHONE, client.phone_number) and re.fullmatch(r"\d{5}", client.zip_code)
     assert re.fullmatch(r"[0-9]{3}", autocog.generate(lm, autocog.Regex(r"[0-9]{3}"), "Say hello.", max_tokens=8))

@@ -12,6 +12,8 @@ from typing import Annotated, Callable, Literal, Optional, Union
 import numpy as np
 import pytest
 from pydantic import BaseModel, Field, TypeAdapter
+from structured_cases import COURSE_PROMPT, EXTRACTION_PROMPT, EXTRACTIONS, Client, _check_client
+from toy import SpyLM
 
 import autocog
 from autocog.lm import InvalidPromptError
@@ -23,8 +25,6 @@ from autocog.structured import (
     run,
     vocabulary,
 )
-from toy import SpyLM
-from structured_cases import COURSE_PROMPT, Client, EXTRACTIONS, EXTRACTION_PROMPT, _check_client  # noqa: E402
 
 
 class Color(enum.Enum):
@@ -121,27 +121,47 @@ SCHEMAS = {
     "tuple": tuple[int, str, bool],
     "json_schema_nested": {
         "type": "object",
-        "properties": {"points": {"type": "array", "items": {
-            "type": "object", "properties": {"x": {"type": "number"}, "y": {"type": "integer", "maximum": 3}},
-            "required": ["x", "y"], "additionalProperties": False}, "maxItems": 3}},
-        "required": ["points"], "additionalProperties": False},
+        "properties": {
+            "points": {
+                "type": "array",
+                "items": {
+                    "type": "object",
+                    "properties": {"x": {"type": "number"}, "y": {"type": "integer", "maximum": 3}},
+                    "required": ["x", "y"],
+                    "additionalProperties": False,
+                },
+                "maxItems": 3,
+            }
+        },
+        "required": ["points"],
+        "additionalProperties": False,
+    },
     "json_schema_enum_const": {
         "type": "object",
-        "properties": {"mode": {"enum": ["fast", "slow", 3, None]}, "v": {"const": "x\"y"},
-                       "level": {"type": "integer", "exclusiveMinimum": 0, "exclusiveMaximum": 4}},
-        "required": ["mode", "v", "level"], "additionalProperties": False},
+        "properties": {
+            "mode": {"enum": ["fast", "slow", 3, None]},
+            "v": {"const": 'x"y'},
+            "level": {"type": "integer", "exclusiveMinimum": 0, "exclusiveMaximum": 4},
+        },
+        "required": ["mode", "v", "level"],
+        "additionalProperties": False,
+    },
     "json_schema_pattern_strings": {
         "type": "object",
-        "properties": {"code": {"type": "string", "pattern": "^[A-Z]{2}-[0-9]{2,4}$"},
-                       "note": {"type": "string", "minLength": 1, "maxLength": 8}},
-        "required": ["code", "note"], "additionalProperties": False},
+        "properties": {
+            "code": {"type": "string", "pattern": "^[A-Z]{2}-[0-9]{2,4}$"},
+            "note": {"type": "string", "minLength": 1, "maxLength": 8},
+        },
+        "required": ["code", "note"],
+        "additionalProperties": False,
+    },
 }
 
 
 @pytest.fixture(scope="module")
 def tiny_llama_lm():
-    from autocog.lm import LLaMa
     from autocog.gguf.models import tiny_llama_gguf
+    from autocog.lm import LLaMa
 
     return LLaMa(**LLaMa.create(model_path=tiny_llama_gguf(), n_ctx=1024))
 
@@ -183,8 +203,7 @@ def test_regex_and_grammar_outputs_always_match(tiny_tf, tiny_llama_lm, seed):
         (autocog.Regex(r"[0-9]{3}-[0-9]{4}"), r"[0-9]{3}-[0-9]{4}"),
         (autocog.Regex(r"(yes|no), because [a-z ]{1,20}\."), r"(yes|no), because [a-z ]{1,20}\."),
         (autocog.Regex(r"[日本語é]{2,5}"), r"[日本語é]{2,5}"),
-        (autocog.Lark('start: expr\nexpr: NUM | "(" expr OP expr ")"\nOP: "+" | "*"\nNUM: /[0-9]{1,2}/'),
-         None),
+        (autocog.Lark('start: expr\nexpr: NUM | "(" expr OP expr ")"\nOP: "+" | "*"\nNUM: /[0-9]{1,2}/'), None),
         (autocog.GBNF('root ::= "color: " ("red" | "green" | "blue") "!"'), r"color: (red|green|blue)!"),
     ]
     for lm in (tiny_tf, tiny_llama_lm):
@@ -193,7 +212,7 @@ def test_regex_and_grammar_outputs_always_match(tiny_tf, tiny_llama_lm, seed):
             if reference is not None:
                 assert re.fullmatch(reference, text), (output_type, text)
             else:
-                assert isinstance(eval(text), int), text          # a well-formed arithmetic expression
+                assert isinstance(eval(text), int), text  # a well-formed arithmetic expression
 
 
 def test_partial_utf8_tokens_are_generated(tiny_tf, tiny_llama_lm):
@@ -233,7 +252,7 @@ def test_constrained_logprobs_are_the_models(tiny):
         row = tiny.greedy(ids + result.tokens[:k])
         assert logprob == pytest.approx(float(row[token]), abs=1e-4)
         masked_away += int(np.argmax(row)) != token
-    assert masked_away > 0     # the constraint did change the greedy path: the test compares something
+    assert masked_away > 0  # the constraint did change the greedy path: the test compares something
 
 
 def test_template_inputs_and_prompt_messages(tiny_tf):
@@ -243,18 +262,21 @@ def test_template_inputs_and_prompt_messages(tiny_tf):
         autocog.generate(tiny_tf, autocog.Regex(r"[0-9]{2}"), "Age of {who}:", whom="Bob")
 
 
-@pytest.mark.parametrize("output_type, error, match", [
-    ({"type": "array", "items": {"type": "integer"}, "uniqueItems": True}, UnsupportedSchemaError, "uniqueItems"),
-    (set[int], UnsupportedSchemaError, "uniqueItems"),
-    ({"type": "object", "not": {"required": ["a"]}}, UnsupportedSchemaError, "not"),
-    (autocog.Regex(r"(?=a)b"), autocog.structured.GrammarError, "look"),
-    (autocog.Lark("start: ( x"), autocog.structured.GrammarError, "lark"),
-    (autocog.GBNF('root ::= "a'), autocog.structured.GrammarError, "GBNF"),
-    ([], autocog.lm.InvalidChoicesError, None),
-    (["a", "a"], autocog.lm.InvalidChoicesError, None),
-    ("[0-9]+", TypeError, "Regex"),
-    (Callable[[int], int], autocog.structured.GrammarError, "JSON schema"),
-])
+@pytest.mark.parametrize(
+    "output_type, error, match",
+    [
+        ({"type": "array", "items": {"type": "integer"}, "uniqueItems": True}, UnsupportedSchemaError, "uniqueItems"),
+        (set[int], UnsupportedSchemaError, "uniqueItems"),
+        ({"type": "object", "not": {"required": ["a"]}}, UnsupportedSchemaError, "not"),
+        (autocog.Regex(r"(?=a)b"), autocog.structured.GrammarError, "look"),
+        (autocog.Lark("start: ( x"), autocog.structured.GrammarError, "lark"),
+        (autocog.GBNF('root ::= "a'), autocog.structured.GrammarError, "GBNF"),
+        ([], autocog.lm.InvalidChoicesError, None),
+        (["a", "a"], autocog.lm.InvalidChoicesError, None),
+        ("[0-9]+", TypeError, "Regex"),
+        (Callable[[int], int], autocog.structured.GrammarError, "JSON schema"),
+    ],
+)
 def test_bad_output_types_fail_before_any_model_call(output_type, error, match):
     spy = SpyLM()
     with pytest.raises(error, match=match):
@@ -275,12 +297,14 @@ def test_close_after_ends_long_strings(tiny_tf):
 
 # --- llama_cpp.server: the constraint goes to the server ---------------------------------------------------
 
+
 @pytest.fixture(scope="module")
 def tiny_api():
     pytest.importorskip("openai")
-    from autocog.lm import OpenAI
-    from autocog.gguf.models import tiny_llama_gguf
     from llama_server import LlamaServer
+
+    from autocog.gguf.models import tiny_llama_gguf
+    from autocog.lm import OpenAI
 
     server = LlamaServer(tiny_llama_gguf(), n_ctx=1024)
     lm = OpenAI(model="tiny", base_url=server.base_url)
@@ -309,7 +333,7 @@ def test_server_native_constraints(tiny_api):
     assert autocog.generate(tiny_api, ["alpha", "beta"], "Pick:") in ("alpha", "beta")
     badge = autocog.generate(tiny_api, Badge, "Badge:", max_tokens=200)
     assert isinstance(badge, Badge) and re.fullmatch(r"[A-Z]{2}-\d{2}", badge.code)
-    with pytest.raises(OutputValidationError):          # the server cut the reply at max_tokens
+    with pytest.raises(OutputValidationError):  # the server cut the reply at max_tokens
         autocog.generate(tiny_api, Badge, "Badge:", max_tokens=3)
     for output_type in (autocog.Regex("[0-9]+"), autocog.Lark('start: "a"')):
         with pytest.raises(ServerConstraintError, match="llama.cpp server has no native"):
@@ -339,9 +363,10 @@ def test_extraction_on_smollm2(smol_llama, text, name, phone, zip_code):
 @pytest.mark.slow
 def test_course_example_on_smollm2_server():
     pytest.importorskip("openai")
-    from autocog.lm import OpenAI
-    from autocog.gguf.models import smollm2_gguf
     from llama_server import LlamaServer
+
+    from autocog.gguf.models import smollm2_gguf
+    from autocog.lm import OpenAI
 
     server = LlamaServer(smollm2_gguf())
     try:
@@ -355,6 +380,7 @@ def test_course_example_on_smollm2_server():
 
 
 # --- the engine's interface ------------------------------------------------------------------------------------
+
 
 class BytesLM(autocog.lm.GreedyLM):
     """A GreedyLM that is neither TfLM nor LLaMa: the engine takes the generic token-bytes path."""
@@ -375,7 +401,7 @@ class BytesLM(autocog.lm.GreedyLM):
     def choose(self, prompt, choices, **kwargs):
         return self.inner.choose(prompt, choices, **kwargs)
 
-    def token_bytes(self):     # exact bytes, here read from the inner model's engine vocabulary
+    def token_bytes(self):  # exact bytes, here read from the inner model's engine vocabulary
         reference = vocabulary(self.inner).tokenizer
         return [reference.decode_bytes([i]) for i in range(vocabulary(self.inner).size)]
 
@@ -391,8 +417,12 @@ class BytesLM(autocog.lm.GreedyLM):
 def test_generic_vocabulary_for_any_greedy_lm(tiny_tf):
     lm = BytesLM(tiny_tf)
     assert vocabulary(lm).size == vocabulary(tiny_tf).size
-    for output_type in (SCHEMAS["json_schema_pattern_strings"], Measures, autocog.Regex(r"[a-z]{2,4}-[0-9]{3}"),
-                        autocog.Regex(r"[日本語]{3}")):
+    for output_type in (
+        SCHEMAS["json_schema_pattern_strings"],
+        Measures,
+        autocog.Regex(r"[a-z]{2,4}-[0-9]{3}"),
+        autocog.Regex(r"[日本語]{3}"),
+    ):
         result = run(lm, output_type, "Data:", max_tokens=96)
         if isinstance(output_type, autocog.Regex):
             assert re.fullmatch(output_type.pattern, result.value)

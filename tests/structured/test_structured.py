@@ -11,14 +11,14 @@ from typing import List, Literal, Optional
 import numpy as np
 import pytest
 from pydantic import BaseModel, Field
+from toy import SpyLM, TextOnlyLM
 
 from autocog.fta import UnsupportedFieldError, generate, structured_program
 from autocog.structured import GrammarConstraint, GrammarError, engine, vocabulary
 from autocog.structured.fields import number, string_content
-from toy import SpyLM, TextOnlyLM
-
 
 # --- models ------------------------------------------------------------------------------------------------
+
 
 class ClientProfile(BaseModel):
     """The course example."""
@@ -61,7 +61,7 @@ class Person(BaseModel):
 
 class Escapes(BaseModel):
     text: str
-    code: str = Field(pattern=r'^[A-Z]{2}-\d+$', max_length=8)
+    code: str = Field(pattern=r"^[A-Z]{2}-\d+$", max_length=8)
     letters: List[Literal["a", "b"]] = Field(min_length=2, max_length=4)
 
 
@@ -77,16 +77,17 @@ def check_result(prog, result, text):
     for path in result.paths:
         instance = result.instance(path)
         assert isinstance(instance, prog.model)
-        written = path.text[len(prompt_text(result, text)):]
+        written = path.text[len(prompt_text(result, text)) :]
         assert json.loads(written) == json.loads(instance.model_dump_json(by_alias=True)), written
 
 
 # --- structured output on tiny random models ------------------------------------------------------------------
 
+
 @pytest.fixture(scope="module", params=[0, 1, 2])
 def tiny_seeded(request):
-    from autocog.lm import TfLM
     from autocog.gguf.models import tiny_llama
+    from autocog.lm import TfLM
 
     return TfLM(**TfLM.create(model_path=tiny_llama(seed=request.param)))
 
@@ -109,12 +110,13 @@ def test_always_validates_on_random_models(tiny_seeded, model, width):
 
 def test_lists_and_options_branch(tiny_tf):
     prog = structured_program(Small, PROMPT, string_tokens=3)
-    result = prog.run(tiny_tf, text="x", width=None)      # every branch: 2 flags x (null | string) x 0-2 tags
+    result = prog.run(tiny_tf, text="x", width=None)  # every branch: 2 flags x (null | string) x 0-2 tags
     check_result(prog, result, "x")
     instances = [result.instance(p) for p in result.paths]
     assert len(instances) == 2 * 2 * 3
     assert {(i.flag, i.maybe is None, len(i.tags)) for i in instances} == {
-        (f, m, n) for f in (True, False) for m in (True, False) for n in (0, 1, 2)}
+        (f, m, n) for f in (True, False) for m in (True, False) for n in (0, 1, 2)
+    }
     assert sum(p.probability for p in result.paths) == pytest.approx(1.0)
 
 
@@ -134,7 +136,7 @@ def test_numbers_are_generated_within_bounds(tiny_tf):
             assert 1 <= value.stars <= 5 and 0 < value.ratio < 1 and -40 <= value.temperature <= 60
             assert value.triple % 3 == 0 and (value.maybe is None or 10 <= value.maybe <= 12)
             # the written text is the number itself (the engine enforces bounds; nothing is clamped afterwards)
-            assert json.loads(path.text[len(PROMPT.format(text="garbage")):])["stars"] == value.stars
+            assert json.loads(path.text[len(PROMPT.format(text="garbage")) :])["stars"] == value.stars
     assert prog.by_name["/stars"].pattern.kind == "json_schema"
 
 
@@ -158,12 +160,15 @@ def test_generate_and_program_shape(tiny_tf):
     assert kinds["/address/city"] == kinds["/friends/1/zip_code"] == "complete"
 
 
-@pytest.mark.parametrize("annotation, message", [
-    (dict, "dict"),
-    (Optional[List[dict]], "dict"),
-    (int | str, "Optional"),
-    (set[int], "set"),
-])
+@pytest.mark.parametrize(
+    "annotation, message",
+    [
+        (dict, "dict"),
+        (Optional[List[dict]], "dict"),
+        (int | str, "Optional"),
+        (set[int], "set"),
+    ],
+)
 def test_unsupported_fields_fail_before_any_model_call(annotation, message):
     model = type("Bad", (BaseModel,), {"__annotations__": {"ok": str, "bad": annotation}})
     with pytest.raises(UnsupportedFieldError, match=message) as info:
@@ -176,7 +181,7 @@ def test_unsupported_constraints():
         n: str = Field(min_length=5, max_length=2)
 
     class BadPattern(BaseModel):
-        code: str = Field(pattern=r"^\bword$")     # word boundaries: valid for pydantic, not for the engine
+        code: str = Field(pattern=r"^\bword$")  # word boundaries: valid for pydantic, not for the engine
 
     class QuoteOnly(BaseModel):
         quote: str = Field(pattern=r'^"$')
@@ -192,16 +197,30 @@ def test_unsupported_constraints():
         structured_program(dict)
     spy = SpyLM()
     with pytest.raises(Exception):
-        structured_program(ClientProfile, PROMPT).run(spy)        # missing input 'text'
+        structured_program(ClientProfile, PROMPT).run(spy)  # missing input 'text'
     assert spy.calls == 0
 
 
 # --- the grammar engine -----------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("regex", [
-    r"(ab|a)*c?", r"[a-c]{2,3}x+", r"\w+@\w+\.com", r"(?:0|[1-9]\d*)(\.\d+)?", r"[^abc]{1,2}d", r"a|b|cd*",
-    r"^\d{3}-\d{4}$", r"[-a.]+", r"x{0}y", r"(a|)b", r"[\d.]+", r"\s?\S",
-])
+
+@pytest.mark.parametrize(
+    "regex",
+    [
+        r"(ab|a)*c?",
+        r"[a-c]{2,3}x+",
+        r"\w+@\w+\.com",
+        r"(?:0|[1-9]\d*)(\.\d+)?",
+        r"[^abc]{1,2}d",
+        r"a|b|cd*",
+        r"^\d{3}-\d{4}$",
+        r"[-a.]+",
+        r"x{0}y",
+        r"(a|)b",
+        r"[\d.]+",
+        r"\s?\S",
+    ],
+)
 def test_regex_matches_like_re_and_repairs(regex):
     grammar, reference = engine.regex(regex), re.compile(regex.strip("^$"))
     rng = random.Random(regex)
@@ -222,13 +241,13 @@ def test_field_grammars():
     assert engine.matches(number(int), "-12") and not engine.matches(number(int), "012")
     assert not engine.matches(number(int, ge=0), "-1") and engine.matches(number(int, ge=0), "0")
     assert engine.matches(number(float), "3.25") and engine.matches(number(float), "-100000")
-    assert not engine.matches(number(float), "10000000000000001")      # FLOAT_LIMIT: digits exact as a double
+    assert not engine.matches(number(float), "10000000000000001")  # FLOAT_LIMIT: digits exact as a double
     assert not engine.matches(number(float, gt=0, lt=1), "1") and engine.matches(number(float, gt=0, lt=1), "0.5")
     assert engine.matches(number(int, nullable=True), "null") and not engine.matches(number(int), "null")
     s = string_content(max_length=4)
     assert engine.matches(s, 'ab\\"c') and not engine.matches(s, 'a"b') and not engine.matches(s, "a\nb")
     assert not engine.matches(s, "abcde") and engine.matches(s, "\u00e9t\u00e9")
-    assert engine.matches(string_content(), "caf\u00e9 \u65e5\u672c")     # decoded Unicode, not only escapes
+    assert engine.matches(string_content(), "caf\u00e9 \u65e5\u672c")  # decoded Unicode, not only escapes
     repaired = engine.repair(string_content(min_length=2), "")
     assert engine.matches(string_content(min_length=2), repaired) and len(json.loads(f'"{repaired}"')) == 2
     assert engine.repair(number(int), "-") == "-0"
@@ -239,15 +258,19 @@ def test_field_grammars():
 def test_masks_allow_exactly_the_consumable_tokens(tiny_tf):
     vocab = vocabulary(tiny_tf)
     ids = range(vocab.size)
-    for grammar in [string_content(), number(int), engine.followed_by(engine.regex(r"\d{3}-\d{4}"), ['"']),
-                    engine.json_schema({"type": "object", "properties": {"a": {"type": "string"}}})]:
+    for grammar in [
+        string_content(),
+        number(int),
+        engine.followed_by(engine.regex(r"\d{3}-\d{4}"), ['"']),
+        engine.json_schema({"type": "object", "properties": {"a": {"type": "string"}}}),
+    ]:
         constraint = GrammarConstraint(grammar, vocab)
         for step in range(6):
             if constraint.done():
                 break
             mask = constraint.allowed()
             assert mask.shape == (vocab.size,) and mask.any()
-            for t in ids:     # the mask says exactly which tokens the matcher accepts
+            for t in ids:  # the mask says exactly which tokens the matcher accepts
                 assert constraint.matcher.deep_copy().consume_token(t) == bool(mask[t]), (grammar.kind, step, t)
             allowed = [t for t in np.flatnonzero(mask) if t not in vocab.eos]
             if not allowed:
@@ -259,8 +282,12 @@ def test_masks_allow_exactly_the_consumable_tokens(tiny_tf):
 
 PROFILE_PROMPT = "Extract the client profile from the message.\nMessage: {text}\nProfile (JSON):\n"
 PROFILE_CASES = [
-    ("Hi, this is Maria Lopez. You can reach me at 415-555-0132. I live in San Francisco, 94110.",
-     "Maria Lopez", "415-555-0132", "94110"),
+    (
+        "Hi, this is Maria Lopez. You can reach me at 415-555-0132. I live in San Francisco, 94110.",
+        "Maria Lopez",
+        "415-555-0132",
+        "94110",
+    ),
     ("Client: John Smith, phone 212-555-0199, ZIP 10001, New York.", "John Smith", "212-555-0199", "10001"),
 ]
 

@@ -21,11 +21,56 @@ from typing import Callable, Optional
 # Unicode (accents, CJK, RTL), emoji (with modifiers and joiners), zero-width and control characters (NUL
 # included), the literal text of special tokens, backslashes, quotes, braces, whitespace, digits, plain words.
 POOL = [
-    " Paris", "Paris", " the", "fox", " 10", "10", "b", " ", "\t", "\n", "\r\n", "  ",
-    "ü", "é", "naïve", "東京", "مرحبا", "Ωμέγα", "🙂", "👍🏽", "👨‍👩‍👧", "🇫🇷",
-    "\u200b", "\u200d", "\ufeff", "\u202e", "\x00", "\x01", "\x1b[0m", "\x7f",
-    "<s>", "</s>", "<unk>", "<|endoftext|>", "<|im_start|>", "[INST]",
-    "\\", "\\n", "\\x00", "\"", "'", "`", "{", "}", "{}", "}{", "[", "]", "%s", "${x}",
+    " Paris",
+    "Paris",
+    " the",
+    "fox",
+    " 10",
+    "10",
+    "b",
+    " ",
+    "\t",
+    "\n",
+    "\r\n",
+    "  ",
+    "ü",
+    "é",
+    "naïve",
+    "東京",
+    "مرحبا",
+    "Ωμέγα",
+    "🙂",
+    "👍🏽",
+    "👨‍👩‍👧",
+    "🇫🇷",
+    "\u200b",
+    "\u200d",
+    "\ufeff",
+    "\u202e",
+    "\x00",
+    "\x01",
+    "\x1b[0m",
+    "\x7f",
+    "<s>",
+    "</s>",
+    "<unk>",
+    "<|endoftext|>",
+    "<|im_start|>",
+    "[INST]",
+    "\\",
+    "\\n",
+    "\\x00",
+    '"',
+    "'",
+    "`",
+    "{",
+    "}",
+    "{}",
+    "}{",
+    "[",
+    "]",
+    "%s",
+    "${x}",
 ]
 
 
@@ -65,8 +110,15 @@ class Tally:
         return self.scored + sum(self.refused.values())
 
 
-def check_cases(score: Callable, reference: Callable, cases: list, tolerance: float, typed: tuple,
-                deadline: Optional[float] = None, alive: Callable[[], bool] = lambda: True) -> Tally:
+def check_cases(
+    score: Callable,
+    reference: Callable,
+    cases: list,
+    tolerance: float,
+    typed: tuple,
+    deadline: Optional[float] = None,
+    alive: Callable[[], bool] = lambda: True,
+) -> Tally:
     """Run ``score(prompt, choices) -> per-token log-probs`` on each case and compare with ``reference`` (the same
     signature). A case is scored (every value within ``tolerance`` of the reference, finite) or refused with an
     error of a ``typed`` class whose message is not empty; anything else fails with the case named. Stops at
@@ -92,7 +144,9 @@ def check_cases(score: Callable, reference: Callable, cases: list, tolerance: fl
             assert expected is not None, f"scored what the reference refuses: {(prompt, choices)!r}"
             assert len(got) == len(expected), (prompt, choices)
             for j, (a, e) in enumerate(zip(got, expected)):
-                assert len(a) == len(e), f"choice {j} has {len(a)} tokens, the reference {len(e)}: {(prompt, choices)!r}"
+                assert len(a) == len(e), (
+                    f"choice {j} has {len(a)} tokens, the reference {len(e)}: {(prompt, choices)!r}"
+                )
                 for x, y in zip(a, e):
                     assert math.isfinite(x), f"choice {j}: {a} for {(prompt, choices)!r}"
                     tally.worst = max(tally.worst, abs(x - y))

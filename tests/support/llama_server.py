@@ -34,9 +34,24 @@ class LlamaServer:
         self.base_url = f"http://127.0.0.1:{self.port}/v1"
         self.log = tempfile.NamedTemporaryFile(prefix="llama-server-", suffix=".log", delete=False)
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "llama_cpp.server", "--model", str(model_path), "--host", "127.0.0.1",
-             "--port", str(self.port), "--n_ctx", str(n_ctx), "--verbose", "false"],
-            stdout=self.log, stderr=subprocess.STDOUT)
+            [
+                sys.executable,
+                "-m",
+                "llama_cpp.server",
+                "--model",
+                str(model_path),
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(self.port),
+                "--n_ctx",
+                str(n_ctx),
+                "--verbose",
+                "false",
+            ],
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
+        )
         deadline = time.monotonic() + ready_timeout
         while True:
             if self.process.poll() is not None:
@@ -67,5 +82,12 @@ class LlamaServer:
 
 
 # The reasons a hostile case cannot be exact through llama_cpp.server (docs/openai.md); any other refusal fails.
-CANNOT_BE_EXACT = ("across their boundary", "UTF-8 character", "no text of its own", "leaves out of every log-prob",
-                   "empty prompt", "tokenize to the same tokens", "tokenizes to nothing")
+CANNOT_BE_EXACT = (
+    "across their boundary",
+    "UTF-8 character",
+    "no text of its own",
+    "leaves out of every log-prob",
+    "empty prompt",
+    "tokenize to the same tokens",
+    "tokenizes to nothing",
+)

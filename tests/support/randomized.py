@@ -1,6 +1,26 @@
 """Random prompts and choice lists for the property tests."""
 
-WORDS = "the quick brown fox jumps over lazy dog capital France Paris Berlin answer yes no 1 10 100 step".split()
+WORDS = [
+    "the",
+    "quick",
+    "brown",
+    "fox",
+    "jumps",
+    "over",
+    "lazy",
+    "dog",
+    "capital",
+    "France",
+    "Paris",
+    "Berlin",
+    "answer",
+    "yes",
+    "no",
+    "1",
+    "10",
+    "100",
+    "step",
+]
 
 
 def random_text(rng, n_words):

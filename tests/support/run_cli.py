@@ -9,10 +9,18 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def autocog(*args, timeout=600, stdin=None):
-    env = dict(os.environ, PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""),
-               TOKENIZERS_PARALLELISM="false")
-    return subprocess.run([sys.executable, "-m", "autocog", *map(str, args)], capture_output=True, text=True,
-                          cwd=ROOT, env=env, timeout=timeout, input=stdin)
+    env = dict(
+        os.environ, PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""), TOKENIZERS_PARALLELISM="false"
+    )
+    return subprocess.run(
+        [sys.executable, "-m", "autocog", *map(str, args)],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        env=env,
+        timeout=timeout,
+        input=stdin,
+    )
 
 
 def ok(proc):

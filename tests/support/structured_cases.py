@@ -4,8 +4,6 @@ import re
 
 from pydantic import BaseModel, Field
 
-
-
 US_PHONE = r"^\(?[2-9]\d{2}\)?[-. ]?\d{3}[-. ]?\d{4}$"
 
 
@@ -19,14 +17,22 @@ class Client(BaseModel):
 
 # --- SmolLM2: sensible content ---------------------------------------------------------------------------
 
-COURSE_PROMPT = ("<|im_start|>user\nCreate a client profile with the fields name, phone_number, and zip_code"
-                 "<|im_end|>\n<|im_start|>assistant\nHere is the client profile in JSON:\n")
+COURSE_PROMPT = (
+    "<|im_start|>user\nCreate a client profile with the fields name, phone_number, and zip_code"
+    "<|im_end|>\n<|im_start|>assistant\nHere is the client profile in JSON:\n"
+)
 
-EXTRACTION_PROMPT = ("<|im_start|>user\nExtract the client profile (name, phone_number, zip_code) as JSON from "
-                     "this message: {text}<|im_end|>\n<|im_start|>assistant\n")
+EXTRACTION_PROMPT = (
+    "<|im_start|>user\nExtract the client profile (name, phone_number, zip_code) as JSON from "
+    "this message: {text}<|im_end|>\n<|im_start|>assistant\n"
+)
 EXTRACTIONS = [
-    ("Hi, this is Maria Lopez. You can reach me at 415-555-0132. I live in San Francisco, 94110.",
-     "Maria Lopez", "415-555-0132", "94110"),
+    (
+        "Hi, this is Maria Lopez. You can reach me at 415-555-0132. I live in San Francisco, 94110.",
+        "Maria Lopez",
+        "415-555-0132",
+        "94110",
+    ),
     ("Client: John Smith, phone 212-555-0199, ZIP 10001, New York.", "John Smith", "212-555-0199", "10001"),
     ("Please call Anna Chen on 617-555-0147; her zip code is 02139.", "Anna Chen", "617-555-0147", "02139"),
 ]

@@ -61,6 +61,7 @@ def brute_force(lm, prompt, choices):
 
 # --- helpers ----------------------------------------------------------------------------------------------
 
+
 class SpyLM(LM):
     """Counts every model call; answers nothing useful (for tests that must fail before any call)."""
 

@@ -74,8 +74,15 @@ class VllmServer:
     Memory: about 4 GiB resident (``VLLM_CPU_KVCACHE_SPACE=1`` GiB of it KV cache); stop it when done.
     """
 
-    def __init__(self, model_dir: os.PathLike | str, name: str = "model", ready_timeout: float = 300.0,
-                 max_model_len: Optional[int] = None, python: Optional[Path] = None, extra_args: tuple = ()):
+    def __init__(
+        self,
+        model_dir: os.PathLike | str,
+        name: str = "model",
+        ready_timeout: float = 300.0,
+        max_model_len: Optional[int] = None,
+        python: Optional[Path] = None,
+        extra_args: tuple = (),
+    ):
         self.model_dir = Path(model_dir)
         self.name = name
         self.ready_timeout = ready_timeout
@@ -96,13 +103,13 @@ class VllmServer:
     def base_url(self) -> str:
         return self.root_url + "/v1"
 
-    def __enter__(self) -> "VllmServer":
+    def __enter__(self) -> VllmServer:
         return self.start()
 
     def __exit__(self, *exc) -> None:
         self.stop()
 
-    def start(self) -> "VllmServer":
+    def start(self) -> VllmServer:
         """Start, wait until ready, warm up; on any failure the process group is killed and the log shown."""
         for attempt in range(3):  # a free port can be taken between our check and the server's bind
             self.port = free_port()
@@ -119,18 +126,45 @@ class VllmServer:
         raise RuntimeError(f"vLLM could not bind a free port in 3 attempts:\n{self.tail()}")
 
     def _spawn(self) -> None:
-        env = dict(os.environ, VLLM_CPU_KVCACHE_SPACE=os.environ.get("VLLM_CPU_KVCACHE_SPACE", "1"),
-                   HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", VLLM_NO_USAGE_STATS="1", DO_NOT_TRACK="1",
-                   TOKENIZERS_PARALLELISM="false")
+        env = dict(
+            os.environ,
+            VLLM_CPU_KVCACHE_SPACE=os.environ.get("VLLM_CPU_KVCACHE_SPACE", "1"),
+            HF_HUB_OFFLINE="1",
+            TRANSFORMERS_OFFLINE="1",
+            VLLM_NO_USAGE_STATS="1",
+            DO_NOT_TRACK="1",
+            TOKENIZERS_PARALLELISM="false",
+        )
         env.pop("PYTHONPATH", None)  # the vLLM venv must not see autocog's venv or sources
-        command = [str(self.python), "-m", "vllm.entrypoints.openai.api_server", "--model", str(self.model_dir),
-                   "--served-model-name", self.name, "--host", "127.0.0.1", "--port", str(self.port),
-                   "--dtype", "float32", "--enforce-eager", "--max-model-len", str(self.max_model_len),
-                   *self.extra_args]
+        command = [
+            str(self.python),
+            "-m",
+            "vllm.entrypoints.openai.api_server",
+            "--model",
+            str(self.model_dir),
+            "--served-model-name",
+            self.name,
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(self.port),
+            "--dtype",
+            "float32",
+            "--enforce-eager",
+            "--max-model-len",
+            str(self.max_model_len),
+            *self.extra_args,
+        ]
         with open(self.log_path, "ab") as log:
             # A session of its own: `stop` can kill the server's workers (its process group) and nothing else.
-            self.process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env,
-                                            start_new_session=True, cwd=tempfile.gettempdir())
+            self.process = subprocess.Popen(
+                command,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                env=env,
+                start_new_session=True,
+                cwd=tempfile.gettempdir(),
+            )
         _RUNNING.add(self)
 
     def _wait_ready(self) -> None:
@@ -159,8 +193,9 @@ class VllmServer:
 
     def post(self, path: str, body: dict, timeout: float = 120.0) -> dict:
         """POST JSON to the server (``path`` from the root, e.g. ``/tokenize``); the decoded answer."""
-        request = urllib.request.Request(self.root_url + path, data=json.dumps(body).encode(),
-                                         headers={"Content-Type": "application/json"})
+        request = urllib.request.Request(
+            self.root_url + path, data=json.dumps(body).encode(), headers={"Content-Type": "application/json"}
+        )
         with DIRECT.open(request, timeout=timeout) as answer:
             return json.loads(answer.read())
 
@@ -190,13 +225,14 @@ class VllmServer:
             self.log_path.unlink(missing_ok=True)
 
 
-def smollm2_server() -> "VllmServer":
+def smollm2_server() -> VllmServer:
     """SmolLM2's transformers directory on vLLM, started (the tests' server; ``/tokenizer_info`` on, for pmi)."""
     python = require_vllm()
     from autocog.gguf.models import smollm2_transformers
 
-    return VllmServer(smollm2_transformers(), name="smollm2", python=python,
-                      extra_args=("--enable-tokenizer-info-endpoint",)).start()
+    return VllmServer(
+        smollm2_transformers(), name="smollm2", python=python, extra_args=("--enable-tokenizer-info-endpoint",)
+    ).start()
 
 
 def _context_length(model_dir: Path, most: int = 2048) -> int:

@@ -41,13 +41,13 @@ class JobPlan:
     the job's sequence ids (one per tip, at least one)."""
 
     prompt_tokens: list[int]
-    tree: "TokenChoiceTree"
+    tree: TokenChoiceTree
     inner: list[int]
     seqs_of: dict[int, list[int]]
     seqs: list[int]
 
     @classmethod
-    def build(cls, prompt_tokens: list[int], tree: "TokenChoiceTree", first_seq: int) -> "JobPlan":
+    def build(cls, prompt_tokens: list[int], tree: TokenChoiceTree, first_seq: int) -> JobPlan:
         inner = tree.internal_nodes()
         is_inner = set(inner)
         tips = [i for i in inner if not any(c in is_inner for c in tree.nodes[i].children.values())]
@@ -61,7 +61,7 @@ class JobPlan:
         return cls(prompt_tokens, tree, inner, seqs_of, seqs)
 
 
-def job_size(prompt_tokens: Sequence[int], tree: "TokenChoiceTree", shared: int) -> tuple[int, int]:
+def job_size(prompt_tokens: Sequence[int], tree: TokenChoiceTree, shared: int) -> tuple[int, int]:
     """(sequences, KV cells) a job needs in a packed decode after a shared prefix of ``shared`` tokens."""
     inner = tree.internal_nodes()
     is_inner = set(inner)
@@ -86,8 +86,7 @@ def pack_groups(jobs: Sequence[TreeJob], max_seqs: int, max_cells: int, max_toke
     seqs = cells = 0
     for job in jobs:
         n_seqs, n_cells = job_size(job[0], job[1], shared)
-        if group and (seqs + n_seqs > max_seqs or shared + cells + n_cells > max_cells
-                      or cells + n_cells > max_tokens):
+        if group and (seqs + n_seqs > max_seqs or shared + cells + n_cells > max_cells or cells + n_cells > max_tokens):
             groups.append(group)
             group, seqs, cells = [], 0, 0
         group.append(job)
@@ -101,7 +100,7 @@ class PackedDecode:
     """One packed decode over ``jobs`` on ``cache`` (a `LlamaPrefixCache`); `run` returns each job's node
     log-probs. The extra sequences are removed afterwards; on any failure the cache is reset."""
 
-    def __init__(self, cache: "LlamaPrefixCache", jobs: Sequence[TreeJob]):
+    def __init__(self, cache: LlamaPrefixCache, jobs: Sequence[TreeJob]):
         self.cache = cache
         # Several prompts: no shared prefix copied between them (each prompt's own sequences hold all of its
         # tokens). Copied prefix cells moved SmolLM2 Q4_1's later prompts by up to 0.3, the same batch-shape
@@ -136,7 +135,7 @@ class PackedDecode:
         cache = self.cache
         try:
             if self.shared:
-                cache.extend(self.plans[0].prompt_tokens[:self.shared])
+                cache.extend(self.plans[0].prompt_tokens[: self.shared])
                 for s in range(1, self.n_seqs + 1):
                     cache.copy_prompt(s, self.shared)
             else:
@@ -157,7 +156,7 @@ class PackedDecode:
             batch.token[row] = token
             batch.pos[row] = pos
             batch.n_seq_id[row] = len(seqs)
-            batch.seq_id[row, :len(seqs)] = seqs
+            batch.seq_id[row, : len(seqs)] = seqs
             batch.logits[row] = output is not None
             if output is not None:
                 outputs.append((row, output))

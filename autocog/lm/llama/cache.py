@@ -36,8 +36,12 @@ class _Batch:
         base = self.seq_id.ctypes.data
         self._rows = (i32 * capacity)(*[ctypes.cast(base + i * row, i32) for i in range(capacity)])
         self.struct = llama_cpp.llama_batch(
-            n_tokens=0, token=self.token.ctypes.data_as(i32), embd=None, pos=self.pos.ctypes.data_as(i32),
-            n_seq_id=self.n_seq_id.ctypes.data_as(i32), seq_id=ctypes.cast(self._rows, ctypes.POINTER(i32)),
+            n_tokens=0,
+            token=self.token.ctypes.data_as(i32),
+            embd=None,
+            pos=self.pos.ctypes.data_as(i32),
+            n_seq_id=self.n_seq_id.ctypes.data_as(i32),
+            seq_id=ctypes.cast(self._rows, ctypes.POINTER(i32)),
             logits=self.logits.ctypes.data_as(ctypes.POINTER(ctypes.c_int8)),
         )
 
@@ -135,11 +139,11 @@ class LlamaPrefixCache:
                 keep = 0
             self.tokens, self.last_logits = tokens[:keep], None
             for start in range(keep, len(tokens), self.n_batch):
-                chunk = tokens[start:start + self.n_batch]
+                chunk = tokens[start : start + self.n_batch]
                 last = start + len(chunk) == len(tokens)
                 self.batch.fill_sequence(chunk, start, last)
                 self.decode()
-                self.tokens = tokens[:start + len(chunk)]
+                self.tokens = tokens[: start + len(chunk)]
             self.last_logits = self.logits(self.batch.struct.n_tokens - 1).copy()
         except BaseException:
             self.reset()

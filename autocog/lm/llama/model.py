@@ -70,9 +70,15 @@ class LLaMa(ChoiceLM):
     ' Paris.'
     """
 
-    def __init__(self, model, n_seq_max: int = DEFAULT_N_SEQ_MAX, completion_kwargs: Optional[dict] = None,
-                 max_retries: Optional[int] = None, chat_template: Optional[str] = None,
-                 group_tokens: int = DEFAULT_GROUP_TOKENS):
+    def __init__(
+        self,
+        model,
+        n_seq_max: int = DEFAULT_N_SEQ_MAX,
+        completion_kwargs: Optional[dict] = None,
+        max_retries: Optional[int] = None,
+        chat_template: Optional[str] = None,
+        group_tokens: int = DEFAULT_GROUP_TOKENS,
+    ):
         llama_cpp = _require_llama_cpp()
         if not isinstance(model, llama_cpp.Llama):
             raise TypeError(f"model must be a llama_cpp.Llama, not {type(model).__name__}")
@@ -87,16 +93,23 @@ class LLaMa(ChoiceLM):
         bos = int(llama_cpp.llama_vocab_bos(self._vocab))
         self._bos = bos if bos >= 0 else None
         # recurrent states cannot share cells between sequences: those models take the generic tree walk
-        self._recurrent = bool(llama_cpp.llama_model_is_recurrent(model.model) or
-                               llama_cpp.llama_model_is_hybrid(model.model))
+        self._recurrent = bool(
+            llama_cpp.llama_model_is_recurrent(model.model) or llama_cpp.llama_model_is_hybrid(model.model)
+        )
         self._eos = {t for t in range(self._n_vocab) if llama_cpp.llama_vocab_is_eog(self._vocab, t)}
         self._pieces: dict[int, bytes] = {}
         self.cache = LlamaPrefixCache(llama_cpp, self._new_context(n_seq_max), self._n_vocab)
         self._fragment_anchor = self._find_fragment_anchor()
 
     @classmethod
-    def create(cls, model_path: Union[str, Path, None] = None, n_ctx: int = 2048, n_threads: Optional[int] = None,
-               verbose: bool = False, **llama_kwargs: Any) -> dict:
+    def create(
+        cls,
+        model_path: Union[str, Path, None] = None,
+        n_ctx: int = 2048,
+        n_threads: Optional[int] = None,
+        verbose: bool = False,
+        **llama_kwargs: Any,
+    ) -> dict:
         """Constructor arguments (``{"model": llama_cpp.Llama}``) for a GGUF file, or for the embedded
         SmolLM2-135M-Instruct when ``model_path`` is None. Other keyword arguments go to ``llama_cpp.Llama``
         (e.g. ``n_batch``, ``n_gpu_layers``, ``type_k``).
@@ -109,8 +122,9 @@ class LLaMa(ChoiceLM):
         path = smollm2_gguf() if model_path is None else Path(model_path)
         check_gguf(path)
         try:
-            model = llama_cpp.Llama(model_path=str(path), n_ctx=n_ctx, n_threads=n_threads, verbose=verbose,
-                                    **llama_kwargs)
+            model = llama_cpp.Llama(
+                model_path=str(path), n_ctx=n_ctx, n_threads=n_threads, verbose=verbose, **llama_kwargs
+            )
         except ValueError as error:  # llama-cpp-python's "Failed to load model from file"
             raise ModelNotFoundError(f"llama.cpp could not load {path}: {error}") from error
         return {"model": model}
@@ -123,10 +137,12 @@ class LLaMa(ChoiceLM):
 
         llama_cpp = self._llama_cpp
         if not hasattr(llama_cpp, "llama_memory_seq_cp") or "kv_unified" not in dict(
-                llama_cpp.llama_context_params._fields_):
+            llama_cpp.llama_context_params._fields_
+        ):
             raise BackendNotInstalledError(
                 "LLaMa needs llama.cpp's memory API and unified KV cache (llama-cpp-python 0.3.36 is tested): "
-                "pip install -U 'llama-cpp-python>=0.3.36'")
+                "pip install -U 'llama-cpp-python>=0.3.36'"
+            )
         n_seq_max = max(1, min(int(n_seq_max), int(llama_cpp.llama_max_parallel_sequences())))
         params = llama_cpp.llama_context_params.from_buffer_copy(self.model.context_params)
         params.n_seq_max = n_seq_max
@@ -179,8 +195,8 @@ class LLaMa(ChoiceLM):
         ids = self._raw_tokenize(text)
         if self._fragment_anchor:
             anchored = self._raw_tokenize("\n" + text)
-            if anchored[:len(self._fragment_anchor)] == self._fragment_anchor:
-                ids = anchored[len(self._fragment_anchor):]
+            if anchored[: len(self._fragment_anchor)] == self._fragment_anchor:
+                ids = anchored[len(self._fragment_anchor) :]
         if bos and self._add_bos and self._bos is not None and ids[:1] != [self._bos]:  # BOS once
             ids = [self._bos] + ids
         return ids
@@ -195,8 +211,10 @@ class LLaMa(ChoiceLM):
         if not self.chat_template:
             raise missing_template("this GGUF (no tokenizer.chat_template in its metadata)")
         llama_cpp = self._llama_cpp
-        special = {"bos_token": llama_cpp.llama_vocab_bos(self._vocab),
-                   "eos_token": llama_cpp.llama_vocab_eos(self._vocab)}
+        special = {
+            "bos_token": llama_cpp.llama_vocab_bos(self._vocab),
+            "eos_token": llama_cpp.llama_vocab_eos(self._vocab),
+        }
         variables = {name: self._special_text(int(t)) for name, t in special.items() if t >= 0}
         return render_template(self.chat_template, messages, add_generation_prompt, **variables)
 
@@ -204,7 +222,7 @@ class LLaMa(ChoiceLM):
         """The text of a (special) token, as the tokenizer writes it (``"<|im_start|>"``)."""
         buf = ctypes.create_string_buffer(256)
         n = self._llama_cpp.llama_token_to_piece(self._vocab, token, buf, 256, 0, True)
-        return buf.raw[:max(n, 0)].decode("utf-8", errors="replace")
+        return buf.raw[: max(n, 0)].decode("utf-8", errors="replace")
 
     def _piece(self, token: int) -> bytes:
         piece = self._pieces.get(token)
@@ -320,8 +338,9 @@ class LLaMa(ChoiceLM):
         groups share prefixes."""
         if max_seqs < 1:
             raise ValueError("LLaMa needs n_seq_max >= 2 to evaluate a choice tree")
-        leaves = [n.index for n in tree.nodes
-                  if n.children and not any(tree.nodes[c].children for c in n.children.values())]
+        leaves = [
+            n.index for n in tree.nodes if n.children and not any(tree.nodes[c].children for c in n.children.values())
+        ]
         paths = [tree.path_tokens(index) for index in leaves]
         order = sorted(range(len(leaves)), key=lambda k: paths[k])
         chunks: list[list[list[int]]] = []
@@ -338,8 +357,9 @@ class LLaMa(ChoiceLM):
                 chunks.append(current)
                 current, nodes, new = [], set(), path
             if len(new) > max_cells:
-                raise ContextLengthError(f"a choice needs {len(path)} tokens after the prompt but the context has "
-                                         f"room for {max_cells}")
+                raise ContextLengthError(
+                    f"a choice needs {len(path)} tokens after the prompt but the context has room for {max_cells}"
+                )
             current.append(path)
             nodes.update(new)
         chunks.append(current)
@@ -359,7 +379,7 @@ class LLaMa(ChoiceLM):
             cache.copy_prompt(s, n_prompt)
         try:
             for start in range(0, len(nodes), batch.capacity):
-                part = nodes[start:start + batch.capacity]
+                part = nodes[start : start + batch.capacity]
                 outputs = []
                 for row, index in enumerate(part):
                     node = tree.nodes[index]
@@ -367,7 +387,7 @@ class LLaMa(ChoiceLM):
                     batch.token[row] = node.token
                     batch.pos[row] = n_prompt + node.depth - 1
                     batch.n_seq_id[row] = len(ids)
-                    batch.seq_id[row, :len(ids)] = ids
+                    batch.seq_id[row, : len(ids)] = ids
                     wanted = [c for c in node.children.values() if np.isnan(out[c])]
                     batch.logits[row] = 1 if wanted else 0
                     if wanted:

@@ -27,7 +27,7 @@ from autocog.lm.openai.vocabulary import SEPARATOR, Vocabulary, scan_vocabulary
 log = logging.getLogger("autocog.lm.openai")
 
 PROBE_PROMPTS = ("The capital of France is", "Once upon a time, there was a", "1, 2, 3, 4,")
-TOKENIZER_PROBE = "Tokenizer check: naïve café, 12,345.67 ünïcödé → 東京 🙂 <div class=\"x\">\tdone</div>"
+TOKENIZER_PROBE = 'Tokenizer check: naïve café, 12,345.67 ünïcödé → 東京 🙂 <div class="x">\tdone</div>'
 PROBE_TOLERANCE = 2e-3
 WHOLE_VOCABULARY = 1 << 20  # top_logprobs that a llama.cpp server answers with every token's log-prob
 _VOCABULARIES: dict = {}  # (server root, model) -> its `Vocabulary` (see `scan_vocabulary`)
@@ -40,8 +40,10 @@ class Capabilities:
         host = urlsplit(str(self.client.base_url)).hostname or ""
         if host.endswith("openai.com"):
             return "openai"
-        for kind, path, body in (("llama.cpp", "/extras/tokenize", {"input": "a"}),
-                                 ("vllm", "/tokenize", {"model": self._model or "", "prompt": "a"})):
+        for kind, path, body in (
+            ("llama.cpp", "/extras/tokenize", {"input": "a"}),
+            ("vllm", "/tokenize", {"model": self._model or "", "prompt": "a"}),
+        ):
             try:
                 data = self._post(self.root_url + path, body, retry=False, kind="probe")
             except (RequestFailedError, MalformedResponseError, RetryExhaustedError):
@@ -88,7 +90,8 @@ class Capabilities:
 
     def _probe_echo(self, probe_prompt: str, nxt: Next, checks: list) -> tuple[Optional[str], str]:
         candidates = [(nxt.token, nxt.logprob)] + sorted(
-            ((t, v) for t, v in nxt.top.items() if t != nxt.token), key=lambda tv: -tv[1])
+            ((t, v) for t, v in nxt.top.items() if t != nxt.token), key=lambda tv: -tv[1]
+        )
         tried = 0
         for token, expected in candidates:
             if not token or not token.strip() or tried >= 3:
@@ -104,15 +107,20 @@ class Capabilities:
             i = found[0]
             direct = echo.logprobs[i]
             shifted = (echo.top[i - 1] or {}).get(token) if i >= 1 else None
-            checks.append({"token": token, "expected": expected, "token_logprobs": direct,
-                           "previous_top_logprobs": shifted})
+            checks.append(
+                {"token": token, "expected": expected, "token_logprobs": direct, "previous_top_logprobs": shifted}
+            )
             if direct is not None and abs(direct - expected) <= PROBE_TOLERANCE:
                 return "direct", f"token_logprobs reproduce the log-prob of {token!r}"
             if shifted is not None and abs(shifted - expected) <= PROBE_TOLERANCE:
-                return "shifted", (f"token_logprobs are shifted by one position ({direct} for {token!r}, expected "
-                                   f"{expected}); the previous position's top_logprobs hold the right value")
-            return None, (f"echo gives neither the log-prob of {token!r} ({expected}) in token_logprobs "
-                          f"({direct}) nor in the previous position's top_logprobs ({shifted})")
+                return "shifted", (
+                    f"token_logprobs are shifted by one position ({direct} for {token!r}, expected "
+                    f"{expected}); the previous position's top_logprobs hold the right value"
+                )
+            return None, (
+                f"echo gives neither the log-prob of {token!r} ({expected}) in token_logprobs "
+                f"({direct}) nor in the previous position's top_logprobs ({shifted})"
+            )
         return None, "no probe continuation could be echoed back on a clean token boundary"
 
     def _probe_bias(self, probe_prompt: str, nxt: Next) -> tuple[Optional[str], str]:
@@ -131,7 +139,8 @@ class Capabilities:
             if biased.token != text:
                 raise TokenizerMismatchError(
                     f"the tokenizer {tokenizer!r} gives id {ids[0]} for {text!r}, but a logit_bias on that id made "
-                    f"the server at {self.base_url} (model {self.model!r}) produce {biased.token!r}: the ids differ")
+                    f"the server at {self.base_url} (model {self.model!r}) produce {biased.token!r}: the ids differ"
+                )
             if biased.logprob is None:
                 return None, "the server returns no log-prob for a biased token"
             if abs(biased.logprob - expected) <= PROBE_TOLERANCE:
@@ -164,7 +173,8 @@ class Capabilities:
             raise TokenizerMismatchError(
                 f"the tokenizer {tokenizer!r} does not match model {self.model!r} on {self.base_url}: the server "
                 f"counts {long_usage} and {short_usage} prompt tokens for two probe texts, {remote} apart, the "
-                f"tokenizer counts {local} apart; pass the model's tokenizer (tokenizer=...)")
+                f"tokenizer counts {local} apart; pass the model's tokenizer (tokenizer=...)"
+            )
 
     def ambiguous_texts(self) -> frozenset:
         """Token texts that name more than one token id in this server's ``top_logprobs``.
@@ -209,6 +219,7 @@ class Capabilities:
         separator = tokenizer.encode(SEPARATOR)
         started = time.monotonic()
         vocabulary = scan_vocabulary(len(keys), decode, separator, self._map)
-        log.info("read %d token names from %s in %.1f s", len(vocabulary.names), self.base_url,
-                 time.monotonic() - started)
+        log.info(
+            "read %d token names from %s in %.1f s", len(vocabulary.names), self.base_url, time.monotonic() - started
+        )
         return vocabulary

@@ -48,7 +48,7 @@ class ChatPrompt(str):
 
     messages: tuple
 
-    def __new__(cls, messages: Sequence[dict]) -> "ChatPrompt":
+    def __new__(cls, messages: Sequence[dict]) -> ChatPrompt:
         checked = check_messages(messages)
         self = super().__new__(cls, json.dumps(checked, ensure_ascii=False))
         self.messages = tuple(checked)
@@ -117,27 +117,40 @@ class Chat:
         if self.server == "llama.cpp":
             props = self.server_props()
             if isinstance(props.get("chat_template"), str) and props["chat_template"]:
-                return render_template(props["chat_template"], messages, add_generation_prompt,
-                                       bos_token=props.get("bos_token") or "", eos_token=props.get("eos_token") or "")
+                return render_template(
+                    props["chat_template"],
+                    messages,
+                    add_generation_prompt,
+                    bos_token=props.get("bos_token") or "",
+                    eos_token=props.get("eos_token") or "",
+                )
         if self.server == "vllm":
-            data = self._post(self.root_url + "/tokenize", {"model": self.model, "messages": messages,
-                                                             "add_generation_prompt": add_generation_prompt})
+            data = self._post(
+                self.root_url + "/tokenize",
+                {"model": self.model, "messages": messages, "add_generation_prompt": add_generation_prompt},
+            )
             tokens = data.get("tokens") if isinstance(data, dict) else None
             if isinstance(tokens, list):
                 return self.tokenizer.decode(tokens)
         raise ChatTemplateError(
             f"the server at {self.base_url} (model {self.model!r}) exposes no chat template, so messages cannot be "
             "rendered for its completions endpoint: pass chat_template= (the model's jinja2 template) or "
-            "chat=True (the server applies its own template)")
+            "chat=True (the server applies its own template)"
+        )
 
     def server_props(self) -> dict:
         """llama.cpp's ``GET /props`` (its C++ server; llama_cpp.server has none), read once: {} when absent."""
         props = getattr(self, "_props", None)
         if props is None:
             try:
-                data = self._call("GET /props", "probe", lambda t: self.client.get(
-                    self.root_url + "/props", cast_to=self.transport.response_type, options={"timeout": t}),
-                    retry=False)
+                data = self._call(
+                    "GET /props",
+                    "probe",
+                    lambda t: self.client.get(
+                        self.root_url + "/props", cast_to=self.transport.response_type, options={"timeout": t}
+                    ),
+                    retry=False,
+                )
             except (RequestFailedError, MalformedResponseError, RetryExhaustedError):
                 data = {}
             props = self._props = data if isinstance(data, dict) else {}
@@ -149,7 +162,8 @@ class Chat:
         if isinstance(prompt, ChatPrompt):
             return [dict(m) for m in prompt.messages]
         return ([{"role": "system", "content": self.system}] if self.system else []) + [
-            {"role": "user", "content": prompt}]
+            {"role": "user", "content": prompt}
+        ]
 
     def stream(self, prompt: Any, stop: Stop = "\n", **kwargs: Any) -> Iterator[str]:
         """`complete`'s text in pieces as the server streams them (``stream=True``):

@@ -78,21 +78,46 @@ class OpenAI(Chat, Requests, Capabilities, ScoreCache, LM):
     >>> lm = OpenAI(base_url="http://127.0.0.1:8000/v1")  # llama_cpp.server's model    # doctest: +SKIP
     """
 
-    def __init__(self, model: Optional[str] = None, base_url: Optional[str] = None, api_key: Optional[str] = None,
-                 client: Any = None, chat: Optional[bool] = None, tokenizer: Any = "auto",
-                 timeout: float = 60.0, max_retries: int = 4, max_retry_time: float = 120.0,
-                 backoff: float = 0.25, max_backoff: float = 8.0, strategy: str = "auto",
-                 top_logprobs: Optional[int] = None, parallel: Optional[int] = None,
-                 completion_kwargs: Optional[dict] = None,
-                 server: str = "auto", system: Optional[str] = None, check_tokenizer: bool = True,
-                 unconditional_prompt: Optional[str] = None, cache_size: int = 4096,
-                 concurrency: Optional[int] = None, chat_template: Optional[str] = None):
+    def __init__(
+        self,
+        model: Optional[str] = None,
+        base_url: Optional[str] = None,
+        api_key: Optional[str] = None,
+        client: Any = None,
+        chat: Optional[bool] = None,
+        tokenizer: Any = "auto",
+        timeout: float = 60.0,
+        max_retries: int = 4,
+        max_retry_time: float = 120.0,
+        backoff: float = 0.25,
+        max_backoff: float = 8.0,
+        strategy: str = "auto",
+        top_logprobs: Optional[int] = None,
+        parallel: Optional[int] = None,
+        completion_kwargs: Optional[dict] = None,
+        server: str = "auto",
+        system: Optional[str] = None,
+        check_tokenizer: bool = True,
+        unconditional_prompt: Optional[str] = None,
+        cache_size: int = 4096,
+        concurrency: Optional[int] = None,
+        chat_template: Optional[str] = None,
+    ):
         self.client, self._owns_client = make_client(client, base_url, api_key, timeout)
         self._model = model
-        self.concurrency = max(1, int(concurrency if concurrency is not None else
-                                      parallel if parallel is not None else 8))
-        self.transport = Transport(self.client, timeout, max_retries, max_retry_time, backoff, max_backoff,
-                                   self.concurrency, lambda: self._model)
+        self.concurrency = max(
+            1, int(concurrency if concurrency is not None else parallel if parallel is not None else 8)
+        )
+        self.transport = Transport(
+            self.client,
+            timeout,
+            max_retries,
+            max_retry_time,
+            backoff,
+            max_backoff,
+            self.concurrency,
+            lambda: self._model,
+        )
         self.base_url = self.transport.base_url
         if strategy not in STRATEGIES:
             raise ValueError(f"unknown strategy {strategy!r}: expected one of {', '.join(STRATEGIES)}")
@@ -197,8 +222,10 @@ class OpenAI(Chat, Requests, Capabilities, ScoreCache, LM):
             if self.server == "vllm":
                 return VllmServerTokenizer(self._post, self.root_url, self.model, self.parallel)
             if spec == "server":
-                raise StrategyUnavailableError(f"the server at {self.base_url} has no tokenize endpoint that "
-                                               "autocog knows (llama_cpp.server, vLLM): pass tokenizer=")
+                raise StrategyUnavailableError(
+                    f"the server at {self.base_url} has no tokenize endpoint that "
+                    "autocog knows (llama_cpp.server, vLLM): pass tokenizer="
+                )
             spec = "tiktoken"
         if spec == "tiktoken":
             try:
@@ -245,9 +272,17 @@ class OpenAI(Chat, Requests, Capabilities, ScoreCache, LM):
         return self.choice_distribution(prompt, choices, normalization=normalization, **kwargs).index
 
     @renders_prompt
-    def choice_distribution(self, prompt: Any, choices: Sequence[str], normalization: Optional[str] = None,
-                            strategy: Optional[str] = None, end: Optional[str] = None, exhaustive: bool = False,
-                            search: str = "best-first", **kwargs: Any) -> ChoiceResult:
+    def choice_distribution(
+        self,
+        prompt: Any,
+        choices: Sequence[str],
+        normalization: Optional[str] = None,
+        strategy: Optional[str] = None,
+        end: Optional[str] = None,
+        exhaustive: bool = False,
+        search: str = "best-first",
+        **kwargs: Any,
+    ) -> ChoiceResult:
         """Score ``choices`` as continuations of ``prompt``: a `ChoiceResult` (distribution, per-token log-probs,
         ``strategy`` = ``"echo"`` or ``"descent"``, ``info`` with the requests made and what was exact).
 
@@ -286,21 +321,35 @@ class OpenAI(Chat, Requests, Capabilities, ScoreCache, LM):
         token = CALL_COUNTER.set(spent)  # this call's requests, whatever else runs at the same time
         try:
             token_logprobs, info, tree, uncond, strategy, fallback = self._score(
-                prompt_text, continuations, strategy, requested, search, normalization)
+                prompt_text, continuations, strategy, requested, search, normalization
+            )
         finally:
             CALL_COUNTER.reset(token)
         scores = normalize_scores(info.pop("bounded"), choices, normalization, uncond)
         if fallback:
             info["fallback"] = fallback
         info["reason"] = strategy_reason(self, requested, strategy, fallback)
-        info.update(server=self.server, endpoint="chat" if self.chat else "completions",
-                    requests=spent["completions"] + spent["chat"],
-                    tokenize_requests=spent["tokenize"] + spent["detokenize"], attempts=spent["attempts"])
-        return ChoiceResult(list(choices), token_logprobs, scores, normalization, tree=tree, strategy=strategy,
-                            unconditional_logprobs=uncond, info=info)
+        info.update(
+            server=self.server,
+            endpoint="chat" if self.chat else "completions",
+            requests=spent["completions"] + spent["chat"],
+            tokenize_requests=spent["tokenize"] + spent["detokenize"],
+            attempts=spent["attempts"],
+        )
+        return ChoiceResult(
+            list(choices),
+            token_logprobs,
+            scores,
+            normalization,
+            tree=tree,
+            strategy=strategy,
+            unconditional_logprobs=uncond,
+            info=info,
+        )
 
-    def _score(self, prompt_text: str, texts: list[str], strategy: str, requested: str, search: str,
-               normalization: str) -> tuple:
+    def _score(
+        self, prompt_text: str, texts: list[str], strategy: str, requested: str, search: str, normalization: str
+    ) -> tuple:
         """(token log-probs, info, tree, unconditional log-probs, strategy that ran, fallback reason)."""
         uncond = tree = fallback = None
         if strategy == "echo":
@@ -364,17 +413,20 @@ class OpenAI(Chat, Requests, Capabilities, ScoreCache, LM):
 
     def _pick_strategy(self, strategy: str) -> str:
         if strategy == "echo" and self.chat:  # known without probing: said before anything is sent
-            raise StrategyUnavailableError(f"strategy 'echo' cannot run on {self.base_url} (model {self.model!r}): "
-                                           "the chat endpoint has no echo")
+            raise StrategyUnavailableError(
+                f"strategy 'echo' cannot run on {self.base_url} (model {self.model!r}): the chat endpoint has no echo"
+            )
         caps = self.probe()
         if strategy == "echo":
             if not caps["echo"]:
-                raise StrategyUnavailableError(f"strategy 'echo' cannot run on {self.base_url} (model "
-                                               f"{self.model!r}): {caps['echo_reason']}")
+                raise StrategyUnavailableError(
+                    f"strategy 'echo' cannot run on {self.base_url} (model {self.model!r}): {caps['echo_reason']}"
+                )
             return "echo"
         if strategy == "descent" or not caps["echo"]:
             if caps["bias"] is None:
-                raise StrategyUnavailableError(f"strategy 'descent' cannot run on {self.base_url} (model "
-                                               f"{self.model!r}): {caps['bias_reason']}")
+                raise StrategyUnavailableError(
+                    f"strategy 'descent' cannot run on {self.base_url} (model {self.model!r}): {caps['bias_reason']}"
+                )
             return "descent"
         return "echo"

@@ -34,7 +34,7 @@ class Descent:
     walk), ``taken`` (parent -> the child a walk or a greedy step went through).
     """
 
-    def __init__(self, lm: "OpenAI", prompt_text: str, texts: list[str], search: str):
+    def __init__(self, lm: OpenAI, prompt_text: str, texts: list[str], search: str):
         self.lm, self.prompt_text, self.texts, self.search = lm, prompt_text, texts, search
         self.tokenizer = lm.tokenizer
         token_lists = self.tokenizer.encode_many(texts)
@@ -42,8 +42,9 @@ class Descent:
             if not tokens:
                 raise InvalidChoicesError(f"choice {j} ({texts[j]!r}) tokenizes to nothing")
         if len(set(map(tuple, token_lists))) < len(token_lists):
-            raise InvalidChoicesError("two choices tokenize to the same tokens once the prompt's trailing "
-                                      "whitespace is moved into them")
+            raise InvalidChoicesError(
+                "two choices tokenize to the same tokens once the prompt's trailing whitespace is moved into them"
+            )
         unique = sorted({t for ts in token_lists for t in ts})
         self.pieces = dict(zip(unique, lm._map(lm._piece, unique)))
         self.tree = TokenChoiceTree(token_lists, lm._piece)
@@ -97,18 +98,20 @@ class Descent:
             raise StrategyUnavailableError(
                 "the chat endpoint cannot continue a partial reply, so descent scores only the first token of "
                 f"a reply; scoring past {self.piece(parent)!r} needs a completions model (or choices "
-                "that are single tokens, or that differ at their first token with the default search)")
+                "that are single tokens, or that differ at their first token with the default search)"
+            )
         path = self.tree.path_tokens(parent)
         texts_path = [self.pieces[t] for t in path]
         if all(p and "\ufffd" not in p for p in texts_path):
             context = prompt + "".join(texts_path)
         else:
             context = prompt + self.tokenizer.decode(path)
-        if "\ufffd" in context[len(prompt):]:
+        if "\ufffd" in context[len(prompt) :]:
             j = self.choice_through(parent)
             raise StrategyUnavailableError(
                 f"choice {j} ({self.texts[j]!r}) has tokens that split a UTF-8 character, and a text prompt cannot "
-                f"end inside one: descent cannot score past {context[len(prompt):]!r} on {lm.base_url}")
+                f"end inside one: descent cannot score past {context[len(prompt) :]!r} on {lm.base_url}"
+            )
         if self.tokenizer.encode(context) != self.prompt_ids + path:
             j = self.choice_through(parent)
             raise lm._merged(j, self.texts[j], "descent")
@@ -117,8 +120,13 @@ class Descent:
     def below(self, parent: int, within: Optional[int]) -> list[int]:
         """The choices that continue past ``parent`` (through ``within`` if given)."""
         depth = 0 if parent < 0 else self.nodes[parent].depth
-        return [j for j, path in enumerate(self.tree.paths) if len(path) > depth
-                and (parent < 0 or path[depth - 1] == parent) and (within is None or path[depth] == within)]
+        return [
+            j
+            for j, path in enumerate(self.tree.paths)
+            if len(path) > depth
+            and (parent < 0 or path[depth - 1] == parent)
+            and (within is None or path[depth] == within)
+        ]
 
     def upper(self, index: int) -> float:
         total = 0.0
@@ -140,8 +148,9 @@ class Descent:
         todo = [k for k in self.children_of(parent) if k not in self.exact]
         if self.pre:
             todo = [index]  # one request per child: the biased token's exact log-prob
-        self.exact.update(refine(self.lm, self.context_of(parent), [self.spec(k) for k in todo],
-                                 self.evaluated.get(parent)))
+        self.exact.update(
+            refine(self.lm, self.context_of(parent), [self.spec(k) for k in todo], self.evaluated.get(parent))
+        )
         for k in todo:
             self.bound.pop(k, None)
 
@@ -170,15 +179,17 @@ class Descent:
         suffixes = []
         for j in chosen:
             full = self.prompt_text + self.texts[j]
-            if not full.startswith(context) or any(not self.piece(i) or "\ufffd" in self.piece(i)
-                                                   for i in self.tree.paths[j][depth:]):
+            if not full.startswith(context) or any(
+                not self.piece(i) or "\ufffd" in self.piece(i) for i in self.tree.paths[j][depth:]
+            ):
                 return False
-            suffixes.append(full[len(context):])
+            suffixes.append(full[len(context) :])
         if any("\x00" in x for x in suffixes):
             return False  # llama.cpp's grammar parser ends a literal at NUL: the rest would be unconstrained
         bias = {self.nodes[i].token: BIAS for j in chosen for i in self.tree.paths[j][depth:]}
-        steps = self.lm._walk_request(context, suffixes, bias,
-                                      max(len(self.tree.paths[j]) - depth for j in chosen), self.top)
+        steps = self.lm._walk_request(
+            context, suffixes, bias, max(len(self.tree.paths[j]) - depth for j in chosen), self.top
+        )
         if not steps:
             raise self.lm._no_logprobs(context)
         self._follow(parent, steps)
@@ -218,8 +229,7 @@ class Descent:
         missing = [k for k in self.children_of(parent) if k not in self.exact]
         if self.walks and len(missing) > 1:
             bias = {self.nodes[k].token: BIAS for k in missing}
-            self.read_row(missing, self.lm._next(self.context_of(parent), bias, partial="drop",
-                                                 k=WHOLE_VOCABULARY).top)
+            self.read_row(missing, self.lm._next(self.context_of(parent), bias, partial="drop", k=WHOLE_VOCABULARY).top)
         if index not in self.exact and self.walks:
             self.walk(parent, index)
         if index not in self.exact:
@@ -243,7 +253,8 @@ class Descent:
                 if len(match) != 1:
                     raise StrategyUnavailableError(
                         f"the server produced {nxt.token!r}, which matches {len(match)} of the choice tokens "
-                        f"{[self.piece(k) for k in kids]}: greedy descent cannot tell which won")
+                        f"{[self.piece(k) for k in kids]}: greedy descent cannot tell which won"
+                    )
                 if self.pre:
                     self.exact[match[0]] = nxt.logprob
                     self.read_row(kids, nxt.top)
@@ -265,7 +276,7 @@ class Descent:
             self.expand(parent)
         for parent in parents:
             missing = [k for k in self.children_of(parent) if k not in self.exact]
-            for k in (missing if self.pre else missing[:1]):
+            for k in missing if self.pre else missing[:1]:
                 self.refine(k)
 
     def _best_first(self) -> Optional[int]:
@@ -310,8 +321,14 @@ class Descent:
                     break  # below an eliminated node: the partial sum above bounds the choice
             bounded.append(values)
         tree.set_logprobs([exact.get(i, math.nan) for i in range(len(nodes))])
-        info = {"bias": self.lm.probe()["bias"], "exact": [all(i in exact for i in p) for p in tree.paths],
-                "nodes_scored": len(exact), "nodes": len(nodes), "search": self.search,
-                "branching_nodes": tree.branching_nodes(),
-                "winner": None if winner is None else nodes[winner].ends[0], "bounded": bounded}
+        info = {
+            "bias": self.lm.probe()["bias"],
+            "exact": [all(i in exact for i in p) for p in tree.paths],
+            "nodes_scored": len(exact),
+            "nodes": len(nodes),
+            "search": self.search,
+            "branching_nodes": tree.branching_nodes(),
+            "winner": None if winner is None else nodes[winner].ends[0],
+            "bounded": bounded,
+        }
         return token_logprobs, info, tree

@@ -32,7 +32,7 @@ class EchoScorer:
     whose value no echo gave: one fill request per context).
     """
 
-    def __init__(self, lm: "OpenAI", prompt_text: str, texts: list[str]):
+    def __init__(self, lm: OpenAI, prompt_text: str, texts: list[str]):
         self.lm, self.prompt_text, self.texts = lm, prompt_text, texts
         self.layout = lm.probe()["echo"]
         self.top = lm.top_logprobs if self.layout == "shifted" or lm.wide else 1
@@ -60,11 +60,17 @@ class EchoScorer:
         for j in range(len(texts)):
             if j not in self.known:
                 self.lm._remember((self.prompt_text, texts[j]), (pieces[j], token_logprobs[j]))
-        info = {"layout": self.layout, "echo_requests": len(self.leaves) + len(self.second),
-                "from_next_token_row": len(self.single), "from_cache": len(self.known),
-                "fill_requests": len(self.missing),
-                "filled": sum(len(v) for m in self.missing.values() for v in m.values()), "tokens": pieces,
-                "exact": [True] * len(texts), "bounded": token_logprobs}
+        info = {
+            "layout": self.layout,
+            "echo_requests": len(self.leaves) + len(self.second),
+            "from_next_token_row": len(self.single),
+            "from_cache": len(self.known),
+            "fill_requests": len(self.missing),
+            "filled": sum(len(v) for m in self.missing.values() for v in m.values()),
+            "tokens": pieces,
+            "exact": [True] * len(texts),
+            "bounded": token_logprobs,
+        }
         return token_logprobs, info
 
     def _single_tokens(self, candidates: list[int]) -> dict[int, int]:
@@ -90,9 +96,9 @@ class EchoScorer:
         encoded = lm.tokenizer.encode_many([self.prompt_text] + [self.prompt_text + self.texts[j] for j in self.rest])
         ids: dict = {"prompt": encoded[0]}
         for j, full in zip(self.rest, encoded[1:]):
-            if full[:len(encoded[0])] != encoded[0] or len(full) == len(encoded[0]):
+            if full[: len(encoded[0])] != encoded[0] or len(full) == len(encoded[0]):
                 return None
-            ids[j] = full[len(encoded[0]):]
+            ids[j] = full[len(encoded[0]) :]
         return ids
 
     def _locate(self, echo: Echo, k: int, j: int) -> Optional[list]:
@@ -135,8 +141,11 @@ class EchoScorer:
                 pieces[j], token_logprobs[j] = list(self.known[j][0]), list(self.known[j][1])
                 continue
             if j in self.single:
-                value = None if texts[j] in self.ambiguous else next(
-                    (r[texts[j]] for r in root_rows if texts[j] in r), None)
+                value = (
+                    None
+                    if texts[j] in self.ambiguous
+                    else next((r[texts[j]] for r in root_rows if texts[j] in r), None)
+                )
                 slots = [(self.prompt_text, texts[j], value)]
             else:
                 slots = self._slots(*self.regions[j])
@@ -144,7 +153,8 @@ class EchoScorer:
                     raise StrategyUnavailableError(
                         f"choice {j} ({texts[j]!r}) holds a token with no text of its own (part of a character or "
                         "a special token) whose log-prob the echo does not give, and a text prompt cannot end there: "
-                        f"it cannot be scored exactly on {self.lm.base_url}")
+                        f"it cannot be scored exactly on {self.lm.base_url}"
+                    )
             for position, (context, token, value) in enumerate(slots):
                 if value is None:
                     self.missing.setdefault(context, {}).setdefault(token, []).append((j, position))
@@ -171,8 +181,9 @@ class EchoScorer:
         """Values echo did not give: one next-token request per context. On llama.cpp it asks for the whole
         vocabulary's log-probs, so it fills every gap at that context; elsewhere logit_bias reveals the rest.
         ``ids``: token ids already known by token text (the others are encoded)."""
-        for (context, wanted), found in self.lm._map(lambda item: (item, self._fill_one(item, ids)),
-                                                     list(self.missing.items())):
+        for (_context, wanted), found in self.lm._map(
+            lambda item: (item, self._fill_one(item, ids)), list(self.missing.items())
+        ):
             for token, places in wanted.items():
                 for j, k in places:
                     token_logprobs[j][k] = found[token]
@@ -187,8 +198,9 @@ class EchoScorer:
                 return ids[text]
             found = lm.tokenizer.encode(text)
             if len(found) != 1:
-                raise StrategyUnavailableError(f"echo gave no log-prob for token {text!r} and the tokenizer "
-                                               "cannot name its id")
+                raise StrategyUnavailableError(
+                    f"echo gave no log-prob for token {text!r} and the tokenizer cannot name its id"
+                )
             return found[0]
 
         # Reported before the bias: biasing the wanted tokens makes the best of them the produced token (exact;
@@ -217,12 +229,14 @@ class EchoScorer:
             if all("\ufffd" not in p for p in local) and local != pieces[j]:
                 raise TokenizerMismatchError(
                     f"choice {j} ({text!r}): the server at {lm.base_url} (model {lm.model!r}) splits it as "
-                    f"{pieces[j]} but the tokenizer {tokenizer!r} as {local}")
+                    f"{pieces[j]} but the tokenizer {tokenizer!r} as {local}"
+                )
 
 
 # --- where the echoed tokens lie ---------------------------------------------------------------------------
-def entries(echo: Echo, prompt: list[int], echoed: list[int], text: list[int], bos: Optional[int],
-            vocabulary: Optional[object]) -> Optional[list]:
+def entries(
+    echo: Echo, prompt: list[int], echoed: list[int], text: list[int], bos: Optional[int], vocabulary: Optional[object]
+) -> Optional[list]:
     """The entry of each of ``text``'s ids (a prefix of ``echoed``, the ids after ``prompt`` in the echo) among
     llama_cpp.server's echoed entries, which leave out BOS wherever it stands (None for those); None when the
     echo's length or its token names do not match the ids."""

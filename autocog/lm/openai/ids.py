@@ -40,19 +40,23 @@ MAX_SEQUENCES = 64  # sequences per request: beyond this, a request only delays 
 MAX_TOKENS = 32768  # tokens per request (prompt tokens of all its sequences)
 
 
-def takes_token_ids(lm: "OpenAI") -> tuple[bool, str]:
+def takes_token_ids(lm: OpenAI) -> tuple[bool, str]:
     """Whether ``lm``'s server scores token-id prompts exactly, with the reason (said in ``result.info``)."""
     if lm.chat:
         return False, "the chat endpoint takes messages, not token ids"
     if lm.server != "vllm":
-        return False, (f"the server ({lm.server}) is not known to take token-id prompts and lists of prompts "
-                       "(llama_cpp.server refuses them)")
-    return True, ("vLLM takes lists of token-id prompts and reports each prompt token's log-prob by id "
-                  "(prompt_logprobs): exact, the local prompt/choice boundary, several choices and prompts per "
-                  "request")
+        return False, (
+            f"the server ({lm.server}) is not known to take token-id prompts and lists of prompts "
+            "(llama_cpp.server refuses them)"
+        )
+    return True, (
+        "vLLM takes lists of token-id prompts and reports each prompt token's log-prob by id "
+        "(prompt_logprobs): exact, the local prompt/choice boundary, several choices and prompts per "
+        "request"
+    )
 
 
-def id_context(lm: "OpenAI", prompt_text: str) -> Optional[list[int]]:
+def id_context(lm: OpenAI, prompt_text: str) -> Optional[list[int]]:
     """The ids of ``prompt_text`` as a descent context (BOS included) where the server takes token ids, else
     None (contexts then go as text and the server must split them the same way)."""
     if not takes_token_ids(lm)[0]:
@@ -61,11 +65,12 @@ def id_context(lm: "OpenAI", prompt_text: str) -> Optional[list[int]]:
     if not ids:
         raise StrategyUnavailableError(
             "the model adds no BOS and the prompt is empty: no log-prob predicts the first choice token "
-            "(pass unconditional_prompt= for 'pmi')")
+            "(pass unconditional_prompt= for 'pmi')"
+        )
     return ids
 
 
-def strategy_reason(lm: "OpenAI", requested: str, strategy: str, fallback: Optional[str] = None) -> str:
+def strategy_reason(lm: OpenAI, requested: str, strategy: str, fallback: Optional[str] = None) -> str:
     """Why ``strategy`` ran (``result.info["reason"]``) when token-id echo did not apply."""
     caps = lm.probe()
     if requested != "auto":
@@ -73,8 +78,11 @@ def strategy_reason(lm: "OpenAI", requested: str, strategy: str, fallback: Optio
     if fallback:
         return f"auto: descent: echo could not score these choices ({fallback})"
     if strategy == "echo":
-        why = "one request per choice in parallel, the next-token row for one-token choices" if lm.wide else \
-            "one request per choice in parallel"
+        why = (
+            "one request per choice in parallel, the next-token row for one-token choices"
+            if lm.wide
+            else "one request per choice in parallel"
+        )
         return f"auto: echo (text): the probe found exact echo log-probs ({caps['echo_reason']}); {why}"
     return f"auto: descent: echo is not exact here ({caps['echo_reason']}); logit_bias {caps['bias_reason']}"
 
@@ -95,7 +103,7 @@ class IdEcho:
     ``max_sequences``/``max_tokens``: the most sequences / prompt tokens in one request.
     """
 
-    def __init__(self, lm: "OpenAI", max_sequences: int = MAX_SEQUENCES, max_tokens: int = MAX_TOKENS):
+    def __init__(self, lm: OpenAI, max_sequences: int = MAX_SEQUENCES, max_tokens: int = MAX_TOKENS):
         self.lm = lm
         self.max_sequences = max(1, int(max_sequences))
         self.max_tokens = int(max_tokens)
@@ -116,12 +124,21 @@ class IdEcho:
         out = []
         for i, item in enumerate(items):
             start = len(item.prompt)
-            logprobs = [[float(v) for v in rows[(i, item.leaf[j])][start:start + len(ids)]]
-                        for j, ids in enumerate(item.choices)]
-            info = {"layout": "prompt_logprobs", "token_ids": True, "sequences": len(item.leaves),
-                    "batch_sequences": len(sequences), "batch_prompts": len(items), "batch_requests": requests,
-                    "echo_requests": sum(1 for p in packs if any(s[0] == i for s in p)),
-                    "exact": [True] * len(item.choices), "bounded": logprobs}
+            logprobs = [
+                [float(v) for v in rows[(i, item.leaf[j])][start : start + len(ids)]]
+                for j, ids in enumerate(item.choices)
+            ]
+            info = {
+                "layout": "prompt_logprobs",
+                "token_ids": True,
+                "sequences": len(item.leaves),
+                "batch_sequences": len(sequences),
+                "batch_prompts": len(items),
+                "batch_requests": requests,
+                "echo_requests": sum(1 for p in packs if any(s[0] == i for s in p)),
+                "exact": [True] * len(item.choices),
+                "bounded": logprobs,
+            }
             out.append((logprobs, info))
         return out
 
@@ -138,17 +155,21 @@ class IdEcho:
             if not prompt_ids:
                 raise StrategyUnavailableError(
                     "the model adds no BOS and the prompt is empty: no log-prob predicts the first choice token "
-                    "(pass unconditional_prompt= for 'pmi')")
+                    "(pass unconditional_prompt= for 'pmi')"
+                )
             choices = [encoded[c] for c in continuations]
             for j, ids in enumerate(choices):
                 if not ids:
                     raise InvalidChoicesError(f"choice {j} ({continuations[j]!r}) tokenizes to nothing")
                 if limit is not None and len(prompt_ids) + len(ids) > limit:
-                    raise ContextLengthError(f"the prompt and choice {j} need {len(prompt_ids) + len(ids)} tokens "
-                                             f"but the model's context on {lm.base_url} holds {limit}")
+                    raise ContextLengthError(
+                        f"the prompt and choice {j} need {len(prompt_ids) + len(ids)} tokens "
+                        f"but the model's context on {lm.base_url} holds {limit}"
+                    )
             if len(set(map(tuple, choices))) < len(choices):
-                raise InvalidChoicesError("two choices tokenize to the same tokens once the prompt's trailing "
-                                          "whitespace is moved into them")
+                raise InvalidChoicesError(
+                    "two choices tokenize to the same tokens once the prompt's trailing whitespace is moved into them"
+                )
             items.append(_leaves(_Item(prompt_ids, choices)))
         return items
 
@@ -181,8 +202,10 @@ class IdEcho:
         data = lm._completion_request(prompts, body, {"prompt_logprobs": 0, "return_token_ids": True})
         choices = data.get("choices") if isinstance(data, dict) else None
         if not isinstance(choices, list) or len(choices) != len(prompts):
-            raise MalformedResponseError(f"{lm.base_url} answered {len(choices) if isinstance(choices, list) else 0} "
-                                         f"choices for {len(prompts)} prompts")
+            raise MalformedResponseError(
+                f"{lm.base_url} answered {len(choices) if isinstance(choices, list) else 0} "
+                f"choices for {len(prompts)} prompts"
+            )
         by_index = {c.get("index"): c for c in choices if isinstance(c, dict)}
         return [_read(by_index.get(k), ids, lm.base_url) for k, ids in enumerate(prompts)]
 
@@ -204,9 +227,10 @@ def _leaves(item: _Item) -> _Item:
     """Mark the choices to send: those whose ids are no prefix of another choice's; every choice is read from
     the first leaf that starts with its ids."""
     choices = item.choices
-    item.leaves = [j for j, ids in enumerate(choices)
-                   if not any(len(o) > len(ids) and o[:len(ids)] == ids for o in choices)]
-    item.leaf = [next(k for k in item.leaves if choices[k][:len(ids)] == ids) for ids in choices]
+    item.leaves = [
+        j for j, ids in enumerate(choices) if not any(len(o) > len(ids) and o[: len(ids)] == ids for o in choices)
+    ]
+    item.leaf = [next(k for k in item.leaves if choices[k][: len(ids)] == ids) for ids in choices]
     return item
 
 
@@ -215,8 +239,7 @@ def _read(choice: Any, ids: list[int], url: str) -> list[Optional[float]]:
     rows = choice.get("prompt_logprobs") if isinstance(choice, dict) else None
     echoed = choice.get("prompt_token_ids") if isinstance(choice, dict) else None
     if not isinstance(rows, list) or len(rows) != len(ids):
-        raise MalformedResponseError(f"{url} answered no prompt_logprobs of {len(ids)} positions: "
-                                     f"{str(choice)[:200]}")
+        raise MalformedResponseError(f"{url} answered no prompt_logprobs of {len(ids)} positions: {str(choice)[:200]}")
     if echoed is not None and list(echoed) != ids:
         raise MalformedResponseError(f"{url} scored other token ids than those sent: {str(echoed)[:200]}")
     out: list[Optional[float]] = [None]
@@ -224,13 +247,14 @@ def _read(choice: Any, ids: list[int], url: str) -> list[Optional[float]]:
         entry = rows[k].get(str(ids[k])) if isinstance(rows[k], dict) else None
         value = entry.get("logprob") if isinstance(entry, dict) else None
         if not isinstance(value, (int, float)) or math.isnan(value):
-            raise MalformedResponseError(f"{url} gave no log-prob for token {ids[k]} at position {k}: "
-                                         f"{str(rows[k])[:200]}")
+            raise MalformedResponseError(
+                f"{url} gave no log-prob for token {ids[k]} at position {k}: {str(rows[k])[:200]}"
+            )
         out.append(float(value))
     return out
 
 
-def score_requests(lm: "OpenAI", requests: Sequence[Any], strategy: Optional[str] = None) -> Optional[list]:
+def score_requests(lm: OpenAI, requests: Sequence[Any], strategy: Optional[str] = None) -> Optional[list]:
     """`ChoiceResult`s for `ScoreRequest`s by token-id echo, in as few requests as the packing allows (pmi's
     unconditional scores ride in the same requests); None when it does not apply here (strategy ``descent``,
     a server without token ids, chat-message prompts): the caller then scores another way. Every input is
@@ -274,9 +298,23 @@ def score_requests(lm: "OpenAI", requests: Sequence[Any], strategy: Optional[str
         scores = normalize_scores(info.pop("bounded"), choices, normalization, uncond)
         # requests: this call's own count, or its share of the batch's (batch_requests in all)
         share = spent["completions"] if len(plan) == 1 else spent["completions"] / len(plan)
-        info.update(server=lm.server, endpoint="completions", requests=share,
-                    tokenize_requests=spent["tokenize"] + spent["detokenize"], attempts=spent["attempts"],
-                    reason=f"{'auto' if strategy == 'auto' else 'echo'}: echo by token ids: {why}")
-        results.append(ChoiceResult(list(choices), logprobs, scores, normalization, strategy="echo",
-                                    unconditional_logprobs=uncond, info=info))
+        info.update(
+            server=lm.server,
+            endpoint="completions",
+            requests=share,
+            tokenize_requests=spent["tokenize"] + spent["detokenize"],
+            attempts=spent["attempts"],
+            reason=f"{'auto' if strategy == 'auto' else 'echo'}: echo by token ids: {why}",
+        )
+        results.append(
+            ChoiceResult(
+                list(choices),
+                logprobs,
+                scores,
+                normalization,
+                strategy="echo",
+                unconditional_logprobs=uncond,
+                info=info,
+            )
+        )
     return results

@@ -96,8 +96,10 @@ def parse_walk(data: Any, url: str) -> list[tuple[str, Optional[float], dict]]:
     if not isinstance(logprobs, dict) or not logprobs.get("tokens"):
         return []
     try:
-        return [(str(t), to_float(v), {str(a): float(b) for a, b in (r or {}).items()})
-                for t, v, r in zip(logprobs["tokens"], logprobs["token_logprobs"], logprobs["top_logprobs"])]
+        return [
+            (str(t), to_float(v), {str(a): float(b) for a, b in (r or {}).items()})
+            for t, v, r in zip(logprobs["tokens"], logprobs["token_logprobs"], logprobs["top_logprobs"])
+        ]
     except (KeyError, TypeError, ValueError, AttributeError):
         raise MalformedResponseError(f"unexpected logprobs from {url}: {excerpt(logprobs)}") from None
 
@@ -108,11 +110,15 @@ def parse_echo(data: Any, text: str, url: str) -> Echo:
     logprobs = choice.get("logprobs")
     try:
         full = choice.get("text")
-        generated = full[len(text):] if isinstance(full, str) and full.startswith(text) else ""
-        echo = Echo([str(t) for t in logprobs["tokens"]], [int(o) for o in logprobs["text_offset"]],
-                    [to_float(v) for v in logprobs["token_logprobs"]],
-                    [({str(k): float(v) for k, v in d.items()} if d else None) for d in logprobs["top_logprobs"]],
-                    generated, len(text))
+        generated = full[len(text) :] if isinstance(full, str) and full.startswith(text) else ""
+        echo = Echo(
+            [str(t) for t in logprobs["tokens"]],
+            [int(o) for o in logprobs["text_offset"]],
+            [to_float(v) for v in logprobs["token_logprobs"]],
+            [({str(k): float(v) for k, v in d.items()} if d else None) for d in logprobs["top_logprobs"]],
+            generated,
+            len(text),
+        )
     except (KeyError, TypeError, ValueError, AttributeError):
         raise MalformedResponseError(f"the echo from {url} has no usable logprobs: {excerpt(logprobs)}") from None
     if not (len(echo.tokens) == len(echo.offsets) == len(echo.logprobs) == len(echo.top)):
@@ -123,8 +129,11 @@ def parse_echo(data: Any, text: str, url: str) -> Echo:
 def gbnf_literal(text: str) -> str:
     """``text`` as a double-quoted literal of llama.cpp's grammar language (GBNF)."""
     escapes = {'"': '\\"', "\\": "\\\\", "\n": "\\n", "\r": "\\r", "\t": "\\t"}
-    return '"' + "".join(escapes.get(c) or (f"\\x{ord(c):02X}" if ord(c) < 0x20 or ord(c) == 0x7F else c)
-                         for c in text) + '"'
+    return (
+        '"'
+        + "".join(escapes.get(c) or (f"\\x{ord(c):02X}" if ord(c) < 0x20 or ord(c) == 0x7F else c) for c in text)
+        + '"'
+    )
 
 
 def produced(items: list, piece: Callable[[Any], str], token: Optional[str]) -> list:

@@ -27,8 +27,14 @@ BIAS = 100.0  # the largest logit_bias OpenAI accepts
 class Requests:
     """Request helpers of `OpenAI` (they read its configuration: ``server``, ``chat``, ``model``...)."""
 
-    def _next(self, context: str, bias: Optional[dict] = None, k: Optional[int] = None, fresh: bool = False,
-              partial: str = "refuse") -> Next:
+    def _next(
+        self,
+        context: str,
+        bias: Optional[dict] = None,
+        k: Optional[int] = None,
+        fresh: bool = False,
+        partial: str = "refuse",
+    ) -> Next:
         """One next-token request (greedy, ``max_tokens=1``) with the top ``k`` log-probs, optionally biased.
 
         ``fresh`` (llama.cpp servers): first send a one-token request that shares no prefix with ``context``, the
@@ -68,18 +74,26 @@ class Requests:
             raise StrategyUnavailableError(
                 f"token {cut[0]} ends inside a UTF-8 character: forcing it through logit_bias would make "
                 f"llama_cpp.server at {self.base_url} generate until its context is full; it cannot be scored "
-                "on its own there")
+                "on its own there"
+            )
         return {t: b for t, b in bias.items() if t not in cut}
 
-    def _walk_request(self, context: str, suffixes: list[str], bias: dict, max_tokens: int, k: int
-                      ) -> list[tuple[str, Optional[float], dict]]:
+    def _walk_request(
+        self, context: str, suffixes: list[str], bias: dict, max_tokens: int, k: int
+    ) -> list[tuple[str, Optional[float], dict]]:
         """A greedy completion of ``context`` constrained to one of ``suffixes`` (a llama.cpp grammar), with
         ``bias`` on the suffixes' tokens so that their own tokenization wins: [(token text, its log-prob, the
         top-``k`` log-probs at that step)]. llama.cpp reports log-probs before the bias and the grammar."""
-        body: dict = {"max_tokens": max_tokens, "temperature": 0.0, "logprobs": k,
-                      "logit_bias": {str(t): float(b) for t, b in bias.items()}}
-        extra = dict(self._sampling_extras({"top_k": 0}), grammar="root ::= " + " | ".join(
-            gbnf_literal(x) for x in dict.fromkeys(suffixes)))
+        body: dict = {
+            "max_tokens": max_tokens,
+            "temperature": 0.0,
+            "logprobs": k,
+            "logit_bias": {str(t): float(b) for t, b in bias.items()},
+        }
+        extra = dict(
+            self._sampling_extras({"top_k": 0}),
+            grammar="root ::= " + " | ".join(gbnf_literal(x) for x in dict.fromkeys(suffixes)),
+        )
         return parse_walk(self._completion_request(context, body, extra), self.base_url)
 
     def _last_tokens_text(self, context: str) -> Optional[int]:
@@ -94,28 +108,34 @@ class Requests:
         last = self.transport.last_prompt
         if last is None or tail is None:
             return True
-        return len(os.path.commonprefix([last, context])) > len(context) - tail
+        return len(os.path.commonprefix([last, context]))  # noqa: RUF071 (texts, not paths) > len(context) - tail
 
     def _echo_request(self, text: str, top: int) -> Echo:
         body = {"max_tokens": 1, "temperature": 0.0, "echo": True, "logprobs": top}
-        return parse_echo(self._completion_request(text, body, self._sampling_extras({"top_k": 0})), text,
-                          self.base_url)
+        return parse_echo(
+            self._completion_request(text, body, self._sampling_extras({"top_k": 0})), text, self.base_url
+        )
 
     def _completion_request(self, prompt: str, body: dict, extra: dict) -> Any:
         params = dict(model=self.model, prompt=prompt, **body)
         if extra:
             params["extra_body"] = extra
-        return self._call("completion", "completions",
-                          lambda t: self.client.completions.with_raw_response.create(**params, timeout=t).http_response,
-                          prompt=prompt if isinstance(prompt, str) else None)
+        return self._call(
+            "completion",
+            "completions",
+            lambda t: self.client.completions.with_raw_response.create(**params, timeout=t).http_response,
+            prompt=prompt if isinstance(prompt, str) else None,
+        )
 
     def _chat_request(self, prompt: str, body: dict, extra: dict) -> Any:
         params = dict(model=self.model, messages=self.chat_messages(prompt), **body)  # see chat.py
         if extra:
             params["extra_body"] = extra
-        return self._call("chat completion", "chat",
-                          lambda t: self.client.chat.completions.with_raw_response.create(
-                              **params, timeout=t).http_response)
+        return self._call(
+            "chat completion",
+            "chat",
+            lambda t: self.client.chat.completions.with_raw_response.create(**params, timeout=t).http_response,
+        )
 
     def _sampling_extras(self, settings: dict) -> dict:
         """Sampler settings outside the OpenAI schema: llama.cpp's server defaults (repeat_penalty 1.1, min_p
@@ -155,8 +175,13 @@ class Requests:
     def _no_logprobs(self, context: str) -> StrategyUnavailableError:
         return StrategyUnavailableError(
             f"the server at {self.base_url} (model {self.model!r}) returns no log-probs for the token after "
-            f"{context[-40:]!r}" + (" (llama_cpp.server gives none after an empty prompt: pass "
-                                    "unconditional_prompt= for 'pmi')" if not context else ""))
+            f"{context[-40:]!r}"
+            + (
+                " (llama_cpp.server gives none after an empty prompt: pass unconditional_prompt= for 'pmi')"
+                if not context
+                else ""
+            )
+        )
 
     def _piece(self, token: int) -> str:
         piece = self._pieces.get(token)
@@ -169,9 +194,10 @@ class Requests:
         if strategy == "echo":
             return StrategyUnavailableError(
                 f"the server at {self.base_url} tokenizes the prompt and choice {j} ({text!r}) across their "
-                "boundary (no token starts where the choice starts): echo cannot score it; use strategy='descent'")
+                "boundary (no token starts where the choice starts): echo cannot score it; use strategy='descent'"
+            )
         return StrategyUnavailableError(
             f"the server at {self.base_url} tokenizes the prompt and a prefix of choice {j} ({text!r}) across "
             "their boundary, and it takes prompts as text only: the choice's own tokens cannot be scored after "
-            "the prompt's (end the prompt on a word boundary, e.g. with a space moved into the choices)")
-
+            "the prompt's (end the prompt on a word boundary, e.g. with a space moved into the choices)"
+        )

@@ -17,7 +17,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from autocog.lm.openai.client import OpenAI
 
 
-def first_row(lm: "OpenAI", context: str, children: list[tuple]) -> tuple[Next, dict, dict]:
+def first_row(lm: OpenAI, context: str, children: list[tuple]) -> tuple[Next, dict, dict]:
     """The first request at a trie node: exact log-probs of the children it reveals, bounds for the others.
 
     ``children``: (key, token id, piece text). Servers reporting log-probs before the bias get a bias on
@@ -25,8 +25,11 @@ def first_row(lm: "OpenAI", context: str, children: list[tuple]) -> tuple[Next, 
     """
     bias_mode = lm.probe()["bias"]
     biased = bias_mode == "pre"
-    bias = lm._safe_bias({c[1]: BIAS for c in children}, drop=True) if biased and lm.wide else (
-        {c[1]: BIAS for c in children} if biased else None)
+    bias = (
+        lm._safe_bias({c[1]: BIAS for c in children}, drop=True)
+        if biased and lm.wide
+        else ({c[1]: BIAS for c in children} if biased else None)
+    )
     if biased and not bias:
         biased, bias = False, None  # every child ends inside a character: an unbiased row
     unbiased = {c[0] for c in children if biased and c[1] not in bias}  # not below the produced child
@@ -35,7 +38,7 @@ def first_row(lm: "OpenAI", context: str, children: list[tuple]) -> tuple[Next, 
         raise lm._no_logprobs(context)
     unique = unique_pieces(children, lm.ambiguous_texts())
     exact: dict = {}
-    for key, token, piece in children:
+    for key, _token, piece in children:
         if piece in unique and piece in nxt.top:
             exact[key] = nxt.top[piece]
     if biased and nxt.logprob is not None:
@@ -47,23 +50,29 @@ def first_row(lm: "OpenAI", context: str, children: list[tuple]) -> tuple[Next, 
         elif nxt.token and "\ufffd" not in nxt.token and not made and unique:
             raise TokenizerMismatchError(
                 f"a logit_bias on the ids of {[c[2] for c in children]} made the server at {lm.base_url} "
-                f"(model {lm.model!r}) produce {nxt.token!r}: the tokenizer's ids are not the model's")
+                f"(model {lm.model!r}) produce {nxt.token!r}: the tokenizer's ids are not the model's"
+            )
     natural = [v for t, v in nxt.top.items() if not (biased and t == nxt.token)]
     floor = min(natural) if natural else 0.0  # a child outside the top log-probs is below all of them
     if biased and nxt.logprob is not None:
         floor = min(floor, nxt.logprob)  # and below the best child, which the bias made the server produce
     # A child whose text the row names without reading it (a shared text) may lie above the floor.
-    bounds = {key: 0.0 if piece in nxt.top or key in unbiased or "\ufffd" in piece else floor
-              for key, _, piece in children if key not in exact}
+    bounds = {
+        key: 0.0 if piece in nxt.top or key in unbiased or "\ufffd" in piece else floor
+        for key, _, piece in children
+        if key not in exact
+    }
     return nxt, exact, bounds
 
 
-def refine(lm: "OpenAI", context: str, children: list[tuple], first: Optional[Next]) -> dict:
+def refine(lm: OpenAI, context: str, children: list[tuple], first: Optional[Next]) -> dict:
     """Exact log-probs of ``children`` at ``context`` through logit_bias (see `first_row`)."""
     out: dict = {}
     if lm.probe()["bias"] is None:
-        raise StrategyUnavailableError(f"a log-prob outside the top {lm.top_logprobs} is needed, and "
-                                       f"logit_bias cannot reveal it here: {lm.probe()['bias_reason']}")
+        raise StrategyUnavailableError(
+            f"a log-prob outside the top {lm.top_logprobs} is needed, and "
+            f"logit_bias cannot reveal it here: {lm.probe()['bias_reason']}"
+        )
     if lm.probe()["bias"] == "pre":
         for key, token, piece in children:
             nxt = lm._next(context, {token: BIAS})
@@ -71,12 +80,14 @@ def refine(lm: "OpenAI", context: str, children: list[tuple], first: Optional[Ne
                 if token == lm.tokenizer.bos_token_id:
                     raise StrategyUnavailableError(
                         f"choice token {piece!r} is BOS (id {token}), which llama_cpp.server leaves out of every "
-                        f"log-prob list it returns: it cannot be scored on {lm.base_url}")
+                        f"log-prob list it returns: it cannot be scored on {lm.base_url}"
+                    )
                 raise lm._no_logprobs(context)
             if not same_piece(piece, nxt.token) and piece and "\ufffd" not in piece and nxt.token:
                 raise TokenizerMismatchError(
                     f"a logit_bias on id {token} ({piece!r}) made the server at {lm.base_url} (model "
-                    f"{lm.model!r}) produce {nxt.token!r}: the tokenizer's ids are not the model's")
+                    f"{lm.model!r}) produce {nxt.token!r}: the tokenizer's ids are not the model's"
+                )
             out[key] = nxt.logprob
         return out
     # Reported after the bias: biased values are read against an unbiased reference token r:
@@ -85,19 +96,19 @@ def refine(lm: "OpenAI", context: str, children: list[tuple], first: Optional[Ne
         first = lm._next(context)
     size = max(1, lm.top_logprobs - 1)
     for start in range(0, len(children), size):
-        chunk = children[start:start + size]
+        chunk = children[start : start + size]
         names = {c[2] for c in chunk}
-        reference = max(((t, v) for t, v in first.top.items() if t not in names), key=lambda tv: tv[1],
-                        default=None)
+        reference = max(((t, v) for t, v in first.top.items() if t not in names), key=lambda tv: tv[1], default=None)
         if reference is None:
             raise StrategyUnavailableError("no unbiased reference token to read biased log-probs against")
         nxt = lm._next(context, {c[1]: BIAS for c in chunk})
         if reference[0] not in nxt.top:
             raise StrategyUnavailableError(
                 f"the reference token {reference[0]!r} is missing from the biased top log-probs: ask for more "
-                "top_logprobs")
+                "top_logprobs"
+            )
         shift = reference[1] - nxt.top[reference[0]] - BIAS
-        for key, token, piece in chunk:
+        for key, _token, piece in chunk:
             if piece not in nxt.top:
                 raise StrategyUnavailableError(f"the biased token {piece!r} is missing from the top log-probs")
             out[key] = nxt.top[piece] + shift

@@ -39,7 +39,7 @@ if TYPE_CHECKING:  # pragma: no cover
 EOS_TEXTS = ("</s>", "<|endoftext|>", "<|end_of_text|>", "<eos>", "<|im_end|>", "<|eot_id|>", "[EOS]", "<|end|>")
 
 
-def unconditional_text(lm: "OpenAI") -> str:
+def unconditional_text(lm: OpenAI) -> str:
     """The text prompt of ``lm``'s unconditional context (see the module docstring)."""
     tokenizer = lm.tokenizer
     prefix = getattr(tokenizer, "special_prefix", None)
@@ -57,12 +57,13 @@ def unconditional_text(lm: "OpenAI") -> str:
     if text is None:
         raise StrategyUnavailableError(
             f"the server at {lm.base_url} says neither the model's BOS nor its EOS token, the context of 'pmi''s "
-            "unconditional scores: pass unconditional_prompt=" +
-            (" or start vLLM with --enable-tokenizer-info-endpoint" if lm.server == "vllm" else ""))
+            "unconditional scores: pass unconditional_prompt="
+            + (" or start vLLM with --enable-tokenizer-info-endpoint" if lm.server == "vllm" else "")
+        )
     return text
 
 
-def llama_cpp_specials(lm: "OpenAI") -> tuple[Optional[str], Optional[str]]:
+def llama_cpp_specials(lm: OpenAI) -> tuple[Optional[str], Optional[str]]:
     """(BOS text, EOS text) on llama_cpp.server, None where not found; asked once per instance. Also records
     ``lm._server_bos``, the id the server leaves out of its echoes (`dropped_bos`)."""
     found = getattr(lm, "_specials", None)
@@ -78,7 +79,7 @@ def llama_cpp_specials(lm: "OpenAI") -> tuple[Optional[str], Optional[str]]:
     return found
 
 
-def _forced_kind(lm: "OpenAI", token: int) -> str:
+def _forced_kind(lm: OpenAI, token: int) -> str:
     """What llama_cpp.server does with ``token`` forced by ``logit_bias`` as the next token: ``"bos"`` (produced,
     left out of the log-probs: llama-cpp-python drops its BOS from every list), ``"end"`` (generation stops:
     an end-of-generation token) or ``"token"``."""
@@ -95,7 +96,7 @@ def _forced_kind(lm: "OpenAI", token: int) -> str:
     return "end" if finish == "stop" else "bos" if finish == "length" else "token"
 
 
-def vllm_specials(lm: "OpenAI") -> tuple[Optional[str], Optional[str]]:
+def vllm_specials(lm: OpenAI) -> tuple[Optional[str], Optional[str]]:
     """(BOS text, EOS text) from vLLM's ``/tokenizer_info`` (None where absent or the endpoint is off)."""
     found = getattr(lm, "_specials", None)
     if found is None:
@@ -114,12 +115,12 @@ def _text(info: Any, key: str) -> Optional[str]:
     return value if isinstance(value, str) and value else None
 
 
-def _tokenizer_eos(lm: "OpenAI") -> Optional[str]:
+def _tokenizer_eos(lm: OpenAI) -> Optional[str]:
     eos = lm.tokenizer.eos_token_id
     return lm.tokenizer.decode([eos]) if eos is not None else None
 
 
-def dropped_bos(lm: "OpenAI") -> Optional[int]:
+def dropped_bos(lm: OpenAI) -> Optional[int]:
     """The id llama_cpp.server leaves out of every echo (the model's BOS): the BOS it adds, else the one
     `llama_cpp_specials` found (None when not asked yet)."""
     bos = lm.tokenizer.bos_token_id

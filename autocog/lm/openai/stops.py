@@ -21,8 +21,9 @@ if TYPE_CHECKING:  # pragma: no cover
     from autocog.lm.openai.client import OpenAI
 
 
-def apply_stops(lm: "OpenAI", prompt: str, text: str, stops: list[str], choice: dict, pieces: Optional[list],
-                settings: dict) -> str:
+def apply_stops(
+    lm: OpenAI, prompt: str, text: str, stops: list[str], choice: dict, pieces: Optional[list], settings: dict
+) -> str:
     """``text`` ended by the stop string it stopped on, if any: the server's ``stop_reason``/``matched_stop``,
     else the tokens it reports running past the text, else (completions) one greedy request that peeks."""
     if not stops:
@@ -36,7 +37,7 @@ def apply_stops(lm: "OpenAI", prompt: str, text: str, stops: list[str], choice: 
         matched = choice.get(key)
         if isinstance(matched, str) and matched in stops:
             return text + matched
-        if key in choice and matched is None or isinstance(matched, int):
+        if (key in choice and matched is None) or isinstance(matched, int):
             return text  # the server says: EOS or a stop token, not a stop string
     if isinstance(pieces, list) and all(isinstance(p, str) for p in pieces):
         produced = "".join(pieces)
@@ -46,8 +47,9 @@ def apply_stops(lm: "OpenAI", prompt: str, text: str, stops: list[str], choice: 
     if lm.chat:
         return text
     peek_body = {"max_tokens": min(32, 2 + max(map(len, stops))), "temperature": 0.0}
-    peek = first_choice(lm._completion_request(prompt + text, peek_body, lm._sampling_extras(settings)),
-                        "completion").get("text")
+    peek = first_choice(
+        lm._completion_request(prompt + text, peek_body, lm._sampling_extras(settings)), "completion"
+    ).get("text")
     if isinstance(peek, str):
         for s in sorted(stops, key=len, reverse=True):
             if peek.startswith(s):
@@ -55,7 +57,7 @@ def apply_stops(lm: "OpenAI", prompt: str, text: str, stops: list[str], choice: 
     return text
 
 
-def complete(lm: "OpenAI", prompt: str, stop: Stop, kwargs: dict) -> str:
+def complete(lm: OpenAI, prompt: str, stop: Stop, kwargs: dict) -> str:
     """`OpenAI.complete`: one completion (or chat completion) request, then `apply_stops`."""
     check_prompt(prompt)
     settings = GreedyLM._completion_settings(kwargs, lm.completion_kwargs)
@@ -64,8 +66,11 @@ def complete(lm: "OpenAI", prompt: str, stop: Stop, kwargs: dict) -> str:
     if max_tokens == 0:
         return ""  # llama_cpp.server reads max_tokens=0 as "no limit"
     server_stops = stops if (lm.server != "openai" or len(stops) <= 4) else []
-    body: dict = {"max_tokens": max_tokens, "temperature": float(settings["temperature"]),
-                  "top_p": float(settings["top_p"])}
+    body: dict = {
+        "max_tokens": max_tokens,
+        "temperature": float(settings["temperature"]),
+        "top_p": float(settings["top_p"]),
+    }
     if settings["seed"] is not None:
         body["seed"] = int(settings["seed"])
     if server_stops:
@@ -92,4 +97,3 @@ def complete(lm: "OpenAI", prompt: str, stop: Stop, kwargs: dict) -> str:
     if not isinstance(text, str):
         raise MalformedResponseError(f"the completion from {lm.base_url} has no text: {excerpt(data)}")
     return apply_stops(lm, prompt, text, stops, choice, pieces, settings)
-

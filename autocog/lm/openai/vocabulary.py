@@ -34,7 +34,7 @@ class Vocabulary:
     names: list = field(default_factory=list)
     trailing: set = field(default_factory=set)
 
-    def shared_texts(self) -> "frozenset[str] | _Everything":
+    def shared_texts(self) -> frozenset[str] | _Everything:
         """Names of more than one token; every name when some token's name is unknown."""
         if any(n is None for n in self.names):
             return EVERYTHING
@@ -61,8 +61,13 @@ class _Everything(frozenset):
 EVERYTHING = _Everything()
 
 
-def scan_vocabulary(size: int, decode: Decoder, separator: list[int], mapper: Mapper = lambda f, xs: [f(x) for x in xs],
-                    chunk: int = 256) -> Vocabulary:
+def scan_vocabulary(
+    size: int,
+    decode: Decoder,
+    separator: list[int],
+    mapper: Mapper = lambda f, xs: [f(x) for x in xs],
+    chunk: int = 256,
+) -> Vocabulary:
     """Every token's name, read through ``decode`` (`LlamaCppServerTokenizer.decode_checked`).
 
     ``size``: the number of distinct names (the keys of a whole-vocabulary ``top_logprobs`` row), a lower bound
@@ -87,7 +92,7 @@ def scan_vocabulary(size: int, decode: Decoder, separator: list[int], mapper: Ma
             text, error = decode(ids)
             return ({ids[0]: text}, {}) if text is not None else ({}, {ids[0]: error})
         if sep_text:
-            text, _ = decode([x for i in ids for x in [i] + separator][:-len(separator)])
+            text, _ = decode([x for i in ids for x in [i] + separator][: -len(separator)])
             if text is not None and len(text.split(sep_text)) == len(ids):
                 return dict(zip(ids, text.split(sep_text))), {}
         half = len(ids) // 2
@@ -112,8 +117,9 @@ def scan_vocabulary(size: int, decode: Decoder, separator: list[int], mapper: Ma
     return Vocabulary([names[i] for i in range(start)], trailing)
 
 
-def _read_partial(todo: dict[int, str], errors: dict[int, str], decode: Decoder, mapper: Mapper
-                  ) -> dict[int, tuple[Optional[str], bool]]:
+def _read_partial(
+    todo: dict[int, str], errors: dict[int, str], decode: Decoder, mapper: Mapper
+) -> dict[int, tuple[Optional[str], bool]]:
     """{id: (name or None, whether it ends inside a character)} for the ids of ``todo`` (id -> decode error),
     which are not valid UTF-8 alone: completed by single-byte tokens found among ``errors`` (a lead byte in
     front of continuation bytes, continuation bytes after a cut character), the added characters then removed."""
@@ -128,12 +134,21 @@ def _read_partial(todo: dict[int, str], errors: dict[int, str], decode: Decoder,
     if 0xC2 in leads:
         for token, error in errors.items():
             match = _ERROR.search(error)
-            if match and match.group(1) in ("80", "90", "a0") and match.group(2) == "0" and "invalid start" in \
-                    match.group(3) and decode([leads[0xC2], token])[0] == chr(int(match.group(1), 16)):
+            if (
+                match
+                and match.group(1) in ("80", "90", "a0")
+                and match.group(2) == "0"
+                and "invalid start" in match.group(3)
+                and decode([leads[0xC2], token])[0] == chr(int(match.group(1), 16))
+            ):
                 conts.setdefault(int(match.group(1), 16), token)
     # after a lead byte, the first continuation byte's range depends on the lead (E0: A0-BF, F0: 90-BF...)
-    suffixes = [[]] + [[conts[first]] + [conts[0x80]] * (n - 1) for n in (1, 2, 3) for first in (0x80, 0x90, 0xA0)
-                       if first in conts and 0x80 in conts]
+    suffixes = [[]] + [
+        [conts[first]] + [conts[0x80]] * (n - 1)
+        for n in (1, 2, 3)
+        for first in (0x80, 0x90, 0xA0)
+        if first in conts and 0x80 in conts
+    ]
 
     def name(item: tuple[int, str]) -> tuple[int, Optional[str], bool]:
         token, error = item

@@ -24,8 +24,15 @@ from autocog.lm.tf.cache import PrefixCache, cache_kwarg, output_cache
 DEFAULT_MAX_BATCH_TOKENS = 4096  # rows x padded row length of one packed pass
 LOGITS_BUDGET_BYTES = 512 * 2**20  # at most this much float32 logits per packed pass (batches shrink)
 
-__all__ = ["TfLM", "PrefixCache", "cache_kwarg", "output_cache", "packed_layout", "DEFAULT_MAX_BATCH_TOKENS",
-           "LOGITS_BUDGET_BYTES"]
+__all__ = [
+    "DEFAULT_MAX_BATCH_TOKENS",
+    "LOGITS_BUDGET_BYTES",
+    "PrefixCache",
+    "TfLM",
+    "cache_kwarg",
+    "output_cache",
+    "packed_layout",
+]
 
 
 def _require_torch():
@@ -47,9 +54,15 @@ class TfLM(ChoiceLM):
 
     max_batch_tokens: Optional[int] = DEFAULT_MAX_BATCH_TOKENS  # see `evaluate_trees`
 
-    def __init__(self, model, tokenizer, device: Union[str, Any, None] = None,
-                 completion_kwargs: Optional[dict] = None, max_retries: Optional[int] = None,
-                 chat_template: Optional[str] = None):
+    def __init__(
+        self,
+        model,
+        tokenizer,
+        device: Union[str, Any, None] = None,
+        completion_kwargs: Optional[dict] = None,
+        max_retries: Optional[int] = None,
+        chat_template: Optional[str] = None,
+    ):
         torch, _ = _require_torch()
         super().__init__(completion_kwargs=completion_kwargs, max_retries=max_retries)
         if device is not None:
@@ -63,8 +76,14 @@ class TfLM(ChoiceLM):
         self._fragment_anchor = self._find_fragment_anchor()
 
     @classmethod
-    def create(cls, model_path: Union[str, Path, None] = None, device: str = "cpu", dtype: Union[str, Any, None] = None,
-               gguf_file: Optional[str] = None, **model_kwargs: Any) -> dict:
+    def create(
+        cls,
+        model_path: Union[str, Path, None] = None,
+        device: str = "cpu",
+        dtype: Union[str, Any, None] = None,
+        gguf_file: Optional[str] = None,
+        **model_kwargs: Any,
+    ) -> dict:
         """Constructor arguments (``model``, ``tokenizer``, ``device``) for a local model directory, a ``.gguf``
         file (converted once, then cached), or the embedded SmolLM2-135M-Instruct when ``model_path`` is None.
 
@@ -98,7 +117,7 @@ class TfLM(ChoiceLM):
         plain = self.tokenizer.encode("a", add_special_tokens=False)
         full = self.tokenizer.encode("a", add_special_tokens=True)
         for start in range(len(full) - len(plain) + 1):
-            if full[start:start + len(plain)] == plain:
+            if full[start : start + len(plain)] == plain:
                 return full[:start]
         return []
 
@@ -110,10 +129,10 @@ class TfLM(ChoiceLM):
 
     def tokenize(self, text: str, bos: bool = False) -> list[int]:
         if self._fragment_anchor:
-            ids = self.tokenizer.encode("\n" + text, add_special_tokens=False)[len(self._fragment_anchor):]
+            ids = self.tokenizer.encode("\n" + text, add_special_tokens=False)[len(self._fragment_anchor) :]
         else:
             ids = self.tokenizer.encode(text, add_special_tokens=False)
-        if bos and ids[:len(self._special_prefix)] != self._special_prefix:  # BOS once (a chat template may write it)
+        if bos and ids[: len(self._special_prefix)] != self._special_prefix:  # BOS once (a chat template may write it)
             ids = self._special_prefix + ids
         return ids
 
@@ -134,8 +153,9 @@ class TfLM(ChoiceLM):
         from autocog.errors import ChatTemplateError
 
         try:
-            return self.tokenizer.apply_chat_template(messages, chat_template=template, tokenize=False,
-                                                      add_generation_prompt=add_generation_prompt)
+            return self.tokenizer.apply_chat_template(
+                messages, chat_template=template, tokenize=False, add_generation_prompt=add_generation_prompt
+            )
         except jinja2.TemplateError as error:
             raise ChatTemplateError(f"the chat template failed: {error}") from error
 
@@ -143,11 +163,12 @@ class TfLM(ChoiceLM):
         anchor = self._fragment_anchor
         prefix = "\n" if anchor else ""
         encoded = self.tokenizer([prefix + text for text in texts], add_special_tokens=False)["input_ids"]
-        return [ids[len(anchor):] for ids in encoded]
+        return [ids[len(anchor) :] for ids in encoded]
 
     def detokenize(self, tokens: Sequence[int]) -> str:
-        return self.tokenizer.decode([int(t) for t in tokens], skip_special_tokens=True,
-                                     clean_up_tokenization_spaces=False)
+        return self.tokenizer.decode(
+            [int(t) for t in tokens], skip_special_tokens=True, clean_up_tokenization_spaces=False
+        )
 
     @property
     def bos_token_id(self) -> Optional[int]:
@@ -206,14 +227,20 @@ class TfLM(ChoiceLM):
             allowed[n_new:, n_prompt:] = tree.ancestor_mask()[np.ix_(internal, internal)]
             mask = torch.zeros(allowed.shape, dtype=dtype)
             mask[~torch.from_numpy(allowed)] = torch.finfo(dtype).min
-            ids = torch.tensor([prompt_tokens[keep:] + [tree.nodes[i].token for i in internal]], dtype=torch.long,
-                               device=device)
+            ids = torch.tensor(
+                [prompt_tokens[keep:] + [tree.nodes[i].token for i in internal]], dtype=torch.long, device=device
+            )
             positions = np.concatenate([np.arange(keep, n_prompt), n_prompt + tree.depths[internal] - 1])
             keep_rows = ([n_new - 1] if n_new else []) + [n_new + k for k in range(n_inner)]
             try:
-                out = cache.run(prompt_tokens, keep, input_ids=ids, attention_mask=mask[None, None].to(device),
-                                position_ids=torch.from_numpy(positions)[None].to(device),
-                                logits_to_keep=torch.tensor(keep_rows, device=device))
+                out = cache.run(
+                    prompt_tokens,
+                    keep,
+                    input_ids=ids,
+                    attention_mask=mask[None, None].to(device),
+                    position_ids=torch.from_numpy(positions)[None].to(device),
+                    logits_to_keep=torch.tensor(keep_rows, device=device),
+                )
             finally:
                 cache.truncate(n_prompt)  # the prompt's KV stays; the trie's is dropped
             cache.evaluated += n_new + n_inner
@@ -227,8 +254,9 @@ class TfLM(ChoiceLM):
         # row 0: after the prompt; row 1 + k: after internal node internal[k]
         tree.record_argmax([-1] + internal, logprobs.argmax(dim=-1).tolist())
         row_of = {node: k + 1 for k, node in enumerate(internal)}
-        parent_rows = torch.tensor([row_of[n.parent] if n.parent >= 0 else 0 for n in tree.nodes],
-                                   device=logprobs.device)
+        parent_rows = torch.tensor(
+            [row_of[n.parent] if n.parent >= 0 else 0 for n in tree.nodes], device=logprobs.device
+        )
         tokens = torch.tensor(tree.tokens, device=logprobs.device)
         return logprobs[parent_rows, tokens].double().cpu().numpy()
 
@@ -260,8 +288,10 @@ class TfLM(ChoiceLM):
             size = len(prompt_tokens) - shared + n_inner
             job_columns = 1 + n_inner  # logits kept: the prompt's last token and the inner nodes
             n = len(group) + 1
-            if group and ((self.max_batch_tokens and n * max(longest, size) > self.max_batch_tokens)
-                          or (max_columns and n * max(columns, job_columns) > max_columns)):
+            if group and (
+                (self.max_batch_tokens and n * max(longest, size) > self.max_batch_tokens)
+                or (max_columns and n * max(columns, job_columns) > max_columns)
+            ):
                 groups.append(group)
                 group, longest, columns = [], 0, 0
             group.append(job)
@@ -297,14 +327,18 @@ class TfLM(ChoiceLM):
         if shared:
             cache.extend(jobs[0][0][:shared])
             cache.truncate(shared)
-            past = copy.deepcopy(cache.kv)   # the cache keeps the prefix for the next call; the copy is expanded
+            past = copy.deepcopy(cache.kv)  # the cache keeps the prefix for the next call; the copy is expanded
             past.batch_repeat_interleave(n_rows)
         try:
             with torch.inference_mode():
-                out = self.model(input_ids=torch.from_numpy(ids).to(device),
-                                 position_ids=torch.from_numpy(positions).to(device),
-                                 attention_mask=mask[:, None].to(device), use_cache=past is not None,
-                                 logits_to_keep=n_columns, **{cache.cache_kwarg: past})
+                out = self.model(
+                    input_ids=torch.from_numpy(ids).to(device),
+                    position_ids=torch.from_numpy(positions).to(device),
+                    attention_mask=mask[:, None].to(device),
+                    use_cache=past is not None,
+                    logits_to_keep=n_columns,
+                    **{cache.cache_kwarg: past},
+                )
                 logits = out.logits
                 del out, past
                 results = []
@@ -312,9 +346,11 @@ class TfLM(ChoiceLM):
                     # row 0 of logits[a]: after the prompt; row 1 + k: after inner node inner[k]
                     row_of = {node: k + 1 for k, node in enumerate(inner)}
                     parent_rows = [row_of[n.parent] if n.parent >= 0 else 0 for n in tree.nodes]
-                    lp = torch.log_softmax(logits[a, :1 + len(inner)].float(), dim=-1)
+                    lp = torch.log_softmax(logits[a, : 1 + len(inner)].float(), dim=-1)
                     tree.record_argmax([-1] + inner, lp.argmax(dim=-1).tolist())
-                    picked = lp[torch.tensor(parent_rows, device=lp.device), torch.tensor(tree.tokens, device=lp.device)]
+                    picked = lp[
+                        torch.tensor(parent_rows, device=lp.device), torch.tensor(tree.tokens, device=lp.device)
+                    ]
                     results.append(picked.double().cpu().numpy())
         except BaseException:
             cache.reset()
@@ -323,13 +359,14 @@ class TfLM(ChoiceLM):
         return results
 
 
-def packed_layout(jobs: Sequence[TreeJob], shared: int, suffixes: Sequence[list[int]],
-                  inners: Sequence[list[int]]) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
+def packed_layout(
+    jobs: Sequence[TreeJob], shared: int, suffixes: Sequence[list[int]], inners: Sequence[list[int]]
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
     """The inputs of `TfLM.packed_pass`: ``ids`` and ``positions`` (rows x columns), ``allowed`` (rows x columns
     x (``shared`` + columns): which key each query sees) and ``last``, the column of every prompt's last token.
     ``suffixes[a]``: job a's prompt tokens after the ``shared`` prefix; ``inners[a]``: its trie's inner nodes.
     A row is left padding, the suffix, then the inner nodes; padding sees only itself."""
-    last = max(len(x) for x in suffixes) - 1            # the column of every prompt's last token
+    last = max(len(x) for x in suffixes) - 1  # the column of every prompt's last token
     width = last + 1 + max(len(inner) for inner in inners)
     n_rows = len(jobs)
     ids = np.zeros((n_rows, width), dtype=np.int64)
@@ -337,17 +374,18 @@ def packed_layout(jobs: Sequence[TreeJob], shared: int, suffixes: Sequence[list[
     allowed = np.zeros((n_rows, width, shared + width), dtype=bool)
     for a, ((_, tree), suffix, inner) in enumerate(zip(jobs, suffixes, inners)):
         n_suffix, n_inner = len(suffix), len(inner)
-        begin, nodes = last + 1 - n_suffix, last + 1            # first suffix column, first trie column
+        begin, nodes = last + 1 - n_suffix, last + 1  # first suffix column, first trie column
         ids[a, begin:nodes] = suffix
-        ids[a, nodes:nodes + n_inner] = [tree.nodes[i].token for i in inner]
+        ids[a, nodes : nodes + n_inner] = [tree.nodes[i].token for i in inner]
         positions[a, begin:nodes] = shared + np.arange(n_suffix)
-        positions[a, nodes:nodes + n_inner] = shared + n_suffix + tree.depths[inner] - 1
+        positions[a, nodes : nodes + n_inner] = shared + n_suffix + tree.depths[inner] - 1
         rows = allowed[a]
-        rows[begin:nodes + n_inner, :shared] = True                                    # the shared prefix
-        rows[begin:nodes, shared + begin:shared + nodes] = np.tril(np.ones((n_suffix, n_suffix), dtype=bool))
-        rows[nodes:nodes + n_inner, shared + begin:shared + nodes] = True             # trie sees the prompt
-        rows[nodes:nodes + n_inner, shared + nodes:shared + nodes + n_inner] = \
-            tree.ancestor_mask()[np.ix_(inner, inner)]
-        pads = np.r_[0:begin, nodes + n_inner:width]
-        rows[pads, shared + pads] = True                                               # padding sees itself
+        rows[begin : nodes + n_inner, :shared] = True  # the shared prefix
+        rows[begin:nodes, shared + begin : shared + nodes] = np.tril(np.ones((n_suffix, n_suffix), dtype=bool))
+        rows[nodes : nodes + n_inner, shared + begin : shared + nodes] = True  # trie sees the prompt
+        rows[nodes : nodes + n_inner, shared + nodes : shared + nodes + n_inner] = tree.ancestor_mask()[
+            np.ix_(inner, inner)
+        ]
+        pads = np.r_[0:begin, nodes + n_inner : width]
+        rows[pads, shared + pads] = True  # padding sees itself
     return ids, positions, allowed, last
