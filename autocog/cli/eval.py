@@ -295,7 +295,7 @@ def cmd_search(args: argparse.Namespace) -> int:
     from autocog.eval.evaluate import EXAMPLE_DATASET
     from autocog.eval.search import load_pairs, search
 
-    grid = parse_grid(args.grid) if args.grid else {"temperature": [0.0, 0.7], "max_tokens": [4, 8]}
+    grid: dict[str, list] = parse_grid(args.grid) if args.grid else {"temperature": [0.0, 0.7], "max_tokens": [4, 8]}
     base = None
     if args.base:
         try:

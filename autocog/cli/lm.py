@@ -112,7 +112,7 @@ def add_generation_options(p: Parser) -> None:
 
 
 def cmd_complete(args: argparse.Namespace) -> int:
-    prompt = read_text_arg(args.prompt)
+    user_text = read_text_arg(args.prompt)
     if args.no_stop and args.stop:
         raise UsageError("--stop and --no-stop contradict each other")
     stop = None if args.no_stop else ([unescape(s) for s in args.stop] if args.stop else "\n")
@@ -130,9 +130,10 @@ def cmd_complete(args: argparse.Namespace) -> int:
         )
         if v is not None
     }
+    prompt: str | list[dict[str, str]] = user_text
     if args.chat or args.system is not None:
         prompt = ([{"role": "system", "content": unescape(args.system)}] if args.system is not None else []) + [
-            {"role": "user", "content": prompt}
+            {"role": "user", "content": user_text}
         ]
     lm = load_lm(args)
     text = ""

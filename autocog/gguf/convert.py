@@ -218,7 +218,7 @@ def pre_tokenizer_name(tokenizer: dict) -> str:
     if kinds == ["Digits", "ByteLevel"] and steps[0].get("individual_digits") and steps[1].get("use_regex", True):
         return "smollm"
     if kinds and kinds[0] == "Split" and kinds[1:] in ([], ["ByteLevel"]):
-        name = SPLIT_PATTERNS.get((steps[0].get("pattern") or {}).get("Regex"))
+        name = SPLIT_PATTERNS.get((steps[0].get("pattern") or {}).get("Regex", ""))
         if name and (len(steps) == 1 or not steps[1].get("use_regex", True)):
             return name
     raise UnsupportedModelError(
@@ -256,14 +256,15 @@ def spm_vocab_from_json(tokenizer: dict) -> tuple[list[bytes], list[float], list
     import gguf
 
     vocab = tokenizer["model"]["vocab"]
-    rank = {}
+    rank: dict[str, int] = {}
     for r, merge in enumerate(tokenizer["model"].get("merges", [])):
         pair = merge.split(" ", 1) if isinstance(merge, str) else merge
         rank.setdefault("".join(pair), r)
     added = {t["id"]: t for t in tokenizer.get("added_tokens", [])}
     unk = tokenizer["model"].get("unk_token")
     size = max(list(vocab.values()) + list(added) + [-1]) + 1
-    tokens, scores, types = [b""] * size, [0.0] * size, [gguf.TokenType.UNUSED] * size
+    tokens, scores = [b""] * size, [0.0] * size
+    types: list[int] = [gguf.TokenType.UNUSED] * size
     for text, i in vocab.items():
         tokens[i], scores[i] = text.encode("utf-8"), -float(rank[text] + 1) if text in rank else 0.0
         types[i] = (
@@ -305,11 +306,13 @@ def add_tokenizer(writer: Any, path: Path, n_vocab: int) -> None:
     import gguf
 
     file = path / "tokenizer.json"
-    tokenizer = json.loads(file.read_text(encoding="utf-8")) if file.is_file() else None
-    model = (tokenizer or {}).get("model", {})
+    tokenizer: dict = (json.loads(file.read_text(encoding="utf-8")) if file.is_file() else None) or {}
+    model = tokenizer.get("model", {})
     if (path / "tokenizer.model").is_file() or model.get("byte_fallback"):
         if (path / "tokenizer.model").is_file():
-            tokens, scores, types = [], [], []
+            tokens: list[bytes] = []
+            scores: list[float] = []
+            types: list[int] = []
             for text, score, kind in gguf.vocab.SentencePieceVocab(path).all_tokens():
                 tokens.append(text)
                 scores.append(score)
@@ -327,12 +330,12 @@ def add_tokenizer(writer: Any, path: Path, n_vocab: int) -> None:
         writer.add_token_types(types)
         special = quiet_special_vocab(path, load_merges=False, n_vocab=len(tokens))
     elif model.get("type") == "BPE":
-        tokens, types = bpe_vocab(tokenizer, n_vocab)
+        bpe_tokens, bpe_types = bpe_vocab(tokenizer, n_vocab)
         writer.add_tokenizer_model("gpt2")
         writer.add_tokenizer_pre(pre_tokenizer_name(tokenizer))
-        writer.add_token_list(tokens)
-        writer.add_token_types(types)
-        special = quiet_special_vocab(path, load_merges=True, n_vocab=len(tokens))
+        writer.add_token_list(bpe_tokens)
+        writer.add_token_types(bpe_types)
+        special = quiet_special_vocab(path, load_merges=True, n_vocab=len(bpe_tokens))
     else:
         raise UnsupportedModelError(
             f"cannot convert the tokenizer in {path}: supported are a byte-level BPE "

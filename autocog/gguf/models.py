@@ -90,7 +90,7 @@ def gguf_to_transformers(gguf_path: os.PathLike | str) -> Path:
         tokenizer = transformers.AutoTokenizer.from_pretrained(gguf_path.parent, **kwargs)
         model = transformers.AutoModelForCausalLM.from_pretrained(gguf_path.parent, **kwargs)
         # The weights are dequantized already: drop the GGUF "quantizer" so that they can be saved as plain tensors.
-        model.hf_quantizer = None
+        model.hf_quantizer = None  # type: ignore[assignment]  # nn.Module.__getattr__ types it Tensor | Module
         if hasattr(model.config, "quantization_config"):
             del model.config.quantization_config
         model.save_pretrained(out)
@@ -153,14 +153,14 @@ def tiny_llama(seed: int = 0) -> Path:
             num_key_value_heads=2,
             max_position_embeddings=1024,
             rms_norm_eps=1e-5,
-            rope_theta=10000.0,
             tie_word_embeddings=False,
             bos_token_id=0,
             eos_token_id=1,
             initializer_range=0.15,
         )
         torch.manual_seed(seed)
-        model = transformers.LlamaForCausalLM(config).to(torch.float32).eval()
+        # transformers' `.to` wrapper is typed as if unbound (its stub expects the model as argument 1)
+        model = transformers.LlamaForCausalLM(config).to(torch.float32).eval()  # type: ignore[arg-type]
         model.save_pretrained(out)
         tokenizer.save_pretrained(out)
         (out / "autocog.json").write_text(json.dumps({"seed": seed, "kind": "tiny-llama"}))

@@ -69,7 +69,9 @@ class _LogReader:
     """A llama.cpp log callback that turns per-tensor lines into progress and keeps the error lines."""
 
     def __init__(self, llama_cpp, progress: Callable[[int, int, str], None]):
-        self.progress, self.errors, self.text = progress, [], ""
+        self.progress = progress
+        self.errors: list[str] = []
+        self.text = ""
         self.callback = llama_cpp.llama_log_callback(self._log)  # keep a reference while it is installed
 
     def _log(self, level: int, text: bytes, user_data) -> None:

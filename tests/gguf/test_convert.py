@@ -652,7 +652,7 @@ def test_smollm2_f32_matches_transformers(smol_f32, smol_tf):
 
 
 # Stated drift bounds of Q8_0 against F32 on the bundled 32 questions (measured: KL 0.0008, |Δ logp| 0.146,
-# agreement 1.0, acc_norm 27 vs 28 of 32; see the README).
+# agreement 1.0, acc_norm 27 vs 28 of 32; see docs/gguf.md).
 Q8_MAX_KL, Q8_MAX_DELTA, Q8_MIN_AGREE = 0.005, 0.3, 0.9
 
 
