@@ -33,6 +33,8 @@ import time
 
 from pydantic import BaseModel, Field
 
+from autocog.core.sampling import SamplingParams
+
 PROMPT = (
     "<|im_start|>user\nCreate a client profile with the fields name, phone_number, and zip_code"
     "<|im_end|>\n<|im_start|>assistant\nHere is the client profile in JSON:\n"
@@ -220,7 +222,7 @@ class AutocogSide:
 
         lm.greedy_impl = timed_greedy
         start = time.perf_counter()
-        lm.generate(tokens, [], MAX_TOKENS, 0.0, 1.0, 0, None, constraint=timed)
+        lm.complete_tokens(tokens, [], SamplingParams(max_tokens=MAX_TOKENS), constraint=timed)
         total = time.perf_counter() - start
         del lm.greedy_impl
         return timed.seconds / timed.steps, (total - sum(calls)) / len(calls), statistics.mean(calls[1:])

@@ -1,4 +1,4 @@
-"""The interface between the decoding loop (`GreedyLM.generate`) and a grammar engine.
+"""The interface between the decoding loop (`GreedyLM.complete_tokens`) and a grammar engine.
 
 A `Constraint` is stateful: the loop asks which tokens may come next, samples among them, and tells the
 constraint which token was taken. The mask only removes tokens: the log-probs of the kept tokens are those

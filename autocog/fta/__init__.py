@@ -25,7 +25,7 @@ A `Program` is an automaton of steps run on any `autocog.lm.LM`:
 * `Path`: ``.values``, ``.score`` (sum of log-probs), ``.probability``, ``.text``, ``.status``, ``.nodes``,
   ``.choice(name)`` (the `ChoiceResult` of a Choose: ``.tree.to_dot()`` draws its token choice tree).
 * Structured output: `structured_program` ``(model, prompt, max_items=8, name=None) -> StructuredProgram``
-  (a `Program` whose results carry ``.value``, a validated pydantic instance) and `generate` ``(lm, model,
+  (a `Program` whose results carry ``.value``, a validated pydantic instance) and `fill` ``(lm, model,
   prompt, **inputs)`` for one call. Free fields are constrained by the grammar engine (`autocog.structured`).
 
 Scores are natural-log probabilities: a Choose contributes the log of the taken option's probability
@@ -88,13 +88,13 @@ __all__ = [
     "UnreachableStepError",
     "UnsupportedFieldError",
     "User",
-    "generate",
+    "fill",
     "structured_program",
 ]
 
 
 def __getattr__(name):
-    if name in ("structured_program", "StructuredProgram", "StructuredResult", "generate"):
+    if name in ("structured_program", "StructuredProgram", "StructuredResult", "fill"):
         from autocog.fta import structured
 
         return getattr(structured, name)

@@ -14,9 +14,12 @@ import enum
 import json
 import types
 import typing
-from typing import Any, Sequence, Union
+from typing import TYPE_CHECKING, Any, Sequence, Union
 
 from autocog.errors import UnsupportedFieldError
+
+if TYPE_CHECKING:  # pragma: no cover - pydantic is imported when a model is compiled
+    from pydantic import BaseModel
 from autocog.fta.specs import (
     EnumSpec,
     ListSpec,
@@ -85,11 +88,8 @@ class Compiler:
             return self._enum(values, where)
         if isinstance(annotation, type) and issubclass(annotation, enum.Enum):
             members = list(annotation)
-            return (
-                EnumSpec([json.dumps(m.value) for m in members], members)
-                if self._jsonable([m.value for m in members], where)
-                else None
-            )
+            self._jsonable([m.value for m in members], where)
+            return EnumSpec([json.dumps(m.value) for m in members], members)
         if annotation is str:
             return self._string(constraints, where)
         if annotation in (int, float):
@@ -97,8 +97,8 @@ class Compiler:
         if isinstance(annotation, type) and issubclass(annotation, BaseModel):
             return self.model(annotation, where)
         if origin in (list, typing.List):
-            args = typing.get_args(annotation)
-            item = self.spec(args[0] if args else str, {}, f"{where}/*")
+            item_type = typing.get_args(annotation)
+            item = self.spec(item_type[0] if item_type else str, {}, f"{where}/*")
             low = int(constraints.get("min_length", 0))
             high = constraints.get("max_length", self.max_items)
             high = int(min(high, max(self.max_items, low)))
@@ -145,7 +145,7 @@ class Compiler:
         except GrammarError as error:
             raise self.error(where, str(error)) from None
 
-    def model(self, model: type, where: str = "") -> ObjectSpec:
+    def model(self, model: type[BaseModel], where: str = "") -> ObjectSpec:
         fields = []
         for name, info in model.model_fields.items():
             key = info.alias or name

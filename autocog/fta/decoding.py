@@ -1,4 +1,4 @@
-"""Complete steps on the one decoding loop: ``GreedyLM.generate`` with the step's grammar as constraint.
+"""Complete steps on the one decoding loop: ``GreedyLM.complete_tokens`` with the step's grammar as constraint.
 
 `decode` runs a `Complete` step on a `GreedyLM` (greedy; with a ``pattern``, the grammar engine's
 `GrammarConstraint` masks the tokens, and ``max_tokens`` is the budget after which the value is closed as soon
@@ -17,13 +17,13 @@ import math
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
+from autocog.core.sampling import SamplingParams
 from autocog.fta.steps import Complete
 from autocog.lm.greedy import GreedyLM
 
 __all__ = ["CLOSING_SLACK", "Recorder", "StepText", "complete_text", "decode"]
 
 CLOSING_SLACK = 32
-JSON_CLOSERS = ('"', "}", "]")
 
 
 @dataclass
@@ -66,12 +66,12 @@ def _split(step: Complete, text: str) -> tuple[str, str]:
 
 
 def decode(lm: GreedyLM, step: Complete, prompt: str) -> StepText:
-    """Run ``step`` after ``prompt`` on ``lm.generate`` (greedy)."""
+    """Run ``step`` after ``prompt`` on ``lm.complete_tokens`` (greedy)."""
     ids = lm.prompt_tokens(prompt)
     inner = None
     budget = step.max_tokens
     if step.grammar is not None:
-        from autocog.structured.engine import GrammarConstraint, IncompleteOutputError
+        from autocog.structured.engine import JSON_CLOSERS, GrammarConstraint, IncompleteOutputError
         from autocog.structured.vocab import vocabulary
 
         inner = GrammarConstraint(
@@ -81,7 +81,8 @@ def decode(lm: GreedyLM, step: Complete, prompt: str) -> StepText:
     recorder = Recorder(inner)
     logprobs: list = []
     stops = [] if inner is not None else step.stop
-    text = lm.generate(ids, stops, budget, 0.0, 1.0, 0, None, constraint=recorder, token_logprobs=logprobs)
+    params = SamplingParams(max_tokens=budget)  # greedy
+    text = lm.complete_tokens(ids, stops, params, constraint=recorder, token_logprobs=logprobs)
     if inner is not None and not inner.accepting():
         raise IncompleteOutputError(
             f"step {step.name!r}: the text {text[:60]!r} does not match the pattern "
@@ -96,7 +97,7 @@ def complete_text(lm: Any, step: Complete, prompt: str) -> StepText:
     """Run ``step`` with ``lm.complete`` (backends without next-token log-probs); ``logprob`` is NaN."""
     text = lm.complete(prompt, stop=step.stop or None, max_tokens=step.max_tokens)
     if step.grammar is not None:
-        from autocog.structured.engine import repair
+        from autocog.structured.engine import JSON_CLOSERS, repair
 
         text = repair(step.grammar, text, closers=tuple(step.stop) + JSON_CLOSERS)
     appended, value = _split(step, text)

@@ -136,7 +136,7 @@ class Explorer:
     ):
         self.program, self.lm, self.scoring = program, lm, scoring
         self.width, self.threshold, self.completion_scores = width, threshold, completion_scores
-        self.greedy = isinstance(lm, GreedyLM)
+        self.greedy: Optional[GreedyLM] = lm if isinstance(lm, GreedyLM) else None  # the masked decoding path
         self.trie = TokenTrie()
         self.calls = {"complete": 0, "choose": 0}
         self.counter = 0
@@ -148,8 +148,8 @@ class Explorer:
 
     def prompt_ids(self, text: Any) -> list[int]:
         text = self.lm.render_prompt(text)  # chat messages (for a chat server: accounting only)
-        if self.greedy:
-            return self.lm.prompt_tokens(text)
+        if self.greedy is not None:
+            return self.greedy.prompt_tokens(text)
         return list(self.lm.tokenize(text, bos=True))
 
     def prompt_of(self, state: _State) -> Any:
@@ -160,7 +160,7 @@ class Explorer:
             return state.prompt
         messages = [{"role": role, "content": text} for role, text in state.turns]
         reply = messages.pop()["content"] if messages[-1]["role"] == "assistant" else ""
-        if not reply and not self.greedy:
+        if not reply and self.greedy is None:
             return messages
         return self.lm.apply_chat_template(messages, add_generation_prompt=True) + reply
 
@@ -184,7 +184,8 @@ class Explorer:
         prop = getattr(type(self.lm), "tokens_evaluated", None)
         if prop is None or prop is GreedyLM.tokens_evaluated:
             return None
-        return int(self.lm.tokens_evaluated)
+        count = getattr(self.lm, "tokens_evaluated", None)
+        return None if count is None else int(count)
 
     def run(self, inputs: dict) -> ProgramResult:
         before = self.tokens_so_far()
@@ -212,6 +213,7 @@ class Explorer:
                     state.node = state.node.add(self.node(step=step.name, kind="text", text=text, score=0.0))
                     state.append(text, role=step.role)
                 else:
+                    assert isinstance(step, Complete)  # the three kinds of step
                     state.append("", reply=True)
                     self.complete(step, state)
                     state.append(state.node.text, reply=True)
@@ -229,7 +231,8 @@ class Explorer:
                 )
             )
         paths.sort(key=lambda p: -p.score)
-        evaluated = self.tokens_so_far() - before if before is not None else None
+        after = self.tokens_so_far()
+        evaluated = after - before if after is not None and before is not None else None
         stats = TokenStats(evaluated=evaluated, unique=self.trie.size, calls=dict(self.calls))
         settings = {
             "width": self.width,
@@ -255,7 +258,7 @@ class Explorer:
         self.account_choose(self.lm.render_prompt(prompt), options, step)
         result = None
         if self.scoring == "prefix" and isinstance(self.lm, ChoiceLM) and step.normalization != "pmi":
-            result = self.score_prefix(prompt, options, step)
+            result = self.score_prefix(self.lm, prompt, options, step)
         else:
             try:
                 result = self.lm.choice_distribution(prompt, options, **kwargs)
@@ -306,14 +309,14 @@ class Explorer:
             children.insert(0, children.pop(first))
         return children
 
-    def score_prefix(self, prompt: str, options: list[str], step: Choose) -> ChoiceResult:
+    def score_prefix(self, lm: ChoiceLM, prompt: str, options: list[str], step: Choose) -> ChoiceResult:
         """`ChoiceLM.choice_distribution` through the scoring layer (its checks, trie and normalization), with
         the trie evaluated depth-first through ``lm.greedy`` (`DepthFirst`): the prefix cache extends the
         previous call by one token each time and leaves are never run. The option a path then takes is read
         once more when the path goes on."""
-        walk = DepthFirst(self.lm)
+        walk = DepthFirst(lm)
         request = ScoreRequest(prompt, options, step.normalization, step.end)
-        result = score_trees(self.lm, [request], evaluate=walk, strategy="prefix")[0]
+        result = score_trees(lm, [request], evaluate=walk, strategy="prefix")[0]
         result.info["cached"] = walk.cached_per_choice(result.tree)
         return result
 
@@ -331,8 +334,8 @@ class Explorer:
     # --- Complete --------------------------------------------------------------------------------------------
     def complete(self, step: Complete, state: _State) -> None:
         self.calls["complete"] += 1
-        if self.greedy:
-            appended, value, logprob, n_tokens = self.decode(step, self.prompt_of(state))
+        if self.greedy is not None:
+            appended, value, logprob, n_tokens = self.decode(self.greedy, step, self.prompt_of(state))
         else:
             appended, value, logprob, n_tokens = self.complete_text(step, self.prompt_of(state))
         score = logprob if (self.completion_scores and not math.isnan(logprob)) else 0.0
@@ -343,9 +346,10 @@ class Explorer:
         state.score += score
         self.store(state, step, value)
 
-    def decode(self, step: Complete, prompt: str) -> tuple[str, str, float, int]:
-        """``lm.generate`` (greedy, the step's grammar as constraint): ``(text appended, value, log-prob, tokens)``."""
-        out = decode(self.lm, step, prompt)
+    def decode(self, lm: GreedyLM, step: Complete, prompt: str) -> tuple[str, str, float, int]:
+        """``lm.complete_tokens`` (greedy, the step's grammar as constraint): ``(text appended, value, log-prob,
+        tokens)``."""
+        out = decode(lm, step, prompt)
         self.trie.insert(out.read)
         return out.appended, out.value, out.logprob, out.n_tokens
 

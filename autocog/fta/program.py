@@ -247,10 +247,7 @@ class Program:
             for step in self.steps:
                 if step.name == self.entry:
                     continue
-                incoming = [
-                    before[p] | ({self.by_name[p].produces} if self.by_name[p].produces else set())
-                    for p in preds[step.name]
-                ]
+                incoming = [before[p] | _produced(self.by_name[p]) for p in preds[step.name]]
                 new = frozenset.intersection(*incoming) if incoming else frozenset()
                 if new != before[step.name]:
                     before[step.name], changed = new, True
@@ -341,7 +338,7 @@ class Program:
         """The automaton as GraphViz DOT: Text boxes, Complete ellipses, Choose diamonds, option labels on the
         edges, loop bounds on the steps. With a ``result``, each edge also shows how many thought-tree edges
         went through it and the mean probability of the options taken there."""
-        from autocog.fta.tree import _quote, snippet
+        from autocog.fta.tree import dot_quote, snippet
 
         usage: dict[tuple[str, str], list[float]] = {}
         if result is not None:  # each thought-tree edge realizes an automaton edge; a Choose's option prob is on it
@@ -349,18 +346,19 @@ class Program:
                 if node.kind == "root" or node.pruned:
                     continue
                 parent = node.parent
+                assert parent is not None  # only the root has none
                 source = parent.step if parent.kind != "root" else "__start__"
                 usage.setdefault((source, node.step), []).append(parent.prob if parent.kind == "choose" else 1.0)
                 if node.status == "end":
                     usage.setdefault((node.step, END), []).append(node.prob if node.kind == "choose" else 1.0)
         lines = [
-            f"digraph {_quote(self.name)} {{",
+            f"digraph {dot_quote(self.name)} {{",
             "  rankdir=TB;",
             '  node [fontname="monospace", fontsize=10];',
             '  edge [fontname="monospace", fontsize=9];',
         ]
         if title:
-            lines.append(f"  label={_quote(title)}; labelloc=t;")
+            lines.append(f"  label={dot_quote(title)}; labelloc=t;")
         lines.append('  __start__ [label="", shape=point, width=0.15];')
         lines.append(f'  __end__ [label="{END}", shape=doublecircle, fontsize=8];')
         for step in self.steps:
@@ -373,16 +371,17 @@ class Program:
                     label += f"\n/{snippet(source, max_text)}/"
                 shape = "ellipse"
             else:
+                assert isinstance(step, Choose)  # the three kinds of step
                 label, shape = f"{step.name}\nchoose ({len(step.options)})", "diamond"
             if step.max_visits is not None:
                 label += f"\n≤ {step.max_visits} visits"
-            lines.append(f"  {_node_id(step.name)} [label={_quote(label)}, shape={shape}];")
+            lines.append(f"  {_node_id(step.name)} [label={dot_quote(label)}, shape={shape}];")
 
         def edge(source: str, target: str, label: str) -> str:
             stats = usage.get((source, target))
             if stats:
                 label = (label + "\n" if label else "") + f"×{len(stats)} p̄={sum(stats) / len(stats):.2f}"
-            attrs = f" [label={_quote(label)}]" if label else ""
+            attrs = f" [label={dot_quote(label)}]" if label else ""
             dst = "__end__" if target == END else _node_id(target)
             src = "__start__" if source == "__start__" else _node_id(source)
             return f"  {src} -> {dst}{attrs};"
@@ -391,8 +390,8 @@ class Program:
         for step in self.steps:
             if isinstance(step, Choose):
                 grouped: dict[str, list[str]] = {}
-                for option, target in self.out_edges(step):
-                    grouped.setdefault(target, []).append(option)
+                for option in step.options:
+                    grouped.setdefault(self.successor(step, option), []).append(option)
                 for target, options in grouped.items():
                     lines.append(edge(step.name, target, " | ".join(snippet(o, 12) for o in options)))
             else:
@@ -415,3 +414,8 @@ class Program:
 
 def _node_id(name: str) -> str:
     return '"s:' + name.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def _produced(step: Step) -> frozenset[str]:
+    """The value ``step`` sets, as a set (empty for a Text)."""
+    return frozenset({step.produces}) if step.produces else frozenset()

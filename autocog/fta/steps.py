@@ -90,7 +90,8 @@ class Text(Step):
             )
         self.role = role  # None: the text goes on the current turn (or the plain prompt)
         self.text = text
-        self.name = _check_name(name, "Text") if name is not None else None  # set by the Program when None
+        # None until the Program names it (text0, text1, ...)
+        self.name = _check_name(name, "Text") if name is not None else None  # type: ignore[assignment]
         self.next = next
         self.max_visits = _check_visits(name, max_visits)
         self._fields: Optional[list[str]] = None

@@ -39,7 +39,7 @@ Profile(name='Alice', phone='555-0100', zip='94110')
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Optional
+from typing import TYPE_CHECKING, Any, Optional
 
 from autocog.fta.compiler import Compiler
 from autocog.fta.program import Program
@@ -47,7 +47,10 @@ from autocog.fta.specs import Builder, ObjectSpec
 from autocog.fta.steps import Step, Text
 from autocog.fta.tree import Path, ProgramResult
 
-__all__ = ["StructuredProgram", "StructuredResult", "generate", "structured_program"]
+if TYPE_CHECKING:  # pragma: no cover - pydantic is imported when a program is built
+    from pydantic import BaseModel
+
+__all__ = ["StructuredProgram", "StructuredResult", "fill", "structured_program"]
 
 
 # --- the program ----------------------------------------------------------------------------------------------
@@ -65,13 +68,15 @@ class StructuredResult(ProgramResult):
         return self.instance(self.best)
 
     def instance(self, path: Path):
+        if self.program is None:
+            raise ValueError("this result has no program to read instances with")
         return self.program.parse(path.values)
 
 
 class StructuredProgram(Program):
     """A `Program` that writes an instance of ``model`` as JSON; ``run`` returns a `StructuredResult`."""
 
-    def __init__(self, model: type, spec: ObjectSpec, steps: list[Step], name: str):
+    def __init__(self, model: type[BaseModel], spec: ObjectSpec, steps: list[Step], name: str):
         super().__init__(steps, name=name)
         self.model, self.spec = model, spec
 
@@ -114,10 +119,11 @@ def structured_program(
     return StructuredProgram(model, spec, builder.finish(), name=name or model.__name__)
 
 
-def generate(lm, model: type, prompt: Optional[str] = None, width: Optional[int] = 1, **inputs: Any):
-    """Fill in ``model`` on ``lm`` in one call: ``structured_program(model, prompt).run(lm, ...).value``.
+def fill(lm, model: type, prompt: Optional[str] = None, width: Optional[int] = 1, **inputs: Any):
+    """Fill in ``model`` on ``lm`` in one call: ``structured_program(model, prompt).run(lm, ...).value`` (the
+    program's way; `autocog.generate` is the grammar engine's).
 
-    >>> generate(lm, Profile, "Text: {text}\\nJSON:\\n", text="Alice, 555-0100, 94110")     # doctest: +SKIP
+    >>> fill(lm, Profile, "Text: {text}\\nJSON:\\n", text="Alice, 555-0100, 94110")     # doctest: +SKIP
     Profile(name='Alice', phone='555-0100', zip='94110')
     """
     return structured_program(model, prompt).run(lm, width=width, inputs=inputs).value

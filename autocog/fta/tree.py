@@ -59,7 +59,8 @@ class ThoughtNode:
 
     def lineage(self) -> list[ThoughtNode]:
         """Nodes from the root down to this one."""
-        out, node = [], self
+        out: list[ThoughtNode] = []
+        node: Optional[ThoughtNode] = self
         while node is not None:
             out.append(node)
             node = node.parent
@@ -127,7 +128,8 @@ class TokenStats:
         return self.evaluated / self.unique
 
 
-def _quote(text: str) -> str:
+def dot_quote(text: str) -> str:
+    """``text`` as a quoted Graphviz string."""
     return '"' + text.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n") + '"'
 
 
@@ -176,7 +178,7 @@ class ProgramResult:
             '  edge [fontname="monospace", fontsize=9];',
         ]
         if title:
-            lines.append(f"  label={_quote(title)}; labelloc=t;")
+            lines.append(f"  label={dot_quote(title)}; labelloc=t;")
         for node in self.tree.walk():
             nid = f"t{node.id}"
             if node.kind == "root":
@@ -194,17 +196,18 @@ class ProgramResult:
                 attrs.append("peripheries=2")
             if id(node) in best:
                 attrs.append("color=red")
-            lines.append(f"  {nid} [label={_quote(label)}{', ' if attrs else ''}{', '.join(attrs)}];")
+            lines.append(f"  {nid} [label={dot_quote(label)}{', ' if attrs else ''}{', '.join(attrs)}];")
             edge_label = ""
             if node.kind == "choose":
                 edge_label = f"p={node.prob:.3f} ({math.log(node.prob) if node.prob > 0 else -math.inf:.3f})"
             elif node.kind == "complete" and not math.isnan(node.logprob):
                 edge_label = f"logp={node.logprob:.2f} ({node.n_tokens} tok)"
-            eattrs = [f"label={_quote(edge_label)}"] if edge_label else []
+            eattrs = [f"label={dot_quote(edge_label)}"] if edge_label else []
             if id(node) in best:
                 eattrs.append("color=red, penwidth=2")
             if node.pruned:
                 eattrs.append("style=dashed, color=gray50, fontcolor=gray50")
+            assert node.parent is not None  # only the root has none, and it was drawn above
             lines.append(f"  t{node.parent.id} -> {nid}{' [' + ', '.join(eattrs) + ']' if eattrs else ''};")
         lines.append("}")
         return "\n".join(lines) + "\n"

@@ -18,7 +18,7 @@ from typing import (
 import numpy as np
 
 from autocog.core.checks import check_context, check_prompt
-from autocog.core.sampling import sample
+from autocog.core.sampling import SamplingParams, sample
 from autocog.core.stops import as_stop_list, find_stop, safe_length
 from autocog.core.types import Stop
 from autocog.errors import InvalidPromptError, RetryExhaustedError, TransientError
@@ -30,9 +30,8 @@ if TYPE_CHECKING:  # pragma: no cover
 
 T = TypeVar("T")
 
-# Completion settings a user may pass to `complete` or as `completion_kwargs`; AutoCog's
-# `max_new_tokens` is accepted as an alias of `max_tokens`.
-COMPLETION_DEFAULTS = {"max_tokens": 64, "temperature": 0.0, "top_p": 1.0, "top_k": 0, "seed": None, "min_p": 0.0}
+# The default completion settings by name, for autocog.lm.openai until it takes `SamplingParams`.
+COMPLETION_DEFAULTS = SamplingParams().as_dict()
 
 
 def is_out_of_memory(error: BaseException) -> bool:
@@ -59,9 +58,10 @@ class GreedyLM(LM):
 
     max_retries: int = 3
     retry_backoff: float = 0.05  # seconds, doubled after every failed attempt
+    sampling: SamplingParams = SamplingParams()  # the defaults of `complete` (``completion_kwargs``)
 
     def __init__(self, completion_kwargs: Optional[dict] = None, max_retries: Optional[int] = None):
-        self.completion_kwargs = self._completion_settings(completion_kwargs or {}, COMPLETION_DEFAULTS)
+        self.sampling = SamplingParams.from_settings(completion_kwargs or {})
         if max_retries is not None:
             self.max_retries = max_retries
 
@@ -131,15 +131,16 @@ class GreedyLM(LM):
     def complete(self, prompt: str, stop: Stop = "\n", **kwargs: Any) -> str:
         """Generate after ``prompt`` (a str or chat messages): greedy (``temperature=0``, the default) or
         sampled (``temperature``, ``top_p``, ``top_k``, ``min_p``, ``seed``), up to ``max_tokens`` (alias
-        ``max_new_tokens``), EOS or a stop string.
+        ``max_new_tokens``), EOS or a stop string. The settings (see `SamplingParams`) default to the
+        constructor's ``completion_kwargs``.
 
         The text returned ends with a stop string exactly when generation ended on it.
 
         >>> lm.complete("1, 2, 3,", stop=",", max_tokens=8)   # doctest: +SKIP
         ' 4,'
         """
-        tokens, stops, settings = self._completion_request(prompt, stop, kwargs)
-        return self.generate(tokens, stops, **settings)
+        tokens, stops, params = self._completion_request(prompt, stop, kwargs)
+        return self.complete_tokens(tokens, stops, params)
 
     def stream(self, prompt: Any, stop: Stop = "\n", **kwargs: Any) -> Iterator[str]:
         """`complete`'s text in pieces, as the tokens come: ``"".join(lm.stream(...)) == lm.complete(...)``.
@@ -148,55 +149,57 @@ class GreedyLM(LM):
 
         >>> for piece in lm.stream("Once upon a time", stop="\\n"): print(piece, end="")    # doctest: +SKIP
         """
-        tokens, stops, settings = self._completion_request(prompt, stop, kwargs)
-        return self.generate_pieces(tokens, stops, **settings)
+        tokens, stops, params = self._completion_request(prompt, stop, kwargs)
+        return self.stream_tokens(tokens, stops, params)
 
-    def _completion_request(self, prompt: Any, stop: Stop, kwargs: dict) -> tuple[list[int], list[str], dict]:
+    @property
+    def completion_kwargs(self) -> dict[str, Any]:
+        """The default settings of `complete` / `stream`, by name (``lm.sampling`` as a dict)."""
+        return self.sampling.as_dict()
+
+    @completion_kwargs.setter
+    def completion_kwargs(self, settings: dict) -> None:
+        self.sampling = SamplingParams.from_settings(settings)
+
+    def _completion_request(self, prompt: Any, stop: Stop, kwargs: dict) -> tuple[list[int], list[str], SamplingParams]:
         prompt = self.render_prompt(prompt)
-        settings = self._completion_settings(kwargs, self.completion_kwargs)
+        params = SamplingParams.from_settings(kwargs, self.sampling)
         stops = as_stop_list(stop)
-        return self.prompt_tokens(prompt), stops, settings
+        return self.prompt_tokens(prompt), stops, params
 
-    def generate(
+    def complete_tokens(
         self,
         tokens: list[int],
         stops: list[str],
-        max_tokens: int,
-        temperature: float,
-        top_p: float,
-        top_k: int,
-        seed: Optional[int],
+        params: SamplingParams,
+        *,
         constraint: Optional[Constraint] = None,
-        min_p: float = 0.0,
         token_logprobs: Optional[list] = None,
     ) -> str:
-        """The decoding loop behind `complete`, over `greedy`; backends with a prefix cache make each step
-        cost one token. ``constraint`` (see `autocog.core.constraint`) masks the tokens that may come next.
-        ``token_logprobs``: a list that receives the model's (unmasked, unscaled) log-prob of each token taken,
-        EOS included when generation ends on it. The text is the join of `generate_pieces` (one loop for
-        `complete` and `stream`)."""
-        return "".join(
-            self.generate_pieces(
-                tokens, stops, max_tokens, temperature, top_p, top_k, seed, constraint, min_p, token_logprobs
-            )
-        )
+        """The decoding loop behind `complete`, after prompt token ids, over `greedy`; backends with a prefix
+        cache make each step cost one token. ``constraint`` (see `autocog.core.constraint`) masks the tokens
+        that may come next. ``token_logprobs``: a list that receives the model's (unmasked, unscaled) log-prob
+        of each token taken, EOS included when generation ends on it. The text is the join of
+        `stream_tokens` (one loop for `complete` and `stream`).
 
-    def generate_pieces(
+        >>> lm.complete_tokens(lm.prompt_tokens("1, 2,"), [","], SamplingParams(max_tokens=4))   # doctest: +SKIP
+        ' 3,'
+        """
+        return "".join(self.stream_tokens(tokens, stops, params, constraint=constraint, token_logprobs=token_logprobs))
+
+    def stream_tokens(
         self,
         tokens: list[int],
         stops: list[str],
-        max_tokens: int,
-        temperature: float,
-        top_p: float,
-        top_k: int,
-        seed: Optional[int],
+        params: SamplingParams,
+        *,
         constraint: Optional[Constraint] = None,
-        min_p: float = 0.0,
         token_logprobs: Optional[list] = None,
     ) -> Iterator[str]:
-        """The decoding loop, yielding the new text after each token (see `stream` for what is held back)."""
-        rng = np.random.default_rng(seed)
-        max_tokens = self.generation_budget(len(tokens), max_tokens)
+        """The decoding loop, yielding the new text after each token (see `stream` for what is held back);
+        arguments as for `complete_tokens`."""
+        rng = np.random.default_rng(params.seed)
+        max_tokens = self.generation_budget(len(tokens), params.max_tokens)
         eos = self.eos_token_ids
         generated: list[int] = []
         text, sent = "", 0  # the decoded text, and how many of its characters were yielded
@@ -209,7 +212,7 @@ class GreedyLM(LM):
                 mask = constraint.allowed()
                 if mask is not None:
                     logprobs = np.where(mask[: len(logprobs)], logprobs, -np.inf)
-            token = sample(logprobs, temperature, top_p, top_k, rng, min_p)
+            token = sample(logprobs, params, rng)
             if token_logprobs is not None:
                 token_logprobs.append(float(logprobs[token]))
             if constraint is not None:
@@ -241,18 +244,5 @@ class GreedyLM(LM):
 
     @staticmethod
     def _completion_settings(kwargs: dict, defaults: dict) -> dict:
-        settings = dict(defaults)
-        for key, value in kwargs.items():
-            key = "max_tokens" if key == "max_new_tokens" else key
-            if key == "do_sample":
-                continue  # sampling is decided by temperature
-            if key not in COMPLETION_DEFAULTS:
-                raise TypeError(f"unknown completion setting {key!r}: expected one of {', '.join(COMPLETION_DEFAULTS)}")
-            settings[key] = value
-        if settings["max_tokens"] is None or int(settings["max_tokens"]) < 0:
-            raise ValueError(f"max_tokens must be a non-negative int, got {settings['max_tokens']!r}")
-        if float(settings["temperature"]) < 0:
-            raise ValueError(f"temperature must be >= 0, got {settings['temperature']!r}")
-        if not 0.0 <= float(settings.get("min_p") or 0.0) <= 1.0:
-            raise ValueError(f"min_p must be in [0, 1], got {settings['min_p']!r}")
-        return settings
+        # kept for autocog.lm.openai until it takes `SamplingParams` (the checks are there)
+        return SamplingParams.from_settings(kwargs, defaults).as_dict()

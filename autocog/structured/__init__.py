@@ -1,7 +1,7 @@
 """Structured output on the llguidance grammar engine: `generate(lm, output_type, prompt=None, **inputs)`.
 
 * `generate` / `run` (`autocog.structured.generate`): pydantic models and other types, JSON schemas,
-  `Regex`, `Lark`, `GBNF`, lists of choices; locally through ``GreedyLM.generate`` with a
+  `Regex`, `Lark`, `GBNF`, lists of choices; locally through ``GreedyLM.complete_tokens`` with a
   `GrammarConstraint`, on servers through their native constraint (`autocog.structured.server`).
 * The engine (`autocog.structured.engine`): `Grammar` and its builders, `GrammarConstraint`, `matches`.
 * Vocabularies (`autocog.structured.vocab`): each backend's tokens as bytes for the engine.
@@ -36,7 +36,7 @@ from autocog.structured.types import (
     Regex,
     as_output,
 )
-from autocog.structured.vocab import Vocabulary, vocabulary
+from autocog.structured.vocab import GrammarVocabulary, vocabulary
 
 __all__ = [
     "GBNF",
@@ -51,7 +51,7 @@ __all__ = [
     "Regex",
     "ServerConstraintError",
     "UnsupportedSchemaError",
-    "Vocabulary",
+    "GrammarVocabulary",
     "as_output",
     "check",
     "choice",

@@ -4,8 +4,8 @@
   `json_schema`, `choice`; `followed_by(grammar, stops)` appends one of several stop strings.
 * `check(grammar)`: the grammar's errors (bad regex, unsupported JSON-schema keyword) as a `GrammarError`,
   without a model.
-* `GrammarConstraint(grammar, vocab)`: an `autocog.core.constraint.Constraint` for ``GreedyLM.generate``: the
-  mask of the tokens the grammar allows next (EOS when the text may end), ``advance``, ``done``, ``rollback``.
+* `GrammarConstraint(grammar, vocab)`: an `autocog.core.constraint.Constraint` for ``GreedyLM.complete_tokens``:
+  the mask of the tokens the grammar allows next (EOS when the text may end), ``advance``, ``done``, ``rollback``.
   ``finish_after=n``: after n tokens the mask keeps only the tokens that close the output soonest (EOS, then
   the ``closers`` in order, e.g. ``'"'``, ``'}'``) when the grammar allows one, so a budget ends in valid text.
 * `matches(grammar, text)`: does ``text`` match in full (a byte-level matcher, no model needed).
@@ -193,14 +193,14 @@ def check(grammar: Grammar) -> Grammar:
 
 
 class GrammarConstraint:
-    """The `Constraint` of one generation under ``grammar`` on ``vocab`` (an `autocog.structured.vocab.Vocabulary`).
+    """The `Constraint` of one generation under ``grammar`` on ``vocab`` (a `GrammarVocabulary`).
 
     ``finish_after``: tokens after which the mask narrows to EOS, then to the first of ``closers`` (texts, in
     order of preference) that the grammar allows, when one is allowed (the model picks among the allowed tokens
     otherwise). The mask never rescales: the loop reads the model's own log-probs of the kept tokens.
 
     >>> c = GrammarConstraint(regex("[0-9]+"), vocabulary(lm))        # doctest: +SKIP
-    >>> lm.generate(lm.prompt_tokens("n="), [], 8, 0.0, 1.0, 0, None, constraint=c)     # doctest: +SKIP
+    >>> lm.complete_tokens(lm.prompt_tokens("n="), [], SamplingParams(max_tokens=8), constraint=c)   # doctest: +SKIP
     '42'
     """
 
@@ -321,11 +321,11 @@ def repair(grammar: Grammar, text: str, closers: Sequence[str] = (), max_bytes: 
                 out += closer.encode("utf-8")
                 break
         else:
-            byte = _next_byte(matcher)
-            if byte is None:
+            following = _next_byte(matcher)
+            if following is None:
                 break
-            matcher.consume_token(byte)
-            out.append(byte)
+            matcher.consume_token(following)
+            out.append(following)
     if not _ended(matcher):
         raise IncompleteOutputError(f"{grammar.description}: no completion of {text[:60]!r} found", text)
     return out.decode("utf-8", errors="replace")

@@ -1,6 +1,6 @@
 """`generate(lm, output_type, prompt=None, **inputs)`: one call from an output type to a validated value.
 
-On a `GreedyLM` (TfLM, LLaMa): one run of ``lm.generate`` (the one decoding loop) under a `GrammarConstraint`.
+On a `GreedyLM` (TfLM, LLaMa): one run of ``lm.complete_tokens`` (the one decoding loop) under a `GrammarConstraint`.
 On `OpenAI`: the constraint goes to the server natively (`autocog.structured.server`), the reply is validated.
 A list of choices goes to ``lm.choose`` on every backend (scored over whole choices; sampled under the choice
 grammar when ``temperature`` > 0).
@@ -28,6 +28,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Optional, Sequence, Union
 
+from autocog.core.sampling import SamplingParams
 from autocog.errors import InvalidPromptError
 from autocog.lm.greedy import GreedyLM
 from autocog.structured.engine import GrammarConstraint, IncompleteOutputError
@@ -88,8 +89,9 @@ def run(
     output = as_output(output_type)
     if isinstance(max_tokens, bool) or not isinstance(max_tokens, int) or max_tokens < 1:
         raise ValueError(f"max_tokens must be an int >= 1, got {max_tokens!r}")
+    params = SamplingParams(max_tokens=max_tokens, temperature=temperature, top_p=top_p, top_k=top_k, seed=seed)
     text_prompt = render_prompt(lm, prompt, inputs)
-    if output.choices is not None and temperature <= 0:
+    if output.choices is not None and params.is_greedy:
         index = lm.choose(text_prompt, output.choices)
         return Generation(output.choices[index], output.choices[index], output)
     if not isinstance(lm, GreedyLM):
@@ -100,17 +102,13 @@ def run(
             )
         from autocog.structured.server import generate_on_server
 
-        text = generate_on_server(
-            lm, output, text_prompt, max_tokens=max_tokens, temperature=temperature, top_p=top_p, seed=seed
-        )
+        text = generate_on_server(lm, output, text_prompt, params)
         return Generation(output.parse(text), text, output)
     tokens = lm.prompt_tokens(text_prompt)
     close_after = max_tokens // 2 if close_after is None else int(close_after)
     constraint = GrammarConstraint(output.grammar, vocabulary(lm), finish_after=close_after, closers=output.closers)
     logprobs: list = []
-    text = lm.generate(
-        tokens, [], max_tokens, temperature, top_p, top_k, seed, constraint=constraint, token_logprobs=logprobs
-    )
+    text = lm.complete_tokens(tokens, [], params, constraint=constraint, token_logprobs=logprobs)
     if not constraint.accepting():
         raise IncompleteOutputError(
             f"generation stopped after {len(constraint.tokens)} tokens before the "

@@ -21,8 +21,9 @@ a server may cut at ``max_tokens``).
 from __future__ import annotations
 
 import json
-from typing import Any, Optional
+from typing import Any
 
+from autocog.core.sampling import SamplingParams
 from autocog.errors import MalformedResponseError, StrategyUnavailableError
 from autocog.structured.types import Output
 
@@ -130,36 +131,29 @@ def server_request(server: str, chat: bool, output: Output) -> tuple[str, dict]:
     if output.kind == "json" and chat:
         return "chat", {"response_format": {"type": "json_object", "schema": output.schema}}
     if output.kind == "json":
-        grammar = _schema_to_gbnf(output.schema)
+        grammar = _schema_to_gbnf(output.schema or {})
     elif output.kind == "choice":
-        grammar = "root ::= " + " | ".join(_gbnf_literal(c) for c in output.choices)
+        grammar = "root ::= " + " | ".join(_gbnf_literal(c) for c in output.choices or ())
     else:
         grammar = output.grammar.source
     return ("chat" if chat else "completions"), {"grammar": grammar}
 
 
-def generate_on_server(
-    lm: Any,
-    output: Output,
-    prompt: str,
-    max_tokens: int,
-    temperature: float = 0.0,
-    top_p: float = 1.0,
-    seed: Optional[int] = None,
-) -> str:
-    """The reply's text for ``prompt`` under the output's constraint, on the `OpenAI` backend ``lm``."""
+def generate_on_server(lm: Any, output: Output, prompt: str, params: SamplingParams) -> str:
+    """The reply's text for ``prompt`` under the output's constraint, on the `OpenAI` backend ``lm``
+    (``params``: ``max_tokens``, ``temperature``, ``top_p``, ``seed``)."""
     server = lm.server
     chat = bool(getattr(lm, "chat", False))
     endpoint, fields = server_request(server, chat, output)
     body: dict = {
         "model": lm.model,
-        "max_tokens": int(max_tokens),
-        "temperature": float(temperature),
-        "top_p": float(top_p),
+        "max_tokens": params.max_tokens,
+        "temperature": params.temperature,
+        "top_p": params.top_p,
         **fields,
     }
-    if seed is not None:
-        body["seed"] = int(seed)
+    if params.seed is not None:
+        body["seed"] = params.seed
     if server == "llama.cpp":  # llama_cpp.server's default sampler settings, reset to the plain ones
         body.update(repeat_penalty=1.0, min_p=0.0, top_k=0)
     if endpoint == "chat":

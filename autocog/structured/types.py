@@ -134,6 +134,7 @@ def _type_output(output_type: Any) -> Output:
     from pydantic import BaseModel, TypeAdapter
     from pydantic.errors import PydanticSchemaGenerationError, PydanticUserError
 
+    parse: Callable[[str], Any]
     try:
         if isinstance(output_type, type) and issubclass(output_type, BaseModel):
             schema, parse = output_type.model_json_schema(), output_type.model_validate_json

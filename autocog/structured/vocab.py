@@ -24,11 +24,11 @@ from typing import Any, Optional, Union
 
 from autocog.structured.engine import llguidance
 
-__all__ = ["Vocabulary", "token_bytes", "vocabulary"]
+__all__ = ["GrammarVocabulary", "token_bytes", "vocabulary"]
 
 
 @dataclass
-class Vocabulary:
+class GrammarVocabulary:
     """``tokenizer``: the engine's tokenizer; ``size``: the width of the model's next-token rows (masks are
     that long); ``eos``: the ids that end a generation, in order."""
 
@@ -42,10 +42,10 @@ class Vocabulary:
         return ids[0] if len(ids) == 1 else None
 
 
-_CACHE: weakref.WeakKeyDictionary[Any, Vocabulary] = weakref.WeakKeyDictionary()
+_CACHE: weakref.WeakKeyDictionary[Any, GrammarVocabulary] = weakref.WeakKeyDictionary()
 
 
-def vocabulary(lm: Any) -> Vocabulary:
+def vocabulary(lm: Any) -> GrammarVocabulary:
     """The engine's view of ``lm``'s vocabulary (cached per model object)."""
     cached = _CACHE.get(lm)
     if cached is None:
@@ -53,7 +53,7 @@ def vocabulary(lm: Any) -> Vocabulary:
     return cached
 
 
-def _build(lm: Any) -> Vocabulary:
+def _build(lm: Any) -> GrammarVocabulary:
     llguidance()
     eos = sorted(lm.eos_token_ids)
     kind = type(lm).__name__
@@ -63,7 +63,7 @@ def _build(lm: Any) -> Vocabulary:
         size = int(lm.model.config.vocab_size)
         try:
             tokenizer = from_tokenizer(lm.tokenizer, n_vocab=size, eos_token=eos or None)
-            return Vocabulary(tokenizer, size, eos)
+            return GrammarVocabulary(tokenizer, size, eos)
         except ValueError:  # a slow (Python) tokenizer: the generic path below
             pass
     elif kind == "LLaMa" and hasattr(lm, "model"):
@@ -75,7 +75,7 @@ def _build(lm: Any) -> Vocabulary:
         with warnings.catch_warnings():  # llguidance reads token attributes through a deprecated alias
             warnings.simplefilter("ignore", DeprecationWarning)
             tokenizer = lltokenizer_from_vocab(vocab, eos_token=eos or None)
-        return Vocabulary(tokenizer, size, eos)
+        return GrammarVocabulary(tokenizer, size, eos)
     return _generic(lm, eos)
 
 
@@ -102,7 +102,7 @@ class _LMTokenizer:
         return list(self.lm.tokenize(text))
 
 
-def _generic(lm: Any, eos: list[int]) -> Vocabulary:
+def _generic(lm: Any, eos: list[int]) -> GrammarVocabulary:
     llg = llguidance()
     size = getattr(lm, "n_vocab", None)
     if size is None:
@@ -112,4 +112,4 @@ def _generic(lm: Any, eos: list[int]) -> Vocabulary:
         if t < len(tokens):
             tokens[t] = b"\xff<eos>"
     wrapper = llg.TokenizerWrapper(_LMTokenizer(lm, tokens, eos))
-    return Vocabulary(llg.LLTokenizer(wrapper, n_vocab=len(tokens), eos_token=eos or None), len(tokens), eos)
+    return GrammarVocabulary(llg.LLTokenizer(wrapper, n_vocab=len(tokens), eos_token=eos or None), len(tokens), eos)

@@ -128,11 +128,15 @@ def test_run_tiny(tiny, tiny_tf, tmp_path):
     assert out.splitlines()[0].startswith("best path: p=") and f"answer: {expected.choice!r}" in out
     assert "path 2:" in out
     data = json.loads(ok(autocog("run", *tiny, path, "--json", "--input", "q=What is the capital of Germany?")))
-    assert "Germany" in data["text"] and data["values"]["answer"] in (" Paris", " Berlin", " London")
+    germany = tiny_tf.choice_distribution(
+        "Question: What is the capital of Germany?\nAnswer:", [" Paris", " Berlin", " London"]
+    )
+    assert "Germany" in data["text"] and data["values"]["answer"] == germany.choice
     one_line_error(autocog("run", *tiny, path, "--input", "x=1"), EXIT_USAGE, "unknown input")
     function = tmp_path / "function.py"
     function.write_text(FUNCTION_PROGRAM)
-    assert ok(autocog("run", *tiny, function)).strip() in (" Paris", " Berlin", "Paris", "Berlin")
+    prompt, choices = "Question: What is the capital of France?\nAnswer:", [" Paris", " Berlin"]
+    assert ok(autocog("run", *tiny, function)).strip() == choices[tiny_tf.choose(prompt, choices)].strip()
     (tmp_path / "empty.py").write_text("x = 1\n")
     one_line_error(autocog("run", *tiny, tmp_path / "empty.py"), EXIT_ERROR, "defines no `program`")
 

@@ -1,5 +1,6 @@
 """The base classes: abstractness, retries, the token choice tree, normalization, input checks."""
 
+import dataclasses
 import math
 import shutil
 import subprocess
@@ -10,6 +11,7 @@ import pytest
 from toy import ToyLM
 
 from autocog.core.checks import split_boundary
+from autocog.core.sampling import SamplingParams
 from autocog.core.stops import find_stop
 from autocog.lm import (
     LM,
@@ -168,14 +170,64 @@ def test_runtime_oom_is_transient():
     assert lm.attempts == 2
 
 
+def greedy_by_hand(lm, prompt, n):
+    """The greedy text after ``prompt``: the argmax of `greedy_impl`, up to ``n`` tokens or EOS."""
+    ids, generated = lm.tokenize(prompt, bos=True), []
+    for _ in range(n):
+        token = int(np.argmax(lm.greedy_impl(ids + generated)))
+        if token in lm.eos_token_ids:
+            break
+        generated.append(token)
+    return lm.detokenize(generated)
+
+
 def test_complete_contract_on_toy():
     lm = ToyLM()
     free = lm.complete("hello", stop=None, max_tokens=30)
-    assert len(free) == 30 or True  # EOS may come first
+    assert free == greedy_by_hand(lm, "hello", 30)
     stop = free[5:7]
     text = lm.complete("hello", stop=stop, max_tokens=30)
     assert text.endswith(stop) and free.startswith(text) and text.count(stop) == 1
     assert lm.complete("hello", stop="never-there", max_tokens=5) == free[:5]
+
+
+def test_sampling_params_are_checked_once():
+    params = SamplingParams.from_settings({"max_new_tokens": "5", "do_sample": True, "temperature": 1, "seed": 3})
+    assert params == SamplingParams(max_tokens=5, temperature=1.0, seed=3)
+    assert isinstance(params.max_tokens, int) and isinstance(params.temperature, float) and not params.is_greedy
+    assert params.replace(top_k=4) == SamplingParams(max_tokens=5, temperature=1.0, top_k=4, seed=3)
+    assert SamplingParams().as_dict() == {
+        "max_tokens": 64,
+        "temperature": 0.0,
+        "top_p": 1.0,
+        "top_k": 0,
+        "min_p": 0.0,
+        "seed": None,
+    }
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        params.seed = 1
+    with pytest.raises(TypeError, match="unknown completion setting 'temprature'"):
+        SamplingParams.from_settings({"temprature": 1})
+    for bad in ({"max_tokens": -1}, {"max_tokens": None}, {"temperature": -0.1}, {"top_p": 1.5}, {"min_p": 2}):
+        with pytest.raises(ValueError, match=next(iter(bad))):
+            SamplingParams.from_settings(bad)
+
+
+def test_completion_settings_keep_their_keyword_form():
+    """``completion_kwargs=`` and ``complete(..., **settings)`` take the same names as before `SamplingParams`."""
+    lm = ToyLM(completion_kwargs={"max_new_tokens": 3})
+    assert lm.sampling == SamplingParams(max_tokens=3) and lm.completion_kwargs["max_tokens"] == 3
+    assert lm.complete("hello", stop=None) == greedy_by_hand(lm, "hello", 3)
+    assert lm.complete("hello", stop=None, max_new_tokens=5) == greedy_by_hand(lm, "hello", 5)
+    settings = {"max_tokens": 12, "temperature": 1.0, "seed": 1}
+    sampled = lm.complete("hello", stop=None, **settings)
+    assert sampled != greedy_by_hand(lm, "hello", 12)
+    assert sampled == lm.complete_tokens(lm.prompt_tokens("hello"), [], SamplingParams(**settings))
+    assert "".join(lm.stream("hello", stop=None, **settings)) == sampled
+    with pytest.raises(TypeError, match="unknown completion setting"):
+        lm.complete("hello", temprature=1.0)
+    with pytest.raises(TypeError):
+        lm.complete_tokens(lm.prompt_tokens("hello"), [], 8, 1.0)  # no positional sampling arguments
 
 
 def test_transformers_missing_names_the_extra():

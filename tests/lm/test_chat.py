@@ -9,9 +9,9 @@ import pytest
 
 from autocog.core.chat import check_messages, render_template
 from autocog.core.normalization import log_softmax
-from autocog.core.sampling import sample
+from autocog.core.sampling import SamplingParams, sample
 from autocog.core.stops import safe_length
-from autocog.lm import ChatTemplateError, ChoiceLM, GreedyLM, InvalidPromptError
+from autocog.lm import ChatTemplateError, ChoiceLM, InvalidPromptError
 
 # A ChatML-like template that writes BOS itself (as Llama-2/Mistral templates do): BOS must not be doubled.
 TEMPLATE = (
@@ -303,12 +303,12 @@ def test_stream_equals_complete_on_tiny_models(tiny_tf, tiny_llama_lm, which, se
 def test_min_p_keeps_tokens_near_the_best():
     logprobs = np.log(np.array([0.5, 0.3, 0.15, 0.05]))
     rng = np.random.default_rng(0)
-    draws = {sample(logprobs, 1.0, 1.0, 0, rng, min_p=0.5) for _ in range(400)}
+    draws = {sample(logprobs, SamplingParams(temperature=1.0, min_p=0.5), rng) for _ in range(400)}
     assert draws == {0, 1}  # 0.15 < 0.5 * 0.5
-    draws = {sample(logprobs, 1.0, 1.0, 0, rng, min_p=0.0) for _ in range(400)}
+    draws = {sample(logprobs, SamplingParams(temperature=1.0, min_p=0.0), rng) for _ in range(400)}
     assert draws == {0, 1, 2, 3}
     with pytest.raises(ValueError, match="min_p"):
-        GreedyLM._completion_settings({"min_p": 1.5}, {"max_tokens": 1, "temperature": 1.0})
+        SamplingParams(max_tokens=1, temperature=1.0, min_p=1.5)
 
 
 def test_search_tunes_min_p(tiny_tf):

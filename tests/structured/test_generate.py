@@ -16,7 +16,8 @@ from structured_cases import COURSE_PROMPT, EXTRACTION_PROMPT, EXTRACTIONS, Clie
 from toy import SpyLM
 
 import autocog
-from autocog.lm import InvalidPromptError
+from autocog.core.normalization import log_softmax
+from autocog.lm import ChoiceLM, InvalidPromptError
 from autocog.structured import (
     IncompleteOutputError,
     OutputValidationError,
@@ -295,6 +296,52 @@ def test_close_after_ends_long_strings(tiny_tf):
     assert json.loads(result.text) == result.value and len(result.tokens) <= 7
 
 
+class DigitLM(ChoiceLM):
+    """One token per printable ASCII character, then EOS; "1" is always the most likely next token, so a number
+    never ends by itself: only the finishing constraint's closers end it."""
+
+    chars = [chr(c) for c in range(32, 127)]
+    n_vocab = len(chars) + 1
+
+    def tokenize(self, text, bos=False):
+        return [self.chars.index(c) for c in text]
+
+    def detokenize(self, tokens):
+        return "".join(self.chars[t] for t in tokens if t < len(self.chars))
+
+    def greedy_impl(self, tokens):
+        logits = np.zeros(self.n_vocab)
+        logits[self.chars.index("1")] = 5.0
+        return log_softmax(logits)
+
+    @property
+    def eos_token_ids(self):
+        return {len(self.chars)}
+
+
+TWO_NUMBERS = {
+    "type": "object",
+    "properties": {"a": {"type": "integer"}, "b": {"type": "integer"}},
+    "required": ["a", "b"],
+}
+
+
+def test_json_closers_end_a_number_before_a_required_key():
+    """``,`` is a closer: past the budget, a number followed by a required key ends on ``,`` (the only way to
+    close it soonest there), where ``"``, ``}`` and ``]`` are not allowed."""
+    from autocog.fta import Complete, Program, Text
+    from autocog.structured.engine import JSON_CLOSERS, json_schema
+
+    assert JSON_CLOSERS == ('"', "}", "]", ",")
+    lm = DigitLM()
+    # '{"a": ' is 6 forced tokens, then "1" until the 8th token; "," and '"b": ' are forced, then one "1" and "}"
+    result = run(lm, TWO_NUMBERS, "JSON:", max_tokens=40, close_after=8)
+    assert result.text == '{"a": 11, "b": 1}' and result.value == {"a": 11, "b": 1}
+    # the program's Complete steps close a JSON pattern with the same closers
+    prog = Program([Text("JSON:"), Complete("obj", stop=None, max_tokens=8, pattern=json_schema(TWO_NUMBERS))])
+    assert prog.run(lm).best.values == {"obj": '{"a": 11, "b": 1}'}
+
+
 # --- llama_cpp.server: the constraint goes to the server ---------------------------------------------------
 
 
@@ -330,7 +377,10 @@ def test_server_native_constraints(tiny_api):
     assert re.fullmatch(r"[A-Z]{2}-[0-9]{2,4}", value["code"]) and 1 <= len(value["note"]) <= 8
     text = autocog.generate(tiny_api, autocog.GBNF('root ::= "color: " ("red" | "green" | "blue")'), "C:")
     assert re.fullmatch(r"color: (red|green|blue)", text)
-    assert autocog.generate(tiny_api, ["alpha", "beta"], "Pick:") in ("alpha", "beta")
+    assert (
+        autocog.generate(tiny_api, ["alpha", "beta"], "Pick:")
+        == ["alpha", "beta"][tiny_api.choose("Pick:", ["alpha", "beta"])]
+    )
     badge = autocog.generate(tiny_api, Badge, "Badge:", max_tokens=200)
     assert isinstance(badge, Badge) and re.fullmatch(r"[A-Z]{2}-\d{2}", badge.code)
     with pytest.raises(OutputValidationError):  # the server cut the reply at max_tokens

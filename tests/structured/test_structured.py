@@ -13,7 +13,7 @@ import pytest
 from pydantic import BaseModel, Field
 from toy import SpyLM, TextOnlyLM
 
-from autocog.fta import UnsupportedFieldError, generate, structured_program
+from autocog.fta import UnsupportedFieldError, fill, structured_program
 from autocog.structured import GrammarConstraint, GrammarError, engine, vocabulary
 from autocog.structured.fields import number, string_content
 
@@ -146,8 +146,8 @@ def test_text_only_backend_repairs_and_validates(tiny_tf):
     check_result(prog, result, "Bob")
 
 
-def test_generate_and_program_shape(tiny_tf):
-    value = generate(tiny_tf, ClientProfile, PROMPT, text="Alice, 415-555-0132, 94110")
+def test_fill_and_program_shape(tiny_tf):
+    value = fill(tiny_tf, ClientProfile, PROMPT, text="Alice, 415-555-0132, 94110")
     assert isinstance(value, ClientProfile) and re.fullmatch(r"\d{5}", value.zip_code)
     prog = structured_program(ClientProfile, PROMPT)
     assert prog.inputs == ["text"]
