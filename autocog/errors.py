@@ -25,6 +25,19 @@ class BackendNotInstalledError(AutoCogError, ImportError):
     """An optional dependency of a backend is missing (the message names the pip extra to install)."""
 
 
+class UnknownBackendError(AutoCogError, ValueError):
+    """No backend is registered under the name (the message lists the known ones and how to register one)."""
+
+
+class BackendImportError(AutoCogError, ImportError):
+    """A registered backend (a plugin's entry point or a ``"module:Class"`` target) cannot be imported; the
+    message names the entry point or the target, and the cause."""
+
+
+class InvalidBackendError(AutoCogError, TypeError):
+    """A registered backend is not an `autocog.lm.LM` subclass, or its target is not ``"module:Class"``."""
+
+
 class ModelNotFoundError(AutoCogError, FileNotFoundError):
     """A model path does not exist or does not hold a model of the expected format."""
 
@@ -120,10 +133,12 @@ class UnsupportedFieldError(ProgramError):
 
 __all__ = [
     "AutoCogError",
+    "BackendImportError",
     "BackendNotInstalledError",
     "ChatTemplateError",
     "ContextLengthError",
     "DuplicateStepError",
+    "InvalidBackendError",
     "InvalidChoicesError",
     "InvalidPromptError",
     "InvalidStepError",
@@ -138,6 +153,7 @@ __all__ = [
     "TransientError",
     "UnboundedLoopError",
     "UndefinedValueError",
+    "UnknownBackendError",
     "UnknownInputError",
     "UnknownStepError",
     "UnreachableStepError",

@@ -15,9 +15,11 @@ Commands::
     autocog perplexity FILE            llama.cpp's perplexity of a text
     autocog card FOLDER                a Hugging Face model card (--results, --plot, --push REPO_ID)
 
-Model options, on every command: ``--backend tf|llama|openai`` (default ``tf``), ``--model PATH|NAME``
-(default: the embedded SmolLM2-135M-Instruct on ``tf`` and ``llama``), ``--base-url`` and ``--api-key``
-(default ``$OPENAI_API_KEY``) for ``openai``, ``--device`` for ``tf``.
+Model options, on every command: ``--backend NAME`` (any name in `autocog.lm.registry.BACKENDS`: the
+built-in ``tf``, ``llama``, ``openai`` and the plugins; default ``tf``), ``--model PATH|NAME`` (default: the
+embedded SmolLM2-135M-Instruct on ``tf`` and ``llama``), ``--base-url`` and ``--api-key`` (default
+``$OPENAI_API_KEY``) for ``openai``, ``--device`` for ``tf``, ``--threads``. Each option goes to `autocog.lm.load`
+as the keyword that the backend takes (`autocog.cli.base.MODEL_OPTIONS`).
 
 Exit codes: 0 success; 1 runtime error (a model or file that cannot be found or loaded, a missing backend
 package, a backend failure); 2 bad arguments (unknown option, missing or malformed value, invalid
@@ -41,7 +43,6 @@ import traceback
 from typing import Optional, Sequence
 
 from autocog.cli.base import (
-    BACKENDS,
     EXIT_ERROR,
     EXIT_INTERRUPTED,
     EXIT_OK,
@@ -49,6 +50,8 @@ from autocog.cli.base import (
     ModelOption,
     Parser,
     UsageError,
+    backend_help,
+    backend_name,
     load_lm,
     non_negative_float,
     non_negative_int,
@@ -88,6 +91,7 @@ from autocog.cli.lm import (
     parse_inputs,
     print_program_result,
 )
+from autocog.lm.registry import BACKENDS
 
 _one_line = one_line
 
@@ -140,16 +144,17 @@ def model_options() -> Parser:
     group = model.add_argument_group("model")
     group.add_argument(
         "--backend",
-        choices=BACKENDS,
+        type=backend_name,
         default="tf",
-        help="tf (transformers), llama (llama.cpp) or openai (API / compatible server); default tf",
+        metavar="NAME",
+        help=backend_help(),
     )
     group.add_argument(
         "--model",
         metavar="PATH|NAME",
         action=ModelOption,
         help="tf: a transformers directory or a .gguf file; llama: a .gguf file; openai: a model "
-        "name; a tf:/llama:/openai: prefix picks the backend. Default: the embedded "
+        "name; a BACKEND: prefix (e.g. llama:) picks the backend. Default: the embedded "
         "SmolLM2-135M-Instruct (tf, llama). eval and perplexity take several (a comparison)",
     )
     group.add_argument(

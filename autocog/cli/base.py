@@ -13,14 +13,25 @@ import json
 import os
 import sys
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any, NoReturn, Optional
 
 EXIT_OK = 0
 EXIT_ERROR = 1
 EXIT_USAGE = 2
 EXIT_INTERRUPTED = 130
 
-BACKENDS = ("tf", "llama", "openai")
+# The model options every command has, and the `autocog.lm.load` keyword each becomes: passed to a backend that
+# takes that keyword by name (``--threads`` is ``n_threads`` on tf and llama, ``--base-url`` is openai's).
+MODEL_OPTIONS = {"device": "device", "threads": "n_threads", "base_url": "base_url", "api_key": "api_key"}
+# General settings that a backend without them ignores (the others are a usage error there).
+IGNORABLE_OPTIONS = frozenset({"device", "threads"})
+# Environment defaults read by third-party libraries when they are imported: no progress bars, no advisory
+# logging on stderr, no tokenizers fork warning.
+QUIET_ENVIRONMENT = {
+    "TOKENIZERS_PARALLELISM": "false",
+    "TRANSFORMERS_VERBOSITY": "error",
+    "HF_HUB_DISABLE_PROGRESS_BARS": "1",
+}
 
 
 class UsageError(Exception):
@@ -96,36 +107,87 @@ class ModelOption(argparse.Action):
 # --- models --------------------------------------------------------------------------------------------
 
 
-def load_lm(args: argparse.Namespace):
-    """The `LM` the model options describe (backends are imported only when asked for)."""
-    prefix, sep, rest = (args.model or "").partition(":")
-    if sep and rest and prefix in BACKENDS:  # --model llama:path.gguf
+def backend_name(text: str) -> str:
+    """An argparse type for ``--backend``: a name in the backend table (`autocog.lm.registry.BACKENDS`)."""
+    from autocog.errors import UnknownBackendError
+    from autocog.lm.registry import BACKENDS
+
+    try:
+        BACKENDS.backend(text)
+    except UnknownBackendError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
+    return text
+
+
+def backend_help() -> str:
+    """The ``--backend`` help: every registered name, where it comes from."""
+    from autocog.lm.registry import BACKENDS, BUILT_IN
+
+    names = [name if BACKENDS[name].origin == BUILT_IN else f"{name} (plugin)" for name in BACKENDS]
+    return (
+        f"one of {', '.join(names)}; default tf. New ones: autocog.lm.register_backend or an "
+        "'autocog.backends' entry point"
+    )
+
+
+def split_model_prefix(args: argparse.Namespace) -> None:
+    """``--model llama:path.gguf`` (a registered backend's name, a colon, the model) sets ``args.backend``."""
+    from autocog.lm.registry import BACKENDS
+
+    prefix, rest = BACKENDS.split_prefix(args.model or "")
+    if prefix is not None:
         args.backend, args.model = prefix, rest
-    if args.backend != "openai" and (args.base_url or args.api_key):
-        raise UsageError("--base-url and --api-key are for --backend openai")
-    if args.backend == "tf":
-        os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-        from autocog.lm import TfLM
 
+
+def backend_options(args: argparse.Namespace, backend: Optional[str] = None, strict: bool = True) -> dict[str, Any]:
+    """The `autocog.lm.load` keywords of the model options given (`MODEL_OPTIONS`) for ``backend`` (default
+    ``args.backend``). An option the backend does not take is left out when it is one of `IGNORABLE_OPTIONS`
+    or ``strict=False``, else a `UsageError` naming the backends that take it."""
+    from autocog.lm.registry import backend_keywords
+
+    backend = backend or args.backend
+    known = backend_keywords(backend)
+    options: dict[str, Any] = {}
+    for option, key in MODEL_OPTIONS.items():
+        value = getattr(args, option, None)
+        if value is None:
+            continue
+        if key in known:
+            options[key] = value
+        elif strict and option not in IGNORABLE_OPTIONS:
+            flag = "--" + option.replace("_", "-")
+            takers = " or ".join(f"--backend {name}" for name in _backends_taking(key)) or "no backend"
+            raise UsageError(f"{flag} is not an option of --backend {backend}: it is for {takers}")
+    return options
+
+
+def _backends_taking(key: str) -> list[str]:
+    from autocog.lm.registry import BACKENDS
+
+    names = []
+    for name in BACKENDS:
         try:
-            import transformers
-
-            transformers.logging.set_verbosity_error()
-            transformers.logging.disable_progress_bar()
-        except (ImportError, AttributeError):  # TfLM.create names the missing package
+            if key in BACKENDS.keywords(name):
+                names.append(name)
+        except ImportError:  # a plugin that cannot be imported takes nothing
             pass
-        if args.threads:
-            import torch
+    return names
 
-            torch.set_num_threads(args.threads)
-        return TfLM(**TfLM.create(model_path=args.model, device=args.device))
-    if args.backend == "llama":
-        from autocog.lm import LLaMa
 
-        return LLaMa(**LLaMa.create(model_path=args.model, n_threads=args.threads))
-    from autocog.lm import OpenAI
+def quiet_libraries() -> None:
+    """Set the `QUIET_ENVIRONMENT` defaults (a value the user set is kept)."""
+    for key, value in QUIET_ENVIRONMENT.items():
+        os.environ.setdefault(key, value)
 
-    return OpenAI(model=args.model, base_url=args.base_url, api_key=args.api_key)
+
+def load_lm(args: argparse.Namespace):
+    """The `LM` the model options describe, through `autocog.lm.load` (backends are imported when asked for)."""
+    from autocog.lm import load
+
+    split_model_prefix(args)
+    options = backend_options(args)
+    quiet_libraries()
+    return load(args.backend, model=args.model, **options)
 
 
 # --- output --------------------------------------------------------------------------------------------

@@ -20,10 +20,12 @@ from autocog.cli.base import (
     EXIT_OK,
     Parser,
     UsageError,
+    backend_options,
     load_lm,
     non_negative_int,
     open_interval,
     positive_int,
+    split_model_prefix,
     unescape,
     write_json,
 )
@@ -205,21 +207,15 @@ def cmd_lm_eval(args: argparse.Namespace) -> int:
         raise UsageError(
             f"autocog lm-eval needs lm-evaluation-harness: pip install autocog[lm-eval] ({error})"
         ) from None
-    if args.backend != "openai" and (args.base_url or args.api_key):
-        raise UsageError("--base-url and --api-key are for --backend openai")
+    split_model_prefix(args)
+    options = backend_options(args)
     try:
         extra = parse_model_args(args.model_args)
     except ValueError as error:
         raise UsageError(str(error)) from None
     model_args: dict[str, Any] = {"backend": args.backend, "batch_size": args.batch_size}
-    options = {
-        "model": args.model,
-        "device": args.device if args.backend == "tf" else None,
-        "base_url": args.base_url,
-        "api_key": args.api_key,
-        "n_threads": args.threads if args.backend == "llama" else None,
-    }
-    model_args.update({k: v for k, v in options.items() if v is not None})
+    model_args.update({"model": args.model} if args.model is not None else {})
+    model_args.update(options)
     clash = sorted(set(extra) & set(model_args) - {"device"})
     if clash:
         raise UsageError(f"--model-args repeats {', '.join(clash)}: give each setting once")
@@ -235,10 +231,6 @@ def cmd_lm_eval(args: argparse.Namespace) -> int:
             f"--tasks: unknown task(s) {', '.join(missing) or repr(args.tasks)} (add --include-path "
             "for your own YAML tasks)"
         )
-    if args.backend == "tf" and args.threads:
-        import torch
-
-        torch.set_num_threads(args.threads)
     try:
         lm = AutocogLM.create_from_arg_obj(model_args)
     except TypeError as error:

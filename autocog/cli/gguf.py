@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from autocog.cli.base import UsageError, positive_int, read_text_arg, write_json
+from autocog.cli.base import UsageError, backend_options, positive_int, read_text_arg, write_json
 
 
 def register(commands: Any, model_parent: argparse.ArgumentParser, command) -> None:
@@ -135,18 +135,27 @@ def model_specs(args: argparse.Namespace) -> list:
     return [parse_model_spec(m, args.backend) for m in models]
 
 
-def load_kwargs(args: argparse.Namespace) -> dict:
-    """Per-backend load arguments. llama gets an F32 KV cache (type_k/type_v = GGML_TYPE_F32 = 0): the
-    comparison then measures the weights' drift, not the cache's."""
-    return {
-        "tf": {"device": args.device},
-        "llama": {"n_threads": args.threads, "type_k": 0, "type_v": 0},
-        "openai": {"base_url": args.base_url, "api_key": args.api_key},
-    }
+# A backend that takes llama.cpp's KV-cache types gets an F32 cache (GGML_TYPE_F32 = 0) in a comparison: the
+# comparison then measures the weights' drift, not the cache's.
+F32_CACHE = {"type_k": 0, "type_v": 0}
+
+
+def load_kwargs(args: argparse.Namespace, specs: list) -> dict:
+    """Per-backend load arguments of the backends in ``specs``: the model options each takes
+    (`autocog.cli.base.backend_options`), and `F32_CACHE` where it applies."""
+    from autocog.lm.registry import backend_keywords
+
+    out = {}
+    for backend in dict.fromkeys(spec.backend for spec in specs):
+        options = backend_options(args, backend, strict=len(specs) == 1)
+        if set(F32_CACHE) <= backend_keywords(backend):
+            options.update(F32_CACHE)
+        out[backend] = options
+    return out
 
 
 def load_spec(spec, args: argparse.Namespace):
-    return spec.load(**{k: v for k, v in load_kwargs(args)[spec.backend].items() if v is not None})
+    return spec.load(**load_kwargs(args, [spec])[spec.backend])
 
 
 def run_comparison(args: argparse.Namespace, items: list, normalizations: list, name: str) -> int:
@@ -154,7 +163,7 @@ def run_comparison(args: argparse.Namespace, items: list, normalizations: list, 
     from autocog.eval.compare import compare
 
     specs = model_specs(args)
-    kwargs = {b: {k: v for k, v in kw.items() if v is not None} for b, kw in load_kwargs(args).items()}
+    kwargs = load_kwargs(args, specs)
     result = compare(
         specs,
         items,

@@ -14,8 +14,8 @@ per model). The first model is the **reference**. Per model, the table gives:
 * ``agree``: the fraction of items on which the model picks the reference's choice (first normalization);
 * ``size`` on disk (the GGUF file, or every file of a transformers directory), load and scoring seconds.
 
-Models: `LM` objects, or specs ``[BACKEND:]PATH``: a ``tf:``/``llama:``/``openai:`` prefix picks the backend;
-without one a ``.gguf`` file goes to ``llama`` and a directory to ``tf`` (``default_backend`` otherwise).
+Models: `LM` objects, or specs ``[BACKEND:]PATH``: a registered backend's name and a colon (``llama:``) picks
+the backend; without one a ``.gguf`` file goes to ``llama`` and a directory to ``tf`` (``default_backend`` otherwise).
 
 >>> table = compare(["hf_dir/", "model-f16.gguf", "model-q4_k_m.gguf"])     # doctest: +SKIP
 >>> print(table.format()); table.plot("comparison.png")                   # doctest: +SKIP
@@ -45,8 +45,7 @@ from autocog.eval.evaluate import (
     wilson_interval,
 )
 from autocog.lm.base import LM
-
-BACKEND_PREFIXES = ("tf", "llama", "openai")
+from autocog.lm.registry import BACKENDS
 
 __all__ = ["Comparison", "ModelRow", "ModelSpec", "compare", "compare_results", "parse_model_spec", "size_on_disk"]
 
@@ -76,8 +75,8 @@ def parse_model_spec(text: str, default_backend: str = "tf") -> ModelSpec:
     >>> parse_model_spec("llama:m.gguf"), parse_model_spec("m.gguf").backend
     (ModelSpec(backend='llama', path='m.gguf', label='m.gguf (llama)'), 'llama')
     """
-    prefix, sep, rest = text.partition(":")
-    if sep and prefix in BACKEND_PREFIXES and rest:
+    prefix, rest = BACKENDS.split_prefix(text)
+    if prefix is not None:
         return ModelSpec(prefix, rest)
     if text.endswith(".gguf"):
         return ModelSpec("llama", text)

@@ -4,7 +4,8 @@
 >>> lm_eval.simple_evaluate(model="autocog", model_args="backend=tf,model=path/to/hf_dir",
 ...                         tasks=["my_task"], task_manager=lm_eval.tasks.TaskManager(include_path="tasks/"))  # doctest: +SKIP
 
-``model_args``: ``backend=tf|llama|openai`` (default ``tf``), ``model=PATH|NAME`` (``pretrained=`` is an
+``model_args``: ``backend=NAME``, any name in `autocog.lm.registry.BACKENDS` (``tf``, ``llama``, ``openai``
+and the plugins; default ``tf``), ``model=PATH|NAME`` (``pretrained=`` is an
 alias; default: the embedded SmolLM2 on ``tf`` and ``llama``), the backend's own keywords passed to
 `autocog.lm.load` (``device``, ``dtype``, ``n_ctx``, ``n_threads``, ``base_url``, ``api_key``...), and the
 adapter's ``batch_size`` (prompts per scoring call), ``max_length`` (tokens of a rolling window; default
@@ -50,26 +51,11 @@ from tqdm import tqdm
 from autocog.eval.batch import choice_distributions
 from autocog.lm import load
 from autocog.lm.base import LM
-from autocog.lm.registry import BACKENDS
+from autocog.lm.registry import BACKENDS, backend_keywords, check_keywords
 from autocog.lm.scoring import DEFAULT_BATCH_SIZE
 
 logger = logging.getLogger(__name__)
 
-# Keyword arguments of transformers' from_pretrained that model_args may pass to the tf backend (any other
-# key would be silently swallowed by transformers' config; we name it instead).
-TF_PRETRAINED_KEYS = {
-    "revision",
-    "trust_remote_code",
-    "attn_implementation",
-    "low_cpu_mem_usage",
-    "device_map",
-    "cache_dir",
-    "local_files_only",
-    "subfolder",
-    "variant",
-    "use_safetensors",
-    "torch_dtype",
-}
 GROUPS_PER_BATCH = 4  # contexts scored per batch-API call, in units of batch_size
 
 __all__ = ["AutocogLM", "parse_model_args"]
@@ -114,8 +100,7 @@ class AutocogLM(HarnessLM):
         **backend_kwargs: Any,
     ):
         super().__init__()
-        if backend not in BACKENDS:
-            raise ValueError(f"model_args: unknown backend {backend!r}: expected one of {', '.join(BACKENDS)}")
+        BACKENDS.backend(backend)  # an UnknownBackendError (a ValueError) names the known ones
         if pretrained is not None:
             if model is not None:
                 raise ValueError("model_args: give model= or its alias pretrained=, not both")
@@ -144,7 +129,7 @@ class AutocogLM(HarnessLM):
         extra = {k: v for k, v in (additional_config or {}).items() if v is not None}
         if "batch_size" in extra:
             args.setdefault("batch_size", extra["batch_size"])
-        if "device" in extra and args.get("backend", "tf") == "tf":  # --device is a torch device
+        if "device" in extra and "device" in backend_keywords(args.get("backend", "tf")):  # lm-eval's --device
             args.setdefault("device", extra["device"])
         return cls(**args)
 
@@ -275,25 +260,10 @@ class AutocogLM(HarnessLM):
 
 def _check_backend_keys(backend: str, kwargs: dict) -> None:
     """transformers' ``from_pretrained`` and ``llama_cpp.Llama`` swallow unknown keywords silently: name them."""
-    from autocog.lm.registry import _keywords, backend_class
-
-    if backend not in ("tf", "llama") or not kwargs:
-        return
-    cls = backend_class(backend)
-    known = _keywords(cls.create) | _keywords(cls.__init__)
-    if backend == "tf":
-        known |= TF_PRETRAINED_KEYS
-    else:
-        import llama_cpp
-
-        known |= _keywords(llama_cpp.Llama.__init__)
-    known -= {"model", "tokenizer", "model_path", "kwargs"}
-    unknown = sorted(set(kwargs) - known)
-    if unknown:
-        raise TypeError(
-            f"model_args: backend {backend!r} takes no argument {', '.join(map(repr, unknown))} "
-            f"(known: {', '.join(sorted(known))})"
-        )
+    try:
+        check_keywords(backend, kwargs)
+    except TypeError as error:
+        raise TypeError(f"model_args: {error}") from None
 
 
 def _positive_int(name: str, value: Any) -> int:

@@ -1,6 +1,8 @@
 """Language-model backends behind one hierarchy: `LM` > `GreedyLM` > `ChoiceLM` > `TfLM`, `LLaMa`; `LM` > `OpenAI`.
 
-Backends are imported on first use, so ``from autocog.lm import LLaMa`` works without transformers installed.
+Backends live in one table (`autocog.lm.registry.BACKENDS`): ``load("llama")`` builds one by name, and
+``register_backend("mine", "mine_pkg:MineLM")`` or an entry point in the group ``autocog.backends`` adds one.
+The built-in classes are imported on first use, so ``from autocog.lm import LLaMa`` works without transformers.
 """
 
 from autocog.core.normalization import DEFAULT_NORMALIZATION, NORMALIZATIONS
@@ -24,10 +26,8 @@ from autocog.errors import (
 from autocog.lm.base import LM
 from autocog.lm.choice import ChoiceLM
 from autocog.lm.greedy import GreedyLM
-from autocog.lm.registry import BACKENDS, backend_class, load
+from autocog.lm.registry import BACKENDS, backend_class, load, register_backend
 from autocog.lm.scoring import score
-
-_BACKENDS = {"TfLM": ".tf", "LLaMa": ".llama", "OpenAI": ".openai"}
 
 __all__ = [
     "BACKENDS",
@@ -58,13 +58,14 @@ __all__ = [
     "TreeNode",
     "backend_class",
     "load",
+    "register_backend",
     "score",
 ]
 
 
-def __getattr__(name):
-    if name in _BACKENDS:
-        import importlib
-
-        return getattr(importlib.import_module(_BACKENDS[name], __name__), name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+def __getattr__(name: str) -> type:
+    """The built-in backend classes (`TfLM`, `LLaMa`, `OpenAI`), imported from the registry on first use."""
+    backend = BACKENDS.builtin(name)
+    if backend is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return backend.resolve()

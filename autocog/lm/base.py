@@ -103,6 +103,13 @@ class LM(ABC):
         """The model's context length in tokens, when known."""
         return None
 
+    @classmethod
+    def option_names(cls) -> Optional[set[str]]:
+        """The keywords ``create`` passes on through its ``**kwargs`` to the library underneath, when the backend
+        can list them: `autocog.lm.registry.check_keywords` then names an unknown one instead of letting the
+        library swallow it. None (the default): not listed."""
+        return None
+
     # --- chat prompts and streaming (see autocog.core.chat and docs/chat.md) -----------------------------------
     chat_template: Optional[str] = None  # a jinja2 chat template overriding the model's own (None: the model's)
 

@@ -20,6 +20,7 @@ import numpy as np
 from autocog.core.checks import check_context, check_prompt
 from autocog.core.sampling import SamplingParams, sample
 from autocog.core.stops import as_stop_list, find_stop, safe_length
+from autocog.core.tokens import TokenVocabulary
 from autocog.core.types import Stop
 from autocog.errors import InvalidPromptError, RetryExhaustedError, TransientError
 from autocog.lm.base import LM
@@ -85,6 +86,30 @@ class GreedyLM(LM):
 
     def recover(self, error: BaseException) -> None:
         """Called before a retry: drop caches so that the next attempt starts clean."""
+
+    # --- the vocabulary, as structured output reads it (autocog.structured.vocab) ----------------
+    @property
+    def n_vocab(self) -> int:
+        """The width of the next-token rows; this default measures one `greedy` row (after BOS, else token 0)."""
+        bos = getattr(self, "bos_token_id", None)
+        return len(self.greedy([bos if bos is not None else 0]))
+
+    def token_bytes(self) -> list[bytes]:
+        """Each token id's bytes, in id order. This default reads ``detokenize([i])`` as UTF-8 for every id below
+        `n_vocab`: exact for whole-character tokens, while a token holding part of a UTF-8 character reads as
+        U+FFFD, so a backend that knows its bytes overrides it (`LLaMa` does)."""
+        return [self.detokenize([i]).encode("utf-8") for i in range(self.n_vocab)]
+
+    def token_vocabulary(self) -> TokenVocabulary:
+        """The grammar engine's view of the tokens: row width, EOS ids and `token_bytes` (see
+        `autocog.core.tokens.TokenVocabulary`); a backend whose tokenizer the engine reads natively adds it.
+
+        >>> v = lm.token_vocabulary()                 # doctest: +SKIP
+        >>> v.size, v.eos, v.token_bytes()[:2]        # doctest: +SKIP
+        (44, [43], [b'a', b'b'])
+        """
+        tokens = self.token_bytes()
+        return TokenVocabulary(size=len(tokens), eos=sorted(self.eos_token_ids), token_bytes=lambda: tokens)
 
     # --- public API ------------------------------------------------------------------------------
     def greedy(self, prompt: Union[str, Sequence[int]]) -> np.ndarray:

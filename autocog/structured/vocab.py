@@ -1,10 +1,12 @@
 """A backend's vocabulary as the grammar engine needs it: every token id's bytes, EOS, the logits' width.
 
-* `TfLM`: ``llguidance.hf.from_tokenizer`` on the Hugging Face (fast) tokenizer;
-* `LLaMa`: ``llguidance.llamacpp.lltokenizer_from_vocab`` on llama.cpp's vocabulary;
-* any other `GreedyLM`: a generic `TokenizerWrapper` over ``lm.token_bytes()`` when the backend has it, else
-  over ``lm.detokenize([i])`` (exact for whole-character tokens; a token holding part of a UTF-8 character
-  reads as U+FFFD there, so only the two paths above generate such characters exactly).
+Each backend supplies its own, through ``lm.token_vocabulary()`` (`autocog.core.tokens.TokenVocabulary`):
+
+* a tokenizer the engine reads natively: ``llguidance.hf.from_tokenizer`` on a Hugging Face (fast)
+  tokenizer (`TfLM`), ``llguidance.llamacpp.lltokenizer_from_vocab`` on llama.cpp's vocabulary (`LLaMa`);
+* otherwise (or for a slow Hugging Face tokenizer): a generic `TokenizerWrapper` over the backend's
+  ``token_bytes()``, by default ``detokenize([i])`` as UTF-8 (exact for whole-character tokens; a token holding
+  part of a UTF-8 character reads as U+FFFD there, so a backend that knows its bytes overrides it).
 
 Tokens are bytes, so a character that the model's vocabulary splits across tokens (partial UTF-8) is matched
 byte by byte and generated correctly. `vocabulary(lm)` is built once per model object (about a second for a
@@ -22,9 +24,10 @@ import weakref
 from dataclasses import dataclass
 from typing import Any, Optional, Union
 
+from autocog.core.tokens import HUGGINGFACE, LLAMA_CPP, TokenVocabulary
 from autocog.structured.engine import llguidance
 
-__all__ = ["GrammarVocabulary", "token_bytes", "vocabulary"]
+__all__ = ["GrammarVocabulary", "vocabulary"]
 
 
 @dataclass
@@ -55,36 +58,34 @@ def vocabulary(lm: Any) -> GrammarVocabulary:
 
 def _build(lm: Any) -> GrammarVocabulary:
     llguidance()
-    eos = sorted(lm.eos_token_ids)
-    kind = type(lm).__name__
-    if kind == "TfLM" and hasattr(lm, "tokenizer"):
+    if not callable(getattr(lm, "token_vocabulary", None)):
+        raise TypeError(f"{type(lm).__name__} has no token_vocabulary(): token masks need a GreedyLM")
+    source: TokenVocabulary = lm.token_vocabulary()
+    tokenizer = _native(source) if source.native is not None else None
+    if tokenizer is not None:
+        return GrammarVocabulary(tokenizer, source.size, list(source.eos))
+    return _generic(lm, source)
+
+
+def _native(source: TokenVocabulary) -> Any:
+    """The engine's tokenizer read from a native format, or None when it cannot read this one."""
+    assert source.native is not None
+    kind, handle = source.native
+    eos = list(source.eos) or None
+    if kind == HUGGINGFACE:
         from llguidance.hf import from_tokenizer
 
-        size = int(lm.model.config.vocab_size)
         try:
-            tokenizer = from_tokenizer(lm.tokenizer, n_vocab=size, eos_token=eos or None)
-            return GrammarVocabulary(tokenizer, size, eos)
-        except ValueError:  # a slow (Python) tokenizer: the generic path below
-            pass
-    elif kind == "LLaMa" and hasattr(lm, "model"):
-        import llama_cpp
+            return from_tokenizer(handle, n_vocab=source.size, eos_token=eos)
+        except ValueError:  # a slow (Python) tokenizer: the generic path
+            return None
+    if kind == LLAMA_CPP:
         from llguidance.llamacpp import lltokenizer_from_vocab
 
-        vocab = llama_cpp.llama_model_get_vocab(lm.model.model)
-        size = int(llama_cpp.llama_vocab_n_tokens(vocab))
         with warnings.catch_warnings():  # llguidance reads token attributes through a deprecated alias
             warnings.simplefilter("ignore", DeprecationWarning)
-            tokenizer = lltokenizer_from_vocab(vocab, eos_token=eos or None)
-        return GrammarVocabulary(tokenizer, size, eos)
-    return _generic(lm, eos)
-
-
-def token_bytes(lm: Any, size: int) -> list[bytes]:
-    """Each token id's bytes: ``lm.token_bytes()`` when the backend has it, else ``detokenize([i])`` as UTF-8."""
-    own = getattr(lm, "token_bytes", None)
-    if callable(own):
-        return [bytes(b) for b in own()]
-    return [lm.detokenize([i]).encode("utf-8") for i in range(size)]
+            return lltokenizer_from_vocab(handle, eos_token=eos)
+    return None
 
 
 class _LMTokenizer:
@@ -102,12 +103,10 @@ class _LMTokenizer:
         return list(self.lm.tokenize(text))
 
 
-def _generic(lm: Any, eos: list[int]) -> GrammarVocabulary:
+def _generic(lm: Any, source: TokenVocabulary) -> GrammarVocabulary:
     llg = llguidance()
-    size = getattr(lm, "n_vocab", None)
-    if size is None:
-        size = len(lm.greedy([lm.bos_token_id if lm.bos_token_id is not None else 0]))
-    tokens = token_bytes(lm, int(size))
+    eos = list(source.eos)
+    tokens = [bytes(b) for b in source.token_bytes()]
     for t in eos:  # EOS reads as no text: give it a name so the engine sees it as a special token
         if t < len(tokens):
             tokens[t] = b"\xff<eos>"

@@ -24,6 +24,7 @@ from typing import Any, Optional, Sequence, Union
 
 import numpy as np
 
+from autocog.core.tokens import LLAMA_CPP, TokenVocabulary
 from autocog.core.trie import TokenChoiceTree
 from autocog.errors import (
     BackendNotInstalledError,
@@ -264,6 +265,26 @@ class LLaMa(ChoiceLM):
     @property
     def n_vocab(self) -> int:
         return self._n_vocab
+
+    def token_bytes(self) -> list[bytes]:
+        """Each token's bytes as llama.cpp spells them (exact, partial UTF-8 included; control tokens empty)."""
+        return [self._piece(i) for i in range(self._n_vocab)]
+
+    def token_vocabulary(self) -> TokenVocabulary:
+        """llama.cpp's vocabulary itself, for the grammar engine to read natively."""
+        return TokenVocabulary(
+            size=self._n_vocab,
+            eos=sorted(self.eos_token_ids),
+            token_bytes=self.token_bytes,
+            native=(LLAMA_CPP, self._vocab),
+        )
+
+    @classmethod
+    def option_names(cls) -> set[str]:
+        """``llama_cpp.Llama``'s keywords, which `create` passes on."""
+        from autocog.lm.registry import named_keywords
+
+        return named_keywords(_require_llama_cpp().Llama.__init__)
 
     @property
     def tokens_evaluated(self) -> int:

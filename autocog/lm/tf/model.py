@@ -15,6 +15,7 @@ from typing import Any, Optional, Sequence, Union
 
 import numpy as np
 
+from autocog.core.tokens import HUGGINGFACE, TokenVocabulary
 from autocog.core.trie import TokenChoiceTree
 from autocog.errors import ModelNotFoundError, missing_backend
 from autocog.lm.choice import ChoiceLM
@@ -23,10 +24,28 @@ from autocog.lm.tf.cache import PrefixCache, cache_kwarg, output_cache
 
 DEFAULT_MAX_BATCH_TOKENS = 4096  # rows x padded row length of one packed pass
 LOGITS_BUDGET_BYTES = 512 * 2**20  # at most this much float32 logits per packed pass (batches shrink)
+# Keyword arguments of transformers' from_pretrained that `TfLM.create` passes on (`option_names`): any other key
+# would be silently swallowed by transformers' config.
+PRETRAINED_KEYS = frozenset(
+    {
+        "revision",
+        "trust_remote_code",
+        "attn_implementation",
+        "low_cpu_mem_usage",
+        "device_map",
+        "cache_dir",
+        "local_files_only",
+        "subfolder",
+        "variant",
+        "use_safetensors",
+        "torch_dtype",
+    }
+)
 
 __all__ = [
     "DEFAULT_MAX_BATCH_TOKENS",
     "LOGITS_BUDGET_BYTES",
+    "PRETRAINED_KEYS",
     "PrefixCache",
     "TfLM",
     "cache_kwarg",
@@ -82,13 +101,18 @@ class TfLM(ChoiceLM):
         device: str = "cpu",
         dtype: Union[str, Any, None] = None,
         gguf_file: Optional[str] = None,
+        n_threads: Optional[int] = None,
         **model_kwargs: Any,
     ) -> dict:
         """Constructor arguments (``model``, ``tokenizer``, ``device``) for a local model directory, a ``.gguf``
         file (converted once, then cached), or the embedded SmolLM2-135M-Instruct when ``model_path`` is None.
 
-        ``dtype``: a torch dtype or its name (default: float32 on CPU, the checkpoint's dtype elsewhere)."""
+        ``dtype``: a torch dtype or its name (default: float32 on CPU, the checkpoint's dtype elsewhere);
+        ``n_threads``: torch's CPU threads (``torch.set_num_threads``, for the whole process); other keywords go
+        to ``from_pretrained`` (`PRETRAINED_KEYS`)."""
         torch, transformers = _require_torch()
+        if n_threads:
+            torch.set_num_threads(n_threads)
         from autocog.gguf.models import gguf_to_transformers, smollm2_transformers
 
         if model_path is None:
@@ -110,6 +134,10 @@ class TfLM(ChoiceLM):
         tokenizer = transformers.AutoTokenizer.from_pretrained(path)
         model = transformers.AutoModelForCausalLM.from_pretrained(path, **model_kwargs)
         return {"model": model, "tokenizer": tokenizer, "device": device}
+
+    @classmethod
+    def option_names(cls) -> set[str]:
+        return set(PRETRAINED_KEYS)
 
     # --- tokens --------------------------------------------------------------------------------
     def _find_special_prefix(self) -> list[int]:
@@ -187,6 +215,16 @@ class TfLM(ChoiceLM):
     @property
     def n_ctx(self) -> Optional[int]:
         return getattr(self.model.config, "max_position_embeddings", None)
+
+    def token_vocabulary(self) -> TokenVocabulary:
+        """The Hugging Face tokenizer itself, for the grammar engine to read natively (a slow tokenizer falls
+        back on `token_bytes`); ``size``: the config's ``vocab_size``."""
+        return TokenVocabulary(
+            size=int(self.model.config.vocab_size),
+            eos=sorted(self.eos_token_ids),
+            token_bytes=self.token_bytes,
+            native=(HUGGINGFACE, self.tokenizer),
+        )
 
     @property
     def tokens_evaluated(self) -> int:
