@@ -21,7 +21,9 @@ The three request types:
   ``is_greedy`` is exact: every continuation token is the argmax of the model's next-token row (read from
   the rows the tree pass computes anyway, `ChoiceResult.greedy`; backends without rows decode greedily). A
   context plus continuation longer than the model's context is a ``ContextLengthError`` (lm-eval's
-  ``hf`` cuts the context from the left instead).
+  ``hf`` cuts the context from the left instead). The log-likelihood is the ``sum`` score of
+  `autocog.eval.scores` (the loop of `evaluate` and `compare`): lm-eval's ``acc`` and ``acc_norm`` over these
+  numbers are `evaluate`'s ``sum`` and ``char`` accuracies.
 * ``loglikelihood_rolling`` (text,): the text's tokens (no special token added) conditioned on BOS
   (else EOS), in windows of ``max_length`` tokens as lm-eval's ``get_rolling_token_windows`` cuts them;
   each token is predicted once. (lm-eval's ``hf`` model also scores a BOS that its tokenizer adds to
@@ -48,6 +50,7 @@ from lm_eval.utils import (
 from tqdm import tqdm
 
 from autocog.eval.batch import choice_distributions
+from autocog.eval.scores import choice_scores
 from autocog.lm import load
 from autocog.lm.base import LM
 from autocog.lm.registry import BACKENDS
@@ -190,7 +193,7 @@ class AutocogLM(HarnessLM):
                 flags = result.greedy  # from the rows the tree pass computed anyway
                 if flags is None:
                     flags = self._greedy_flags_by_text(context, conts)
-                for continuation, logprob, flag in zip(conts, result.logprobs, flags):
+                for continuation, logprob, flag in zip(conts, choice_scores(result, "sum"), flags):
                     answers[(context, continuation)] = (float(logprob), bool(flag))
                 bar.update(1)
         bar.close()
