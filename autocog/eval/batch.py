@@ -11,8 +11,9 @@ hands ``batch_size`` prompts at a time to the backend's batch primitive (`LM.sco
   (e.g. few-shot examples) is evaluated once, in the model's prefix KV cache, and each prompt's rest and
   its choice trie fill one row, with a tree attention mask: each prompt token and each unique choice token
   is evaluated once, whatever the number of choices. Memory is bounded by ``batch_size`` prompts,
-  ``max_batch_tokens`` (rows x padded row length) and a logits budget; a pass that runs out of memory is
-  split in halves instead of failing (see `TfLM.evaluate_trees`).
+  ``max_batch_tokens`` (rows x padded row length: the call's keyword, else the model's own
+  `TfLM.max_batch_tokens`, default `autocog.lm.tf.model.DEFAULT_MAX_BATCH_TOKENS`) and a logits budget; a pass
+  that runs out of memory is split in halves instead of failing (see `TfLM.evaluate_trees`).
 * `LLaMa` (llama.cpp): the prompts of a batch go through one ``llama_decode`` (per ``n_batch`` tokens),
   one sequence per choice trie leaf, the shared prefix decoded once (see `LLaMa.evaluate_trees`).
 * Any other backend: its ``score_batch`` (by default one ``choice_distribution`` per prompt).
@@ -32,7 +33,6 @@ array([0, 1])
 
 from __future__ import annotations
 
-from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, Iterable, Iterator, Mapping, Optional, Sequence, Union
 
@@ -47,8 +47,6 @@ from autocog.lm.scoring import DEFAULT_BATCH_SIZE, score
 
 Choices = Union[Sequence[str], Sequence[Sequence[str]]]
 Prior = Union[None, Sequence[float], Sequence[Sequence[float]], np.ndarray]
-
-DEFAULT_MAX_BATCH_TOKENS = 4096  # TfLM: rows x padded row length per forward pass (see `TfLM.max_batch_tokens`)
 
 __all__ = [
     "Example",
@@ -88,7 +86,7 @@ def predict_proba(
     batch_size: int = DEFAULT_BATCH_SIZE,
     progress: Optional[bool] = None,
     end: Optional[str] = None,
-    max_batch_tokens: Optional[int] = DEFAULT_MAX_BATCH_TOKENS,
+    max_batch_tokens: Optional[int] = None,
 ) -> Union[np.ndarray, list[np.ndarray]]:
     """Probability of each choice for each prompt.
 
@@ -97,7 +95,9 @@ def predict_proba(
     into the probabilities, then renormalized. ``normalization``: ``sum`` / ``mean`` / ``char`` / ``pmi``
     (default: ``lm.default_normalization``, ``sum``). ``batch_size``: prompts per forward pass (bounds
     memory). ``progress``: a tqdm bar on stderr; ``None`` shows it on runs of 50+ prompts on a terminal.
-    ``end``: an optional text scored after every choice (see `ChoiceLM`).
+    ``end``: an optional text scored after every choice (see `ChoiceLM`). ``max_batch_tokens``: the token
+    budget of one packed pass for this call only (None: the model's own, `TfLM.max_batch_tokens`); it is
+    handed to the backend, the model is left as it is.
 
     Returns ``[n_prompts, n_choices]`` floats (rows sum to 1), a list of 1-D arrays if the choice lists
     differ in length, or one 1-D array for a single ``str`` prompt.
@@ -125,7 +125,7 @@ def predict(
     batch_size: int = DEFAULT_BATCH_SIZE,
     progress: Optional[bool] = None,
     end: Optional[str] = None,
-    max_batch_tokens: Optional[int] = DEFAULT_MAX_BATCH_TOKENS,
+    max_batch_tokens: Optional[int] = None,
 ) -> Union[np.ndarray, int]:
     """Index of the most probable choice for each prompt (after the prior): ``np.int64`` array of
     ``n_prompts``, or an ``int`` for a single ``str`` prompt. Same arguments as `predict_proba`.
@@ -146,7 +146,7 @@ def predict_proba_examples(
     batch_size: int = DEFAULT_BATCH_SIZE,
     progress: Optional[bool] = None,
     end: Optional[str] = None,
-    max_batch_tokens: Optional[int] = DEFAULT_MAX_BATCH_TOKENS,
+    max_batch_tokens: Optional[int] = None,
 ) -> Union[np.ndarray, list[np.ndarray]]:
     """`predict_proba` over examples: `Example` objects, or any objects / mappings with ``prompt``,
     ``choices`` and optional ``prior``. Returns a 2-D array, or a list of 1-D arrays when ragged.
@@ -165,7 +165,7 @@ def predict_examples(
     batch_size: int = DEFAULT_BATCH_SIZE,
     progress: Optional[bool] = None,
     end: Optional[str] = None,
-    max_batch_tokens: Optional[int] = DEFAULT_MAX_BATCH_TOKENS,
+    max_batch_tokens: Optional[int] = None,
 ) -> np.ndarray:
     """Index of the most probable choice of each example (``np.int64`` array); see `predict_proba_examples`."""
     prompts, choices, priors = _unpack_examples(examples)
@@ -180,7 +180,7 @@ def choice_distributions(
     batch_size: int = DEFAULT_BATCH_SIZE,
     progress: Optional[bool] = None,
     end: Optional[str] = None,
-    max_batch_tokens: Optional[int] = DEFAULT_MAX_BATCH_TOKENS,
+    max_batch_tokens: Optional[int] = None,
 ) -> list[ChoiceResult]:
     """The full `ChoiceResult` of every prompt (scores, per-token log-probs, tree), batched like `predict_proba`.
 
@@ -203,7 +203,7 @@ def iter_choice_distributions(
     batch_size: int = DEFAULT_BATCH_SIZE,
     progress: Optional[bool] = None,
     end: Optional[str] = None,
-    max_batch_tokens: Optional[int] = DEFAULT_MAX_BATCH_TOKENS,
+    max_batch_tokens: Optional[int] = None,
     priors: Optional[Sequence[Optional[Sequence[float]]]] = None,
 ) -> Iterator[ChoiceResult]:
     """Yield one `ChoiceResult` per prompt, in order, building trees one batch at a time (memory stays flat
@@ -211,29 +211,12 @@ def iter_choice_distributions(
     (optional) its prior, applied to ``result.probs``."""
     if not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1:
         raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
-    if max_batch_tokens is not None and max_batch_tokens < 1:
-        raise ValueError(f"max_batch_tokens must be a positive int or None, got {max_batch_tokens!r}")
     if len(prompts) != len(choice_lists):
         raise ValueError(f"{len(prompts)} prompts but {len(choice_lists)} lists of choices")
     normalization = check_normalization(normalization or lm.default_normalization)
     priors = list(priors) if priors is not None else [None] * len(prompts)
     requests = [ScoreRequest(p, c, normalization, end, w) for p, c, w in zip(prompts, choice_lists, priors)]
-    with _batch_limits(lm, max_batch_tokens):
-        yield from score(lm, requests, batch_size, progress)
-
-
-@contextmanager
-def _batch_limits(lm: LM, max_batch_tokens: Optional[int]):
-    """Set the backend's own token budget per pass (`TfLM.max_batch_tokens`) for the duration of a call."""
-    if not hasattr(lm, "max_batch_tokens"):
-        yield
-        return
-    saved = lm.max_batch_tokens
-    lm.max_batch_tokens = max_batch_tokens
-    try:
-        yield
-    finally:
-        lm.max_batch_tokens = saved
+    yield from score(lm, requests, batch_size, progress, max_batch_tokens=max_batch_tokens)
 
 
 # --- input shapes --------------------------------------------------------------------------------------
