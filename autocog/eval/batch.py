@@ -34,11 +34,11 @@ array([0, 1])
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Iterable, Iterator, Mapping, Optional, Sequence, Union
+from typing import Any, Iterable, Iterator, Mapping, Optional, Sequence, Union, cast
 
 import numpy as np
 
-from autocog.core.chat import check_messages, is_messages
+from autocog.core.chat import Messages, check_messages, is_messages
 from autocog.core.normalization import apply_prior, check_normalization, check_prior
 from autocog.core.types import ChoiceResult, ScoreRequest
 from autocog.errors import InvalidChoicesError, InvalidPromptError
@@ -47,6 +47,8 @@ from autocog.lm.scoring import DEFAULT_BATCH_SIZE, score
 
 Choices = Union[Sequence[str], Sequence[Sequence[str]]]
 Prior = Union[None, Sequence[float], Sequence[Sequence[float]], np.ndarray]
+Prompt = Union[str, Messages]  # a text, or a list of chat messages (rendered by the backend)
+Prompts = Union[Prompt, Sequence[Prompt]]
 
 __all__ = [
     "Example",
@@ -79,7 +81,7 @@ class Example:
 
 def predict_proba(
     lm: LM,
-    prompts: Union[str, Sequence[str]],
+    prompts: Prompts,
     choices: Choices,
     prior: Prior = None,
     normalization: Optional[str] = None,
@@ -118,7 +120,7 @@ def predict_proba(
 
 def predict(
     lm: LM,
-    prompts: Union[str, Sequence[str]],
+    prompts: Prompts,
     choices: Choices,
     prior: Prior = None,
     normalization: Optional[str] = None,
@@ -136,7 +138,7 @@ def predict(
     probs = predict_proba(lm, prompts, choices, prior, normalization, batch_size, progress, end, max_batch_tokens)
     if isinstance(prompts, str) or is_messages(prompts):
         return int(np.argmax(probs))
-    return np.array([int(np.argmax(p)) for p in probs], dtype=np.int64)
+    return _best(probs)
 
 
 def predict_proba_examples(
@@ -168,13 +170,12 @@ def predict_examples(
     max_batch_tokens: Optional[int] = None,
 ) -> np.ndarray:
     """Index of the most probable choice of each example (``np.int64`` array); see `predict_proba_examples`."""
-    prompts, choices, priors = _unpack_examples(examples)
-    return predict(lm, prompts, choices, priors, normalization, batch_size, progress, end, max_batch_tokens)
+    return _best(predict_proba_examples(lm, examples, normalization, batch_size, progress, end, max_batch_tokens))
 
 
 def choice_distributions(
     lm: LM,
-    prompts: Sequence[str],
+    prompts: Sequence[Prompt],
     choices: Choices,
     normalization: Optional[str] = None,
     batch_size: int = DEFAULT_BATCH_SIZE,
@@ -197,14 +198,14 @@ def choice_distributions(
 
 def iter_choice_distributions(
     lm: LM,
-    prompts: Sequence[str],
+    prompts: Sequence[Prompt],
     choice_lists: Sequence[Sequence[str]],
     normalization: Optional[str] = None,
     batch_size: int = DEFAULT_BATCH_SIZE,
     progress: Optional[bool] = None,
     end: Optional[str] = None,
     max_batch_tokens: Optional[int] = None,
-    priors: Optional[Sequence[Optional[Sequence[float]]]] = None,
+    priors: Optional[Sequence[Optional[Sequence[float] | np.ndarray]]] = None,
 ) -> Iterator[ChoiceResult]:
     """Yield one `ChoiceResult` per prompt, in order, building trees one batch at a time (memory stays flat
     however many prompts there are). ``choice_lists[i]`` are the choices of ``prompts[i]``; ``priors[i]``
@@ -227,11 +228,12 @@ def _is_choice_list(value: Any) -> bool:
 
 
 def _prepare(
-    prompts: Union[str, Sequence[str]], choices: Choices, prior: Prior
-) -> tuple[bool, list[str], list[list[str]], list[Optional[Sequence[float]]]]:
+    prompts: Prompts, choices: Choices, prior: Prior
+) -> tuple[bool, list[Any], list[list[str]], list[Optional[np.ndarray]]]:
     """(single prompt?, prompts, one choice list per prompt, one prior or None per prompt), checked. A prompt
     may be a list of chat messages (rendered by the backend, see `autocog.core.chat`)."""
     single = isinstance(prompts, str) or is_messages(prompts)
+    prompt_list: list[Any]
     if single:
         prompt_list = [prompts]
     elif isinstance(prompts, (Sequence, np.ndarray)):
@@ -245,9 +247,10 @@ def _prepare(
             raise InvalidPromptError(f"prompt {i} is a {type(p).__name__}, not a str or a list of chat messages")
     if isinstance(choices, str) or not isinstance(choices, Sequence) or len(choices) == 0:
         raise InvalidChoicesError("choices must be a non-empty list of strings, or one such list per prompt")
+    choice_lists: list[list[str]]
     if all(isinstance(c, str) for c in choices):
         shared = True
-        choice_lists = [list(choices)] * len(prompt_list)
+        choice_lists = [cast(list[str], list(choices))] * len(prompt_list)
     elif all(_is_choice_list(c) for c in choices):
         shared = False
         if single:
@@ -263,7 +266,9 @@ def _prepare(
     return single, prompt_list, choice_lists, _prepare_prior(prior, choice_lists, shared)
 
 
-def _prepare_prior(prior: Prior, choice_lists: list[list[str]], shared: bool) -> list[Optional[Sequence[float]]]:
+def _prepare_prior(prior: Prior, choice_lists: list[list[str]], shared: bool) -> list[Optional[np.ndarray]]:
+    """One checked prior (a float array) or None per prompt: ``prior`` is one list for every prompt or one
+    per prompt (see `_prepare`)."""
     n = len(choice_lists)
     if prior is None:
         return [None] * n
@@ -280,7 +285,7 @@ def _prepare_prior(prior: Prior, choice_lists: list[list[str]], shared: bool) ->
     per_prompt = list(prior)
     if len(per_prompt) != n:
         raise ValueError(f"{n} prompts but {len(per_prompt)} priors")
-    out = []
+    out: list[Optional[np.ndarray]] = []
     for i, (p, c) in enumerate(zip(per_prompt, choice_lists)):
         if p is None:
             out.append(None)
@@ -313,6 +318,11 @@ def _unpack_examples(examples: Iterable[Any]) -> tuple[list[str], list[list[str]
     if not prompts:
         raise ValueError("no examples")
     return prompts, choices, (priors if any(p is not None for p in priors) else None)
+
+
+def _best(probs: Union[np.ndarray, list[np.ndarray]]) -> np.ndarray:
+    """The index of each row's most probable choice (``np.int64``)."""
+    return np.array([int(np.argmax(p)) for p in probs], dtype=np.int64)
 
 
 def _shape(probs: list[np.ndarray], single: bool) -> Union[np.ndarray, list[np.ndarray]]:

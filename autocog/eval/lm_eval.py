@@ -247,14 +247,15 @@ class AutocogLM(HarnessLM):
             )
         from autocog.core.trie import TokenChoiceTree
 
-        tokens = self.lm.tokenize(text)
-        prefix = int(self.lm.unconditional_tokens()[0])
+        lm: Any = self.lm  # a token backend, checked above by its methods (ChoiceLM's, or its own)
+        tokens = lm.tokenize(text)
+        prefix = int(lm.unconditional_tokens()[0])
         total = 0.0
         for context, predicted in map(
             make_disjoint_window, get_rolling_token_windows(tokens, prefix, self.max_length, context_len=1)
         ):
             tree = TokenChoiceTree([predicted])
-            total += math.fsum(self.lm.with_retry(self.lm.evaluate_tree, list(context), tree))
+            total += math.fsum(lm.with_retry(lm.evaluate_tree, list(context), tree))
         return total
 
     def _generation_settings(self, gen_kwargs: Any) -> tuple[list[str], dict]:
@@ -264,7 +265,9 @@ class AutocogLM(HarnessLM):
         if any(not isinstance(u, str) for u in until):
             raise ValueError(f"generate_until: 'until' must be strings, got {until!r}")
         until = [u for u in until if u]
-        settings = {"max_tokens": _positive_int("max_gen_toks", kwargs.pop("max_gen_toks", self.max_gen_toks))}
+        settings: dict[str, Any] = {
+            "max_tokens": _positive_int("max_gen_toks", kwargs.pop("max_gen_toks", self.max_gen_toks))
+        }
         do_sample = bool(kwargs.pop("do_sample", False))
         temperature = float(kwargs.pop("temperature", 0.0) or 0.0)
         settings["temperature"] = temperature if do_sample else 0.0
