@@ -77,4 +77,4 @@ class ScoreRequest:
     choices: Sequence[str]
     normalization: Optional[str] = None
     end: Optional[str] = None
-    prior: Optional[Sequence[float]] = None
+    prior: Optional[Sequence[float] | np.ndarray] = None

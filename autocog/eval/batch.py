@@ -11,8 +11,9 @@ hands ``batch_size`` prompts at a time to the backend's batch primitive (`LM.sco
   (e.g. few-shot examples) is evaluated once, in the model's prefix KV cache, and each prompt's rest and
   its choice trie fill one row, with a tree attention mask: each prompt token and each unique choice token
   is evaluated once, whatever the number of choices. Memory is bounded by ``batch_size`` prompts,
-  ``max_batch_tokens`` (rows x padded row length) and a logits budget; a pass that runs out of memory is
-  split in halves instead of failing (see `TfLM.evaluate_trees`).
+  ``max_batch_tokens`` (rows x padded row length: the call's keyword, else the model's own
+  `TfLM.max_batch_tokens`, default `autocog.lm.tf.model.DEFAULT_MAX_BATCH_TOKENS`) and a logits budget; a pass
+  that runs out of memory is split in halves instead of failing (see `TfLM.evaluate_trees`).
 * `LLaMa` (llama.cpp): the prompts of a batch go through one ``llama_decode`` (per ``n_batch`` tokens),
   one sequence per choice trie leaf, the shared prefix decoded once (see `LLaMa.evaluate_trees`).
 * Any other backend: its ``score_batch`` (by default one ``choice_distribution`` per prompt).
@@ -32,13 +33,12 @@ array([0, 1])
 
 from __future__ import annotations
 
-from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any, Iterable, Iterator, Mapping, Optional, Sequence, Union
+from typing import Any, Iterable, Iterator, Mapping, Optional, Sequence, Union, cast
 
 import numpy as np
 
-from autocog.core.chat import check_messages, is_messages
+from autocog.core.chat import Messages, check_messages, is_messages
 from autocog.core.normalization import apply_prior, check_normalization, check_prior
 from autocog.core.types import ChoiceResult, ScoreRequest
 from autocog.errors import InvalidChoicesError, InvalidPromptError
@@ -47,8 +47,8 @@ from autocog.lm.scoring import DEFAULT_BATCH_SIZE, score
 
 Choices = Union[Sequence[str], Sequence[Sequence[str]]]
 Prior = Union[None, Sequence[float], Sequence[Sequence[float]], np.ndarray]
-
-DEFAULT_MAX_BATCH_TOKENS = 4096  # TfLM: rows x padded row length per forward pass (see `TfLM.max_batch_tokens`)
+Prompt = Union[str, Messages]  # a text, or a list of chat messages (rendered by the backend)
+Prompts = Union[Prompt, Sequence[Prompt]]
 
 __all__ = [
     "Example",
@@ -81,14 +81,14 @@ class Example:
 
 def predict_proba(
     lm: LM,
-    prompts: Union[str, Sequence[str]],
+    prompts: Prompts,
     choices: Choices,
     prior: Prior = None,
     normalization: Optional[str] = None,
     batch_size: int = DEFAULT_BATCH_SIZE,
     progress: Optional[bool] = None,
     end: Optional[str] = None,
-    max_batch_tokens: Optional[int] = DEFAULT_MAX_BATCH_TOKENS,
+    max_batch_tokens: Optional[int] = None,
 ) -> Union[np.ndarray, list[np.ndarray]]:
     """Probability of each choice for each prompt.
 
@@ -97,7 +97,9 @@ def predict_proba(
     into the probabilities, then renormalized. ``normalization``: ``sum`` / ``mean`` / ``char`` / ``pmi``
     (default: ``lm.default_normalization``, ``sum``). ``batch_size``: prompts per forward pass (bounds
     memory). ``progress``: a tqdm bar on stderr; ``None`` shows it on runs of 50+ prompts on a terminal.
-    ``end``: an optional text scored after every choice (see `ChoiceLM`).
+    ``end``: an optional text scored after every choice (see `ChoiceLM`). ``max_batch_tokens``: the token
+    budget of one packed pass for this call only (None: the model's own, `TfLM.max_batch_tokens`); it is
+    handed to the backend, the model is left as it is.
 
     Returns ``[n_prompts, n_choices]`` floats (rows sum to 1), a list of 1-D arrays if the choice lists
     differ in length, or one 1-D array for a single ``str`` prompt.
@@ -118,14 +120,14 @@ def predict_proba(
 
 def predict(
     lm: LM,
-    prompts: Union[str, Sequence[str]],
+    prompts: Prompts,
     choices: Choices,
     prior: Prior = None,
     normalization: Optional[str] = None,
     batch_size: int = DEFAULT_BATCH_SIZE,
     progress: Optional[bool] = None,
     end: Optional[str] = None,
-    max_batch_tokens: Optional[int] = DEFAULT_MAX_BATCH_TOKENS,
+    max_batch_tokens: Optional[int] = None,
 ) -> Union[np.ndarray, int]:
     """Index of the most probable choice for each prompt (after the prior): ``np.int64`` array of
     ``n_prompts``, or an ``int`` for a single ``str`` prompt. Same arguments as `predict_proba`.
@@ -136,7 +138,7 @@ def predict(
     probs = predict_proba(lm, prompts, choices, prior, normalization, batch_size, progress, end, max_batch_tokens)
     if isinstance(prompts, str) or is_messages(prompts):
         return int(np.argmax(probs))
-    return np.array([int(np.argmax(p)) for p in probs], dtype=np.int64)
+    return _best(probs)
 
 
 def predict_proba_examples(
@@ -146,7 +148,7 @@ def predict_proba_examples(
     batch_size: int = DEFAULT_BATCH_SIZE,
     progress: Optional[bool] = None,
     end: Optional[str] = None,
-    max_batch_tokens: Optional[int] = DEFAULT_MAX_BATCH_TOKENS,
+    max_batch_tokens: Optional[int] = None,
 ) -> Union[np.ndarray, list[np.ndarray]]:
     """`predict_proba` over examples: `Example` objects, or any objects / mappings with ``prompt``,
     ``choices`` and optional ``prior``. Returns a 2-D array, or a list of 1-D arrays when ragged.
@@ -165,22 +167,21 @@ def predict_examples(
     batch_size: int = DEFAULT_BATCH_SIZE,
     progress: Optional[bool] = None,
     end: Optional[str] = None,
-    max_batch_tokens: Optional[int] = DEFAULT_MAX_BATCH_TOKENS,
+    max_batch_tokens: Optional[int] = None,
 ) -> np.ndarray:
     """Index of the most probable choice of each example (``np.int64`` array); see `predict_proba_examples`."""
-    prompts, choices, priors = _unpack_examples(examples)
-    return predict(lm, prompts, choices, priors, normalization, batch_size, progress, end, max_batch_tokens)
+    return _best(predict_proba_examples(lm, examples, normalization, batch_size, progress, end, max_batch_tokens))
 
 
 def choice_distributions(
     lm: LM,
-    prompts: Sequence[str],
+    prompts: Sequence[Prompt],
     choices: Choices,
     normalization: Optional[str] = None,
     batch_size: int = DEFAULT_BATCH_SIZE,
     progress: Optional[bool] = None,
     end: Optional[str] = None,
-    max_batch_tokens: Optional[int] = DEFAULT_MAX_BATCH_TOKENS,
+    max_batch_tokens: Optional[int] = None,
 ) -> list[ChoiceResult]:
     """The full `ChoiceResult` of every prompt (scores, per-token log-probs, tree), batched like `predict_proba`.
 
@@ -197,43 +198,26 @@ def choice_distributions(
 
 def iter_choice_distributions(
     lm: LM,
-    prompts: Sequence[str],
+    prompts: Sequence[Prompt],
     choice_lists: Sequence[Sequence[str]],
     normalization: Optional[str] = None,
     batch_size: int = DEFAULT_BATCH_SIZE,
     progress: Optional[bool] = None,
     end: Optional[str] = None,
-    max_batch_tokens: Optional[int] = DEFAULT_MAX_BATCH_TOKENS,
-    priors: Optional[Sequence[Optional[Sequence[float]]]] = None,
+    max_batch_tokens: Optional[int] = None,
+    priors: Optional[Sequence[Optional[Sequence[float] | np.ndarray]]] = None,
 ) -> Iterator[ChoiceResult]:
     """Yield one `ChoiceResult` per prompt, in order, building trees one batch at a time (memory stays flat
     however many prompts there are). ``choice_lists[i]`` are the choices of ``prompts[i]``; ``priors[i]``
     (optional) its prior, applied to ``result.probs``."""
     if not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1:
         raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
-    if max_batch_tokens is not None and max_batch_tokens < 1:
-        raise ValueError(f"max_batch_tokens must be a positive int or None, got {max_batch_tokens!r}")
     if len(prompts) != len(choice_lists):
         raise ValueError(f"{len(prompts)} prompts but {len(choice_lists)} lists of choices")
     normalization = check_normalization(normalization or lm.default_normalization)
     priors = list(priors) if priors is not None else [None] * len(prompts)
     requests = [ScoreRequest(p, c, normalization, end, w) for p, c, w in zip(prompts, choice_lists, priors)]
-    with _batch_limits(lm, max_batch_tokens):
-        yield from score(lm, requests, batch_size, progress)
-
-
-@contextmanager
-def _batch_limits(lm: LM, max_batch_tokens: Optional[int]):
-    """Set the backend's own token budget per pass (`TfLM.max_batch_tokens`) for the duration of a call."""
-    if not hasattr(lm, "max_batch_tokens"):
-        yield
-        return
-    saved = lm.max_batch_tokens
-    lm.max_batch_tokens = max_batch_tokens
-    try:
-        yield
-    finally:
-        lm.max_batch_tokens = saved
+    yield from score(lm, requests, batch_size, progress, max_batch_tokens=max_batch_tokens)
 
 
 # --- input shapes --------------------------------------------------------------------------------------
@@ -244,11 +228,12 @@ def _is_choice_list(value: Any) -> bool:
 
 
 def _prepare(
-    prompts: Union[str, Sequence[str]], choices: Choices, prior: Prior
-) -> tuple[bool, list[str], list[list[str]], list[Optional[Sequence[float]]]]:
+    prompts: Prompts, choices: Choices, prior: Prior
+) -> tuple[bool, list[Any], list[list[str]], list[Optional[np.ndarray]]]:
     """(single prompt?, prompts, one choice list per prompt, one prior or None per prompt), checked. A prompt
     may be a list of chat messages (rendered by the backend, see `autocog.core.chat`)."""
     single = isinstance(prompts, str) or is_messages(prompts)
+    prompt_list: list[Any]
     if single:
         prompt_list = [prompts]
     elif isinstance(prompts, (Sequence, np.ndarray)):
@@ -262,9 +247,10 @@ def _prepare(
             raise InvalidPromptError(f"prompt {i} is a {type(p).__name__}, not a str or a list of chat messages")
     if isinstance(choices, str) or not isinstance(choices, Sequence) or len(choices) == 0:
         raise InvalidChoicesError("choices must be a non-empty list of strings, or one such list per prompt")
+    choice_lists: list[list[str]]
     if all(isinstance(c, str) for c in choices):
         shared = True
-        choice_lists = [list(choices)] * len(prompt_list)
+        choice_lists = [cast(list[str], list(choices))] * len(prompt_list)
     elif all(_is_choice_list(c) for c in choices):
         shared = False
         if single:
@@ -280,7 +266,9 @@ def _prepare(
     return single, prompt_list, choice_lists, _prepare_prior(prior, choice_lists, shared)
 
 
-def _prepare_prior(prior: Prior, choice_lists: list[list[str]], shared: bool) -> list[Optional[Sequence[float]]]:
+def _prepare_prior(prior: Prior, choice_lists: list[list[str]], shared: bool) -> list[Optional[np.ndarray]]:
+    """One checked prior (a float array) or None per prompt: ``prior`` is one list for every prompt or one
+    per prompt (see `_prepare`)."""
     n = len(choice_lists)
     if prior is None:
         return [None] * n
@@ -297,7 +285,7 @@ def _prepare_prior(prior: Prior, choice_lists: list[list[str]], shared: bool) ->
     per_prompt = list(prior)
     if len(per_prompt) != n:
         raise ValueError(f"{n} prompts but {len(per_prompt)} priors")
-    out = []
+    out: list[Optional[np.ndarray]] = []
     for i, (p, c) in enumerate(zip(per_prompt, choice_lists)):
         if p is None:
             out.append(None)
@@ -330,6 +318,11 @@ def _unpack_examples(examples: Iterable[Any]) -> tuple[list[str], list[list[str]
     if not prompts:
         raise ValueError("no examples")
     return prompts, choices, (priors if any(p is not None for p in priors) else None)
+
+
+def _best(probs: Union[np.ndarray, list[np.ndarray]]) -> np.ndarray:
+    """The index of each row's most probable choice (``np.int64``)."""
+    return np.array([int(np.argmax(p)) for p in probs], dtype=np.int64)
 
 
 def _shape(probs: list[np.ndarray], single: bool) -> Union[np.ndarray, list[np.ndarray]]:

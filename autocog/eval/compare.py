@@ -5,7 +5,8 @@ Every model scores the same items through the batch API (`autocog.eval.batch.cho
 per model). The first model is the **reference**. Per model, the table gives:
 
 * accuracy under each normalization (``sum``, ``mean``, ``char``; ``pmi`` on request) with its Wilson
-  interval (`autocog.eval.evaluate.wilson_interval`);
+  interval (`autocog.eval.evaluate.wilson_interval`), ranked by the loop `evaluate` uses
+  (`autocog.eval.scores.ItemScores`: the same log-probs give `evaluate`'s and lm-eval's accuracies);
 * ``|Δ logp|``: the mean over every (item, choice) of ``|log P_model(choice | prompt) − log P_ref(choice |
   prompt)|``, where ``log P(choice | prompt)`` is the sum of the choice's token log-probs (a per-choice
   total, so it stays defined when two models tokenize a choice differently);
@@ -30,20 +31,18 @@ from typing import Any, Iterable, Optional, Sequence, Union
 
 import numpy as np
 
-from autocog.core.normalization import (
-    check_normalization,
-    log_softmax,
-    normalize_scores,
-)
+from autocog.core.normalization import check_normalization, log_softmax
+from autocog.core.types import ChoiceResult
 from autocog.eval.batch import DEFAULT_BATCH_SIZE, choice_distributions
 from autocog.eval.evaluate import (
     DEFAULT_NORMALIZATIONS,
     DEFAULT_TEMPLATE,
     NORMALIZATION_NAMES,
     MCItem,
+    check_char_length,
     load_items,
-    wilson_interval,
 )
+from autocog.eval.scores import ItemScores
 from autocog.lm.base import LM
 from autocog.lm.registry import BACKENDS
 
@@ -158,8 +157,14 @@ class Comparison:
         for row in rows:
             for acc in row.accuracy.values():
                 acc["interval"] = tuple(acc["interval"])
+        known = {"dataset", "n", "confidence", "normalizations", "reference", "models"}
         return cls(
-            rows, list(data["normalizations"]), data.get("dataset", ""), data.get("n", 0), data.get("confidence", 0.95)
+            rows,
+            list(data["normalizations"]),
+            data.get("dataset", ""),
+            data.get("n", 0),
+            data.get("confidence", 0.95),
+            info={k: v for k, v in data.items() if k not in known},
         )
 
     def _cells(self, row: ModelRow) -> list[str]:
@@ -213,72 +218,47 @@ class Comparison:
         return plot_comparison(self, path)
 
 
-def _accuracy(scores: list[np.ndarray], answers: np.ndarray, confidence: float) -> dict:
-    predictions = np.array([int(np.argmax(s)) for s in scores], dtype=np.int64)
-    correct = int((predictions == answers).sum())
-    return {
-        "accuracy": correct / len(answers),
-        "correct": correct,
-        "n": len(answers),
-        "interval": wilson_interval(correct, len(answers), confidence),
-    }
-
-
 def compare_results(
     items: Sequence[MCItem],
-    results: Sequence[Sequence[Any]],
+    results: Sequence[Sequence[ChoiceResult]],
     labels: Sequence[str],
     normalizations: Sequence[str] = DEFAULT_NORMALIZATIONS,
     confidence: float = 0.95,
     meta: Optional[Sequence[dict]] = None,
     dataset: str = "",
+    char_length: str = "choice",
 ) -> Comparison:
     """The `Comparison` of precomputed ``results[m][i]`` (the `ChoiceResult` of model m on item i, e.g. from
     `choice_distributions`); ``results[0]`` is the reference. ``meta[m]`` may give ``size_bytes``,
-    ``load_seconds``, ``score_seconds``, ``backend``, ``path``."""
-    normalizations = [check_normalization(n) for n in normalizations]
-    answers = np.array([item.answer for item in items], dtype=np.int64)
-    per_model = []
-    for model_results in results:
-        if len(model_results) != len(items):
-            raise ValueError(f"{len(model_results)} results for {len(items)} items")
-        per_model.append(
-            {
-                n: [
-                    normalize_scores(r.token_logprobs, item.choices, n, r.unconditional_logprobs)
-                    for item, r in zip(items, model_results)
-                ]
-                for n in normalizations
-            }
-        )
+    ``load_seconds``, ``score_seconds``, ``backend``, ``path``. Each model's items are ranked by
+    `ItemScores` (the loop of `evaluate`); ``char_length``: what ``char`` divides by (default the choice as
+    written, lm-eval's acc_norm; see `autocog.eval.scores`)."""
+    per_model = [ItemScores.from_results(items, r, normalizations, char_length) for r in results]
+    normalizations = per_model[0].normalizations if per_model else list(normalizations)
     first = normalizations[0]
-    reference = per_model[0][first]
-    ref_totals = [np.array([sum(t) for t in r.token_logprobs]) for r in results[0]]
+    reports = [{n: scored.result(n, confidence) for n in normalizations} for scored in per_model]
+    reference, ref_predictions = per_model[0].scores[first], reports[0][first].predictions
+    ref_totals = [r.logprobs for r in results[0]]
     rows = []
-    for m, (model_results, scores) in enumerate(zip(results, per_model)):
-        totals = [np.array([sum(t) for t in r.token_logprobs]) for r in model_results]
+    for m, (model_results, scored, report) in enumerate(zip(results, per_model, reports)):
+        totals = [r.logprobs for r in model_results]
         delta = float(np.mean(np.concatenate([np.abs(a - b) for a, b in zip(totals, ref_totals)])))
         kl = float(
             np.mean(
                 [
                     np.sum(np.exp(log_softmax(p)) * (log_softmax(p) - log_softmax(q)))
-                    for p, q in zip(reference, scores[first])
+                    for p, q in zip(reference, scored.scores[first])
                 ]
             )
         )
-        agree = float(np.mean([int(np.argmax(p)) == int(np.argmax(q)) for p, q in zip(reference, scores[first])]))
+        agree = float(np.mean(report[first].predictions == ref_predictions))
         extra = dict((meta or [{}] * len(results))[m])
-        rows.append(
-            ModelRow(
-                labels[m],
-                {n: _accuracy(scores[n], answers, confidence) for n in normalizations},
-                delta,
-                max(kl, 0.0),
-                agree,
-                **extra,
-            )
-        )
-    return Comparison(rows, list(normalizations), dataset, len(items), confidence)
+        accuracy = {
+            n: {"accuracy": r.accuracy, "correct": r.n_correct, "n": r.n, "interval": r.interval}
+            for n, r in report.items()
+        }
+        rows.append(ModelRow(labels[m], accuracy, delta, max(kl, 0.0), agree, **extra))
+    return Comparison(rows, list(normalizations), dataset, len(items), confidence, info={"char_length": char_length})
 
 
 def compare(
@@ -294,18 +274,21 @@ def compare(
     progress: Optional[bool] = None,
     load_kwargs: Optional[dict[str, dict]] = None,
     dataset_name: Optional[str] = None,
+    char_length: str = "choice",
 ) -> Comparison:
     """Score ``dataset`` (default: the bundled easy_mc.jsonl) on every model and compare them to the first.
 
     ``models``: `LM` objects, `ModelSpec`, or ``[BACKEND:]PATH`` strings (loaded one at a time with
     ``load_kwargs[backend]``, e.g. ``{"llama": {"n_threads": 2}}``, scored, then released). ``labels``:
-    names for the table (default: file name and backend). Returns a `Comparison`.
+    names for the table (default: file name and backend). ``char_length``: what ``char`` divides by, as in
+    `evaluate` (default the choice as written: lm-eval's acc_norm). Returns a `Comparison`.
     """
     if len(models) < 1:
         raise ValueError("compare needs at least one model")
     if labels is not None and len(labels) != len(models):
         raise ValueError(f"{len(labels)} labels for {len(models)} models")
     normalizations = [check_normalization(n) for n in normalizations]
+    check_char_length(char_length)
     items = load_items(dataset, template=template, limit=limit)
     scoring = "pmi" if "pmi" in normalizations else "sum"
     specs = [m if isinstance(m, (LM, ModelSpec)) else parse_model_spec(str(m), default_backend) for m in models]
@@ -354,7 +337,7 @@ def compare(
         if dataset is None
         else type(dataset).__name__
     )
-    return compare_results(items, results, names, normalizations, confidence, meta, name)
+    return compare_results(items, results, names, normalizations, confidence, meta, name, char_length)
 
 
 def plot_comparison(comparison: Comparison, path: Union[str, Path]) -> Path:

@@ -20,7 +20,8 @@ Which characters ``char`` counts (``char_length``): by default (``"choice"``) th
 writes it, which is what lm-eval's ``acc_norm`` divides by: for a ``question`` record the raw choice
 (``"Paris"``, 5 characters, although ``" Paris"`` is scored, as lm-eval's ``target_delimiter`` is), for a
 ``prompt`` record the choice verbatim. ``"continuation"`` counts the scored continuation, delimiter space
-included (6 for ``" Paris"``), as ``lm.choice_distribution(..., normalization="char")`` does.
+included (6 for ``" Paris"``), as ``lm.choice_distribution(..., normalization="char")`` does. The ranking
+is `autocog.eval.scores.ItemScores`, the loop `compare` and the lm-eval adapter share.
 
 The interval is the **Wilson score interval** (default 95%). Calibration: the chosen choice's probability
 (softmax of the normalized scores) against accuracy, in equal-width bins, with the expected calibration
@@ -39,9 +40,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Optional, Sequence, Union
 
-import numpy as np
-
-from autocog.core.normalization import check_normalization, normalize_scores
+from autocog.core.normalization import check_normalization
 from autocog.core.types import ScoreRequest
 from autocog.eval.items import (
     CHAR_LENGTHS,
@@ -63,10 +62,9 @@ from autocog.eval.report import (
     plot_calibration,
     wilson_interval,
 )
+from autocog.eval.scores import DEFAULT_NORMALIZATIONS, ItemScores
 from autocog.lm.base import LM
 from autocog.lm.scoring import DEFAULT_BATCH_SIZE, score
-
-DEFAULT_NORMALIZATIONS = ("sum", "mean", "char")
 
 __all__ = [
     "MCItem",
@@ -129,15 +127,9 @@ def evaluate(
     if chat:
         items = chat_items(items)
     scoring = "pmi" if "pmi" in normalizations else "sum"
-    scores: dict[str, list[np.ndarray]] = {n: [] for n in normalizations}
-    results = score(lm, [ScoreRequest(it.prompt, it.choices, scoring) for it in items], batch_size, progress)
-    for item, result in zip(items, results):
-        texts = item.char_texts(char_length)
-        for n in normalizations:
-            scores[n].append(normalize_scores(result.token_logprobs, texts, n, result.unconditional_logprobs))
-    answers = np.array([item.answer for item in items], dtype=np.int64)
-    size = max(len(item.choices) for item in items)
-    report = {n: NormalizationResult.from_scores(n, scores[n], answers, size, confidence, bins) for n in normalizations}
+    results = list(score(lm, [ScoreRequest(it.prompt, it.choices, scoring) for it in items], batch_size, progress))
+    scored = ItemScores.from_results(items, results, normalizations, char_length)
+    report = {n: scored.result(n, confidence, bins) for n in normalizations}
     name = (
         Path(dataset).name
         if isinstance(dataset, (str, Path))

@@ -13,6 +13,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Optional, Union
 
+from autocog.core.chat import Messages
+
 DEFAULT_TEMPLATE = "Question: {question}\nAnswer:"
 CHAR_LENGTHS = ("choice", "continuation")
 FIELDS = ("question", "prompt", "choices", "answer", "id")
@@ -23,7 +25,7 @@ EXAMPLE_DATASET = Path(__file__).resolve().parents[1] / "data" / "easy_mc.jsonl"
 class MCItem:
     """One multiple-choice question, ready to score: ``lm.choose(prompt, choices)`` should be ``answer``."""
 
-    prompt: str
+    prompt: Union[str, Messages]  # chat messages after `autocog.eval.evaluate.chat_items`
     choices: list[str]
     answer: int
     id: Optional[str] = None
@@ -154,7 +156,7 @@ def load_items(
         records = source
     else:
         raise TypeError(f"a dataset is a JSONL path or an iterable of records, not {type(source).__name__}")
-    items = []
+    items: list[MCItem] = []
     for i, record in enumerate(records):
         if limit is not None and len(items) >= limit:
             break

@@ -22,7 +22,9 @@ The three request types:
   ``is_greedy`` is exact: every continuation token is the argmax of the model's next-token row (read from
   the rows the tree pass computes anyway, `ChoiceResult.greedy`; backends without rows decode greedily). A
   context plus continuation longer than the model's context is a ``ContextLengthError`` (lm-eval's
-  ``hf`` cuts the context from the left instead).
+  ``hf`` cuts the context from the left instead). The log-likelihood is the ``sum`` score of
+  `autocog.eval.scores` (the loop of `evaluate` and `compare`): lm-eval's ``acc`` and ``acc_norm`` over these
+  numbers are `evaluate`'s ``sum`` and ``char`` accuracies.
 * ``loglikelihood_rolling`` (text,): the text's tokens (no special token added) conditioned on BOS
   (else EOS), in windows of ``max_length`` tokens as lm-eval's ``get_rolling_token_windows`` cuts them;
   each token is predicted once. (lm-eval's ``hf`` model also scores a BOS that its tokenizer adds to
@@ -49,6 +51,7 @@ from lm_eval.utils import (
 from tqdm import tqdm
 
 from autocog.eval.batch import choice_distributions
+from autocog.eval.scores import choice_scores
 from autocog.lm import load
 from autocog.lm.base import LM
 from autocog.lm.registry import BACKENDS, backend_keywords, check_keywords
@@ -175,7 +178,7 @@ class AutocogLM(HarnessLM):
                 flags = result.greedy  # from the rows the tree pass computed anyway
                 if flags is None:
                     flags = self._greedy_flags_by_text(context, conts)
-                for continuation, logprob, flag in zip(conts, result.logprobs, flags):
+                for continuation, logprob, flag in zip(conts, choice_scores(result, "sum"), flags):
                     answers[(context, continuation)] = (float(logprob), bool(flag))
                 bar.update(1)
         bar.close()
@@ -229,14 +232,15 @@ class AutocogLM(HarnessLM):
             )
         from autocog.core.trie import TokenChoiceTree
 
-        tokens = self.lm.tokenize(text)
-        prefix = int(self.lm.unconditional_tokens()[0])
+        lm: Any = self.lm  # a token backend, checked above by its methods (ChoiceLM's, or its own)
+        tokens = lm.tokenize(text)
+        prefix = int(lm.unconditional_tokens()[0])
         total = 0.0
         for context, predicted in map(
             make_disjoint_window, get_rolling_token_windows(tokens, prefix, self.max_length, context_len=1)
         ):
             tree = TokenChoiceTree([predicted])
-            total += math.fsum(self.lm.with_retry(self.lm.evaluate_tree, list(context), tree))
+            total += math.fsum(lm.with_retry(lm.evaluate_tree, list(context), tree))
         return total
 
     def _generation_settings(self, gen_kwargs: Any) -> tuple[list[str], dict]:
@@ -246,7 +250,9 @@ class AutocogLM(HarnessLM):
         if any(not isinstance(u, str) for u in until):
             raise ValueError(f"generate_until: 'until' must be strings, got {until!r}")
         until = [u for u in until if u]
-        settings = {"max_tokens": _positive_int("max_gen_toks", kwargs.pop("max_gen_toks", self.max_gen_toks))}
+        settings: dict[str, Any] = {
+            "max_tokens": _positive_int("max_gen_toks", kwargs.pop("max_gen_toks", self.max_gen_toks))
+        }
         do_sample = bool(kwargs.pop("do_sample", False))
         temperature = float(kwargs.pop("temperature", 0.0) or 0.0)
         settings["temperature"] = temperature if do_sample else 0.0

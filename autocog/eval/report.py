@@ -45,7 +45,9 @@ def wilson_interval(correct: int, n: int, confidence: float = 0.95) -> tuple[flo
     return (low, high)
 
 
-def calibration_bins(confidences: Sequence[float], correct: Sequence[bool], bins: int = 10) -> list[dict]:
+def calibration_bins(
+    confidences: Union[Sequence[float], np.ndarray], correct: Union[Sequence[bool], np.ndarray], bins: int = 10
+) -> list[dict]:
     """Equal-width bins over [0, 1] of the chosen probability: per non-empty bin its range, ``count``,
     mean ``confidence`` and ``accuracy``.
 

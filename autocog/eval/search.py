@@ -218,7 +218,7 @@ def load_pairs(data: Union[str, Path, Iterable[Any]], limit: Optional[int] = Non
                 except json.JSONDecodeError as error:
                     raise ValueError(f"{path}:{number}: not valid JSON ({error.msg})") from None
         data = records
-    pairs = []
+    pairs: list[tuple[str, Any]] = []
     for i, record in enumerate(data):
         if limit is not None and len(pairs) >= limit:
             break
@@ -350,9 +350,12 @@ def search(
     >>> search(lm, [("1, 2, 3,", "4")], "contains", grid={"max_tokens": [1, 3]}).best_params   # doctest: +SKIP
     {'max_tokens': 3}
     """
-    if (grid is None) == (distributions is None):
+    if grid is not None and distributions is None:
+        settings = list(ParameterGrid(grid))
+    elif distributions is not None and grid is None:
+        settings = list(ParameterSampler(distributions, n_iter, seed))
+    else:
         raise ValueError("give exactly one of grid= (every combination) or distributions= (random search)")
-    settings = list(ParameterGrid(grid)) if grid is not None else list(ParameterSampler(distributions, n_iter, seed))
     score_fn = get_metric(metric)
     pairs = load_pairs(data, limit)
     metric_name = metric if isinstance(metric, str) else getattr(metric, "__name__", "score")

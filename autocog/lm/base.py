@@ -81,11 +81,14 @@ class LM(ABC):
         """
         return self.choice_distribution(prompt, choices, **kwargs).token_logprobs
 
-    def score_batch(self, requests: Sequence[ScoreRequest]) -> list[ChoiceResult]:
+    def score_batch(
+        self, requests: Sequence[ScoreRequest], max_batch_tokens: Optional[int] = None
+    ) -> list[ChoiceResult]:
         """One `ChoiceResult` per `ScoreRequest` (the scoring layer's primitive; see `autocog.lm.scoring`).
 
         This default checks every request first (`autocog.lm.scoring.check_requests`), then scores them one
-        by one with ``choice_distribution``; `ChoiceLM` scores them in batched passes."""
+        by one with ``choice_distribution`` (``max_batch_tokens``, a per-call budget of packed passes, has
+        nothing to bound here); `ChoiceLM` scores them in batched passes."""
         from autocog.lm.scoring import check_requests
 
         checked, _ = check_requests(self, requests, render=False)

@@ -49,16 +49,20 @@ class ChoiceLM(GreedyLM):
             raise TypeError(f"unexpected argument(s) to choose: {', '.join(kwargs)}")
         return self.score_batch([ScoreRequest(prompt, choices, normalization, end)])[0]
 
-    def score_batch(self, requests: Sequence[ScoreRequest]) -> list[ChoiceResult]:
+    def score_batch(
+        self, requests: Sequence[ScoreRequest], max_batch_tokens: Optional[int] = None
+    ) -> list[ChoiceResult]:
         """One `ChoiceResult` per request: every request checked and its trie built, then ONE
-        `evaluate_trees` call over all of them, then normalization (see `autocog.lm.scoring.score_trees`)."""
-        return score_trees(self, requests)
+        `evaluate_trees` call over all of them (given ``max_batch_tokens``, this call's token budget per
+        pass), then normalization (see `autocog.lm.scoring.score_trees`)."""
+        return score_trees(self, requests, max_batch_tokens=max_batch_tokens)
 
-    def evaluate_trees(self, jobs: Sequence[TreeJob]) -> list[np.ndarray]:
+    def evaluate_trees(self, jobs: Sequence[TreeJob], max_batch_tokens: Optional[int] = None) -> list[np.ndarray]:
         """The batch primitive: for each (prompt tokens, trie) job, the log-prob of every node of the trie.
 
         This generic version evaluates the jobs one after the other with `evaluate_tree` (retried on
-        transient faults); `TfLM` and `LLaMa` override it with passes over many prompts at once.
+        transient faults; ``max_batch_tokens`` has nothing to bound); `TfLM` and `LLaMa` override it with
+        passes over many prompts at once, within ``max_batch_tokens`` tokens a pass when it is given.
         """
         return [self.with_retry(self.evaluate_tree, list(prompt_tokens), tree) for prompt_tokens, tree in jobs]
 

@@ -18,6 +18,10 @@ The layer does, once per request and in one place (CAPPr's decorator idea):
    renormalized).
 
 `score` cuts a stream of requests into batches of ``batch_size``, so memory stays flat however many there are.
+``max_batch_tokens`` (optional) bounds the tokens of one packed pass for this call only (`TfLM`: rows x padded
+row length; `LLaMa`: tokens per grouped decode): it is handed down, ``score_batch(requests, max_batch_tokens=N)``
+then ``evaluate_trees(jobs, max_batch_tokens=N)``, never set on the model, so concurrent calls keep their own.
+Left None, the backend's own setting holds (`TfLM.max_batch_tokens`) and the keyword is not passed at all.
 
 >>> [r.choice for r in score(lm, [ScoreRequest("2+2=", ["4", "5"]), ScoreRequest("3+3=", ["6", "9"])])]  # doctest: +SKIP
 ['4', '6']
@@ -28,6 +32,7 @@ from __future__ import annotations
 import sys
 from collections import OrderedDict
 from dataclasses import dataclass
+from functools import partial
 from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, Optional, Sequence
 
 import numpy as np
@@ -126,13 +131,23 @@ def _renamed(error: Exception, message: str) -> Exception:
 
 
 def score_trees(
-    lm: Any, requests: Sequence[ScoreRequest], evaluate: Optional[Evaluator] = None, strategy: str = "tree"
+    lm: Any,
+    requests: Sequence[ScoreRequest],
+    evaluate: Optional[Evaluator] = None,
+    strategy: str = "tree",
+    max_batch_tokens: Optional[int] = None,
 ) -> list[ChoiceResult]:
     """The scoring of a `ChoiceLM` (its ``score_batch``): check every request and build its trie
     (``lm.build_tree``), evaluate all the tries with ONE call of ``evaluate`` (default
-    ``lm.evaluate_trees``), then normalize and apply the priors. ``evaluate`` may be another order of
-    evaluation of the same numbers (the program executor walks the trie depth-first through ``lm.greedy``)."""
-    evaluate = evaluate or lm.evaluate_trees
+    ``lm.evaluate_trees``, given ``max_batch_tokens`` when set), then normalize and apply the priors.
+    ``evaluate`` may be another order of evaluation of the same numbers (the program executor walks the trie
+    depth-first through ``lm.greedy``)."""
+    if evaluate is None:
+        evaluate = (
+            lm.evaluate_trees
+            if max_batch_tokens is None
+            else partial(lm.evaluate_trees, max_batch_tokens=max_batch_tokens)
+        )
     checked, built = check_requests(lm, requests, build=lambda c: lm.build_tree(c.prompt, c.choices, c.end))
     jobs = [(prompt_tokens, tree) for prompt_tokens, tree, _ in built]
     logprobs = evaluate(jobs)
@@ -226,12 +241,19 @@ def score(
     batch_size: int = DEFAULT_BATCH_SIZE,
     progress: Optional[bool] = None,
     total: Optional[int] = None,
+    max_batch_tokens: Optional[int] = None,
 ) -> Iterator[ChoiceResult]:
     """Yield one `ChoiceResult` per request, in order, scoring ``batch_size`` requests per ``lm.score_batch``
     call (which bounds memory). ``progress``: a tqdm bar on stderr (None: shown for 50+ requests on a
-    terminal; ``total`` is its length when ``requests`` has no ``len``)."""
+    terminal; ``total`` is its length when ``requests`` has no ``len``). ``max_batch_tokens``: this call's
+    token budget per packed pass (None: the backend's own; see the module docstring)."""
     if not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1:
         raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
+    if max_batch_tokens is not None and (
+        not isinstance(max_batch_tokens, int) or isinstance(max_batch_tokens, bool) or max_batch_tokens < 1
+    ):
+        raise ValueError(f"max_batch_tokens must be a positive int or None, got {max_batch_tokens!r}")
+    limits = {} if max_batch_tokens is None else {"max_batch_tokens": max_batch_tokens}
     if total is None and hasattr(requests, "__len__"):
         total = len(requests)  # type: ignore[arg-type]
     bar = _progress_bar(total, progress)
@@ -240,18 +262,18 @@ def score(
         for request in requests:
             batch.append(request)
             if len(batch) >= batch_size:
-                yield from _score_batch(lm, batch, bar)
+                yield from _score_batch(lm, batch, bar, limits)
                 batch = []
         if batch:
-            yield from _score_batch(lm, batch, bar)
+            yield from _score_batch(lm, batch, bar, limits)
     finally:
         if bar is not None:
             bar.close()
 
 
-def _score_batch(lm: LM, batch: list[ScoreRequest], bar) -> list[ChoiceResult]:
+def _score_batch(lm: LM, batch: list[ScoreRequest], bar, limits: dict[str, int]) -> list[ChoiceResult]:
     priors = [None if r.prior is None else check_prior(r.prior, len(check_choices(r.choices))) for r in batch]
-    results = lm.score_batch(batch)
+    results = lm.score_batch(batch, **limits)
     if len(results) != len(batch):
         raise RuntimeError(f"{type(lm).__name__}.score_batch returned {len(results)} results for {len(batch)} requests")
     for result, prior in zip(results, priors):

@@ -1,6 +1,7 @@
 """autocog.eval.batch: batched scores equal one-by-one scores; priors; splitting under batch_size and memory faults."""
 
 import random
+import threading
 
 import numpy as np
 import pytest
@@ -16,6 +17,7 @@ from autocog.eval.batch import (
     predict_proba_examples,
 )
 from autocog.lm import ChoiceLM, InvalidChoicesError, TfLM
+from autocog.lm.scoring import shared_prefix
 
 WORDS = [
     "the",
@@ -197,6 +199,90 @@ def test_max_batch_tokens_bounds_each_pass(tiny_tf, monkeypatch):
     monkeypatch.undo()
     assert max(lengths) <= 120 and len(lengths) > 2
     np.testing.assert_allclose(probs, predict_proba(tiny_tf, prompts, CHOICES, batch_size=1), atol=1e-5)
+
+
+def test_max_batch_tokens_is_per_call_and_leaves_the_model_alone(tiny_tf, monkeypatch):
+    """A call's limit bounds its own passes only; the model's own ``max_batch_tokens`` is the default."""
+    lengths = []
+    real_forward = tiny_tf.model.forward
+
+    def forward(*args, **kwargs):
+        lengths.append(kwargs["input_ids"].numel())
+        return real_forward(*args, **kwargs)
+
+    monkeypatch.setattr(tiny_tf, "max_batch_tokens", 150)  # the user's own setting
+    monkeypatch.setattr(tiny_tf.model, "forward", forward)
+    prompts = make_prompts(20, seed=6)
+    expected = predict_proba(tiny_tf, prompts, CHOICES, batch_size=1)
+    lengths.clear()
+    np.testing.assert_allclose(
+        predict_proba(tiny_tf, prompts, CHOICES, batch_size=100, max_batch_tokens=60), expected, atol=1e-5
+    )
+    assert tiny_tf.max_batch_tokens == 150 and max(lengths) <= 60
+    lengths.clear()
+    np.testing.assert_allclose(predict_proba(tiny_tf, prompts, CHOICES, batch_size=100), expected, atol=1e-5)
+    assert 60 < max(lengths) <= 150  # without a limit the call keeps the model's
+
+
+def test_two_threads_with_different_limits_do_not_interfere(tiny_tf, monkeypatch):
+    """Both calls are inside the backend at once (a barrier in `TfLM.pack_groups`); each keeps its own
+    limit. The passes themselves take turns (one model, one prefix cache)."""
+    limits = {"small": 60, "large": 100_000}
+    barrier = threading.Barrier(len(limits), timeout=120)
+    turn = threading.Lock()
+    seen: dict[str, list[int]] = {name: [] for name in limits}
+    real_pack, real_pass = TfLM.pack_groups, TfLM.packed_pass
+
+    def pack_groups(lm, jobs, max_batch_tokens):
+        barrier.wait()
+        return real_pack(lm, jobs, max_batch_tokens)
+
+    def packed_pass(lm, jobs):
+        with turn:
+            shared = shared_prefix(jobs)
+            seen[threading.current_thread().name].append(
+                len(jobs) * max(len(p) - shared + len(t.internal_nodes()) for p, t in jobs)
+            )
+            return real_pass(lm, jobs)
+
+    prompts = make_prompts(20, seed=6)
+    expected = predict_proba(tiny_tf, prompts, CHOICES, batch_size=1)
+    monkeypatch.setattr(TfLM, "pack_groups", pack_groups)
+    monkeypatch.setattr(TfLM, "packed_pass", packed_pass)
+    out: dict[str, np.ndarray] = {}
+
+    def run(name: str) -> None:
+        out[name] = predict_proba(tiny_tf, prompts, CHOICES, batch_size=100, max_batch_tokens=limits[name])
+
+    threads = [threading.Thread(target=run, args=(name,), name=name) for name in limits]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=300)
+    assert set(out) == set(limits)
+    for name, limit in limits.items():
+        np.testing.assert_allclose(out[name], expected, atol=1e-5)
+        assert seen[name] and max(seen[name]) <= limit, name
+    assert len(seen["large"]) == 1 < len(seen["small"])
+    assert tiny_tf.max_batch_tokens == tf_module.DEFAULT_MAX_BATCH_TOKENS
+
+
+def test_llama_max_batch_tokens_caps_group_tokens(monkeypatch):
+    """On LLaMa a call's limit caps ``group_tokens`` (tokens per grouped decode) for that call only."""
+    pytest.importorskip("llama_cpp")
+    import autocog.lm.llama.batch as llama_batch
+    from autocog.gguf.models import tiny_llama_gguf
+    from autocog.lm import LLaMa
+
+    lm = LLaMa(**LLaMa.create(model_path=tiny_llama_gguf(), n_ctx=512), group_tokens=256)
+    budgets = []
+    real = llama_batch.pack_groups
+    monkeypatch.setattr(llama_batch, "pack_groups", lambda *args: budgets.append(args[3]) or real(*args))
+    prompts = make_prompts(6, seed=2)
+    capped = predict_proba(lm, prompts, CHOICES, max_batch_tokens=40)
+    default = predict_proba(lm, prompts, CHOICES)
+    assert budgets == [40, 256] and lm.group_tokens == 256
+    np.testing.assert_allclose(capped, default, atol=1e-4)
 
 
 def test_logits_budget_shrinks_batches(tiny_tf, monkeypatch):

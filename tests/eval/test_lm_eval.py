@@ -19,63 +19,18 @@ pytest.importorskip("lm_eval", reason="the lm-eval extra is not installed")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 
-import lm_eval
 from lm_eval.api.instance import Instance
 from lm_eval.api.registry import get_model
-from lm_eval.tasks import TaskManager
 from lm_eval.utils import get_rolling_token_windows, make_disjoint_window
+from lm_eval_task import TASK, run_task, write_task
 
 from autocog.core.types import ScoreRequest
-from autocog.eval.evaluate import EXAMPLE_DATASET, evaluate
+from autocog.eval.evaluate import evaluate
 from autocog.eval.lm_eval import AutocogLM, parse_model_args
 from autocog.lm import load
 from autocog.lm.scoring import score
 
 ROOT = Path(__file__).resolve().parents[2]
-TASK = "autocog_easy_mc"
-
-
-def write_task(folder: Path, n: int = 32, name: str = TASK) -> Path:
-    """A multiple-choice task over the first ``n`` bundled questions, as lm-eval's arc_easy is written:
-    raw choices, ``target_delimiter`` " " (the default), acc and acc_norm."""
-    folder.mkdir(parents=True, exist_ok=True)
-    records = [json.loads(line) for line in EXAMPLE_DATASET.read_text().splitlines() if line.strip()][:n]
-    (folder / "data.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
-    (folder / f"{name}.yaml").write_text(
-        f"task: {name}\n"
-        "dataset_path: json\n"
-        "dataset_kwargs:\n"
-        "  data_files:\n"
-        f"    test: {folder / 'data.jsonl'}\n"
-        "test_split: test\n"
-        "output_type: multiple_choice\n"
-        'doc_to_text: "Question: {{question}}\\nAnswer:"\n'
-        "doc_to_target: answer\n"
-        'doc_to_choice: "{{choices}}"\n'
-        "metric_list:\n"
-        "  - metric: acc\n"
-        "    aggregation: mean\n"
-        "    higher_is_better: true\n"
-        "  - metric: acc_norm\n"
-        "    aggregation: mean\n"
-        "    higher_is_better: true\n"
-    )
-    return folder
-
-
-def run_task(folder: Path, model, model_args=None, **kwargs):
-    results = lm_eval.simple_evaluate(
-        model=model,
-        model_args=model_args,
-        tasks=[TASK],
-        log_samples=True,
-        task_manager=TaskManager(include_path=str(folder)),
-        **kwargs,
-    )
-    samples = sorted(results["samples"][TASK], key=lambda s: s["doc_id"])
-    answers = [[tuple(r[0]) for r in s["resps"]] for s in samples]
-    metrics = dict(results["results"][TASK], per_doc={k: [s[k] for s in samples] for k in ("acc", "acc_norm")})
-    return metrics, answers
 
 
 def assert_same_as_evaluate(lm, folder, metrics):

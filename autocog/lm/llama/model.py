@@ -326,10 +326,11 @@ class LLaMa(ChoiceLM):
             raise
         return out
 
-    def evaluate_trees(self, jobs: Sequence[TreeJob]) -> list[np.ndarray]:
+    def evaluate_trees(self, jobs: Sequence[TreeJob], max_batch_tokens: Optional[int] = None) -> list[np.ndarray]:
         """Node log-probs of several (prompt tokens, trie) jobs: `packed_decode` over groups of jobs that fit
         the context's sequences and KV cells (see `autocog.lm.llama.batch`); one job goes through
-        `evaluate_tree`. A group that finds no KV slot is split in halves."""
+        `evaluate_tree`. A group that finds no KV slot is split in halves. ``max_batch_tokens`` caps
+        ``group_tokens`` for this call (grouping stays off when ``group_tokens`` is 0)."""
         jobs = [(list(prompt_tokens), tree) for prompt_tokens, tree in jobs]
         if len(jobs) <= 1 or self._recurrent or type(self).evaluate_tree is not LLaMa.evaluate_tree:
             return super().evaluate_trees(jobs)
@@ -337,7 +338,10 @@ class LLaMa(ChoiceLM):
 
         out: list[np.ndarray] = []
         max_seqs, max_cells = self.cache.n_seq_max - 1, self.cache.n_ctx
-        for group in pack_groups(jobs, max_seqs, max_cells, max(0, self.group_tokens)):
+        group_tokens = max(0, self.group_tokens)
+        if max_batch_tokens is not None:
+            group_tokens = min(group_tokens, max_batch_tokens)
+        for group in pack_groups(jobs, max_seqs, max_cells, group_tokens):
             if len(group) == 1 and fits_one_decode(group[0], max_seqs, max_cells):
                 # its prompt's last token and its trie in one decode (evaluate_tree would take two)
                 out.append(self.with_retry(self.packed_decode, group)[0])

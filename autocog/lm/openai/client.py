@@ -372,8 +372,11 @@ class OpenAI(Chat, Requests, Capabilities, ScoreCache, LM):
                 uncond, _, _ = Descent(self, self.unconditional_prompt, texts, "full").run()
         return token_logprobs, info, tree, uncond, strategy, fallback
 
-    def score_batch(self, requests: Sequence[ScoreRequest]) -> list[ChoiceResult]:
-        """One `ChoiceResult` per `ScoreRequest`, in order (the scoring layer's primitive, `autocog.lm.scoring`).
+    def score_batch(
+        self, requests: Sequence[ScoreRequest], max_batch_tokens: Optional[int] = None
+    ) -> list[ChoiceResult]:
+        """One `ChoiceResult` per `ScoreRequest`, in order (the scoring layer's primitive, `autocog.lm.scoring`;
+        ``max_batch_tokens`` is not used: the server batches).
         On vLLM by token-id echo: several prompts and choices per completions request (`autocog.lm.openai.ids`).
         Elsewhere the requests are scored ``concurrency`` at a time, and the HTTP requests of all of them together stay
         within ``concurrency`` in flight (429 and ``Retry-After`` pause every thread). The server is probed once

@@ -71,7 +71,7 @@ class TfLM(ChoiceLM):
     0
     """
 
-    max_batch_tokens: Optional[int] = DEFAULT_MAX_BATCH_TOKENS  # see `evaluate_trees`
+    max_batch_tokens: Optional[int] = DEFAULT_MAX_BATCH_TOKENS  # the default budget of `evaluate_trees`
 
     def __init__(
         self,
@@ -299,21 +299,24 @@ class TfLM(ChoiceLM):
         return logprobs[parent_rows, tokens].double().cpu().numpy()
 
     # --- many prompts at once ------------------------------------------------------------------
-    def evaluate_trees(self, jobs: Sequence[TreeJob]) -> list[np.ndarray]:
+    def evaluate_trees(self, jobs: Sequence[TreeJob], max_batch_tokens: Optional[int] = None) -> list[np.ndarray]:
         """Node log-probs of every (prompt tokens, trie) job. One job: `evaluate_tree` (the prefix cache then
         holds its prompt). Several: `packed_pass` over groups that fit ``max_batch_tokens`` (rows x padded
-        row length, the shared prefix aside) and `LOGITS_BUDGET_BYTES`; a group that runs out of memory is
-        split in halves. A subclass that overrides `evaluate_tree` keeps it (its jobs go one by one)."""
+        row length, the shared prefix aside; None: the model's own ``self.max_batch_tokens``) and
+        `LOGITS_BUDGET_BYTES`; a group that runs out of memory is split in halves. A subclass that overrides
+        `evaluate_tree` keeps it (its jobs go one by one)."""
         jobs = [(list(prompt_tokens), tree) for prompt_tokens, tree in jobs]
         if len(jobs) <= 1 or type(self).evaluate_tree is not TfLM.evaluate_tree:
             return super().evaluate_trees(jobs)
+        limit = self.max_batch_tokens if max_batch_tokens is None else max_batch_tokens
         out: list[np.ndarray] = []
-        for group in self.pack_groups(jobs):
+        for group in self.pack_groups(jobs, limit):
             out.extend(self.evaluate_split(group, self.packed_pass))
         return out
 
-    def pack_groups(self, jobs: list[TreeJob]) -> list[list[TreeJob]]:
-        """Consecutive jobs grouped so that each packed pass stays within the memory budgets."""
+    def pack_groups(self, jobs: list[TreeJob], max_batch_tokens: Optional[int]) -> list[list[TreeJob]]:
+        """Consecutive jobs grouped so that each packed pass stays within the memory budgets: at most
+        ``max_batch_tokens`` rows x padded row length (None or 0: no bound) and `LOGITS_BUDGET_BYTES`."""
         vocab = int(getattr(self.model.config, "vocab_size", 0) or 0)
         max_columns = max(1, LOGITS_BUDGET_BYTES // (4 * vocab)) if vocab else None
         shared = shared_prefix(jobs)
@@ -327,7 +330,7 @@ class TfLM(ChoiceLM):
             job_columns = 1 + n_inner  # logits kept: the prompt's last token and the inner nodes
             n = len(group) + 1
             if group and (
-                (self.max_batch_tokens and n * max(longest, size) > self.max_batch_tokens)
+                (max_batch_tokens and n * max(longest, size) > max_batch_tokens)
                 or (max_columns and n * max(columns, job_columns) > max_columns)
             ):
                 groups.append(group)
