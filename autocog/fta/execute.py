@@ -16,11 +16,12 @@ gives what it actually ran.
 from __future__ import annotations
 
 import math
-from typing import Any, Optional
+from typing import Any, Optional, Sequence
 
 import numpy as np
 
 from autocog.core.checks import split_boundary
+from autocog.core.trie import TokenChoiceTree
 from autocog.core.types import ChoiceResult, ScoreRequest
 from autocog.fta.decoding import complete_text, decode, step_logprob
 from autocog.fta.program import Program
@@ -29,13 +30,13 @@ from autocog.fta.tree import Path, ProgramResult, ThoughtNode, TokenStats
 from autocog.lm.base import LM
 from autocog.lm.choice import ChoiceLM
 from autocog.lm.greedy import GreedyLM
-from autocog.lm.scoring import score_trees
+from autocog.lm.scoring import TreeJob, score_trees
 
 
 class TokenTrie:
     """A trie of token sequences; ``size`` counts its nodes (the unique (prefix, token) pairs)."""
 
-    def __init__(self):
+    def __init__(self) -> None:
         self.root: dict = {}
         self.size = 0
 
@@ -50,36 +51,23 @@ class TokenTrie:
 
 
 class DepthFirst:
-    """A tree evaluator for `autocog.lm.scoring.score_trees`: one ``greedy`` call per inner node of each trie,
-    parents before children, depth first. ``last`` is the last inner node run (its path is what the prefix
-    cache holds afterwards)."""
+    """A tree evaluator for `autocog.lm.scoring.score_trees`: one ``greedy`` call per row of each trie (the
+    prompt, then its inner nodes depth first: `TokenChoiceTree.read_each`). ``last`` is the last inner node run
+    (its path is what the prefix cache holds afterwards; -1: none)."""
 
     def __init__(self, lm: GreedyLM):
         self.lm = lm
         self.last = -1
 
-    def __call__(self, jobs) -> list[np.ndarray]:
+    def __call__(self, jobs: Sequence[TreeJob]) -> list[np.ndarray]:
         return [self.walk(list(prompt_tokens), tree) for prompt_tokens, tree in jobs]
 
-    def walk(self, prompt_tokens: list[int], tree) -> np.ndarray:
-        out = np.empty(len(tree.nodes), dtype=np.float64)
-        logprobs = self.lm.greedy(prompt_tokens)
-        for index in tree.roots.values():
-            out[index] = logprobs[tree.nodes[index].token]
-        stack = list(reversed(tree.roots.values()))
-        self.last = -1
-        while stack:
-            node = tree.nodes[stack.pop()]
-            if not node.children:
-                continue
-            self.last = node.index
-            logprobs = self.lm.greedy(prompt_tokens + tree.path_tokens(node.index))
-            for child in node.children.values():
-                out[child] = logprobs[tree.nodes[child].token]
-            stack.extend(reversed(node.children.values()))
+    def walk(self, prompt_tokens: list[int], tree: TokenChoiceTree) -> np.ndarray:
+        out = tree.read_each(lambda path: self.lm.greedy(prompt_tokens + path), depth_first=True)
+        self.last = tree.rows(depth_first=True)[-1]
         return out
 
-    def cached_per_choice(self, tree) -> list[int]:
+    def cached_per_choice(self, tree: TokenChoiceTree) -> list[int]:
         """How many of each choice's tokens the prefix cache holds after the walk."""
         cached, last = set(), self.last
         while last >= 0:
@@ -148,7 +136,7 @@ class Explorer:
 
     def prompt_ids(self, text: Any) -> list[int]:
         text = self.lm.render_prompt(text)  # chat messages (for a chat server: accounting only)
-        if self.greedy:
+        if isinstance(self.lm, GreedyLM):
             return self.lm.prompt_tokens(text)
         return list(self.lm.tokenize(text, bos=True))
 
@@ -184,7 +172,8 @@ class Explorer:
         prop = getattr(type(self.lm), "tokens_evaluated", None)
         if prop is None or prop is GreedyLM.tokens_evaluated:
             return None
-        return int(self.lm.tokens_evaluated)
+        lm: Any = self.lm  # a backend of its own kind that keeps a count
+        return int(lm.tokens_evaluated)
 
     def run(self, inputs: dict) -> ProgramResult:
         before = self.tokens_so_far()
@@ -212,6 +201,7 @@ class Explorer:
                     state.node = state.node.add(self.node(step=step.name, kind="text", text=text, score=0.0))
                     state.append(text, role=step.role)
                 else:
+                    assert isinstance(step, Complete)
                     state.append("", reply=True)
                     self.complete(step, state)
                     state.append(state.node.text, reply=True)
@@ -229,7 +219,8 @@ class Explorer:
                 )
             )
         paths.sort(key=lambda p: -p.score)
-        evaluated = self.tokens_so_far() - before if before is not None else None
+        after = self.tokens_so_far()
+        evaluated = after - before if after is not None and before is not None else None
         stats = TokenStats(evaluated=evaluated, unique=self.trie.size, calls=dict(self.calls))
         settings = {
             "width": self.width,
@@ -311,9 +302,11 @@ class Explorer:
         the trie evaluated depth-first through ``lm.greedy`` (`DepthFirst`): the prefix cache extends the
         previous call by one token each time and leaves are never run. The option a path then takes is read
         once more when the path goes on."""
+        assert isinstance(self.lm, ChoiceLM)  # the caller's condition
         walk = DepthFirst(self.lm)
         request = ScoreRequest(prompt, options, step.normalization, step.end)
         result = score_trees(self.lm, [request], evaluate=walk, strategy="prefix")[0]
+        assert result.tree is not None  # the tree path always keeps its trie
         result.info["cached"] = walk.cached_per_choice(result.tree)
         return result
 
@@ -345,6 +338,7 @@ class Explorer:
 
     def decode(self, step: Complete, prompt: str) -> tuple[str, str, float, int]:
         """``lm.generate`` (greedy, the step's grammar as constraint): ``(text appended, value, log-prob, tokens)``."""
+        assert isinstance(self.lm, GreedyLM)  # the caller's condition
         out = decode(self.lm, step, prompt)
         self.trie.insert(out.read)
         return out.appended, out.value, out.logprob, out.n_tokens
