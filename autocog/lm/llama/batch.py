@@ -1,4 +1,5 @@
-"""`LLaMa`'s batch primitive: the choice tries of several prompts in one ``llama_decode``.
+"""`LLaMa`'s batch primitive: the choice tries of several prompts in one ``llama_decode``; and `decode_entries`,
+the one decode-and-read loop of both of LLaMa's tree decoders (this one and `LLaMa.decode_chunk`).
 
 Opt-in (``LLaMa(group_tokens=N)``): equal to one by one to 1e-5 on F32 weights, up to 0.3 nats off on
 quantized SmolLM2, as much as llama.cpp's own results move with the shape of its decodes (docs/scoring.md,
