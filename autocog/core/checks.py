@@ -1,4 +1,5 @@
-"""Input checks shared by every backend: prompts, choice lists, the prompt/choice boundary, context length.
+"""Input checks shared by every backend: prompts, choice lists and their tokens, the prompt/choice boundary,
+context length.
 
 Each raises a typed error (`InvalidPromptError`, `InvalidChoicesError`, `ContextLengthError`) naming the cause.
 """
@@ -49,3 +50,15 @@ def split_boundary(prompt: str, choices: Sequence[str]) -> tuple[str, list[str]]
 def check_context(n_tokens: int, n_ctx: Optional[int], what: str = "prompt") -> None:
     if n_ctx is not None and n_tokens > n_ctx:
         raise ContextLengthError(f"the {what} needs {n_tokens} tokens but the model's context holds {n_ctx} tokens")
+
+
+def check_choice_tokens(token_lists: Sequence[Sequence[int]], texts: Sequence[str]) -> None:
+    """The checks on the choices' tokens (``texts[j]``: what choice j's tokens encode, the prompt's trailing
+    whitespace moved in): an `InvalidChoicesError` when one tokenizes to nothing or two to the same tokens."""
+    for j, tokens in enumerate(token_lists):
+        if not tokens:
+            raise InvalidChoicesError(f"choice {j} ({texts[j]!r}) tokenizes to nothing")
+    if len({tuple(tokens) for tokens in token_lists}) < len(token_lists):
+        raise InvalidChoicesError(
+            "two choices tokenize to the same tokens once the prompt's trailing whitespace is moved into them"
+        )

@@ -10,7 +10,7 @@
 from __future__ import annotations
 
 import math
-from typing import Optional, Sequence
+from typing import Optional, Sequence, Union
 
 import numpy as np
 
@@ -31,7 +31,7 @@ def log_softmax(logits: np.ndarray) -> np.ndarray:
     return shifted - np.log(np.exp(shifted).sum())
 
 
-def apply_prior(scores: np.ndarray, prior: Optional[Sequence[float] | np.ndarray]) -> np.ndarray:
+def apply_prior(scores: np.ndarray, prior: Union[Sequence[float], np.ndarray, None]) -> np.ndarray:
     """``softmax(scores)`` times ``prior``, renormalized, computed as ``softmax(scores + log(prior))``.
 
     A zero prior weight gives the choice probability 0; weights need not sum to 1.
@@ -72,7 +72,7 @@ def normalize_scores(
     return sums - np.array([math.fsum(lp) for lp in unconditional], dtype=np.float64)
 
 
-def check_prior(prior: Sequence[float] | np.ndarray, n_choices: int) -> np.ndarray:
+def check_prior(prior: Union[Sequence[float], np.ndarray], n_choices: int) -> np.ndarray:
     """The prior as a float array, or a ValueError: it needs one finite weight >= 0 per choice, not all 0."""
     try:
         weights = np.asarray(prior, dtype=np.float64)

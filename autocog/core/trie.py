@@ -91,11 +91,7 @@ class TokenChoiceTree:
 
     def path_tokens(self, index: int) -> list[int]:
         """Tokens from the root down to node ``index`` included."""
-        tokens = []
-        while index >= 0:
-            tokens.append(self.nodes[index].token)
-            index = self.nodes[index].parent
-        return tokens[::-1]
+        return [self.nodes[i].token for i in self.lineage(index)]
 
     def ancestor_mask(self) -> np.ndarray:
         """Boolean [N, N]: entry [i, j] is True when node j is node i or one of its ancestors."""
@@ -113,8 +109,110 @@ class TokenChoiceTree:
         count = 1 if len(self.roots) > 1 else 0
         return count + sum(1 for n in self.nodes if len(n.children) + (1 if n.ends and n.children else 0) > 1)
 
+    # --- the read-out: the next-token rows a backend computes -> node log-probs ------------------
+    # A row is a next-token distribution: row -1 follows the prompt, row i (an inner node) follows the prompt
+    # plus the path down to node i. Node c's log-prob is entry [token of c] of its parent's row.
+
+    def rows(self, depth_first: bool = False) -> list[int]:
+        """The rows a read-out needs: -1, then every inner node, in node order (parents first) or, with
+        ``depth_first``, in a depth-first walk (each row then extends the previous one's path when it can).
+
+        >>> tree = TokenChoiceTree([[5, 7, 8], [9, 1, 2], [5, 6, 3]])
+        >>> tree.rows(), tree.rows(depth_first=True)
+        ([-1, 0, 1, 3, 4, 6], [-1, 0, 1, 6, 3, 4])
+        """
+        if not depth_first:
+            return [-1] + self.internal_nodes()
+        rows, stack = [-1], list(reversed(self.roots.values()))
+        while stack:
+            node = self.nodes[stack.pop()]
+            if node.children:
+                rows.append(node.index)
+                stack.extend(reversed(node.children.values()))
+        return rows
+
+    def children_of(self, row: int) -> list[int]:
+        """The nodes whose log-probs row ``row`` gives (-1: the roots)."""
+        return list((self.roots if row < 0 else self.nodes[row].children).values())
+
+    def tips(self) -> list[int]:
+        """The inner nodes with no inner child, in node order: a pass that runs each inner node once in its own
+        sequence needs one sequence per tip (leaves are never run: their log-probs are in their parent's row).
+
+        >>> TokenChoiceTree([[5, 7, 8], [5, 7, 9, 1], [6, 2]]).tips()
+        [3, 5]
+        """
+        return [
+            n.index for n in self.nodes if n.children and not any(self.nodes[c].children for c in n.children.values())
+        ]
+
+    def lineage(self, index: int) -> list[int]:
+        """Node indices from the root down to node ``index`` included."""
+        path = []
+        while index >= 0:
+            path.append(index)
+            index = self.nodes[index].parent
+        return path[::-1]
+
+    def tips_above(self, tips: Sequence[int], first: int = 0) -> dict[int, list[int]]:
+        """Node index -> the numbers (``first``, ``first + 1``... in the order of ``tips``) of the tips at or below
+        it, for each node on the way to a tip: the sequence ids a node carries when tip k owns sequence first + k.
+
+        >>> TokenChoiceTree([[5, 7, 8], [5, 9, 1]]).tips_above([1, 3], first=1)
+        {0: [1, 2], 1: [1], 3: [2]}
+        """
+        out: dict[int, list[int]] = {}
+        for number, tip in enumerate(tips, start=first):
+            for index in self.lineage(tip):
+                out.setdefault(index, []).append(number)
+        return dict(sorted(out.items()))
+
+    def empty_logprobs(self) -> np.ndarray:
+        """A float64 array of NaN, one per node: what `read_rows` fills."""
+        return np.full(len(self.nodes), np.nan, dtype=np.float64)
+
+    def read_rows(
+        self,
+        rows: Sequence[int],
+        values: Any,
+        offsets: Union[Sequence[float], np.ndarray, None] = None,
+        out: Optional[np.ndarray] = None,
+    ) -> np.ndarray:
+        """Scatter next-token rows into node log-probs: ``values[k]`` is row ``rows[k]`` (log-probs, or logits
+        minus ``offsets[k]``, their log-sum-exp), a [len(rows), vocab] numpy array or torch tensor (gathered
+        where it lies). Each child of a row gets ``values[k, token] - offsets[k]`` in ``out`` (float64; a new
+        `empty_logprobs` when None), and each row's argmax is recorded (`record_argmax`). Returns ``out``.
+
+        >>> tree = TokenChoiceTree([[0, 1], [2]])
+        >>> tree.read_rows([-1, 0], np.log([[0.5, 0.25, 0.25], [0.1, 0.8, 0.1]])).round(3).tolist(), tree.is_greedy()
+        ([-0.693, -0.223, -1.386], [True, False])
+        """
+        out = self.empty_logprobs() if out is None else out
+        positions, nodes = [], []
+        for k, row in enumerate(rows):
+            for child in self.children_of(row):
+                positions.append(k)
+                nodes.append(child)
+        tokens = [self.nodes[i].token for i in nodes]
+        self.record_argmax(rows, values.argmax(-1).tolist())
+        picked = values[positions, tokens]
+        picked = picked.astype(np.float64) if isinstance(picked, np.ndarray) else picked.double().cpu().numpy()
+        if offsets is not None:
+            picked = picked - np.asarray(offsets, dtype=np.float64)[positions]
+        out[nodes] = picked
+        return out
+
+    def read_each(self, next_logprobs: Callable[[list[int]], np.ndarray], depth_first: bool = False) -> np.ndarray:
+        """The read-out one row at a time: ``next_logprobs(path tokens)`` ([vocab] log-probs after the prompt and
+        those tokens) for each of `rows` (``depth_first`` as there)."""
+        out = self.empty_logprobs()
+        for row in self.rows(depth_first):
+            logprobs = next_logprobs(self.path_tokens(row) if row >= 0 else [])
+            self.read_rows([row], np.asarray(logprobs)[None], out=out)
+        return out
+
     # --- scores --------------------------------------------------------------------------------
-    def set_logprobs(self, logprobs: Sequence[float]) -> None:
+    def set_logprobs(self, logprobs: Union[Sequence[float], np.ndarray]) -> None:
         if len(logprobs) != len(self.nodes):
             raise ValueError(f"expected {len(self.nodes)} log-probs, got {len(logprobs)}")
         for node, lp in zip(self.nodes, logprobs):
@@ -122,15 +220,15 @@ class TokenChoiceTree:
 
     def record_argmax(self, rows: Sequence[int], tokens: Sequence[int]) -> None:
         """Note the argmax token of next-token rows a backend computed (row -1: after the prompt, else after
-        an inner node), for `greedy_choices`."""
+        an inner node), for `is_greedy` (`read_rows` does it)."""
         for row, token in zip(rows, tokens):
             self.row_argmax[int(row)] = int(token)
 
-    def greedy_choices(self) -> Optional[list[bool]]:
+    def is_greedy(self) -> Optional[list[bool]]:
         """Whether each choice is the model's greedy continuation (every token the argmax of its row, lm-eval's
         ``is_greedy``); None when the backend did not report the argmax of a row this needs.
 
-        >>> tree = TokenChoiceTree([[5, 7], [9]]); tree.record_argmax([-1, 0], [5, 8]); tree.greedy_choices()
+        >>> tree = TokenChoiceTree([[5, 7], [9]]); tree.record_argmax([-1, 0], [5, 8]); tree.is_greedy()
         [False, False]
         """
         out = []
@@ -147,7 +245,7 @@ class TokenChoiceTree:
             out.append(greedy)
         return out
 
-    def choice_logprobs(self, logprobs: Optional[Sequence[float]] = None) -> list[list[float]]:
+    def choice_logprobs(self, logprobs: Union[Sequence[float], np.ndarray, None] = None) -> list[list[float]]:
         """Per-choice lists of token log-probs, read along each choice's path."""
         values = [n.logprob for n in self.nodes] if logprobs is None else list(logprobs)
         return [[float(values[i]) for i in path] for path in self.paths]

@@ -25,7 +25,7 @@ class ChoiceResult:
     ``scores[j]`` is choice j's score under ``normalization``; ``probs`` is ``softmax(scores)`` (sums to 1);
     ``index`` is the best choice. ``tree`` is the token choice tree when the backend built one, and
     ``strategy`` names how the scores were obtained (``"tree"``, ``"echo"``, ``"descent"``...).
-    ``greedy[j]`` says whether choice j is the model's greedy continuation (each of its tokens the argmax of
+    ``is_greedy[j]`` says whether choice j is the model's greedy continuation (each of its tokens the argmax of
     its next-token row, lm-eval's ``is_greedy``), None when the backend did not see the rows.
 
     >>> r = lm.choice_distribution("2+2=", ["4", "5"]); r.choice, r.probs   # doctest: +SKIP
@@ -41,7 +41,7 @@ class ChoiceResult:
     unconditional_logprobs: Optional[list[list[float]]] = None
     info: dict = field(default_factory=dict)
     prior: Optional[np.ndarray] = None  # weights per choice: probs is the posterior (see `apply_prior`)
-    greedy: Optional[list[bool]] = None  # per choice: every token the argmax of its row (None: not known)
+    is_greedy: Optional[list[bool]] = None  # per choice: every token the argmax of its row (None: not known)
 
     @property
     def probs(self) -> np.ndarray:

@@ -20,7 +20,7 @@ The three request types:
   whitespace of the context moves to the front of the continuation (autocog's convention too); an empty
   context is conditioned on BOS (else EOS). Returns ``(log P(continuation | context), is_greedy)``;
   ``is_greedy`` is exact: every continuation token is the argmax of the model's next-token row (read from
-  the rows the tree pass computes anyway, `ChoiceResult.greedy`; backends without rows decode greedily). A
+  the rows the tree pass computes anyway, `ChoiceResult.is_greedy`; backends without rows decode greedily). A
   context plus continuation longer than the model's context is a ``ContextLengthError`` (lm-eval's
   ``hf`` cuts the context from the left instead). The log-likelihood is the ``sum`` score of
   `autocog.eval.scores` (the loop of `evaluate` and `compare`): lm-eval's ``acc`` and ``acc_norm`` over these
@@ -175,7 +175,7 @@ class AutocogLM(HarnessLM):
                 progress=False,
             )
             for (context, conts), result in zip(part, results):
-                flags = result.greedy  # from the rows the tree pass computed anyway
+                flags = result.is_greedy  # from the rows the tree pass computed anyway
                 if flags is None:
                     flags = self._greedy_flags_by_text(context, conts)
                 for continuation, logprob, flag in zip(conts, choice_scores(result, "sum"), flags):
@@ -214,7 +214,7 @@ class AutocogLM(HarnessLM):
 
     # --- helpers ---------------------------------------------------------------------------------
     def _greedy_flags_by_text(self, context: str, conts: Sequence[str]) -> list[bool]:
-        """is_greedy where the scoring pass gave no rows (`ChoiceResult.greedy` None: servers, or a backend whose
+        """is_greedy where the scoring pass gave no rows (`ChoiceResult.is_greedy` None: servers, or a backend whose
         own `evaluate_tree` does not call `TokenChoiceTree.record_argmax`): decode greedily, compare tokens."""
         stripped = context.rstrip()
         token_lists = [self.lm.tokenize(context[len(stripped) :] + c) for c in conts]

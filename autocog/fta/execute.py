@@ -16,11 +16,12 @@ gives what it actually ran.
 from __future__ import annotations
 
 import math
-from typing import Any, Optional
+from typing import Any, Optional, Sequence
 
 import numpy as np
 
 from autocog.core.checks import split_boundary
+from autocog.core.trie import TokenChoiceTree
 from autocog.core.types import ChoiceResult, ScoreRequest
 from autocog.fta.decoding import complete_text, decode, step_logprob
 from autocog.fta.program import Program
@@ -29,13 +30,13 @@ from autocog.fta.tree import Path, ProgramResult, ThoughtNode, TokenStats
 from autocog.lm.base import LM
 from autocog.lm.choice import ChoiceLM
 from autocog.lm.greedy import GreedyLM
-from autocog.lm.scoring import score_trees
+from autocog.lm.scoring import TreeJob, score_trees
 
 
 class TokenTrie:
     """A trie of token sequences; ``size`` counts its nodes (the unique (prefix, token) pairs)."""
 
-    def __init__(self):
+    def __init__(self) -> None:
         self.root: dict = {}
         self.size = 0
 
@@ -50,36 +51,23 @@ class TokenTrie:
 
 
 class DepthFirst:
-    """A tree evaluator for `autocog.lm.scoring.score_trees`: one ``greedy`` call per inner node of each trie,
-    parents before children, depth first. ``last`` is the last inner node run (its path is what the prefix
-    cache holds afterwards)."""
+    """A tree evaluator for `autocog.lm.scoring.score_trees`: one ``greedy`` call per row of each trie (the
+    prompt, then its inner nodes depth first: `TokenChoiceTree.read_each`). ``last`` is the last inner node run
+    (its path is what the prefix cache holds afterwards; -1: none)."""
 
     def __init__(self, lm: GreedyLM):
         self.lm = lm
         self.last = -1
 
-    def __call__(self, jobs) -> list[np.ndarray]:
+    def __call__(self, jobs: Sequence[TreeJob]) -> list[np.ndarray]:
         return [self.walk(list(prompt_tokens), tree) for prompt_tokens, tree in jobs]
 
-    def walk(self, prompt_tokens: list[int], tree) -> np.ndarray:
-        out = np.empty(len(tree.nodes), dtype=np.float64)
-        logprobs = self.lm.greedy(prompt_tokens)
-        for index in tree.roots.values():
-            out[index] = logprobs[tree.nodes[index].token]
-        stack = list(reversed(tree.roots.values()))
-        self.last = -1
-        while stack:
-            node = tree.nodes[stack.pop()]
-            if not node.children:
-                continue
-            self.last = node.index
-            logprobs = self.lm.greedy(prompt_tokens + tree.path_tokens(node.index))
-            for child in node.children.values():
-                out[child] = logprobs[tree.nodes[child].token]
-            stack.extend(reversed(node.children.values()))
+    def walk(self, prompt_tokens: list[int], tree: TokenChoiceTree) -> np.ndarray:
+        out = tree.read_each(lambda path: self.lm.greedy(prompt_tokens + path), depth_first=True)
+        self.last = tree.rows(depth_first=True)[-1]
         return out
 
-    def cached_per_choice(self, tree) -> list[int]:
+    def cached_per_choice(self, tree: TokenChoiceTree) -> list[int]:
         """How many of each choice's tokens the prefix cache holds after the walk."""
         cached, last = set(), self.last
         while last >= 0:

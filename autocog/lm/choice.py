@@ -2,19 +2,20 @@
 
 from __future__ import annotations
 
-from collections import OrderedDict
+from functools import cached_property
 from typing import Any, Callable, Optional, Sequence
 
 import numpy as np
 
-from autocog.core.checks import check_choices, check_context, split_boundary
+from autocog.core.checks import check_choice_tokens, check_choices, check_context, split_boundary
+from autocog.core.lru import LRU
 from autocog.core.trie import TokenChoiceTree
 from autocog.core.types import ChoiceResult, ScoreRequest
-from autocog.errors import InvalidChoicesError
 from autocog.lm.greedy import GreedyLM
 from autocog.lm.scoring import TreeJob, score_trees
 
 CHOICE_TOKENS_MEMO_SIZE = 64  # choice lists whose tokens a model remembers
+UNCONDITIONAL_CACHE_SIZE = 256  # choice sets whose unconditional (pmi) log-probs a model keeps
 
 
 class ChoiceLM(GreedyLM):
@@ -99,45 +100,38 @@ class ChoiceLM(GreedyLM):
         return prompt_tokens, tree, choices
 
     def choice_tokens(self, continuations: Sequence[str], end: Optional[str] = None) -> list[list[int]]:
-        """The tokens of each continuation (then ``end``'s), checked: none empty, no two the same. Memoized
-        per choice list (the same choices are scored after many prompts), in a small LRU on the model."""
-        memo: OrderedDict = self.__dict__.setdefault("_choice_tokens_memo", OrderedDict())
+        """The tokens of each continuation (then ``end``'s), checked: none empty, no two the same
+        (`autocog.core.checks.check_choice_tokens`). Memoized per choice list in `choice_tokens_memo`."""
         key = (tuple(continuations), end)
-        token_lists = memo.get(key)
+        token_lists = self.choice_tokens_memo.get(key)
         if token_lists is None:
-            end_tokens = self.tokenize(end) if end else []
-            token_lists = []
-            for j, tokens in enumerate(self.tokenize_batch(continuations)):
-                if not tokens:
-                    raise InvalidChoicesError(f"choice {j} ({continuations[j]!r}) tokenizes to nothing")
-                token_lists.append(tuple(tokens) + tuple(end_tokens))
-            if len(set(token_lists)) < len(token_lists):
-                raise InvalidChoicesError(
-                    "two choices tokenize to the same tokens once the prompt's trailing whitespace is moved into them"
-                )
-            memo[key] = token_lists
-            while len(memo) > CHOICE_TOKENS_MEMO_SIZE:
-                memo.popitem(last=False)
-        else:
-            memo.move_to_end(key)
+            tokens = self.tokenize_batch(continuations)
+            check_choice_tokens(tokens, continuations)
+            end_tokens = tuple(self.tokenize(end)) if end else ()
+            token_lists = [tuple(t) + end_tokens for t in tokens]
+            self.choice_tokens_memo[key] = token_lists
         return [list(tokens) for tokens in token_lists]
+
+    @cached_property
+    def choice_tokens_memo(self) -> LRU[tuple, list[tuple[int, ...]]]:
+        """(continuations, end) -> the checked tokens of each choice: the same choices are scored after many
+        prompts. At most `CHOICE_TOKENS_MEMO_SIZE` choice lists; created on first use."""
+        return LRU(CHOICE_TOKENS_MEMO_SIZE)
+
+    @cached_property
+    def unconditional_cache(self) -> LRU[tuple, list[list[float]]]:
+        """(unconditional context, choice token paths) -> the choices' token log-probs after that context, for
+        ``pmi`` (see `autocog.lm.scoring`). At most `UNCONDITIONAL_CACHE_SIZE` choice sets; created on first use."""
+        return LRU(UNCONDITIONAL_CACHE_SIZE)
 
     def _decode_one(self, token: int) -> str:
         return self.detokenize([token])
 
     def evaluate_tree(self, prompt_tokens: list[int], tree: TokenChoiceTree) -> np.ndarray:
-        """Log-prob of every node of ``tree`` after ``prompt_tokens`` (generic: one `greedy_impl` per inner node)."""
-        out = np.empty(len(tree.nodes), dtype=np.float64)
-        first = self.greedy_impl(list(prompt_tokens))
-        tree.record_argmax([-1], [int(np.argmax(first))])
-        for index in tree.roots.values():
-            out[index] = first[tree.nodes[index].token]
-        for parent in tree.internal_nodes():
-            logprobs = self.greedy_impl(list(prompt_tokens) + tree.path_tokens(parent))
-            tree.record_argmax([parent], [int(np.argmax(logprobs))])
-            for child in tree.nodes[parent].children.values():
-                out[child] = logprobs[tree.nodes[child].token]
-        return out
+        """Log-prob of every node of ``tree`` after ``prompt_tokens`` (generic: one `greedy_impl` per row,
+        `TokenChoiceTree.read_each`)."""
+        prompt_tokens = list(prompt_tokens)
+        return tree.read_each(lambda path: self.greedy_impl(prompt_tokens + path))
 
     def unconditional_tokens(self) -> list[int]:
         """The context of an unconditional score (``pmi``): BOS if the model has one, else EOS."""

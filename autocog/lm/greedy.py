@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from abc import abstractmethod
 from typing import (
     TYPE_CHECKING,
@@ -18,11 +17,12 @@ from typing import (
 import numpy as np
 
 from autocog.core.checks import check_context, check_prompt
+from autocog.core.retry import Retry
 from autocog.core.sampling import SamplingParams, sample
 from autocog.core.stops import as_stop_list, find_stop, safe_length
 from autocog.core.tokens import TokenVocabulary
 from autocog.core.types import Stop
-from autocog.errors import InvalidPromptError, RetryExhaustedError, TransientError
+from autocog.errors import InvalidPromptError, TransientError
 from autocog.lm.base import LM
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -134,24 +134,20 @@ class GreedyLM(LM):
         check_context(len(tokens), self.n_ctx)
         return tokens
 
+    @property
+    def retry_policy(self) -> Retry:
+        """The `Retry` of `with_retry`: ``max_retries`` retries, ``retry_backoff`` seconds doubled after each."""
+        return Retry(max_retries=self.max_retries, backoff=self.retry_backoff)
+
     def with_retry(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
-        """Call ``fn``; retry transient faults (bounded), then raise `RetryExhaustedError` listing them."""
-        attempts: list[str] = []
-        delay = self.retry_backoff
-        while True:
-            try:
-                return fn(*args, **kwargs)
-            except Exception as error:
-                if not self.is_transient(error):
-                    raise
-                attempts.append(f"{type(error).__name__}: {error}")
-                if len(attempts) > self.max_retries:
-                    raise RetryExhaustedError(
-                        f"{type(self).__name__}: transient fault persisted after {len(attempts)} attempts", attempts
-                    ) from error
-                self.recover(error)
-                time.sleep(delay)
-                delay *= 2
+        """Call ``fn``; retry transient faults (bounded, `recover` before each retry), then raise
+        `RetryExhaustedError` listing them."""
+        return self.retry_policy.call(
+            lambda: fn(*args, **kwargs),
+            is_transient=self.is_transient,
+            recover=self.recover,
+            what=f"{type(self).__name__}.{getattr(fn, '__name__', 'call')} (a transient fault)",
+        )
 
     def complete(self, prompt: str, stop: Stop = "\n", **kwargs: Any) -> str:
         """Generate after ``prompt`` (a str or chat messages): greedy (``temperature=0``, the default) or

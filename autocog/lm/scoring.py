@@ -30,7 +30,6 @@ Left None, the backend's own setting holds (`TfLM.max_batch_tokens`) and the key
 from __future__ import annotations
 
 import sys
-from collections import OrderedDict
 from dataclasses import dataclass
 from functools import partial
 from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, Optional, Sequence
@@ -55,7 +54,6 @@ if TYPE_CHECKING:  # pragma: no cover
 
 DEFAULT_BATCH_SIZE = 16
 PROGRESS_THRESHOLD = 50  # requests: a bar is shown by default on runs at least this long (on a terminal)
-UNCONDITIONAL_CACHE_SIZE = 256  # choice sets whose unconditional (pmi) log-probs a model keeps
 
 # (prompt tokens, trie): what `ChoiceLM.evaluate_trees` scores.
 TreeJob = tuple[list[int], "TokenChoiceTree"]
@@ -164,7 +162,7 @@ def score_trees(
                 tree=tree,
                 strategy=strategy,
                 info=dict(info),
-                greedy=tree.greedy_choices(),
+                is_greedy=tree.is_greedy(),
             )
         )
     return results
@@ -174,33 +172,29 @@ def _unconditional(
     lm: Any, checked: list[CheckedRequest], jobs: list[TreeJob], evaluate: Evaluator
 ) -> dict[int, list[list[float]]]:
     """``pmi``: the choices' log-probs after ``lm.unconditional_tokens()``, once per set of choice tokens (one
-    ``evaluate`` call for the sets this batch adds), cached on the model (a bounded LRU)."""
+    ``evaluate`` call for the sets this batch adds), kept in ``lm.unconditional_cache`` (an `LRU`)."""
     wanted = [k for k, c in enumerate(checked) if c.normalization == "pmi"]
     if not wanted:
         return {}
-    cache: OrderedDict = lm.__dict__.setdefault("_unconditional_cache", OrderedDict())
+    cache = lm.unconditional_cache
     context = list(lm.unconditional_tokens())
     keys = {
         k: (tuple(context), tuple(tuple(jobs[k][1].nodes[n].token for n in path) for path in jobs[k][1].paths))
         for k in wanted
     }
-    missing: dict[tuple, int] = {}
+    found: dict[tuple, list[list[float]]] = {}
     for k in wanted:
-        if keys[k] not in cache and keys[k] not in missing:
-            missing[keys[k]] = k
+        value = cache.get(keys[k])
+        if value is not None:
+            found[keys[k]] = value
+    missing = list(dict.fromkeys(keys[k] for k in wanted if keys[k] not in found))
     if missing:
         from autocog.core.trie import TokenChoiceTree as Trie
 
         trees = [Trie([list(p) for p in key[1]]) for key in missing]
         for key, tree, lp in zip(missing, trees, evaluate([(list(context), t) for t in trees])):
-            cache[key] = tree.choice_logprobs(lp)
-    out = {}
-    for k in wanted:
-        cache.move_to_end(keys[k])
-        out[k] = [list(x) for x in cache[keys[k]]]
-    while len(cache) > UNCONDITIONAL_CACHE_SIZE:
-        cache.popitem(last=False)
-    return out
+            found[key] = cache[key] = tree.choice_logprobs(lp)
+    return {k: [list(x) for x in found[keys[k]]] for k in wanted}
 
 
 def shared_prefix(jobs: Sequence[TreeJob]) -> int:

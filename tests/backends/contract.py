@@ -236,12 +236,12 @@ class ScoringContract:
             assert lm.choose(prompt, choices, normalization=normalization, end=end) == one.index
             assert_logprobs_close(lm.choice_logprobs(prompt, choices, end=end), one.token_logprobs, self.batch_atol)
 
-    reports_greedy = True  # local backends see every row, so ChoiceResult.greedy is never None
+    reports_greedy = True  # local backends see every row, so ChoiceResult.is_greedy is never None
 
     def test_greedy_flags_match_the_argmax_of_every_row(self, lm):
         prompt = "Question: What is the capital of France?\nAnswer:"
         if not self.reports_greedy:  # a backend without the rows says so: None, never a guess
-            assert lm.choice_distribution(prompt, [" Paris", " Rome"]).greedy is None
+            assert lm.choice_distribution(prompt, [" Paris", " Rome"]).is_greedy is None
             return
         ids = lm.tokenize(prompt, bos=True)
         greedy_tokens: list[int] = []
@@ -260,7 +260,7 @@ class ScoringContract:
             lm.choice_distribution(prompt, choices),
             list(score(lm, [ScoreRequest("x", [" a", " b"]), ScoreRequest(prompt, choices)]))[1],
         ):
-            assert result.greedy == expected
+            assert result.is_greedy == expected
         assert any(expected), "the model's own greedy continuation must be flagged greedy"
 
     # --- normalization and priors, once, after the model --------------------------------------------

@@ -1,4 +1,5 @@
-"""`LLaMa`'s batch primitive: the choice tries of several prompts in one ``llama_decode``.
+"""`LLaMa`'s batch primitive: the choice tries of several prompts in one ``llama_decode``; and `decode_entries`,
+the one decode-and-read loop of both of LLaMa's tree decoders (this one and `LLaMa.decode_chunk`).
 
 Opt-in (``LLaMa(group_tokens=N)``): equal to one by one to 1e-5 on F32 weights, up to 0.3 nats off on
 quantized SmolLM2, as much as llama.cpp's own results move with the shape of its decodes (docs/scoring.md,
@@ -23,16 +24,54 @@ decodes (earlier tokens stay in the KV cache).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Sequence
+from typing import TYPE_CHECKING, Callable, Hashable, Iterable, Optional, Sequence
 
 import numpy as np
 
-from autocog.lm.llama.cache import _row_logsumexp
+from autocog.lm.llama.cache import row_logsumexp
 from autocog.lm.scoring import TreeJob, shared_prefix
 
 if TYPE_CHECKING:  # pragma: no cover
     from autocog.core.trie import TokenChoiceTree
     from autocog.lm.llama.cache import LlamaPrefixCache
+
+
+# One token of a decode: (token, position, sequence ids, tag). A tag that is not None asks for the token's logits
+# and names the row it gives to the reader (`decode_entries`).
+Entry = tuple[int, int, Sequence[int], Optional[Hashable]]
+Reader = Callable[[list, np.ndarray, np.ndarray], object]
+
+
+def decode_entries(cache: LlamaPrefixCache, entries: Iterable[Entry], read: Reader) -> None:
+    """Decode ``entries`` in order, ``batch.capacity`` tokens per ``llama_decode``. After each decode,
+    ``read(tags, logits, norms)``: the tags of the tokens that asked for logits, their logits rows (float32,
+    [len(tags), n_vocab]) and each row's log-sum-exp (float64), so that the log-probs are ``logits - norms``."""
+    batch = cache.batch
+    row, tags = 0, []
+    rows_read: list[int] = []
+    for token, pos, seqs, tag in entries:
+        batch.token[row] = token
+        batch.pos[row] = pos
+        batch.n_seq_id[row] = len(seqs)
+        batch.seq_id[row, : len(seqs)] = seqs
+        batch.logits[row] = tag is not None
+        if tag is not None:
+            tags.append(tag)
+            rows_read.append(row)
+        row += 1
+        if row == batch.capacity:
+            _decode_and_read(cache, row, tags, rows_read, read)
+            row, tags, rows_read = 0, [], []
+    if row:
+        _decode_and_read(cache, row, tags, rows_read, read)
+
+
+def _decode_and_read(cache: LlamaPrefixCache, n_tokens: int, tags: list, rows_read: list[int], read: Reader) -> None:
+    cache.batch.struct.n_tokens = n_tokens
+    cache.decode()
+    if tags:
+        logits = np.stack([cache.logits(row) for row in rows_read])
+        read(tags, logits, row_logsumexp(logits))
 
 
 @dataclass
@@ -48,25 +87,14 @@ class JobPlan:
 
     @classmethod
     def build(cls, prompt_tokens: list[int], tree: TokenChoiceTree, first_seq: int) -> JobPlan:
-        inner = tree.internal_nodes()
-        is_inner = set(inner)
-        tips = [i for i in inner if not any(c in is_inner for c in tree.nodes[i].children.values())]
+        tips = tree.tips()
         seqs = list(range(first_seq, first_seq + max(1, len(tips))))
-        seqs_of: dict[int, list[int]] = {}
-        for s, tip in zip(seqs, tips):
-            node = tip
-            while node >= 0:
-                seqs_of.setdefault(node, []).append(s)
-                node = tree.nodes[node].parent
-        return cls(prompt_tokens, tree, inner, seqs_of, seqs)
+        return cls(prompt_tokens, tree, tree.internal_nodes(), tree.tips_above(tips, first_seq), seqs)
 
 
 def job_size(prompt_tokens: Sequence[int], tree: TokenChoiceTree, shared: int) -> tuple[int, int]:
     """(sequences, KV cells) a job needs in a packed decode after a shared prefix of ``shared`` tokens."""
-    inner = tree.internal_nodes()
-    is_inner = set(inner)
-    tips = sum(1 for i in inner if not any(c in is_inner for c in tree.nodes[i].children.values()))
-    return max(1, tips), len(prompt_tokens) - shared + len(inner)
+    return max(1, len(tree.tips())), len(prompt_tokens) - shared + len(tree.internal_nodes())
 
 
 def fits_one_decode(job: TreeJob, max_seqs: int, max_cells: int) -> bool:
@@ -116,11 +144,11 @@ class PackedDecode:
         self.n_seqs = next_seq - 1
         if self.n_seqs > cache.n_seq_max - 1:
             raise ValueError(f"a packed decode needs {self.n_seqs} sequences but the context has {cache.n_seq_max - 1}")
-        self.out = [np.full(len(tree.nodes), np.nan, dtype=np.float64) for _, tree in jobs]
+        self.out = [tree.empty_logprobs() for _, tree in jobs]
 
-    def stream(self):
-        """The tokens to decode, in order: (token, position, sequence ids, output) where output is None or
-        (job, inner node index or -1 for the prompt's last token)."""
+    def stream(self) -> Iterable[Entry]:
+        """The tokens to decode, in order; a tag (job, inner node index or -1 for the prompt's last token) on
+        the tokens whose logits are read."""
         shared = self.shared
         for k, plan in enumerate(self.plans):
             rest = plan.prompt_tokens[shared:]
@@ -140,7 +168,7 @@ class PackedDecode:
                     cache.copy_prompt(s, self.shared)
             else:
                 cache.reset()
-            self.decode_all()
+            decode_entries(cache, self.stream(), self.read)
         except BaseException:
             cache.reset()
             raise
@@ -149,36 +177,14 @@ class PackedDecode:
                 cache.remove(s, -1)
         return self.out
 
-    def decode_all(self) -> None:
-        batch = self.cache.batch
-        row, outputs = 0, []
-        for token, pos, seqs, output in self.stream():
-            batch.token[row] = token
-            batch.pos[row] = pos
-            batch.n_seq_id[row] = len(seqs)
-            batch.seq_id[row, : len(seqs)] = seqs
-            batch.logits[row] = output is not None
-            if output is not None:
-                outputs.append((row, output))
-            row += 1
-            if row == batch.capacity:
-                self.decode(row, outputs)
-                row, outputs = 0, []
-        if row:
-            self.decode(row, outputs)
-
-    def decode(self, n_tokens: int, outputs: list[tuple[int, tuple[int, int]]]) -> None:
-        cache = self.cache
-        cache.batch.struct.n_tokens = n_tokens
-        cache.decode()
-        if not outputs:
-            return
-        rows = np.stack([cache.logits(row) for row, _ in outputs])
-        norms = _row_logsumexp(rows)
-        argmax = rows.argmax(axis=1)
-        for r, (_, (k, index)) in enumerate(outputs):
-            tree, out = self.plans[k].tree, self.out[k]
-            tree.record_argmax([index], [int(argmax[r])])
-            children = tree.roots.values() if index < 0 else tree.nodes[index].children.values()
-            for child in children:
-                out[child] = float(rows[r, tree.nodes[child].token]) - norms[r]
+    def read(self, tags: list[tuple[int, int]], logits: np.ndarray, norms: np.ndarray) -> None:
+        """The rows of one decode into the jobs' node log-probs (a job's rows are consecutive)."""
+        start = 0
+        while start < len(tags):
+            k = tags[start][0]
+            end = start
+            while end < len(tags) and tags[end][0] == k:
+                end += 1
+            rows = [index for _, index in tags[start:end]]
+            self.plans[k].tree.read_rows(rows, logits[start:end], norms[start:end], out=self.out[k])
+            start = end

@@ -9,11 +9,11 @@ from typing import Optional, Sequence
 import numpy as np
 
 from autocog.core.checks import check_context
-from autocog.core.tokens import common_prefix_length
+from autocog.core.prefix_cache import PrefixCache
 from autocog.errors import TransientError
 
 
-def _row_logsumexp(rows: np.ndarray) -> np.ndarray:
+def row_logsumexp(rows: np.ndarray) -> np.ndarray:
     """float64 log-sum-exp of each row of float32 logits (exp in float32, sums in float64: ~1e-8 off, 5x faster)."""
     top = rows.max(axis=-1, keepdims=True)
     sums = np.exp(rows - top).sum(axis=-1, dtype=np.float64)
@@ -58,8 +58,9 @@ class _Batch:
         return n
 
 
-class LlamaPrefixCache:
-    """A llama.cpp context whose sequence 0 holds the KV of the last token sequence evaluated.
+class LlamaPrefixCache(PrefixCache):
+    """A llama.cpp context whose sequence 0 holds the KV of the last token sequence evaluated (the keep/reset
+    decision is `autocog.core.prefix_cache.PrefixCache`'s).
 
     `extend(tokens)` returns the logits (float32, [n_vocab]) at the last position of ``tokens``, reusing the
     KV of the longest common prefix with the previous sequence and decoding only the rest. Any failure
@@ -124,28 +125,32 @@ class LlamaPrefixCache:
 
     # --- the prefix cache ------------------------------------------------------------------------
     def extend(self, tokens: Sequence[int]) -> np.ndarray:
-        tokens = list(tokens)
         if not tokens:
             raise ValueError("nothing to evaluate: the token list is empty")
         self._check_open()
         check_context(len(tokens), self.n_ctx)
-        common = common_prefix_length(self.tokens, tokens)
-        if common == len(tokens) == len(self.tokens) and self.last_logits is not None:
-            return self.last_logits
-        keep = min(common, len(tokens) - 1)  # the last token is decoded again to get its logits
+        return super().extend(tokens)
+
+    def truncate(self, keep: int) -> int:
         try:
             if not self.remove(-1, keep):  # partial removal refused (recurrent models): start over
                 self.llama_cpp.llama_memory_clear(self.memory, False)
                 keep = 0
-            self.tokens, self.last_logits = tokens[:keep], None
+        except BaseException:
+            self.reset()
+            raise
+        self.tokens, self.last_logits = self.tokens[:keep], None
+        return keep
+
+    def run_rest(self, tokens: list[int], keep: int) -> np.ndarray:
+        try:
             for start in range(keep, len(tokens), self.n_batch):
                 chunk = tokens[start : start + self.n_batch]
                 last = start + len(chunk) == len(tokens)
                 self.batch.fill_sequence(chunk, start, last)
                 self.decode()
                 self.tokens = tokens[: start + len(chunk)]
-            self.last_logits = self.logits(self.batch.struct.n_tokens - 1).copy()
+            return self.logits(self.batch.struct.n_tokens - 1).copy()
         except BaseException:
             self.reset()
             raise
-        return self.last_logits

@@ -20,11 +20,11 @@ from __future__ import annotations
 
 import ctypes
 from pathlib import Path
-from typing import Any, Optional, Sequence, Union
+from typing import Any, Iterator, Optional, Sequence, Union
 
 import numpy as np
 
-from autocog.core.tokens import LLAMA_CPP, TokenVocabulary
+from autocog.core.tokens import LLAMA_CPP, FragmentEncoder, TokenVocabulary
 from autocog.core.trie import TokenChoiceTree
 from autocog.errors import (
     BackendNotInstalledError,
@@ -34,7 +34,8 @@ from autocog.errors import (
     missing_backend,
 )
 from autocog.lm.choice import ChoiceLM
-from autocog.lm.llama.cache import LlamaPrefixCache, _row_logsumexp
+from autocog.lm.llama.batch import Entry, PackedDecode, decode_entries, fits_one_decode, pack_groups
+from autocog.lm.llama.cache import LlamaPrefixCache, row_logsumexp
 from autocog.lm.scoring import TreeJob
 
 DEFAULT_N_SEQ_MAX = 256  # capped by llama_max_parallel_sequences(); a batch of prompts needs one per trie tip
@@ -90,7 +91,7 @@ class LLaMa(ChoiceLM):
         self._llama_cpp = llama_cpp
         self._vocab = llama_cpp.llama_model_get_vocab(model.model)
         self._n_vocab = int(llama_cpp.llama_vocab_n_tokens(self._vocab))
-        self._add_bos = bool(llama_cpp.llama_vocab_get_add_bos(self._vocab))
+        add_bos = bool(llama_cpp.llama_vocab_get_add_bos(self._vocab))
         bos = int(llama_cpp.llama_vocab_bos(self._vocab))
         self._bos = bos if bos >= 0 else None
         # recurrent states cannot share cells between sequences: those models take the generic tree walk
@@ -100,7 +101,8 @@ class LLaMa(ChoiceLM):
         self._eos = {t for t in range(self._n_vocab) if llama_cpp.llama_vocab_is_eog(self._vocab, t)}
         self._pieces: dict[int, bytes] = {}
         self.cache = LlamaPrefixCache(llama_cpp, self._new_context(n_seq_max), self._n_vocab)
-        self._fragment_anchor = self._find_fragment_anchor()
+        prefix = [self._bos] if add_bos and self._bos is not None else []
+        self.encoder = FragmentEncoder(self.encode_raw, self.detokenize, prefix=prefix)
 
     @classmethod
     def create(
@@ -163,7 +165,8 @@ class LLaMa(ChoiceLM):
             pass
 
     # --- tokens --------------------------------------------------------------------------------
-    def _raw_tokenize(self, text: str) -> list[int]:
+    def encode_raw(self, text: str) -> list[int]:
+        """llama.cpp's ids of ``text``, no BOS added (`tokenize` builds on it)."""
         data = text.encode("utf-8")
         if not data:
             return []
@@ -178,12 +181,6 @@ class LLaMa(ChoiceLM):
             size = -n
         raise RuntimeError(f"llama.cpp failed to tokenize {text!r}")
 
-    def _find_fragment_anchor(self) -> list[int]:
-        """SentencePiece models put a space in front of a text; tokenizing after an anchor avoids it."""
-        if self.detokenize(self._raw_tokenize("a")) == "a":
-            return []
-        return self._raw_tokenize("\n")
-
     def tokenize(self, text: str, bos: bool = False) -> list[int]:
         """Token ids of ``text``; ``bos=True`` prepends BOS when the model adds one. Special-token text
         (``"<|im_start|>"``) becomes the special token, as with transformers' tokenizers.
@@ -193,14 +190,7 @@ class LLaMa(ChoiceLM):
         >>> lm.tokenize("a", bos=True)[0] == lm.bos_token_id         # doctest: +SKIP
         True
         """
-        ids = self._raw_tokenize(text)
-        if self._fragment_anchor:
-            anchored = self._raw_tokenize("\n" + text)
-            if anchored[: len(self._fragment_anchor)] == self._fragment_anchor:
-                ids = anchored[len(self._fragment_anchor) :]
-        if bos and self._add_bos and self._bos is not None and ids[:1] != [self._bos]:  # BOS once
-            ids = [self._bos] + ids
-        return ids
+        return self.encoder.tokenize(text, bos)
 
     def apply_chat_template(self, messages: Sequence[dict], add_generation_prompt: bool = True) -> str:
         """The GGUF's ``tokenizer.chat_template`` (or ``chat_template=``) rendered as transformers renders it,
@@ -293,7 +283,7 @@ class LLaMa(ChoiceLM):
     # --- evaluation ----------------------------------------------------------------------------
     def greedy_impl(self, tokens: list[int]) -> np.ndarray:
         logits = self.cache.extend(tokens)
-        return (logits.astype(np.float64) - _row_logsumexp(logits[None])[0]).astype(np.float32)
+        return (logits.astype(np.float64) - row_logsumexp(logits[None])[0]).astype(np.float32)
 
     def is_transient(self, error: BaseException) -> bool:
         return isinstance(error, TransientError) or super().is_transient(error)
@@ -308,19 +298,14 @@ class LLaMa(ChoiceLM):
         if self._recurrent:
             return super().evaluate_tree(prompt_tokens, tree)
         cache = self.cache
-        n_prompt = len(prompt_tokens)
-        out = np.full(len(tree.nodes), np.nan, dtype=np.float64)
         first = cache.extend(prompt_tokens)
-        norm = _row_logsumexp(first[None])[0]
-        tree.record_argmax([-1], [int(np.argmax(first))])
-        for index in tree.roots.values():
-            out[index] = float(first[tree.nodes[index].token]) - norm
+        out = tree.read_rows([-1], first[None], row_logsumexp(first[None]))
         if not tree.internal_nodes():
             return out
-        chunks = self._leaf_chunks(tree, cache.n_seq_max - 1, cache.n_ctx - n_prompt)
+        chunks = self.tip_chunks(tree, cache.n_seq_max - 1, cache.n_ctx - len(prompt_tokens))
         try:
-            for leaves in chunks:
-                self._decode_chunk(tree, leaves, n_prompt, out)
+            for paths in chunks:
+                self.decode_chunk(tree, paths, len(prompt_tokens), out)
         except BaseException:
             cache.reset()
             raise
@@ -334,8 +319,6 @@ class LLaMa(ChoiceLM):
         jobs = [(list(prompt_tokens), tree) for prompt_tokens, tree in jobs]
         if len(jobs) <= 1 or self._recurrent or type(self).evaluate_tree is not LLaMa.evaluate_tree:
             return super().evaluate_trees(jobs)
-        from autocog.lm.llama.batch import fits_one_decode, pack_groups
-
         out: list[np.ndarray] = []
         max_seqs, max_cells = self.cache.n_seq_max - 1, self.cache.n_ctx
         group_tokens = max(0, self.group_tokens)
@@ -351,32 +334,20 @@ class LLaMa(ChoiceLM):
 
     def packed_decode(self, jobs: list[TreeJob]) -> list[np.ndarray]:
         """Several prompts' tries in one ``llama_decode`` per ``n_batch`` tokens (`llama_batch.PackedDecode`)."""
-        from autocog.lm.llama.batch import PackedDecode
-
         return PackedDecode(self.cache, jobs).run()
 
     @staticmethod
-    def _leaf_chunks(tree: TokenChoiceTree, max_seqs: int, max_cells: int) -> list[list[list[int]]]:
-        """The root-to-tip node paths of the trie's inner nodes (a tip: an inner node with no inner child;
-        leaves are never decoded, their log-probs come from their parent's logits), grouped: at most
-        ``max_seqs`` tips and ``max_cells`` unique nodes per group. Tips are sorted by their tokens so that
-        groups share prefixes."""
+    def tip_chunks(tree: TokenChoiceTree, max_seqs: int, max_cells: int) -> list[list[list[int]]]:
+        """The root-to-tip node paths of the trie (`TokenChoiceTree.tips`: leaves are never decoded, their
+        log-probs come from their parent's logits), grouped: at most ``max_seqs`` tips and ``max_cells`` unique
+        nodes per group. Tips are sorted by their tokens so that groups share prefixes."""
         if max_seqs < 1:
             raise ValueError("LLaMa needs n_seq_max >= 2 to evaluate a choice tree")
-        leaves = [
-            n.index for n in tree.nodes if n.children and not any(tree.nodes[c].children for c in n.children.values())
-        ]
-        paths = [tree.path_tokens(index) for index in leaves]
-        order = sorted(range(len(leaves)), key=lambda k: paths[k])
+        paths = [tree.lineage(tip) for tip in tree.tips()]
         chunks: list[list[list[int]]] = []
         current: list[list[int]] = []
         nodes: set[int] = set()
-        for k in order:
-            path, index = [], leaves[k]
-            while index >= 0:
-                path.append(index)
-                index = tree.nodes[index].parent
-            path.reverse()
+        for path in sorted(paths, key=lambda p: [tree.nodes[i].token for i in p]):
             new = [i for i in path if i not in nodes]
             if current and (len(current) == max_seqs or len(nodes) + len(new) > max_cells):
                 chunks.append(current)
@@ -390,42 +361,23 @@ class LLaMa(ChoiceLM):
         chunks.append(current)
         return chunks
 
-    def _decode_chunk(self, tree: TokenChoiceTree, paths: list[list[int]], n_prompt: int, out: np.ndarray) -> None:
+    def decode_chunk(self, tree: TokenChoiceTree, paths: list[list[int]], n_prompt: int, out: np.ndarray) -> None:
         """Copy the prompt to sequences 1..len(paths), decode the union of the paths (each node tagged with
-        the sequences of the paths through it), read the log-probs of the children of inner nodes, then
-        drop sequences 1..len(paths)."""
-        cache, batch = self.cache, self.cache.batch
-        seqs: dict[int, list[int]] = {}
-        for s, path in enumerate(paths, start=1):
-            for index in path:
-                seqs.setdefault(index, []).append(s)
-        nodes = sorted(seqs)  # parents come before children in the trie's node order
+        the sequences of the paths through it), read the rows of the inner nodes whose children have no
+        log-prob yet into ``out``, then drop sequences 1..len(paths)."""
+        cache = self.cache
+        seqs = tree.tips_above([path[-1] for path in paths], first=1)  # nodes in order: parents first
+
+        def entries() -> Iterator[Entry]:
+            for index, ids in seqs.items():
+                node = tree.nodes[index]
+                wanted = any(np.isnan(out[c]) for c in node.children.values())
+                yield node.token, n_prompt + node.depth - 1, ids, index if wanted else None
+
         for s in range(1, len(paths) + 1):
             cache.copy_prompt(s, n_prompt)
         try:
-            for start in range(0, len(nodes), batch.capacity):
-                part = nodes[start : start + batch.capacity]
-                outputs = []
-                for row, index in enumerate(part):
-                    node = tree.nodes[index]
-                    ids = seqs[index]
-                    batch.token[row] = node.token
-                    batch.pos[row] = n_prompt + node.depth - 1
-                    batch.n_seq_id[row] = len(ids)
-                    batch.seq_id[row, : len(ids)] = ids
-                    wanted = [c for c in node.children.values() if np.isnan(out[c])]
-                    batch.logits[row] = 1 if wanted else 0
-                    if wanted:
-                        outputs.append((row, index, wanted))
-                batch.struct.n_tokens = len(part)
-                cache.decode()
-                if outputs:
-                    rows = np.stack([cache.logits(row) for row, _, _ in outputs])
-                    norms = _row_logsumexp(rows)
-                    tree.record_argmax([index for _, index, _ in outputs], rows.argmax(axis=1).tolist())
-                    for k, (_, _, children) in enumerate(outputs):
-                        for child in children:
-                            out[child] = float(rows[k, tree.nodes[child].token]) - norms[k]
+            decode_entries(cache, entries(), lambda rows, logits, norms: tree.read_rows(rows, logits, norms, out=out))
         finally:
             for s in range(1, len(paths) + 1):
                 cache.remove(s, -1)

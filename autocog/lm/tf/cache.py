@@ -3,13 +3,15 @@ logits at its last position, so that a new call pays only for the tokens after t
 Also the two spellings of transformers' cache argument (``cache`` since 5.x, ``past_key_values`` before).
 Every name here is also importable from `autocog.lm.tf.model`.
 
->>> cache = PrefixCache(model)                                  # doctest: +SKIP
+>>> cache = TfPrefixCache(model)                                # doctest: +SKIP
 >>> logits = cache.extend(tokenizer.encode("Hello world"))      # doctest: +SKIP
 """
 
 from __future__ import annotations
 
-from autocog.core.tokens import common_prefix_length
+from typing import Any
+
+from autocog.core.prefix_cache import PrefixCache
 
 
 def cache_kwarg(model) -> str:
@@ -30,43 +32,35 @@ def output_cache(out):
     return kv if kv is not None else out.past_key_values
 
 
-class PrefixCache:
-    """The KV cache of the last token sequence a model evaluated, and the logits at its last position.
+class TfPrefixCache(PrefixCache):
+    """The KV cache (a transformers ``Cache``, ``kv``) of the last token sequence a model evaluated, and the
+    logits at its last position (the keep/reset decision is `autocog.core.prefix_cache.PrefixCache`'s).
 
     `extend(tokens)` returns the last-position logits of ``tokens``, reusing the KV of the longest common
     prefix with the previous sequence. Any failure resets it, so it never holds a stale state.
     """
 
-    def __init__(self, model):
+    def __init__(self, model: Any):
         self.model = model
         self.cache_kwarg = cache_kwarg(model)
         self.reset()
 
     def reset(self) -> None:
         self.tokens: list[int] = []
-        self.kv = None
-        self.last_logits = None
+        self.kv: Any = None
+        self.last_logits: Any = None
         self.evaluated = 0  # tokens run through the model since creation (for accounting)
 
-    def truncate(self, keep: int) -> None:
+    def truncate(self, keep: int) -> int:
         if self.kv is not None and self.kv.get_seq_length() > keep:
             # negative = number of tokens to drop (transformers 4.x and 5.x agree on this form)
             self.kv.crop(keep - self.kv.get_seq_length())
         if len(self.tokens) > keep:
             self.tokens = self.tokens[:keep]
             self.last_logits = None
-
-    def reusable(self, tokens: list[int]) -> int:
-        """Drop what ``tokens`` cannot reuse; return how many of its tokens stay cached. All of them only when
-        the last logits are known too, else at least one token is left to run."""
-        common = common_prefix_length(self.tokens, tokens)
-        if common == len(tokens) == len(self.tokens) and self.last_logits is not None:
-            return common
-        keep = min(common, len(tokens) - 1)
-        self.truncate(keep)
         return keep
 
-    def run(self, tokens: list[int], keep: int, **model_kwargs):
+    def run(self, tokens: list[int], keep: int, **model_kwargs: Any) -> Any:
         """Feed ``tokens[keep:]`` (plus whatever ``model_kwargs`` adds) on top of the cached ``tokens[:keep]``."""
         import torch
 
@@ -80,14 +74,10 @@ class PrefixCache:
         self.tokens = list(tokens)
         return out
 
-    def extend(self, tokens: list[int]):
+    def run_rest(self, tokens: list[int], keep: int) -> Any:
         import torch
 
-        keep = self.reusable(tokens)
-        if keep == len(tokens):
-            return self.last_logits
         new = torch.tensor([tokens[keep:]], dtype=torch.long, device=self.model.device)
         out = self.run(tokens, keep, input_ids=new, logits_to_keep=1)
         self.evaluated += new.shape[1]
-        self.last_logits = out.logits[0, -1]
-        return self.last_logits
+        return out.logits[0, -1]

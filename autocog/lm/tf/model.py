@@ -1,6 +1,6 @@
 """`TfLM`: Hugging Face transformers causal language models.
 
-Fast paths: the KV of the longest common prefix with the previous call is kept (`PrefixCache`), so
+Fast paths: the KV of the longest common prefix with the previous call is kept (`TfPrefixCache`), so
 programs and decoding loops only pay for new tokens; `evaluate_tree` scores the whole choice trie in one
 forward pass over the cached prompt, with a 4D tree attention mask (each trie token sees the prompt and
 its own ancestors) and depth-based position ids; `evaluate_trees` scores many prompts' tries in one
@@ -15,12 +15,12 @@ from typing import Any, Optional, Sequence, Union
 
 import numpy as np
 
-from autocog.core.tokens import HUGGINGFACE, TokenVocabulary
+from autocog.core.tokens import HUGGINGFACE, FragmentEncoder, TokenVocabulary
 from autocog.core.trie import TokenChoiceTree
 from autocog.errors import ModelNotFoundError, missing_backend
 from autocog.lm.choice import ChoiceLM
 from autocog.lm.scoring import TreeJob, shared_prefix
-from autocog.lm.tf.cache import PrefixCache, cache_kwarg, output_cache
+from autocog.lm.tf.cache import TfPrefixCache, cache_kwarg, output_cache
 
 DEFAULT_MAX_BATCH_TOKENS = 4096  # rows x padded row length of one packed pass
 LOGITS_BUDGET_BYTES = 512 * 2**20  # at most this much float32 logits per packed pass (batches shrink)
@@ -46,8 +46,8 @@ __all__ = [
     "DEFAULT_MAX_BATCH_TOKENS",
     "LOGITS_BUDGET_BYTES",
     "PRETRAINED_KEYS",
-    "PrefixCache",
     "TfLM",
+    "TfPrefixCache",
     "cache_kwarg",
     "output_cache",
     "packed_layout",
@@ -90,9 +90,10 @@ class TfLM(ChoiceLM):
         self.tokenizer = tokenizer
         self.chat_template = chat_template  # None: the tokenizer's own
         self.device = self.model.device
-        self.cache = PrefixCache(self.model)
-        self._special_prefix = self._find_special_prefix()
-        self._fragment_anchor = self._find_fragment_anchor()
+        self.cache = TfPrefixCache(self.model)
+        self.encoder = FragmentEncoder(
+            self.encode_raw, self.tokenizer.decode, prefix=self._find_special_prefix(), encode_many=self.encode_raw_many
+        )
 
     @classmethod
     def create(
@@ -149,20 +150,16 @@ class TfLM(ChoiceLM):
                 return full[:start]
         return []
 
-    def _find_fragment_anchor(self) -> list[int]:
-        """SentencePiece tokenizers add a space in front of a fragment; tokenizing after an anchor avoids it."""
-        if self.tokenizer.decode(self.tokenizer.encode("a", add_special_tokens=False)) == "a":
-            return []
-        return self.tokenizer.encode("\n", add_special_tokens=False)
+    def encode_raw(self, text: str) -> list[int]:
+        """The tokenizer's ids of ``text``, no special token added (`tokenize` builds on it)."""
+        return self.tokenizer.encode(text, add_special_tokens=False)
+
+    def encode_raw_many(self, texts: list[str]) -> list[list[int]]:
+        return self.tokenizer(texts, add_special_tokens=False)["input_ids"]
 
     def tokenize(self, text: str, bos: bool = False) -> list[int]:
-        if self._fragment_anchor:
-            ids = self.tokenizer.encode("\n" + text, add_special_tokens=False)[len(self._fragment_anchor) :]
-        else:
-            ids = self.tokenizer.encode(text, add_special_tokens=False)
-        if bos and ids[: len(self._special_prefix)] != self._special_prefix:  # BOS once (a chat template may write it)
-            ids = self._special_prefix + ids
-        return ids
+        """Token ids of ``text`` as a fragment (`autocog.core.tokens.FragmentEncoder`); ``bos``: BOS once in front."""
+        return self.encoder.tokenize(text, bos)
 
     def apply_chat_template(self, messages: Sequence[dict], add_generation_prompt: bool = True) -> str:
         """The tokenizer's own ``apply_chat_template(messages, tokenize=False)`` (or ``chat_template=``'s).
@@ -188,10 +185,7 @@ class TfLM(ChoiceLM):
             raise ChatTemplateError(f"the chat template failed: {error}") from error
 
     def tokenize_batch(self, texts: Sequence[str]) -> list[list[int]]:
-        anchor = self._fragment_anchor
-        prefix = "\n" if anchor else ""
-        encoded = self.tokenizer([prefix + text for text in texts], add_special_tokens=False)["input_ids"]
-        return [ids[len(anchor) :] for ids in encoded]
+        return self.encoder.fragments(texts)
 
     def detokenize(self, tokens: Sequence[int]) -> str:
         return self.tokenizer.decode(
@@ -289,14 +283,7 @@ class TfLM(ChoiceLM):
         else:
             rows = cache.last_logits.new_empty((0, cache.last_logits.shape[-1]))
         logprobs = torch.log_softmax(torch.cat([cache.last_logits.float()[None], rows.float()]), dim=-1)
-        # row 0: after the prompt; row 1 + k: after internal node internal[k]
-        tree.record_argmax([-1] + internal, logprobs.argmax(dim=-1).tolist())
-        row_of = {node: k + 1 for k, node in enumerate(internal)}
-        parent_rows = torch.tensor(
-            [row_of[n.parent] if n.parent >= 0 else 0 for n in tree.nodes], device=logprobs.device
-        )
-        tokens = torch.tensor(tree.tokens, device=logprobs.device)
-        return logprobs[parent_rows, tokens].double().cpu().numpy()
+        return tree.read_rows([-1] + internal, logprobs)  # row 0: after the prompt; row 1 + k: after internal[k]
 
     # --- many prompts at once ------------------------------------------------------------------
     def evaluate_trees(self, jobs: Sequence[TreeJob], max_batch_tokens: Optional[int] = None) -> list[np.ndarray]:
@@ -382,17 +369,11 @@ class TfLM(ChoiceLM):
                 )
                 logits = out.logits
                 del out, past
-                results = []
-                for a, ((_, tree), inner) in enumerate(zip(jobs, inners)):
+                results = [
                     # row 0 of logits[a]: after the prompt; row 1 + k: after inner node inner[k]
-                    row_of = {node: k + 1 for k, node in enumerate(inner)}
-                    parent_rows = [row_of[n.parent] if n.parent >= 0 else 0 for n in tree.nodes]
-                    lp = torch.log_softmax(logits[a, : 1 + len(inner)].float(), dim=-1)
-                    tree.record_argmax([-1] + inner, lp.argmax(dim=-1).tolist())
-                    picked = lp[
-                        torch.tensor(parent_rows, device=lp.device), torch.tensor(tree.tokens, device=lp.device)
-                    ]
-                    results.append(picked.double().cpu().numpy())
+                    tree.read_rows([-1] + inner, torch.log_softmax(logits[a, : 1 + len(inner)].float(), dim=-1))
+                    for a, ((_, tree), inner) in enumerate(zip(jobs, inners))
+                ]
         except BaseException:
             cache.reset()
             raise
