@@ -270,14 +270,14 @@ def test_two_threads_with_different_limits_do_not_interfere(tiny_tf, monkeypatch
 def test_llama_max_batch_tokens_caps_group_tokens(monkeypatch):
     """On LLaMa a call's limit caps ``group_tokens`` (tokens per grouped decode) for that call only."""
     pytest.importorskip("llama_cpp")
-    import autocog.lm.llama.batch as llama_batch
+    import autocog.lm.llama.model as llama_model
     from autocog.gguf.models import tiny_llama_gguf
     from autocog.lm import LLaMa
 
     lm = LLaMa(**LLaMa.create(model_path=tiny_llama_gguf(), n_ctx=512), group_tokens=256)
     budgets = []
-    real = llama_batch.pack_groups
-    monkeypatch.setattr(llama_batch, "pack_groups", lambda *args: budgets.append(args[3]) or real(*args))
+    real = llama_model.pack_groups
+    monkeypatch.setattr(llama_model, "pack_groups", lambda *args: budgets.append(args[3]) or real(*args))
     prompts = make_prompts(6, seed=2)
     capped = predict_proba(lm, prompts, CHOICES, max_batch_tokens=40)
     default = predict_proba(lm, prompts, CHOICES)
