@@ -305,6 +305,7 @@ class Explorer:
         walk = DepthFirst(lm)
         request = ScoreRequest(prompt, options, step.normalization, step.end)
         result = score_trees(lm, [request], evaluate=walk, strategy="prefix")[0]
+        assert result.tree is not None  # the trie path always keeps its tree
         result.info["cached"] = walk.cached_per_choice(result.tree)
         return result
 
