@@ -2,7 +2,7 @@
 
 The names a user reaches for first, each imported on first use (``import autocog`` loads no backend):
 
-* models: `load`, `LM`, `GreedyLM`, `ChoiceLM`, `TfLM`, `LLaMa`, `OpenAI`, `SamplingParams`;
+* models: `load`, `register_backend`, `LM`, `GreedyLM`, `ChoiceLM`, `TfLM`, `LLaMa`, `OpenAI`, `SamplingParams`;
 * scoring: `score`, `ScoreRequest`, `ChoiceResult`; the batch API `predict_proba`, `predict`,
   `predict_proba_examples`, `predict_examples`; evaluation `evaluate`, `load_items`;
 * structured output: `generate` with `Regex`, `Lark`, `GBNF`; programs: `Program`, `Text`, `Complete`, `Choose`;
@@ -24,6 +24,7 @@ __version__ = "0.1.0"
 # public name -> the module that defines it; a name that maps to itself is a submodule
 _PUBLIC = {
     "load": "autocog.lm.registry",
+    "register_backend": "autocog.lm.registry",
     "LM": "autocog.lm.base",
     "GreedyLM": "autocog.lm.greedy",
     "ChoiceLM": "autocog.lm.choice",
@@ -66,6 +67,7 @@ __all__ = [
     "LLaMa",
     "LM",
     "load",
+    "register_backend",
     "load_items",
     "OpenAI",
     "predict",
@@ -93,7 +95,7 @@ if TYPE_CHECKING:  # pragma: no cover - what type checkers and IDEs see; at run 
     from autocog.lm.base import LM
     from autocog.lm.choice import ChoiceLM
     from autocog.lm.greedy import GreedyLM
-    from autocog.lm.registry import load
+    from autocog.lm.registry import load, register_backend
     from autocog.lm.scoring import score
     from autocog.structured.generate import generate
     from autocog.structured.types import GBNF, Lark, Regex

@@ -33,6 +33,8 @@ import autocog.lm_eval  # registers the lm-eval model "autocog"
 from autocog.eval.evaluate import evaluate
 from plugin import plugin_program
 
+pytestmark = pytest.mark.slow  # subprocesses and an lm-eval run (~45 s)
+
 weights, folder, task, regex = sys.argv[1:]
 lm = autocog.lm.load("mine", model=weights)
 results = lm_eval.simple_evaluate(
