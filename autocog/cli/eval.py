@@ -73,6 +73,11 @@ def add_eval(command: Callable[..., Parser]) -> None:
         "message, the choices start the assistant's reply (their leading space dropped)",
     )
     p.add_argument("--confidence", type=open_interval, default=0.95, help="interval level (default 0.95)")
+    p.add_argument(
+        "--f32-cache",
+        action="store_true",
+        help="several --model: llama.cpp with an F32 KV cache, so the table measures the weights alone",
+    )
     p.add_argument("--plot", metavar="FILE.png", help="write the calibration plot")
     p.add_argument("--json", metavar="FILE", help="write the full report, per question, as JSON ('-': stdout)")
     p.set_defaults(func=cmd_eval)

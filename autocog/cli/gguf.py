@@ -135,20 +135,21 @@ def model_specs(args: argparse.Namespace) -> list:
     return [parse_model_spec(m, args.backend) for m in models]
 
 
-# A backend that takes llama.cpp's KV-cache types gets an F32 cache (GGML_TYPE_F32 = 0) in a comparison: the
-# comparison then measures the weights' drift, not the cache's.
+# ``--f32-cache``: a backend that takes llama.cpp's KV-cache types gets an F32 cache (GGML_TYPE_F32 = 0), so that a
+# comparison measures the weights' drift, not the cache's (perplexity always uses it). Off by default, so that a
+# comparison's rows equal ``autocog eval`` on each model alone.
 F32_CACHE = {"type_k": 0, "type_v": 0}
 
 
-def load_kwargs(args: argparse.Namespace, specs: list) -> dict:
+def load_kwargs(args: argparse.Namespace, specs: list, f32_cache: bool = True) -> dict:
     """Per-backend load arguments of the backends in ``specs``: the model options each takes
-    (`autocog.cli.base.backend_options`), and `F32_CACHE` where it applies."""
+    (`autocog.cli.base.backend_options`), and with ``f32_cache`` `F32_CACHE` where it applies."""
     from autocog.lm.registry import backend_keywords
 
     out = {}
     for backend in dict.fromkeys(spec.backend for spec in specs):
         options = backend_options(args, backend, strict=len(specs) == 1)
-        if set(F32_CACHE) <= backend_keywords(backend):
+        if f32_cache and set(F32_CACHE) <= backend_keywords(backend):
             options.update(F32_CACHE)
         out[backend] = options
     return out
@@ -163,7 +164,7 @@ def run_comparison(args: argparse.Namespace, items: list, normalizations: list, 
     from autocog.eval.compare import compare
 
     specs = model_specs(args)
-    kwargs = load_kwargs(args, specs)
+    kwargs = load_kwargs(args, specs, f32_cache=bool(getattr(args, "f32_cache", False)))
     result = compare(
         specs,
         items,

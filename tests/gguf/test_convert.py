@@ -520,6 +520,7 @@ def test_cli_convert_quantize_eval_card(tmp_path, capsys):
                 f"llama:{tmp_path / 't-q8.gguf'}",
                 "--limit",
                 "6",
+                "--f32-cache",
                 "--plot",
                 str(tmp_path / "c.png"),
                 "--json",
@@ -532,7 +533,7 @@ def test_cli_convert_quantize_eval_card(tmp_path, capsys):
     assert "t-f32.gguf (llama)" in out and "t-q8.gguf (llama)" in out and "KL" in out
     data = json.loads((tmp_path / "c.json").read_text())
     assert [m["backend"] for m in data["models"]] == ["tf", "llama", "llama"]
-    assert data["models"][1]["mean_abs_delta_logprob"] < 1e-3  # F32 KV cache in comparisons
+    assert data["models"][1]["mean_abs_delta_logprob"] < 1e-3  # --f32-cache: F32 weights, F32 KV cache
     assert (
         main(
             [
