@@ -54,9 +54,13 @@ class Retry:
         recover: Optional[Callable[[BaseException], None]] = None,
         wait: Optional[Callable[[BaseException], float]] = None,
         sleep: Callable[[float], None] = time.sleep,
+        describe: Callable[[BaseException], str] = lambda e: f"{type(e).__name__}: {e}",
+        on_retry: Optional[Callable[[BaseException, int, float], None]] = None,
     ) -> T:
         """``fn()``, retried on transient errors. ``recover(error)`` runs before each retry (clear caches);
-        ``wait(error)``: the least pause the error asks for. ``what`` names the call in the final error."""
+        ``wait(error)``: the least pause the error asks for. ``what`` names the call in the final error;
+        ``describe(error)``: an attempt's line in it. ``on_retry(error, attempt, pause)`` runs before each
+        sleep (log it, or make other threads pause as well)."""
         began = time.monotonic()
         attempts: list[str] = []
         while True:
@@ -65,7 +69,7 @@ class Retry:
             except Exception as error:
                 if not is_transient(error):
                     raise
-                attempts.append(f"{type(error).__name__}: {error}")
+                attempts.append(describe(error))
                 pause = self.sleep_for(len(attempts), wait(error) if wait else 0.0)
                 elapsed = time.monotonic() - began
                 over_time = self.max_time is not None and elapsed + pause >= self.max_time
@@ -75,4 +79,6 @@ class Retry:
                     ) from error
                 if recover is not None:
                     recover(error)
+                if on_retry is not None:
+                    on_retry(error, len(attempts), pause)
                 sleep(pause)

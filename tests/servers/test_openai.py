@@ -275,7 +275,7 @@ def test_tiny_single_token_choices_take_one_request(tiny_api, tiny_local):
     reference = tiny_local.choice_distribution(prompt, choices)
     assert_same_distribution(result, reference)
     # Now the server holds this very prompt: the row is asked for after a one-token reset request, so that
-    # the server evaluates the prompt as a batch again (see OpenAI._next).
+    # the server evaluates the prompt as a batch again (see `Requests.next`).
     tiny_api.clear_cache()
     again = tiny_api.choice_distribution(prompt, choices, strategy="echo")
     assert again.info["requests"] == 2 and again.info["fill_requests"] == 1
@@ -413,7 +413,7 @@ def test_tiny_never_forces_a_token_that_ends_inside_a_character(tiny_api):
     vocabulary = tiny_api.vocabulary()
     token = min(vocabulary.trailing)
     with pytest.raises(StrategyUnavailableError, match="ends inside a UTF-8 character"):
-        tiny_api._next("Hello", {token: 100.0})
+        tiny_api.session.requests.next("Hello", {token: 100.0})
     assert tiny_api.complete("Hello", max_tokens=2) is not None  # the server still answers
 
 
@@ -620,7 +620,7 @@ def test_smol_pmi_equals_llama(smol_server, smol_local, strategy):
     # token is BOS (it leaves BOS out of a forced token's log-probs) and the same context is sent as text.
     assert smol_local.unconditional_tokens() == [1]
     lm = OpenAI(model="smollm2", base_url=smol_server.base_url)
-    assert lm.unconditional_prompt == "<|im_start|>" and lm._server_bos == 1
+    assert lm.unconditional_prompt == "<|im_start|>" and lm.dialect.server_bos == 1
     for prompt, choices in (BOUNDARY_CASES[0], EASY_FACTS[5][:2]):
         expected = smol_local.choice_distribution(prompt, choices, normalization="pmi")
         r = lm.choice_distribution(prompt, choices, normalization="pmi", strategy=strategy)

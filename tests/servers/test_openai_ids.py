@@ -15,7 +15,7 @@ def test_only_leaves_are_sent_and_prefixes_read_from_them():
     assert item.leaf == [2, 2, 2, 3, 4]
 
 
-class _FakeLM:
+class _FakeSession:
     def __init__(self, concurrency):
         self.concurrency = concurrency
         self.requests = Counter()
@@ -25,7 +25,7 @@ class _FakeLM:
 def test_prompts_stay_whole_and_fill_the_slots(concurrency, expected):
     items = [_leaves(_Item([1], [[2], [3]])) for _ in range(6)]
     sequences = [(i, j) for i, item in enumerate(items) for j in item.leaves]
-    packs = IdEcho(_FakeLM(concurrency))._pack(items, sequences)
+    packs = IdEcho(_FakeSession(concurrency))._pack(items, sequences)
     assert [len({i for i, _ in p}) for p in packs] == expected  # prompts per request
     assert [s for p in packs for s in p] == sequences
 
@@ -33,7 +33,7 @@ def test_prompts_stay_whole_and_fill_the_slots(concurrency, expected):
 def test_a_prompt_larger_than_a_request_is_split():
     items = [_leaves(_Item([1], [[k] for k in range(2, 12)]))]
     sequences = [(0, j) for j in items[0].leaves]
-    packs = IdEcho(_FakeLM(1), max_sequences=4)._pack(items, sequences)
+    packs = IdEcho(_FakeSession(1), max_sequences=4)._pack(items, sequences)
     assert [len(p) for p in packs] == [4, 4, 2]
 
 

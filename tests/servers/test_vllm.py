@@ -164,7 +164,7 @@ def test_batch_concurrency_is_bounded_and_used(vllm_server):
     lm.probe()
     flight = {"now": 0, "max": 0}
     lock = threading.Lock()
-    send = lm._completion_request
+    send = lm.session.requests.completion
 
     def counting(prompt, body, extra):
         with lock:
@@ -177,7 +177,7 @@ def test_batch_concurrency_is_bounded_and_used(vllm_server):
             with lock:
                 flight["now"] -= 1
 
-    lm._completion_request = counting
+    lm.session.requests.completion = counting
     requests = [ScoreRequest(f"Item {k}: the color is", [" red", " green", " blue"]) for k in range(12)]
     before = lm.requests["completions"]
     results = lm.score_batch(requests)

@@ -3,7 +3,7 @@
 bias on their tokens: one request scores a whole path). Searches: ``best-first``, ``greedy``, ``full`` (see
 docs/openai.md).
 
->>> token_logprobs, info, tree = Descent(lm, "2+2=", ["4", "5"], "full").run()     # doctest: +SKIP
+>>> token_logprobs, info, tree = Descent(session).score("2+2=", ["4", "5"], "full")     # doctest: +SKIP
 """
 
 from __future__ import annotations
@@ -17,16 +17,25 @@ from autocog.core.trie import TokenChoiceTree
 from autocog.errors import InvalidChoicesError, StrategyUnavailableError
 from autocog.lm.openai.ids import id_context
 from autocog.lm.openai.parsing import Next, produced, unique_pieces
-from autocog.lm.openai.requests import BIAS
+from autocog.lm.openai.requests import BIAS, WHOLE_VOCABULARY
 from autocog.lm.openai.rows import first_row, refine
 
 if TYPE_CHECKING:  # pragma: no cover
-    from autocog.lm.openai.client import OpenAI
-
-WHOLE_VOCABULARY = 1 << 20
+    from autocog.lm.openai.session import Session
 
 
 class Descent:
+    """The descent strategy on a `Session`: `score` walks the trie of texts after a prompt text."""
+
+    def __init__(self, session: Session):
+        self.session = session
+
+    def score(self, prompt_text: str, texts: list[str], search: str) -> tuple[list[list[float]], dict, TokenChoiceTree]:
+        """(token log-probs, info, tree): what `DescentCall.run` gives."""
+        return DescentCall(self.session, prompt_text, texts, search).run()
+
+
+class DescentCall:
     """One descent over the trie of ``texts`` after ``prompt_text``.
 
     Node values: ``exact`` (node -> log-prob), ``bound`` (node -> an upper bound while not exact); ``evaluated``
@@ -34,9 +43,10 @@ class Descent:
     walk), ``taken`` (parent -> the child a walk or a greedy step went through).
     """
 
-    def __init__(self, lm: OpenAI, prompt_text: str, texts: list[str], search: str):
-        self.lm, self.prompt_text, self.texts, self.search = lm, prompt_text, texts, search
-        self.tokenizer = lm.tokenizer
+    def __init__(self, session: Session, prompt_text: str, texts: list[str], search: str):
+        self.session, self.prompt_text, self.texts, self.search = session, prompt_text, texts, search
+        self.requests = session.requests
+        self.tokenizer = session.tokenizer
         token_lists = self.tokenizer.encode_many(texts)
         for j, tokens in enumerate(token_lists):
             if not tokens:
@@ -46,8 +56,8 @@ class Descent:
                 "two choices tokenize to the same tokens once the prompt's trailing whitespace is moved into them"
             )
         unique = sorted({t for ts in token_lists for t in ts})
-        self.pieces = dict(zip(unique, lm._map(lm._piece, unique)))
-        self.tree = TokenChoiceTree(token_lists, lm._piece)
+        self.pieces = dict(zip(unique, session.transport.map(session.piece, unique)))
+        self.tree = TokenChoiceTree(token_lists, session.piece)
         self.nodes = self.tree.nodes
         self.exact: dict[int, float] = {}
         self.bound: dict[int, float] = {}
@@ -56,11 +66,11 @@ class Descent:
         self.taken: dict[int, int] = {}
         self.order = itertools.count()
         self.prompt_ids = self.tokenizer.encode(prompt_text) if any(len(p) > 1 for p in self.tree.paths) else []
-        self.pre = lm.probe()["bias"] == "pre"
-        self.walks = lm.wide and not lm.chat and self.pre
-        self.ambiguous = lm.ambiguous_texts()
-        self.top = lm.top_logprobs
-        self.id_prefix = id_context(lm, prompt_text)
+        self.pre = session.probe()["bias"] == "pre"
+        self.walks = session.dialect.grammar and not session.chat and self.pre
+        self.ambiguous = session.ambiguous_texts()
+        self.top = session.top_logprobs
+        self.id_prefix = id_context(session, prompt_text)
 
     def run(self) -> tuple[list[list[float]], dict, TokenChoiceTree]:
         winner = None
@@ -89,12 +99,12 @@ class Descent:
     def context_of(self, parent: int) -> Any:
         """The text to send for the row of ``parent``'s children: the prompt and the path's text, which the server
         must split into the prompt's tokens and then the path's (contexts go as text)."""
-        lm, prompt = self.lm, self.prompt_text
+        session, prompt = self.session, self.prompt_text
         if self.id_prefix is not None:  # vLLM: token ids, never re-tokenized
             return self.id_prefix + ([] if parent < 0 else self.tree.path_tokens(parent))
         if parent < 0:
             return prompt
-        if lm.chat:
+        if session.chat:
             raise StrategyUnavailableError(
                 "the chat endpoint cannot continue a partial reply, so descent scores only the first token of "
                 f"a reply; scoring past {self.piece(parent)!r} needs a completions model (or choices "
@@ -110,11 +120,11 @@ class Descent:
             j = self.choice_through(parent)
             raise StrategyUnavailableError(
                 f"choice {j} ({self.texts[j]!r}) has tokens that split a UTF-8 character, and a text prompt cannot "
-                f"end inside one: descent cannot score past {context[len(prompt) :]!r} on {lm.base_url}"
+                f"end inside one: descent cannot score past {context[len(prompt) :]!r} on {session.base_url}"
             )
         if self.tokenizer.encode(context) != self.prompt_ids + path:
             j = self.choice_through(parent)
-            raise lm._merged(j, self.texts[j], "descent")
+            raise session.merged(j, self.texts[j], "descent")
         return context
 
     def below(self, parent: int, within: Optional[int]) -> list[int]:
@@ -138,7 +148,7 @@ class Descent:
     # --- requests -------------------------------------------------------------------------------------
     def expand(self, parent: int) -> None:
         kids = self.children_of(parent)
-        first, values, bounds = first_row(self.lm, self.context_of(parent), [self.spec(k) for k in kids])
+        first, values, bounds = first_row(self.session, self.context_of(parent), [self.spec(k) for k in kids])
         self.evaluated[parent] = first
         self.exact.update(values)
         self.bound.update(bounds)
@@ -149,7 +159,7 @@ class Descent:
         if self.pre:
             todo = [index]  # one request per child: the biased token's exact log-prob
         self.exact.update(
-            refine(self.lm, self.context_of(parent), [self.spec(k) for k in todo], self.evaluated.get(parent))
+            refine(self.session, self.context_of(parent), [self.spec(k) for k in todo], self.evaluated.get(parent))
         )
         for k in todo:
             self.bound.pop(k, None)
@@ -187,11 +197,11 @@ class Descent:
         if any("\x00" in x for x in suffixes):
             return False  # llama.cpp's grammar parser ends a literal at NUL: the rest would be unconstrained
         bias = {self.nodes[i].token: BIAS for j in chosen for i in self.tree.paths[j][depth:]}
-        steps = self.lm._walk_request(
+        steps = self.requests.walk(
             context, suffixes, bias, max(len(self.tree.paths[j]) - depth for j in chosen), self.top
         )
         if not steps:
-            raise self.lm._no_logprobs(context)
+            raise self.session.no_logprobs(context)
         self._follow(parent, steps)
         return True
 
@@ -229,7 +239,9 @@ class Descent:
         missing = [k for k in self.children_of(parent) if k not in self.exact]
         if self.walks and len(missing) > 1:
             bias = {self.nodes[k].token: BIAS for k in missing}
-            self.read_row(missing, self.lm._next(self.context_of(parent), bias, partial="drop", k=WHOLE_VOCABULARY).top)
+            self.read_row(
+                missing, self.requests.next(self.context_of(parent), bias, partial="drop", k=WHOLE_VOCABULARY).top
+            )
         if index not in self.exact and self.walks:
             self.walk(parent, index)
         if index not in self.exact:
@@ -240,22 +252,22 @@ class Descent:
         """The first AutoCog's descent: at a branching node, a bias on the children makes the server produce the
         best of them (whatever it reports); on llama.cpp one walk goes all the way down. A choice that ends where
         longer ones go on wins under ``sum`` (its extensions only add negative log-probs)."""
-        lm, nodes = self.lm, self.nodes
+        session, nodes = self.session, self.nodes
         node = -1
         while node < 0 or not nodes[node].ends:
             kids = self.children_of(node)
             if len(kids) > 1 and node not in self.taken and not (self.walks and self.walk(node) and node in self.taken):
                 context = self.context_of(node)
-                nxt = lm._next(context, {nodes[k].token: BIAS for k in kids})
+                nxt = self.requests.next(context, {nodes[k].token: BIAS for k in kids})
                 if nxt.token is None:
-                    raise lm._no_logprobs(context)
+                    raise session.no_logprobs(context)
                 match = produced(kids, self.piece, nxt.token)
                 if len(match) != 1:
                     raise StrategyUnavailableError(
                         f"the server produced {nxt.token!r}, which matches {len(match)} of the choice tokens "
                         f"{[self.piece(k) for k in kids]}: greedy descent cannot tell which won"
                     )
-                if self.pre:
+                if self.pre and nxt.logprob is not None:
                     self.exact[match[0]] = nxt.logprob
                     self.read_row(kids, nxt.top)
                 self.taken[node] = match[0]
@@ -322,7 +334,7 @@ class Descent:
             bounded.append(values)
         tree.set_logprobs([exact.get(i, math.nan) for i in range(len(nodes))])
         info = {
-            "bias": self.lm.probe()["bias"],
+            "bias": self.session.probe()["bias"],
             "exact": [all(i in exact for i in p) for p in tree.paths],
             "nodes_scored": len(exact),
             "nodes": len(nodes),

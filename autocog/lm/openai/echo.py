@@ -2,7 +2,7 @@
 its tokens read back where the probe found them (``"direct"``: ``token_logprobs``; ``"shifted"``: the previous
 position's ``top_logprobs``). docs/openai.md explains what each server answers.
 
->>> EchoScorer(lm, "Q: 2+2?\\nA:", [" 4", " 5"]).run()[0]          # doctest: +SKIP
+>>> EchoByText(session).score("Q: 2+2?\\nA:", [" 4", " 5"])[0]          # doctest: +SKIP
 [[-0.3], [-2.1]]
 """
 
@@ -13,18 +13,26 @@ from typing import TYPE_CHECKING, Optional
 
 from autocog.errors import StrategyUnavailableError, TokenizerMismatchError
 from autocog.lm.openai.parsing import Echo
-from autocog.lm.openai.requests import BIAS
+from autocog.lm.openai.requests import BIAS, WHOLE_VOCABULARY
 from autocog.lm.openai.rows import refine
-from autocog.lm.openai.special import dropped_bos
 
 if TYPE_CHECKING:  # pragma: no cover
-    from autocog.lm.openai.client import OpenAI
-
-WHOLE_VOCABULARY = 1 << 20
+    from autocog.lm.openai.session import Session
 
 
-class EchoScorer:
-    """Per-token log-probs of ``texts`` after ``prompt_text`` by echo, for one call of `OpenAI`.
+class EchoByText:
+    """The echo strategy on a `Session`: `score` gives the per-token log-probs of texts after a prompt text."""
+
+    def __init__(self, session: Session):
+        self.session = session
+
+    def score(self, prompt_text: str, texts: list[str]) -> tuple[list[list[float]], dict]:
+        """(token log-probs of each text, info): what `EchoCall.run` gives."""
+        return EchoCall(self.session, prompt_text, texts).run()
+
+
+class EchoCall:
+    """Per-token log-probs of ``texts`` after ``prompt_text`` by echo, for one call.
 
     Fields: ``known`` (texts scored by earlier calls), ``single`` (texts that are one token after the prompt, read
     from the prompt's next-token row on llama.cpp), ``leaves`` (texts echoed; their prefixes are read from them),
@@ -32,23 +40,33 @@ class EchoScorer:
     whose value no echo gave: one fill request per context).
     """
 
-    def __init__(self, lm: OpenAI, prompt_text: str, texts: list[str]):
-        self.lm, self.prompt_text, self.texts = lm, prompt_text, texts
-        self.layout = lm.probe()["echo"]
-        self.top = lm.top_logprobs if self.layout == "shifted" or lm.wide else 1
-        self.ambiguous = lm.ambiguous_texts()  # texts that name several tokens in a row: read by id instead
-        self.known = lm._cached(prompt_text, texts)
+    def __init__(self, session: Session, prompt_text: str, texts: list[str]):
+        self.session, self.prompt_text, self.texts = session, prompt_text, texts
+        self.wide = session.dialect.wide
+        self.layout = session.probe()["echo"]
+        self.top = session.top_logprobs if self.layout == "shifted" or self.wide else 1
+        self.ambiguous = session.ambiguous_texts()  # texts that name several tokens in a row: read by id instead
+        self.known = self.cached()
         self.single = self._single_tokens([j for j in range(len(texts)) if j not in self.known])
         rest = [j for j in range(len(texts)) if j not in self.known and j not in self.single]
         self.rest = rest
         self.leaves = [j for j in rest if not any(texts[o] != texts[j] and texts[o].startswith(texts[j]) for o in rest)]
         self.regions: dict[int, tuple[Echo, list]] = {}  # text -> (echo, the entry index of each token or None)
         self.ids = self._token_ids()
-        self.bos = dropped_bos(lm) if self.ids is not None else None
+        self.bos = session.dialect.dropped_bos(session) if self.ids is not None else None
         if self.ids is not None and self.ids["prompt"][:1] == [self.bos] and self.bos is not None:
             self.layout = "direct"  # llama_cpp.server aligns the echo of a prompt that starts with its BOS
         self.second: list[int] = []
         self.missing: dict[str, dict[str, list[tuple[int, int]]]] = {}
+
+    def cached(self) -> dict[int, tuple[list[str], list[float]]]:
+        """{index: (pieces, log-probs)} of the texts already scored after the prompt (the session's LRU)."""
+        known = {}
+        for j, text in enumerate(self.texts):
+            hit = self.session.scored.get((self.prompt_text, text))
+            if hit is not None:
+                known[j] = hit
+        return known
 
     def run(self) -> tuple[list[list[float]], dict]:
         texts = self.texts
@@ -59,7 +77,7 @@ class EchoScorer:
         self._check_pieces(pieces)
         for j in range(len(texts)):
             if j not in self.known:
-                self.lm._remember((self.prompt_text, texts[j]), (pieces[j], token_logprobs[j]))
+                self.session.scored[(self.prompt_text, texts[j])] = (pieces[j], token_logprobs[j])
         info = {
             "layout": self.layout,
             "echo_requests": len(self.leaves) + len(self.second),
@@ -76,13 +94,13 @@ class EchoScorer:
     def _single_tokens(self, candidates: list[int]) -> dict[int, int]:
         """{index: token id} of the texts the server splits, after the prompt, into exactly one token that spells
         the text (only where one request can return a whole next-token row: llama.cpp)."""
-        lm, texts = self.lm, self.texts
-        if not lm.wide or not candidates:
+        session, texts = self.session, self.texts
+        if not self.wide or not candidates:
             return {}
-        encoded = lm.tokenizer.encode_many([self.prompt_text] + [self.prompt_text + texts[j] for j in candidates])
+        encoded = session.tokenizer.encode_many([self.prompt_text] + [self.prompt_text + texts[j] for j in candidates])
         head, out = encoded[0], {}
         for j, ids in zip(candidates, encoded[1:]):
-            if len(ids) == len(head) + 1 and ids[:-1] == head and lm._piece(ids[-1]) == texts[j]:
+            if len(ids) == len(head) + 1 and ids[:-1] == head and session.piece(ids[-1]) == texts[j]:
                 out[j] = ids[-1]
         return out
 
@@ -90,10 +108,12 @@ class EchoScorer:
         """On llama.cpp with the server's own tokenizer: {"prompt": ids, j: the ids of text j after the prompt}, so
         that echoed entries are matched by id (a token that is part of a character or a special token has no text
         of its own to match); None elsewhere, or when a text merges with the prompt."""
-        lm = self.lm
-        if not (lm.wide and lm.tokenizer.is_server and self.rest):
+        session = self.session
+        if not (session.dialect.echo_by_ids and session.tokenizer.is_server and self.rest):
             return None
-        encoded = lm.tokenizer.encode_many([self.prompt_text] + [self.prompt_text + self.texts[j] for j in self.rest])
+        encoded = session.tokenizer.encode_many(
+            [self.prompt_text] + [self.prompt_text + self.texts[j] for j in self.rest]
+        )
         ids: dict = {"prompt": encoded[0]}
         for j, full in zip(self.rest, encoded[1:]):
             if full[: len(encoded[0])] != encoded[0] or len(full) == len(encoded[0]):
@@ -107,12 +127,13 @@ class EchoScorer:
         if self.ids is None:
             found = region(echo, self.texts[k], self.texts[j])
             return None if found is None else list(range(*found))
-        return entries(echo, self.ids["prompt"], self.ids[k], self.ids[j], self.bos, self.lm.vocabulary())
+        return entries(echo, self.ids["prompt"], self.ids[k], self.ids[j], self.bos, self.session.vocabulary())
 
     def _echo_leaves(self) -> None:
         """One echo per leaf, in parallel; a prefix text reads its tokens from a longer text's echo, else its own."""
-        lm, texts, prompt = self.lm, self.texts, self.prompt_text
-        answers = dict(zip(self.leaves, lm._map(lambda j: lm._echo_request(prompt + texts[j], self.top), self.leaves)))
+        session, texts, prompt = self.session, self.texts, self.prompt_text
+        echo, fan = session.requests.echo, session.transport.map
+        answers = dict(zip(self.leaves, fan(lambda j: echo(prompt + texts[j], self.top), self.leaves)))
         for j in self.rest:
             sources = [j] if j in answers else [k for k in self.leaves if texts[k].startswith(texts[j])]
             for k in sources:
@@ -122,13 +143,13 @@ class EchoScorer:
                     break
             else:
                 if j in answers:
-                    raise lm._merged(j, texts[j])
+                    raise session.merged(j, texts[j])
                 self.second.append(j)  # a prefix the longer choices' tokens do not split at: its own request
-        for j, echo in zip(self.second, lm._map(lambda j: lm._echo_request(prompt + texts[j], self.top), self.second)):
-            found = self._locate(echo, j, j)
+        for j, answer in zip(self.second, fan(lambda j: echo(prompt + texts[j], self.top), self.second)):
+            found = self._locate(answer, j, j)
             if found is None:
-                raise lm._merged(j, texts[j])
-            self.regions[j] = (echo, found)
+                raise session.merged(j, texts[j])
+            self.regions[j] = (answer, found)
 
     def _read(self) -> tuple[list[list[float]], list[list[str]]]:
         """The values the echoes give (NaN where none: recorded in ``missing``) and each text's token pieces."""
@@ -153,7 +174,7 @@ class EchoScorer:
                     raise StrategyUnavailableError(
                         f"choice {j} ({texts[j]!r}) holds a token with no text of its own (part of a character or "
                         "a special token) whose log-prob the echo does not give, and a text prompt cannot end there: "
-                        f"it cannot be scored exactly on {self.lm.base_url}"
+                        f"it cannot be scored exactly on {self.session.base_url}"
                     )
             for position, (context, token, value) in enumerate(slots):
                 if value is None:
@@ -181,7 +202,7 @@ class EchoScorer:
         """Values echo did not give: one next-token request per context. On llama.cpp it asks for the whole
         vocabulary's log-probs, so it fills every gap at that context; elsewhere logit_bias reveals the rest.
         ``ids``: token ids already known by token text (the others are encoded)."""
-        for (_context, wanted), found in self.lm._map(
+        for (_context, wanted), found in self.session.transport.map(
             lambda item: (item, self._fill_one(item, ids)), list(self.missing.items())
         ):
             for token, places in wanted.items():
@@ -189,14 +210,14 @@ class EchoScorer:
                     token_logprobs[j][k] = found[token]
 
     def _fill_one(self, item: tuple[str, dict], ids: dict[str, int]) -> dict[str, float]:
-        lm = self.lm
+        session = self.session
         context, wanted = item
-        pre = lm.probe()["bias"] == "pre"
+        pre = session.probe()["bias"] == "pre"
 
         def token_id(text: str) -> int:
             if text in ids:
                 return ids[text]
-            found = lm.tokenizer.encode(text)
+            found = session.tokenizer.encode(text)
             if len(found) != 1:
                 raise StrategyUnavailableError(
                     f"echo gave no log-prob for token {text!r} and the tokenizer cannot name its id"
@@ -207,28 +228,28 @@ class EchoScorer:
         # and never EOS, which llama_cpp.server answers without log-probs) and leaves the top log-probs
         # unbiased. Reported after it: an unbiased request first, then `refine`.
         bias = {token_id(t): BIAS for t in wanted} if pre else None
-        nxt = lm._next(context, bias, k=WHOLE_VOCABULARY if lm.wide else None, fresh=True)
+        nxt = session.requests.next(context, bias, k=WHOLE_VOCABULARY if self.wide else None, fresh=True)
         if nxt.token is None and not nxt.top:
-            raise lm._no_logprobs(context)
+            raise session.no_logprobs(context)
         found = {t: nxt.top[t] for t in wanted if t in nxt.top and t not in self.ambiguous}
         if nxt.logprob is not None and (nxt.token in wanted or (pre and len(wanted) == 1)):
             found[nxt.token if nxt.token in wanted else next(iter(wanted))] = nxt.logprob  # by id
         rest = [t for t in wanted if t not in found]
         if rest:
-            found.update(refine(lm, context, [(t, token_id(t), t) for t in rest], None if pre else nxt))
+            found.update(refine(session, context, [(t, token_id(t), t) for t in rest], None if pre else nxt))
         return found
 
     def _check_pieces(self, pieces: list[list[str]]) -> None:
         """With a local tokenizer, the server's split of each choice must be the tokenizer's."""
-        lm = self.lm
-        tokenizer = lm._tokenizer
-        if tokenizer is None or tokenizer.is_server:
+        session = self.session
+        tokenizer = session.local_tokenizer
+        if tokenizer is None:
             return
         for j, text in enumerate(self.texts):
-            local = [lm._piece(t) for t in tokenizer.encode(text)]
+            local = [session.piece(t) for t in tokenizer.encode(text)]
             if all("\ufffd" not in p for p in local) and local != pieces[j]:
                 raise TokenizerMismatchError(
-                    f"choice {j} ({text!r}): the server at {lm.base_url} (model {lm.model!r}) splits it as "
+                    f"choice {j} ({text!r}): the server at {session.base_url} (model {session.model!r}) splits it as "
                     f"{pieces[j]} but the tokenizer {tokenizer!r} as {local}"
                 )
 
@@ -243,7 +264,8 @@ def entries(
     kept = [t for t in prompt + echoed if t != bos]
     if len(echo.tokens) not in (len(kept), len(kept) + 1):
         return None
-    at, i = [], sum(1 for t in prompt if t != bos)
+    at: list[Optional[int]] = []
+    i = sum(1 for t in prompt if t != bos)
     for t in text:
         if t == bos:
             at.append(None)

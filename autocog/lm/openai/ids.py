@@ -12,7 +12,7 @@ that is there, keyed by its id (exact whatever its rank; vLLM reports raw log-pr
 A choice whose ids are a prefix of another choice's ids (``" 1"`` and ``" 10"``) is read from the longer
 one's sequence: only the trie's leaves are sent.
 
->>> scorer = IdEcho(lm)                                                     # doctest: +SKIP
+>>> scorer = IdEcho(session)                                                     # doctest: +SKIP
 >>> values, info = scorer.score([("2+2=", ["4", "5"]), ("3+3=", ["6", "7"])])[0]   # doctest: +SKIP
 >>> info["requests"]                                                        # doctest: +SKIP
 1
@@ -25,6 +25,9 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Optional, Sequence
 
+from autocog.core.checks import split_boundary
+from autocog.core.normalization import normalize_scores
+from autocog.core.types import ChoiceResult
 from autocog.errors import (
     ContextLengthError,
     InvalidChoicesError,
@@ -34,57 +37,33 @@ from autocog.errors import (
 from autocog.lm.openai.transport import CALL_COUNTER
 
 if TYPE_CHECKING:  # pragma: no cover
-    from autocog.lm.openai.client import OpenAI
+    from autocog.lm.openai.session import Session
+    from autocog.lm.scoring import CheckedRequest
 
 MAX_SEQUENCES = 64  # sequences per request: beyond this, a request only delays the first answers
 MAX_TOKENS = 32768  # tokens per request (prompt tokens of all its sequences)
 
 
-def takes_token_ids(lm: OpenAI) -> tuple[bool, str]:
-    """Whether ``lm``'s server scores token-id prompts exactly, with the reason (said in ``result.info``)."""
-    if lm.chat:
+def takes_token_ids(session: Session) -> tuple[bool, str]:
+    """Whether the server scores token-id prompts exactly, with the reason (said in ``result.info``)."""
+    if session.chat:
         return False, "the chat endpoint takes messages, not token ids"
-    if lm.server != "vllm":
-        return False, (
-            f"the server ({lm.server}) is not known to take token-id prompts and lists of prompts "
-            "(llama_cpp.server refuses them)"
-        )
-    return True, (
-        "vLLM takes lists of token-id prompts and reports each prompt token's log-prob by id "
-        "(prompt_logprobs): exact, the local prompt/choice boundary, several choices and prompts per "
-        "request"
-    )
+    dialect = session.dialect
+    return dialect.token_id_prompts, dialect.token_ids_reason()
 
 
-def id_context(lm: OpenAI, prompt_text: str) -> Optional[list[int]]:
+def id_context(session: Session, prompt_text: str) -> Optional[list[int]]:
     """The ids of ``prompt_text`` as a descent context (BOS included) where the server takes token ids, else
     None (contexts then go as text and the server must split them the same way)."""
-    if not takes_token_ids(lm)[0]:
+    if not takes_token_ids(session)[0]:
         return None
-    ids = lm.tokenize(prompt_text, bos=True)
+    ids = session.tokenize(prompt_text, bos=True)
     if not ids:
         raise StrategyUnavailableError(
             "the model adds no BOS and the prompt is empty: no log-prob predicts the first choice token "
             "(pass unconditional_prompt= for 'pmi')"
         )
     return ids
-
-
-def strategy_reason(lm: OpenAI, requested: str, strategy: str, fallback: Optional[str] = None) -> str:
-    """Why ``strategy`` ran (``result.info["reason"]``) when token-id echo did not apply."""
-    caps = lm.probe()
-    if requested != "auto":
-        return f"{strategy}: requested"
-    if fallback:
-        return f"auto: descent: echo could not score these choices ({fallback})"
-    if strategy == "echo":
-        why = (
-            "one request per choice in parallel, the next-token row for one-token choices"
-            if lm.wide
-            else "one request per choice in parallel"
-        )
-        return f"auto: echo (text): the probe found exact echo log-probs ({caps['echo_reason']}); {why}"
-    return f"auto: descent: echo is not exact here ({caps['echo_reason']}); logit_bias {caps['bias_reason']}"
 
 
 @dataclass
@@ -98,13 +77,14 @@ class _Item:
 
 
 class IdEcho:
-    """Scores (prompt text, continuation texts) pairs by token ids through ``lm``'s transport (see module).
+    """Scores (prompt text, continuation texts) pairs by token ids through a session's transport (see module).
 
-    ``max_sequences``/``max_tokens``: the most sequences / prompt tokens in one request.
+    ``session`` needs ``concurrency`` for `_pack` alone; ``max_sequences``/``max_tokens``: the most sequences /
+    prompt tokens in one request.
     """
 
-    def __init__(self, lm: OpenAI, max_sequences: int = MAX_SEQUENCES, max_tokens: int = MAX_TOKENS):
-        self.lm = lm
+    def __init__(self, session: Session, max_sequences: int = MAX_SEQUENCES, max_tokens: int = MAX_TOKENS):
+        self.session = session
         self.max_sequences = max(1, int(max_sequences))
         self.max_tokens = int(max_tokens)
         self._context: Optional[int] = None
@@ -116,7 +96,7 @@ class IdEcho:
         items = self._tokenize(pairs)
         sequences = [(i, j) for i, item in enumerate(items) for j in item.leaves]
         packs = self._pack(items, sequences)
-        answers = self.lm._map(lambda pack: self._send(items, pack), packs)
+        answers = self.session.transport.map(lambda pack: self._send(items, pack), packs)
         rows: dict[tuple[int, int], list[Optional[float]]] = {}
         for pack, values in zip(packs, answers):
             rows.update(zip(pack, values))
@@ -125,7 +105,7 @@ class IdEcho:
         for i, item in enumerate(items):
             start = len(item.prompt)
             logprobs = [
-                [float(v) for v in rows[(i, item.leaf[j])][start : start + len(ids)]]
+                [math.nan if v is None else float(v) for v in rows[(i, item.leaf[j])][start : start + len(ids)]]
                 for j, ids in enumerate(item.choices)
             ]
             info = {
@@ -144,10 +124,10 @@ class IdEcho:
 
     # --- steps ----------------------------------------------------------------------------------------
     def _tokenize(self, pairs: Sequence[tuple[str, Sequence[str]]]) -> list[_Item]:
-        lm = self.lm
+        session = self.session
         texts = list(dict.fromkeys([p for p, _ in pairs] + [c for _, cs in pairs for c in cs]))
-        encoded = dict(zip(texts, lm.tokenizer.encode_many(texts)))
-        bos = lm.tokenize("", bos=True)  # [BOS] or []
+        encoded = dict(zip(texts, session.tokenizer.encode_many(texts)))
+        bos = session.tokenize("", bos=True)  # [BOS] or []
         limit = self.context_length()
         items = []
         for prompt, continuations in pairs:
@@ -164,7 +144,7 @@ class IdEcho:
                 if limit is not None and len(prompt_ids) + len(ids) > limit:
                     raise ContextLengthError(
                         f"the prompt and choice {j} need {len(prompt_ids) + len(ids)} tokens "
-                        f"but the model's context on {lm.base_url} holds {limit}"
+                        f"but the model's context on {session.base_url} holds {limit}"
                     )
             if len(set(map(tuple, choices))) < len(choices):
                 raise InvalidChoicesError(
@@ -177,7 +157,7 @@ class IdEcho:
         """The sequences in requests: a prompt's sequences stay together (one request per prompt at most,
         unless it alone exceeds ``max_sequences``/``max_tokens``), and prompts are grouped into about one
         request per slot of the thread pool (``concurrency``) so that every slot gets work."""
-        slots = max(1, int(self.lm.concurrency))
+        slots = max(1, int(self.session.concurrency))
         target = min(self.max_sequences, max(1, math.ceil(len(sequences) / slots)))
         packs: list[list[tuple[int, int]]] = [[]]
         tokens = 0
@@ -196,27 +176,27 @@ class IdEcho:
     def _send(self, items: list[_Item], pack: list[tuple[int, int]]) -> list[list[Optional[float]]]:
         """One completions request for the sequences of ``pack``: per sequence, the log-prob of each of its
         tokens (None for the first, which nothing predicts)."""
-        lm = self.lm
+        session = self.session
         prompts = [items[i].prompt + items[i].choices[j] for i, j in pack]
         body = {"max_tokens": 0, "echo": True, "temperature": 0.0}
-        data = lm._completion_request(prompts, body, {"prompt_logprobs": 0, "return_token_ids": True})
+        data = session.requests.completion(prompts, body, {"prompt_logprobs": 0, "return_token_ids": True})
         choices = data.get("choices") if isinstance(data, dict) else None
         if not isinstance(choices, list) or len(choices) != len(prompts):
             raise MalformedResponseError(
-                f"{lm.base_url} answered {len(choices) if isinstance(choices, list) else 0} "
+                f"{session.base_url} answered {len(choices) if isinstance(choices, list) else 0} "
                 f"choices for {len(prompts)} prompts"
             )
         by_index = {c.get("index"): c for c in choices if isinstance(c, dict)}
-        return [_read(by_index.get(k), ids, lm.base_url) for k, ids in enumerate(prompts)]
+        return [_read(by_index.get(k), ids, session.base_url) for k, ids in enumerate(prompts)]
 
     def context_length(self) -> Optional[int]:
         """The server's context length (vLLM's ``max_model_len`` from ``/models``), or None if not said."""
         if self._context is None:
-            lm = self.lm
-            data = lm.transport.get("/models", "models")
+            session = self.session
+            data = session.transport.get("/models", "models")
             entries = data.get("data") if isinstance(data, dict) else None
             for entry in entries if isinstance(entries, list) else []:
-                if isinstance(entry, dict) and entry.get("id") == lm.model:
+                if isinstance(entry, dict) and entry.get("id") == session.model:
                     value = entry.get("max_model_len")
                     self._context = int(value) if isinstance(value, int) else 0
             self._context = self._context or 0
@@ -254,67 +234,65 @@ def _read(choice: Any, ids: list[int], url: str) -> list[Optional[float]]:
     return out
 
 
-def score_requests(lm: OpenAI, requests: Sequence[Any], strategy: Optional[str] = None) -> Optional[list]:
-    """`ChoiceResult`s for `ScoreRequest`s by token-id echo, in as few requests as the packing allows (pmi's
-    unconditional scores ride in the same requests); None when it does not apply here (strategy ``descent``,
-    a server without token ids, chat-message prompts): the caller then scores another way. Every input is
-    checked before anything is sent."""
-    from autocog.core.checks import split_boundary
-    from autocog.core.normalization import normalize_scores
-    from autocog.core.types import ChoiceResult
-    from autocog.lm.scoring import check_request
+class EchoByIds:
+    """The token-id echo strategy on a `Session` (vLLM): `score` gives `ChoiceResult`s for checked requests."""
 
-    strategy = strategy or lm.strategy
-    if strategy not in ("auto", "echo") or any(not isinstance(r.prompt, str) for r in requests):
-        return None
-    usable, why = takes_token_ids(lm)
-    if not usable:
-        return None
-    pairs: list[tuple[str, list[str]]] = []
-    plan = []
-    for r in requests:
-        checked = check_request(lm, r, render=False)  # the scoring layer's checks (prompt, choices, end...)
-        normalization, choices = checked.normalization, checked.choices
-        prompt_text, continuations = split_boundary(checked.prompt, choices)
-        if checked.end:
-            continuations = [c + checked.end for c in continuations]
-        plan.append((choices, normalization, len(pairs)))
-        pairs.append((prompt_text, continuations))
-        if normalization == "pmi":
-            pairs.append((lm.unconditional_prompt, continuations))
-    scorer = getattr(lm, "_id_echo", None)
-    if scorer is None:
-        scorer = lm._id_echo = IdEcho(lm)  # keeps the server's context length
-    spent: Counter = Counter()
-    token = CALL_COUNTER.set(spent)  # this call's requests, whatever else runs at the same time
-    try:
-        scored = scorer.score(pairs)
-    finally:
-        CALL_COUNTER.reset(token)
-    results = []
-    for choices, normalization, at in plan:
-        logprobs, info = scored[at]
-        uncond = scored[at + 1][0] if normalization == "pmi" else None
-        scores = normalize_scores(info.pop("bounded"), choices, normalization, uncond)
-        # requests: this call's own count, or its share of the batch's (batch_requests in all)
-        share = spent["completions"] if len(plan) == 1 else spent["completions"] / len(plan)
-        info.update(
-            server=lm.server,
-            endpoint="completions",
-            requests=share,
-            tokenize_requests=spent["tokenize"] + spent["detokenize"],
-            attempts=spent["attempts"],
-            reason=f"{'auto' if strategy == 'auto' else 'echo'}: echo by token ids: {why}",
-        )
-        results.append(
-            ChoiceResult(
-                list(choices),
-                logprobs,
-                scores,
-                normalization,
-                strategy="echo",
-                unconditional_logprobs=uncond,
-                info=info,
+    def __init__(self, session: Session):
+        self.session = session
+        self.scorer = IdEcho(session)  # keeps the server's context length
+
+    def applies(self, requests: Sequence[CheckedRequest], strategy: str) -> Optional[str]:
+        """Why echo by ids scores ``requests`` here, or None when it does not apply (strategy ``descent``, a
+        server without token-id prompts, chat-message prompts): the caller then scores another way."""
+        if strategy not in ("auto", "echo") or any(not isinstance(r.prompt, str) for r in requests):
+            return None
+        usable, why = takes_token_ids(self.session)
+        return why if usable else None
+
+    def score(self, requests: Sequence[CheckedRequest], strategy: str, why: str) -> list[ChoiceResult]:
+        """`ChoiceResult`s in as few requests as the packing allows (pmi's unconditional scores ride in the same
+        requests). Every input is checked before anything is sent."""
+        session = self.session
+        pairs: list[tuple[str, list[str]]] = []
+        plan = []
+        for r in requests:
+            prompt_text, continuations = split_boundary(r.prompt, r.choices)
+            if r.end:
+                continuations = [c + r.end for c in continuations]
+            plan.append((r.choices, r.normalization, len(pairs)))
+            pairs.append((prompt_text, continuations))
+            if r.normalization == "pmi":
+                pairs.append((session.unconditional_prompt, continuations))
+        spent: Counter = Counter()
+        token = CALL_COUNTER.set(spent)  # this call's requests, whatever else runs at the same time
+        try:
+            scored = self.scorer.score(pairs)
+        finally:
+            CALL_COUNTER.reset(token)
+        results = []
+        for choices, normalization, at in plan:
+            logprobs, info = scored[at]
+            uncond = scored[at + 1][0] if normalization == "pmi" else None
+            scores = normalize_scores(info.pop("bounded"), choices, normalization, uncond)
+            # requests: this call's own count, or its share of the batch's (batch_requests in all)
+            share = spent["completions"] if len(plan) == 1 else spent["completions"] / len(plan)
+            info.update(
+                server=session.dialect.name,
+                endpoint="completions",
+                requests=share,
+                tokenize_requests=spent["tokenize"] + spent["detokenize"],
+                attempts=spent["attempts"],
+                reason=f"{'auto' if strategy == 'auto' else 'echo'}: echo by token ids: {why}",
             )
-        )
-    return results
+            results.append(
+                ChoiceResult(
+                    list(choices),
+                    logprobs,
+                    scores,
+                    normalization,
+                    strategy="echo",
+                    unconditional_logprobs=uncond,
+                    info=info,
+                )
+            )
+        return results

@@ -107,7 +107,7 @@ def parse_walk(data: Any, url: str) -> list[tuple[str, Optional[float], dict]]:
 def parse_echo(data: Any, text: str, url: str) -> Echo:
     """The echoed prompt ``text`` of a completion requested with ``echo`` and ``logprobs``."""
     choice = first_choice(data, "completion")
-    logprobs = choice.get("logprobs")
+    logprobs: Any = choice.get("logprobs")
     try:
         full = choice.get("text")
         generated = full[len(text) :] if isinstance(full, str) and full.startswith(text) else ""
@@ -144,7 +144,9 @@ def produced(items: list, piece: Callable[[Any], str], token: Optional[str]) -> 
 
 def same_piece(a: Optional[str], b: Optional[str]) -> bool:
     """Token texts equal, up to the leading space some servers add or drop on a token decoded alone."""
-    return a == b or (bool(a) and bool(b) and a.strip() == b.strip() and bool(a.strip()))
+    if a == b:
+        return True
+    return bool(a) and bool(b) and str(a).strip() == str(b).strip() and bool(str(a).strip())
 
 
 def unique_pieces(children: list[tuple], ambiguous: frozenset = frozenset()) -> set:

@@ -1,8 +1,8 @@
 """The next-token rows of a trie node: the first request at a node (`first_row`) and the exact log-probs that
 logit_bias reveals (`refine`), for descent and echo's fills. Values read by token text are trusted only where
-the text names one token (`OpenAI.ambiguous_texts`); a produced token's value is its own (by id).
+the text names one token (`Session.ambiguous_texts`); a produced token's value is its own (by id).
 
->>> nxt, exact, bounds = first_row(lm, "2+2=", [(0, 19, "4"), (1, 20, "5")])     # doctest: +SKIP
+>>> nxt, exact, bounds = first_row(session, "2+2=", [(0, 19, "4"), (1, 20, "5")])     # doctest: +SKIP
 """
 
 from __future__ import annotations
@@ -14,29 +14,24 @@ from autocog.lm.openai.parsing import Next, produced, same_piece, unique_pieces
 from autocog.lm.openai.requests import BIAS
 
 if TYPE_CHECKING:  # pragma: no cover
-    from autocog.lm.openai.client import OpenAI
+    from autocog.lm.openai.session import Session
 
 
-def first_row(lm: OpenAI, context: str, children: list[tuple]) -> tuple[Next, dict, dict]:
+def first_row(session: Session, context: str, children: list[tuple]) -> tuple[Next, dict, dict]:
     """The first request at a trie node: exact log-probs of the children it reveals, bounds for the others.
 
     ``children``: (key, token id, piece text). Servers reporting log-probs before the bias get a bias on
     every child (the produced token is the best child, exactly scored); the others an unbiased request.
     """
-    bias_mode = lm.probe()["bias"]
-    biased = bias_mode == "pre"
-    bias = (
-        lm._safe_bias({c[1]: BIAS for c in children}, drop=True)
-        if biased and lm.wide
-        else ({c[1]: BIAS for c in children} if biased else None)
-    )
+    biased = session.probe()["bias"] == "pre"
+    bias = session.requests.safe_bias({c[1]: BIAS for c in children}, drop=True) if biased else None
     if biased and not bias:
         biased, bias = False, None  # every child ends inside a character: an unbiased row
-    unbiased = {c[0] for c in children if biased and c[1] not in bias}  # not below the produced child
-    nxt = lm._next(context, bias, partial="allow")
+    unbiased = {c[0] for c in children if bias is not None and c[1] not in bias}  # not below the produced child
+    nxt = session.requests.next(context, bias, partial="allow")
     if nxt.token is None and not nxt.top:
-        raise lm._no_logprobs(context)
-    unique = unique_pieces(children, lm.ambiguous_texts())
+        raise session.no_logprobs(context)
+    unique = unique_pieces(children, session.ambiguous_texts())
     exact: dict = {}
     for key, _token, piece in children:
         if piece in unique and piece in nxt.top:
@@ -49,8 +44,8 @@ def first_row(lm: OpenAI, context: str, children: list[tuple]) -> tuple[Next, di
             exact[made[0][0]] = nxt.logprob
         elif nxt.token and "\ufffd" not in nxt.token and not made and unique:
             raise TokenizerMismatchError(
-                f"a logit_bias on the ids of {[c[2] for c in children]} made the server at {lm.base_url} "
-                f"(model {lm.model!r}) produce {nxt.token!r}: the tokenizer's ids are not the model's"
+                f"a logit_bias on the ids of {[c[2] for c in children]} made the server at {session.base_url} "
+                f"(model {session.model!r}) produce {nxt.token!r}: the tokenizer's ids are not the model's"
             )
     natural = [v for t, v in nxt.top.items() if not (biased and t == nxt.token)]
     floor = min(natural) if natural else 0.0  # a child outside the top log-probs is below all of them
@@ -65,43 +60,43 @@ def first_row(lm: OpenAI, context: str, children: list[tuple]) -> tuple[Next, di
     return nxt, exact, bounds
 
 
-def refine(lm: OpenAI, context: str, children: list[tuple], first: Optional[Next]) -> dict:
+def refine(session: Session, context: str, children: list[tuple], first: Optional[Next]) -> dict:
     """Exact log-probs of ``children`` at ``context`` through logit_bias (see `first_row`)."""
     out: dict = {}
-    if lm.probe()["bias"] is None:
+    if session.probe()["bias"] is None:
         raise StrategyUnavailableError(
-            f"a log-prob outside the top {lm.top_logprobs} is needed, and "
-            f"logit_bias cannot reveal it here: {lm.probe()['bias_reason']}"
+            f"a log-prob outside the top {session.top_logprobs} is needed, and "
+            f"logit_bias cannot reveal it here: {session.probe()['bias_reason']}"
         )
-    if lm.probe()["bias"] == "pre":
+    if session.probe()["bias"] == "pre":
         for key, token, piece in children:
-            nxt = lm._next(context, {token: BIAS})
+            nxt = session.requests.next(context, {token: BIAS})
             if nxt.logprob is None:
-                if token == lm.tokenizer.bos_token_id:
+                if token == session.tokenizer.bos_token_id:
                     raise StrategyUnavailableError(
                         f"choice token {piece!r} is BOS (id {token}), which llama_cpp.server leaves out of every "
-                        f"log-prob list it returns: it cannot be scored on {lm.base_url}"
+                        f"log-prob list it returns: it cannot be scored on {session.base_url}"
                     )
-                raise lm._no_logprobs(context)
+                raise session.no_logprobs(context)
             if not same_piece(piece, nxt.token) and piece and "\ufffd" not in piece and nxt.token:
                 raise TokenizerMismatchError(
-                    f"a logit_bias on id {token} ({piece!r}) made the server at {lm.base_url} (model "
-                    f"{lm.model!r}) produce {nxt.token!r}: the tokenizer's ids are not the model's"
+                    f"a logit_bias on id {token} ({piece!r}) made the server at {session.base_url} (model "
+                    f"{session.model!r}) produce {nxt.token!r}: the tokenizer's ids are not the model's"
                 )
             out[key] = nxt.logprob
         return out
     # Reported after the bias: biased values are read against an unbiased reference token r:
     # log p(u) = q(u) - q(r) - BIAS + log p(r), with q the biased answer and log p(r) from `first`.
     if first is None:
-        first = lm._next(context)
-    size = max(1, lm.top_logprobs - 1)
+        first = session.requests.next(context)
+    size = max(1, session.top_logprobs - 1)
     for start in range(0, len(children), size):
         chunk = children[start : start + size]
         names = {c[2] for c in chunk}
         reference = max(((t, v) for t, v in first.top.items() if t not in names), key=lambda tv: tv[1], default=None)
         if reference is None:
             raise StrategyUnavailableError("no unbiased reference token to read biased log-probs against")
-        nxt = lm._next(context, {c[1]: BIAS for c in chunk})
+        nxt = session.requests.next(context, {c[1]: BIAS for c in chunk})
         if reference[0] not in nxt.top:
             raise StrategyUnavailableError(
                 f"the reference token {reference[0]!r} is missing from the biased top log-probs: ask for more "

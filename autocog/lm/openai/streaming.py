@@ -8,7 +8,7 @@ the first one. Elsewhere the server cuts, and the last chunk's ``stop_reason``/`
 decides as in `autocog.lm.openai.stops.apply_stops`. Opening the stream is retried like any request; a stream
 that breaks after it opened raises `RequestFailedError` (a retry could not take back what was yielded).
 
->>> pieces = open_stream(lm, "1, 2, 3,", ",", {"max_tokens": 8})     # doctest: +SKIP
+>>> pieces = open_stream(session, "1, 2, 3,", [","], settings)     # doctest: +SKIP
 >>> list(pieces)                                                      # doctest: +SKIP
 [' 4', ',']
 """
@@ -16,51 +16,23 @@ that breaks after it opened raises `RequestFailedError` (a retry could not take 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Iterator
+from typing import TYPE_CHECKING, Any, Iterator, Mapping
 
-from autocog.core.checks import check_prompt
-from autocog.core.stops import as_stop_list, find_stop, safe_length
-from autocog.core.types import Stop
+from autocog.core.stops import find_stop, safe_length
 from autocog.errors import MalformedResponseError, RequestFailedError
-from autocog.lm.greedy import GreedyLM
 from autocog.lm.openai.stops import apply_stops
 
 if TYPE_CHECKING:  # pragma: no cover
-    from autocog.lm.openai.client import OpenAI
+    from autocog.lm.openai.session import Session
 
 
-def open_stream(lm: OpenAI, prompt: str, stop: Stop, kwargs: dict) -> Iterator[str]:
-    """Check the inputs, open the server's stream (with retries) and return its pieces (see the module)."""
-    check_prompt(prompt)
-    settings = GreedyLM._completion_settings(kwargs, lm.completion_kwargs)
-    stops = as_stop_list(stop)
-    extra = lm._sampling_extras(settings)  # refuses what the server cannot do (min_p on OpenAI's API)
-    max_tokens = int(settings["max_tokens"])
-    if max_tokens == 0:
+def open_stream(session: Session, prompt: str, stops: list[str], settings: Mapping[str, Any]) -> Iterator[str]:
+    """Open the server's stream for checked inputs (with retries) and return its pieces (see the module)."""
+    generation = session.requests.generation(prompt, settings, stops, stream=True)
+    if int(settings["max_tokens"]) == 0:
         return iter(())  # llama_cpp.server reads max_tokens=0 as "no limit"
-    body: dict = {
-        "max_tokens": max_tokens,
-        "temperature": float(settings["temperature"]),
-        "top_p": float(settings["top_p"]),
-        "stream": True,
-    }
-    if settings["seed"] is not None:
-        body["seed"] = int(settings["seed"])
-    local = lm.server == "llama.cpp"
-    if stops and not local and (lm.server != "openai" or len(stops) <= 4):
-        body["stop"] = stops
-    if lm.chat:
-        params = dict(model=lm.model, messages=lm.chat_messages(prompt), **body)
-        endpoint, kind = lm.client.chat.completions, "chat"
-    else:
-        params = dict(model=lm.model, prompt=prompt, **body)
-        endpoint, kind = lm.client.completions, "completions"
-    if extra:
-        params["extra_body"] = extra
-    response = lm.transport.open(
-        f"streamed {kind}", kind, lambda t: endpoint.create(**params, timeout=t), prompt=None if lm.chat else prompt
-    )
-    return Stream(lm, response, prompt, stops, settings, local).pieces()
+    response = session.requests.open(generation)
+    return Stream(session, response, prompt, stops, settings).pieces()
 
 
 @dataclass
@@ -68,12 +40,11 @@ class Stream:
     """One open stream: ``text`` received so far, ``sent`` characters of it yielded, ``last`` the choice that
     carried a ``finish_reason``."""
 
-    lm: OpenAI
+    session: Session
     response: Any
     prompt: str
     stops: list[str]
-    settings: dict
-    local: bool
+    settings: Mapping[str, Any]
     text: str = ""
     sent: int = 0
     last: dict = field(default_factory=dict)
@@ -96,24 +67,25 @@ class Stream:
                 if ready > self.sent:
                     yield self.text[self.sent : ready]
                     self.sent = ready
-        except self.lm.transport.openai.APIError as error:
+        except self.session.transport.openai.APIError as error:
             raise RequestFailedError(
-                f"the stream from {self.lm.base_url} (model {self.lm.model!r}) broke after {len(self.text)} "
-                f"characters: {self.lm.transport.redact(str(error))}"
+                f"the stream from {self.session.base_url} (model {self.session.model!r}) broke after {len(self.text)} "
+                f"characters: {self.session.transport.redact(str(error))}"
             ) from None
         except MalformedResponseError:
             raise
         except ValueError as error:  # a chunk that is not JSON
             raise MalformedResponseError(
-                f"the stream from {self.lm.base_url} (model {self.lm.model!r}) sent a chunk that is not valid JSON "
-                f"after {len(self.text)} characters: {self.lm.transport.redact(str(error))}"
+                f"the stream from {self.session.base_url} (model {self.session.model!r}) sent a chunk that is not valid JSON "
+                f"after {len(self.text)} characters: {self.session.transport.redact(str(error))}"
             ) from None
         finally:
             self.response.close()
+        session = self.session
         final = (
-            self.text
-            if self.local
-            else apply_stops(self.lm, self.prompt, self.text, self.stops, self.last, None, self.settings)
+            apply_stops(session, self.prompt, self.text, self.stops, self.last, None, self.settings)
+            if session.dialect.stream_stops
+            else self.text  # the server was not told the stops: matched above
         )
         if len(final) > self.sent:
             yield final[self.sent :]
@@ -126,10 +98,10 @@ class Stream:
             return ""
         choice = choices[0]
         if not isinstance(choice, dict):
-            raise MalformedResponseError(f"a chunk of the stream from {self.lm.base_url} has no choice: {data!r}")
+            raise MalformedResponseError(f"a chunk of the stream from {self.session.base_url} has no choice: {data!r}")
         if choice.get("finish_reason"):
             self.last = choice
-        if self.lm.chat:
+        if self.session.chat:
             piece = (choice.get("delta") or {}).get("content")
         else:
             piece = choice.get("text")

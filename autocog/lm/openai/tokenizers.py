@@ -24,17 +24,18 @@ import hashlib
 import importlib.util
 import os
 import tempfile
-import threading
 from abc import ABC, abstractmethod
-from collections import OrderedDict
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Optional, Sequence, Union
 
+from autocog.core.lru import LRU
 from autocog.errors import (
     BackendNotInstalledError,
     MalformedResponseError,
     RequestFailedError,
 )
+from autocog.lm.openai.transport import in_context
 
 if TYPE_CHECKING:  # pragma: no cover
     from autocog.lm.openai.vocabulary import Vocabulary
@@ -46,6 +47,7 @@ TIKTOKEN_SHA256 = {
     "o200k_base": "446a9538cb6c348e3516120d7c08b09f57c36495e2acfffe59a5bf8b0cfb1a2d",
 }
 
+CACHE_SIZE = 8192  # texts whose server tokenization is kept (tokenizations are deterministic)
 # A JSON-over-HTTP poster: ``post(url, body) -> decoded JSON``; `autocog.lm.OpenAI` passes one with retries.
 Poster = Callable[[str, dict], Any]
 
@@ -80,31 +82,13 @@ class Tokenizer(ABC):
         entries of ``top_logprobs``), or None when this tokenizer cannot list its vocabulary."""
         return None
 
+    def special_prefix(self) -> list[int]:
+        """The ids the server puts in front of any text (BOS or nothing); server tokenizers ask the server
+        once, which also sets ``bos_token_id``."""
+        return [] if self.bos_token_id is None else [self.bos_token_id]
+
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.name!r})"
-
-
-class _Cache:
-    """A small thread-safe LRU map (tokenizations are deterministic: a server is asked once per text)."""
-
-    def __init__(self, size: int = 8192):
-        self.size = size
-        self.data: OrderedDict = OrderedDict()
-        self.lock = threading.Lock()
-
-    def get(self, key):
-        with self.lock:
-            if key in self.data:
-                self.data.move_to_end(key)
-                return self.data[key]
-        return None
-
-    def put(self, key, value) -> None:
-        with self.lock:
-            self.data[key] = value
-            self.data.move_to_end(key)
-            while len(self.data) > self.size:
-                self.data.popitem(last=False)
 
 
 # --- tiktoken ------------------------------------------------------------------------------------------
@@ -216,25 +200,21 @@ class _ServerTokenizer(Tokenizer):
         self.post = post
         self.root = root.rstrip("/")
         self.parallel = parallel
-        self.cache = _Cache()
+        self.cache: LRU[str, list[int]] = LRU(CACHE_SIZE)
         self._prefix: Optional[list[int]] = None
 
     def encode(self, text: str) -> list[int]:
         cached = self.cache.get(text)
         if cached is None:
             cached = self._strip(self._encode_raw(text))
-            self.cache.put(text, cached)
+            self.cache[text] = cached
         return list(cached)
 
     def encode_many(self, texts: Sequence[str]) -> list[list[int]]:
-        missing = list(dict.fromkeys(t for t in texts if self.cache.get(t) is None))
+        missing = list(dict.fromkeys(t for t in texts if t not in self.cache))
         if len(missing) > 1 and self.parallel > 1:
-            from concurrent.futures import ThreadPoolExecutor
-
             self.special_prefix()  # once, before the threads
             with ThreadPoolExecutor(min(self.parallel, len(missing))) as pool:
-                from autocog.lm.openai.transport import in_context
-
                 list(pool.map(in_context(self.encode), missing))
         return [self.encode(t) for t in texts]
 

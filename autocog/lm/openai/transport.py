@@ -7,7 +7,7 @@ timeouts and dropped connections are retried with exponential backoff (``Retry-A
 `RetryExhaustedError` lists every attempt. Other statuses raise `RequestFailedError` at once. The API key never
 appears in a message (server text is redacted).
 
->>> t = Transport(client, timeout=60, max_retries=4, max_retry_time=120, backoff=0.25, max_backoff=8)  # doctest: +SKIP
+>>> t = Transport(client, Retry(max_retries=4, backoff=0.25, max_backoff=8, max_time=120, jitter=True), 60)  # doctest: +SKIP
 >>> t.post("http://127.0.0.1:8000/extras/tokenize", {"input": "a"})                                  # doctest: +SKIP
 {'tokens': [1, 264]}
 """
@@ -17,21 +17,22 @@ from __future__ import annotations
 import contextvars
 import json
 import logging
+import math
 import os
-import random
 import threading
 import time
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import nullcontext
+from dataclasses import replace
 from typing import Any, Callable, Optional
 from urllib.parse import urlsplit, urlunsplit
 
+from autocog.core.retry import Retry
 from autocog.errors import (
     ContextLengthError,
     MalformedResponseError,
     RequestFailedError,
-    RetryExhaustedError,
     missing_backend,
 )
 
@@ -49,23 +50,15 @@ CALL_COUNTER: contextvars.ContextVar = contextvars.ContextVar("autocog_openai_ca
 class Transport:
     """The client (its own retries off), the retry policy, the request counters and a bounded thread pool.
 
-    ``requests`` counts what was sent by kind (``completions``, ``chat``, ``tokenize``, ``detokenize``,
-    ``probe``, ``models``) and ``attempts`` (retries included). ``limit`` HTTP requests are in flight at most,
-    over all threads (``max_in_flight`` records the most seen); a 429 or 503 pauses every thread for the
-    backoff (``Retry-After`` when given, up to ``max_backoff``).
+    ``retry``: the `Retry` policy (jittered backoff; ``max_time`` bounds every request's attempts and sleeps);
+    ``timeout``: seconds per attempt; ``limit``: HTTP requests in flight at most, over all threads
+    (``max_in_flight`` records the most seen); a 429 or 503 pauses every thread for the backoff (``Retry-After``
+    when given, up to ``max_backoff``). ``requests`` counts what was sent by kind (``completions``, ``chat``,
+    ``tokenize``, ``detokenize``, ``probe``, ``models``) and ``attempts`` (retries included); ``model_name``:
+    the model for messages, once known.
     """
 
-    def __init__(
-        self,
-        client: Any,
-        timeout: float,
-        max_retries: int,
-        max_retry_time: float,
-        backoff: float,
-        max_backoff: float,
-        limit: int = 8,
-        model: Callable[[], Optional[str]] = lambda: None,
-    ):
+    def __init__(self, client: Any, retry: Retry, timeout: float, limit: int = 8):
         import openai
 
         self.openai = openai
@@ -74,13 +67,10 @@ class Transport:
         key = getattr(client, "api_key", None)
         self.secret = key if isinstance(key, str) and len(key) >= 4 else None
         self.base_url = public_url(str(client.base_url))
+        self.retry = retry
         self.timeout = float(timeout)
-        self.max_retries = int(max_retries)
-        self.max_retry_time = float(max_retry_time)
-        self.backoff = float(backoff)
-        self.max_backoff = float(max_backoff)
         self.limit = max(1, int(limit))
-        self.model = model  # the model name for messages, when known
+        self.model_name: Optional[str] = None
         self.requests: Counter = Counter()
         self.sleeps: list[float] = []  # the backoff sleeps taken, in order (for callers that report them)
         self._count_lock = threading.Lock()
@@ -135,9 +125,12 @@ class Transport:
             retry=retry,
         )
 
-    def get(self, url: str, kind: str) -> Any:
+    def get(self, url: str, kind: str, retry: bool = True) -> Any:
         return self.call(
-            f"GET {url}", kind, lambda t: self.client.get(url, cast_to=self.response_type, options={"timeout": t})
+            f"GET {url}",
+            kind,
+            lambda t: self.client.get(url, cast_to=self.response_type, options={"timeout": t}),
+            retry=retry,
         )
 
     def open(self, what: str, kind: str, send: Callable[[float], Any], prompt: Optional[str] = None) -> Any:
@@ -153,39 +146,37 @@ class Transport:
         if kind not in CACHE_NEUTRAL:
             with self.serial or nullcontext():
                 self.last_prompt = None  # while in flight, and after a request that is not a text completion
-                answer = self._retried(what, kind, send, retry)
+                answer = self._retried(what, send, retry)
                 self.last_prompt = prompt
                 return answer
-        return self._retried(what, kind, send, retry)
+        return self._retried(what, send, retry)
 
-    def _retried(self, what: str, kind: str, send: Callable[[float], Any], retry: bool) -> Any:
+    def _retried(self, what: str, send: Callable[[float], Any], retry: bool) -> Any:
         began = time.monotonic()
-        delay = self.backoff
-        attempts: list[str] = []
-        while True:
-            remaining = self.max_retry_time - (time.monotonic() - began)
-            timeout = max(0.05, min(self.timeout, remaining))
+        budget = self.retry.max_time if self.retry.max_time is not None else math.inf
+
+        def attempt() -> Any:
+            timeout = max(0.05, min(self.timeout, budget - (time.monotonic() - began)))
             self.count("attempts")
-            failure = self._send(what, send, timeout, retry)
-            if not isinstance(failure, _Failure):
-                return failure
-            attempts.append(failure.text)
-            elapsed = time.monotonic() - began
-            sleep = min(max(delay * (0.5 + random.random() / 2), failure.wait), self.max_backoff)
-            if failure.throttled:  # the server is overloaded: every thread waits, not only this one
-                with self._count_lock:
-                    self._resume_at = max(self._resume_at, time.monotonic() + sleep)
-            if not retry or len(attempts) > self.max_retries or elapsed + sleep >= self.max_retry_time:
-                raise RetryExhaustedError(
-                    f"{what} failed on {self.base_url} for model {self.model()!r} after {len(attempts)} attempt(s) "
-                    f"in {elapsed:.1f} s",
-                    attempts,
-                ) from None
-            log.warning("%s on %s: %s; retry %d in %.2f s", what, self.base_url, attempts[-1], len(attempts), sleep)
-            with self._count_lock:
-                self.sleeps.append(sleep)
-            time.sleep(sleep)
-            delay *= 2
+            return self._send(what, send, timeout, retry)
+
+        policy = self.retry if retry else replace(self.retry, max_retries=0)
+        return policy.call(
+            attempt,
+            is_transient=lambda error: isinstance(error, Transient),
+            what=f"{what} on {self.base_url} for model {self.model_name!r}",
+            wait=lambda error: error.wait if isinstance(error, Transient) else 0.0,
+            describe=str,
+            on_retry=lambda error, n, pause: self._pause(what, error, n, pause),
+        )
+
+    def _pause(self, what: str, error: BaseException, attempt: int, pause: float) -> None:
+        """Before a retry: a throttled server makes every thread wait, not only this one."""
+        with self._count_lock:
+            if isinstance(error, Transient) and error.throttled:
+                self._resume_at = max(self._resume_at, time.monotonic() + pause)
+            self.sleeps.append(pause)
+        log.warning("%s on %s: %s; retry %d in %.2f s", what, self.base_url, error, attempt, pause)
 
     def _send(self, what: str, send: Callable[[float], Any], timeout: float, retry: bool) -> Any:
         """One attempt in one of the ``limit`` slots, after any pause a throttled answer asked for (``serial``
@@ -204,7 +195,7 @@ class Transport:
                     self.in_flight -= 1
 
     def _attempt(self, what: str, send: Callable[[float], Any], timeout: float, retry: bool) -> Any:
-        """The decoded answer, or a `_Failure` worth retrying; raises `RequestFailedError` for good."""
+        """The decoded answer; raises `Transient` for a failure worth retrying, `RequestFailedError` for good."""
         openai = self.openai
         try:
             return self.decode(send(timeout), what)
@@ -219,14 +210,14 @@ class Transport:
             # better on a retry.
             if not (status in RETRY_STATUSES or status >= 500) or not retry or "codec can't decode" in detail:
                 raise RequestFailedError(
-                    f"{what} failed on {self.base_url} for model {self.model()!r}: HTTP {status}: {detail}", status
+                    f"{what} failed on {self.base_url} for model {self.model_name!r}: HTTP {status}: {detail}", status
                 ) from None
-            return _Failure(f"HTTP {status}: {detail}", retry_after(error), status in (429, 503))
+            raise Transient(f"HTTP {status}: {detail}", retry_after(error), status in (429, 503)) from None
         except openai.APITimeoutError:
-            return _Failure(f"no answer within the timeout ({timeout:.3g} s)")
+            raise Transient(f"no answer within the timeout ({timeout:.3g} s)") from None
         except openai.APIConnectionError as error:
             cause = error.__cause__ or error.__context__
-            return _Failure(f"connection failed ({type(cause).__name__ if cause else 'closed'})")
+            raise Transient(f"connection failed ({type(cause).__name__ if cause else 'closed'})") from None
 
     def decode(self, response: Any, what: str) -> Any:
         if isinstance(response, Undecoded):
@@ -253,9 +244,13 @@ class Undecoded:
         self.value = value
 
 
-class _Failure:
+class Transient(Exception):
+    """A failed attempt worth retrying: its (redacted) text, the least ``wait`` it asks for (``Retry-After``),
+    and whether the server is ``throttled`` (429, 503: every thread pauses)."""
+
     def __init__(self, text: str, wait: float = 0.0, throttled: bool = False):
-        self.text, self.wait, self.throttled = text, wait, throttled
+        super().__init__(text)
+        self.wait, self.throttled = wait, throttled
 
 
 def response_type() -> type:

@@ -65,7 +65,7 @@ def scan_vocabulary(
     size: int,
     decode: Decoder,
     separator: list[int],
-    mapper: Mapper = lambda f, xs: [f(x) for x in xs],
+    mapper: Optional[Mapper] = None,
     chunk: int = 256,
 ) -> Vocabulary:
     """Every token's name, read through ``decode`` (`LlamaCppServerTokenizer.decode_checked`).
@@ -83,6 +83,8 @@ def scan_vocabulary(
     >>> scan_vocabulary(3, decode, [2]).names
     ['a', 'b', '\\x1f']
     """
+    if mapper is None:
+        mapper = in_order
     names: dict[int, Optional[str]] = {}
     errors: dict[int, str] = {}
     sep_text = decode(separator)[0] if separator else None
@@ -117,6 +119,11 @@ def scan_vocabulary(
     return Vocabulary([names[i] for i in range(start)], trailing)
 
 
+def in_order(fn: Callable, items: list) -> list:
+    """``[fn(x) for x in items]``: the `Mapper` of one thread."""
+    return [fn(x) for x in items]
+
+
 def _read_partial(
     todo: dict[int, str], errors: dict[int, str], decode: Decoder, mapper: Mapper
 ) -> dict[int, tuple[Optional[str], bool]]:
@@ -143,7 +150,7 @@ def _read_partial(
             ):
                 conts.setdefault(int(match.group(1), 16), token)
     # after a lead byte, the first continuation byte's range depends on the lead (E0: A0-BF, F0: 90-BF...)
-    suffixes = [[]] + [
+    suffixes: list[list[int]] = [[]] + [
         [conts[first]] + [conts[0x80]] * (n - 1)
         for n in (1, 2, 3)
         for first in (0x80, 0x90, 0xA0)
@@ -159,7 +166,7 @@ def _read_partial(
                 return token, "", True  # exactly one lead byte
             if byte in NEVER_VALID:
                 return token, "", False  # a byte no UTF-8 text holds: a byte token alone
-        starts_cut = bool(match) and match.group(2) == "0" and "invalid start" in match.group(3)
+        starts_cut = match is not None and match.group(2) == "0" and "invalid start" in match.group(3)
         prefixes = [[leads[b]] for b in (0xC2, 0xE2, 0xF3) if b in leads] if starts_cut else [[]]
         for prefix in prefixes:
             for suffix in suffixes:
