@@ -31,10 +31,6 @@ if TYPE_CHECKING:  # pragma: no cover
 
 T = TypeVar("T")
 
-# The default completion settings by name, for autocog.lm.openai until it takes `SamplingParams`.
-COMPLETION_DEFAULTS = SamplingParams().as_dict()
-
-
 def is_out_of_memory(error: BaseException) -> bool:
     """True for the allocation failures worth a retry after the caches are cleared (CUDA or host OOM)."""
     if isinstance(error, (MemoryError, TransientError)):
@@ -263,7 +259,3 @@ class GreedyLM(LM):
             return int(max_tokens)
         return min(int(max_tokens), max(0, self.n_ctx - n_prompt + 1))
 
-    @staticmethod
-    def _completion_settings(kwargs: dict, defaults: dict) -> dict:
-        # kept for autocog.lm.openai until it takes `SamplingParams` (the checks are there)
-        return SamplingParams.from_settings(kwargs, defaults).as_dict()

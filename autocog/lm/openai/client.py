@@ -15,13 +15,13 @@ from __future__ import annotations
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Iterator, Optional, Sequence
 
+from autocog.core.sampling import SamplingParams
 from autocog.core.chat import is_messages
 from autocog.core.checks import check_prompt
 from autocog.core.retry import Retry
 from autocog.core.stops import as_stop_list
 from autocog.core.types import ChoiceResult, ScoreRequest, Stop
 from autocog.lm.base import LM
-from autocog.lm.greedy import COMPLETION_DEFAULTS, GreedyLM
 from autocog.lm.openai.chat import renders_prompt
 from autocog.lm.openai.dialects import SERVERS, Dialect
 from autocog.lm.openai.scorer import Scorer, check_strategy
@@ -34,7 +34,6 @@ from autocog.lm.openai.vocabulary import Vocabulary
 from autocog.lm.scoring import check_request, check_requests
 
 # The one place that resolves completion settings (aliases, defaults, checks), shared with the local backends.
-completion_settings = GreedyLM._completion_settings
 
 
 class OpenAI(LM):
@@ -123,7 +122,7 @@ class OpenAI(LM):
             concurrency=self.concurrency,
             cache_size=int(cache_size),
         )
-        self.completion_kwargs = completion_settings(completion_kwargs or {}, COMPLETION_DEFAULTS)
+        self.completion_kwargs = SamplingParams.from_settings(completion_kwargs or {}).as_dict()
         self.session = Session(self.client, self.transport, settings)
         self.scorer = Scorer(self.session)
 
@@ -280,7 +279,7 @@ class OpenAI(LM):
         ' 4,'
         """
         check_prompt(prompt)
-        settings = completion_settings(kwargs, self.completion_kwargs)
+        settings = SamplingParams.from_settings(kwargs, self.completion_kwargs).as_dict()
         return complete(self.session, prompt, as_stop_list(stop), settings)
 
     def stream(self, prompt: Any, stop: Stop = "\n", **kwargs: Any) -> Iterator[str]:
@@ -293,7 +292,7 @@ class OpenAI(LM):
         """
         prompt = self.render_prompt(prompt)
         check_prompt(prompt)
-        settings = completion_settings(kwargs, self.completion_kwargs)
+        settings = SamplingParams.from_settings(kwargs, self.completion_kwargs).as_dict()
         return open_stream(self.session, prompt, as_stop_list(stop), settings)
 
     # --- choices --------------------------------------------------------------------------------------------
