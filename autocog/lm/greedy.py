@@ -31,6 +31,7 @@ if TYPE_CHECKING:  # pragma: no cover
 
 T = TypeVar("T")
 
+
 def is_out_of_memory(error: BaseException) -> bool:
     """True for the allocation failures worth a retry after the caches are cleared (CUDA or host OOM)."""
     if isinstance(error, (MemoryError, TransientError)):
@@ -258,4 +259,3 @@ class GreedyLM(LM):
         if self.n_ctx is None:
             return int(max_tokens)
         return min(int(max_tokens), max(0, self.n_ctx - n_prompt + 1))
-

@@ -15,10 +15,10 @@ from __future__ import annotations
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Iterator, Optional, Sequence
 
-from autocog.core.sampling import SamplingParams
 from autocog.core.chat import is_messages
 from autocog.core.checks import check_prompt
 from autocog.core.retry import Retry
+from autocog.core.sampling import SamplingParams
 from autocog.core.stops import as_stop_list
 from autocog.core.types import ChoiceResult, ScoreRequest, Stop
 from autocog.lm.base import LM
@@ -32,8 +32,6 @@ from autocog.lm.openai.tokenizers import Tokenizer
 from autocog.lm.openai.transport import Transport, make_client
 from autocog.lm.openai.vocabulary import Vocabulary
 from autocog.lm.scoring import check_request, check_requests
-
-# The one place that resolves completion settings (aliases, defaults, checks), shared with the local backends.
 
 
 class OpenAI(LM):
