@@ -11,7 +11,8 @@ of the unconstrained model (reported as such, never renormalized).
 
 from __future__ import annotations
 
-from typing import Optional, Protocol, runtime_checkable
+from dataclasses import dataclass
+from typing import Callable, Optional, Protocol, runtime_checkable
 
 import numpy as np
 
@@ -27,3 +28,20 @@ class Constraint(Protocol):
 
     def done(self) -> bool:
         """True when nothing more may be generated (the loop stops without asking the model again)."""
+
+
+@dataclass(frozen=True)
+class NativeConstraint:
+    """An output constraint as a server takes it (what a server dialect turns into request fields).
+
+    ``kind``: ``"json"``, ``"regex"``, ``"lark"``, ``"gbnf"`` or ``"choice"``; ``schema``: the JSON schema (json);
+    ``source``: the grammar's text (regex, lark, gbnf); ``choices``: the strings (choice); ``name``: a name for the
+    schema; ``to_gbnf``: the same constraint as a GBNF grammar, for servers that only take GBNF (computed on demand,
+    by the structured-output layer)."""
+
+    kind: str
+    schema: Optional[dict] = None
+    source: Optional[str] = None
+    choices: Optional[tuple[str, ...]] = None
+    name: str = "output"
+    to_gbnf: Optional[Callable[[], str]] = None

@@ -23,18 +23,12 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from autocog.core.constraint import NativeConstraint
 from autocog.core.sampling import SamplingParams
 from autocog.errors import MalformedResponseError, StrategyUnavailableError
 from autocog.structured.types import Output
 
 __all__ = ["ServerConstraintError", "generate_on_server", "server_request"]
-
-NATIVE = {
-    "llama.cpp": ("json", "gbnf", "choice"),
-    "vllm": ("json", "regex", "lark", "gbnf", "choice"),
-    "openai": ("json",),
-    "generic": (),
-}
 
 
 class ServerConstraintError(StrategyUnavailableError):
@@ -98,45 +92,35 @@ def _schema_to_gbnf(schema: dict) -> str:
     return text
 
 
-def server_request(server: str, chat: bool, output: Output) -> tuple[str, dict]:
-    """The endpoint (``"completions"`` or ``"chat"``) and the request fields that carry the constraint."""
-    if output.kind not in NATIVE.get(server, ()):
-        takes = ", ".join(NATIVE.get(server, ())) or "no constrained output"
+def server_request(lm: Any, chat: bool, output: Output) -> tuple[str, dict]:
+    """The endpoint (``"completions"`` or ``"chat"``) and the request fields that carry the constraint, from the
+    server's dialect (``lm.dialect``); `ServerConstraintError` where it has no native form for this output."""
+    dialect = lm.dialect
+    if output.kind not in dialect.constraint_kinds:
+        takes = ", ".join(dialect.constraint_kinds) or "no constrained output"
         raise ServerConstraintError(
-            f"the {server} server has no native {output.kind} constraint (it takes: "
+            f"the {dialect.name} server has no native {output.kind} constraint (it takes: "
             f"{takes}); use a local backend (TfLM, LLaMa) for this output type"
         )
-    if server == "openai":
-        name = getattr(output.source, "__name__", "output")
-        return "chat", {
-            "response_format": {
-                "type": "json_schema",
-                "json_schema": {
-                    "name": "".join(c if c.isalnum() or c in "_-" else "_" for c in name)[:64],
-                    "schema": output.schema,
-                },
-            }
-        }
-    if server == "vllm":
-        spec = {
-            "json": output.schema,
-            "regex": output.grammar.source,
-            "lark": output.grammar.source,
-            "gbnf": output.grammar.source,
-            "choice": output.choices,
-        }[output.kind]
-        key = {"lark": "grammar", "gbnf": "grammar"}.get(output.kind, output.kind)
-        return ("chat" if chat else "completions"), {"structured_outputs": {key: spec}}
-    # llama.cpp
-    if output.kind == "json" and chat:
-        return "chat", {"response_format": {"type": "json_object", "schema": output.schema}}
-    if output.kind == "json":
-        grammar = _schema_to_gbnf(output.schema or {})
-    elif output.kind == "choice":
-        grammar = "root ::= " + " | ".join(_gbnf_literal(c) for c in output.choices or ())
-    else:
-        grammar = output.grammar.source
-    return ("chat" if chat else "completions"), {"grammar": grammar}
+    return dialect.constraint_fields(native_constraint(output), chat)
+
+
+def native_constraint(output: Output) -> NativeConstraint:
+    """``output`` as plain data for a server dialect, with its GBNF form computed on demand."""
+    source = output.grammar.source if output.grammar is not None else None
+    choices = tuple(output.choices) if output.choices is not None else None
+
+    def to_gbnf() -> str:
+        if output.kind == "json":
+            return _schema_to_gbnf(output.schema or {})
+        if output.kind == "choice":
+            return "root ::= " + " | ".join(_gbnf_literal(c) for c in choices or ())
+        if output.kind == "gbnf" and source is not None:
+            return source
+        raise ServerConstraintError(f"a {output.kind} constraint has no GBNF form")
+
+    name = getattr(output.source, "__name__", "output")
+    return NativeConstraint(output.kind, output.schema, source, choices, str(name), to_gbnf)
 
 
 def generate_on_server(lm: Any, output: Output, prompt: str, params: SamplingParams) -> str:
@@ -144,7 +128,7 @@ def generate_on_server(lm: Any, output: Output, prompt: str, params: SamplingPar
     (``params``: ``max_tokens``, ``temperature``, ``top_p``, ``seed``)."""
     server = lm.server
     chat = bool(getattr(lm, "chat", False))
-    endpoint, fields = server_request(server, chat, output)
+    endpoint, fields = server_request(lm, chat, output)
     body: dict = {
         "model": lm.model,
         "max_tokens": params.max_tokens,
@@ -154,8 +138,7 @@ def generate_on_server(lm: Any, output: Output, prompt: str, params: SamplingPar
     }
     if params.seed is not None:
         body["seed"] = params.seed
-    if server == "llama.cpp":  # llama_cpp.server's default sampler settings, reset to the plain ones
-        body.update(repeat_penalty=1.0, min_p=0.0, top_k=0)
+    body.update(lm.dialect.sampling_extras(params.as_dict()))  # e.g. llama.cpp's sampler defaults reset
     if endpoint == "chat":
         system = getattr(lm, "system", None)
         body["messages"] = ([{"role": "system", "content": system}] if system else []) + [

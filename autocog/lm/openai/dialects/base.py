@@ -17,6 +17,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any, ClassVar, Mapping, Optional, Sequence
 
 if TYPE_CHECKING:  # pragma: no cover
+    from autocog.core.constraint import NativeConstraint
     from autocog.lm.openai.session import Session
     from autocog.lm.openai.tokenizers import Tokenizer
     from autocog.lm.openai.vocabulary import Vocabulary
@@ -46,6 +47,7 @@ class Dialect:
     token_id_prompts: ClassVar[bool] = False
     stop_tokens: ClassVar[bool] = False
     stream_stops: ClassVar[bool] = True
+    constraint_kinds: ClassVar[tuple[str, ...]] = ()  # output kinds the server constrains natively
     unconditional_hint: ClassVar[str] = ""  # said when neither BOS nor EOS is found (how to expose them)
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
@@ -75,6 +77,11 @@ class Dialect:
         """Sampler settings outside the OpenAI schema (``extra_body``) for ``settings`` (a completion's)."""
         min_p = float(settings.get("min_p") or 0.0)
         return {"min_p": min_p} if min_p > 0 else {}
+
+    def constraint_fields(self, constraint: NativeConstraint, chat: bool) -> tuple[str, dict[str, Any]]:
+        """The endpoint (``"completions"`` or ``"chat"``) and the request fields that carry ``constraint``, one of
+        `constraint_kinds` (the caller checks)."""
+        raise NotImplementedError(f"the {self.name} dialect constrains no output")
 
     def server_stops(self, stops: Sequence[str], stream: bool) -> list[str]:
         """The stop strings the server is told (it cuts them off; the rest are matched here)."""

@@ -19,6 +19,7 @@ from autocog.lm.openai.tokenizers import LlamaCppServerTokenizer
 from autocog.lm.openai.vocabulary import SEPARATOR, Vocabulary, scan_vocabulary
 
 if TYPE_CHECKING:  # pragma: no cover
+    from autocog.core.constraint import NativeConstraint
     from autocog.lm.openai.session import Session
     from autocog.lm.openai.tokenizers import Tokenizer
 
@@ -39,6 +40,19 @@ class LlamaCppDialect(Dialect):
     echo_by_ids = True
     stop_tokens = True
     stream_stops = False  # matched here: a server that cuts them leaves unknown whether generation ended on one
+    constraint_kinds = ("json", "gbnf", "choice")
+
+    def constraint_fields(self, constraint: NativeConstraint, chat: bool) -> tuple[str, dict[str, Any]]:
+        """``grammar`` (GBNF; a schema or choices converted by ``constraint.to_gbnf``), or on the chat endpoint a
+        JSON schema as ``response_format: {"type": "json_object", "schema"}``."""
+        if constraint.kind == "json" and chat:
+            return "chat", {"response_format": {"type": "json_object", "schema": constraint.schema}}
+        if constraint.kind == "gbnf":
+            grammar = constraint.source
+        else:
+            assert constraint.to_gbnf is not None, "a json or choice constraint for llama.cpp needs to_gbnf"
+            grammar = constraint.to_gbnf()
+        return ("chat" if chat else "completions"), {"grammar": grammar}
 
     def __init__(self) -> None:
         self.props: Optional[dict] = None  # GET /props (llama.cpp's C++ server; llama_cpp.server has none)

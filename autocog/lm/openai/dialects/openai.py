@@ -9,6 +9,7 @@ from urllib.parse import urlsplit
 from autocog.lm.openai.dialects.base import Dialect
 
 if TYPE_CHECKING:  # pragma: no cover
+    from autocog.core.constraint import NativeConstraint
     from autocog.lm.openai.session import Session
 
 COMPLETION_MODELS = ("gpt-3.5-turbo-instruct", "davinci-002", "babbage-002")
@@ -18,6 +19,7 @@ MAX_STOPS = 4  # the most stop strings the API takes (more are matched here)
 class OpenAIDialect(Dialect):
     name = "openai"
     order = 0
+    constraint_kinds = ("json",)
 
     @classmethod
     def matches(cls, session: Session) -> bool:
@@ -37,3 +39,10 @@ class OpenAIDialect(Dialect):
 
     def server_stops(self, stops: Sequence[str], stream: bool) -> list[str]:
         return list(stops) if len(stops) <= MAX_STOPS else []
+
+    def constraint_fields(self, constraint: NativeConstraint, chat: bool) -> tuple[str, dict[str, Any]]:
+        """JSON only, on the chat endpoint: ``response_format`` with a ``json_schema``."""
+        name = "".join(c if c.isalnum() or c in "_-" else "_" for c in constraint.name)[:64]
+        return "chat", {
+            "response_format": {"type": "json_schema", "json_schema": {"name": name, "schema": constraint.schema}}
+        }

@@ -11,6 +11,7 @@ from autocog.lm.openai.dialects.base import Dialect
 from autocog.lm.openai.tokenizers import VllmServerTokenizer
 
 if TYPE_CHECKING:  # pragma: no cover
+    from autocog.core.constraint import NativeConstraint
     from autocog.lm.openai.session import Session
     from autocog.lm.openai.tokenizers import Tokenizer
 
@@ -18,8 +19,22 @@ if TYPE_CHECKING:  # pragma: no cover
 class VllmDialect(Dialect):
     name = "vllm"
     order = 20
+    constraint_kinds = ("json", "regex", "lark", "gbnf", "choice")
     token_id_prompts = True
     unconditional_hint = " or start vLLM with --enable-tokenizer-info-endpoint"
+
+    def constraint_fields(self, constraint: NativeConstraint, chat: bool) -> tuple[str, dict[str, Any]]:
+        """``structured_outputs``: ``{"json"}``, ``{"regex"}``, ``{"grammar"}`` (Lark or GBNF) or ``{"choice"}``."""
+        kind = constraint.kind
+        spec: Any = (
+            constraint.schema
+            if kind == "json"
+            else list(constraint.choices or ())
+            if kind == "choice"
+            else constraint.source
+        )
+        key = "grammar" if kind in ("lark", "gbnf") else kind
+        return ("chat" if chat else "completions"), {"structured_outputs": {key: spec}}
 
     def __init__(self) -> None:
         self.found: Optional[tuple[Optional[str], Optional[str]]] = None  # (BOS, EOS) once asked
