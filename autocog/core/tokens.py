@@ -39,6 +39,16 @@ def common_prefix_length(a: Sequence[int], b: Sequence[int]) -> int:
     return int(np.flatnonzero(np.asarray(a[:n]) != np.asarray(b[:n]))[0])
 
 
+def prepend_once(prefix: Sequence[int], ids: Sequence[int]) -> list[int]:
+    """``prefix + ids`` unless ``ids`` already starts with ``prefix`` (BOS once: a chat template may have written it).
+
+    >>> prepend_once([1], [5, 6]), prepend_once([1], [1, 5])
+    ([1, 5, 6], [1, 5])
+    """
+    prefix, ids = list(prefix), list(ids)
+    return ids if ids[: len(prefix)] == prefix else prefix + ids
+
+
 class FragmentEncoder:
     """A backend's raw encoder turned into `LM.tokenize`: a text is encoded as a fragment (a continuation, with
     no special token and no space added in front) and the special prefix (BOS) is added once on request.
@@ -90,6 +100,4 @@ class FragmentEncoder:
 
     def with_prefix(self, ids: list[int]) -> list[int]:
         """``prefix + ids`` unless ``ids`` already starts with the prefix."""
-        if ids[: len(self.prefix)] != self.prefix:
-            return self.prefix + ids
-        return ids
+        return prepend_once(self.prefix, ids)

@@ -13,8 +13,9 @@ import itertools
 import math
 from typing import TYPE_CHECKING, Any, Optional
 
+from autocog.core.checks import check_choice_tokens
 from autocog.core.trie import TokenChoiceTree
-from autocog.errors import InvalidChoicesError, StrategyUnavailableError
+from autocog.errors import StrategyUnavailableError
 from autocog.lm.openai.ids import id_context
 from autocog.lm.openai.parsing import Next, produced, unique_pieces
 from autocog.lm.openai.requests import BIAS, WHOLE_VOCABULARY
@@ -48,13 +49,7 @@ class DescentCall:
         self.requests = session.requests
         self.tokenizer = session.tokenizer
         token_lists = self.tokenizer.encode_many(texts)
-        for j, tokens in enumerate(token_lists):
-            if not tokens:
-                raise InvalidChoicesError(f"choice {j} ({texts[j]!r}) tokenizes to nothing")
-        if len(set(map(tuple, token_lists))) < len(token_lists):
-            raise InvalidChoicesError(
-                "two choices tokenize to the same tokens once the prompt's trailing whitespace is moved into them"
-            )
+        check_choice_tokens(token_lists, texts)
         unique = sorted({t for ts in token_lists for t in ts})
         self.pieces = dict(zip(unique, session.transport.map(session.piece, unique)))
         self.tree = TokenChoiceTree(token_lists, session.piece)

@@ -25,12 +25,11 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Optional, Sequence
 
-from autocog.core.checks import split_boundary
+from autocog.core.checks import check_choice_tokens, split_boundary
 from autocog.core.normalization import normalize_scores
 from autocog.core.types import ChoiceResult
 from autocog.errors import (
     ContextLengthError,
-    InvalidChoicesError,
     MalformedResponseError,
     StrategyUnavailableError,
 )
@@ -138,18 +137,13 @@ class IdEcho:
                     "(pass unconditional_prompt= for 'pmi')"
                 )
             choices = [encoded[c] for c in continuations]
+            check_choice_tokens(choices, continuations)
             for j, ids in enumerate(choices):
-                if not ids:
-                    raise InvalidChoicesError(f"choice {j} ({continuations[j]!r}) tokenizes to nothing")
                 if limit is not None and len(prompt_ids) + len(ids) > limit:
                     raise ContextLengthError(
                         f"the prompt and choice {j} need {len(prompt_ids) + len(ids)} tokens "
                         f"but the model's context on {session.base_url} holds {limit}"
                     )
-            if len(set(map(tuple, choices))) < len(choices):
-                raise InvalidChoicesError(
-                    "two choices tokenize to the same tokens once the prompt's trailing whitespace is moved into them"
-                )
             items.append(_leaves(_Item(prompt_ids, choices)))
         return items
 

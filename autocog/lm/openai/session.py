@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import Any, Optional
 
 from autocog.core.lru import LRU
+from autocog.core.tokens import prepend_once
 from autocog.errors import MalformedResponseError, StrategyUnavailableError
 from autocog.lm.openai.capabilities import Capabilities
 from autocog.lm.openai.chat import ChatRenderer
@@ -161,8 +162,8 @@ class Session:
         tokens = tokenizer.encode(text)
         if bos:
             tokenizer.special_prefix()
-            if tokenizer.bos_token_id is not None and tokens[:1] != [tokenizer.bos_token_id]:
-                tokens = [tokenizer.bos_token_id] + tokens
+            if tokenizer.bos_token_id is not None:
+                tokens = prepend_once([tokenizer.bos_token_id], tokens)
         return tokens
 
     def piece(self, token: int) -> str:
