@@ -24,33 +24,16 @@ import time
 import numpy as np
 import pytest
 from hostile import check_cases, hostile_cases
+from randomized import (
+    make_prompts,
+    random_choices,
+    random_text,
+)
 
 from autocog.core.checks import split_boundary
 from autocog.errors import AutoCogError
 from autocog.eval.batch import predict_proba
 from autocog.lm import ContextLengthError, InvalidChoicesError, InvalidPromptError, ScoreRequest, score
-
-WORDS = [
-    "the",
-    "quick",
-    "brown",
-    "fox",
-    "jumps",
-    "over",
-    "lazy",
-    "dog",
-    "capital",
-    "France",
-    "Paris",
-    "Berlin",
-    "answer",
-    "yes",
-    "no",
-    "1",
-    "10",
-    "100",
-    "step",
-]
 
 STRUCTURED_CHOICE_SETS = [
     ["1", "10", "100"],  # each a prefix of the next
@@ -73,22 +56,6 @@ BAD_INPUTS = [  # (prompt, choices, keyword arguments, error, words of the messa
     ("p", [" a", " b"], {"end": 3}, TypeError, "end"),
     (LONG_PROMPT, [" a", " b"], {}, ContextLengthError, "tokens"),
 ]
-
-
-def random_text(rng: random.Random, n_words: int) -> str:
-    return " ".join(rng.choice(WORDS) for _ in range(n_words))
-
-
-def random_choices(rng: random.Random, n: int) -> list[str]:
-    choices: set[str] = set()
-    while len(choices) < n:
-        choices.add(" " + random_text(rng, rng.randint(1, 4)))
-    return sorted(choices)
-
-
-def make_prompts(n: int, seed: int = 0, header: str = "") -> list[str]:
-    rng = random.Random(seed)
-    return [header + "Question: " + random_text(rng, rng.randint(1, 10)) + "\nAnswer:" for _ in range(n)]
 
 
 def greedy_reference(lm, prompt: str, choices: list[str]) -> list[list[float]]:

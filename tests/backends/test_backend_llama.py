@@ -6,7 +6,8 @@ import pytest
 
 llama_cpp = pytest.importorskip("llama_cpp")
 
-from contract import ScoringContract, assert_logprobs_close, make_prompts, random_choices
+from contract import ScoringContract, assert_logprobs_close
+from randomized import make_prompts, random_choices
 from references import EXACT, brute_force_llama
 
 from autocog.gguf.models import tiny_llama_gguf

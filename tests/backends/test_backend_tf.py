@@ -2,7 +2,8 @@
 
 import pytest
 from conftest import brute_force_tf
-from contract import ScoringContract, make_prompts
+from contract import ScoringContract
+from randomized import make_prompts
 
 from autocog.lm import ScoreRequest, score
 

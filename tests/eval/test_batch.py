@@ -1,10 +1,10 @@
 """autocog.eval.batch: batched scores equal one-by-one scores; priors; splitting under batch_size and memory faults."""
 
-import random
 import threading
 
 import numpy as np
 import pytest
+from randomized import make_prompts
 
 import autocog.lm.tf.model as tf_module
 from autocog.eval.batch import (
@@ -19,36 +19,7 @@ from autocog.eval.batch import (
 from autocog.lm import ChoiceLM, InvalidChoicesError, TfLM
 from autocog.lm.scoring import shared_prefix
 
-WORDS = [
-    "the",
-    "quick",
-    "brown",
-    "fox",
-    "jumps",
-    "over",
-    "lazy",
-    "dog",
-    "capital",
-    "France",
-    "Paris",
-    "Berlin",
-    "answer",
-    "yes",
-    "no",
-    "1",
-    "10",
-    "100",
-    "step",
-]
 CHOICES = [" yes", " no", " the quick", " the quick brown", "1", "10"]
-
-
-def make_prompts(n, seed=0, header=""):
-    rng = random.Random(seed)
-    return [
-        header + "Question: " + " ".join(rng.choice(WORDS) for _ in range(rng.randint(1, 10))) + "\nAnswer:"
-        for _ in range(n)
-    ]
 
 
 def one_by_one(lm, prompts, choice_lists, normalization="sum"):

@@ -10,28 +10,6 @@ from randomized import random_choices, random_text
 
 from autocog.lm import ModelNotFoundError, TfLM
 
-WORDS = [
-    "the",
-    "quick",
-    "brown",
-    "fox",
-    "jumps",
-    "over",
-    "lazy",
-    "dog",
-    "capital",
-    "France",
-    "Paris",
-    "Berlin",
-    "answer",
-    "yes",
-    "no",
-    "1",
-    "10",
-    "100",
-    "step",
-]
-
 
 @pytest.mark.parametrize("n_words", [0, 1, 20, 160])
 def test_prompt_lengths(tiny_tf, n_words):
