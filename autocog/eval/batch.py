@@ -112,7 +112,15 @@ def predict_proba(
     probs = [
         result.probs
         for result in iter_choice_distributions(
-            lm, prompt_list, choice_lists, normalization, batch_size, progress, end, max_batch_tokens, priors
+            lm,
+            prompt_list,
+            choice_lists,
+            normalization=normalization,
+            batch_size=batch_size,
+            progress=progress,
+            end=end,
+            max_batch_tokens=max_batch_tokens,
+            priors=priors,
         )
     ]
     return _shape(probs, single)
@@ -177,6 +185,7 @@ def choice_distributions(
     lm: LM,
     prompts: Sequence[Prompt],
     choices: Choices,
+    *,
     normalization: Optional[str] = None,
     batch_size: int = DEFAULT_BATCH_SIZE,
     progress: Optional[bool] = None,
@@ -191,7 +200,14 @@ def choice_distributions(
     _, prompt_list, choice_lists, _ = _prepare(prompts, choices, None)
     return list(
         iter_choice_distributions(
-            lm, prompt_list, choice_lists, normalization, batch_size, progress, end, max_batch_tokens
+            lm,
+            prompt_list,
+            choice_lists,
+            normalization=normalization,
+            batch_size=batch_size,
+            progress=progress,
+            end=end,
+            max_batch_tokens=max_batch_tokens,
         )
     )
 
@@ -200,6 +216,7 @@ def iter_choice_distributions(
     lm: LM,
     prompts: Sequence[Prompt],
     choice_lists: Sequence[Sequence[str]],
+    *,
     normalization: Optional[str] = None,
     batch_size: int = DEFAULT_BATCH_SIZE,
     progress: Optional[bool] = None,
