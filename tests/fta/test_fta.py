@@ -545,7 +545,8 @@ def test_notebook_runs(tmp_path):
     assert not any(o.get("output_type") == "error" for o in outputs)
     text = "".join(o.get("text", "") for o in outputs if o.get("output_type") == "stream")
     pictures = sum("image/svg+xml" in o.get("data", {}) for o in outputs)
-    if shutil.which("dot"):  # the notebook's `show` draws SVG with GraphViz, else prints the DOT source
-        assert pictures == 3
+    # four `show` calls: the program, the thought tree, the tree on the program, a choice's token tree
+    if shutil.which("dot"):  # `show` draws SVG with GraphViz, else prints the DOT source
+        assert pictures == 4
     else:
-        assert pictures == 0 and text.count("digraph") == 3
+        assert pictures == 0 and sum(line.startswith("digraph ") for line in text.splitlines()) == 4

@@ -17,6 +17,8 @@ from plugin import NAME, build_plugin, plugin_class, plugin_program
 import autocog
 from autocog.eval.evaluate import EXAMPLE_DATASET, evaluate
 
+pytestmark = pytest.mark.slow  # subprocesses and an lm-eval run (~45 s)
+
 ROOT = Path(__file__).resolve().parents[2]
 TASK = "autocog_plugin_mc"
 PROMPT, CHOICES = "Question: What is 2 + 2?\nAnswer:", [" 4", " 5", " 22"]
@@ -32,8 +34,6 @@ import autocog
 import autocog.lm_eval  # registers the lm-eval model "autocog"
 from autocog.eval.evaluate import evaluate
 from plugin import plugin_program
-
-pytestmark = pytest.mark.slow  # subprocesses and an lm-eval run (~45 s)
 
 weights, folder, task, regex = sys.argv[1:]
 lm = autocog.lm.load("mine", model=weights)
