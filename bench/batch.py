@@ -91,7 +91,8 @@ def make_data(n_prompts: int, n_choices: int, seed: int = 0) -> tuple[list[str],
 
 
 def model_path(model: str):
-    from autocog.gguf.models import smollm2_gguf, tiny_llama, tiny_llama_gguf
+    from autocog.gguf.models import tiny_llama, tiny_llama_gguf
+    from autocog.lm.assets import smollm2_gguf
 
     if model == "tiny":
         return tiny_llama(), tiny_llama_gguf()

@@ -98,7 +98,8 @@ def build(questions: list[dict], shots: int) -> tuple[list[str], list[list[str]]
 
 
 def model_dir(name: str) -> Path:
-    from autocog.gguf.models import smollm2_transformers, tiny_llama
+    from autocog.gguf.models import tiny_llama
+    from autocog.lm.assets import smollm2_transformers
 
     return {"smollm2": smollm2_transformers, "tiny": tiny_llama}[name]() if name in ("smollm2", "tiny") else Path(name)
 

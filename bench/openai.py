@@ -294,7 +294,8 @@ def run_vllm(model: str, n_prompts: int, n_baseline: int) -> None:
     sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
     from vllm_server import VllmServer, missing_message, vllm_python
 
-    from autocog.gguf.models import smollm2_transformers, tiny_llama
+    from autocog.gguf.models import tiny_llama
+    from autocog.lm.assets import smollm2_transformers
 
     if vllm_python() is None:
         raise SystemExit(missing_message())
@@ -335,7 +336,8 @@ def main() -> None:
         run_vllm(args.model, args.prompts, args.baseline_prompts)
         if args.server == "vllm":
             return
-    from autocog.gguf.models import smollm2_gguf, tiny_llama_gguf
+    from autocog.gguf.models import tiny_llama_gguf
+    from autocog.lm.assets import smollm2_gguf
 
     models = {"smollm2": smollm2_gguf, "tiny": tiny_llama_gguf}
     names = list(models) if args.model == "both" else [args.model]

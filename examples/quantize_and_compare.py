@@ -2,7 +2,7 @@
 
     .venv/bin/python examples/quantize_and_compare.py --out smollm2-gguf     # ~2-5 minutes on 2 CPU cores
 
-Steps: the transformers checkpoint (`autocog.gguf.models.smollm2_transformers`) -> GGUF F16 (`autocog.gguf.convert`)
+Steps: the transformers checkpoint (`autocog.lm.assets.smollm2_transformers`) -> GGUF F16 (`autocog.gguf.convert`)
 -> Q8_0 and Q4_K_M (llama.cpp's quantizer, `autocog.gguf.quantize`) -> the same questions (the bundled
 easy_mc.jsonl) scored on all four models through the batch API (`autocog.eval.compare`: accuracy with Wilson
 intervals, drift against the transformers model, size, time) -> a plot and a Hugging Face model card
@@ -34,8 +34,8 @@ def main(argv=None):
     from autocog.eval.compare import ModelSpec, compare
     from autocog.gguf.card import write_card
     from autocog.gguf.convert import convert
-    from autocog.gguf.models import smollm2_transformers
     from autocog.gguf.quantize import quantize
+    from autocog.lm.assets import smollm2_transformers
 
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)

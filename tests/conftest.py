@@ -78,7 +78,7 @@ def smol_server():
     instance assumes nothing about the server's cached prompt, so modules can share it."""
     from llama_server import LlamaServer
 
-    from autocog.gguf.models import smollm2_gguf
+    from autocog.lm.assets import smollm2_gguf
 
     server = LlamaServer(smollm2_gguf())
     yield server

@@ -119,7 +119,7 @@ def quantize(
     `ModelNotFoundError` (missing or non-GGUF input) — both before llama.cpp runs — and
     `QuantizationError` (llama.cpp failed; the partial output is removed).
     """
-    from autocog.gguf.models import check_gguf
+    from autocog.lm.assets import check_gguf
 
     name, ftype = check_type(qtype)
     source, out = Path(source), Path(out)

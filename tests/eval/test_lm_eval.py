@@ -402,7 +402,7 @@ def test_cli_lm_eval_usage_errors(argv, words, task_dir, tiny_path, capsys):
 
 @pytest.mark.slow
 def test_task_matches_hf_on_smollm2(tmp_path):
-    from autocog.gguf.models import smollm2_transformers
+    from autocog.lm.assets import smollm2_transformers
 
     path = smollm2_transformers()
     folder = write_task(tmp_path / "task", n=32)

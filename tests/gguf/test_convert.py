@@ -631,7 +631,7 @@ def test_cli_push_without_token_fails_fast(tmp_path, small_comparison):
 
 @pytest.fixture(scope="module")
 def smol_f32(tmp_path_factory):
-    from autocog.gguf.models import smollm2_transformers
+    from autocog.lm.assets import smollm2_transformers
 
     return convert(smollm2_transformers(), tmp_path_factory.mktemp("smol") / "smollm2-f32.gguf", outtype="f32")
 

@@ -374,7 +374,7 @@ def test_smollm2_easy_facts(smol_llama):
     """The embedded SmolLM2 GGUF through llama.cpp: right answers, scores equal to brute force, a completion."""
     for prompt, choices, answer in EASY_FACTS:
         assert smol_llama.choose(prompt, choices) == answer, prompt
-    from autocog.gguf.models import smollm2_gguf
+    from autocog.lm.assets import smollm2_gguf
 
     ref = llama_cpp.Llama(model_path=str(smollm2_gguf()), n_ctx=512, logits_all=True, verbose=False)
     for prompt, choices, _ in EASY_FACTS[:3]:

@@ -78,8 +78,8 @@ def smol_api(smol_server):
 
 @pytest.fixture(scope="module")
 def smol_local():
-    from autocog.gguf.models import smollm2_gguf
     from autocog.lm import LLaMa
+    from autocog.lm.assets import smollm2_gguf
 
     return LLaMa(**LLaMa.create(model_path=smollm2_gguf()))
 

@@ -415,8 +415,8 @@ def test_course_example_on_smollm2_server():
     pytest.importorskip("openai")
     from llama_server import LlamaServer
 
-    from autocog.gguf.models import smollm2_gguf
     from autocog.lm import OpenAI
+    from autocog.lm.assets import smollm2_gguf
 
     server = LlamaServer(smollm2_gguf())
     try:

@@ -228,7 +228,7 @@ class VllmServer:
 def smollm2_server() -> VllmServer:
     """SmolLM2's transformers directory on vLLM, started (the tests' server; ``/tokenizer_info`` on, for pmi)."""
     python = require_vllm()
-    from autocog.gguf.models import smollm2_transformers
+    from autocog.lm.assets import smollm2_transformers
 
     return VllmServer(
         smollm2_transformers(), name="smollm2", python=python, extra_args=("--enable-tokenizer-info-endpoint",)

@@ -120,7 +120,7 @@ class LLaMa(ChoiceLM):
         >>> LLaMa(**LLaMa.create("model.gguf", n_ctx=4096))         # doctest: +SKIP
         """
         llama_cpp = _require_llama_cpp()
-        from autocog.gguf.models import check_gguf, smollm2_gguf
+        from autocog.lm.assets import check_gguf, smollm2_gguf
 
         path = smollm2_gguf() if model_path is None else Path(model_path)
         check_gguf(path)

@@ -114,7 +114,7 @@ class TfLM(ChoiceLM):
         torch, transformers = _require_torch()
         if n_threads:
             torch.set_num_threads(n_threads)
-        from autocog.gguf.models import gguf_to_transformers, smollm2_transformers
+        from autocog.lm.assets import gguf_to_transformers, smollm2_transformers
 
         if model_path is None:
             path = smollm2_transformers()
