@@ -124,7 +124,7 @@ class Explorer:
     ):
         self.program, self.lm, self.scoring = program, lm, scoring
         self.width, self.threshold, self.completion_scores = width, threshold, completion_scores
-        self.greedy: Optional[GreedyLM] = lm if isinstance(lm, GreedyLM) else None  # the masked decoding path
+        self.token_lm: Optional[GreedyLM] = lm if isinstance(lm, GreedyLM) else None  # the masked decoding path
         self.trie = TokenTrie()
         self.calls = {"complete": 0, "choose": 0}
         self.counter = 0
@@ -136,8 +136,8 @@ class Explorer:
 
     def prompt_ids(self, text: Any) -> list[int]:
         text = self.lm.render_prompt(text)  # chat messages (for a chat server: accounting only)
-        if self.greedy is not None:
-            return self.greedy.prompt_tokens(text)
+        if self.token_lm is not None:
+            return self.token_lm.prompt_tokens(text)
         return list(self.lm.tokenize(text, bos=True))
 
     def prompt_of(self, state: _State) -> Any:
@@ -148,7 +148,7 @@ class Explorer:
             return state.prompt
         messages = [{"role": role, "content": text} for role, text in state.turns]
         reply = messages.pop()["content"] if messages[-1]["role"] == "assistant" else ""
-        if not reply and self.greedy is None:
+        if not reply and self.token_lm is None:
             return messages
         return self.lm.apply_chat_template(messages, add_generation_prompt=True) + reply
 
@@ -323,8 +323,8 @@ class Explorer:
     # --- Complete --------------------------------------------------------------------------------------------
     def complete(self, step: Complete, state: _State) -> None:
         self.calls["complete"] += 1
-        if self.greedy is not None:
-            appended, value, logprob, n_tokens = self.decode(self.greedy, step, self.prompt_of(state))
+        if self.token_lm is not None:
+            appended, value, logprob, n_tokens = self.decode(self.token_lm, step, self.prompt_of(state))
         else:
             appended, value, logprob, n_tokens = self.complete_text(step, self.prompt_of(state))
         score = logprob if (self.completion_scores and not math.isnan(logprob)) else 0.0
