@@ -5,8 +5,11 @@ token ids). ``maxsize=0`` keeps nothing.
 
 >>> cache = LRU(2)
 >>> cache["a"], cache["b"] = 1, 2
->>> cache.get("a"), cache.setdefault("c", 3), list(cache)
-(1, 3, ['a', 'c'])
+>>> cache.get("a"), cache.get("b")
+(1, 2)
+>>> cache["c"] = 3            # forgets "a", the least recently used
+>>> list(cache)
+['b', 'c']
 """
 
 from __future__ import annotations
@@ -14,7 +17,7 @@ from __future__ import annotations
 import threading
 from collections import OrderedDict
 from collections.abc import Hashable, Iterator
-from typing import Callable, Generic, Optional, TypeVar
+from typing import Generic, Optional, TypeVar
 
 K = TypeVar("K", bound=Hashable)
 V = TypeVar("V")
@@ -49,25 +52,6 @@ class LRU(Generic[K, V]):
             self._data.move_to_end(key)
             while len(self._data) > self.maxsize:
                 self._data.popitem(last=False)
-
-    def setdefault(self, key: K, value: V) -> V:
-        """The cached value of ``key``, else ``value``, stored."""
-        with self._lock:
-            if key in self._data:
-                self._data.move_to_end(key)
-                return self._data[key]
-        self[key] = value
-        return value
-
-    def get_or_compute(self, key: K, compute: Callable[[], V]) -> V:
-        """The cached value of ``key``, else ``compute()``, stored (computed outside the lock)."""
-        missing = object()
-        found = self.get(key, missing)  # type: ignore[arg-type]
-        if found is not missing:
-            return found  # type: ignore[return-value]
-        value = compute()
-        self[key] = value
-        return value
 
     def __contains__(self, key: object) -> bool:
         return key in self._data

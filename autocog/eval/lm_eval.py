@@ -50,6 +50,7 @@ from lm_eval.utils import (
 )
 from tqdm import tqdm
 
+from autocog.core.trie import TokenChoiceTree
 from autocog.eval.batch import choice_distributions
 from autocog.eval.scores import choice_scores
 from autocog.lm import load
@@ -230,8 +231,6 @@ class AutocogLM(HarnessLM):
                 f"loglikelihood_rolling needs token-level log-probs after BOS/EOS, which "
                 f"{type(self.lm).__name__} does not give: use the tf or llama backend"
             )
-        from autocog.core.trie import TokenChoiceTree
-
         lm: Any = self.lm  # a token backend, checked above by its methods (ChoiceLM's, or its own)
         tokens = lm.tokenize(text)
         prefix = int(lm.unconditional_tokens()[0])

@@ -18,10 +18,12 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from typing import TYPE_CHECKING, Any, Iterator, Optional, Sequence
 
+from autocog.core.chat import check_messages, is_messages, missing_template, render_template
 from autocog.core.checks import check_prompt
 from autocog.core.normalization import DEFAULT_NORMALIZATION
 from autocog.core.types import ChoiceResult, Stop
 from autocog.errors import InvalidPromptError
+from autocog.lm.scoring import check_requests
 
 if TYPE_CHECKING:  # pragma: no cover
     from autocog.core.types import ScoreRequest
@@ -89,8 +91,6 @@ class LM(ABC):
         This default checks every request first (`autocog.lm.scoring.check_requests`), then scores them one
         by one with ``choice_distribution`` (``max_batch_tokens``, a per-call budget of packed passes, has
         nothing to bound here); `ChoiceLM` scores them in batched passes."""
-        from autocog.lm.scoring import check_requests
-
         checked, _ = check_requests(self, requests, render=False)
         results = []
         for c in checked:
@@ -124,8 +124,6 @@ class LM(ABC):
         >>> lm.apply_chat_template([{"role": "user", "content": "Hi"}])        # doctest: +SKIP
         '<|im_start|>system\\n...<|im_end|>\\n<|im_start|>user\\nHi<|im_end|>\\n<|im_start|>assistant\\n'
         """
-        from autocog.core.chat import check_messages, missing_template, render_template
-
         messages = check_messages(messages)
         if self.chat_template is None:
             raise missing_template(type(self).__name__)
@@ -137,8 +135,6 @@ class LM(ABC):
         assistant's reply); anything else raises `InvalidPromptError`."""
         if isinstance(prompt, str):
             return prompt
-        from autocog.core.chat import is_messages
-
         if is_messages(prompt):
             return self.apply_chat_template(prompt, add_generation_prompt=True)
         if isinstance(prompt, (list, tuple)) and not prompt:

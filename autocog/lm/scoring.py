@@ -44,11 +44,11 @@ from autocog.core.normalization import (
     normalize_scores,
 )
 from autocog.core.tokens import common_prefix_length
+from autocog.core.trie import TokenChoiceTree
 from autocog.core.types import ChoiceResult, ScoreRequest
 from autocog.errors import AutoCogError, InvalidPromptError
 
 if TYPE_CHECKING:  # pragma: no cover
-    from autocog.core.trie import TokenChoiceTree
     from autocog.lm.base import LM
 
 
@@ -189,9 +189,7 @@ def _unconditional(
             found[keys[k]] = value
     missing = list(dict.fromkeys(keys[k] for k in wanted if keys[k] not in found))
     if missing:
-        from autocog.core.trie import TokenChoiceTree as Trie
-
-        trees = [Trie([list(p) for p in key[1]]) for key in missing]
+        trees = [TokenChoiceTree([list(p) for p in key[1]]) for key in missing]
         for key, tree, lp in zip(missing, trees, evaluate([(list(context), t) for t in trees])):
             found[key] = cache[key] = tree.choice_logprobs(lp)
     return {k: [list(x) for x in found[keys[k]]] for k in wanted}

@@ -24,6 +24,7 @@ from typing import Any, Iterator, Optional, Sequence, Union
 
 import numpy as np
 
+from autocog.core.chat import check_messages, missing_template, render_template
 from autocog.core.tokens import LLAMA_CPP, FragmentEncoder, TokenVocabulary
 from autocog.core.trie import TokenChoiceTree
 from autocog.errors import (
@@ -196,8 +197,6 @@ class LLaMa(ChoiceLM):
         """The GGUF's ``tokenizer.chat_template`` (or ``chat_template=``) rendered as transformers renders it,
         with ``bos_token`` and ``eos_token`` the texts of the model's BOS and EOS: the same text as `TfLM` on the
         same model. A BOS the template writes is not doubled by ``tokenize(text, bos=True)``."""
-        from autocog.core.chat import check_messages, missing_template, render_template
-
         messages = check_messages(messages)
         if not self.chat_template:
             raise missing_template("this GGUF (no tokenizer.chat_template in its metadata)")

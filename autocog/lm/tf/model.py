@@ -15,6 +15,7 @@ from typing import Any, Optional, Sequence, Union
 
 import numpy as np
 
+from autocog.core.chat import check_messages, missing_template
 from autocog.core.tokens import HUGGINGFACE, FragmentEncoder, TokenVocabulary
 from autocog.core.trie import TokenChoiceTree
 from autocog.errors import ModelNotFoundError, missing_backend
@@ -167,8 +168,6 @@ class TfLM(ChoiceLM):
         >>> lm.apply_chat_template([{"role": "user", "content": "Hi"}])[-22:]     # doctest: +SKIP
         '<|im_start|>assistant\\n'
         """
-        from autocog.core.chat import check_messages, missing_template
-
         messages = check_messages(messages)
         template = self.chat_template or getattr(self.tokenizer, "chat_template", None)
         if not template:
