@@ -43,16 +43,12 @@ class LlamaCppDialect(Dialect):
     constraint_kinds = ("json", "gbnf", "choice")
 
     def constraint_fields(self, constraint: NativeConstraint, chat: bool) -> tuple[str, dict[str, Any]]:
-        """``grammar`` (GBNF; a schema or choices converted by ``constraint.to_gbnf``), or on the chat endpoint a
+        """``grammar`` (``constraint.to_gbnf()``: a GBNF grammar as is, a schema or choices converted), or on the chat endpoint a
         JSON schema as ``response_format: {"type": "json_object", "schema"}``."""
         if constraint.kind == "json" and chat:
             return "chat", {"response_format": {"type": "json_object", "schema": constraint.schema}}
-        if constraint.kind == "gbnf":
-            grammar = constraint.source
-        else:
-            assert constraint.to_gbnf is not None, "a json or choice constraint for llama.cpp needs to_gbnf"
-            grammar = constraint.to_gbnf()
-        return ("chat" if chat else "completions"), {"grammar": grammar}
+        assert constraint.to_gbnf is not None, "a constraint for llama.cpp needs its GBNF form (to_gbnf)"
+        return ("chat" if chat else "completions"), {"grammar": constraint.to_gbnf()}
 
     def __init__(self) -> None:
         self.props: Optional[dict] = None  # GET /props (llama.cpp's C++ server; llama_cpp.server has none)
