@@ -201,7 +201,7 @@ class Limit:
         self.passes = []
         for start in range(0, len(built), batch_size):
             jobs = [(tokens, tree) for tokens, tree, _ in built[start : start + batch_size]]
-            for group in lm.pack_groups(jobs):
+            for group in lm.pack_groups(jobs, lm.max_batch_tokens):
                 shared = shared_prefix(group)
                 width = max(len(t) - shared for t, _ in group) + max(len(tree.nodes) for _, tree in group)
                 columns = 1 + max(len(tree.internal_nodes()) for _, tree in group)
