@@ -9,27 +9,16 @@ cd "$(dirname "$0")/.."
 PYTHON=${PYTHON:-python3}
 [ -x .venv/bin/python ] || "$PYTHON" -m venv .venv
 stamp=.venv/.autocog-setup
-want=$(cat setup.cfg scripts/setup.sh | sha1sum | cut -d' ' -f1)
+want=$(cat setup.cfg scripts/setup.sh scripts/llama_isa.sh | sha1sum | cut -d' ' -f1)
 if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ]; then
   exit 0
 fi
 pip=(.venv/bin/python -m pip install --disable-pip-version-check -q)
 "${pip[@]}" --upgrade pip setuptools wheel
 "${pip[@]}" "torch==${AUTOCOG_TORCH_VERSION:-2.13.0}"
-# llama-cpp-python, built once per version and flags into a wheel kept outside the checkout. Explicit ISA flags
-# (AVX2, plus AVX-512 where the CPU has it), not -march=native: a native build on a CPU with AMX runs llama.cpp's
-# AMX kernels for Q8_0/Q4 weights, and they crash (SIGSEGV) in VMs that do not grant AMX tile state.
-LLAMA_VERSION=0.3.36
-isa="-DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON -DGGML_BMI2=ON"
-if grep -qw avx512f /proc/cpuinfo 2>/dev/null; then
-  isa="$isa -DGGML_AVX512=ON"
-  for f in VBMI VNNI BF16; do
-    grep -qw "avx512_$(echo $f | tr A-Z a-z)\|avx512$(echo $f | tr A-Z a-z)" /proc/cpuinfo && isa="$isa -DGGML_AVX512_$f=ON"
-  done
-fi
-grep -qw avx_vnni /proc/cpuinfo 2>/dev/null && isa="$isa -DGGML_AVX_VNNI=ON"
-LLAMA_CMAKE_ARGS=${LLAMA_CMAKE_ARGS:-$isa}
-wheels="${XDG_CACHE_HOME:-$HOME/.cache}/autocog/wheels/llama-cpp-python-$LLAMA_VERSION-$(echo "$LLAMA_CMAKE_ARGS" | sha1sum | cut -c1-12)"
+# llama-cpp-python, built once per version and flags into a wheel kept outside the checkout.
+source scripts/llama_isa.sh
+wheels="${XDG_CACHE_HOME:-$HOME/.cache}/autocog/wheels/llama-cpp-python-$LLAMA_VERSION-$LLAMA_FLAGS_SHA"
 if ! ls "$wheels"/llama_cpp_python-*.whl >/dev/null 2>&1; then
   CMAKE_ARGS="$LLAMA_CMAKE_ARGS" CMAKE_BUILD_PARALLEL_LEVEL=${CMAKE_BUILD_PARALLEL_LEVEL:-$(nproc)} \
     .venv/bin/python -m pip wheel --disable-pip-version-check -q --no-deps --no-cache-dir \
