@@ -17,6 +17,10 @@ class InvalidPromptError(AutoCogError, ValueError):
     """The prompt is not a string, or is empty where a non-empty one is needed."""
 
 
+class InvalidNormalizationError(AutoCogError, ValueError):
+    """The normalization is not one of `autocog.core.normalization.NORMALIZATIONS` (the message lists them)."""
+
+
 class ContextLengthError(AutoCogError, ValueError):
     """The tokens to evaluate do not fit the model's context window (the message names both lengths)."""
 
@@ -140,6 +144,7 @@ __all__ = [
     "DuplicateStepError",
     "InvalidBackendError",
     "InvalidChoicesError",
+    "InvalidNormalizationError",
     "InvalidPromptError",
     "InvalidStepError",
     "MalformedResponseError",

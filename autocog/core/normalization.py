@@ -14,6 +14,8 @@ from typing import Optional, Sequence, Union
 
 import numpy as np
 
+from autocog.errors import InvalidNormalizationError
+
 NORMALIZATIONS = ("sum", "mean", "char", "pmi")
 DEFAULT_NORMALIZATION = "sum"
 
@@ -87,5 +89,7 @@ def check_prior(prior: Union[Sequence[float], np.ndarray], n_choices: int) -> np
 
 def check_normalization(normalization: str) -> str:
     if normalization not in NORMALIZATIONS:
-        raise ValueError(f"unknown normalization {normalization!r}: expected one of {', '.join(NORMALIZATIONS)}")
+        raise InvalidNormalizationError(
+            f"unknown normalization {normalization!r}: expected one of {', '.join(NORMALIZATIONS)}"
+        )
     return normalization
