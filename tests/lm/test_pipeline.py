@@ -188,6 +188,15 @@ def test_an_iterable_gives_a_lazy_iterator(pipe, monkeypatch):
     assert_same([first, *rest], pipe(PROMPTS[:5], choices=CHOICES, batch_size=2))
 
 
+def test_a_dataset_column(pipe):
+    from transformers.pipelines.pt_utils import KeyDataset
+
+    column = KeyDataset([{"text": p} for p in PROMPTS[:3]], "text")
+    outputs = pipe(column, choices=CHOICES, batch_size=2)
+    assert not isinstance(outputs, list)
+    assert_same(list(outputs), pipe(PROMPTS[:3], choices=CHOICES, batch_size=2))
+
+
 def test_chat_messages(tiny_path):
     tokenizer = transformers.AutoTokenizer.from_pretrained(tiny_path)
     tokenizer.chat_template = (
@@ -223,6 +232,12 @@ def test_runs_on_the_pipeline_device(tiny_path, device, monkeypatch):
     assert {p.device for p in pipe.model.parameters()} == {pipe.device}
 
 
+def test_device_map(tiny_path):
+    pipe = transformers.pipeline(PIPELINE_TASK, model=str(tiny_path), device_map="cpu")
+    assert pipe.device == torch.device("cpu") == pipe.lm.device
+    assert pipe(PROMPTS[0], choices=CHOICES)["labels"]
+
+
 @pytest.mark.parametrize("dtype, expected", [(torch.float64, torch.float64), ("float32", torch.float32)])
 def test_dtype(tiny_path, dtype, expected):
     pipe = transformers.pipeline(PIPELINE_TASK, model=str(tiny_path), device="cpu", dtype=dtype)
@@ -254,6 +269,8 @@ def test_input_errors_name_the_cause(pipe, monkeypatch):
         pipe({"text": "x"}, choices=CHOICES)
     with pytest.raises(InvalidPromptError, match="int"):
         pipe([PROMPTS[0], 3], choices=CHOICES)
+    with pytest.raises(InvalidPromptError, match="not int"):
+        pipe(3, choices=CHOICES)
     with pytest.raises(ValueError, match="top_k"):
         pipe(PROMPTS[0], choices=CHOICES, top_k=0)
     with pytest.raises(ValueError, match="batch_size"):

@@ -116,11 +116,13 @@ class ChoicePipeline(Pipeline):
         if isinstance(inputs, (list, tuple)):
             prepared = list(self.prepare(inputs, preprocess, n_items=len(inputs)))  # all checked before the model
             return list(self.results(prepared, size, forward, postprocess))
-        if not isinstance(inputs, Iterable):
+        try:
+            items = iter(inputs)  # also a torch Dataset (KeyDataset), iterable through __getitem__
+        except TypeError:
             raise InvalidPromptError(
                 f"expected a prompt, a list of prompts or an iterable, not {type(inputs).__name__}"
-            )
-        return self.results(self.prepare(inputs, preprocess), size, forward, postprocess)
+            ) from None
+        return self.results(self.prepare(items, preprocess), size, forward, postprocess)
 
     def prepare(self, items: Iterable[Any], params: dict, n_items: Optional[int] = None) -> Iterator[dict]:
         """`preprocess` on each item, with its own list of choices when ``params["choices"]`` holds one per prompt
