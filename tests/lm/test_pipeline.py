@@ -71,10 +71,14 @@ def assert_same(actual, expected, atol=1e-6):
     np.testing.assert_allclose(actual["scores"], expected["scores"], atol=atol, rtol=0)
 
 
-def test_registered_on_import_and_again_by_name():
+def test_registered_on_import_and_again_by_name(monkeypatch):
     from transformers.pipelines import PIPELINE_REGISTRY
 
     import autocog.lm.tf
+
+    # the extra task name is registered for this test only
+    monkeypatch.setattr(PIPELINE_REGISTRY, "supported_tasks", dict(PIPELINE_REGISTRY.supported_tasks))
+    monkeypatch.setattr(ChoicePipeline, "_registered_impl", ChoicePipeline._registered_impl)
 
     assert PIPELINE_TASK == "choice-classification"
     assert PIPELINE_TASK in PIPELINE_REGISTRY.get_supported_tasks()
@@ -133,6 +137,26 @@ def test_a_list_is_scored_in_batches_of_batch_size(pipe, lm, monkeypatch):
     batches.clear()
     pipe(PROMPTS[:3], choices=CHOICES)  # transformers' default: batch_size 1
     assert batches == [1, 1, 1]
+
+
+def test_max_batch_tokens_is_this_calls_bound(pipe, lm, monkeypatch):
+    """The bound reaches the packing of this call's one scoring batch, which then takes several passes."""
+    packings = []
+    pack_groups = pipe.lm.pack_groups
+
+    def recording(jobs, limit):
+        groups = pack_groups(jobs, limit)
+        packings.append((limit, [len(g) for g in groups]))
+        return groups
+
+    monkeypatch.setattr(pipe.lm, "pack_groups", recording)
+    outputs = pipe(PROMPTS[:6], choices=CHOICES, batch_size=6, max_batch_tokens=30)
+    assert len(packings) == 1 and packings[0][0] == 30 and sum(packings[0][1]) == 6 and len(packings[0][1]) > 1
+    pipe(PROMPTS[:6], choices=CHOICES, batch_size=6)
+    assert packings[1] == (type(pipe.lm).max_batch_tokens, [6])
+    assert pipe.lm.max_batch_tokens == type(pipe.lm).max_batch_tokens  # never set on the model
+    for prompt, output in zip(PROMPTS, outputs):
+        assert_matches(output, lm.choice_distribution(prompt, CHOICES), atol=1e-6)
 
 
 def test_batch_size_given_to_the_pipeline(tiny_tf, monkeypatch):
