@@ -299,6 +299,8 @@ def test_input_errors_name_the_cause(pipe, monkeypatch):
         pipe(PROMPTS[0], choices=CHOICES, top_k=0)
     with pytest.raises(ValueError, match="batch_size"):
         pipe(PROMPTS, choices=CHOICES, batch_size=0)
+    with pytest.raises(ValueError, match="max_batch_tokens"):
+        pipe(PROMPTS, choices=CHOICES, max_batch_tokens=0)
     # the last prompt of a list is faulty: nothing is scored
     with pytest.raises(InvalidChoicesError, match="empty"):
         pipe([*PROMPTS[:9], {"prompt": "x", "choices": []}], choices=CHOICES, batch_size=2)

@@ -34,7 +34,7 @@ from autocog.core.checks import check_choices
 from autocog.core.normalization import check_normalization
 from autocog.core.types import ChoiceResult, ScoreRequest
 from autocog.errors import InvalidChoicesError, InvalidPromptError
-from autocog.lm.scoring import check_request
+from autocog.lm.scoring import check_request, score
 from autocog.lm.tf.model import TfLM
 
 PIPELINE_TASK = "choice-classification"
@@ -169,8 +169,10 @@ class ChoicePipeline(Pipeline):
                 yield self.postprocess(output, **postprocess)
 
     def _forward(self, batch: list[dict], max_batch_tokens: Optional[int] = None) -> list[dict]:  # type: ignore[override]
-        """One `TfLM.score_batch` over the batch's requests: ``[{"sequence", "result": ChoiceResult}]``."""
-        results = self.lm.score_batch([item["request"] for item in batch], max_batch_tokens=max_batch_tokens)
+        """The batch's requests as ONE scoring batch (`autocog.lm.scoring.score` with ``batch_size`` the batch's
+        size: one `TfLM.score_batch` call): ``[{"sequence", "result": ChoiceResult}]``."""
+        requests = [item["request"] for item in batch]
+        results = score(self.lm, requests, batch_size=len(requests), progress=False, max_batch_tokens=max_batch_tokens)
         return [{"sequence": item["sequence"], "result": result} for item, result in zip(batch, results)]
 
     def postprocess(self, output: dict, top_k: Optional[int] = None) -> dict:  # type: ignore[override]
