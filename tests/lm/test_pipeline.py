@@ -307,6 +307,13 @@ def test_input_errors_name_the_cause(pipe, monkeypatch):
     assert calls == []
 
 
+def test_saved_and_loaded_back_under_the_task(pipe, tmp_path):
+    pipe.save_pretrained(tmp_path)
+    assert "custom_pipelines" not in json.loads((tmp_path / "config.json").read_text())
+    again = transformers.pipeline(PIPELINE_TASK, model=str(tmp_path), device="cpu")  # no trust_remote_code
+    assert_same(again(PROMPTS[0], choices=CHOICES), pipe(PROMPTS[0], choices=CHOICES))
+
+
 def test_bad_defaults_fail_at_construction(tiny_tf):
     with pytest.raises(InvalidNormalizationError, match="bogus"):
         transformers.pipeline(

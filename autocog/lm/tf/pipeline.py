@@ -63,6 +63,13 @@ class ChoicePipeline(Pipeline):
             raise TypeError("ChoicePipeline needs a tokenizer: pass tokenizer= to transformers.pipeline")
         self.lm = TfLM(self.model, self.tokenizer)  # the model is already on self.device
 
+    def save_pretrained(self, save_directory: Any, **kwargs: Any) -> None:
+        """The model and the tokenizer only. transformers' own would also copy this module into the directory and
+        name it in the config's ``custom_pipelines``, after which loading the directory back under the task asks
+        for ``trust_remote_code``; the task comes from importing this module instead."""
+        self.model.save_pretrained(save_directory, **kwargs)
+        self.lm.tokenizer.save_pretrained(save_directory, **kwargs)
+
     def _sanitize_parameters(  # type: ignore[override]
         self,
         choices: Any = None,
