@@ -8,9 +8,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
-transformers = pytest.importorskip("transformers")
 import torch
+import transformers
 from conftest import EASY_FACTS
 
 from autocog.errors import InvalidChoicesError, InvalidNormalizationError, InvalidPromptError
