@@ -192,3 +192,23 @@ def test_smollm2_matches_brute_force_and_completes(smol_tf):
     assert_logprobs_close(smol_tf.choice_logprobs(prompt, choices), brute_force_tf(smol_tf, prompt, choices), 1e-3)
     text = smol_tf.complete("The capital of France is", stop="\n", max_tokens=20)
     assert "Paris" in text
+
+
+def test_a_tree_read_out_copies_to_the_host_once(monkeypatch):
+    """`TokenChoiceTree.read_rows` on a torch tensor (on a GPU, each copy to the host is a sync): the picked
+    log-probs and the row maxima come back in one ``.cpu()``, with the numbers and greedy flags of numpy's."""
+    from autocog.core.trie import TokenChoiceTree
+
+    rows = torch.log_softmax(torch.randn(8, 50, generator=torch.Generator().manual_seed(0)), dim=-1)
+    paths = [[int(rows[0].argmax())], [3, 1, 4], [3, 9]]
+    by_numpy, by_torch = TokenChoiceTree(paths), TokenChoiceTree(paths)
+    inner = by_numpy.internal_nodes()
+    expected = by_numpy.read_rows([-1] + inner, rows[: 1 + len(inner)].numpy())
+    calls = []
+    for name in ("cpu", "tolist", "item", "numpy"):
+        method = getattr(torch.Tensor, name)
+        monkeypatch.setattr(torch.Tensor, name, lambda self, *a, _m=method, _n=name, **k: calls.append(_n) or _m(self))
+    got = by_torch.read_rows([-1] + inner, rows[: 1 + len(inner)])
+    assert calls == ["cpu", "numpy"]  # numpy() of the host copy is free
+    np.testing.assert_array_equal(got, expected)
+    assert by_torch.is_greedy() == by_numpy.is_greedy() and by_torch.is_greedy()[0]
