@@ -15,7 +15,7 @@
 #   --out      the results folder (default $OUT when set, else bench/results): gpu_check.txt (everything, with the
 #              summary at its end) and the benchmarks' JSON
 #   --quick    the tiny test model and small sizes: a dry run of the script itself (on the CPU, about 3 minutes)
-#   --wheels   a folder of wheels for missing Python packages (gguf, pytest, lm-eval...), installed offline
+#   --wheels   a folder of wheels for missing Python packages (gguf, pytest; lm-eval with its own deps), installed offline
 #              (pip --no-index --no-deps --target) into the results folder, never into the system's Python
 #   PYTHON     the interpreter (default python3)
 #
@@ -142,10 +142,10 @@ done
 # 2 processes against 1: on 2+ GPUs rank r takes cuda:r; on one GPU both replicas share cuda:0
 DP_DEVICE="$DEVICE"; [[ "$DEVICE" == cuda* ]] && [ "$N_GPUS" -lt 2 ] && DP_DEVICE="cuda:0"
 DP_DTYPE=(); [[ "$DEVICE" == cuda* ]] && DP_DTYPE=(--dtype bfloat16)
-part "lm-eval 2 processes vs 1 ($DP_DEVICE)" "$SMOL_NEEDS,lm_eval" \
+part "lm-eval 2 processes vs 1 ($DP_DEVICE)" "$SMOL_NEEDS,lm_eval.evaluator" \
     "$PY" bench/lm_eval_parallel.py --model "$MODEL" --documents "$DOCS" --processes 1 2 --device "$DP_DEVICE" \
     "${DP_DTYPE[@]}" --json "$OUT_DIR/lm_eval_parallel.json"
-part "lm-eval autocog vs hf ($DEVICE float32)" "$SMOL_NEEDS,lm_eval,accelerate" \
+part "lm-eval autocog vs hf ($DEVICE float32)" "$SMOL_NEEDS,lm_eval.evaluator,accelerate" \
     "$PY" bench/lm_eval_compare.py --model "$MODEL" --questions "$QUESTIONS" --hf-batch-sizes "$HF_BATCH" \
     --repeats 1 --device "$DEVICE" --json "$OUT_DIR/lm_eval_compare.json"
 
