@@ -18,6 +18,10 @@ prompt, its own prefix cache).
 
     .venv/bin/python bench/batch.py                                   # tiny model, both backends
     .venv/bin/python bench/batch.py --model smollm2 --prompts 20 --repeats 2
+    .venv/bin/python bench/batch.py --model smollm2 --backend tf --device cuda --dtype bfloat16 --memory-sizes
+
+``--device`` / ``--dtype``: TfLM's (the baselines build their tensors there too; on a GPU each timed method ends
+with ``torch.cuda.synchronize()``). The memory table measures host RSS: leave it out on a GPU (``--memory-sizes``).
 """
 
 from __future__ import annotations
@@ -101,7 +105,7 @@ def model_path(model: str):
     return model, model
 
 
-def load_tf(model: str, threads: int):
+def load_tf(model: str, threads: int, device: str = "cpu", dtype: str | None = None):
     import torch
     import transformers
 
@@ -110,7 +114,15 @@ def load_tf(model: str, threads: int):
     torch.set_num_threads(threads)
     transformers.logging.set_verbosity_error()
     transformers.logging.disable_progress_bar()
-    return TfLM(**TfLM.create(model_path=model_path(model)[0], device="cpu"))
+    return TfLM(**TfLM.create(model_path=model_path(model)[0], device=device, dtype=dtype))
+
+
+def synchronize(lm) -> None:
+    """Wait for the GPU's queued work (a pass whose output stays on the device is asynchronous there)."""
+    import torch
+
+    if lm.device.type == "cuda":
+        torch.cuda.synchronize(lm.device)
 
 
 CLOCK = time.perf_counter  # --cpu-time: time.process_time (the work done, steadier on a shared machine)
@@ -147,8 +159,9 @@ def perprompt_logprobs(lm, prompt: str, choices: list[str]) -> list[list[float]]
     prompt_ids = lm.tokenize(text, bos=True)
     choice_ids = [lm.tokenize(c) for c in continuations]
     n, p, width = len(choice_ids), len(prompt_ids), max(len(c) for c in choice_ids)
+    device = lm.device
     with torch.inference_mode():
-        out = lm.model(input_ids=torch.tensor([prompt_ids]), use_cache=True)
+        out = lm.model(input_ids=torch.tensor([prompt_ids], device=device), use_cache=True)
         first = torch.log_softmax(out.logits[0, -1].float(), dim=-1)
         cache = copy.deepcopy(output_cache(out))
         cache.batch_repeat_interleave(n)
@@ -160,12 +173,21 @@ def perprompt_logprobs(lm, prompt: str, choices: list[str]) -> list[list[float]]
             mask[j, p : p + len(c)] = 1
         positions = (p + torch.arange(width))[None].expand(n, width)
         logits = lm.model(
-            input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=True, **{lm.cache.cache_kwarg: cache}
+            input_ids=ids.to(device),
+            attention_mask=mask.to(device),
+            position_ids=positions.to(device),
+            use_cache=True,
+            **{lm.cache.cache_kwarg: cache},
         ).logits
         rest = torch.log_softmax(logits.float(), dim=-1)
-    return [
-        [float(first[c[0]])] + [float(rest[j, k - 1, c[k]]) for k in range(1, len(c))] for j, c in enumerate(choice_ids)
-    ]
+        picks = [(j, k - 1, c[k]) for j, c in enumerate(choice_ids) for k in range(1, len(c))]
+        later = rest[tuple(torch.tensor(picks, dtype=torch.long, device=device).T)].tolist() if picks else []
+        firsts = first[[c[0] for c in choice_ids]].tolist()  # two copies to the host, not one per token
+    out, used = [], 0
+    for j, c in enumerate(choice_ids):
+        out.append([firsts[j]] + later[used : used + len(c) - 1])
+        used += len(c) - 1
+    return out
 
 
 def perchoice_logprobs(lm, prompt: str, choices: list[str]) -> list[list[float]]:
@@ -180,9 +202,9 @@ def perchoice_logprobs(lm, prompt: str, choices: list[str]) -> list[list[float]]
     for c in continuations:
         ids = lm.tokenize(c)
         with torch.inference_mode():
-            logits = lm.model(input_ids=torch.tensor([prompt_ids + ids]), use_cache=False).logits[0]
+            logits = lm.model(input_ids=torch.tensor([prompt_ids + ids], device=lm.device), use_cache=False).logits[0]
         lp = torch.log_softmax(logits[len(prompt_ids) - 1 : -1].float(), dim=-1)
-        out.append([float(lp[k, t]) for k, t in enumerate(ids)])
+        out.append(lp[torch.arange(len(ids)), torch.tensor(ids)].tolist())
     return out
 
 
@@ -205,7 +227,7 @@ class Limit:
                 shared = shared_prefix(group)
                 width = max(len(t) - shared for t, _ in group) + max(len(tree.nodes) for _, tree in group)
                 columns = 1 + max(len(tree.internal_nodes()) for _, tree in group)
-                ids = torch.randint(vocab, (len(group), width), generator=gen)
+                ids = torch.randint(vocab, (len(group), width), generator=gen).to(lm.device)
                 self.passes.append((group[0][0][:shared], ids, columns))
 
     def __call__(self) -> None:
@@ -221,10 +243,12 @@ class Limit:
                 if shared:
                     if shared != prefix:
                         prefix = shared
-                        kv = output_cache(model(input_ids=torch.tensor([shared]), use_cache=True, logits_to_keep=1))
+                        shared_ids = torch.tensor([shared], device=ids.device)
+                        kv = output_cache(model(input_ids=shared_ids, use_cache=True, logits_to_keep=1))
                     past = copy.deepcopy(kv)
                     past.batch_repeat_interleave(ids.shape[0])
                 model(input_ids=ids, use_cache=past is not None, logits_to_keep=columns, **{key: past})
+        synchronize(self.lm)
 
 
 def bench_tf(lm, n_prompts: int, n_choices: int, batch_size: int, repeats: int) -> dict:
@@ -376,6 +400,10 @@ def main() -> None:
         action="store_true",
         help="time with the process's CPU time instead of the wall clock (one thread, shared machine)",
     )
+    parser.add_argument("--device", default="cpu", help="TfLM's device (cpu, cuda, cuda:1...; default cpu)")
+    parser.add_argument(
+        "--dtype", default=None, help="TfLM's dtype (float32, bfloat16, float16; default float32 on cpu)"
+    )
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--memory-sizes", type=int, nargs="*", default=[50, 100, 200, 400])
     parser.add_argument("--memory-choices", type=int, default=32)
@@ -399,7 +427,8 @@ def main() -> None:
         f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs"
     )
     if args.backend in ("tf", "both"):
-        lm = load_tf(args.model, args.threads)
+        lm = load_tf(args.model, args.threads, args.device, args.dtype)
+        print(f"device {lm.device}  dtype {lm.model.dtype}")
         print("\ntransformers: seconds (best of repeats) and ratios")
         print(
             f"{'prompts':>7} {'choices':>7} {'batch':>8} {'loop':>8} {'limit':>8} {'perprompt':>9} "

@@ -11,6 +11,9 @@ difference between the fast tree log-probs and the generic one-greedy-per-node e
 
     .venv/bin/python bench/choose.py                  # all backends and models
     .venv/bin/python bench/choose.py --backend tf --model tiny --quick
+    .venv/bin/python bench/choose.py --backend tf --model smollm2 --device cuda --dtype bfloat16   # a GPU
+
+On a GPU (``--device cuda``) every timed call ends with ``torch.cuda.synchronize()``, so the limit is the pass itself.
 """
 
 from __future__ import annotations
@@ -202,6 +205,8 @@ class TfAdapter:
     def forward(self, ids: list[int]):
         with self.torch.inference_mode():
             self.lm.model(input_ids=self.torch.tensor([ids], device=self.lm.device), use_cache=False, logits_to_keep=1)
+        if self.lm.device.type == "cuda":  # the pass is asynchronous there: time it to its end
+            self.torch.cuda.synchronize()
 
 
 class LlamaAdapter:
@@ -254,7 +259,9 @@ def bench_model(label, adapter, prompt_lengths, choice_counts, repeats, seed=0):
             generic = ChoiceLM.evaluate_tree(lm, prompt_ids, tree)
             # (quantized GGUF weights in llama.cpp round differently with the batch shape: up to ~0.5 nats)
             diff = float(np.max(np.abs(fast - generic)))
-            assert adapter.name != "tf" or diff < 2e-3, f"fast and generic tree evaluation disagree by {diff}"
+            # (in bf16 / fp16 a different computation order rounds to ~1e-2: see tests/backends/test_backend_tf.py)
+            bound = 2e-3 if adapter.name != "tf" or lm.model.dtype == adapter.torch.float32 else 0.1
+            assert adapter.name != "tf" or diff < bound, f"fast and generic tree evaluation disagree by {diff}"
             rows.append(
                 (
                     label,
@@ -289,7 +296,7 @@ def print_row(row, flush=False):
     )
 
 
-def load(backend: str, model: str, threads: int):
+def load(backend: str, model: str, threads: int, device: str = "cpu", dtype: str | None = None):
     import torch
 
     from autocog import models
@@ -299,7 +306,7 @@ def load(backend: str, model: str, threads: int):
         from autocog.lm import TfLM
 
         path = models.tiny_llama() if model == "tiny" else None
-        return TfAdapter(TfLM(**TfLM.create(model_path=path)))
+        return TfAdapter(TfLM(**TfLM.create(model_path=path, device=device, dtype=dtype)))
     from autocog.lm import LLaMa
 
     path = models.tiny_llama_gguf() if model == "tiny" else None
@@ -317,6 +324,10 @@ def main(argv=None):
         default=1,
         help="CPU threads for torch and llama.cpp (default 1: stable timings on a shared machine)",
     )
+    parser.add_argument("--device", default="cpu", help="TfLM's device (cpu, cuda, cuda:1...; default cpu)")
+    parser.add_argument(
+        "--dtype", default=None, help="TfLM's dtype (float32, bfloat16, float16; default float32 on cpu)"
+    )
     args = parser.parse_args(argv)
     backends = ["tf", "llama"] if args.backend == "all" else [args.backend]
     model_names = ["tiny", "smollm2"] if args.model == "all" else [args.model]
@@ -326,7 +337,8 @@ def main(argv=None):
     print(HEADER)
     for model in model_names:
         for backend in backends:
-            bench_model(model, load(backend, model, args.threads), prompt_lengths, choice_counts, repeats)
+            adapter = load(backend, model, args.threads, args.device, args.dtype)
+            bench_model(model, adapter, prompt_lengths, choice_counts, repeats)
 
 
 if __name__ == "__main__":

@@ -6,7 +6,7 @@ Zero-shot, and 5-shot where the 5 shots (the same for every question, as lm-eval
 with a fixed seed) are ``Question: ...\\nAnswer: X`` blocks joined by a blank line. Every (question,
 choice) pair is one lm-eval loglikelihood request.
 
-Methods, on the same transformers directory (float32, CPU):
+Methods, on the same transformers directory (float32, on ``--device``, default the CPU):
   hf@B      lm-eval's HFLM.loglikelihood at batch size B (several tried; the best is the baseline)
   autocog   autocog.eval.batch.choice_distributions (the scoring layer's batch path), batch_size prompts per call
   adapter   autocog.eval.lm_eval.AutocogLM.loglikelihood (lm-eval's interface on the scoring layer, with is_greedy)
@@ -165,6 +165,7 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=16, help="autocog's prompts per call")
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--device", default="cpu", help="both models' device (default cpu; cuda on a GPU)")
     parser.add_argument("--json", help="write the rows as JSON")
     args = parser.parse_args()
 
@@ -180,13 +181,13 @@ def main() -> None:
     from autocog.lm import load
 
     path = model_dir(args.model)
-    hf = get_model("hf")(pretrained=str(path), dtype="float32", device="cpu", batch_size=1)
-    ours = load("tf", model=str(path))
-    adapter = AutocogLM(lm=load("tf", model=str(path)), batch_size=args.batch_size)
+    hf = get_model("hf")(pretrained=str(path), dtype="float32", device=args.device, batch_size=1)
+    ours = load("tf", model=str(path), device=args.device, dtype="float32")
+    adapter = AutocogLM(lm=load("tf", model=str(path), device=args.device, dtype="float32"), batch_size=args.batch_size)
     batch_sizes = [int(b) for b in args.hf_batch_sizes.split(",")]
     questions = make_questions(args.questions + 5)
     print(
-        f"model {path.name}, {args.questions} questions x 4 choices, {args.threads} threads, "
+        f"model {path.name}, {args.questions} questions x 4 choices, {args.threads} threads, device {args.device}, "
         f"torch {torch.__version__}, hf batch sizes {batch_sizes}, autocog batch {args.batch_size}"
     )
     header = (

@@ -59,7 +59,7 @@ def brute_force_tf(lm, prompt, choices):
     for text in continuations:
         ids = lm.tokenize(text)
         with torch.no_grad():
-            logits = lm.model(torch.tensor([prompt_ids + ids])).logits[0].double()
+            logits = lm.model(torch.tensor([prompt_ids + ids], device=lm.device)).logits[0].double()
         logprobs = torch.log_softmax(logits, dim=-1)
         out.append([float(logprobs[len(prompt_ids) + k - 1, t]) for k, t in enumerate(ids)])
     return out

@@ -130,7 +130,9 @@ def add_lm_eval(command: Callable[..., Parser]) -> None:
         "lm-evaluation-harness tasks",
         "Run lm-evaluation-harness tasks "
         "(lm_eval.simple_evaluate) on the model through the autocog adapter (autocog.eval.lm_eval) and print "
-        "lm-eval's table. Needs the lm-eval extra: pip install autocog[lm-eval].",
+        "lm-eval's table. Needs the lm-eval extra: pip install autocog[lm-eval]. Data parallel: start it with "
+        "torchrun --nproc_per_node N -m autocog lm-eval ... (or accelerate launch): each process scores its share "
+        "(--device cuda: one replica per GPU, cuda:LOCAL_RANK) and rank 0 prints and writes the results.",
     )
     p.add_argument("--tasks", required=True, metavar="T1,T2", help="task names, comma-separated (glob patterns too)")
     p.add_argument(
@@ -248,6 +250,9 @@ def cmd_lm_eval(args: argparse.Namespace) -> int:
         limit=args.limit,
         log_samples=bool(args.output),
     )
+    if results is None:  # data parallel: lm-eval gathers the metrics on rank 0, which prints and writes them
+        print(f"rank {lm.rank} of {lm.world_size}: scored its share; rank 0 writes the results", file=sys.stderr)
+        return EXIT_OK
     print(lm_eval.utils.make_table(results))
     if args.output:
         out = Path(args.output)

@@ -194,9 +194,15 @@ class TokenChoiceTree:
                 positions.append(k)
                 nodes.append(child)
         tokens = [self.nodes[i].token for i in nodes]
-        self.record_argmax(rows, values.argmax(-1).tolist())
-        picked = values[positions, tokens]
-        picked = picked.astype(np.float64) if isinstance(picked, np.ndarray) else picked.double().cpu().numpy()
+        if isinstance(values, np.ndarray):
+            argmax, picked = values.argmax(-1).tolist(), values[positions, tokens].astype(np.float64)
+        else:  # a torch tensor, maybe on a GPU: the picked log-probs and the row maxima come back in ONE copy
+            both = values[:0].double().new_empty(len(nodes) + len(rows))  # float64, on values' device
+            both[: len(nodes)] = values[positions, tokens]
+            both[len(nodes) :] = values.argmax(-1)  # token ids are exact in float64
+            host = both.cpu().numpy()
+            picked, argmax = host[: len(nodes)], host[len(nodes) :].astype(np.int64).tolist()
+        self.record_argmax(rows, argmax)
         if offsets is not None:
             picked = picked - np.asarray(offsets, dtype=np.float64)[positions]
         out[nodes] = picked

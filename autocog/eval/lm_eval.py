@@ -31,6 +31,12 @@ The three request types:
   the text; autocog does not.) Needs the token-level primitive of the ``tf`` and ``llama`` backends.
 * ``generate_until`` (context, gen_kwargs): ``lm.complete`` with ``until`` as stop strings (cut off, as
   lm-eval does), ``max_gen_toks``, greedy unless ``do_sample`` with a ``temperature``.
+
+Data parallel: under ``torchrun`` / ``accelerate launch`` (``RANK`` / ``WORLD_SIZE`` / ``LOCAL_RANK`` set) the
+adapter reports ``rank`` and ``world_size`` to lm-eval, which hands each process every ``world_size``-th
+document, and gathers the per-document metrics on rank 0 with the adapter's ``all_gather`` / ``gather_object``
+/ ``barrier`` (a gloo group, `autocog.eval.distributed.DataParallel`). ``device=cuda`` becomes
+``cuda:LOCAL_RANK``: one model replica per GPU. ``simple_evaluate`` returns the results on rank 0, None elsewhere.
 """
 
 from __future__ import annotations
@@ -52,6 +58,7 @@ from tqdm import tqdm
 
 from autocog.core.trie import TokenChoiceTree
 from autocog.eval.batch import choice_distributions
+from autocog.eval.distributed import DataParallel
 from autocog.eval.scores import choice_scores
 from autocog.lm import load
 from autocog.lm.base import LM
@@ -114,13 +121,18 @@ class AutocogLM(HarnessLM):
         self.batch_size = _batch_size(batch_size)
         self.max_gen_toks = _positive_int("max_gen_toks", max_gen_toks)
         self._max_length = None if max_length is None else _positive_int("max_length", max_length)
+        self.ranks = DataParallel.from_env()  # one process unless a launcher set RANK / WORLD_SIZE
+        self._rank, self._world_size = self.ranks.rank, self.ranks.world_size
         if lm is None:
             _check_backend_keys(backend, backend_kwargs)
+            if "device" in backend_kwargs:
+                backend_kwargs["device"] = self.ranks.device_for(backend_kwargs["device"])
             lm = load(backend, model=model, **backend_kwargs)
         elif backend_kwargs:
             raise TypeError(f"with lm= the backend keywords are not used: {', '.join(backend_kwargs)}")
         self.lm = lm
         self.backend, self.model_name = backend, model
+        self._device = getattr(lm, "device", None) or "cpu"  # where lm-eval builds the tensor it all_gathers
 
     @classmethod
     def create_from_arg_string(cls, arg_string: str, additional_config: Optional[dict] = None) -> AutocogLM:
@@ -145,6 +157,15 @@ class AutocogLM(HarnessLM):
     @property
     def tokenizer_name(self) -> str:
         return f"autocog-{self.backend}-{self.model_name or 'default'}"
+
+    def all_gather(self, tensor):
+        return self.ranks.all_gather(tensor)
+
+    def gather_object(self, obj, dst=0):
+        return self.ranks.gather_object(obj, dst=dst)
+
+    def barrier(self) -> None:
+        self.ranks.barrier()
 
     def apply_chat_template(self, chat_history: list[dict[str, str]], add_generation_prompt: bool = True) -> str:
         if not hasattr(self.lm, "apply_chat_template"):

@@ -393,3 +393,18 @@ def test_smollm2_same_answers_as_tf(smol_llama, smol_tf):
         # Q4_1 weights (llama.cpp also quantizes the activations to 8 bits) against their F32 dequantization:
         # token log-probs differ by up to ~0.5, the distributions over the choices stay close
         assert np.abs(a.probs - b.probs).max() < 0.05, (prompt, a, b)
+
+
+def test_n_gpu_layers_reaches_llama_cpp(tiny_gguf, tiny_llama):
+    """``n_gpu_layers`` (layers offloaded to the GPU; -1: all) goes to ``llama_cpp.Llama`` through `load`, the
+    CLI's --model-args and the lm-eval adapter alike. A CPU-only llama.cpp build keeps every layer on the CPU,
+    with the same scores."""
+    from autocog.lm import load
+
+    lm = load("llama", model=str(tiny_gguf), n_ctx=1024, n_gpu_layers=-1, **EXACT)
+    assert lm.model.model_params.n_gpu_layers in (-1, 0x7FFFFFFF)  # llama-cpp-python spells "all" as INT_MAX
+    prompt, choices = "The answer is", [" yes", " no", " the quick brown fox"]
+    expected = tiny_llama.choice_logprobs(prompt, choices)
+    tolerance = 1e-5 if not llama_cpp.llama_supports_gpu_offload() else 0.05  # a GPU's kernels round otherwise
+    assert_logprobs_close(lm.choice_logprobs(prompt, choices), expected, tolerance)
+    lm.close()

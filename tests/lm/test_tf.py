@@ -9,6 +9,7 @@ from conftest import EASY_FACTS, assert_logprobs_close, brute_force_tf
 from randomized import random_choices, random_text
 
 from autocog.lm import ModelNotFoundError, TfLM
+from autocog.lm.tf.model import parse_dtype
 
 
 @pytest.mark.parametrize("n_words", [0, 1, 20, 160])
@@ -117,6 +118,49 @@ def test_missing_model_path(tmp_path):
         TfLM.create(model_path=bad)
 
 
+@pytest.mark.parametrize(
+    "name, dtype",
+    [("float32", torch.float32), ("fp32", torch.float32), ("bf16", torch.bfloat16), ("BFloat16", torch.bfloat16)]
+    + [("torch.float16", torch.float16), ("half", torch.float16), ("auto", "auto"), (torch.bfloat16, torch.bfloat16)],
+)
+def test_dtype_names(name, dtype):
+    assert parse_dtype(name) == dtype and parse_dtype(None) is None
+
+
+def test_unknown_dtype_names_the_known_ones():
+    with pytest.raises(ValueError, match="unknown dtype 'float8'.*bfloat16.*auto"):
+        TfLM.create(model_path="/unused", dtype="float8")
+
+
+# Half-precision scores against float32 on the tiny model, per token log-prob (about -10 there): bf16 keeps 8 bits of
+# mantissa, so a 0.4% relative error per rounding, 0.06 measured over 8 random prompts x 6 choices; fp16 (11 bits)
+# 0.008. The bounds leave 2.5x room.
+HALF_TOLERANCES = {"bfloat16": 0.15, "float16": 0.02}
+
+
+@pytest.mark.parametrize("dtype", sorted(HALF_TOLERANCES))
+def test_half_precision_scores_close_to_float32(tiny_tf, tiny_path, dtype):
+    lm = TfLM(**TfLM.create(model_path=tiny_path, dtype=dtype))
+    assert lm.model.dtype == getattr(torch, dtype) and str(lm.device) == "cpu"
+    rng = random.Random(3)
+    for _ in range(3):
+        prompt, choices = random_text(rng, 20), random_choices(rng, 6)
+        half = lm.choice_logprobs(prompt, choices)
+        assert all(np.isfinite(lp).all() for lp in half)
+        assert_logprobs_close(half, tiny_tf.choice_logprobs(prompt, choices), atol=HALF_TOLERANCES[dtype])
+    assert lm.greedy("The").dtype == np.float32  # rows leave the model as float32 whatever its dtype
+
+
+def test_device_map_places_the_model_once(tiny_tf, tiny_path):
+    """``device_map``: from_pretrained places the weights (accelerate's dispatch) and TfLM never moves them."""
+    kwargs = TfLM.create(model_path=tiny_path, device_map={"": "cpu"})
+    assert kwargs["device"] is None
+    lm = TfLM(**kwargs)
+    assert str(lm.device) == "cpu" and lm.model.dtype == torch.float32  # the checkpoint's dtype
+    prompt, choices = "Question: 2 + 2 =", [" 4", " 5", " four"]
+    assert_logprobs_close(lm.choice_logprobs(prompt, choices), tiny_tf.choice_logprobs(prompt, choices), atol=1e-6)
+
+
 def test_prefix_cache_accounting(tiny_tf):
     """The trie pass evaluates exactly prompt-delta + the trie's inner tokens (leaves are never run)."""
     prompt = "Question: What is the capital of France?\nAnswer:"
@@ -148,3 +192,23 @@ def test_smollm2_matches_brute_force_and_completes(smol_tf):
     assert_logprobs_close(smol_tf.choice_logprobs(prompt, choices), brute_force_tf(smol_tf, prompt, choices), 1e-3)
     text = smol_tf.complete("The capital of France is", stop="\n", max_tokens=20)
     assert "Paris" in text
+
+
+def test_a_tree_read_out_copies_to_the_host_once(monkeypatch):
+    """`TokenChoiceTree.read_rows` on a torch tensor (on a GPU, each copy to the host is a sync): the picked
+    log-probs and the row maxima come back in one ``.cpu()``, with the numbers and greedy flags of numpy's."""
+    from autocog.core.trie import TokenChoiceTree
+
+    rows = torch.log_softmax(torch.randn(8, 50, generator=torch.Generator().manual_seed(0)), dim=-1)
+    paths = [[int(rows[0].argmax())], [3, 1, 4], [3, 9]]
+    by_numpy, by_torch = TokenChoiceTree(paths), TokenChoiceTree(paths)
+    inner = by_numpy.internal_nodes()
+    expected = by_numpy.read_rows([-1] + inner, rows[: 1 + len(inner)].numpy())
+    calls = []
+    for name in ("cpu", "tolist", "item", "numpy"):
+        method = getattr(torch.Tensor, name)
+        monkeypatch.setattr(torch.Tensor, name, lambda self, *a, _m=method, _n=name, **k: calls.append(_n) or _m(self))
+    got = by_torch.read_rows([-1] + inner, rows[: 1 + len(inner)])
+    assert calls == ["cpu", "numpy"]  # numpy() of the host copy is free
+    np.testing.assert_array_equal(got, expected)
+    assert by_torch.is_greedy() == by_numpy.is_greedy() and by_torch.is_greedy()[0]

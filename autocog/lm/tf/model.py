@@ -45,6 +45,7 @@ PRETRAINED_KEYS = frozenset(
 
 __all__ = [
     "DEFAULT_MAX_BATCH_TOKENS",
+    "DTYPES",
     "LOGITS_BUDGET_BYTES",
     "PRETRAINED_KEYS",
     "TfLM",
@@ -52,7 +53,34 @@ __all__ = [
     "cache_kwarg",
     "output_cache",
     "packed_layout",
+    "parse_dtype",
 ]
+
+
+# dtype names `TfLM.create` takes -> torch's ("auto": the checkpoint's dtype, transformers' own spelling)
+DTYPES = {
+    **dict.fromkeys(("float32", "fp32", "float"), "float32"),
+    **dict.fromkeys(("bfloat16", "bf16"), "bfloat16"),
+    **dict.fromkeys(("float16", "fp16", "half"), "float16"),
+    "auto": "auto",
+}
+
+
+def parse_dtype(value: Any) -> Any:
+    """A torch dtype from its name (`DTYPES`), a torch dtype as is, ``"auto"`` and None as they are.
+
+    >>> parse_dtype("bf16")                                        # doctest: +SKIP
+    torch.bfloat16
+    """
+    if value is None or not isinstance(value, str):
+        return value
+    name = DTYPES.get(value.strip().lower().removeprefix("torch."))
+    if name is None:
+        raise ValueError(f"unknown dtype {value!r}: expected one of {', '.join(DTYPES)}")
+    if name == "auto":
+        return name
+    torch, _ = _require_torch()
+    return getattr(torch, name)
 
 
 def _require_torch():
@@ -109,10 +137,18 @@ class TfLM(ChoiceLM):
         """Constructor arguments (``model``, ``tokenizer``, ``device``) for a local model directory, a ``.gguf``
         file (converted once, then cached), or the embedded SmolLM2-135M-Instruct when ``model_path`` is None.
 
-        ``dtype``: a torch dtype or its name (default: float32 on CPU, the checkpoint's dtype elsewhere);
-        ``n_threads``: torch's CPU threads (``torch.set_num_threads``, for the whole process); other keywords go
-        to ``from_pretrained`` (`PRETRAINED_KEYS`)."""
+        ``dtype``: a torch dtype or its name (`DTYPES`: ``float32``, ``bfloat16``, ``float16``, their short forms
+        ``fp32`` / ``bf16`` / ``fp16``, or ``auto``, the checkpoint's; default: float32 on CPU, the checkpoint's
+        elsewhere); ``device_map`` (transformers' / accelerate's: ``"auto"``, ``{"": "cuda:1"}``...): the model is
+        placed by ``from_pretrained`` and never moved afterwards (``device`` is then unused); ``n_threads``:
+        torch's CPU threads (``torch.set_num_threads``, for the whole process); other keywords go to
+        ``from_pretrained`` (`PRETRAINED_KEYS`).
+
+        >>> TfLM(**TfLM.create(device="cuda", dtype="bf16"))                     # doctest: +SKIP
+        >>> TfLM(**TfLM.create(model_path=path, device_map="auto", dtype="float16"))  # doctest: +SKIP
+        """
         torch, transformers = _require_torch()
+        dtype = parse_dtype(dtype)  # a bad name fails before any file is read
         if n_threads:
             torch.set_num_threads(n_threads)
         from autocog.lm.assets import gguf_to_transformers, smollm2_transformers
@@ -127,15 +163,14 @@ class TfLM(ChoiceLM):
                 path = gguf_to_transformers(path)
             elif not path.is_dir():
                 raise ModelNotFoundError(f"model path not found (or not a directory): {model_path}")
-        if isinstance(dtype, str):
-            dtype = getattr(torch, dtype)
-        if dtype is None and str(device).startswith("cpu"):
+        placed = model_kwargs.get("device_map") is not None
+        if dtype is None and not placed and str(device).startswith("cpu"):
             dtype = torch.float32
         if dtype is not None:
             model_kwargs["dtype"] = dtype
         tokenizer = transformers.AutoTokenizer.from_pretrained(path)
         model = transformers.AutoModelForCausalLM.from_pretrained(path, **model_kwargs)
-        return {"model": model, "tokenizer": tokenizer, "device": device}
+        return {"model": model, "tokenizer": tokenizer, "device": None if placed else device}
 
     @classmethod
     def option_names(cls) -> set[str]:
