@@ -7,8 +7,8 @@ time whatever the number of tasks, event loops or threads awaiting it, and the e
 * A call cancelled before it starts never runs; one cancelled while it runs finishes in the worker thread and
   then frees the lock (the lock is released by the call's own completion, so cancelling cannot wedge it).
 * A stream's generator is advanced and closed in the worker thread; a consumer that stops early (``break``,
-  an error, cancellation) closes it there before the lock is freed. Close it at once with
-  ``contextlib.aclosing(lm.astream(...))``; otherwise the event loop closes it when it is collected.
+  an error, cancellation) closes it there before the lock is freed. Close it at once with ``await
+  pieces.aclose()`` (or ``contextlib.aclosing``); otherwise the event loop closes it when it is collected.
 
 >>> async def main(lm):
 ...     return await asyncio.gather(*(lm.achoose("2+2=", ["4", "5"]) for _ in range(20)))   # doctest: +SKIP

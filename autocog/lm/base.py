@@ -158,8 +158,8 @@ class LM(ABC):
 
     def astream(self, prompt: Any, stop: Stop = "\n", **kwargs: Any) -> AsyncIterator[str]:
         """`stream`'s pieces as an async iterator: ``async for piece in lm.astream(...)``; inputs are checked at
-        the first piece. A consumer that stops early closes the generation (at once under
-        ``contextlib.aclosing``)."""
+        the first piece. A consumer that stops early closes the generation (at once with
+        ``await pieces.aclose()``)."""
         return worker_for(self).stream(lambda: self.stream(prompt, stop=stop, **kwargs))
 
     async def achoose(self, prompt: Any, choices: Sequence[str], **kwargs: Any) -> int:
