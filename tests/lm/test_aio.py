@@ -233,6 +233,25 @@ def test_toy_async_calls_equal_sync_calls():
     assert [r.probs.tolist() for r in batch] == [r.probs.tolist() for r in want]
 
 
+def test_apredict_proba_and_apredict_equal_the_sync_batch_api():
+    from autocog.batch import apredict, apredict_proba, predict, predict_proba
+
+    lm = ToyLM()
+    prior = [0.4, 0.3, 0.2, 0.1]
+
+    async def main():
+        return (
+            await apredict_proba(lm, PROMPTS, CHOICES, prior=prior, normalization="char", batch_size=3),
+            await apredict_proba(lm, PROMPTS[0], CHOICES),
+            await apredict(lm, PROMPTS, [CHOICES, CHOICES[:2], CHOICES[1:], CHOICES]),
+        )
+
+    probs, single, ragged = asyncio.run(main())
+    np.testing.assert_array_equal(probs, predict_proba(lm, PROMPTS, CHOICES, prior=prior, normalization="char"))
+    np.testing.assert_array_equal(single, predict_proba(lm, PROMPTS[0], CHOICES))
+    np.testing.assert_array_equal(ragged, predict(lm, PROMPTS, [CHOICES, CHOICES[:2], CHOICES[1:], CHOICES]))
+
+
 def test_ascore_checks_like_score():
     lm = ToyLM()
 
