@@ -239,3 +239,108 @@ def test_async_timeout_and_dropped_connection_are_retried(fault_server):
     lm = server.lm(timeout=0.5, max_retries=3)
     assert acomplete_all(lm, 1) == [" ok"]
     assert len(server.requests) == 3 and lm.requests["attempts"] == 3
+
+
+# ------------------------------------------------------------------------------------------------------
+# streams and stops through the native path, from the scripted server of the sync chat tests
+# ------------------------------------------------------------------------------------------------------
+@pytest.fixture
+def script():
+    from test_openai_chat import ScriptServer
+
+    servers = []
+
+    def make(routes):
+        servers.append(ScriptServer(routes))
+        return servers[-1]
+
+    yield make
+    for server in servers:
+        server.close()
+
+
+def run_closing(lm, make):
+    async def main():
+        try:
+            return await make()
+        finally:
+            await lm.aclose()
+
+    return asyncio.run(main())
+
+
+async def joined(pieces):
+    return "".join([p async for p in pieces])
+
+
+@pytest.mark.parametrize("chat", [False, True])
+def test_async_stream_and_complete_equal_the_sync_ones_on_every_stop_outcome(script, chat):
+    from test_openai_chat import chat_chunk, chat_completion, completion, text_chunk
+
+    make = chat_chunk if chat else text_chunk
+    path = "/v1/chat/completions" if chat else "/v1/completions"
+    whole = chat_completion if chat else completion
+    cases = [  # (streamed chunks, the same answer as one completion, expected text)
+        (
+            [make(" Hel"), make("lo"), make("", "stop", stop_reason="\n\n")],
+            whole(" Hello", "stop", stop_reason="\n\n"),
+            " Hello\n\n",
+        ),
+        (
+            [make(" Hel"), make("lo"), make("", "stop", stop_reason=None)],
+            whole(" Hello", "stop", stop_reason=None),
+            " Hello",
+        ),
+        ([make(" a\n"), make("\nb")], whole(" a\n\nb"), " a\n\n"),  # a server that did not cut
+    ]
+    for chunks, answer, expected in cases:
+        server = script({path: [("sse", chunks), ("json", 200, answer), ("sse", chunks), ("json", 200, answer)]})
+        lm = server.lm(server="vllm", chat=chat)
+        want = ("".join(lm.stream("x", stop=["\n\n"], max_tokens=5)), lm.complete("x", stop=["\n\n"], max_tokens=5))
+
+        async def both(lm=lm):
+            return (
+                await joined(lm.astream("x", stop=["\n\n"], max_tokens=5)),
+                await lm.acomplete("x", stop=["\n\n"], max_tokens=5),
+            )
+
+        assert run_closing(lm, both) == want == (expected, expected)
+        assert server.bodies(path)[2] == server.bodies(path)[0] and server.bodies(path)[3] == server.bodies(path)[1]
+
+
+def test_async_complete_peeks_at_the_stop_like_the_sync_one(script):
+    from test_openai_chat import completion
+
+    # generic dialect: "stop" without saying which; the peek (a second request) tells a stop string from EOS
+    answers = [("json", 200, completion(" Hello", "stop")), ("json", 200, completion("\n\nmore"))]
+    server = script({"/v1/completions": answers * 2})
+    lm = server.lm()
+    want = lm.complete("x", stop=["\n\n"], max_tokens=5)
+    got = run_closing(lm, lambda: lm.acomplete("x", stop=["\n\n"], max_tokens=5))
+    assert got == want == " Hello\n\n"
+    bodies = server.bodies("/v1/completions")
+    assert len(bodies) == 4 and bodies[2:] == bodies[:2] and bodies[1]["prompt"] == "x Hello"
+
+
+def test_async_stream_faults_are_typed_and_opening_is_retried(script):
+    from test_openai_chat import text_chunk
+
+    from autocog.errors import MalformedResponseError
+
+    server = script({"/v1/completions": [("sse-broken", [text_chunk(" a"), text_chunk(" b")])]})
+    lm = server.lm()
+    with pytest.raises(RequestFailedError, match="broke after"):
+        run_closing(lm, lambda: joined(lm.astream("x", stop=None)))
+    server = script({"/v1/completions": [("sse", [text_chunk(" a"), "{not json"])]})
+    lm = server.lm()
+    with pytest.raises(MalformedResponseError, match="not valid JSON"):
+        run_closing(lm, lambda: joined(lm.astream("x", stop=None)))
+    server = script({"/v1/completions": [("json", 503, {"error": {"message": "busy"}}), ("sse", [text_chunk(" ok")])]})
+    lm = server.lm()
+    assert run_closing(lm, lambda: joined(lm.astream("x", stop=None))) == " ok"
+    assert lm.requests["completions"] == 1 and lm.requests["attempts"] == 2
+    refusing = script({}).lm(server="openai", chat=True)  # OpenAI's API has no min_p: refused before sending
+    for make in (lambda: refusing.acomplete("x", min_p=0.05), lambda: joined(refusing.astream("x", min_p=0.05))):
+        with pytest.raises(ValueError, match="min_p"):
+            run_closing(refusing, make)
+    assert refusing.requests["attempts"] == 0
