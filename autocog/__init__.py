@@ -3,7 +3,7 @@
 The names a user reaches for first, each imported on first use (``import autocog`` loads no backend):
 
 * models: `load`, `register_backend`, `LM`, `GreedyLM`, `ChoiceLM`, `TfLM`, `LLaMa`, `OpenAI`, `SamplingParams`;
-* scoring: `score`, `ScoreRequest`, `ChoiceResult`; the batch API `predict_proba`, `predict`,
+* scoring: `score` (async: `ascore`), `ScoreRequest`, `ChoiceResult`; the batch API `predict_proba`, `predict`,
   `predict_proba_examples`, `predict_examples`; evaluation `evaluate`, `load_items`;
 * structured output: `generate` with `Regex`, `Lark`, `GBNF`; programs: `Program`, `Text`, `Complete`, `Choose`;
 * `errors`: every typed error.
@@ -33,6 +33,7 @@ _PUBLIC = {
     "OpenAI": "autocog.lm",
     "SamplingParams": "autocog.core.sampling",
     "score": "autocog.lm.scoring",
+    "ascore": "autocog.lm.scoring",
     "ScoreRequest": "autocog.core.types",
     "ChoiceResult": "autocog.core.types",
     "predict_proba": "autocog.eval.batch",
@@ -78,6 +79,7 @@ __all__ = [
     "Regex",
     "SamplingParams",
     "score",
+    "ascore",
     "ScoreRequest",
     "Text",
     "TfLM",
@@ -96,7 +98,7 @@ if TYPE_CHECKING:  # pragma: no cover - what type checkers and IDEs see; at run 
     from autocog.lm.choice import ChoiceLM
     from autocog.lm.greedy import GreedyLM
     from autocog.lm.registry import load, register_backend
-    from autocog.lm.scoring import score
+    from autocog.lm.scoring import ascore, score
     from autocog.structured.generate import generate
     from autocog.structured.types import GBNF, Lark, Regex
 

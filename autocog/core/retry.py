@@ -11,10 +11,11 @@ server's ``Retry-After``); then `RetryExhaustedError` lists every attempt. A non
 
 from __future__ import annotations
 
+import asyncio
 import random
 import time
-from dataclasses import dataclass
-from typing import Callable, Optional, TypeVar
+from dataclasses import dataclass, field
+from typing import Awaitable, Callable, Optional, TypeVar
 
 from autocog.errors import RetryExhaustedError
 
@@ -61,24 +62,65 @@ class Retry:
         ``wait(error)``: the least pause the error asks for. ``what`` names the call in the final error;
         ``describe(error)``: an attempt's line in it. ``on_retry(error, attempt, pause)`` runs before each
         sleep (log it, or make other threads pause as well)."""
-        began = time.monotonic()
-        attempts: list[str] = []
+        run = RetryRun(self, is_transient, what, recover, wait, describe, on_retry)
         while True:
             try:
                 return fn()
             except Exception as error:
-                if not is_transient(error):
-                    raise
-                attempts.append(describe(error))
-                pause = self.sleep_for(len(attempts), wait(error) if wait else 0.0)
-                elapsed = time.monotonic() - began
-                over_time = self.max_time is not None and elapsed + pause >= self.max_time
-                if len(attempts) > self.max_retries or over_time:
-                    raise RetryExhaustedError(
-                        f"{what} failed after {len(attempts)} attempt(s) in {elapsed:.1f} s", attempts
-                    ) from error
-                if recover is not None:
-                    recover(error)
-                if on_retry is not None:
-                    on_retry(error, len(attempts), pause)
-                sleep(pause)
+                sleep(run.failed(error))
+
+    async def acall(
+        self,
+        fn: Callable[[], Awaitable[T]],
+        *,
+        is_transient: Callable[[BaseException], bool],
+        what: str,
+        recover: Optional[Callable[[BaseException], None]] = None,
+        wait: Optional[Callable[[BaseException], float]] = None,
+        describe: Callable[[BaseException], str] = lambda e: f"{type(e).__name__}: {e}",
+        on_retry: Optional[Callable[[BaseException, int, float], None]] = None,
+    ) -> T:
+        """`call` for a coroutine function: ``await fn()``, retried with the same policy, pausing with
+        ``asyncio.sleep``."""
+        run = RetryRun(self, is_transient, what, recover, wait, describe, on_retry)
+        while True:
+            try:
+                return await fn()
+            except Exception as error:
+                await asyncio.sleep(run.failed(error))
+
+
+@dataclass
+class RetryRun:
+    """The attempts of one `Retry.call` / `Retry.acall` (the options as given there); `failed` decides after
+    each failure."""
+
+    policy: Retry
+    is_transient: Callable[[BaseException], bool]
+    what: str
+    recover: Optional[Callable[[BaseException], None]]
+    wait: Optional[Callable[[BaseException], float]]
+    describe: Callable[[BaseException], str]
+    on_retry: Optional[Callable[[BaseException, int, float], None]]
+    began: float = field(default_factory=time.monotonic)
+    attempts: list[str] = field(default_factory=list)
+
+    def failed(self, error: Exception) -> float:
+        """The pause before the next attempt after ``error``; raises ``error`` when it is not transient, and
+        `RetryExhaustedError` when the retries or the time are spent (must be called in the ``except`` block)."""
+        if not self.is_transient(error):
+            raise error
+        self.attempts.append(self.describe(error))
+        pause = self.policy.sleep_for(len(self.attempts), self.wait(error) if self.wait else 0.0)
+        elapsed = time.monotonic() - self.began
+        max_time = self.policy.max_time
+        over_time = max_time is not None and elapsed + pause >= max_time
+        if len(self.attempts) > self.policy.max_retries or over_time:
+            raise RetryExhaustedError(
+                f"{self.what} failed after {len(self.attempts)} attempt(s) in {elapsed:.1f} s", self.attempts
+            ) from error
+        if self.recover is not None:
+            self.recover(error)
+        if self.on_retry is not None:
+            self.on_retry(error, len(self.attempts), pause)
+        return pause

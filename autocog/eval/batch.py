@@ -43,7 +43,7 @@ from autocog.core.normalization import apply_prior, check_normalization, check_p
 from autocog.core.types import ChoiceResult, ScoreRequest
 from autocog.errors import InvalidChoicesError, InvalidPromptError
 from autocog.lm.base import LM
-from autocog.lm.scoring import DEFAULT_BATCH_SIZE, score
+from autocog.lm.scoring import DEFAULT_BATCH_SIZE, ascore, score
 
 Choices = Union[Sequence[str], Sequence[Sequence[str]]]
 Prior = Union[None, Sequence[float], Sequence[Sequence[float]], np.ndarray]
@@ -52,6 +52,8 @@ Prompts = Union[Prompt, Sequence[Prompt]]
 
 __all__ = [
     "Example",
+    "apredict",
+    "apredict_proba",
     "apply_prior",
     "check_prior",
     "choice_distributions",
@@ -231,10 +233,59 @@ def iter_choice_distributions(
         raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
     if len(prompts) != len(choice_lists):
         raise ValueError(f"{len(prompts)} prompts but {len(choice_lists)} lists of choices")
+    requests = _requests(lm, prompts, choice_lists, normalization, end, priors)
+    yield from score(lm, requests, batch_size, progress, max_batch_tokens=max_batch_tokens)
+
+
+async def apredict_proba(
+    lm: LM,
+    prompts: Prompts,
+    choices: Choices,
+    prior: Prior = None,
+    normalization: Optional[str] = None,
+    batch_size: int = DEFAULT_BATCH_SIZE,
+    end: Optional[str] = None,
+    max_batch_tokens: Optional[int] = None,
+) -> Union[np.ndarray, list[np.ndarray]]:
+    """`predict_proba` awaited (the same arguments but ``progress``, the same arrays): each batch through
+    `autocog.lm.scoring.ascore` (docs/async.md).
+
+    >>> await apredict_proba(lm, ["The sky is", "Grass is"], [" blue", " green"])   # doctest: +SKIP
+    """
+    single, prompt_list, choice_lists, priors = _prepare(prompts, choices, prior)
+    requests = _requests(lm, prompt_list, choice_lists, normalization, end, priors)
+    probs = [r.probs async for r in ascore(lm, requests, batch_size, False, max_batch_tokens=max_batch_tokens)]
+    return _shape(probs, single)
+
+
+async def apredict(
+    lm: LM,
+    prompts: Prompts,
+    choices: Choices,
+    prior: Prior = None,
+    normalization: Optional[str] = None,
+    batch_size: int = DEFAULT_BATCH_SIZE,
+    end: Optional[str] = None,
+    max_batch_tokens: Optional[int] = None,
+) -> Union[np.ndarray, int]:
+    """`predict` awaited; see `apredict_proba`."""
+    probs = await apredict_proba(lm, prompts, choices, prior, normalization, batch_size, end, max_batch_tokens)
+    if isinstance(prompts, str) or is_messages(prompts):
+        return int(np.argmax(probs))
+    return _best(probs)
+
+
+def _requests(
+    lm: LM,
+    prompts: Sequence[Prompt],
+    choice_lists: Sequence[Sequence[str]],
+    normalization: Optional[str],
+    end: Optional[str],
+    priors: Optional[Sequence[Any]],
+) -> list[ScoreRequest]:
     normalization = check_normalization(normalization or lm.default_normalization)
     priors = list(priors) if priors is not None else [None] * len(prompts)
-    requests = [ScoreRequest(p, c, normalization, end, w) for p, c, w in zip(prompts, choice_lists, priors)]
-    yield from score(lm, requests, batch_size, progress, max_batch_tokens=max_batch_tokens)
+    return [ScoreRequest(p, c, normalization, end, w) for p, c, w in zip(prompts, choice_lists, priors)]
 
 
 # --- input shapes --------------------------------------------------------------------------------------

@@ -27,7 +27,7 @@ from autocog.lm.base import LM
 from autocog.lm.choice import ChoiceLM
 from autocog.lm.greedy import GreedyLM
 from autocog.lm.registry import BACKENDS, backend_class, load, register_backend
-from autocog.lm.scoring import score
+from autocog.lm.scoring import ascore, score
 
 __all__ = [
     "BACKENDS",
@@ -56,6 +56,7 @@ __all__ = [
     "TokenizerMismatchError",
     "TransientError",
     "TreeNode",
+    "ascore",
     "backend_class",
     "load",
     "register_backend",

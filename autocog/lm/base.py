@@ -16,13 +16,14 @@ Conventions, for every backend:
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from typing import TYPE_CHECKING, Any, Iterator, Optional, Sequence
+from typing import TYPE_CHECKING, Any, AsyncIterator, Iterator, Optional, Sequence
 
 from autocog.core.chat import check_messages, is_messages, missing_template, render_template
 from autocog.core.checks import check_prompt
 from autocog.core.normalization import DEFAULT_NORMALIZATION
 from autocog.core.types import ChoiceResult, Stop
 from autocog.errors import InvalidPromptError
+from autocog.lm.aio import worker_for
 from autocog.lm.scoring import check_requests
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -147,3 +148,39 @@ class LM(ABC):
         backends that generate token by token override it."""
         text = self.complete(prompt, stop=stop, **kwargs)
         return iter([text] if text else [])
+
+    # --- the async API (docs/async.md): the same calls, awaited --------------------------------------------
+    # By default each runs the sync call in the model's worker thread, one call at a time per model
+    # (`autocog.lm.aio`); `OpenAI` sends its requests natively instead.
+    async def acomplete(self, prompt: Any, stop: Stop = "\n", **kwargs: Any) -> str:
+        """``await lm.acomplete(...) == lm.complete(...)``, without blocking the event loop."""
+        return await worker_for(self).run(self.complete, prompt, stop=stop, **kwargs)
+
+    def astream(self, prompt: Any, stop: Stop = "\n", **kwargs: Any) -> AsyncIterator[str]:
+        """`stream`'s pieces as an async iterator: ``async for piece in lm.astream(...)``; inputs are checked at
+        the first piece. A consumer that stops early closes the generation (at once with
+        ``await pieces.aclose()``)."""
+        return worker_for(self).stream(lambda: self.stream(prompt, stop=stop, **kwargs))
+
+    async def achoose(self, prompt: Any, choices: Sequence[str], **kwargs: Any) -> int:
+        """``await lm.achoose(...) == lm.choose(...)``."""
+        return await worker_for(self).run(self.choose, prompt, choices, **kwargs)
+
+    async def achoice_distribution(
+        self, prompt: Any, choices: Sequence[str], normalization: Optional[str] = None, **kwargs: Any
+    ) -> ChoiceResult:
+        """The `ChoiceResult` of `choice_distribution`, awaited."""
+        return await worker_for(self).run(
+            self.choice_distribution, prompt, choices, normalization=normalization, **kwargs
+        )
+
+    async def achoice_logprobs(self, prompt: Any, choices: Sequence[str], **kwargs: Any) -> list[list[float]]:
+        """`choice_logprobs`, awaited."""
+        return await worker_for(self).run(self.choice_logprobs, prompt, choices, **kwargs)
+
+    async def ascore_batch(
+        self, requests: Sequence[ScoreRequest], max_batch_tokens: Optional[int] = None
+    ) -> list[ChoiceResult]:
+        """`score_batch`, awaited (the primitive of `autocog.lm.scoring.ascore`)."""
+        limits = {} if max_batch_tokens is None else {"max_batch_tokens": max_batch_tokens}
+        return await worker_for(self).run(self.score_batch, list(requests), **limits)

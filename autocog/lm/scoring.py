@@ -17,7 +17,8 @@ The layer does, once per request and in one place (CAPPr's decorator idea):
    set of choice tokens and cached on the model), then the prior (``probs = softmax(scores) * prior``,
    renormalized).
 
-`score` cuts a stream of requests into batches of ``batch_size``, so memory stays flat however many there are.
+`score` cuts a stream of requests into batches of ``batch_size``, so memory stays flat however many there are;
+`ascore` is its async form (``async for r in ascore(lm, requests)``, the same results; docs/async.md).
 ``max_batch_tokens`` (optional) bounds the tokens of one packed pass for this call only (`TfLM`: rows x padded
 row length; `LLaMa`: tokens per grouped decode): it is handed down, ``score_batch(requests, max_batch_tokens=N)``
 then ``evaluate_trees(jobs, max_batch_tokens=N)``, never set on the model, so concurrent calls keep their own.
@@ -32,7 +33,7 @@ from __future__ import annotations
 import sys
 from dataclasses import dataclass
 from functools import partial
-from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, Optional, Sequence
+from typing import TYPE_CHECKING, Any, AsyncIterator, Callable, Iterable, Iterator, Optional, Sequence
 
 import numpy as np
 
@@ -239,33 +240,73 @@ def score(
     call (which bounds memory). ``progress``: a tqdm bar on stderr (None: shown for 50+ requests on a
     terminal; ``total`` is its length when ``requests`` has no ``len``). ``max_batch_tokens``: this call's
     token budget per packed pass (None: the backend's own; see the module docstring)."""
+    limits = _limits(batch_size, max_batch_tokens)
+    bar = _progress_bar(_total(requests, total), progress)
+    try:
+        for batch in _batches(requests, batch_size):
+            priors = _priors(batch)
+            yield from _finish_batch(lm, batch, lm.score_batch(batch, **limits), priors, bar)
+    finally:
+        if bar is not None:
+            bar.close()
+
+
+async def ascore(
+    lm: LM,
+    requests: Iterable[ScoreRequest],
+    batch_size: int = DEFAULT_BATCH_SIZE,
+    progress: Optional[bool] = None,
+    total: Optional[int] = None,
+    max_batch_tokens: Optional[int] = None,
+) -> AsyncIterator[ChoiceResult]:
+    """`score` for the async API: ``async for result in ascore(lm, requests)``, the same results in the same
+    order, each batch awaited through ``lm.ascore_batch`` (docs/async.md)."""
+    limits = _limits(batch_size, max_batch_tokens)
+    bar = _progress_bar(_total(requests, total), progress)
+    try:
+        for batch in _batches(requests, batch_size):
+            priors = _priors(batch)
+            for result in _finish_batch(lm, batch, await lm.ascore_batch(batch, **limits), priors, bar):
+                yield result
+    finally:
+        if bar is not None:
+            bar.close()
+
+
+def _limits(batch_size: int, max_batch_tokens: Optional[int]) -> dict[str, int]:
     if not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1:
         raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
     if max_batch_tokens is not None and (
         not isinstance(max_batch_tokens, int) or isinstance(max_batch_tokens, bool) or max_batch_tokens < 1
     ):
         raise ValueError(f"max_batch_tokens must be a positive int or None, got {max_batch_tokens!r}")
-    limits = {} if max_batch_tokens is None else {"max_batch_tokens": max_batch_tokens}
+    return {} if max_batch_tokens is None else {"max_batch_tokens": max_batch_tokens}
+
+
+def _total(requests: Iterable[ScoreRequest], total: Optional[int]) -> Optional[int]:
     if total is None and hasattr(requests, "__len__"):
-        total = len(requests)  # type: ignore[arg-type]
-    bar = _progress_bar(total, progress)
-    try:
-        batch: list[ScoreRequest] = []
-        for request in requests:
-            batch.append(request)
-            if len(batch) >= batch_size:
-                yield from _score_batch(lm, batch, bar, limits)
-                batch = []
-        if batch:
-            yield from _score_batch(lm, batch, bar, limits)
-    finally:
-        if bar is not None:
-            bar.close()
+        return len(requests)  # type: ignore[arg-type]
+    return total
 
 
-def _score_batch(lm: LM, batch: list[ScoreRequest], bar, limits: dict[str, int]) -> list[ChoiceResult]:
-    priors = [None if r.prior is None else check_prior(r.prior, len(check_choices(r.choices))) for r in batch]
-    results = lm.score_batch(batch, **limits)
+def _batches(requests: Iterable[ScoreRequest], batch_size: int) -> Iterator[list[ScoreRequest]]:
+    batch: list[ScoreRequest] = []
+    for request in requests:
+        batch.append(request)
+        if len(batch) >= batch_size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
+
+
+def _priors(batch: list[ScoreRequest]) -> list[Optional[np.ndarray]]:
+    return [None if r.prior is None else check_prior(r.prior, len(check_choices(r.choices))) for r in batch]
+
+
+def _finish_batch(
+    lm: LM, batch: list[ScoreRequest], results: list[ChoiceResult], priors: list[Optional[np.ndarray]], bar
+) -> list[ChoiceResult]:
     if len(results) != len(batch):
         raise RuntimeError(f"{type(lm).__name__}.score_batch returned {len(results)} results for {len(batch)} requests")
     for result, prior in zip(results, priors):

@@ -5,7 +5,8 @@ By composition, dependencies pointing down:
 * `client`: `OpenAI`, a thin facade over a `Session` and a `Scorer`;
 * `scorer`: which strategy scores a request; the strategies take a session: `echo` (`EchoByText`), `ids`
   (`EchoByIds`, vLLM's token-id prompts) and `descent` (`Descent`), with `rows` (a trie node's next-token row);
-* `stops`, `streaming`: `complete` and `stream`, on one request builder;
+* `stops`, `streaming`: `complete` and `stream`, on one request builder, written as request plans (`plans`)
+  that the sync transport and `aio` (the async API: `AsyncOpenAI`, `AsyncTransport`) both execute;
 * `session`: `Session`, what the parts share (transport, dialect, tokenizer, scored-text LRU, token pieces);
 * `capabilities` (the probe, the tokenizer check), `chat` (`ChatRenderer`, `ChatPrompt`), `special` (pmi's
   unconditional context);

@@ -13,7 +13,7 @@ How it scores choices (echo, descent, auto), how it handles stops and faults: do
 from __future__ import annotations
 
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, Iterator, Optional, Sequence
+from typing import Any, AsyncIterator, Iterator, Optional, Sequence
 
 from autocog.core.chat import is_messages
 from autocog.core.checks import check_prompt
@@ -22,6 +22,7 @@ from autocog.core.sampling import SamplingParams
 from autocog.core.stops import as_stop_list
 from autocog.core.types import ChoiceResult, ScoreRequest, Stop
 from autocog.lm.base import LM
+from autocog.lm.openai.aio import AsyncCalls
 from autocog.lm.openai.chat import renders_prompt
 from autocog.lm.openai.dialects import SERVERS, Dialect
 from autocog.lm.openai.scorer import Scorer, check_strategy
@@ -123,6 +124,7 @@ class OpenAI(LM):
         self.completion_kwargs = SamplingParams.from_settings(completion_kwargs or {}).as_dict()
         self.session = Session(self.client, self.transport, settings)
         self.scorer = Scorer(self.session)
+        self.aio = AsyncCalls(self)  # the async API (`autocog.lm.openai.aio`)
 
     @property
     def parallel(self) -> int:
@@ -136,6 +138,7 @@ class OpenAI(LM):
 
     def close(self) -> None:
         self.transport.close()
+        self.aio.close()
         if self.owns_client:
             self.client.close()
 
@@ -267,7 +270,6 @@ class OpenAI(LM):
     def apply_chat_template(self, messages: Sequence[dict], add_generation_prompt: bool = True) -> str:
         return self.session.renderer.apply_chat_template(messages, add_generation_prompt)
 
-    @renders_prompt
     def complete(self, prompt: Any, stop: Stop = "\n", **kwargs: Any) -> str:
         """Generate after ``prompt`` (greedy by default; ``temperature``, ``top_p``, ``top_k``, ``seed``), up to
         ``max_tokens`` (alias ``max_new_tokens``), EOS or a stop string; the text ends with the stop string
@@ -276,9 +278,7 @@ class OpenAI(LM):
         >>> lm.complete("1, 2, 3,", stop=",", max_tokens=8)     # doctest: +SKIP
         ' 4,'
         """
-        check_prompt(prompt)
-        settings = SamplingParams.from_settings(kwargs, self.completion_kwargs).as_dict()
-        return complete(self.session, prompt, as_stop_list(stop), settings)
+        return complete(self.session, *self.completion_inputs(prompt, stop, kwargs))
 
     def stream(self, prompt: Any, stop: Stop = "\n", **kwargs: Any) -> Iterator[str]:
         """`complete`'s text in pieces as the server streams them (``stream=True``):
@@ -288,10 +288,14 @@ class OpenAI(LM):
         >>> "".join(lm.stream("1, 2, 3,", stop=",", max_tokens=8))     # doctest: +SKIP
         ' 4,'
         """
+        return open_stream(self.session, *self.completion_inputs(prompt, stop, kwargs))
+
+    def completion_inputs(self, prompt: Any, stop: Stop, kwargs: dict) -> tuple[str, list[str], dict]:
+        """(the rendered and checked prompt, the stop strings, the sampling settings) of `complete` and `stream`
+        (and of their async forms)."""
         prompt = self.render_prompt(prompt)
         check_prompt(prompt)
-        settings = SamplingParams.from_settings(kwargs, self.completion_kwargs).as_dict()
-        return open_stream(self.session, prompt, as_stop_list(stop), settings)
+        return prompt, as_stop_list(stop), SamplingParams.from_settings(kwargs, self.completion_kwargs).as_dict()
 
     # --- choices --------------------------------------------------------------------------------------------
     def choose(self, prompt: Any, choices: Sequence[str], normalization: Optional[str] = None, **kwargs: Any) -> int:
@@ -359,3 +363,39 @@ class OpenAI(LM):
             return [one(r) for r in requests]
         with ThreadPoolExecutor(min(self.concurrency, len(requests)), thread_name_prefix="autocog-batch") as pool:
             return list(pool.map(one, requests))
+
+    # --- the async API (docs/async.md, `autocog.lm.openai.aio`) ------------------------------------------------
+    async def acomplete(self, prompt: Any, stop: Stop = "\n", **kwargs: Any) -> str:
+        """`complete` awaited, sent natively by ``AsyncOpenAI`` (the same requests, retries and numbers)."""
+        return await self.aio.complete(prompt, stop, kwargs)
+
+    def astream(self, prompt: Any, stop: Stop = "\n", **kwargs: Any) -> AsyncIterator[str]:
+        """`stream` as an async iterator, streamed natively by ``AsyncOpenAI``; the stream opens at the first
+        piece (inputs are checked then)."""
+        return self.aio.stream(prompt, stop, kwargs)
+
+    async def achoice_distribution(
+        self, prompt: Any, choices: Sequence[str], normalization: Optional[str] = None, **kwargs: Any
+    ) -> ChoiceResult:
+        """`choice_distribution` awaited: the sync strategies in one of ``concurrency`` worker threads."""
+        return await self.aio.in_worker(
+            self.choice_distribution, prompt, choices, normalization=normalization, **kwargs
+        )
+
+    async def achoose(
+        self, prompt: Any, choices: Sequence[str], normalization: Optional[str] = None, **kwargs: Any
+    ) -> int:
+        return (await self.achoice_distribution(prompt, choices, normalization=normalization, **kwargs)).index
+
+    async def achoice_logprobs(self, prompt: Any, choices: Sequence[str], **kwargs: Any) -> list[list[float]]:
+        return (await self.achoice_distribution(prompt, choices, **kwargs)).token_logprobs
+
+    async def ascore_batch(
+        self, requests: Sequence[ScoreRequest], max_batch_tokens: Optional[int] = None
+    ) -> list[ChoiceResult]:
+        """`score_batch` awaited (in a worker thread; it sends ``concurrency`` requests at a time itself)."""
+        return await self.aio.in_worker(self.score_batch, list(requests), max_batch_tokens)
+
+    async def aclose(self) -> None:
+        """Close the running event loop's ``AsyncOpenAI`` client (`close` closes the rest)."""
+        await self.aio.transport.aclose()

@@ -186,8 +186,12 @@ class Requests:
 
     def completion(self, prompt: Prompt, body: dict, extra: dict) -> Any:
         """A completions request (``prompt``: a text, or token-id prompts) with ``extra`` as ``extra_body``."""
+        return self.send(self.completion_request(prompt, body, extra))
+
+    def completion_request(self, prompt: Prompt, body: dict, extra: dict) -> Generation:
+        """The `Generation` that `completion` sends (for request plans, `autocog.lm.openai.plans`)."""
         text = prompt if isinstance(prompt, str) else None
-        return self.send(Generation("completions", self.params(prompt, body, extra, chat=False), text))
+        return Generation("completions", self.params(prompt, body, extra, chat=False), text)
 
     def chat(self, prompt: str, body: dict, extra: dict) -> Any:
         """A chat completions request: ``prompt`` as messages (`autocog.lm.openai.chat.messages`)."""

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any, Mapping, Optional
 from autocog.core.stops import find_stop
 from autocog.errors import MalformedResponseError
 from autocog.lm.openai.parsing import chat_logprobs, first_choice
+from autocog.lm.openai.plans import Plan, run
 from autocog.lm.openai.transport import excerpt
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -29,6 +30,19 @@ def apply_stops(
 ) -> str:
     """``text`` ended by the stop string it stopped on, if any: the server's ``stop_reason``/``matched_stop``,
     else the tokens it reports running past the text, else (completions) one greedy request that peeks."""
+    return run(stops_plan(session, prompt, text, stops, choice, pieces, settings), session.requests.send)
+
+
+def stops_plan(
+    session: Session,
+    prompt: str,
+    text: str,
+    stops: list[str],
+    choice: dict,
+    pieces: Optional[list],
+    settings: Mapping[str, Any],
+) -> Plan[str]:
+    """`apply_stops` as a request plan (`autocog.lm.openai.plans`): it yields the peek, if one is needed."""
     if not stops:
         return text
     end = find_stop(text, stops)
@@ -51,7 +65,8 @@ def apply_stops(
         return text
     peek_body = {"max_tokens": min(32, 2 + max(map(len, stops))), "temperature": 0.0}
     extra = session.dialect.sampling_extras(settings)
-    peek = first_choice(session.requests.completion(prompt + text, peek_body, extra), "completion").get("text")
+    peek_request = session.requests.completion_request(prompt + text, peek_body, extra)
+    peek = first_choice((yield peek_request), "completion").get("text")
     if isinstance(peek, str):
         for s in sorted(stops, key=len, reverse=True):
             if peek.startswith(s):
@@ -61,10 +76,15 @@ def apply_stops(
 
 def complete(session: Session, prompt: str, stops: list[str], settings: Mapping[str, Any]) -> str:
     """`OpenAI.complete` on checked inputs: one generation request (`Requests.generation`), then `apply_stops`."""
+    return run(complete_plan(session, prompt, stops, settings), session.requests.send)
+
+
+def complete_plan(session: Session, prompt: str, stops: list[str], settings: Mapping[str, Any]) -> Plan[str]:
+    """`complete` as a request plan (`autocog.lm.openai.plans`), shared by `OpenAI.complete` and ``acomplete``."""
     generation = session.requests.generation(prompt, settings, stops, stream=False)
     if int(settings["max_tokens"]) == 0:
         return ""  # llama_cpp.server reads max_tokens=0 as "no limit"
-    data = session.requests.send(generation)
+    data = yield generation
     if session.chat:
         choice = first_choice(data, "chat completion")
         message = choice.get("message")
@@ -78,4 +98,4 @@ def complete(session: Session, prompt: str, stops: list[str], settings: Mapping[
         pieces = logprobs.get("tokens") if isinstance(logprobs, dict) else None
     if not isinstance(text, str):
         raise MalformedResponseError(f"the completion from {session.base_url} has no text: {excerpt(data)}")
-    return apply_stops(session, prompt, text, stops, choice, pieces, settings)
+    return (yield from stops_plan(session, prompt, text, stops, choice, pieces, settings))

@@ -23,9 +23,9 @@ import threading
 import time
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import nullcontext
+from contextlib import contextmanager, nullcontext
 from dataclasses import replace
-from typing import Any, Callable, Optional
+from typing import Any, Callable, Iterator, Optional
 from urllib.parse import urlsplit, urlunsplit
 
 from autocog.core.retry import Retry
@@ -153,24 +153,35 @@ class Transport:
 
     def _retried(self, what: str, send: Callable[[float], Any], retry: bool) -> Any:
         began = time.monotonic()
-        budget = self.retry.max_time if self.retry.max_time is not None else math.inf
 
         def attempt() -> Any:
-            timeout = max(0.05, min(self.timeout, budget - (time.monotonic() - began)))
+            timeout = self.attempt_timeout(began)
             self.count("attempts")
             return self._send(what, send, timeout, retry)
 
+        policy, options = self.retry_plan(what, retry)
+        return policy.call(attempt, **options)
+
+    def attempt_timeout(self, began: float) -> float:
+        """The timeout of an attempt of a request begun at ``began`` (``time.monotonic()``): the per-attempt
+        ``timeout`` within what is left of ``max_time``."""
+        budget = self.retry.max_time if self.retry.max_time is not None else math.inf
+        return max(0.05, min(self.timeout, budget - (time.monotonic() - began)))
+
+    def retry_plan(self, what: str, retry: bool) -> tuple[Retry, dict]:
+        """(the `Retry` policy of one request, the keywords of its ``call``/``acall``): what is transient, the
+        least wait it asks for, the pause shared by every caller (the sync and the async transports alike)."""
         policy = self.retry if retry else replace(self.retry, max_retries=0)
-        return policy.call(
-            attempt,
+        options = dict(
             is_transient=lambda error: isinstance(error, Transient),
             what=f"{what} on {self.base_url} for model {self.model_name!r}",
             wait=lambda error: error.wait if isinstance(error, Transient) else 0.0,
             describe=str,
-            on_retry=lambda error, n, pause: self._pause(what, error, n, pause),
+            on_retry=lambda error, n, pause: self.note_retry(what, error, n, pause),
         )
+        return policy, options
 
-    def _pause(self, what: str, error: BaseException, attempt: int, pause: float) -> None:
+    def note_retry(self, what: str, error: BaseException, attempt: int, pause: float) -> None:
         """Before a retry: a throttled server makes every thread wait, not only this one."""
         with self._count_lock:
             if isinstance(error, Transient) and error.throttled:
@@ -178,46 +189,66 @@ class Transport:
             self.sleeps.append(pause)
         log.warning("%s on %s: %s; retry %d in %.2f s", what, self.base_url, error, attempt, pause)
 
+    def throttle_pause(self) -> float:
+        """Seconds to wait before sending, after a 429/503 (0 when none is pending)."""
+        return max(0.0, self._resume_at - time.monotonic())
+
+    @contextmanager
+    def flight(self) -> Iterator[None]:
+        """Count one request in flight (``in_flight``, ``max_in_flight``) while the block runs."""
+        with self._count_lock:
+            self.in_flight += 1
+            self.max_in_flight = max(self.max_in_flight, self.in_flight)
+        try:
+            yield
+        finally:
+            with self._count_lock:
+                self.in_flight -= 1
+
     def _send(self, what: str, send: Callable[[float], Any], timeout: float, retry: bool) -> Any:
         """One attempt in one of the ``limit`` slots, after any pause a throttled answer asked for (``serial``
         before the slot, always in that order)."""
         with self.serial or nullcontext(), self._slots:
-            pause = self._resume_at - time.monotonic()
+            pause = self.throttle_pause()
             if pause > 0:
                 time.sleep(pause)
-            with self._count_lock:
-                self.in_flight += 1
-                self.max_in_flight = max(self.max_in_flight, self.in_flight)
-            try:
+            with self.flight():
                 return self._attempt(what, send, timeout, retry)
-            finally:
-                with self._count_lock:
-                    self.in_flight -= 1
 
     def _attempt(self, what: str, send: Callable[[float], Any], timeout: float, retry: bool) -> Any:
         """The decoded answer; raises `Transient` for a failure worth retrying, `RequestFailedError` for good."""
-        openai = self.openai
         try:
             return self.decode(send(timeout), what)
-        except openai.APIStatusError as error:
+        except self.openai.APIError as error:
+            failure = self.failure(error, what, timeout, retry)
+            if failure is None:
+                raise
+            raise failure from None
+
+    def failure(self, error: Exception, what: str, timeout: float, retry: bool) -> Optional[Exception]:
+        """The error to raise for the client's ``error``: `Transient` (worth retrying), `ContextLengthError` or
+        `RequestFailedError`; None for an error that is none of the client's HTTP failures (raised as it is)."""
+        openai = self.openai
+        if isinstance(error, openai.APIStatusError):
             status = error.status_code
             detail = self.redact(excerpt(error_body(error)))
             if status == 400 and any(w in detail for w in CONTEXT_WORDS):
-                raise ContextLengthError(
+                return ContextLengthError(
                     f"{what} refused by {self.base_url}: the prompt does not fit the model's context: {detail}"
-                ) from None
+                )
             # A server that cannot decode UTF-8 (llama_cpp.server detokenizing part of a character) will not do
             # better on a retry.
             if not (status in RETRY_STATUSES or status >= 500) or not retry or "codec can't decode" in detail:
-                raise RequestFailedError(
+                return RequestFailedError(
                     f"{what} failed on {self.base_url} for model {self.model_name!r}: HTTP {status}: {detail}", status
-                ) from None
-            raise Transient(f"HTTP {status}: {detail}", retry_after(error), status in (429, 503)) from None
-        except openai.APITimeoutError:
-            raise Transient(f"no answer within the timeout ({timeout:.3g} s)") from None
-        except openai.APIConnectionError as error:
+                )
+            return Transient(f"HTTP {status}: {detail}", retry_after(error), status in (429, 503))
+        if isinstance(error, openai.APITimeoutError):
+            return Transient(f"no answer within the timeout ({timeout:.3g} s)")
+        if isinstance(error, openai.APIConnectionError):
             cause = error.__cause__ or error.__context__
-            raise Transient(f"connection failed ({type(cause).__name__ if cause else 'closed'})") from None
+            return Transient(f"connection failed ({type(cause).__name__ if cause else 'closed'})")
+        return None
 
     def decode(self, response: Any, what: str) -> Any:
         if isinstance(response, Undecoded):
