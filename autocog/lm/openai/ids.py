@@ -31,8 +31,9 @@ from autocog.core.types import ChoiceResult
 from autocog.errors import (
     ContextLengthError,
     MalformedResponseError,
-    StrategyUnavailableError,
 )
+from autocog.lm.openai.chat import ChatPrompt
+from autocog.lm.openai.id_rows import IdRows, empty_prompt_error
 from autocog.lm.openai.transport import CALL_COUNTER
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -58,10 +59,7 @@ def id_context(session: Session, prompt_text: str) -> Optional[list[int]]:
         return None
     ids = session.tokenize(prompt_text, bos=True)
     if not ids:
-        raise StrategyUnavailableError(
-            "the model adds no BOS and the prompt is empty: no log-prob predicts the first choice token "
-            "(pass unconditional_prompt= for 'pmi')"
-        )
+        raise empty_prompt_error(prompt_text)
     return ids
 
 
@@ -81,6 +79,8 @@ class IdEcho:
     ``session`` needs ``concurrency`` for `_pack` alone; ``max_sequences``/``max_tokens``: the most sequences /
     prompt tokens in one request.
     """
+
+    strategy = "echo"
 
     def __init__(self, session: Session, max_sequences: int = MAX_SEQUENCES, max_tokens: int = MAX_TOKENS):
         self.session = session
@@ -132,10 +132,7 @@ class IdEcho:
         for prompt, continuations in pairs:
             prompt_ids = bos + encoded[prompt]
             if not prompt_ids:
-                raise StrategyUnavailableError(
-                    "the model adds no BOS and the prompt is empty: no log-prob predicts the first choice token "
-                    "(pass unconditional_prompt= for 'pmi')"
-                )
+                raise empty_prompt_error(prompt)
             choices = [encoded[c] for c in continuations]
             check_choice_tokens(choices, continuations)
             for j, ids in enumerate(choices):
@@ -229,16 +226,27 @@ def _read(choice: Any, ids: list[int], url: str) -> list[Optional[float]]:
 
 
 class EchoByIds:
-    """The token-id echo strategy on a `Session` (vLLM): `score` gives `ChoiceResult`s for checked requests."""
+    """The token-id strategies on a `Session`: echo by ids (vLLM, `IdEcho`) or next-token rows by ids
+    (llama-server, `autocog.lm.openai.id_rows.IdRows`); `score` gives `ChoiceResult`s for checked requests."""
 
     def __init__(self, session: Session):
         self.session = session
         self.scorer = IdEcho(session)  # keeps the server's context length
+        self.rows = IdRows(session)
 
-    def applies(self, requests: Sequence[CheckedRequest], strategy: str) -> Optional[str]:
-        """Why echo by ids scores ``requests`` here, or None when it does not apply (strategy ``descent``, a
-        server without token-id prompts, chat-message prompts): the caller then scores another way."""
-        if strategy not in ("auto", "echo") or any(not isinstance(r.prompt, str) for r in requests):
+    def applies(
+        self, requests: Sequence[CheckedRequest], strategy: str, exhaustive: bool = False, search: str = "best-first"
+    ) -> Optional[str]:
+        """Why token ids score ``requests`` here, or None when they do not apply (a server without token-id
+        prompts, chat-message prompts; on vLLM also strategy ``descent``, an exhaustive or non-best-first search;
+        on llama-server strategy ``echo``, which it ignores): the caller then scores another way. On
+        llama-server the rows are every trie node's, exact: any search gets the full distribution."""
+        if any(not isinstance(r.prompt, str) for r in requests):
+            return None
+        dialect = self.session.dialect
+        if dialect.id_rows:
+            return dialect.token_ids_reason() if strategy in ("auto", "descent") else None
+        if strategy not in ("auto", "echo") or exhaustive or search != "best-first":
             return None
         usable, why = takes_token_ids(self.session)
         return why if usable else None
@@ -247,10 +255,13 @@ class EchoByIds:
         """`ChoiceResult`s in as few requests as the packing allows (pmi's unconditional scores ride in the same
         requests). Every input is checked before anything is sent."""
         session = self.session
+        scorer = self.rows if session.dialect.id_rows else self.scorer
         pairs: list[tuple[str, list[str]]] = []
         plan = []
         for r in requests:
             prompt_text, continuations = split_boundary(r.prompt, r.choices)
+            if isinstance(prompt_text, ChatPrompt):  # llama-server: the text its chat endpoint evaluates
+                prompt_text = session.renderer.apply_chat_template(list(prompt_text.messages), True)
             if r.end:
                 continuations = [c + r.end for c in continuations]
             plan.append((r.choices, r.normalization, len(pairs)))
@@ -260,9 +271,10 @@ class EchoByIds:
         spent: Counter = Counter()
         token = CALL_COUNTER.set(spent)  # this call's requests, whatever else runs at the same time
         try:
-            scored = self.scorer.score(pairs)
+            scored = scorer.score(pairs)
         finally:
             CALL_COUNTER.reset(token)
+        label = scorer.strategy
         results = []
         for choices, normalization, at in plan:
             logprobs, info = scored[at]
@@ -276,7 +288,7 @@ class EchoByIds:
                 requests=share,
                 tokenize_requests=spent["tokenize"] + spent["detokenize"],
                 attempts=spent["attempts"],
-                reason=f"{'auto' if strategy == 'auto' else 'echo'}: echo by token ids: {why}",
+                reason=f"{'auto' if strategy == 'auto' else label}: {label} by token ids: {why}",
             )
             results.append(
                 ChoiceResult(
@@ -284,7 +296,7 @@ class EchoByIds:
                     logprobs,
                     scores,
                     normalization,
-                    strategy="echo",
+                    strategy=label,
                     unconditional_logprobs=uncond,
                     info=info,
                 )
