@@ -257,7 +257,7 @@ class ScoringContract:
             lm.complete(42)
         with pytest.raises(TypeError, match="unknown completion setting"):
             lm.complete("x", max_lenght=3)
-        if hasattr(lm, "greedy"):
+        if hasattr(lm, "greedy") and lm.n_ctx is not None:  # servers that do not say their context: the 400
             n = len(lm.tokenize(LONG_PROMPT, bos=True))
             with pytest.raises(ContextLengthError, match=f"{n} tokens.*{lm.n_ctx} tokens"):
                 lm.greedy(LONG_PROMPT)

@@ -23,7 +23,7 @@ from autocog.core.retry import Retry
 from autocog.core.sampling import SamplingParams
 from autocog.core.stops import as_stop_list
 from autocog.core.types import ChoiceResult, ScoreRequest, Stop
-from autocog.errors import StrategyUnavailableError
+from autocog.errors import ContextLengthError, StrategyUnavailableError
 from autocog.lm.base import LM
 from autocog.lm.openai.chat import renders_prompt
 from autocog.lm.openai.dialects import SERVERS, Dialect
@@ -192,6 +192,12 @@ class OpenAI(LM):
         return self.session.dialect.wide
 
     @property
+    def n_ctx(self) -> Optional[int]:
+        """The context one sequence holds, where the server says it (llama-server: a slot's ``n_ctx``; vLLM:
+        ``max_model_len``), else None."""
+        return self.scorer.by_ids.context_length()
+
+    @property
     def tokenizer(self) -> Tokenizer:
         return self.session.tokenizer
 
@@ -308,11 +314,6 @@ class OpenAI(LM):
         True
         """
         session = self.session
-        if not session.dialect.id_rows:
-            raise StrategyUnavailableError(
-                f"greedy needs the whole next-token row by token id; the server at {self.base_url} "
-                f"({session.dialect.name}) reports only the top log-probs by text: the rest is bounded, not exact"
-            )
         if isinstance(prompt, (list, tuple)) and all(isinstance(t, int) for t in prompt):
             ids = [int(t) for t in prompt]
         else:
@@ -321,6 +322,17 @@ class OpenAI(LM):
             ids = session.tokenize(str(text), bos=True)
         if not ids:
             raise empty_prompt_error("")
+        n_ctx = self.n_ctx
+        if n_ctx is not None and len(ids) >= n_ctx:
+            raise ContextLengthError(
+                f"the prompt's {len(ids)} tokens leave no room for the next one: the context on {self.base_url} "
+                f"holds {n_ctx} tokens"
+            )
+        if not session.dialect.id_rows:
+            raise StrategyUnavailableError(
+                f"greedy needs the whole next-token row by token id; the server at {self.base_url} "
+                f"({session.dialect.name}) reports only the top log-probs by text: the rest is bounded, not exact"
+            )
         return self.scorer.by_ids.rows.row(ids)
 
     # --- choices --------------------------------------------------------------------------------------------

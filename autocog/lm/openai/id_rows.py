@@ -64,10 +64,11 @@ class _Item:
 @dataclass
 class _Plan:
     """The contexts of a batch: ``needed`` (context -> the child ids read there), ``found`` (context -> id ->
-    log-prob), ``requests`` (sent, both rounds)."""
+    log-prob), ``best`` (context -> its row's argmax), ``requests`` (sent, all rounds)."""
 
     needed: dict[Context, set[int]] = field(default_factory=dict)
     found: dict[Context, dict[int, float]] = field(default_factory=dict)
+    best: dict[Context, int] = field(default_factory=dict)  # the argmax of each context's row
     requests: int = 0
 
 
@@ -121,13 +122,17 @@ class IdRows:
                 "batch_prompts": len(items),
                 "batch_requests": plan.requests,
                 "exact": [True] * len(item.choices),
+                "is_greedy": [
+                    all(plan.best[tuple(item.prompt + ids[:k])] == t for k, t in enumerate(ids)) for ids in item.choices
+                ],
                 "bounded": logprobs,
             }
             out.append((logprobs, info))
         return out
 
     def row(self, ids: list[int]) -> np.ndarray:
-        """The whole next-token log-prob row after ``ids`` (one request; float64, every id exact)."""
+        """The whole next-token log-prob row after ``ids`` (one request; float64, every id exact); the caller
+        checks the context length (`OpenAI.greedy`)."""
         n_vocab = self.meta()["n_vocab"]
         if n_vocab <= 0:
             raise StrategyUnavailableError(f"{self.session.base_url} does not say its vocabulary size (n_vocab)")
@@ -176,6 +181,7 @@ class IdRows:
             if answer is None:
                 raise MalformedResponseError(f"{self.session.base_url} answered no log-probs (n_probs) for a row")
             plan.found[context] = answer["top"]
+            plan.best[context] = max(answer["top"], key=answer["top"].__getitem__)
 
     def _round_two(self, plan: _Plan) -> None:
         """The children missing from their context's row: one request per missing token, forced by logit_bias."""

@@ -251,6 +251,13 @@ class EchoByIds:
         usable, why = takes_token_ids(self.session)
         return why if usable else None
 
+    def context_length(self) -> Optional[int]:
+        """The context the server says a sequence holds (llama-server: a slot's; vLLM: ``max_model_len``), or None."""
+        dialect = self.session.dialect
+        if dialect.id_rows:
+            return self.rows.meta()["n_ctx"] or None
+        return self.scorer.context_length() if dialect.token_id_prompts else None
+
     def score(self, requests: Sequence[CheckedRequest], strategy: str, why: str) -> list[ChoiceResult]:
         """`ChoiceResult`s in as few requests as the packing allows (pmi's unconditional scores ride in the same
         requests). Every input is checked before anything is sent."""
@@ -280,6 +287,7 @@ class EchoByIds:
             logprobs, info = scored[at]
             uncond = scored[at + 1][0] if normalization == "pmi" else None
             scores = normalize_scores(info.pop("bounded"), choices, normalization, uncond)
+            is_greedy = info.pop("is_greedy", None)  # llama-server's rows name their argmax
             # requests: this call's own count, or its share of the batch's (batch_requests in all)
             share = spent["completions"] if len(plan) == 1 else spent["completions"] / len(plan)
             info.update(
@@ -298,6 +306,7 @@ class EchoByIds:
                     normalization,
                     strategy=label,
                     unconditional_logprobs=uncond,
+                    is_greedy=is_greedy,
                     info=info,
                 )
             )
