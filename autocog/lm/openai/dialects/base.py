@@ -97,6 +97,11 @@ class Dialect:
             "(llama_cpp.server refuses them)"
         )
 
+    def echo_refusal(self, session: Session) -> Optional[str]:
+        """Why text echo cannot be exact on this server, found by one probe request, or None: probe as usual
+        (`autocog.lm.openai.capabilities`)."""
+        return None
+
     # --- endpoints outside the OpenAI schema -----------------------------------------------------------
     def server_tokenizer(self, session: Session) -> Optional[Tokenizer]:
         """The server's own tokenizer endpoints as a `Tokenizer`, or None when it has none."""

@@ -20,6 +20,9 @@ if TYPE_CHECKING:  # pragma: no cover
     from autocog.lm.openai.tokenizers import Tokenizer
 
 
+ECHO_PROBE = "The capital of France is"
+
+
 class LlamaServerDialect(Dialect):
     name = "llama-server"
     order = 15  # after llama.cpp (llama_cpp.server answers /extras/tokenize, this server does not), before vLLM
@@ -50,6 +53,23 @@ class LlamaServerDialect(Dialect):
             "llama-server takes token-id prompts, several per /completion request (one task per parallel slot), "
             "and reports the model's own next-token log-probs by id (n_probs, post_sampling_probs false): every "
             "trie node exact, the local prompt/choice boundary"
+        )
+
+    def echo_refusal(self, session: Session) -> Optional[str]:
+        """One echo request: llama-server answers only the generated token (the prompt's log-probs are not
+        returned, whatever ``echo`` says); the refusal names that, and what scores choices here instead."""
+        body = {"prompt": ECHO_PROBE, "max_tokens": 1, "temperature": 0.0, "echo": True, "logprobs": 1}
+        data = session.transport.post(session.base_url + "/completions", body, kind="completions")
+        choice = (data.get("choices") or [{}])[0] if isinstance(data, dict) else {}
+        logprobs = choice.get("logprobs") if isinstance(choice, dict) else None
+        entries = (logprobs.get("content") or logprobs.get("tokens") or []) if isinstance(logprobs, dict) else []
+        echoed = isinstance(choice, dict) and str(choice.get("text", "")).startswith(ECHO_PROBE)
+        if echoed and len(entries) > 1:
+            return None  # a future llama-server that echoes: probed as any other server
+        return (
+            f"llama-server ignores echo: /v1/completions answered {len(entries)} log-prob entr"
+            f"{'y' if len(entries) == 1 else 'ies'} for the generated token only, none for the prompt's tokens; "
+            "choices are scored exactly by token-id rows on /completion instead (strategy 'auto' or 'descent')"
         )
 
     def sampling_extras(self, settings: Mapping[str, Any]) -> dict[str, Any]:
