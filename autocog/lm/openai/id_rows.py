@@ -8,9 +8,11 @@ lists: one task each, run on the server's parallel slots), with ``n_predict: 1``
 ``post_sampling_probs: false``: the answer names the top ``n_probs`` tokens of the model's own distribution
 (softmax of the raw logits, before logit_bias, grammar and samplers) by id, with their log-probs.
 
-A child outside a context's top ``n_probs`` (round 1) is asked in round 2: one request per distinct missing
-token, with that token forced by ``logit_bias`` in all the contexts that miss it; the forced token's reported
-log-prob is again the raw distribution's (by id, checked). The prompt cache (``cache_prompt``, on) keeps each
+A child outside a context's top ``n_probs`` (round 1) is asked in round 2, with that token forced by
+``logit_bias``: one request per distinct token, for all the contexts that miss it (the forced token's reported
+log-prob is again the raw distribution's, by id, checked). Past `FORCED_TOKENS` distinct tokens, a context that
+misses several gets its whole row instead (``n_probs`` = the vocabulary: ~0.5 s and 4 MB on SmolLM2's 49,152
+tokens, against ~0.06 s a forced request; measured in docs/llama-server.md). The prompt cache (``cache_prompt``, on) keeps each
 slot's last context, so a node's context costs its new tokens only.
 
 >>> rows = IdRows(session)                                                       # doctest: +SKIP
@@ -34,7 +36,8 @@ if TYPE_CHECKING:  # pragma: no cover
     from autocog.lm.openai.session import Session
 
 MAX_CONTEXTS = 64  # token-id prompts per request: beyond this, a request only delays the first answers
-MIN_TOP = 32  # n_probs of round 1 at least (each entry costs ~80 bytes of JSON)
+MIN_TOP = 1000  # n_probs of round 1 at least: ~80 bytes of JSON each, measured as cheap as 32 on SmolLM2
+FORCED_TOKENS = 8  # distinct missing tokens forced one request each (~0.06 s); past it, whole rows (~0.5 s)
 WHOLE_ROW = 2048  # vocabularies up to this size are asked whole in round 1 (no round 2)
 
 Context = tuple[int, ...]
@@ -184,16 +187,25 @@ class IdRows:
             plan.best[context] = max(answer["top"], key=answer["top"].__getitem__)
 
     def _round_two(self, plan: _Plan) -> None:
-        """The children missing from their context's row: one request per missing token, forced by logit_bias."""
+        """The children missing from their context's row, forced by logit_bias: one request per distinct token,
+        all the contexts that miss it together. Past `FORCED_TOKENS` distinct tokens, a context missing several
+        gets its whole row instead (one request for all of them), as does a token that ends inside a UTF-8
+        character."""
+        absent = {c: sorted(needed - set(plan.found[c])) for c, needed in plan.needed.items()}
+        distinct = {t for ts in absent.values() for t in ts}
+        many = len(distinct) > FORCED_TOKENS  # then a context missing several children costs one whole row
         missing: dict[int, list[Context]] = {}
-        for context, needed in plan.needed.items():
-            for token in sorted(needed - set(plan.found[context])):
+        whole: list[Context] = []
+        for context, tokens in absent.items():
+            if many and len(tokens) > 1:
+                whole.append(context)
+                continue
+            for token in tokens:
                 missing.setdefault(token, []).append(context)
         jobs: list[tuple[list[Context], int, Optional[int]]] = [(cs, 1, t) for t, cs in missing.items()]
-        whole: list[Context] = []  # contexts of a token that ends inside a UTF-8 character: read from a whole row
         for (token, contexts), answered in zip(missing.items(), self._send_all(jobs, plan)):
             for context, answer in zip(contexts, answered):
-                if answer is None:
+                if answer is None:  # no log-probs for a token that ends inside a character
                     whole.append(context)
                     continue
                 if answer["token"] != token:
@@ -203,8 +215,8 @@ class IdRows:
                     )
                 plan.found[context][token] = answer["logprob"]
         if whole:
-            n_vocab = self.meta()["n_vocab"]
             contexts = list(dict.fromkeys(whole))
+            n_vocab = self.meta()["n_vocab"]
             for context, answer in zip(contexts, self._send_all([(contexts, n_vocab, self.plain_token())], plan)[0]):
                 if answer is None:
                     raise MalformedResponseError(f"{self.session.base_url} answered no log-probs for a whole row")
