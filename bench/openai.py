@@ -387,8 +387,8 @@ def run_llama_server(model: str, n_prompts: int) -> None:
     choose_rows, batch_rows = [], []
     for name in list(models) if model == "both" else [model]:
         n_ctx = 4096 if name == "smollm2" else 1024
-        # --cache-ram 0: no prompt states kept across slots, so that neither timed run reuses the other's
-        with LlamaCppServer(models[name](), n_ctx, parallel=2, alias=name, extra_args=("--cache-ram", "0")) as server:
+        # the server's defaults, --cache-ram included (slot states kept in RAM: the batch's second round reuses them)
+        with LlamaCppServer(models[name](), n_ctx, parallel=2, alias=name) as server:
             print(f"# llama-server {name} (-np 2)", flush=True)
             c, b = bench_llama_server(name, server.base_url, n_prompts)
             choose_rows += c
