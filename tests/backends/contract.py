@@ -279,7 +279,13 @@ class ScoringContract:
     hostile_refusable: tuple = ()  # refusal messages allowed where the reference scores the case
     hostile_seconds = 120.0
 
-    def test_hostile_input_scores_like_the_reference_or_refuses_typed(self, lm, reference):
+    @pytest.fixture(scope="class")
+    @classmethod
+    def alive(cls):
+        """Whether the backend's server still answers, checked after every hostile case (local backends: yes)."""
+        return lambda: True
+
+    def test_hostile_input_scores_like_the_reference_or_refuses_typed(self, lm, reference, alive):
         tally = check_cases(
             lambda p, c: lm.choice_logprobs(p, c),
             reference,
@@ -287,6 +293,7 @@ class ScoringContract:
             tolerance=self.atol,
             typed=(AutoCogError,),
             deadline=time.monotonic() + self.hostile_seconds,
+            alive=alive,
         )
         assert tally.total >= self.hostile_count // 2, f"only {tally.total} cases in {self.hostile_seconds} s"
         if self.hostile_refusable:  # a backend that cannot represent some text says so, typed

@@ -2,16 +2,12 @@
 the tiny random Llama (F32 GGUF, F32 KV cache, 2 slots), against `LLaMa` on the same file with an F32 KV cache as
 the reference. ``model_calls`` counts the HTTP requests sent; every hostile case checks the server is alive after."""
 
-import time
-
 import pytest
 
 pytest.importorskip("openai")
 
 from contract import ScoringContract, greedy_reference
-from hostile import check_cases, hostile_cases
 
-from autocog.errors import AutoCogError
 from autocog.gguf.models import tiny_llama_gguf
 from autocog.lm import LLaMa
 from autocog.lm.openai import OpenAI
@@ -46,17 +42,7 @@ class TestOpenAILlamaCppServer(ScoringContract):
     def model_calls(self, lm) -> int:
         return sum(lm.requests.get(k, 0) for k in ("completions", "chat"))
 
-    def test_hostile_input_scores_like_the_reference_or_refuses_typed(self, lm, reference, tiny_llama_cpp_server):
-        # The contract's check, with the server's /health after every case: no request may take it down.
-        tally = check_cases(
-            lambda p, c: lm.choice_logprobs(p, c),
-            reference,
-            hostile_cases(seed=15, count=self.hostile_count),
-            tolerance=self.atol,
-            typed=(AutoCogError,),
-            deadline=time.monotonic() + self.hostile_seconds,
-            alive=tiny_llama_cpp_server.alive,
-        )
-        assert tally.total >= self.hostile_count // 2, f"only {tally.total} cases in {self.hostile_seconds} s"
-        assert tally.refused_as_reference == sum(tally.refused.values()), tally.reasons  # refuses only what LLaMa does
-        assert tally.scored >= tally.total * 3 // 4, (tally.scored, tally.reasons)
+    @pytest.fixture(scope="class")
+    @classmethod
+    def alive(cls, tiny_llama_cpp_server):
+        return tiny_llama_cpp_server.alive  # /health after every hostile case: no request may take it down

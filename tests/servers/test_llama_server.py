@@ -17,6 +17,7 @@ pytest.importorskip("openai")
 from autocog.errors import StrategyUnavailableError
 from autocog.lm import ScoreRequest, score
 from autocog.lm.openai import OpenAI
+from autocog.lm.openai.dialects.vllm import VllmDialect
 from autocog.lm.openai.id_rows import empty_prompt_error
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -68,6 +69,7 @@ def test_detected_by_props_and_named_in_info(tiny):
     assert tiny.server == "llama-server" and result.info["server"] == "llama-server"
     assert result.strategy == "descent" and "token ids" in result.info["reason"]
     assert tiny.n_ctx == 1024 and tiny.tokenizer.name == "llama-server"
+    assert not VllmDialect.matches(tiny.session)  # llama-server answers vLLM's /tokenize body with no tokens
 
 
 @pytest.mark.slow
