@@ -94,7 +94,7 @@ class IdRows:
             data = session.transport.get("/models", "models")
             entries = data.get("data") if isinstance(data, dict) else None
             meta = next((e.get("meta") for e in entries or [] if isinstance(e, dict) and e.get("meta")), None) or {}
-            props = session.dialect.server_props(session)  # type: ignore[attr-defined]
+            props = session.dialect.server_props(session)
             settings = props.get("default_generation_settings") or {}
             self._meta = {"n_vocab": int(meta.get("n_vocab") or 0), "n_ctx": int(settings.get("n_ctx") or 0)}
         return self._meta

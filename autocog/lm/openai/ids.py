@@ -25,6 +25,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Optional, Sequence
 
+from autocog.core.chat import strip_prefix
 from autocog.core.checks import check_choice_tokens, split_boundary
 from autocog.core.normalization import normalize_scores
 from autocog.core.types import ChoiceResult
@@ -267,8 +268,10 @@ class EchoByIds:
         plan = []
         for r in requests:
             prompt_text, continuations = split_boundary(r.prompt, r.choices)
-            if isinstance(prompt_text, ChatPrompt):  # llama-server: the text its chat endpoint evaluates
-                prompt_text = session.renderer.apply_chat_template(list(prompt_text.messages), True)
+            if isinstance(prompt_text, ChatPrompt):  # llama-server: the text its chat endpoint evaluates, BOS once
+                renderer = session.renderer
+                text = renderer.apply_chat_template(list(prompt_text.messages), True)
+                prompt_text = strip_prefix(text, renderer.bos_text())
             if r.end:
                 continuations = [c + r.end for c in continuations]
             plan.append((r.choices, r.normalization, len(pairs)))

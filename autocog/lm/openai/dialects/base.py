@@ -111,6 +111,10 @@ class Dialect:
         """``messages`` rendered with the template the server exposes, or None when it exposes none."""
         return None
 
+    def server_props(self, session: Session) -> dict:
+        """llama.cpp's ``GET /props`` where the server has it ({} here)."""
+        return {}
+
     def bos_text(self, session: Session) -> Optional[str]:
         """The text of the BOS token as the server says it, or None when it does not say."""
         return None
