@@ -18,11 +18,17 @@ choose calls; the tokenize column counts what a warm call still asks for.
     python bench/openai.py                 # SmolLM2-135M-Instruct (Q4_1), then the tiny random Llama
     python bench/openai.py --model tiny
     python bench/openai.py --server vllm   # the batch API against vLLM (needs scripts/setup_vllm.sh)
+    python bench/openai.py --server llama-server   # llama.cpp's C++ server (scripts/setup_llama_server.sh)
 
 **vLLM** (`--server vllm`, the transformers directories of the same models): 100 prompts x 4 and x 32 choices
 through the batch API (`score_batch`: echo by token ids, several prompts and choices per request,
 ``concurrency=8`` requests in flight) against a sequential loop of ``choice_distribution`` (one request per
 prompt) and against one request per choice; requests per prompt and wall-time ratios.
+
+**llama-server** (`--server llama-server`, the same GGUF files, ``-np 2``): ``choose`` at 2, 8 and 32 choices
+by token-id rows (every trie node in one ``/completion`` request) against the per-choice baseline (one call per
+choice, one after the other), with the trie's branching nodes; then the batch API over 40 prompts x 4 choices
+(``concurrency=2``) against a sequential loop of ``choice_distribution``.
 """
 
 from __future__ import annotations
@@ -320,10 +326,95 @@ def run_vllm(model: str, n_prompts: int, n_baseline: int) -> None:
     print()
 
 
+# --- llama-server: rows by token ids ---------------------------------------------------------------------
+def branching(lm: OpenAI, choices: list[str]) -> int:
+    from autocog.core.trie import TokenChoiceTree
+
+    return TokenChoiceTree(lm.tokenizer.encode_many(choices), str).branching_nodes()
+
+
+def bench_llama_server(name: str, base_url: str, n_prompts: int = 40, sizes=(2, 8, 32)) -> tuple[list, list]:
+    """(choose rows, batch rows): see the module docstring."""
+    lm = OpenAI(model=name, base_url=base_url, api_key="none", concurrency=2)
+    choose_rows = []
+    for n in sizes:
+        choices = [" " + w for w in WORDS[:n]]
+        reference = lm.choice_distribution(PROMPT, choices)  # warms the tokenizer cache
+        nodes = branching(lm, choices)
+        runs = [
+            ("rows (auto)", lambda: lm.choice_distribution(PROMPT, choices)),
+            ("per-choice", lambda: [lm.choice_distribution(PROMPT, [c]).logprobs[0] for c in choices]),
+        ]
+        for method, fn in runs:
+            out, spent, wall = measure(lm, fn)
+            got = np.array(out) if method == "per-choice" else out.logprobs
+            delta = float(np.max(np.abs(got - reference.logprobs)))
+            choose_rows.append((name, n, method, spent["completions"], nodes, wall, delta))
+            print(f"  {n:>2} choices  {method:<12} {spent['completions']:>3} requests  {wall:7.2f} s", flush=True)
+    lm.close()
+    requests = vllm_requests(2 * n_prompts, 4)  # the loop and the batch score different prompts (no shared cache)
+    looped, requests = requests[:n_prompts], requests[n_prompts:]
+    batch_rows = []
+    fast = OpenAI(model=name, base_url=base_url, api_key="none", concurrency=2)
+    fast.tokenizer.encode_many([r.prompt for r in requests] + list(requests[0].choices))  # warm tokenizer
+    fast.score_batch(requests[:1])
+    out, spent, batch_wall = measure(fast, lambda: fast.score_batch(requests))
+    batch = np.array([r.logprobs for r in out])
+    batch_rows.append((name, "batch API, concurrency=2", spent["completions"], batch_wall, 1.0, 0.0))
+    serial = OpenAI(model=name, base_url=base_url, api_key="none", concurrency=1)
+    serial.tokenizer.encode_many([r.prompt for r in requests] + list(requests[0].choices))
+    serial.score_batch(requests[:1])
+    _, spent, wall = measure(serial, lambda: [serial.choice_distribution(r.prompt, r.choices) for r in looped])
+    again = np.array([serial.choice_distribution(r.prompt, r.choices).logprobs for r in requests])
+    delta = float(np.max(np.abs(again - batch)))  # the batch's prompts one by one: batch shapes differ
+    batch_rows.append((name, "loop of choice_distribution", spent["completions"], wall, wall / batch_wall, delta))
+    print(f"  batch {batch_wall:.2f} s vs loop {wall:.2f} s", flush=True)
+    fast.close()
+    serial.close()
+    return choose_rows, batch_rows
+
+
+def run_llama_server(model: str, n_prompts: int) -> None:
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "support"))
+    from llama_cpp_server import LlamaCppServer, binary_path, missing_message
+
+    from autocog.gguf.models import tiny_llama_gguf
+    from autocog.lm.assets import smollm2_gguf
+
+    if binary_path() is None:
+        raise SystemExit(missing_message())
+    models = {"smollm2": smollm2_gguf, "tiny": tiny_llama_gguf}
+    choose_rows, batch_rows = [], []
+    for name in list(models) if model == "both" else [model]:
+        n_ctx = 4096 if name == "smollm2" else 1024
+        # the server's defaults, --cache-ram included (slot states kept in RAM: the batch's second round reuses them)
+        with LlamaCppServer(models[name](), n_ctx, parallel=2, alias=name) as server:
+            print(f"# llama-server {name} (-np 2)", flush=True)
+            c, b = bench_llama_server(name, server.base_url, n_prompts)
+            choose_rows += c
+            batch_rows += b
+    print()
+    print(
+        "| model | choices | method | completion requests | branching nodes | per branching node | wall (s) | max abs Δ |"
+    )
+    print("|---|---:|---|---:|---:|---:|---:|---:|")
+    for name, n, method, requests, nodes, wall, delta in choose_rows:
+        print(f"| {name} | {n} | {method} | {requests} | {nodes} | {requests / nodes:.2f} | {wall:.2f} | {delta:.1e} |")
+    print()
+    print(
+        f"| model | {n_prompts} prompts x 4 choices | completion requests | per prompt | wall (s) | batch speed-up | max abs Δ |"
+    )
+    print("|---|---|---:|---:|---:|---:|---:|")
+    for name, method, requests, wall, speedup, delta in batch_rows:
+        print(
+            f"| {name} | {method} | {requests} | {requests / n_prompts:.2f} | {wall:.2f} | {speedup:.2f}x | {delta:.1e} |"
+        )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--model", choices=["smollm2", "tiny", "both"], default="both")
-    parser.add_argument("--server", choices=["llama.cpp", "vllm", "both"], default="llama.cpp")
+    parser.add_argument("--server", choices=["llama.cpp", "vllm", "llama-server", "both"], default="llama.cpp")
     parser.add_argument("--prompts", type=int, default=100, help="vLLM: prompts per batch")
     parser.add_argument(
         "--baseline-prompts",
@@ -332,6 +423,8 @@ def main() -> None:
         help="vLLM: prompts timed for the slow baselines (reported per prompt)",
     )
     args = parser.parse_args()
+    if args.server == "llama-server":
+        return run_llama_server(args.model, 40)
     if args.server in ("vllm", "both"):
         run_vllm(args.model, args.prompts, args.baseline_prompts)
         if args.server == "vllm":

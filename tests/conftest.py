@@ -83,3 +83,28 @@ def smol_server():
     server = LlamaServer(smollm2_gguf())
     yield server
     server.stop()
+
+
+@pytest.fixture(scope="session")
+def tiny_llama_cpp_server():
+    """llama.cpp's C++ ``llama-server`` on the tiny F32 GGUF with an F32 KV cache (2 slots) for the session:
+    compared with `LLaMa` on the same file and cache type (tests/servers/test_*llama_server.py)."""
+    from llama_cpp_server import F32_KV, LlamaCppServer
+
+    from autocog.gguf.models import tiny_llama_gguf
+
+    server = LlamaCppServer(tiny_llama_gguf(), n_ctx=1024, parallel=2, alias="tiny", extra_args=F32_KV)
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def smol_llama_cpp_server():
+    """``llama-server`` on the SmolLM2 Q4_1 GGUF (``-c 4096 -np 2``, as a user starts it) for the session."""
+    from llama_cpp_server import LlamaCppServer
+
+    from autocog.lm.assets import smollm2_gguf
+
+    server = LlamaCppServer(smollm2_gguf(), n_ctx=4096, parallel=2, alias="smollm2")
+    yield server
+    server.stop()

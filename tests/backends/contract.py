@@ -257,7 +257,7 @@ class ScoringContract:
             lm.complete(42)
         with pytest.raises(TypeError, match="unknown completion setting"):
             lm.complete("x", max_lenght=3)
-        if hasattr(lm, "greedy"):
+        if hasattr(lm, "greedy") and lm.n_ctx is not None:  # servers that do not say their context: the 400
             n = len(lm.tokenize(LONG_PROMPT, bos=True))
             with pytest.raises(ContextLengthError, match=f"{n} tokens.*{lm.n_ctx} tokens"):
                 lm.greedy(LONG_PROMPT)
@@ -279,7 +279,13 @@ class ScoringContract:
     hostile_refusable: tuple = ()  # refusal messages allowed where the reference scores the case
     hostile_seconds = 120.0
 
-    def test_hostile_input_scores_like_the_reference_or_refuses_typed(self, lm, reference):
+    @pytest.fixture(scope="class")
+    @classmethod
+    def alive(cls):
+        """Whether the backend's server still answers, checked after every hostile case (local backends: yes)."""
+        return lambda: True
+
+    def test_hostile_input_scores_like_the_reference_or_refuses_typed(self, lm, reference, alive):
         tally = check_cases(
             lambda p, c: lm.choice_logprobs(p, c),
             reference,
@@ -287,6 +293,7 @@ class ScoringContract:
             tolerance=self.atol,
             typed=(AutoCogError,),
             deadline=time.monotonic() + self.hostile_seconds,
+            alive=alive,
         )
         assert tally.total >= self.hostile_count // 2, f"only {tally.total} cases in {self.hostile_seconds} s"
         if self.hostile_refusable:  # a backend that cannot represent some text says so, typed

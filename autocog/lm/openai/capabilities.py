@@ -48,6 +48,10 @@ class Capabilities:
 
     def measure(self) -> dict:
         caps: dict = {"echo": None, "echo_reason": "", "bias": None, "bias_reason": "", "checks": []}
+        refused = self.session.dialect.echo_refusal(self.session)
+        if refused is not None:  # the dialect scores another way (llama-server: token-id rows)
+            caps.update(echo_reason=refused, bias_reason=refused)
+            return caps
         first = None
         for probe_prompt in PROBE_PROMPTS:
             nxt = self.session.requests.next(probe_prompt)

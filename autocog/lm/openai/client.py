@@ -15,16 +15,20 @@ from __future__ import annotations
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, AsyncIterator, Iterator, Optional, Sequence
 
+import numpy as np
+
 from autocog.core.chat import is_messages
 from autocog.core.checks import check_prompt
 from autocog.core.retry import Retry
 from autocog.core.sampling import SamplingParams
 from autocog.core.stops import as_stop_list
 from autocog.core.types import ChoiceResult, ScoreRequest, Stop
+from autocog.errors import ContextLengthError, StrategyUnavailableError
 from autocog.lm.base import LM
 from autocog.lm.openai.aio import AsyncCalls
 from autocog.lm.openai.chat import renders_prompt
 from autocog.lm.openai.dialects import SERVERS, Dialect
+from autocog.lm.openai.id_rows import empty_prompt_error
 from autocog.lm.openai.scorer import Scorer, check_strategy
 from autocog.lm.openai.session import Session, Settings
 from autocog.lm.openai.stops import complete
@@ -52,7 +56,8 @@ class OpenAI(LM):
       llama_cpp.server, which has no limit); ``unconditional_prompt``: the context of ``pmi`` scores.
     * ``cache_size``: choice texts whose scores are kept across calls (LRU; 0: none), so that text already
       scored costs no request; `clear_cache` forgets them.
-    * ``server``: ``"auto"`` (detect), or a dialect's name: ``"openai"``, ``"llama.cpp"``, ``"vllm"``, ``"generic"``
+    * ``server``: ``"auto"`` (detect), or a dialect's name: ``"openai"``, ``"llama.cpp"`` (llama_cpp.server),
+      ``"llama-server"`` (llama.cpp's C++ server), ``"vllm"``, ``"generic"``
       (`autocog.lm.openai.dialects`).
     * ``timeout`` (seconds per attempt), ``max_retries``, ``max_retry_time`` (seconds for all attempts and
       sleeps), ``backoff``/``max_backoff`` (first and longest sleep); ``concurrency`` (alias ``parallel``, default
@@ -190,6 +195,12 @@ class OpenAI(LM):
         return self.session.dialect.wide
 
     @property
+    def n_ctx(self) -> Optional[int]:
+        """The context one sequence holds, where the server says it (llama-server: a slot's ``n_ctx``; vLLM:
+        ``max_model_len``), else None."""
+        return self.scorer.by_ids.context_length()
+
+    @property
     def tokenizer(self) -> Tokenizer:
         return self.session.tokenizer
 
@@ -296,6 +307,37 @@ class OpenAI(LM):
         prompt = self.render_prompt(prompt)
         check_prompt(prompt)
         return prompt, as_stop_list(stop), SamplingParams.from_settings(kwargs, self.completion_kwargs).as_dict()
+
+    def greedy(self, prompt: Any) -> np.ndarray:
+        """Log-probs of the next token after ``prompt`` (a text, messages or token ids; BOS added to a text as the
+        local backends add it): a float64 array over the vocabulary, as `autocog.lm.GreedyLM.greedy`. Exact, one
+        request, where the server reports the whole row by token id (llama-server: ``n_probs`` = the vocabulary,
+        before sampling); elsewhere `StrategyUnavailableError` (a top-N row with the rest bounded is not exact).
+
+        >>> int(lm.greedy("The capital of France is").argmax()) == lm.tokenize(" Paris")[0]   # doctest: +SKIP
+        True
+        """
+        session = self.session
+        if isinstance(prompt, (list, tuple)) and all(isinstance(t, int) for t in prompt):
+            ids = [int(t) for t in prompt]
+        else:
+            text = self.render_prompt(prompt)
+            check_prompt(text)
+            ids = session.tokenize(str(text), bos=True)
+        if not ids:
+            raise empty_prompt_error("")
+        n_ctx = self.n_ctx
+        if n_ctx is not None and len(ids) >= n_ctx:
+            raise ContextLengthError(
+                f"the prompt's {len(ids)} tokens leave no room for the next one: the context on {self.base_url} "
+                f"holds {n_ctx} tokens"
+            )
+        if not session.dialect.id_rows:
+            raise StrategyUnavailableError(
+                f"greedy needs the whole next-token row by token id; the server at {self.base_url} "
+                f"({session.dialect.name}) reports only the top log-probs by text: the rest is bounded, not exact"
+            )
+        return self.scorer.by_ids.rows.row(ids)
 
     # --- choices --------------------------------------------------------------------------------------------
     def choose(self, prompt: Any, choices: Sequence[str], normalization: Optional[str] = None, **kwargs: Any) -> int:

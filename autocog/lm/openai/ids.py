@@ -25,14 +25,16 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Optional, Sequence
 
+from autocog.core.chat import strip_prefix
 from autocog.core.checks import check_choice_tokens, split_boundary
 from autocog.core.normalization import normalize_scores
 from autocog.core.types import ChoiceResult
 from autocog.errors import (
     ContextLengthError,
     MalformedResponseError,
-    StrategyUnavailableError,
 )
+from autocog.lm.openai.chat import ChatPrompt
+from autocog.lm.openai.id_rows import IdRows, empty_prompt_error
 from autocog.lm.openai.transport import CALL_COUNTER
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -58,10 +60,7 @@ def id_context(session: Session, prompt_text: str) -> Optional[list[int]]:
         return None
     ids = session.tokenize(prompt_text, bos=True)
     if not ids:
-        raise StrategyUnavailableError(
-            "the model adds no BOS and the prompt is empty: no log-prob predicts the first choice token "
-            "(pass unconditional_prompt= for 'pmi')"
-        )
+        raise empty_prompt_error(prompt_text)
     return ids
 
 
@@ -81,6 +80,8 @@ class IdEcho:
     ``session`` needs ``concurrency`` for `_pack` alone; ``max_sequences``/``max_tokens``: the most sequences /
     prompt tokens in one request.
     """
+
+    strategy = "echo"
 
     def __init__(self, session: Session, max_sequences: int = MAX_SEQUENCES, max_tokens: int = MAX_TOKENS):
         self.session = session
@@ -132,10 +133,7 @@ class IdEcho:
         for prompt, continuations in pairs:
             prompt_ids = bos + encoded[prompt]
             if not prompt_ids:
-                raise StrategyUnavailableError(
-                    "the model adds no BOS and the prompt is empty: no log-prob predicts the first choice token "
-                    "(pass unconditional_prompt= for 'pmi')"
-                )
+                raise empty_prompt_error(prompt)
             choices = [encoded[c] for c in continuations]
             check_choice_tokens(choices, continuations)
             for j, ids in enumerate(choices):
@@ -229,28 +227,51 @@ def _read(choice: Any, ids: list[int], url: str) -> list[Optional[float]]:
 
 
 class EchoByIds:
-    """The token-id echo strategy on a `Session` (vLLM): `score` gives `ChoiceResult`s for checked requests."""
+    """The token-id strategies on a `Session`: echo by ids (vLLM, `IdEcho`) or next-token rows by ids
+    (llama-server, `autocog.lm.openai.id_rows.IdRows`); `score` gives `ChoiceResult`s for checked requests."""
 
     def __init__(self, session: Session):
         self.session = session
         self.scorer = IdEcho(session)  # keeps the server's context length
+        self.rows = IdRows(session)
 
-    def applies(self, requests: Sequence[CheckedRequest], strategy: str) -> Optional[str]:
-        """Why echo by ids scores ``requests`` here, or None when it does not apply (strategy ``descent``, a
-        server without token-id prompts, chat-message prompts): the caller then scores another way."""
-        if strategy not in ("auto", "echo") or any(not isinstance(r.prompt, str) for r in requests):
+    def applies(
+        self, requests: Sequence[CheckedRequest], strategy: str, exhaustive: bool = False, search: str = "best-first"
+    ) -> Optional[str]:
+        """Why token ids score ``requests`` here, or None when they do not apply (a server without token-id
+        prompts, chat-message prompts; on vLLM also strategy ``descent``, an exhaustive or non-best-first search;
+        on llama-server strategy ``echo``, which it ignores): the caller then scores another way. On
+        llama-server the rows are every trie node's, exact: any search gets the full distribution."""
+        if any(not isinstance(r.prompt, str) for r in requests):
+            return None
+        dialect = self.session.dialect
+        if dialect.id_rows:
+            return dialect.token_ids_reason() if strategy in ("auto", "descent") else None
+        if strategy not in ("auto", "echo") or exhaustive or search != "best-first":
             return None
         usable, why = takes_token_ids(self.session)
         return why if usable else None
+
+    def context_length(self) -> Optional[int]:
+        """The context the server says a sequence holds (llama-server: a slot's; vLLM: ``max_model_len``), or None."""
+        dialect = self.session.dialect
+        if dialect.id_rows:
+            return self.rows.meta()["n_ctx"] or None
+        return self.scorer.context_length() if dialect.token_id_prompts else None
 
     def score(self, requests: Sequence[CheckedRequest], strategy: str, why: str) -> list[ChoiceResult]:
         """`ChoiceResult`s in as few requests as the packing allows (pmi's unconditional scores ride in the same
         requests). Every input is checked before anything is sent."""
         session = self.session
+        scorer = self.rows if session.dialect.id_rows else self.scorer
         pairs: list[tuple[str, list[str]]] = []
         plan = []
         for r in requests:
             prompt_text, continuations = split_boundary(r.prompt, r.choices)
+            if isinstance(prompt_text, ChatPrompt):  # llama-server: the text its chat endpoint evaluates, BOS once
+                renderer = session.renderer
+                text = renderer.apply_chat_template(list(prompt_text.messages), True)
+                prompt_text = strip_prefix(text, renderer.bos_text())
             if r.end:
                 continuations = [c + r.end for c in continuations]
             plan.append((r.choices, r.normalization, len(pairs)))
@@ -260,14 +281,16 @@ class EchoByIds:
         spent: Counter = Counter()
         token = CALL_COUNTER.set(spent)  # this call's requests, whatever else runs at the same time
         try:
-            scored = self.scorer.score(pairs)
+            scored = scorer.score(pairs)
         finally:
             CALL_COUNTER.reset(token)
+        label = scorer.strategy
         results = []
         for choices, normalization, at in plan:
             logprobs, info = scored[at]
             uncond = scored[at + 1][0] if normalization == "pmi" else None
             scores = normalize_scores(info.pop("bounded"), choices, normalization, uncond)
+            is_greedy = info.pop("is_greedy", None)  # llama-server's rows name their argmax
             # requests: this call's own count, or its share of the batch's (batch_requests in all)
             share = spent["completions"] if len(plan) == 1 else spent["completions"] / len(plan)
             info.update(
@@ -276,7 +299,7 @@ class EchoByIds:
                 requests=share,
                 tokenize_requests=spent["tokenize"] + spent["detokenize"],
                 attempts=spent["attempts"],
-                reason=f"{'auto' if strategy == 'auto' else 'echo'}: echo by token ids: {why}",
+                reason=f"{'auto' if strategy == 'auto' else label}: {label} by token ids: {why}",
             )
             results.append(
                 ChoiceResult(
@@ -284,8 +307,9 @@ class EchoByIds:
                     logprobs,
                     scores,
                     normalization,
-                    strategy="echo",
+                    strategy=label,
                     unconditional_logprobs=uncond,
+                    is_greedy=is_greedy,
                     info=info,
                 )
             )

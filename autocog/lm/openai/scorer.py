@@ -53,10 +53,9 @@ class Scorer:
         prompt_text, continuations = split_boundary(checked.prompt, choices)
         if checked.end:
             continuations = [c + checked.end for c in continuations]
-        if strategy in ("auto", "echo") and not exhaustive and search == "best-first":
-            why = self.by_ids.applies([checked], strategy)
-            if why is not None:  # vLLM: echo by token ids (docs/openai.md)
-                return self.by_ids.score([checked], strategy, why)[0]
+        why = self.by_ids.applies([checked], strategy, exhaustive, search)
+        if why is not None:  # vLLM: echo by token ids; llama-server: rows by token ids (docs/openai.md)
+            return self.by_ids.score([checked], strategy, why)[0]
         if search not in SEARCHES:
             raise ValueError(f"unknown search {search!r}: expected one of {', '.join(SEARCHES)}")
         if exhaustive or normalization != "sum":

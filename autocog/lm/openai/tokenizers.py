@@ -9,6 +9,7 @@ none). Adapters:
 * `LlamaCppServerTokenizer`: llama_cpp.server's ``POST /extras/tokenize`` (which adds BOS: it is stripped)
   and ``POST /extras/detokenize``.
 * `VllmServerTokenizer`: vLLM's ``POST /tokenize`` and ``POST /detokenize``.
+* `LlamaServerTokenizer`: llama.cpp's C++ ``llama-server``: ``POST /tokenize`` and ``POST /detokenize``.
 * `ObjectTokenizer`: an object the caller already holds: a transformers tokenizer, a ``tiktoken.Encoding``,
   a ``llama_cpp.Llama``, an autocog ``LM``, or anything with ``encode``/``decode``.
 
@@ -314,6 +315,40 @@ class VllmServerTokenizer(_ServerTokenizer):
         url = f"{self.root}/detokenize"
         data = self.post(url, {"model": self.model, "tokens": [int(t) for t in tokens]})
         return self._field(data, "prompt", str, url)
+
+
+class LlamaServerTokenizer(_ServerTokenizer):
+    """llama.cpp's C++ ``llama-server``: ``POST /tokenize`` (``add_special`` false for fragments, true once for the
+    prefix; ``parse_special`` true, as `autocog.lm.LLaMa` tokenizes) and ``POST /detokenize``.
+
+    >>> LlamaServerTokenizer(lm.post_json, "http://127.0.0.1:8080").encode(" Paris")   # doctest: +SKIP
+    [7042]
+    """
+
+    name = "llama-server"
+
+    def special_prefix(self) -> list[int]:
+        if self._prefix is None:
+            self._prefix = self._tokenize("", add_special=True)
+            self.bos_token_id = self._prefix[0] if self._prefix else None
+        return self._prefix
+
+    def _strip(self, tokens: list[int]) -> list[int]:
+        return tokens
+
+    def _encode_raw(self, text: str) -> list[int]:
+        return self._tokenize(text, add_special=False)
+
+    def _tokenize(self, text: str, add_special: bool) -> list[int]:
+        url = f"{self.root}/tokenize"
+        data = self.post(url, {"content": text, "add_special": add_special, "parse_special": True})
+        return [int(t) for t in self._field(data, "tokens", list, url)]
+
+    def decode(self, tokens: Sequence[int]) -> str:
+        if not tokens:
+            return ""
+        url = f"{self.root}/detokenize"
+        return self._field(self.post(url, {"tokens": [int(t) for t in tokens]}), "content", str, url)
 
 
 # --- objects the caller holds --------------------------------------------------------------------------

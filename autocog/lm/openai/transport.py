@@ -40,7 +40,12 @@ log = logging.getLogger("autocog.lm.openai")
 
 RETRY_STATUSES = frozenset({408, 409, 429})
 # How servers word a prompt longer than the context (OpenAI and vLLM: context_length_exceeded; llama_cpp.server).
-CONTEXT_WORDS = ("context_length_exceeded", "maximum context length", "exceeds the context")
+CONTEXT_WORDS = (
+    "context_length_exceeded",
+    "maximum context length",
+    "exceeds the context",
+    "exceed_context_size_error",  # llama-server
+)
 # Requests that leave a llama.cpp server's cached prompt as it was (the others make ``last_prompt`` unknown).
 CACHE_NEUTRAL = frozenset({"tokenize", "detokenize", "models", "probe"})
 # The counter of the call in progress in this context (one `choice_distribution`), besides the instance's.

@@ -31,7 +31,9 @@ class Dialect:
     ``grammar``: descent walks), ``prompt_cache`` (keeps the last prompt's KV and evaluates only the new
     tokens), ``echo_by_ids`` (echoed entries are matched by token id; the echo leaves BOS out),
     ``token_id_prompts`` (takes lists of token-id prompts and reports ``prompt_logprobs``: echo by ids),
-    ``stop_tokens`` (a completion with stops asks for its tokens, to tell a stop string from EOS),
+    ``id_rows`` (takes lists of token-id prompts on ``/completion`` and reports next-token log-probs by id:
+    `autocog.lm.openai.id_rows`), ``stop_tokens`` (a completion with stops asks for its tokens, to tell a stop
+    string from EOS),
     ``stream_stops`` (the server is told the stop strings when streaming).
     """
 
@@ -45,6 +47,7 @@ class Dialect:
     prompt_cache: ClassVar[bool] = False
     echo_by_ids: ClassVar[bool] = False
     token_id_prompts: ClassVar[bool] = False
+    id_rows: ClassVar[bool] = False
     stop_tokens: ClassVar[bool] = False
     stream_stops: ClassVar[bool] = True
     constraint_kinds: ClassVar[tuple[str, ...]] = ()  # output kinds the server constrains natively
@@ -94,6 +97,11 @@ class Dialect:
             "(llama_cpp.server refuses them)"
         )
 
+    def echo_refusal(self, session: Session) -> Optional[str]:
+        """Why text echo cannot be exact on this server, found by one probe request, or None: probe as usual
+        (`autocog.lm.openai.capabilities`)."""
+        return None
+
     # --- endpoints outside the OpenAI schema -----------------------------------------------------------
     def server_tokenizer(self, session: Session) -> Optional[Tokenizer]:
         """The server's own tokenizer endpoints as a `Tokenizer`, or None when it has none."""
@@ -102,6 +110,10 @@ class Dialect:
     def chat_template(self, session: Session, messages: list[dict], add_generation_prompt: bool) -> Optional[str]:
         """``messages`` rendered with the template the server exposes, or None when it exposes none."""
         return None
+
+    def server_props(self, session: Session) -> dict:
+        """llama.cpp's ``GET /props`` where the server has it ({} here)."""
+        return {}
 
     def bos_text(self, session: Session) -> Optional[str]:
         """The text of the BOS token as the server says it, or None when it does not say."""

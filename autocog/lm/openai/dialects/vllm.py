@@ -46,7 +46,8 @@ class VllmDialect(Dialect):
             data = session.transport.post(session.root_url + "/tokenize", body, retry=False, kind="probe")
         except (RequestFailedError, MalformedResponseError, RetryExhaustedError):
             return False
-        return isinstance(data, dict) and isinstance(data.get("tokens"), list)
+        # A non-empty list: llama-server answers {"tokens": []} to a body without its "content" field.
+        return isinstance(data, dict) and isinstance(data.get("tokens"), list) and bool(data["tokens"])
 
     def sampling_extras(self, settings: Mapping[str, Any]) -> dict[str, Any]:
         extra = super().sampling_extras(settings)
@@ -68,7 +69,7 @@ class VllmDialect(Dialect):
         body = {"model": session.model, "messages": messages, "add_generation_prompt": add_generation_prompt}
         data = session.transport.post(session.root_url + "/tokenize", body)
         tokens = data.get("tokens") if isinstance(data, dict) else None
-        return session.tokenizer.decode(tokens) if isinstance(tokens, list) else None
+        return session.tokenizer.decode(tokens) if isinstance(tokens, list) and tokens else None  # never ''
 
     def specials(self, session: Session) -> tuple[Optional[str], Optional[str]]:
         """(BOS text, EOS text) from ``/tokenizer_info`` (None where absent or the endpoint is off)."""
