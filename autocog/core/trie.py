@@ -18,6 +18,27 @@ import numpy as np
 
 from autocog.errors import InvalidChoicesError
 
+MAX_MEMO_READS = 16  # row sets whose gather indices a trie's shape keeps (`TokenChoiceTree.row_reads`)
+
+
+@dataclass
+class TrieShape:
+    """What a trie's structure implies, computed on first use and shared by the tree's copies (never modified
+    afterwards): `TokenChoiceTree.internal_nodes`, `inner_tokens`, `depths`, `inner_ancestors`, `tips` and the
+    gather indices of `row_reads` per row set."""
+
+    internal: Optional[list[int]] = None
+    inner_tokens: Optional[list[int]] = None
+    depths: Optional[np.ndarray] = None
+    inner_ancestors: Optional[np.ndarray] = None
+    tips: Optional[list[int]] = None
+    reads: dict[tuple[int, ...], tuple[np.ndarray, np.ndarray, np.ndarray]] = field(default_factory=dict)
+
+
+def _frozen(array: np.ndarray) -> np.ndarray:
+    array.setflags(write=False)
+    return array
+
 
 @dataclass(slots=True)
 class TreeNode:
@@ -67,6 +88,22 @@ class TokenChoiceTree:
                 children, parent = node.children, node.index
             self.nodes[path[-1]].ends.append(j)
             self.paths.append(path)
+        self.shape = TrieShape()
+
+    def copy(self) -> TokenChoiceTree:
+        """A tree with this one's structure and no scores yet (new nodes, no log-probs, no argmax): what a cache
+        of trees hands out, since scoring fills a tree in. The structure (``roots``, ``paths``, the nodes' children
+        and ends, `shape`) is shared, never modified.
+
+        >>> tree = TokenChoiceTree([[5, 7], [9]]); tree.set_logprobs([-1.0, -2.0, -3.0])
+        >>> twin = tree.copy(); twin.paths is tree.paths, [n.logprob for n in twin.nodes][0]
+        (True, nan)
+        """
+        twin = object.__new__(TokenChoiceTree)
+        twin.decode, twin.roots, twin.paths, twin.shape = self.decode, self.roots, self.paths, self.shape
+        twin.nodes = [TreeNode(n.index, n.token, n.parent, n.depth, n.children, n.ends) for n in self.nodes]
+        twin.row_argmax = {}
+        return twin
 
     # --- structure -----------------------------------------------------------------------------
     @property
@@ -79,7 +116,11 @@ class TokenChoiceTree:
 
     @property
     def depths(self) -> np.ndarray:
-        return np.array([n.depth for n in self.nodes], dtype=np.int64)
+        """Each node's depth (int64, read-only: shared with the tree's copies)."""
+        shape = self.shape
+        if shape.depths is None:
+            shape.depths = _frozen(np.array([n.depth for n in self.nodes], dtype=np.int64))
+        return shape.depths
 
     @property
     def max_depth(self) -> int:
@@ -87,7 +128,26 @@ class TokenChoiceTree:
 
     def internal_nodes(self) -> list[int]:
         """Indices of the nodes that have children (their next-token distribution is needed)."""
-        return [n.index for n in self.nodes if n.children]
+        shape = self.shape
+        if shape.internal is None:
+            shape.internal = [n.index for n in self.nodes if n.children]
+        return list(shape.internal)
+
+    def inner_tokens(self) -> list[int]:
+        """The token of each of `internal_nodes`, in that order."""
+        shape = self.shape
+        if shape.inner_tokens is None:
+            shape.inner_tokens = [self.nodes[i].token for i in self.internal_nodes()]
+        return list(shape.inner_tokens)
+
+    def inner_ancestors(self) -> np.ndarray:
+        """`ancestor_mask` restricted to `internal_nodes` (rows and columns; read-only): the trie part of a
+        tree attention mask."""
+        shape = self.shape
+        if shape.inner_ancestors is None:
+            internal = self.internal_nodes()
+            shape.inner_ancestors = _frozen(self.ancestor_mask()[np.ix_(internal, internal)])
+        return shape.inner_ancestors
 
     def path_tokens(self, index: int) -> list[int]:
         """Tokens from the root down to node ``index`` included."""
@@ -142,9 +202,13 @@ class TokenChoiceTree:
         >>> TokenChoiceTree([[5, 7, 8], [5, 7, 9, 1], [6, 2]]).tips()
         [3, 5]
         """
-        return [
-            n.index for n in self.nodes if n.children and not any(self.nodes[c].children for c in n.children.values())
-        ]
+        shape = self.shape
+        if shape.tips is None:
+            nodes = self.nodes
+            shape.tips = [
+                n.index for n in nodes if n.children and not any(nodes[c].children for c in n.children.values())
+            ]
+        return list(shape.tips)
 
     def lineage(self, index: int) -> list[int]:
         """Node indices from the root down to node ``index`` included."""
@@ -188,19 +252,44 @@ class TokenChoiceTree:
         ([-0.693, -0.223, -1.386], [True, False])
         """
         out = self.empty_logprobs() if out is None else out
-        positions, nodes = [], []
-        for k, row in enumerate(rows):
-            for child in self.children_of(row):
-                positions.append(k)
-                nodes.append(child)
-        tokens = [self.nodes[i].token for i in nodes]
-        self.record_argmax(rows, values.argmax(-1).tolist())
-        picked = values[positions, tokens]
-        picked = picked.astype(np.float64) if isinstance(picked, np.ndarray) else picked.double().cpu().numpy()
+        positions, nodes, tokens = self.row_reads(rows)
+        if not isinstance(values, np.ndarray) and str(values.device) == "cpu":
+            values = values.numpy()  # a torch tensor on the CPU: numpy reads it in place, faster on small rows
+        if isinstance(values, np.ndarray):
+            argmax = values.argmax(-1)
+            picked = values[positions, tokens].astype(np.float64)
+        else:  # a torch tensor on a device: gathered there, one transfer for both (argmax ids are exact in float64)
+            n = len(nodes)
+            gathered = values[
+                values.new_tensor(positions.tolist()).long(), values.new_tensor(tokens.tolist()).long()
+            ].double()
+            both = gathered.new_empty((n + len(values),))
+            both[:n] = gathered
+            both[n:] = values.argmax(-1)
+            host = both.cpu().numpy()
+            picked, argmax = host[:n], host[n:].astype(np.int64)
+        self.record_argmax(rows, argmax.tolist())
         if offsets is not None:
             picked = picked - np.asarray(offsets, dtype=np.float64)[positions]
         out[nodes] = picked
         return out
+
+    def row_reads(self, rows: Sequence[int]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """What `read_rows` gathers for ``rows``: for each child of each row, in order, the row's position in
+        ``rows``, the child's node index and its token (int64 arrays, read-only; memoized per ``rows``)."""
+        key = tuple(rows)
+        reads = self.shape.reads.get(key)
+        if reads is None:
+            positions, nodes = [], []
+            for k, row in enumerate(key):
+                for child in self.children_of(row):
+                    positions.append(k)
+                    nodes.append(child)
+            tokens = [self.nodes[i].token for i in nodes]
+            reads = tuple(_frozen(np.array(x, dtype=np.int64)) for x in (positions, nodes, tokens))
+            if len(self.shape.reads) < MAX_MEMO_READS:
+                self.shape.reads[key] = reads
+        return reads  # type: ignore[return-value]
 
     def read_each(self, next_logprobs: Callable[[list[int]], np.ndarray], depth_first: bool = False) -> np.ndarray:
         """The read-out one row at a time: ``next_logprobs(path tokens)`` ([vocab] log-probs after the prompt and
@@ -221,8 +310,7 @@ class TokenChoiceTree:
     def record_argmax(self, rows: Sequence[int], tokens: Sequence[int]) -> None:
         """Note the argmax token of next-token rows a backend computed (row -1: after the prompt, else after
         an inner node), for `is_greedy` (`read_rows` does it)."""
-        for row, token in zip(rows, tokens):
-            self.row_argmax[int(row)] = int(token)
+        self.row_argmax.update(zip(map(int, rows), map(int, tokens)))
 
     def is_greedy(self) -> Optional[list[bool]]:
         """Whether each choice is the model's greedy continuation (every token the argmax of its row, lm-eval's
