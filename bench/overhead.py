@@ -9,7 +9,8 @@
                choices, ``batch_size`` 16) minus the time inside the model, per prompt, in ms. Goal <= 0.1 ms.
 
 Times are medians of ``--repeats`` runs (the choose rows) or the best of them (the batch rows); the model's time is
-measured inside the very calls that are timed, so each ratio comes from one run. ``--profile`` prints a cProfile
+measured inside the very calls that are timed, so each ratio comes from one run. ``--cpu-time``: this thread's
+CPU time instead of the wall clock (with one torch / llama.cpp thread the work runs in it: stable under load). ``--profile`` prints a cProfile
 summary (our functions by own time) of each measured loop.
 
     .venv/bin/python bench/overhead.py                       # both backends
@@ -41,16 +42,17 @@ from choose import make_choices, make_prompt  # noqa: E402  (bench/choose.py: th
 class ModelClock:
     """Seconds spent inside the model's own forward calls, accumulated: ``install`` wraps them."""
 
-    def __init__(self) -> None:
+    def __init__(self, now: Callable[[], float] = time.perf_counter) -> None:
         self.seconds = 0.0
+        self.now = now  # time.perf_counter (wall clock) or time.thread_time (this thread's CPU time)
 
     def timed(self, fn: Callable[..., Any]) -> Callable[..., Any]:
         def wrapper(*args: Any, **kwargs: Any) -> Any:
-            start = time.perf_counter()
+            start = self.now()
             try:
                 return fn(*args, **kwargs)
             finally:
-                self.seconds += time.perf_counter() - start
+                self.seconds += self.now() - start
 
         return wrapper
 
@@ -66,9 +68,9 @@ class ModelClock:
     def measure(self, fn: Callable[[], Any]) -> tuple[float, float]:
         """(wall seconds, model seconds) of one ``fn()``."""
         self.seconds = 0.0
-        start = time.perf_counter()
+        start = self.now()
         fn()
-        return time.perf_counter() - start, self.seconds
+        return self.now() - start, self.seconds
 
 
 def load(backend: str, threads: int):
@@ -146,6 +148,11 @@ def main(argv=None) -> None:
     parser.add_argument("--batch-choices", type=int, default=4, help="choices per prompt of the batch rows")
     parser.add_argument("--repeats", type=int, default=15)
     parser.add_argument("--threads", type=int, default=1, help="torch / llama.cpp threads (default 1)")
+    parser.add_argument(
+        "--cpu-time",
+        action="store_true",
+        help="time this thread's CPU time instead of the wall clock (one thread: stable on a loaded machine)",
+    )
     parser.add_argument("--profile", action="store_true", help="print a cProfile summary of each loop")
     parser.add_argument("--top", type=int, default=25, help="rows of each profile summary")
     args = parser.parse_args(argv)
@@ -153,7 +160,7 @@ def main(argv=None) -> None:
     print(f"{'backend':<7} {'measure':<28} {'total':>10} {'model':>10} {'ratio':>6} {'fixed/prompt':>13}", flush=True)
     for backend in backends:
         lm = load(backend, args.threads)
-        clock = ModelClock()
+        clock = ModelClock(time.thread_time if args.cpu_time else time.perf_counter)
         clock.install(lm)
         for cold in (False, True):
             wall, model = bench_choose(lm, clock, args.choices, args.repeats, cold)
