@@ -18,6 +18,35 @@ import numpy as np
 
 from autocog.errors import InvalidChoicesError
 
+NUMPY_DTYPES = ("torch.float32", "torch.float64", "torch.float16")  # torch CPU dtypes numpy can view (not bf16)
+
+MAX_MEMO_READS = 16  # row sets whose gather indices a trie's shape keeps (`TokenChoiceTree.row_reads`)
+
+
+@dataclass
+class TrieShape:
+    """What a trie's structure implies, computed on first use and shared by the tree's copies (never modified
+    afterwards): `TokenChoiceTree.internal_nodes`, `max_depth`, `inner_tokens`, `depths`, `inner_ancestors`, `tips`, `tips_above` and the
+    gather indices of `row_reads` per row set."""
+
+    internal: Optional[list[int]] = None
+    max_depth: Optional[int] = None
+    inner_tokens: Optional[list[int]] = None
+    depths: Optional[np.ndarray] = None
+    inner_ancestors: Optional[np.ndarray] = None
+    tips: Optional[list[int]] = None
+    reads: dict[tuple[int, ...], tuple[np.ndarray, np.ndarray, np.ndarray]] = field(default_factory=dict)
+    tips_above: dict[tuple[tuple[int, ...], int], dict[int, list[int]]] = field(default_factory=dict)
+
+
+def _frozen(array: np.ndarray) -> np.ndarray:
+    array.setflags(write=False)
+    return array
+
+
+def _int_array(values: Sequence[int]) -> np.ndarray:
+    return _frozen(np.array(values, dtype=np.int64))
+
 
 @dataclass(slots=True)
 class TreeNode:
@@ -48,7 +77,7 @@ class TokenChoiceTree:
 
     def __init__(self, token_lists: Sequence[Sequence[int]], decode: Optional[Callable[[int], str]] = None):
         self.decode = decode  # token id -> text, for pictures
-        self.nodes: list[TreeNode] = []
+        nodes: list[TreeNode] = []
         self.roots: dict[int, int] = {}
         self.paths: list[list[int]] = []  # node indices of each choice, root to end
         self.row_argmax: dict[int, int] = {}  # a scored row (-1: after the prompt, else an inner node) -> its argmax
@@ -59,45 +88,102 @@ class TokenChoiceTree:
             for depth, token in enumerate(tokens, start=1):
                 token = int(token)
                 if token not in children:
-                    node = TreeNode(len(self.nodes), token, parent, depth)
-                    self.nodes.append(node)
+                    node = TreeNode(len(nodes), token, parent, depth)
+                    nodes.append(node)
                     children[token] = node.index
-                node = self.nodes[children[token]]
+                node = nodes[children[token]]
                 path.append(node.index)
                 children, parent = node.children, node.index
-            self.nodes[path[-1]].ends.append(j)
+            nodes[path[-1]].ends.append(j)
             self.paths.append(path)
+        # ``skeleton``: the nodes as built, for their structure (token, parent, depth, children, ends), shared with
+        # every copy; ``nodes`` are this tree's own (a copy makes them on first use, with its log-probs).
+        self.skeleton = nodes
+        self._nodes: Optional[list[TreeNode]] = nodes
+        self._logprobs: Optional[np.ndarray] = None
+        self.shape = TrieShape()
+
+    def copy(self) -> TokenChoiceTree:
+        """A tree with this one's structure and no scores yet (no log-probs, no argmax): what a cache of trees
+        hands out, since scoring fills a tree in. The structure (``roots``, ``paths``, ``skeleton``, `shape`) is
+        shared, never modified; the copy's own ``nodes`` are made when first read.
+
+        >>> tree = TokenChoiceTree([[5, 7], [9]]); tree.set_logprobs([-1.0, -2.0, -3.0])
+        >>> twin = tree.copy(); twin.paths is tree.paths, [n.logprob for n in twin.nodes][0]
+        (True, nan)
+        """
+        twin = object.__new__(TokenChoiceTree)
+        twin.decode, twin.roots, twin.paths, twin.shape = self.decode, self.roots, self.paths, self.shape
+        twin.skeleton, twin._nodes, twin._logprobs, twin.row_argmax = self.skeleton, None, None, {}
+        return twin
+
+    @property
+    def nodes(self) -> list[TreeNode]:
+        """The unique (prefix, token) pairs, parents first, each with this tree's ``logprob``."""
+        if self._nodes is None:
+            values = [math.nan] * len(self.skeleton) if self._logprobs is None else self._logprobs.tolist()
+            self._nodes = [
+                TreeNode(n.index, n.token, n.parent, n.depth, n.children, n.ends, lp)
+                for n, lp in zip(self.skeleton, values)
+            ]
+        return self._nodes
 
     # --- structure -----------------------------------------------------------------------------
     @property
     def tokens(self) -> list[int]:
-        return [n.token for n in self.nodes]
+        return [n.token for n in self.skeleton]
 
     @property
     def parents(self) -> np.ndarray:
-        return np.array([n.parent for n in self.nodes], dtype=np.int64)
+        return np.array([n.parent for n in self.skeleton], dtype=np.int64)
 
     @property
     def depths(self) -> np.ndarray:
-        return np.array([n.depth for n in self.nodes], dtype=np.int64)
+        """Each node's depth (int64, read-only: shared with the tree's copies)."""
+        shape = self.shape
+        if shape.depths is None:
+            shape.depths = _frozen(np.array([n.depth for n in self.skeleton], dtype=np.int64))
+        return shape.depths
 
     @property
     def max_depth(self) -> int:
-        return max(len(p) for p in self.paths)
+        shape = self.shape
+        if shape.max_depth is None:
+            shape.max_depth = max(len(p) for p in self.paths)
+        return shape.max_depth
 
     def internal_nodes(self) -> list[int]:
         """Indices of the nodes that have children (their next-token distribution is needed)."""
-        return [n.index for n in self.nodes if n.children]
+        shape = self.shape
+        if shape.internal is None:
+            shape.internal = [n.index for n in self.skeleton if n.children]
+        return list(shape.internal)
+
+    def inner_tokens(self) -> list[int]:
+        """The token of each of `internal_nodes`, in that order."""
+        shape = self.shape
+        if shape.inner_tokens is None:
+            shape.inner_tokens = [self.skeleton[i].token for i in self.internal_nodes()]
+        return list(shape.inner_tokens)
+
+    def inner_ancestors(self) -> np.ndarray:
+        """`ancestor_mask` restricted to `internal_nodes` (rows and columns; read-only): the trie part of a
+        tree attention mask."""
+        shape = self.shape
+        if shape.inner_ancestors is None:
+            internal = self.internal_nodes()
+            shape.inner_ancestors = _frozen(self.ancestor_mask()[np.ix_(internal, internal)])
+        return shape.inner_ancestors
 
     def path_tokens(self, index: int) -> list[int]:
         """Tokens from the root down to node ``index`` included."""
-        return [self.nodes[i].token for i in self.lineage(index)]
+        return [self.skeleton[i].token for i in self.lineage(index)]
 
     def ancestor_mask(self) -> np.ndarray:
         """Boolean [N, N]: entry [i, j] is True when node j is node i or one of its ancestors."""
-        n = len(self.nodes)
+        n = len(self.skeleton)
         mask = np.zeros((n, n), dtype=bool)
-        for node in self.nodes:  # parents come first, so their rows are complete
+        for node in self.skeleton:  # parents come first, so their rows are complete
             if node.parent >= 0:
                 mask[node.index] = mask[node.parent]
             mask[node.index, node.index] = True
@@ -107,7 +193,7 @@ class TokenChoiceTree:
         """Places where a choice must be made: the root and every node with 2+ children or a choice ending
         inside a longer one (the number of requests a top-k descent needs at most)."""
         count = 1 if len(self.roots) > 1 else 0
-        return count + sum(1 for n in self.nodes if len(n.children) + (1 if n.ends and n.children else 0) > 1)
+        return count + sum(1 for n in self.skeleton if len(n.children) + (1 if n.ends and n.children else 0) > 1)
 
     # --- the read-out: the next-token rows a backend computes -> node log-probs ------------------
     # A row is a next-token distribution: row -1 follows the prompt, row i (an inner node) follows the prompt
@@ -125,7 +211,7 @@ class TokenChoiceTree:
             return [-1] + self.internal_nodes()
         rows, stack = [-1], list(reversed(self.roots.values()))
         while stack:
-            node = self.nodes[stack.pop()]
+            node = self.skeleton[stack.pop()]
             if node.children:
                 rows.append(node.index)
                 stack.extend(reversed(node.children.values()))
@@ -133,7 +219,7 @@ class TokenChoiceTree:
 
     def children_of(self, row: int) -> list[int]:
         """The nodes whose log-probs row ``row`` gives (-1: the roots)."""
-        return list((self.roots if row < 0 else self.nodes[row].children).values())
+        return list((self.roots if row < 0 else self.skeleton[row].children).values())
 
     def tips(self) -> list[int]:
         """The inner nodes with no inner child, in node order: a pass that runs each inner node once in its own
@@ -142,16 +228,20 @@ class TokenChoiceTree:
         >>> TokenChoiceTree([[5, 7, 8], [5, 7, 9, 1], [6, 2]]).tips()
         [3, 5]
         """
-        return [
-            n.index for n in self.nodes if n.children and not any(self.nodes[c].children for c in n.children.values())
-        ]
+        shape = self.shape
+        if shape.tips is None:
+            nodes = self.skeleton
+            shape.tips = [
+                n.index for n in nodes if n.children and not any(nodes[c].children for c in n.children.values())
+            ]
+        return list(shape.tips)
 
     def lineage(self, index: int) -> list[int]:
         """Node indices from the root down to node ``index`` included."""
         path = []
         while index >= 0:
             path.append(index)
-            index = self.nodes[index].parent
+            index = self.skeleton[index].parent
         return path[::-1]
 
     def tips_above(self, tips: Sequence[int], first: int = 0) -> dict[int, list[int]]:
@@ -161,15 +251,21 @@ class TokenChoiceTree:
         >>> TokenChoiceTree([[5, 7, 8], [5, 9, 1]]).tips_above([1, 3], first=1)
         {0: [1, 2], 1: [1], 3: [2]}
         """
-        out: dict[int, list[int]] = {}
-        for number, tip in enumerate(tips, start=first):
-            for index in self.lineage(tip):
-                out.setdefault(index, []).append(number)
-        return dict(sorted(out.items()))
+        key = (tuple(tips), first)
+        found = self.shape.tips_above.get(key)
+        if found is None:
+            out: dict[int, list[int]] = {}
+            for number, tip in enumerate(tips, start=first):
+                for index in self.lineage(tip):
+                    out.setdefault(index, []).append(number)
+            found = dict(sorted(out.items()))
+            if len(self.shape.tips_above) < MAX_MEMO_READS:
+                self.shape.tips_above[key] = found
+        return {index: list(numbers) for index, numbers in found.items()}
 
     def empty_logprobs(self) -> np.ndarray:
         """A float64 array of NaN, one per node: what `read_rows` fills."""
-        return np.full(len(self.nodes), np.nan, dtype=np.float64)
+        return np.full(len(self.skeleton), np.nan, dtype=np.float64)
 
     def read_rows(
         self,
@@ -188,25 +284,44 @@ class TokenChoiceTree:
         ([-0.693, -0.223, -1.386], [True, False])
         """
         out = self.empty_logprobs() if out is None else out
-        positions, nodes = [], []
-        for k, row in enumerate(rows):
-            for child in self.children_of(row):
-                positions.append(k)
-                nodes.append(child)
-        tokens = [self.nodes[i].token for i in nodes]
+        positions, nodes, tokens = self.row_reads(rows)
+        if not isinstance(values, np.ndarray) and str(values.device) == "cpu" and str(values.dtype) in NUMPY_DTYPES:
+            values = values.numpy()  # a torch tensor on the CPU: numpy reads it in place, faster on small rows
         if isinstance(values, np.ndarray):
-            argmax, picked = values.argmax(-1).tolist(), values[positions, tokens].astype(np.float64)
-        else:  # a torch tensor, maybe on a GPU: the picked log-probs and the row maxima come back in ONE copy
-            both = values[:0].double().new_empty(len(nodes) + len(rows))  # float64, on values' device
-            both[: len(nodes)] = values[positions, tokens]
-            both[len(nodes) :] = values.argmax(-1)  # token ids are exact in float64
+            argmax = values.argmax(-1)
+            picked = values[positions, tokens].astype(np.float64)
+        else:  # a torch tensor on a device: gathered there, one transfer for both (argmax ids are exact in float64)
+            n, maxima = len(nodes), values.argmax(-1)
+            # index tensors from the int64 argmax, not from values: bf16/fp16 cannot hold token ids exactly
+            gathered = values[maxima.new_tensor(positions.tolist()), maxima.new_tensor(tokens.tolist())].double()
+            both = gathered.new_empty((n + len(values),))
+            both[:n] = gathered
+            both[n:] = maxima
             host = both.cpu().numpy()
-            picked, argmax = host[: len(nodes)], host[len(nodes) :].astype(np.int64).tolist()
-        self.record_argmax(rows, argmax)
+            picked, argmax = host[:n], host[n:].astype(np.int64)
+        self.record_argmax(rows, argmax.tolist())
         if offsets is not None:
             picked = picked - np.asarray(offsets, dtype=np.float64)[positions]
         out[nodes] = picked
         return out
+
+    def row_reads(self, rows: Sequence[int]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """What `read_rows` gathers for ``rows``: for each child of each row, in order, the row's position in
+        ``rows``, the child's node index and its token (int64 arrays, read-only; memoized per ``rows``)."""
+        key = tuple(rows)
+        found = self.shape.reads.get(key)
+        if found is not None:
+            return found
+        positions, nodes = [], []
+        for k, row in enumerate(key):
+            for child in self.children_of(row):
+                positions.append(k)
+                nodes.append(child)
+        tokens = [self.skeleton[i].token for i in nodes]
+        reads = (_int_array(positions), _int_array(nodes), _int_array(tokens))
+        if len(self.shape.reads) < MAX_MEMO_READS:
+            self.shape.reads[key] = reads
+        return reads
 
     def read_each(self, next_logprobs: Callable[[list[int]], np.ndarray], depth_first: bool = False) -> np.ndarray:
         """The read-out one row at a time: ``next_logprobs(path tokens)`` ([vocab] log-probs after the prompt and
@@ -219,16 +334,19 @@ class TokenChoiceTree:
 
     # --- scores --------------------------------------------------------------------------------
     def set_logprobs(self, logprobs: Union[Sequence[float], np.ndarray]) -> None:
-        if len(logprobs) != len(self.nodes):
-            raise ValueError(f"expected {len(self.nodes)} log-probs, got {len(logprobs)}")
-        for node, lp in zip(self.nodes, logprobs):
+        """Each node's log-prob (``nodes[i].logprob``), in node order."""
+        if len(logprobs) != len(self.skeleton):
+            raise ValueError(f"expected {len(self.skeleton)} log-probs, got {len(logprobs)}")
+        if self._nodes is None:  # a copy whose nodes nobody read yet: they are made with these values
+            self._logprobs = np.array(logprobs, dtype=np.float64)
+            return
+        for node, lp in zip(self._nodes, logprobs):
             node.logprob = float(lp)
 
     def record_argmax(self, rows: Sequence[int], tokens: Sequence[int]) -> None:
         """Note the argmax token of next-token rows a backend computed (row -1: after the prompt, else after
         an inner node), for `is_greedy` (`read_rows` does it)."""
-        for row, token in zip(rows, tokens):
-            self.row_argmax[int(row)] = int(token)
+        self.row_argmax.update(zip(map(int, rows), map(int, tokens)))
 
     def is_greedy(self) -> Optional[list[bool]]:
         """Whether each choice is the model's greedy continuation (every token the argmax of its row, lm-eval's
@@ -241,7 +359,7 @@ class TokenChoiceTree:
         for path in self.paths:
             greedy = True
             for index in path:
-                node = self.nodes[index]
+                node = self.skeleton[index]
                 argmax = self.row_argmax.get(node.parent)
                 if argmax is None:
                     return None
@@ -253,7 +371,12 @@ class TokenChoiceTree:
 
     def choice_logprobs(self, logprobs: Union[Sequence[float], np.ndarray, None] = None) -> list[list[float]]:
         """Per-choice lists of token log-probs, read along each choice's path."""
-        values = [n.logprob for n in self.nodes] if logprobs is None else list(logprobs)
+        if logprobs is not None:
+            values = list(logprobs)
+        elif self._nodes is None:
+            values = [math.nan] * len(self.skeleton) if self._logprobs is None else self._logprobs.tolist()
+        else:
+            values = [n.logprob for n in self._nodes]
         return [[float(values[i]) for i in path] for path in self.paths]
 
     # --- pictures ------------------------------------------------------------------------------
@@ -292,6 +415,47 @@ class TokenChoiceTree:
     def render(self, path: Union[str, Path], **dot_kwargs: Any) -> Path:
         """Write the tree to ``path``: ``.dot`` as DOT source, ``.svg`` / ``.png`` / ``.pdf`` through GraphViz."""
         return render_dot(self.to_dot(**dot_kwargs), path)
+
+
+def read_packed(reads: Sequence[tuple[TokenChoiceTree, Sequence[int]]], values: Any) -> list[np.ndarray]:
+    """Each tree's node log-probs from one block of next-token rows: ``values[a, k]`` ([jobs, columns, vocab]
+    log-probs, numpy or torch) is row ``reads[a][1][k]`` of tree ``reads[a][0]`` (columns past a tree's rows are
+    ignored). The same as `TokenChoiceTree.read_rows` per tree, with one host transfer in all for a torch tensor
+    on a device (one gather and one argmax there) instead of one per tree.
+
+    >>> a, b = TokenChoiceTree([[0], [1]]), TokenChoiceTree([[2, 0], [1]])
+    >>> lp = np.log(np.full((2, 2, 3), 1 / 3))
+    >>> [x.round(2).tolist() for x in read_packed([(a, [-1]), (b, [-1, 0])], lp)]
+    [[-1.1, -1.1], [-1.1, -1.1, -1.1]]
+    """
+    if not isinstance(values, np.ndarray) and str(values.device) == "cpu" and str(values.dtype) in NUMPY_DTYPES:
+        values = values.numpy()
+    if isinstance(values, np.ndarray):
+        return [tree.read_rows(rows, values[a, : len(rows)]) for a, (tree, rows) in enumerate(reads)]
+    jobs, columns, tokens, spans = [], [], [], []
+    for a, (tree, rows) in enumerate(reads):
+        positions, _, tree_tokens = tree.row_reads(rows)
+        spans.append(len(positions))
+        jobs.append(np.full(len(positions), a, dtype=np.int64))
+        columns.append(positions)
+        tokens.append(tree_tokens)
+    argmax = values.argmax(-1)  # [jobs, columns]
+    index = [argmax.new_tensor(np.concatenate(x).tolist()) for x in (jobs, columns, tokens)]  # int64, as argmax
+    gathered = values[index[0], index[1], index[2]].double()
+    both = gathered.new_empty((len(gathered) + argmax.numel(),))
+    both[: len(gathered)] = gathered
+    both[len(gathered) :] = argmax.reshape(-1)
+    host = both.cpu().numpy()
+    picked, best = host[: len(gathered)], host[len(gathered) :].astype(np.int64).reshape(argmax.shape)
+    out, start = [], 0
+    for a, ((tree, rows), n) in enumerate(zip(reads, spans)):
+        _, nodes, _ = tree.row_reads(rows)
+        logprobs = tree.empty_logprobs()
+        logprobs[nodes] = picked[start : start + n]
+        tree.record_argmax(rows, best[a, : len(rows)].tolist())
+        out.append(logprobs)
+        start += n
+    return out
 
 
 def render_dot(source: str, path: Union[str, Path]) -> Path:

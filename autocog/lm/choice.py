@@ -95,7 +95,7 @@ class ChoiceLM(GreedyLM):
         prompt_tokens = (
             self.prompt_tokens(prompt_text) if prompt_text else self.prompt_tokens(self.unconditional_tokens())
         )
-        tree = TokenChoiceTree(self.choice_tokens(continuations, end), decode=self._decode_one)
+        tree = self.choice_tree(continuations, end)
         check_context(len(prompt_tokens) + tree.max_depth, self.n_ctx, "prompt plus the longest choice")
         return prompt_tokens, tree, choices
 
@@ -111,6 +111,23 @@ class ChoiceLM(GreedyLM):
             token_lists = [tuple(t) + end_tokens for t in tokens]
             self.choice_tokens_memo[key] = token_lists
         return [list(tokens) for tokens in token_lists]
+
+    def choice_tree(self, continuations: Sequence[str], end: Optional[str] = None) -> TokenChoiceTree:
+        """A fresh (unscored) trie of `choice_tokens`: a copy of the one kept in `tree_cache` for the same
+        continuations (the prompt's trailing whitespace already moved into them) and ``end``."""
+        key = (tuple(continuations), end)
+        tree = self.tree_cache.get(key)
+        if tree is None:
+            tree = self.tree_cache[key] = TokenChoiceTree(
+                self.choice_tokens(continuations, end), decode=self._decode_one
+            )
+        return tree.copy()
+
+    @cached_property
+    def tree_cache(self) -> LRU[tuple, TokenChoiceTree]:
+        """(continuations, end) -> the unscored trie of their tokens, never handed out itself (`choice_tree` gives
+        copies). Per model, so per tokenizer; at most `CHOICE_TOKENS_MEMO_SIZE` choice lists; created on first use."""
+        return LRU(CHOICE_TOKENS_MEMO_SIZE)
 
     @cached_property
     def choice_tokens_memo(self) -> LRU[tuple, list[tuple[int, ...]]]:

@@ -180,7 +180,7 @@ def _unconditional(
     cache = lm.unconditional_cache
     context = list(lm.unconditional_tokens())
     keys = {
-        k: (tuple(context), tuple(tuple(jobs[k][1].nodes[n].token for n in path) for path in jobs[k][1].paths))
+        k: (tuple(context), tuple(tuple(jobs[k][1].skeleton[n].token for n in path) for path in jobs[k][1].paths))
         for k in wanted
     }
     found: dict[tuple, list[list[float]]] = {}

@@ -45,32 +45,26 @@ Reader = Callable[[list, np.ndarray, np.ndarray], object]
 def decode_entries(cache: LlamaPrefixCache, entries: Iterable[Entry], read: Reader) -> None:
     """Decode ``entries`` in order, ``batch.capacity`` tokens per ``llama_decode``. After each decode,
     ``read(tags, logits, norms)``: the tags of the tokens that asked for logits, their logits rows (float32,
-    [len(tags), n_vocab]) and each row's log-sum-exp (float64), so that the log-probs are ``logits - norms``."""
-    batch = cache.batch
-    row, tags = 0, []
-    rows_read: list[int] = []
-    for token, pos, seqs, tag in entries:
-        batch.token[row] = token
-        batch.pos[row] = pos
-        batch.n_seq_id[row] = len(seqs)
-        batch.seq_id[row, : len(seqs)] = seqs
-        batch.logits[row] = tag is not None
-        if tag is not None:
-            tags.append(tag)
-            rows_read.append(row)
-        row += 1
-        if row == batch.capacity:
-            _decode_and_read(cache, row, tags, rows_read, read)
-            row, tags, rows_read = 0, [], []
-    if row:
-        _decode_and_read(cache, row, tags, rows_read, read)
+    [len(tags), n_vocab], valid until the next decode) and each row's log-sum-exp (float64), so that the log-probs
+    are ``logits - norms``."""
+    capacity = cache.batch.capacity
+    chunk: list[Entry] = []
+    for entry in entries:
+        chunk.append(entry)
+        if len(chunk) == capacity:
+            _decode_and_read(cache, chunk, read)
+            chunk = []
+    if chunk:
+        _decode_and_read(cache, chunk, read)
 
 
-def _decode_and_read(cache: LlamaPrefixCache, n_tokens: int, tags: list, rows_read: list[int], read: Reader) -> None:
-    cache.batch.struct.n_tokens = n_tokens
+def _decode_and_read(cache: LlamaPrefixCache, chunk: list[Entry], read: Reader) -> None:
+    tokens, positions, seqs, all_tags = zip(*chunk)
+    cache.batch.fill(tokens, positions, seqs, [tag is not None for tag in all_tags])
     cache.decode()
+    tags = [tag for tag in all_tags if tag is not None]
     if tags:
-        logits = np.stack([cache.logits(row) for row in rows_read])
+        logits = cache.output_logits(len(tags))
         read(tags, logits, row_logsumexp(logits))
 
 
@@ -156,7 +150,7 @@ class PackedDecode:
                 yield token, shared + i, plan.seqs, (k, -1) if i == len(rest) - 1 else None
             n_prompt = len(plan.prompt_tokens)
             for index in plan.inner:
-                node = plan.tree.nodes[index]
+                node = plan.tree.skeleton[index]
                 yield node.token, n_prompt + node.depth - 1, plan.seqs_of[index], (k, index)
 
     def run(self) -> list[np.ndarray]:

@@ -4,6 +4,7 @@ evaluated, and the ``llama_batch`` it fills (`_Batch`). Used by `autocog.lm.llam
 from __future__ import annotations
 
 import ctypes
+from itertools import chain
 from typing import Optional, Sequence
 
 import numpy as np
@@ -44,6 +45,23 @@ class _Batch:
             seq_id=ctypes.cast(self._rows, ctypes.POINTER(i32)),
             logits=self.logits.ctypes.data_as(ctypes.POINTER(ctypes.c_int8)),
         )
+
+    def fill(
+        self, tokens: Sequence[int], positions: Sequence[int], seqs: Sequence[Sequence[int]], logits: Sequence[bool]
+    ) -> int:
+        """Token k of the batch: ``tokens[k]`` at position ``positions[k]`` in the sequences ``seqs[k]``, its logits
+        kept when ``logits[k]``; returns the number of tokens."""
+        n = len(tokens)
+        counts = [len(s) for s in seqs]
+        self.token[:n] = tokens
+        self.pos[:n] = positions
+        self.n_seq_id[:n] = counts
+        rows = np.repeat(np.arange(n), counts)
+        starts = np.repeat(np.cumsum(counts) - counts, counts)
+        self.seq_id[rows, np.arange(len(rows)) - starts] = list(chain.from_iterable(seqs))
+        self.logits[:n] = logits
+        self.struct.n_tokens = n
+        return n
 
     def fill_sequence(self, tokens: Sequence[int], start: int, last_logits: bool) -> int:
         """Tokens ``tokens`` at positions ``start...`` of sequence 0; logits for the last one only if asked."""
@@ -114,6 +132,14 @@ class LlamaPrefixCache(PrefixCache):
         if not ptr:
             raise RuntimeError(f"llama.cpp returned no logits for batch row {index}")
         return np.ctypeslib.as_array(ptr, shape=(self.n_vocab,))
+
+    def output_logits(self, n_outputs: int) -> np.ndarray:
+        """A view of the logits of the last decode's ``n_outputs`` output tokens, in batch order ([n_outputs,
+        n_vocab] float32; valid until the next decode): one call instead of one per row."""
+        ptr = self.llama_cpp.llama_get_logits(self.ctx)
+        if not ptr:
+            raise RuntimeError("llama.cpp returned no logits for the batch")
+        return np.ctypeslib.as_array(ptr, shape=(n_outputs, self.n_vocab))
 
     def remove(self, seq_id: int, start: int) -> bool:
         """Drop the cells of ``seq_id`` (-1: all sequences) at positions ``>= start``."""

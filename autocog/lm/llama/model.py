@@ -346,7 +346,7 @@ class LLaMa(ChoiceLM):
         chunks: list[list[list[int]]] = []
         current: list[list[int]] = []
         nodes: set[int] = set()
-        for path in sorted(paths, key=lambda p: [tree.nodes[i].token for i in p]):
+        for path in sorted(paths, key=lambda p: [tree.skeleton[i].token for i in p]):
             new = [i for i in path if i not in nodes]
             if current and (len(current) == max_seqs or len(nodes) + len(new) > max_cells):
                 chunks.append(current)
@@ -367,10 +367,13 @@ class LLaMa(ChoiceLM):
         cache = self.cache
         seqs = tree.tips_above([path[-1] for path in paths], first=1)  # nodes in order: parents first
 
+        # a node's row is read unless an earlier chunk filled all its children (within a chunk each node comes once)
+        missing = np.isnan(out).tolist()
+
         def entries() -> Iterator[Entry]:
             for index, ids in seqs.items():
-                node = tree.nodes[index]
-                wanted = any(np.isnan(out[c]) for c in node.children.values())
+                node = tree.skeleton[index]
+                wanted = any(missing[c] for c in node.children.values())
                 yield node.token, n_prompt + node.depth - 1, ids, index if wanted else None
 
         for s in range(1, len(paths) + 1):

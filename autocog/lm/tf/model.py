@@ -17,7 +17,7 @@ import numpy as np
 
 from autocog.core.chat import check_messages, missing_template
 from autocog.core.tokens import HUGGINGFACE, FragmentEncoder, TokenVocabulary
-from autocog.core.trie import TokenChoiceTree
+from autocog.core.trie import TokenChoiceTree, read_packed
 from autocog.errors import ModelNotFoundError, missing_backend
 from autocog.lm.choice import ChoiceLM
 from autocog.lm.scoring import TreeJob, shared_prefix
@@ -188,10 +188,31 @@ class TfLM(ChoiceLM):
 
     def encode_raw(self, text: str) -> list[int]:
         """The tokenizer's ids of ``text``, no special token added (`tokenize` builds on it)."""
+        backend = self.direct_backend()
+        if backend is not None:
+            return backend.encode(text, add_special_tokens=False).ids
         return self.tokenizer.encode(text, add_special_tokens=False)
 
     def encode_raw_many(self, texts: list[str]) -> list[list[int]]:
+        backend = self.direct_backend()
+        if backend is not None:
+            return [encoding.ids for encoding in backend.encode_batch(texts, add_special_tokens=False)]
         return self.tokenizer(texts, add_special_tokens=False)["input_ids"]
+
+    def direct_backend(self) -> Any:
+        """The fast tokenizer's Rust ``backend_tokenizer`` when calling it gives exactly the ids of
+        ``tokenizer.encode(text, add_special_tokens=False)`` (no truncation or padding set on it, special tokens
+        split as the tokenizer says), else None. transformers' own wrapper costs 2-5x the encoding of a short text."""
+        backend = getattr(self.tokenizer, "backend_tokenizer", None)
+        if (
+            backend is None
+            or backend.truncation is not None
+            or backend.padding is not None
+            or bool(getattr(backend, "encode_special_tokens", False))
+            != bool(getattr(self.tokenizer, "split_special_tokens", False))
+        ):
+            return None
+        return backend
 
     def tokenize(self, text: str, bos: bool = False) -> list[int]:
         """Token ids of ``text`` as a fragment (`autocog.core.tokens.FragmentEncoder`); ``bos``: BOS once in front."""
@@ -265,6 +286,14 @@ class TfLM(ChoiceLM):
         logits = self.cache.extend(tokens)
         return torch.log_softmax(logits.float(), dim=-1).cpu().numpy()
 
+    def placement(self) -> tuple[Any, Any]:
+        """(device, dtype) of the model's inputs: its first parameter's, when floating point (what transformers'
+        ``model.device`` and ``model.dtype`` find by walking every parameter, ~10 us a call on a small model)."""
+        first = next(self.model.parameters(), None)
+        if first is None or not first.is_floating_point():
+            return self.model.device, self.model.dtype
+        return first.device, first.dtype
+
     def recover(self, error: BaseException) -> None:
         import torch
 
@@ -281,31 +310,27 @@ class TfLM(ChoiceLM):
         ``P + depth - 1``. Afterwards the cache holds exactly the prompt."""
         import torch
 
-        cache, device, dtype = self.cache, self.model.device, self.model.dtype
+        cache, (device, dtype) = self.cache, self.placement()
         keep = cache.reusable(prompt_tokens)
         n_prompt, n_new = len(prompt_tokens), len(prompt_tokens) - keep
         internal = tree.internal_nodes()
         n_inner = len(internal)
         if n_new or internal:
             allowed = np.zeros((n_new + n_inner, n_prompt + n_inner), dtype=bool)
-            allowed[:n_new, :n_prompt] = np.tril(np.ones((n_new, n_prompt), dtype=bool), k=keep)
+            allowed[:n_new, :n_prompt] = np.tri(n_new, n_prompt, k=keep, dtype=bool)
             allowed[n_new:, :n_prompt] = True
-            allowed[n_new:, n_prompt:] = tree.ancestor_mask()[np.ix_(internal, internal)]
-            mask = torch.zeros(allowed.shape, dtype=dtype)
-            mask[~torch.from_numpy(allowed)] = torch.finfo(dtype).min
-            ids = torch.tensor(
-                [prompt_tokens[keep:] + [tree.nodes[i].token for i in internal]], dtype=torch.long, device=device
-            )
+            allowed[n_new:, n_prompt:] = tree.inner_ancestors()
+            ids = torch.from_numpy(np.array([prompt_tokens[keep:] + tree.inner_tokens()], dtype=np.int64)).to(device)
             positions = np.concatenate([np.arange(keep, n_prompt), n_prompt + tree.depths[internal] - 1])
-            keep_rows = ([n_new - 1] if n_new else []) + [n_new + k for k in range(n_inner)]
+            first_kept = n_new - 1 if n_new else 0  # the prompt's last token (when new), then the inner nodes
             try:
                 out = cache.run(
                     prompt_tokens,
                     keep,
                     input_ids=ids,
-                    attention_mask=mask[None, None].to(device),
+                    attention_mask=additive_mask(allowed, dtype)[None, None].to(device),
                     position_ids=torch.from_numpy(positions)[None].to(device),
-                    logits_to_keep=torch.tensor(keep_rows, device=device),
+                    logits_to_keep=torch.arange(first_kept, n_new + n_inner, device=device),
                 )
             finally:
                 cache.truncate(n_prompt)  # the prompt's KV stays; the trie's is dropped
@@ -382,9 +407,8 @@ class TfLM(ChoiceLM):
         n_rows, width = ids.shape
         n_columns = width - last  # logits kept: every prompt's last token, then the inner nodes (all needed)
 
-        cache, device, dtype = self.cache, self.model.device, self.model.dtype
-        mask = torch.zeros(allowed.shape, dtype=dtype)
-        mask[~torch.from_numpy(allowed)] = torch.finfo(dtype).min
+        cache, (device, dtype) = self.cache, self.placement()
+        mask = additive_mask(allowed, dtype)
         past = None
         if shared:
             cache.extend(jobs[0][0][:shared])
@@ -403,16 +427,22 @@ class TfLM(ChoiceLM):
                 )
                 logits = out.logits
                 del out, past
-                results = [
-                    # row 0 of logits[a]: after the prompt; row 1 + k: after inner node inner[k]
-                    tree.read_rows([-1] + inner, torch.log_softmax(logits[a, : 1 + len(inner)].float(), dim=-1))
-                    for a, ((_, tree), inner) in enumerate(zip(jobs, inners))
-                ]
+                # row 0 of logits[a]: after the prompt; row 1 + k: after inner node inner[k]
+                logprobs = torch.log_softmax(logits.float(), dim=-1)
+                results = read_packed([(tree, [-1] + inner) for (_, tree), inner in zip(jobs, inners)], logprobs)
         except BaseException:
             cache.reset()
             raise
         cache.evaluated += int(sum(len(x) + len(inner) for x, inner in zip(suffixes, inners)))
         return results
+
+
+def additive_mask(allowed: np.ndarray, dtype: Any) -> Any:
+    """The float attention mask of a boolean one (``allowed[q, k]``: query q sees key k): 0 where allowed, the
+    dtype's lowest value elsewhere, as a CPU tensor of ``dtype``."""
+    import torch
+
+    return torch.zeros(allowed.shape, dtype=dtype).masked_fill_(torch.from_numpy(~allowed), torch.finfo(dtype).min)
 
 
 def packed_layout(
@@ -427,21 +457,25 @@ def packed_layout(
     n_rows = len(jobs)
     ids = np.zeros((n_rows, width), dtype=np.int64)
     positions = np.zeros((n_rows, width), dtype=np.int64)
-    allowed = np.zeros((n_rows, width, shared + width), dtype=bool)
+    seen = np.zeros((n_rows, width, width), dtype=bool)  # the keys after the shared prefix
+    begins, stops = np.empty(n_rows, dtype=np.int64), np.empty(n_rows, dtype=np.int64)
+    nodes = last + 1  # the first trie column of every row
     for a, ((_, tree), suffix, inner) in enumerate(zip(jobs, suffixes, inners)):
         n_suffix, n_inner = len(suffix), len(inner)
-        begin, nodes = last + 1 - n_suffix, last + 1  # first suffix column, first trie column
+        begin, stop = nodes - n_suffix, nodes + n_inner  # the row's first suffix column, its end
+        begins[a], stops[a] = begin, stop
         ids[a, begin:nodes] = suffix
-        ids[a, nodes : nodes + n_inner] = [tree.nodes[i].token for i in inner]
-        positions[a, begin:nodes] = shared + np.arange(n_suffix)
-        positions[a, nodes : nodes + n_inner] = shared + n_suffix + tree.depths[inner] - 1
-        rows = allowed[a]
-        rows[begin : nodes + n_inner, :shared] = True  # the shared prefix
-        rows[begin:nodes, shared + begin : shared + nodes] = np.tril(np.ones((n_suffix, n_suffix), dtype=bool))
-        rows[nodes : nodes + n_inner, shared + begin : shared + nodes] = True  # trie sees the prompt
-        rows[nodes : nodes + n_inner, shared + nodes : shared + nodes + n_inner] = tree.ancestor_mask()[
-            np.ix_(inner, inner)
-        ]
-        pads = np.r_[0:begin, nodes + n_inner : width]
-        rows[pads, shared + pads] = True  # padding sees itself
+        ids[a, nodes:stop] = tree.inner_tokens()
+        positions[a, begin:nodes] = np.arange(shared, shared + n_suffix)
+        positions[a, nodes:stop] = shared + n_suffix - 1 + tree.depths[inner]
+        seen[a, nodes:stop, nodes:stop] = tree.inner_ancestors()  # a trie node sees its ancestors
+    columns = np.arange(width)
+    query, key = columns[None, :, None], columns[None, None, :]
+    real = (query >= begins[:, None, None]) & (query < stops[:, None, None])  # [rows, width, 1]: not padding
+    prompt_key = (key >= begins[:, None, None]) & (key < nodes)
+    seen |= real & prompt_key & ((key <= query) | (query >= nodes))  # causal in the suffix; the trie sees it all
+    seen[:, columns, columns] |= ~real[:, :, 0]  # padding sees itself
+    allowed = np.empty((n_rows, width, shared + width), dtype=bool)
+    allowed[:, :, :shared] = real  # the shared prefix
+    allowed[:, :, shared:] = seen
     return ids, positions, allowed, last
