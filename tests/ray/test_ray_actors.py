@@ -25,7 +25,7 @@ from autocog.ray import ChoiceScorer, Completer, Generator
 from autocog.ray.actors import score_rows
 
 TEMPLATE = "{% for m in messages %}<|{{ m['role'] }}|>\n{{ m['content'] }}\n{% endfor %}<|assistant|>\n"
-LOAD = dict(n_ctx=512, n_threads=1, chat_template=TEMPLATE, **EXACT)
+LOAD = dict(n_ctx=512, n_threads=1, n_threads_batch=1, chat_template=TEMPLATE, **EXACT)
 CHOICES = [" yes", " no", " the quick", " the quick brown", "1", "10"]
 PROMPTS = make_prompts(20, seed=3)
 ATOL = 1e-6
