@@ -84,7 +84,11 @@ class Batch:
                     table = table.append_column(name, array)
             return table
         if self.kind == "pandas":
-            return self.data.assign(**{name: list(values) for name, values in columns.items()})
+            import pandas as pd
+
+            # object columns keep the values as they are: None stays None, an int with nulls stays an int
+            index = self.data.index
+            return self.data.assign(**{n: pd.Series(list(v), index=index, dtype=object) for n, v in columns.items()})
         out = dict(self.data)
         out.update({name: list(values) for name, values in columns.items()})
         return out

@@ -43,3 +43,11 @@ def test_plain_and_a_bad_batch():
     assert plain(np.array([[1, 2]])) == [[1, 2]]
     with pytest.raises(TypeError, match="batch_format"):
         Batch([1, 2])
+
+
+@pytest.mark.parametrize("kind", ["numpy", "pandas", "lists"])
+def test_new_columns_keep_python_values(kind):
+    new = {"probs": [[0.25, 0.75], None], "prediction": [1, None], "error": [None, "ValueError: bad"]}
+    out = Batch(Batch(formats()[kind]).with_columns(new))
+    assert {name: out.column(name) for name in new} == new
+    assert out.column("prompt") == ROWS["prompt"]
