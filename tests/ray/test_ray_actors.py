@@ -50,8 +50,8 @@ def scorer(**kwargs):
     return dict(backend="llama", model=str(tiny_llama_gguf()), **LOAD, **kwargs)
 
 
-@pytest.mark.parametrize("concurrency", [1, 2])
-@pytest.mark.slow  # a local Ray: ~5 s to start, ~2 s per run
+# the one Ray run of the default suite (a local Ray: ~5 s to start, ~2 s per run): 2 actors
+@pytest.mark.parametrize("concurrency", [pytest.param(1, marks=pytest.mark.slow), 2])
 def test_score_equals_predict_proba(local_ray, lm, concurrency):
     ds = ray.data.from_items([{"prompt": p, "id": i} for i, p in enumerate(PROMPTS)], override_num_blocks=4)
     rows = autocog.ray.score(ds, choices=CHOICES, batch_size=4, concurrency=concurrency, **scorer()).take_all()
