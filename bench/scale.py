@@ -134,7 +134,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--prompts", type=int, default=200)
     parser.add_argument("--memory-prompts", type=int, default=2000, help="the larger dataset of the memory check")
-    parser.add_argument("--words", type=int, default=30, help="words per prompt: WORDS to 2 x WORDS")
+    parser.add_argument("--words", type=int, default=10, help="words per prompt: WORDS to 2 x WORDS")
     parser.add_argument("--batch-size", type=int, default=20)
     parser.add_argument(
         "--memory-model", choices=["smollm2", "tiny"], default="smollm2", help="the model of the memory check"
