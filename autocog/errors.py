@@ -26,7 +26,7 @@ class ContextLengthError(AutoCogError, ValueError):
 
 
 class BackendNotInstalledError(AutoCogError, ImportError):
-    """An optional dependency of a backend is missing (the message names the pip extra to install)."""
+    """An optional dependency of a backend (or of `autocog.ray`) is missing; the message names the pip extra."""
 
 
 class UnknownBackendError(AutoCogError, ValueError):
