@@ -194,21 +194,25 @@ def test_smollm2_matches_brute_force_and_completes(smol_tf):
     assert "Paris" in text
 
 
-def test_a_tree_read_out_copies_to_the_host_once(monkeypatch):
-    """`TokenChoiceTree.read_rows` on a torch tensor (on a GPU, each copy to the host is a sync): the picked
-    log-probs and the row maxima come back in one ``.cpu()``, with the numbers and greedy flags of numpy's."""
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
+def test_a_tree_read_out_copies_to_the_host_once(monkeypatch, dtype):
+    """`TokenChoiceTree.read_rows` on a torch tensor: a float32 CPU tensor is read in place through numpy (no
+    copy); one numpy cannot view (bf16, or any tensor on a GPU, where each copy to the host is a sync) is gathered
+    where it is and the picked log-probs and the row maxima come back in one ``.cpu()``. The numbers and greedy
+    flags are numpy's either way (bf16: token ids past 256 are not representable, so indices must not be bf16)."""
     from autocog.core.trie import TokenChoiceTree
 
-    rows = torch.log_softmax(torch.randn(8, 50, generator=torch.Generator().manual_seed(0)), dim=-1)
-    paths = [[int(rows[0].argmax())], [3, 1, 4], [3, 9]]
+    rows = torch.log_softmax(torch.randn(8, 500, generator=torch.Generator().manual_seed(0)), dim=-1)
+    rows = rows.to(getattr(torch, dtype))
+    paths = [[int(rows[0].argmax())], [300, 1, 4], [300, 499]]
     by_numpy, by_torch = TokenChoiceTree(paths), TokenChoiceTree(paths)
     inner = by_numpy.internal_nodes()
-    expected = by_numpy.read_rows([-1] + inner, rows[: 1 + len(inner)].numpy())
+    expected = by_numpy.read_rows([-1] + inner, rows[: 1 + len(inner)].float().numpy())
     calls = []
     for name in ("cpu", "tolist", "item", "numpy"):
         method = getattr(torch.Tensor, name)
         monkeypatch.setattr(torch.Tensor, name, lambda self, *a, _m=method, _n=name, **k: calls.append(_n) or _m(self))
     got = by_torch.read_rows([-1] + inner, rows[: 1 + len(inner)])
-    assert calls == ["cpu", "numpy"]  # numpy() of the host copy is free
+    assert calls == (["numpy"] if dtype == "float32" else ["cpu", "numpy"])  # numpy() of the host copy is free
     np.testing.assert_array_equal(got, expected)
     assert by_torch.is_greedy() == by_numpy.is_greedy() and by_torch.is_greedy()[0]
