@@ -160,3 +160,8 @@ __all__ = [
     "UnsupportedFieldError",
     "missing_backend",
 ]
+
+
+class CacheClearedError(AutoCogError, RuntimeError):
+    """A model cached by ``autocog.cappr.huggingface.classify.cache`` used after its context cleared the cache
+    (``clear_cache_on_exit=True``), as CAPPr forbids."""
