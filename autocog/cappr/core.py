@@ -17,7 +17,8 @@ prior, normalized unless ``normalize=False``.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Optional, Protocol, Sequence, Union
+from functools import cached_property
+from typing import Any, Callable, Optional, Protocol, Sequence, Union
 
 import numpy as np
 
@@ -88,10 +89,16 @@ class Batching:
 
 @dataclass
 class TokenScorer:
-    """`Scorer` of a token backend: CAPPr's tokenization (``rule``), autocog's trie pass (`score_tokens`)."""
+    """`Scorer` of a token backend: CAPPr's tokenization (the `TokenRule` that ``build`` makes, on first use:
+    after the input checks, so that a bad input fails before the model is touched), autocog's trie pass
+    (`score_tokens`)."""
 
-    rule: TokenRule
+    build: Callable[[], TokenRule]
     memo: LRU = field(default_factory=lambda: LRU(64))  # (end_of_prompt, completions) -> their tokens
+
+    @cached_property
+    def rule(self) -> TokenRule:
+        return self.build()
 
     def conditional(
         self,

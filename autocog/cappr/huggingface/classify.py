@@ -108,14 +108,20 @@ def wrap(model_and_tokenizer: tuple[Any, Any]) -> tuple[HfRule, Any]:
 
 @contextmanager
 def scorer(model_and_tokenizer: tuple[Any, Any]) -> Iterator[core.TokenScorer]:
-    """A `TokenScorer` for the pair, the model in eval mode inside (its mode restored after)."""
-    rule, model = wrap(model_and_tokenizer)
-    training = model.training
-    model.eval()
+    """A `TokenScorer` for the pair, wrapped on first use; the model runs in eval mode, its mode restored after."""
+    model = strip_cache(model_and_tokenizer[0])
+    training = getattr(model, "training", None)
+
+    def build() -> HfRule:
+        rule, plain = wrap(model_and_tokenizer)
+        plain.eval()
+        return rule
+
     try:
-        yield core.TokenScorer(rule)
+        yield core.TokenScorer(build)
     finally:
-        model.train(training)
+        if training is not None:
+            model.train(training)
 
 
 def check_batch(batch_size: int, batch_size_completions: Optional[int] = None) -> None:

@@ -64,13 +64,19 @@ def lm_for(model: Any) -> LLaMa:
 
 @contextmanager
 def scorer(model: Any, reset_model: bool) -> Iterator[core.TokenScorer]:
-    """A `TokenScorer` for ``model``; with ``reset_model`` the ``Llama`` is reset before and after (CAPPr)."""
-    if reset_model:
-        model.reset()
-    try:
-        yield core.TokenScorer(LlamaRule(lm_for(model), model))
-    finally:
+    """A `TokenScorer` for ``model``, made on first use; with ``reset_model`` the ``Llama`` is reset then and
+    after the call (CAPPr)."""
+
+    def build() -> LlamaRule:
         if reset_model:
+            model.reset()
+        return LlamaRule(lm_for(model), model)
+
+    s = core.TokenScorer(build)
+    try:
+        yield s
+    finally:
+        if reset_model and "rule" in vars(s):
             model.reset()
 
 
