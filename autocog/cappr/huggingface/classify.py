@@ -52,6 +52,8 @@ class HfRule:
     prefixes: Optional[list[list[int]]] = None
 
     def __post_init__(self):
+        eos = self.tokenizer.eos_token_id
+        self.adds_eos = eos is not None and self.tokenizer("a")["input_ids"][-1:] == [eos]
         self.needs_space = checks.needs_prepended_space(
             lambda text: self.encode([text], special=True)[0], self.tokenizer.bos_token_id
         )
@@ -60,11 +62,7 @@ class HfRule:
     def encode(self, texts: Sequence[str], special: bool) -> list[list[int]]:
         """Token ids; ``special``: as the tokenizer adds them (BOS), but never EOS (CAPPr turns it off)."""
         ids = [list(t) for t in self.tokenizer(list(texts), add_special_tokens=special)["input_ids"]]
-        eos = self.tokenizer.eos_token_id
-        if special and eos is not None:
-            plain = self.tokenizer(list(texts), add_special_tokens=False)["input_ids"]
-            ids = [t[:-1] if t[-1:] == [eos] and list(p)[-1:] != [eos] else t for t, p in zip(ids, plain)]
-        return ids
+        return [t[:-1] for t in ids] if special and self.adds_eos else ids
 
     def prompt_tokens(self, prompts: Sequence[str]) -> list[list[int]]:
         if self.prefixes is None:
