@@ -165,3 +165,12 @@ __all__ = [
     "UnsupportedFieldError",
     "missing_backend",
 ]
+
+
+class CacheClearedError(AutoCogError, RuntimeError):
+    """A model cached by ``autocog.cappr.huggingface.classify.cache`` used after its context cleared the cache
+    (``clear_cache_on_exit=True``), as CAPPr forbids."""
+
+
+class UserCanceledError(AutoCogError):
+    """The user answered no when ``ask_if_ok=True`` asked to go ahead (``autocog.cappr.openai``, as CAPPr asks)."""

@@ -38,7 +38,7 @@ from typing import TYPE_CHECKING, Any, AsyncIterator, Callable, Iterable, Iterat
 import numpy as np
 
 from autocog.core.chat import check_messages, is_messages
-from autocog.core.checks import check_choices
+from autocog.core.checks import check_choices, check_context
 from autocog.core.normalization import (
     check_normalization,
     check_prior,
@@ -47,7 +47,7 @@ from autocog.core.normalization import (
 from autocog.core.tokens import common_prefix_length
 from autocog.core.trie import TokenChoiceTree
 from autocog.core.types import ChoiceResult, ScoreRequest
-from autocog.errors import AutoCogError, InvalidPromptError
+from autocog.errors import AutoCogError, InvalidChoicesError, InvalidPromptError
 
 if TYPE_CHECKING:  # pragma: no cover
     from autocog.lm.base import LM
@@ -223,6 +223,63 @@ def finish(
         prior=request.prior,
         **fields,
     )
+
+
+# --- token-level requests ------------------------------------------------------------------------------
+
+
+def score_tokens(
+    lm: Any,
+    jobs: Iterable[tuple[Sequence[int], Sequence[Sequence[int]]]],
+    batch_size: int = DEFAULT_BATCH_SIZE,
+    progress: Optional[bool] = None,
+    total: Optional[int] = None,
+) -> Iterator[list[list[float]]]:
+    """Per-token log-probs of pre-tokenized requests, for callers with their own tokenization rule (the CAPPr
+    drop-in, `autocog.cappr`): each job is (prompt tokens, one token list per choice); yields ``[j][k]`` = log
+    P(token k of choice j | prompt + choice j's tokens before k), in order. Each job's choices become one
+    `TokenChoiceTree` and ``batch_size`` jobs go to ONE ``lm.evaluate_trees`` call (a `ChoiceLM`: the
+    packed trie pass). Checks, before the model runs on a batch: a non-empty prompt, non-empty choices,
+    the context length. Choices with the same tokens are allowed (they share a path).
+
+    >>> next(score_tokens(lm, [([1, 5, 9], [[4], [4, 7]])]))      # doctest: +SKIP
+    [[-0.3], [-0.3, -2.1]]
+    """
+    if not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1:
+        raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
+    if total is None and hasattr(jobs, "__len__"):
+        total = len(jobs)  # type: ignore[arg-type]
+    bar = _progress_bar(total, progress)
+    try:
+        batch: list[TreeJob] = []
+        for prompt_tokens, choice_tokens in jobs:
+            batch.append(_token_job(lm, prompt_tokens, choice_tokens, len(batch)))
+            if len(batch) >= batch_size:
+                yield from _evaluate_token_jobs(lm, batch, bar)
+                batch = []
+        if batch:
+            yield from _evaluate_token_jobs(lm, batch, bar)
+    finally:
+        if bar is not None:
+            bar.close()
+
+
+def _token_job(lm: Any, prompt_tokens: Sequence[int], choice_tokens: Sequence[Sequence[int]], index: int) -> TreeJob:
+    prompt = [int(t) for t in prompt_tokens]
+    if not prompt:
+        raise InvalidPromptError(f"job {index}: the prompt has no tokens (and no BOS): nothing to condition on")
+    if not choice_tokens:
+        raise InvalidChoicesError(f"job {index}: no choices")
+    tree = TokenChoiceTree([[int(t) for t in tokens] for tokens in choice_tokens])
+    check_context(len(prompt) + tree.max_depth, lm.n_ctx, "prompt plus the longest choice")
+    return prompt, tree
+
+
+def _evaluate_token_jobs(lm: Any, batch: list[TreeJob], bar) -> list[list[list[float]]]:
+    results = [tree.choice_logprobs(lp) for (_, tree), lp in zip(batch, lm.evaluate_trees(batch))]
+    if bar is not None:
+        bar.update(len(batch))
+    return results
 
 
 # --- the stream -----------------------------------------------------------------------------------------
