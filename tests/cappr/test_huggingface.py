@@ -6,11 +6,11 @@ from contextlib import contextmanager
 
 import numpy as np
 import pytest
-from base import COMPLETIONS, PROMPTS, assert_proba_close
 from cappr.huggingface import classify as cappr_classify
 from cappr.huggingface import classify_no_cache as cappr_no_cache
+from cappr_base import COMPLETIONS, PROMPTS, assert_proba_close
+from cappr_contract import CapprContract
 from cappr_models import tiny_gpt2_pair, tiny_llama_pair
-from contract import CapprContract
 
 import autocog.cappr.huggingface.classify as ours
 from autocog.errors import CacheClearedError

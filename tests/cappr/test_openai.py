@@ -5,7 +5,7 @@ model has not."""
 
 import numpy as np
 import pytest
-from base import COMPLETIONS, PROMPTS, assert_log_probs_close, assert_proba_close, assert_ragged_close
+from cappr_base import COMPLETIONS, PROMPTS, assert_log_probs_close, assert_proba_close, assert_ragged_close
 
 import autocog.cappr.llama_cpp.classify as reference
 import autocog.cappr.openai.classify as ours

@@ -8,7 +8,7 @@ import cappr
 import numpy as np
 import pandas as pd
 import pytest
-from base import COMPLETIONS, PROMPTS, assert_log_probs_close, assert_proba_close, assert_ragged_close
+from cappr_base import COMPLETIONS, PROMPTS, assert_log_probs_close, assert_proba_close, assert_ragged_close
 
 from autocog.cappr import Example
 
