@@ -4,11 +4,11 @@ a subclass gives ``ours`` (the autocog.cappr module), ``reference`` (CAPPr's no-
 
 from contextlib import contextmanager
 
-import cappr
 import numpy as np
 import pandas as pd
 import pytest
 from cappr_base import COMPLETIONS, PROMPTS, assert_log_probs_close, assert_proba_close, assert_ragged_close
+from cappr_reference import cappr
 
 from autocog.cappr import Example
 

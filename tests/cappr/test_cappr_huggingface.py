@@ -6,11 +6,11 @@ from contextlib import contextmanager
 
 import numpy as np
 import pytest
-from cappr.huggingface import classify as cappr_classify
-from cappr.huggingface import classify_no_cache as cappr_no_cache
 from cappr_base import COMPLETIONS, PROMPTS, assert_proba_close
 from cappr_contract import CapprContract
 from cappr_models import tiny_gpt2_pair, tiny_llama_pair
+from cappr_reference import hf_classify as cappr_classify
+from cappr_reference import hf_no_cache as cappr_no_cache
 
 import autocog.cappr.huggingface.classify as ours
 from autocog.errors import CacheClearedError
@@ -120,7 +120,7 @@ def test_input_checks_raise_what_cappr_raises(name, args, kwargs):
     ],
 )
 def test_example_checks(kwargs, error):
-    import cappr
+    from cappr_reference import cappr
 
     from autocog.cappr import Example
 

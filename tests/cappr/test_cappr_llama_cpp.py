@@ -5,10 +5,10 @@ from contextlib import contextmanager
 
 import numpy as np
 import pytest
-from cappr.llama_cpp import _classify_no_cache as cappr_no_cache
-from cappr.llama_cpp import classify as cappr_classify
 from cappr_base import COMPLETIONS, PROMPTS, assert_proba_close
 from cappr_contract import CapprContract
+from cappr_reference import llama_classify as cappr_classify
+from cappr_reference import llama_no_cache as cappr_no_cache
 
 import autocog.cappr.llama_cpp.classify as ours
 from autocog.gguf.models import tiny_llama_gguf
