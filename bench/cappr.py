@@ -4,9 +4,12 @@ transformers: ``autocog.cappr.huggingface.classify.predict_proba`` against ``cap
 (CAPPr's cached path: each prompt's KV cached, its completions batched over it), both with their defaults
 (``batch_size=2``), on the transformers checkpoint of the embedded SmolLM2 (`autocog.lm.assets.smollm2_transformers`).
 llama.cpp: ``autocog.cappr.llama_cpp.classify.predict_proba`` against ``cappr.llama_cpp.classify.predict_proba``
-on the embedded Q4_1 GGUF (``n_threads=1``). 20 prompts x 8 and x 32 completions; each call timed once in CPU
-time of the process (the machine may be shared: the ratios come from one run, the calls interleaved), after one warm-up call each. CAPPr
-runs under tests/support/cappr_shim.py (transformers 5, numpy 2).
+on the embedded Q4_1 GGUF (``n_threads=1, n_threads_batch=1``: llama-cpp-python's ``n_threads_batch``
+defaults to every core, and both libraries decode in batches), without and with flash attention (llama.cpp's
+non-flash attention gives other log-probs for other decode shapes on this model; flash attention does not).
+20 prompts x 8 and x 32 completions; each call timed once, in CPU time of the process and in wall-clock time
+(the machine may be shared: the ratios come from one run, the calls interleaved), after one warm-up call
+each. CAPPr runs under tests/support/cappr_shim.py (transformers 5, numpy 2).
 
     .venv/bin/python bench/cappr.py                  # both backends
     .venv/bin/python bench/cappr.py --backend llama --json out.json
@@ -119,10 +122,11 @@ def completions(n: int) -> list[str]:
 
 
 def timed(fn):
-    """(value, CPU seconds of this process): one thread each, so CPU time is the cost, whatever else runs."""
-    start = time.process_time()
+    """(value, CPU seconds of this process, wall seconds): one thread each, so CPU time is the cost whatever
+    else runs on the machine; wall time is what a user waits."""
+    cpu, wall = time.process_time(), time.perf_counter()
     value = fn()
-    return value, time.process_time() - start
+    return value, time.process_time() - cpu, time.perf_counter() - wall
 
 
 def run_pair(name, ours, theirs, prompts, sizes) -> list[dict]:
@@ -132,8 +136,8 @@ def run_pair(name, ours, theirs, prompts, sizes) -> list[dict]:
     rows = []
     for n in sizes:
         choices = completions(n)
-        p_ours, t_ours = timed(lambda: ours(prompts, choices))
-        p_cappr, t_cappr = timed(lambda: theirs(prompts, choices))
+        p_ours, t_ours, w_ours = timed(lambda: ours(prompts, choices))
+        p_cappr, t_cappr, w_cappr = timed(lambda: theirs(prompts, choices))
         row = {
             "backend": name,
             "prompts": len(prompts),
@@ -141,6 +145,9 @@ def run_pair(name, ours, theirs, prompts, sizes) -> list[dict]:
             "cappr_cpu_s": round(t_cappr, 3),
             "autocog_cpu_s": round(t_ours, 3),
             "speedup": round(t_cappr / t_ours, 2),
+            "cappr_wall_s": round(w_cappr, 3),
+            "autocog_wall_s": round(w_ours, 3),
+            "wall_speedup": round(w_cappr / w_ours, 2),
             "max_abs_diff": float(np.abs(p_ours - p_cappr).max()),
         }
         print(json.dumps(row), flush=True)
@@ -184,11 +191,17 @@ def bench_llama(sizes, flash_attn: bool = False) -> list[dict]:
     from autocog.lm.assets import smollm2_gguf
 
     model = llama_cpp.Llama(
-        str(smollm2_gguf()), n_ctx=1024, n_threads=1, logits_all=True, flash_attn=flash_attn, verbose=False
+        str(smollm2_gguf()),
+        n_ctx=1024,
+        n_threads=1,
+        n_threads_batch=1,
+        logits_all=True,
+        flash_attn=flash_attn,
+        verbose=False,
     )
     prompts = [f"Question: {q}\nAnswer:" for q in QUESTIONS]
     return run_pair(
-        "llama.cpp",
+        "llama.cpp fa" if flash_attn else "llama.cpp",
         lambda p, c: ours.predict_proba(p, c, model, show_progress_bar=False),
         lambda p, c: cappr_classify.predict_proba(p, c, model, show_progress_bar=False),
         prompts,
@@ -203,22 +216,26 @@ def main() -> None:
     parser.add_argument("--json", type=Path, help="write the rows here")
     parser.add_argument(
         "--flash-attn",
-        action="store_true",
-        help="llama.cpp with flash attention (decode-shape invariant, docs/scoring.md)",
+        choices=["off", "on", "both"],
+        default="both",
+        help="llama.cpp without / with flash attention (decode-shape invariant, docs/scoring.md)",
     )
     args = parser.parse_args()
     rows = []
     if args.backend in ("tf", "both"):
         rows += bench_tf(args.sizes)
     if args.backend in ("llama", "both"):
-        rows += bench_llama(args.sizes, args.flash_attn)
+        for flash_attn in {"off": [False], "on": [True], "both": [False, True]}[args.flash_attn]:
+            rows += bench_llama(args.sizes, flash_attn)
     print(
-        f"{'backend':<13} {'completions':>11} {'CAPPr cpu s':>11} {'autocog cpu s':>13} {'speedup':>8} {'max |dp|':>9}"
+        f"{'backend':<13} {'completions':>11} {'CAPPr cpu s':>11} {'autocog cpu s':>13} {'speedup':>8} "
+        f"{'CAPPr wall s':>12} {'autocog wall s':>14} {'speedup':>8} {'max |dp|':>9}"
     )
     for r in rows:
         print(
             f"{r['backend']:<13} {r['completions']:>11} {r['cappr_cpu_s']:>11.2f} {r['autocog_cpu_s']:>13.2f} "
-            f"{r['speedup']:>7.2f}x {r['max_abs_diff']:>9.1e}"
+            f"{r['speedup']:>7.2f}x {r['cappr_wall_s']:>12.2f} {r['autocog_wall_s']:>14.2f} "
+            f"{r['wall_speedup']:>7.2f}x {r['max_abs_diff']:>9.1e}"
         )
     if args.json:
         args.json.write_text(json.dumps(rows, indent=1))

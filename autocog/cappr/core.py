@@ -108,12 +108,17 @@ class TokenScorer:
         batch_size: int = 2,
         progress: Optional[bool] = None,
     ) -> LogProbs:
+        """CAPPr's ``batch_size`` bounds its pass at ``batch_size`` prompts x their completions, one row each;
+        here a prompt and all its completions are one row, so a scoring call takes ``batch_size`` x the most
+        completions prompts: as many rows as CAPPr's pass (the backend's own budgets, `TfLM.max_batch_tokens`,
+        still bound each packed pass)."""
         start = " " if self.rule.needs_space and self.rule.in_cache else ""
         prompt_tokens = self.rule.prompt_tokens([start + p for p in prompts])
         choice_tokens = [self.completion_tokens(c, e) for c, e in zip(completions, end_of_prompts)]
         run = Batching(batch_size, progress)
+        per_call = batch_size * max(len(c) for c in choice_tokens)
         return list(
-            score_tokens(self.rule.lm, list(zip(prompt_tokens, choice_tokens)), batch_size, run.bar(len(prompts)))
+            score_tokens(self.rule.lm, list(zip(prompt_tokens, choice_tokens)), per_call, run.bar(len(prompts)))
         )
 
     def completion_tokens(self, completions: Sequence[str], end_of_prompt: str) -> list[list[int]]:

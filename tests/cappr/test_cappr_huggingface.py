@@ -69,6 +69,25 @@ class TestHuggingface(CapprContract):
             atol=1e-4,
         )
 
+    def test_batch_size_counts_cappr_rows(self, model, monkeypatch):
+        """CAPPr's pass over batch_size prompts has batch_size x completions rows; one scoring call here takes
+        as many prompts (one row each), so 3 prompts x 2 completions at batch_size=2 go in one call."""
+        calls = []
+        evaluate = ours.TfLM.evaluate_trees
+
+        def counted(lm, jobs, *args, **kwargs):
+            calls.append(len(jobs))
+            return evaluate(lm, jobs, *args, **kwargs)
+
+        monkeypatch.setattr(ours.TfLM, "evaluate_trees", counted)
+        prompts, completions = ["a b", "c d", "e f"], ["yes", "no way"]
+        probs = ours.predict_proba(prompts, completions, model, batch_size=2)
+        assert calls == [3]
+        calls.clear()
+        ours.predict_proba(prompts, completions, model, batch_size=1)
+        assert calls == [2, 1]
+        assert_proba_close(probs, cappr_no_cache.predict_proba(prompts, completions, model))
+
     def test_training_mode_restored(self, model):
         mod, _ = model
         mod.train()

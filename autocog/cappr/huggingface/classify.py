@@ -2,7 +2,9 @@
 transformers ``(model, tokenizer)`` pair, scored by `autocog.lm.TfLM` (the objects are wrapped, not reloaded).
 
 Each prompt is evaluated once and its completions as one token trie (each unique completion token once),
-``batch_size`` prompts per packed forward pass; CAPPr's KV cache is replaced by that pass, so
+one row per prompt in a packed forward pass; ``batch_size`` counts CAPPr's rows (prompts x completions), so a
+scoring call takes ``batch_size`` x completions prompts, within `TfLM.max_batch_tokens` per pass. CAPPr's KV
+cache is replaced by that pass, so
 ``batch_size_completions`` and ``logits_all`` change nothing (they are checked and accepted). `cache_model` /
 `cache` keep a shared prefix: its tokens go in front of every prompt, and TfLM's prefix KV cache evaluates
 them once. The model runs in eval mode and without gradients; its mode is restored after each call.
