@@ -363,7 +363,7 @@ class LLaMa(ChoiceLM):
     def decode_chunk(self, tree: TokenChoiceTree, paths: list[list[int]], n_prompt: int, out: np.ndarray) -> None:
         """Copy the prompt to sequences 1..len(paths), decode the union of the paths (each node tagged with
         the sequences of the paths through it), read the rows of the inner nodes whose children have no
-        log-prob yet into ``out``, then drop sequences 1..len(paths)."""
+        log-prob yet into ``out``, then drop sequences 1..len(paths) (`LlamaPrefixCache.keep_prompt`)."""
         cache = self.cache
         seqs = tree.tips_above([path[-1] for path in paths], first=1)  # nodes in order: parents first
 
@@ -381,5 +381,4 @@ class LLaMa(ChoiceLM):
         try:
             decode_entries(cache, entries(), lambda rows, logits, norms: tree.read_rows(rows, logits, norms, out=out))
         finally:
-            for s in range(1, len(paths) + 1):
-                cache.remove(s, -1)
+            cache.keep_prompt()  # sequences 1..len(paths) dropped, one call
