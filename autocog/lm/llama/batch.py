@@ -167,7 +167,7 @@ class PackedDecode:
             cache.reset()
             raise
         finally:
-            cache.keep_prompt()  # the extra sequences dropped, one call
+            cache.drop_sequences(self.n_seqs)
         return self.out
 
     def read(self, tags: list[tuple[int, int]], logits: np.ndarray, norms: np.ndarray) -> None:

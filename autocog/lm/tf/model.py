@@ -225,7 +225,8 @@ class TfLM(ChoiceLM):
         return self.encoder.tokenize(text, bos)
 
     def apply_chat_template(self, messages: Sequence[dict], add_generation_prompt: bool = True) -> str:
-        """The tokenizer's own ``apply_chat_template(messages, tokenize=False)`` (or ``chat_template=``'s).
+        """The tokenizer's own ``apply_chat_template(messages, tokenize=False)`` (or ``chat_template=``'s), kept in
+        `render_cache`.
 
         >>> lm.apply_chat_template([{"role": "user", "content": "Hi"}])[-22:]     # doctest: +SKIP
         '<|im_start|>assistant\\n'
@@ -238,12 +239,15 @@ class TfLM(ChoiceLM):
 
         from autocog.errors import ChatTemplateError
 
-        try:
-            return self.tokenizer.apply_chat_template(
-                messages, chat_template=template, tokenize=False, add_generation_prompt=add_generation_prompt
-            )
-        except jinja2.TemplateError as error:
-            raise ChatTemplateError(f"the chat template failed: {error}") from error
+        def render() -> str:
+            try:
+                return self.tokenizer.apply_chat_template(
+                    messages, chat_template=template, tokenize=False, add_generation_prompt=add_generation_prompt
+                )
+            except jinja2.TemplateError as error:
+                raise ChatTemplateError(f"the chat template failed: {error}") from error
+
+        return self.render_cache.render(render, template, messages, add_generation_prompt)
 
     def tokenize_batch(self, texts: Sequence[str]) -> list[list[int]]:
         return self.encoder.fragments(texts)
