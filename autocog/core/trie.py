@@ -26,13 +26,14 @@ MAX_MEMO_READS = 16  # row sets whose gather indices a trie's shape keeps (`Toke
 @dataclass
 class TrieShape:
     """What a trie's structure implies, computed on first use and shared by the tree's copies (never modified
-    afterwards): `TokenChoiceTree.internal_nodes`, `max_depth`, `inner_tokens`, `depths`, `inner_ancestors`, `tips`, `path_steps`, `tips_above` and the
+    afterwards): `TokenChoiceTree.internal_nodes`, `max_depth`, `inner_tokens`, `depths`, `inner_depths`, `inner_ancestors`, `tips`, `path_steps`, `tips_above` and the
     gather indices of `row_reads` per row set."""
 
     internal: Optional[list[int]] = None
     max_depth: Optional[int] = None
     inner_tokens: Optional[list[int]] = None
     depths: Optional[np.ndarray] = None
+    inner_depths: Optional[np.ndarray] = None
     inner_ancestors: Optional[np.ndarray] = None
     tips: Optional[list[int]] = None
     path_steps: Optional[list[list[tuple[int, int]]]] = None
@@ -166,6 +167,13 @@ class TokenChoiceTree:
         if shape.inner_tokens is None:
             shape.inner_tokens = [self.skeleton[i].token for i in self.internal_nodes()]
         return list(shape.inner_tokens)
+
+    def inner_depths(self) -> np.ndarray:
+        """The depth of each of `internal_nodes`, in that order (int64, read-only: shared with the tree's copies)."""
+        shape = self.shape
+        if shape.inner_depths is None:
+            shape.inner_depths = _frozen(self.depths[self.internal_nodes()])
+        return shape.inner_depths
 
     def inner_ancestors(self) -> np.ndarray:
         """`ancestor_mask` restricted to `internal_nodes` (rows and columns; read-only): the trie part of a

@@ -338,7 +338,7 @@ class TfLM(ChoiceLM):
             allowed[n_new:, :n_prompt] = True
             allowed[n_new:, n_prompt:] = tree.inner_ancestors()
             ids = torch.from_numpy(np.array([prompt_tokens[keep:] + tree.inner_tokens()], dtype=np.int64)).to(device)
-            positions = np.concatenate([np.arange(keep, n_prompt), n_prompt + tree.depths[internal] - 1])
+            positions = np.concatenate([np.arange(keep, n_prompt), n_prompt + tree.inner_depths() - 1])
             try:
                 out = cache.run(
                     prompt_tokens,
@@ -489,7 +489,7 @@ def packed_layout(
         ids[a, begin:nodes] = suffix
         ids[a, nodes:stop] = tree.inner_tokens()
         positions[a, begin:nodes] = np.arange(shared, shared + n_suffix)
-        positions[a, nodes:stop] = shared + n_suffix - 1 + tree.depths[inner]
+        positions[a, nodes:stop] = shared + n_suffix - 1 + tree.inner_depths()
         seen[a, nodes:stop, nodes:stop] = tree.inner_ancestors()  # a trie node sees its ancestors
     columns = np.arange(width)
     query, key = columns[None, :, None], columns[None, None, :]
