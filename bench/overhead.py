@@ -4,7 +4,9 @@
                (TfLM: ``model.forward``; LLaMa: ``llama_decode``) takes inside those same calls: everything else
                is our Python (tokenizing, the trie, the mask, the read-out, the result). Goal <= 1.3. ``warm``: the
                same choice list every call (what a dataset repeats: tokens and trie cached); ``cold``: the choice
-               caches cleared before every call.
+               caches cleared before every call. ``/plain``: the call over one plain causal forward of the same
+               tokens (prompt + the trie's inner nodes, no tree mask, as many logits rows; `plain_forward`),
+               timed the same way, interleaved with the calls.
   fixed/prompt the batch API (`autocog.batch.predict_proba`, ``--prompts`` prompts x ``--batch-choices`` shared
                choices, ``batch_size`` 16) minus the time inside the model, per prompt, in ms. Goal <= 0.1 ms.
 
@@ -104,10 +106,41 @@ def profiled(label: str, fn: Callable[[], Any], top: int) -> None:
     print("\n".join(line for line in out.getvalue().splitlines()[4:] if line.strip()))
 
 
-def bench_choose(lm: Any, clock: ModelClock, n_choices: int, repeats: int, cold: bool) -> tuple[float, float]:
+def plain_forward(lm: Any, prompt: str, choices: list[str]) -> Callable[[], None]:
+    """One plain causal forward over the tokens ``choose`` runs (the prompt, then the trie's inner nodes, in one
+    sequence) from an empty cache, keeping the same number of logits rows: TfLM ``model(input_ids=...)``,
+    LLaMa one ``llama_decode`` of sequence 0. No tree mask, no tree positions: what running the model over
+    those tokens costs by itself."""
+    prompt_tokens, tree, _ = lm.build_tree(prompt, choices)
+    tokens = prompt_tokens + tree.inner_tokens()
+    n_rows = len(tree.internal_nodes()) + 1
+    if hasattr(lm, "tokenizer"):
+        import torch
+
+        ids = torch.tensor([tokens])
+
+        def run() -> None:
+            with torch.inference_mode():
+                lm.model(input_ids=ids, use_cache=True, logits_to_keep=n_rows)
+
+        return run
+    cache = lm.cache
+
+    def decode() -> None:
+        cache.reset()
+        n = len(tokens)
+        cache.batch.fill(tokens, range(n), [[0]] * n, [k >= n - n_rows for k in range(n)])
+        cache.decode()
+
+    return decode
+
+
+def bench_choose(lm: Any, clock: ModelClock, n_choices: int, repeats: int, cold: bool) -> tuple[float, float, float]:
+    """Medians of (the call, the model's forward inside it, a `plain_forward` over the same tokens), in ms."""
     rng = random.Random(32_000 + n_choices)
     prompt = make_prompt(lm, 32, rng)
     choices = make_choices(lm, n_choices, rng)
+    plain = plain_forward(lm, prompt, choices)
 
     def once() -> None:
         lm.cache.reset()
@@ -116,8 +149,15 @@ def bench_choose(lm: Any, clock: ModelClock, n_choices: int, repeats: int, cold:
         lm.choose(prompt, choices)
 
     once()
-    walls, models = zip(*(clock.measure(once) for _ in range(repeats)))
-    return statistics.median(walls) * 1000, statistics.median(models) * 1000
+    plain()
+    walls, models, plains = [], [], []
+    for _ in range(repeats):  # interleaved, so that the three see the same load
+        wall, model = clock.measure(once)
+        walls.append(wall)
+        models.append(model)
+        plains.append(clock.measure(plain)[0])
+    lm.cache.reset()  # the plain LLaMa decode leaves cells the prefix cache does not know of
+    return tuple(statistics.median(x) * 1000 for x in (walls, models, plains))  # type: ignore[return-value]
 
 
 def batch_inputs(lm: Any, n_prompts: int, n_choices: int) -> tuple[list[str], list[str]]:
@@ -157,15 +197,23 @@ def main(argv=None) -> None:
     parser.add_argument("--top", type=int, default=25, help="rows of each profile summary")
     args = parser.parse_args(argv)
     backends = ["tf", "llama"] if args.backend == "all" else [args.backend]
-    print(f"{'backend':<7} {'measure':<28} {'total':>10} {'model':>10} {'ratio':>6} {'fixed/prompt':>13}", flush=True)
+    print(
+        f"{'backend':<7} {'measure':<28} {'total':>10} {'model':>10} {'ratio':>6} {'fixed/prompt':>13} "
+        f"{'plain fwd':>10} {'/plain':>7}",
+        flush=True,
+    )
     for backend in backends:
         lm = load(backend, args.threads)
         clock = ModelClock(time.thread_time if args.cpu_time else time.perf_counter)
         clock.install(lm)
         for cold in (False, True):
-            wall, model = bench_choose(lm, clock, args.choices, args.repeats, cold)
+            wall, model, plain = bench_choose(lm, clock, args.choices, args.repeats, cold)
             label = f"choose {args.choices} ({'cold' if cold else 'warm'})"
-            print(f"{backend:<7} {label:<28} {wall:>8.2f}ms {model:>8.2f}ms {wall / model:>6.2f}", flush=True)
+            print(
+                f"{backend:<7} {label:<28} {wall:>8.2f}ms {model:>8.2f}ms {wall / model:>6.2f} {'':>13} "
+                f"{plain:>8.2f}ms {wall / plain:>7.2f}",
+                flush=True,
+            )
         prompts, choices = batch_inputs(lm, args.prompts, args.batch_choices)
         wall, model = bench_batch(lm, clock, prompts, choices, max(1, args.repeats // 5))
         fixed = (wall - model) / len(prompts) * 1000

@@ -23,8 +23,9 @@ from __future__ import annotations
 import json
 from datetime import datetime
 from functools import lru_cache
-from typing import TYPE_CHECKING, Any, Mapping, Optional, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Mapping, Optional, Sequence
 
+from autocog.core.lru import LRU
 from autocog.errors import ChatTemplateError, InvalidPromptError
 
 if TYPE_CHECKING:
@@ -35,6 +36,8 @@ if TYPE_CHECKING:
 ROLES = ("system", "user", "assistant", "tool", "developer")
 
 Messages = Sequence[Mapping[str, Any]]
+
+RENDER_CACHE_SIZE = 256  # renderings a model keeps (`RenderCache`)
 
 
 def is_messages(prompt: Any) -> bool:
@@ -98,6 +101,47 @@ def render_template(template: str, messages: Messages, add_generation_prompt: bo
         )
     except jinja2.TemplateError as error:
         raise ChatTemplateError(f"the chat template failed: {error}") from error
+
+
+def render_key(template: str, messages: Messages, add_generation_prompt: bool, variables: Mapping[str, Any]) -> Any:
+    """What a rendering depends on, hashable: the template, ``add_generation_prompt``, each message's items (in
+    order) and the variables; None when it cannot be cached (a template that reads the clock, ``strftime_now``,
+    or a message value that is not hashable)."""
+    if "strftime_now" in template:
+        return None
+    try:
+        key = (template, bool(add_generation_prompt), tuple(tuple(m.items()) for m in messages), *variables.items())
+        hash(key)
+    except TypeError:
+        return None
+    return key
+
+
+class RenderCache:
+    """The texts of a model's recent chat renderings (an `LRU` of `RENDER_CACHE_SIZE`, keyed by `render_key`), so
+    that messages a dataset repeats (one conversation scored against several choice lists, lm-eval's one
+    request per continuation) render once. ``render(fn, template, messages, add_generation_prompt, **variables)``
+    returns ``fn()``'s text, computed on a miss.
+
+    >>> cache, calls = RenderCache(), []
+    >>> fn = lambda: calls.append(1) or "<user>Hi"
+    >>> [cache.render(fn, "T", [{"role": "user", "content": "Hi"}], True) for _ in range(2)], len(calls)
+    (['<user>Hi', '<user>Hi'], 1)
+    """
+
+    def __init__(self, maxsize: int = RENDER_CACHE_SIZE) -> None:
+        self.texts: LRU[Any, str] = LRU(maxsize)
+
+    def render(
+        self, fn: Callable[[], str], template: str, messages: Messages, add_generation_prompt: bool, **variables: Any
+    ) -> str:
+        key = render_key(template, messages, add_generation_prompt, variables)
+        if key is None:
+            return fn()
+        text = self.texts.get(key)
+        if text is None:
+            text = self.texts[key] = fn()
+        return text
 
 
 def strip_prefix(text: str, prefix: Optional[str]) -> str:

@@ -26,15 +26,17 @@ MAX_MEMO_READS = 16  # row sets whose gather indices a trie's shape keeps (`Toke
 @dataclass
 class TrieShape:
     """What a trie's structure implies, computed on first use and shared by the tree's copies (never modified
-    afterwards): `TokenChoiceTree.internal_nodes`, `max_depth`, `inner_tokens`, `depths`, `inner_ancestors`, `tips`, `tips_above` and the
+    afterwards): `TokenChoiceTree.internal_nodes`, `max_depth`, `inner_tokens`, `depths`, `inner_depths`, `inner_ancestors`, `tips`, `path_steps`, `tips_above` and the
     gather indices of `row_reads` per row set."""
 
     internal: Optional[list[int]] = None
     max_depth: Optional[int] = None
     inner_tokens: Optional[list[int]] = None
     depths: Optional[np.ndarray] = None
+    inner_depths: Optional[np.ndarray] = None
     inner_ancestors: Optional[np.ndarray] = None
     tips: Optional[list[int]] = None
+    path_steps: Optional[list[list[tuple[int, int]]]] = None
     reads: dict[tuple[int, ...], tuple[np.ndarray, np.ndarray, np.ndarray]] = field(default_factory=dict)
     tips_above: dict[tuple[tuple[int, ...], int], dict[int, list[int]]] = field(default_factory=dict)
 
@@ -165,6 +167,13 @@ class TokenChoiceTree:
         if shape.inner_tokens is None:
             shape.inner_tokens = [self.skeleton[i].token for i in self.internal_nodes()]
         return list(shape.inner_tokens)
+
+    def inner_depths(self) -> np.ndarray:
+        """The depth of each of `internal_nodes`, in that order (int64, read-only: shared with the tree's copies)."""
+        shape = self.shape
+        if shape.inner_depths is None:
+            shape.inner_depths = _frozen(self.depths[self.internal_nodes()])
+        return shape.inner_depths
 
     def inner_ancestors(self) -> np.ndarray:
         """`ancestor_mask` restricted to `internal_nodes` (rows and columns; read-only): the trie part of a
@@ -356,28 +365,36 @@ class TokenChoiceTree:
         [False, False]
         """
         out = []
-        for path in self.paths:
+        argmax = self.row_argmax
+        for steps in self.path_steps():
             greedy = True
-            for index in path:
-                node = self.skeleton[index]
-                argmax = self.row_argmax.get(node.parent)
-                if argmax is None:
+            for parent, token in steps:
+                best = argmax.get(parent)
+                if best is None:
                     return None
-                if argmax != node.token:
+                if best != token:
                     greedy = False
                     break
             out.append(greedy)
         return out
 
+    def path_steps(self) -> list[list[tuple[int, int]]]:
+        """Each choice's path as (parent row, token) pairs (shared with the tree's copies: do not modify)."""
+        shape = self.shape
+        if shape.path_steps is None:
+            skeleton = self.skeleton
+            shape.path_steps = [[(skeleton[i].parent, skeleton[i].token) for i in path] for path in self.paths]
+        return shape.path_steps
+
     def choice_logprobs(self, logprobs: Union[Sequence[float], np.ndarray, None] = None) -> list[list[float]]:
         """Per-choice lists of token log-probs, read along each choice's path."""
         if logprobs is not None:
-            values = list(logprobs)
+            values = [float(x) for x in logprobs]
         elif self._nodes is None:
             values = [math.nan] * len(self.skeleton) if self._logprobs is None else self._logprobs.tolist()
         else:
-            values = [n.logprob for n in self._nodes]
-        return [[float(values[i]) for i in path] for path in self.paths]
+            values = [float(n.logprob) for n in self._nodes]
+        return [[values[i] for i in path] for path in self.paths]
 
     # --- pictures ------------------------------------------------------------------------------
     def to_dot(

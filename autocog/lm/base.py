@@ -16,9 +16,10 @@ Conventions, for every backend:
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from functools import cached_property
 from typing import TYPE_CHECKING, Any, AsyncIterator, Iterator, Optional, Sequence
 
-from autocog.core.chat import check_messages, is_messages, missing_template, render_template
+from autocog.core.chat import RenderCache, check_messages, is_messages, missing_template, render_template
 from autocog.core.checks import check_prompt
 from autocog.core.normalization import DEFAULT_NORMALIZATION
 from autocog.core.types import ChoiceResult, Stop
@@ -126,9 +127,21 @@ class LM(ABC):
         '<|im_start|>system\\n...<|im_end|>\\n<|im_start|>user\\nHi<|im_end|>\\n<|im_start|>assistant\\n'
         """
         messages = check_messages(messages)
-        if self.chat_template is None:
+        template = self.chat_template
+        if template is None:
             raise missing_template(type(self).__name__)
-        return render_template(self.chat_template, messages, add_generation_prompt)
+        return self.render_cache.render(
+            lambda: render_template(template, messages, add_generation_prompt),
+            template,
+            messages,
+            add_generation_prompt,
+        )
+
+    @cached_property
+    def render_cache(self) -> RenderCache:
+        """The model's recent chat renderings (`autocog.core.chat.RenderCache`): repeated messages render once.
+        Per model, so per tokenizer and special tokens; created on first use."""
+        return RenderCache()
 
     def render_prompt(self, prompt: Any) -> str:
         """The one hook every prompt goes through: a str is returned as is, a list of chat messages is rendered

@@ -348,3 +348,46 @@ def test_no_warnings_from_our_calls(tiny_tf):
         from autocog.eval.batch import predict_proba
 
         predict_proba(tiny_tf, ["the cat", "the cat sat", "a dog"], [" on", " the"])
+
+
+def test_repeated_messages_render_once(tiny_pair, monkeypatch):
+    """`RenderCache`: the same messages (and generation prompt) render once per model, to the text the first,
+    uncached rendering gave; other messages, the other generation flag, a changed template or a message value
+    that cannot be hashed render anew."""
+    import autocog.lm.llama.model as llama_model
+
+    calls = []
+    render = llama_model.render_template
+    monkeypatch.setattr(llama_model, "render_template", lambda *a, **k: calls.append(1) or render(*a, **k))
+    tf, _ = tiny_pair
+    transformers_render = tf.tokenizer.apply_chat_template
+    monkeypatch.setattr(
+        tf.tokenizer, "apply_chat_template", lambda *a, **k: calls.append(1) or transformers_render(*a, **k)
+    )
+    for lm in tiny_pair:
+        lm.render_cache.texts.clear()
+        calls.clear()
+        first = lm.apply_chat_template(CONVERSATION)
+        assert lm.apply_chat_template([dict(m) for m in CONVERSATION]) == first and len(calls) == 1
+        lm.apply_chat_template(CONVERSATION, add_generation_prompt=False)
+        lm.apply_chat_template(CONVERSATION[:1])
+        unhashable = [{**CONVERSATION[0], "extra": ["a list"]}]
+        lm.apply_chat_template(unhashable)
+        lm.apply_chat_template(unhashable)
+        assert len(calls) == 5
+        lm.chat_template = TEMPLATE + " "
+        try:
+            assert lm.apply_chat_template(CONVERSATION) == first + " " and len(calls) == 6
+        finally:
+            lm.chat_template = TEMPLATE
+
+
+def test_a_template_that_reads_the_clock_is_not_cached():
+    from autocog.core.chat import RenderCache
+
+    cache, calls = RenderCache(), []
+    for _ in range(2):
+        cache.render(
+            lambda: calls.append(1) or "x", "{{ strftime_now('%d') }}", [{"role": "user", "content": "Hi"}], True
+        )
+    assert len(calls) == 2 and len(cache.texts) == 0

@@ -147,3 +147,14 @@ def test_tf_batch_and_repeats_equal_uncached(tiny_tf):
         alone = uncached(lm, prompt, choices)
         np.testing.assert_allclose(np.concatenate(a.token_logprobs), np.concatenate(alone.token_logprobs), atol=1e-5)
         assert a.is_greedy == alone.is_greedy
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.float64, torch.bfloat16])
+def test_additive_mask_is_the_masked_fill_of_the_lowest_value(dtype):
+    """`additive_mask` builds float32/16/64 in numpy, bf16 through torch: both exactly torch's masked fill."""
+    from autocog.lm.tf.model import additive_mask
+
+    allowed = np.random.default_rng(0).random((7, 11)) < 0.5
+    expected = torch.zeros(allowed.shape, dtype=dtype).masked_fill_(torch.from_numpy(~allowed), torch.finfo(dtype).min)
+    got = additive_mask(allowed, dtype)
+    assert got.dtype == dtype and torch.equal(got, expected)

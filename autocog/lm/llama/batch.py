@@ -167,8 +167,7 @@ class PackedDecode:
             cache.reset()
             raise
         finally:
-            for s in range(1, self.n_seqs + 1):
-                cache.remove(s, -1)
+            cache.drop_sequences(self.n_seqs)
         return self.out
 
     def read(self, tags: list[tuple[int, int]], logits: np.ndarray, norms: np.ndarray) -> None:

@@ -196,7 +196,7 @@ class LLaMa(ChoiceLM):
     def apply_chat_template(self, messages: Sequence[dict], add_generation_prompt: bool = True) -> str:
         """The GGUF's ``tokenizer.chat_template`` (or ``chat_template=``) rendered as transformers renders it,
         with ``bos_token`` and ``eos_token`` the texts of the model's BOS and EOS: the same text as `TfLM` on the
-        same model. A BOS the template writes is not doubled by ``tokenize(text, bos=True)``."""
+        same model. A BOS the template writes is not doubled by ``tokenize(text, bos=True)``. Kept in `render_cache`."""
         messages = check_messages(messages)
         if not self.chat_template:
             raise missing_template("this GGUF (no tokenizer.chat_template in its metadata)")
@@ -206,7 +206,14 @@ class LLaMa(ChoiceLM):
             "eos_token": llama_cpp.llama_vocab_eos(self._vocab),
         }
         variables = {name: self._special_text(int(t)) for name, t in special.items() if t >= 0}
-        return render_template(self.chat_template, messages, add_generation_prompt, **variables)
+        template = self.chat_template
+        return self.render_cache.render(
+            lambda: render_template(template, messages, add_generation_prompt, **variables),
+            template,
+            messages,
+            add_generation_prompt,
+            **variables,
+        )
 
     def _special_text(self, token: int) -> str:
         """The text of a (special) token, as the tokenizer writes it (``"<|im_start|>"``)."""
@@ -363,7 +370,7 @@ class LLaMa(ChoiceLM):
     def decode_chunk(self, tree: TokenChoiceTree, paths: list[list[int]], n_prompt: int, out: np.ndarray) -> None:
         """Copy the prompt to sequences 1..len(paths), decode the union of the paths (each node tagged with
         the sequences of the paths through it), read the rows of the inner nodes whose children have no
-        log-prob yet into ``out``, then drop sequences 1..len(paths)."""
+        log-prob yet into ``out``, then drop sequences 1..len(paths) (`LlamaPrefixCache.drop_sequences`)."""
         cache = self.cache
         seqs = tree.tips_above([path[-1] for path in paths], first=1)  # nodes in order: parents first
 
@@ -381,5 +388,4 @@ class LLaMa(ChoiceLM):
         try:
             decode_entries(cache, entries(), lambda rows, logits, norms: tree.read_rows(rows, logits, norms, out=out))
         finally:
-            for s in range(1, len(paths) + 1):
-                cache.remove(s, -1)
+            cache.drop_sequences(len(paths))

@@ -52,9 +52,10 @@ class TfPrefixCache(PrefixCache):
         self.evaluated = 0  # tokens run through the model since creation (for accounting)
 
     def truncate(self, keep: int) -> int:
-        if self.kv is not None and self.kv.get_seq_length() > keep:
+        length = 0 if self.kv is None else self.kv.get_seq_length()
+        if length > keep:
             # negative = number of tokens to drop (transformers 4.x and 5.x agree on this form)
-            self.kv.crop(keep - self.kv.get_seq_length())
+            self.kv.crop(keep - length)
         if len(self.tokens) > keep:
             self.tokens = self.tokens[:keep]
             self.last_logits = None

@@ -25,6 +25,12 @@ from autocog.lm.tf.cache import TfPrefixCache, cache_kwarg, output_cache
 
 DEFAULT_MAX_BATCH_TOKENS = 4096  # rows x padded row length of one packed pass
 LOGITS_BUDGET_BYTES = 512 * 2**20  # at most this much float32 logits per packed pass (batches shrink)
+# torch float dtypes numpy has, by name: `additive_mask` builds those in numpy
+NUMPY_FLOATS: dict[str, type[np.floating]] = {
+    "torch.float32": np.float32,
+    "torch.float16": np.float16,
+    "torch.float64": np.float64,
+}
 # Keyword arguments of transformers' from_pretrained that `TfLM.create` passes on (`option_names`): any other key
 # would be silently swallowed by transformers' config.
 PRETRAINED_KEYS = frozenset(
@@ -219,7 +225,8 @@ class TfLM(ChoiceLM):
         return self.encoder.tokenize(text, bos)
 
     def apply_chat_template(self, messages: Sequence[dict], add_generation_prompt: bool = True) -> str:
-        """The tokenizer's own ``apply_chat_template(messages, tokenize=False)`` (or ``chat_template=``'s).
+        """The tokenizer's own ``apply_chat_template(messages, tokenize=False)`` (or ``chat_template=``'s), kept in
+        `render_cache`.
 
         >>> lm.apply_chat_template([{"role": "user", "content": "Hi"}])[-22:]     # doctest: +SKIP
         '<|im_start|>assistant\\n'
@@ -232,12 +239,15 @@ class TfLM(ChoiceLM):
 
         from autocog.errors import ChatTemplateError
 
-        try:
-            return self.tokenizer.apply_chat_template(
-                messages, chat_template=template, tokenize=False, add_generation_prompt=add_generation_prompt
-            )
-        except jinja2.TemplateError as error:
-            raise ChatTemplateError(f"the chat template failed: {error}") from error
+        def render() -> str:
+            try:
+                return self.tokenizer.apply_chat_template(
+                    messages, chat_template=template, tokenize=False, add_generation_prompt=add_generation_prompt
+                )
+            except jinja2.TemplateError as error:
+                raise ChatTemplateError(f"the chat template failed: {error}") from error
+
+        return self.render_cache.render(render, template, messages, add_generation_prompt)
 
     def tokenize_batch(self, texts: Sequence[str]) -> list[list[int]]:
         return self.encoder.fragments(texts)
@@ -310,6 +320,13 @@ class TfLM(ChoiceLM):
         ``P + depth - 1``. Afterwards the cache holds exactly the prompt."""
         import torch
 
+        with torch.inference_mode():  # no autograd bookkeeping on any op here (the logits are inference tensors)
+            return self.tree_pass(prompt_tokens, tree)
+
+    def tree_pass(self, prompt_tokens: list[int], tree: TokenChoiceTree) -> np.ndarray:
+        """`evaluate_tree`'s body, under ``torch.inference_mode``."""
+        import torch
+
         cache, (device, dtype) = self.cache, self.placement()
         keep = cache.reusable(prompt_tokens)
         n_prompt, n_new = len(prompt_tokens), len(prompt_tokens) - keep
@@ -321,8 +338,7 @@ class TfLM(ChoiceLM):
             allowed[n_new:, :n_prompt] = True
             allowed[n_new:, n_prompt:] = tree.inner_ancestors()
             ids = torch.from_numpy(np.array([prompt_tokens[keep:] + tree.inner_tokens()], dtype=np.int64)).to(device)
-            positions = np.concatenate([np.arange(keep, n_prompt), n_prompt + tree.depths[internal] - 1])
-            first_kept = n_new - 1 if n_new else 0  # the prompt's last token (when new), then the inner nodes
+            positions = np.concatenate([np.arange(keep, n_prompt), n_prompt + tree.inner_depths() - 1])
             try:
                 out = cache.run(
                     prompt_tokens,
@@ -330,14 +346,16 @@ class TfLM(ChoiceLM):
                     input_ids=ids,
                     attention_mask=additive_mask(allowed, dtype)[None, None].to(device),
                     position_ids=torch.from_numpy(positions)[None].to(device),
-                    logits_to_keep=torch.arange(first_kept, n_new + n_inner, device=device),
+                    # the last rows: the prompt's last token (when new), then the inner nodes
+                    logits_to_keep=n_inner + (1 if n_new else 0),
                 )
             finally:
                 cache.truncate(n_prompt)  # the prompt's KV stays; the trie's is dropped
             cache.evaluated += n_new + n_inner
             logits = out.logits[0].float()
-            if n_new:
-                cache.last_logits, logits = logits[0], logits[1:]
+            if n_new:  # row 0 is the prompt's last token: the rows are already in read-out order
+                cache.last_logits = logits[0]
+                return tree.read_rows([-1] + internal, torch.log_softmax(logits, dim=-1))
             rows = logits
         else:
             rows = cache.last_logits.new_empty((0, cache.last_logits.shape[-1]))
@@ -442,7 +460,11 @@ def additive_mask(allowed: np.ndarray, dtype: Any) -> Any:
     dtype's lowest value elsewhere, as a CPU tensor of ``dtype``."""
     import torch
 
-    return torch.zeros(allowed.shape, dtype=dtype).masked_fill_(torch.from_numpy(~allowed), torch.finfo(dtype).min)
+    lowest = torch.finfo(dtype).min
+    kind = NUMPY_FLOATS.get(str(dtype))
+    if kind is not None:  # built in numpy (one pass) where numpy has the dtype; the values are exactly 0 and lowest
+        return torch.from_numpy(np.where(allowed, kind(0), kind(lowest)))
+    return torch.zeros(allowed.shape, dtype=dtype).masked_fill_(torch.from_numpy(~allowed), lowest)
 
 
 def packed_layout(
@@ -467,7 +489,7 @@ def packed_layout(
         ids[a, begin:nodes] = suffix
         ids[a, nodes:stop] = tree.inner_tokens()
         positions[a, begin:nodes] = np.arange(shared, shared + n_suffix)
-        positions[a, nodes:stop] = shared + n_suffix - 1 + tree.depths[inner]
+        positions[a, nodes:stop] = shared + n_suffix - 1 + tree.inner_depths()
         seen[a, nodes:stop, nodes:stop] = tree.inner_ancestors()  # a trie node sees its ancestors
     columns = np.arange(width)
     query, key = columns[None, :, None], columns[None, None, :]
