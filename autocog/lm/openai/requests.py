@@ -9,12 +9,15 @@ share one builder (`Requests.generation`).
 from __future__ import annotations
 
 import os
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import nullcontext
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Mapping, Optional, Sequence, Union
+from typing import TYPE_CHECKING, Any, Callable, Mapping, Optional, Sequence, Union
 
 from autocog.errors import StrategyUnavailableError
 from autocog.lm.openai.parsing import Echo, Next, gbnf_literal, parse_chat_next, parse_echo, parse_next, parse_walk
+from autocog.lm.openai.plans import Plan, Post, T, run
+from autocog.lm.openai.transport import in_context
 
 if TYPE_CHECKING:  # pragma: no cover
     from autocog.lm.openai.session import Session
@@ -116,9 +119,14 @@ class Requests:
 
     def echo(self, text: str, top: int) -> Echo:
         """``text`` echoed back with the top ``top`` log-probs of each of its tokens."""
+        return self.run(self.echo_plan(text, top))
+
+    def echo_plan(self, text: str, top: int) -> Plan[Echo]:
+        """`echo` as a request plan (`autocog.lm.openai.plans`)."""
         body = {"max_tokens": 1, "temperature": 0.0, "echo": True, "logprobs": top}
         extra = self.session.dialect.sampling_extras({"top_k": 0})
-        return parse_echo(self.completion(text, body, extra), text, self.session.base_url)
+        data = yield self.completion_request(text, body, extra)
+        return parse_echo(data, text, self.session.base_url)
 
     def last_tokens_text(self, context: str) -> Optional[int]:
         """The length of the text of ``context``'s last two tokens (None: fewer than two tokens)."""
@@ -163,6 +171,29 @@ class Requests:
             body.update({"logprobs": True, "top_logprobs": 0} if session.chat else {"logprobs": 0})
         kind = "chat" if session.chat else "completions"
         return Generation(kind, self.params(prompt, body, extra), None if session.chat else prompt)
+
+    # --- the sync executor of request plans ------------------------------------------------------------
+    def run(self, plan: Plan[T]) -> T:
+        """``plan`` executed by the sync transport: its requests sent by `execute`, its `Parallel` sub-plans
+        ``concurrency`` at a time (`fan`); its result."""
+        return run(plan, self.execute, self.fan)
+
+    def execute(self, request: Union[Generation, Post]) -> Any:
+        """The decoded answer of one request of a plan."""
+        if isinstance(request, Post):
+            return self.session.transport.post(request.url, request.body, kind=request.kind)
+        return self.send(request)
+
+    def fan(self, fn: Callable[[Any], Any], items: list, batch: bool) -> list:
+        """``[fn(x) for x in items]``, ``concurrency`` at a time: on the transport's pool, or for a ``batch``
+        (whose calls fan out on that pool themselves) on a pool of its own."""
+        transport = self.session.transport
+        if not batch:
+            return transport.map(fn, items)
+        if len(items) <= 1 or transport.limit == 1:
+            return [fn(x) for x in items]
+        with ThreadPoolExecutor(min(transport.limit, len(items)), thread_name_prefix="autocog-batch") as pool:
+            return list(pool.map(in_context(fn), items))
 
     def send(self, generation: Generation) -> Any:
         """The decoded answer of a generation that is not streamed."""
