@@ -62,9 +62,9 @@ class Requests:
         ``partial``: what to do with biased tokens that end inside a UTF-8 character (`safe_bias`):
         ``"refuse"``, ``"drop"`` or ``"allow"``."""
         session = self.session
-        if bias and partial != "allow":
-            bias = self.safe_bias(bias, partial == "drop")
         if fresh and session.dialect.prompt_cache:
+            if bias and partial != "allow":
+                bias = self.safe_bias(bias, partial == "drop")
             tail = self.last_tokens_text(context)  # tokenized before the lock: no other lock taken under it
             with (
                 session.transport.serial or nullcontext()
@@ -72,6 +72,16 @@ class Requests:
                 if self.shares_last_tokens(context, tail):
                     self.completion("." if context.startswith("\n") else "\n", {"max_tokens": 1}, {})
                 return self.next(context, bias, k, partial="allow")
+        return self.run(self.next_plan(context, bias, k, partial))
+
+    def next_plan(
+        self, context: Any, bias: Optional[dict[int, float]] = None, k: Optional[int] = None, partial: str = "refuse"
+    ) -> Plan[Next]:
+        """`next` (not ``fresh``: its two requests stay adjacent under the sync transport's lock) as a request
+        plan (`autocog.lm.openai.plans`)."""
+        session = self.session
+        if bias and partial != "allow":
+            bias = self.safe_bias(bias, partial == "drop")
         k = k or session.top_logprobs
         body: dict = {"max_tokens": 1, "temperature": 0.0}
         if bias:
@@ -79,9 +89,9 @@ class Requests:
         extra = session.dialect.sampling_extras({"top_k": 0})
         if session.chat:
             body.update(logprobs=True, top_logprobs=k)
-            return parse_chat_next(self.chat(context, body, extra))
+            return parse_chat_next((yield Generation("chat", self.params(context, body, extra, chat=True), None)))
         body["logprobs"] = k
-        return parse_next(self.completion(context, body, extra), session.base_url)
+        return parse_next((yield self.completion_request(context, body, extra)), session.base_url)
 
     def safe_bias(self, bias: dict[int, float], drop: bool) -> dict[int, float]:
         """``bias`` without the tokens that end inside a UTF-8 character (where the dialect lists them):
@@ -99,12 +109,13 @@ class Requests:
             )
         return {t: b for t, b in bias.items() if t not in cut}
 
-    def walk(
+    def walk_plan(
         self, context: str, suffixes: list[str], bias: dict[int, float], max_tokens: int, k: int
-    ) -> list[tuple[str, Optional[float], dict]]:
+    ) -> Plan[list[tuple[str, Optional[float], dict]]]:
         """A greedy completion of ``context`` constrained to one of ``suffixes`` (a GBNF grammar), with ``bias``
         on the suffixes' tokens so that their own tokenization wins: [(token text, its log-prob, the top-``k``
-        log-probs at that step)]. llama.cpp reports log-probs before the bias and the grammar."""
+        log-probs at that step)]. llama.cpp reports log-probs before the bias and the grammar. A request plan
+        (`autocog.lm.openai.plans`)."""
         body: dict = {
             "max_tokens": max_tokens,
             "temperature": 0.0,
@@ -115,7 +126,7 @@ class Requests:
             self.session.dialect.sampling_extras({"top_k": 0}),
             grammar="root ::= " + " | ".join(gbnf_literal(x) for x in dict.fromkeys(suffixes)),
         )
-        return parse_walk(self.completion(context, body, extra), self.session.base_url)
+        return parse_walk((yield self.completion_request(context, body, extra)), self.session.base_url)
 
     def echo(self, text: str, top: int) -> Echo:
         """``text`` echoed back with the top ``top`` log-probs of each of its tokens."""

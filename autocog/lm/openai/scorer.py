@@ -125,13 +125,13 @@ class Scorer:
                 fallback, strategy, search = str(error), "descent", "full"  # auto promises a distribution
         if strategy == "descent":
             try:
-                token_logprobs, info, tree = self.descent.score(prompt_text, texts, search)
+                token_logprobs, info, tree = yield from self.descent.score_plan(prompt_text, texts, search)
             except StrategyUnavailableError as error:
                 if fallback is None:
                     raise
                 raise StrategyUnavailableError(f"echo: {fallback}; descent: {error}") from None
             if normalization == "pmi":
-                uncond, _, _ = self.descent.score(session.unconditional_prompt, texts, "full")
+                uncond, _, _ = yield from self.descent.score_plan(session.unconditional_prompt, texts, "full")
         return token_logprobs, info, tree, uncond, strategy, fallback
 
     def pick(self, strategy: str) -> str:
