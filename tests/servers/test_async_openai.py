@@ -126,6 +126,26 @@ class AsyncServerSuite:
             np.testing.assert_allclose(np.concatenate(logprobs), np.concatenate(want[0].token_logprobs), atol=1e-5)
         serial.close()
 
+    @pytest.mark.parametrize("search", ["best-first", "full", "greedy"])
+    def test_gather_of_descent_equals_sync(self, server, search):
+        lm = OpenAI(base_url=server.base_url, cache_size=0, concurrency=1, **self.api_kwargs)
+        prompts = PROMPTS * 5  # 20 calls
+        want = [lm.choice_distribution(p, CHOICES, strategy="descent", search=search) for p in prompts]
+
+        async def main():
+            calls = (lm.achoice_distribution(p, CHOICES, strategy="descent", search=search) for p in prompts)
+            return await asyncio.gather(*calls)
+
+        got = asyncio.run(main())
+        lm.close()
+        assert [g.index for g in got] == [w.index for w in want]
+        for g, w in zip(got, want):
+            assert g.info["requests"] == w.info["requests"] and g.strategy == w.strategy
+            if self.serial_exact:
+                assert g.probs.tolist() == w.probs.tolist() and g.token_logprobs == w.token_logprobs
+            else:
+                np.testing.assert_allclose(g.probs, w.probs, atol=1e-5, rtol=0)
+
     def test_ascore_equals_score(self, api):
         requests = [ScoreRequest(p, CHOICES) for p in PROMPTS * 5]
         want = list(score(api, requests, batch_size=8))
@@ -181,6 +201,25 @@ class TestAsyncLlamaServer(AsyncServerSuite):
         streams the unfinished character or holds it back from one run to the next (its non-streamed answer
         writes it as U+FFFD), whether the client is sync or async."""
         return next(k for k in range(10, 0, -1) if not api.complete(prompt, stop=stop, max_tokens=k).endswith("\ufffd"))
+
+    def test_scoring_requests_go_on_asyncopenai(self, api, monkeypatch):
+        executed = []
+        sync_execute = api.session.requests.execute
+        monkeypatch.setattr(api.session.requests, "execute", lambda r: executed.append(r) or sync_execute(r))
+        want = [api.choice_distribution(p, CHOICES) for p in PROMPTS]
+        assert executed  # the sync calls send theirs through the sync executor
+        executed.clear()
+
+        async def main():
+            got = await asyncio.gather(*(api.achoice_distribution(p, CHOICES) for p in PROMPTS * 5))
+            batch = await api.ascore_batch([ScoreRequest(p, CHOICES) for p in PROMPTS])
+            await api.aclose()
+            return got, batch
+
+        got, batch = asyncio.run(main())
+        assert executed == []  # every row request of the async calls went through AsyncOpenAI
+        for g, w in zip(got + batch, want * 5 + want):
+            np.testing.assert_allclose(g.probs, w.probs, atol=1e-5, rtol=0)
 
     def test_ascore_batch_sends_the_batch_requests_together(self, api):
         requests = [ScoreRequest(f"Question {i}: is {i} even?\nAnswer:", [" yes", " no", " maybe"]) for i in range(24)]
