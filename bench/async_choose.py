@@ -30,8 +30,10 @@ import time
 import urllib.request
 from pathlib import Path
 
-# Run as ``python bench/async_choose.py``, this file's folder leads sys.path and would shadow ``openai``.
+# Run as ``python bench/async_choose.py``, this file's folder leads sys.path and would shadow ``openai``; the
+# checkout's root goes first instead, so that its ``autocog`` is measured, not an installed one.
 sys.path = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from autocog.errors import AutoCogError  # noqa: E402
 from autocog.lm.openai import OpenAI  # noqa: E402

@@ -6,14 +6,13 @@
   counters (``lm.requests``), and ``concurrency`` requests in flight at most (an ``asyncio.Semaphore`` per loop).
   On servers that take one request at a time (the dialect's ``serial``: llama_cpp.server) every async request
   also holds the sync transport's ``serial`` lock, so sync and async callers never interleave there.
-* `AsyncRequests`: sends a `~autocog.lm.openai.requests.Generation` and runs request plans
-  (`autocog.lm.openai.plans`), the logic written once for both executors. A plan's first step, which resolves
-  the session on first use (server detection, model name, tokenizer), runs in a worker thread.
-* `AsyncCalls`: what `OpenAI.acomplete` / ``astream`` / ``achoose`` ... do. ``acomplete`` and ``astream`` are
-  native (the generation request and the peek at a stop). Choice scoring (``achoice_distribution``, ``achoose``,
-  ``achoice_logprobs``, ``ascore_batch``) runs the sync strategies (echo, descent, token-id echo) in a pool of
-  ``concurrency`` worker threads, their requests sent by the sync transport: not blocking, the same numbers,
-  but not yet a request plan.
+* `AsyncRequests`: sends a `~autocog.lm.openai.requests.Generation` or a `~autocog.lm.openai.plans.Post` and
+  runs request plans (`autocog.lm.openai.plans`), the logic written once for both executors: every step in a
+  worker thread (a step may resolve the session on first use, tokenize, or send what a strategy still sends
+  itself), every request awaited on ``AsyncOpenAI``, a `~autocog.lm.openai.plans.Parallel` as ``asyncio.gather``.
+* `AsyncCalls`: what `OpenAI.acomplete` / ``astream`` / ``achoose`` ... do: the sync calls' plans (completion,
+  stream, choice distribution, batch), ``concurrency`` scoring calls at a time per loop (docs/async.md says what
+  is still sent by the sync transport from a step: the descent, echo's fills, tokenizer requests).
 
 >>> lm = OpenAI(base_url="http://127.0.0.1:8000/v1")                       # doctest: +SKIP
 >>> await asyncio.gather(*(lm.acomplete("1, 2,", stop=",") for _ in range(20)))   # doctest: +SKIP
@@ -22,6 +21,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import threading
 import time
 import weakref
@@ -30,11 +30,11 @@ from contextlib import asynccontextmanager, nullcontext
 from typing import TYPE_CHECKING, Any, AsyncIterator, Awaitable, Callable, Optional, TypeVar
 
 from autocog.lm.aio import ModelLock
-from autocog.lm.openai.plans import Done, Plan, step
+from autocog.lm.openai.plans import Done, Parallel, Plan, Post, step
 from autocog.lm.openai.requests import Generation
 from autocog.lm.openai.stops import complete_plan
 from autocog.lm.openai.streaming import Stream, stream_request
-from autocog.lm.openai.transport import CACHE_NEUTRAL, Transport
+from autocog.lm.openai.transport import CACHE_NEUTRAL, CALL_COUNTER, Transport
 
 if TYPE_CHECKING:  # pragma: no cover
     from autocog.lm.openai.client import OpenAI
@@ -58,29 +58,23 @@ class AsyncTransport:
 
     def client(self) -> Any:
         """The running loop's ``AsyncOpenAI`` (made on first use)."""
-        loop = asyncio.get_running_loop()
-        with self._guard:
-            client = self._clients.get(loop)
-            if client is None:
-                sync = self.sync_client
-                client = self._clients[loop] = self.transport.openai.AsyncOpenAI(
-                    api_key=sync.api_key,
-                    organization=sync.organization,
-                    project=sync.project,
-                    base_url=sync.base_url,
-                    timeout=self.transport.timeout,
-                    max_retries=0,
-                )
-            return client
+
+        def make() -> Any:
+            sync = self.sync_client
+            return self.transport.openai.AsyncOpenAI(
+                api_key=sync.api_key,
+                organization=sync.organization,
+                project=sync.project,
+                base_url=sync.base_url,
+                timeout=self.transport.timeout,
+                max_retries=0,
+            )
+
+        return per_loop(self._clients, self._guard, make)
 
     def slots(self) -> asyncio.Semaphore:
         """The running loop's semaphore of ``concurrency`` requests in flight."""
-        loop = asyncio.get_running_loop()
-        with self._guard:
-            slots = self._slots.get(loop)
-            if slots is None:
-                slots = self._slots[loop] = asyncio.Semaphore(self.transport.limit)
-            return slots
+        return per_loop(self._slots, self._guard, lambda: asyncio.Semaphore(self.transport.limit))
 
     async def aclose(self) -> None:
         """Close the running loop's client (its connection pool)."""
@@ -136,6 +130,16 @@ class AsyncTransport:
         return await policy.acall(attempt, **options)
 
 
+def per_loop(table: weakref.WeakKeyDictionary, guard: threading.Lock, make: Callable[[], T]) -> T:
+    """``table``'s entry for the running event loop, made by ``make()`` on first use (under ``guard``)."""
+    loop = asyncio.get_running_loop()
+    with guard:
+        value = table.get(loop)
+        if value is None:
+            value = table[loop] = make()
+        return value
+
+
 class SerialHold:
     """Holds a sync transport's ``serial`` lock (an ``RLock``, owned by a thread) for coroutines: it is taken and
     released in one thread of its own, and coroutines queue for it first on a `ModelLock` (the ``RLock`` alone
@@ -157,11 +161,13 @@ class SerialHold:
 
 
 class AsyncRequests:
-    """`Requests.send` and `Requests.open` awaited, and the async executor of request plans."""
+    """`Requests.send` and `Requests.open` awaited, and the async executor of request plans; ``pool``: the
+    worker threads that run the plans' steps."""
 
-    def __init__(self, session: Session, transport: AsyncTransport):
+    def __init__(self, session: Session, transport: AsyncTransport, pool: ThreadPoolExecutor):
         self.session = session
         self.transport = transport
+        self.pool = pool
 
     async def send(self, generation: Generation) -> Any:
         async def post(client: Any, timeout: float) -> Any:
@@ -183,12 +189,55 @@ class AsyncRequests:
             f"streamed {generation.kind}", generation.kind, post, prompt=generation.prompt, raw=True
         )
 
-    async def run(self, plan: Plan[T]) -> T:
-        """``plan`` executed with `send`; its first step in a worker thread (it may resolve the session)."""
-        request = await asyncio.to_thread(step, plan, None, True)
+    async def post(self, request: Post) -> Any:
+        """`Transport.post` awaited: the decoded JSON answer."""
+        transport = self.transport.transport
+
+        async def post(client: Any, timeout: float) -> Any:
+            options = {"timeout": timeout}
+            return await client.post(request.url, body=request.body, cast_to=transport.response_type, options=options)
+
+        return await self.transport.call(f"POST {request.url.rsplit('/', 1)[-1]}", request.kind, post)
+
+    async def run(self, plan: Plan[T], within: Optional[contextvars.Context] = None) -> T:
+        """``plan`` executed: its steps in the worker threads, in a context of its own (a copy of ``within``, else
+        of the caller's: a call's request counter, `CALL_COUNTER`, set by a step, counts its requests); its
+        requests awaited (`answer`). An error is thrown into the plan where it waits, as in the sync executor."""
+        context = within.copy() if within is not None else contextvars.copy_context()
+        loop = asyncio.get_running_loop()
+
+        async def advance(answer: Any = None, first: bool = False, error: Optional[BaseException] = None) -> Any:
+            return await loop.run_in_executor(self.pool, context.run, step, plan, answer, first, error)
+
+        request = await advance(first=True)
         while not isinstance(request, Done):
-            request = step(plan, await self.send(request))
+            answer, failed = None, None
+            try:
+                answer = await self.answer(request, context)
+            except Exception as error:
+                failed = error
+            except BaseException:  # cancelled while a request was out: the plan's cleanup in its own context
+                context.run(plan.close)
+                raise
+            request = await advance(answer, error=failed)
         return request.value
+
+    async def answer(self, request: Any, context: contextvars.Context) -> Any:
+        """The answer to one request of a plan run in ``context``: a `Parallel`'s sub-plans together (one after
+        another at ``concurrency=1``, as the sync transport runs them), the first error in order raised."""
+        if isinstance(request, Parallel):
+            if self.transport.transport.limit == 1:
+                return [await self.run(sub, context) for sub in request.plans]
+            done = await asyncio.gather(*(self.run(sub, context) for sub in request.plans), return_exceptions=True)
+            for result in done:
+                if isinstance(result, BaseException):
+                    raise result
+            return done
+        token = CALL_COUNTER.set(context.get(CALL_COUNTER))  # counted as the plan's step would count it
+        try:
+            return await (self.post(request) if isinstance(request, Post) else self.send(request))
+        finally:
+            CALL_COUNTER.reset(token)
 
 
 def endpoint(client: Any, kind: str) -> Any:
@@ -196,15 +245,25 @@ def endpoint(client: Any, kind: str) -> Any:
 
 
 class AsyncCalls:
-    """The async calls of one `OpenAI` (see the module docstring); ``pool``: the worker threads of choice scoring,
-    ``concurrency`` of them."""
+    """The async calls of one `OpenAI` (see the module docstring); ``pool``: the worker threads of the plans'
+    steps; at most ``concurrency`` scoring calls at a time per event loop (`score`)."""
 
     def __init__(self, lm: OpenAI):
         self.lm = lm
         self.session = lm.session
         self.transport = AsyncTransport(lm.transport, lm.client)
-        self.requests = AsyncRequests(lm.session, self.transport)
-        self.pool = ThreadPoolExecutor(lm.concurrency, thread_name_prefix="autocog-achoose")
+        self.pool = ThreadPoolExecutor(max(4, 2 * lm.concurrency), thread_name_prefix="autocog-aplan")
+        self.requests = AsyncRequests(lm.session, self.transport, self.pool)
+        self._calls: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # loop -> asyncio.Semaphore
+        self._guard = threading.Lock()
+
+    async def score(self, plan: Plan[T]) -> T:
+        """A scoring plan (`OpenAI.distribution_plan`, ``batch_plan``) executed natively, ``concurrency`` calls
+        at a time: as many as the sync API's callers would run, and at ``concurrency=1`` one call's requests
+        after another, in the sync call's order (a server's prompt cache, hence its numbers, see the same)."""
+        calls = per_loop(self._calls, self._guard, lambda: asyncio.Semaphore(self.lm.concurrency))
+        async with calls:
+            return await self.requests.run(plan)
 
     async def complete(self, prompt: Any, stop: Any, kwargs: dict) -> str:
         """`OpenAI.complete` awaited: the same plan (`complete_plan`), its requests sent by ``AsyncOpenAI``."""
@@ -244,11 +303,6 @@ class AsyncCalls:
         rest = await self.requests.run(state.ending())
         if rest:
             yield rest
-
-    async def in_worker(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
-        """``fn(*args, **kwargs)`` in one of the ``concurrency`` scoring threads."""
-        loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self.pool, lambda: fn(*args, **kwargs))
 
     def close(self) -> None:
         self.pool.shutdown(wait=False)

@@ -12,7 +12,6 @@ How it scores choices (echo, descent, auto), how it handles stops and faults: do
 
 from __future__ import annotations
 
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any, AsyncIterator, Iterator, Optional, Sequence
 
 import numpy as np
@@ -29,6 +28,7 @@ from autocog.lm.openai.aio import AsyncCalls
 from autocog.lm.openai.chat import renders_prompt
 from autocog.lm.openai.dialects import SERVERS, Dialect
 from autocog.lm.openai.id_rows import empty_prompt_error
+from autocog.lm.openai.plans import Parallel, Plan
 from autocog.lm.openai.scorer import Scorer, check_strategy
 from autocog.lm.openai.session import Session, Settings
 from autocog.lm.openai.stops import complete
@@ -366,11 +366,37 @@ class OpenAI(LM):
         >>> r = lm.choice_distribution("2+2=", ["4", "5"], strategy="descent"); r.info["requests"]   # doctest: +SKIP
         1
         """
+        return self.session.requests.run(
+            self.distribution_plan(
+                prompt,
+                choices,
+                normalization=normalization,
+                strategy=strategy,
+                end=end,
+                exhaustive=exhaustive,
+                search=search,
+                **kwargs,
+            )
+        )
+
+    def distribution_plan(
+        self,
+        prompt: Any,
+        choices: Sequence[str],
+        normalization: Optional[str] = None,
+        strategy: Optional[str] = None,
+        end: Optional[str] = None,
+        exhaustive: bool = False,
+        search: str = "best-first",
+        **kwargs: Any,
+    ) -> Plan[ChoiceResult]:
+        """`choice_distribution` (``prompt`` rendered) as a request plan (`autocog.lm.openai.plans`), run by it
+        and by `achoice_distribution`."""
         if kwargs:
             raise TypeError(f"unexpected argument(s) to choose: {', '.join(kwargs)}")
         check_prompt(prompt)  # messages were rendered before this point (`renders_prompt`)
         checked = check_request(self, ScoreRequest(prompt, choices, normalization, end), render=False)
-        return self.scorer.distribution(checked, strategy or self.strategy, exhaustive, search)
+        return (yield from self.scorer.distribution_plan(checked, strategy or self.strategy, exhaustive, search))
 
     def score_batch(
         self, requests: Sequence[ScoreRequest], max_batch_tokens: Optional[int] = None
@@ -386,25 +412,25 @@ class OpenAI(LM):
         >>> [r.index for r in lm.score_batch([ScoreRequest("2+2=", ["4", "5"])] * 100)]  # doctest: +SKIP
         [0, 0, ...]
         """
-        requests = list(requests)
+        return self.session.requests.run(self.batch_plan(list(requests)))
+
+    def batch_plan(self, requests: list[ScoreRequest]) -> Plan[list[ChoiceResult]]:
+        """`score_batch` as a request plan (`autocog.lm.openai.plans`), run by it and by `ascore_batch`: by token
+        ids, every pack of the batch yielded together; else one `distribution_plan` per request, together."""
         if not requests:
             return []
         checked, _ = check_requests(self, requests, render=False)  # a bad request fails before any is sent
         by_ids = self.scorer.by_ids
         why = by_ids.applies(checked, self.strategy)
-        if why is not None:  # vLLM: several prompts per request (`autocog.lm.openai.ids`)
-            return by_ids.score(checked, self.strategy, why)
+        if why is not None:  # vLLM, llama-server: several prompts per request (`autocog.lm.openai.ids`)
+            return (yield from by_ids.score_plan(checked, self.strategy, why))
         self.scorer.pick(self.strategy)
         self.session.ambiguous_texts()
-
-        def one(r: ScoreRequest) -> ChoiceResult:
-            kwargs = {"end": r.end} if r.end is not None else {}
-            return self.choice_distribution(r.prompt, r.choices, normalization=r.normalization, **kwargs)
-
-        if len(requests) == 1 or self.concurrency == 1:
-            return [one(r) for r in requests]
-        with ThreadPoolExecutor(min(self.concurrency, len(requests)), thread_name_prefix="autocog-batch") as pool:
-            return list(pool.map(one, requests))
+        plans = [
+            self.distribution_plan(self.render_prompt(r.prompt), r.choices, normalization=r.normalization, end=r.end)
+            for r in requests
+        ]
+        return (yield Parallel(plans, batch=True))
 
     # --- the async API (docs/async.md, `autocog.lm.openai.aio`) ------------------------------------------------
     async def acomplete(self, prompt: Any, stop: Stop = "\n", **kwargs: Any) -> str:
@@ -419,10 +445,14 @@ class OpenAI(LM):
     async def achoice_distribution(
         self, prompt: Any, choices: Sequence[str], normalization: Optional[str] = None, **kwargs: Any
     ) -> ChoiceResult:
-        """`choice_distribution` awaited: the sync strategies in one of ``concurrency`` worker threads."""
-        return await self.aio.in_worker(
-            self.choice_distribution, prompt, choices, normalization=normalization, **kwargs
-        )
+        """`choice_distribution` awaited: the same plan (`distribution_plan`), its requests sent by
+        ``AsyncOpenAI`` (docs/async.md says which stay sync)."""
+
+        def plan() -> Plan[ChoiceResult]:
+            rendered = self.render_prompt(prompt)  # in a worker thread, as every step of the plan
+            return (yield from self.distribution_plan(rendered, choices, normalization=normalization, **kwargs))
+
+        return await self.aio.score(plan())
 
     async def achoose(
         self, prompt: Any, choices: Sequence[str], normalization: Optional[str] = None, **kwargs: Any
@@ -435,8 +465,9 @@ class OpenAI(LM):
     async def ascore_batch(
         self, requests: Sequence[ScoreRequest], max_batch_tokens: Optional[int] = None
     ) -> list[ChoiceResult]:
-        """`score_batch` awaited (in a worker thread; it sends ``concurrency`` requests at a time itself)."""
-        return await self.aio.in_worker(self.score_batch, list(requests), max_batch_tokens)
+        """`score_batch` awaited: the same plan (`batch_plan`), its requests sent by ``AsyncOpenAI``,
+        ``concurrency`` in flight."""
+        return await self.aio.score(self.batch_plan(list(requests)))
 
     async def aclose(self) -> None:
         """Close the running event loop's ``AsyncOpenAI`` client (`close` closes the rest)."""

@@ -18,8 +18,9 @@ from autocog.core.trie import TokenChoiceTree
 from autocog.errors import StrategyUnavailableError
 from autocog.lm.openai.ids import id_context
 from autocog.lm.openai.parsing import Next, produced, unique_pieces
+from autocog.lm.openai.plans import Plan
 from autocog.lm.openai.requests import BIAS, WHOLE_VOCABULARY
-from autocog.lm.openai.rows import first_row, refine
+from autocog.lm.openai.rows import first_row, refine_plan
 
 if TYPE_CHECKING:  # pragma: no cover
     from autocog.lm.openai.session import Session
@@ -33,7 +34,13 @@ class Descent:
 
     def score(self, prompt_text: str, texts: list[str], search: str) -> tuple[list[list[float]], dict, TokenChoiceTree]:
         """(token log-probs, info, tree): what `DescentCall.run` gives."""
-        return DescentCall(self.session, prompt_text, texts, search).run()
+        return self.session.requests.run(self.score_plan(prompt_text, texts, search))
+
+    def score_plan(
+        self, prompt_text: str, texts: list[str], search: str
+    ) -> Plan[tuple[list[list[float]], dict, TokenChoiceTree]]:
+        """`score` as a request plan (`autocog.lm.openai.plans`): one request after another, as the search decides."""
+        return (yield from DescentCall(self.session, prompt_text, texts, search).run())
 
 
 class DescentCall:
@@ -67,14 +74,15 @@ class DescentCall:
         self.top = session.top_logprobs
         self.id_prefix = id_context(session, prompt_text)
 
-    def run(self) -> tuple[list[list[float]], dict, TokenChoiceTree]:
+    def run(self) -> Plan[tuple[list[list[float]], dict, TokenChoiceTree]]:
+        """The request plan of this descent (every method that sends is a plan, composed by ``yield from``)."""
         winner = None
         if self.search == "greedy":
-            winner = self._greedy()
+            winner = yield from self._greedy()
         elif self.search == "full":
-            self._full()
+            yield from self._full()
         else:
-            winner = self._best_first()
+            winner = yield from self._best_first()
         return self._result(winner)
 
     # --- the trie -------------------------------------------------------------------------------------
@@ -141,20 +149,22 @@ class DescentCall:
         return total
 
     # --- requests -------------------------------------------------------------------------------------
-    def expand(self, parent: int) -> None:
+    def expand(self, parent: int) -> Plan[None]:
         kids = self.children_of(parent)
-        first, values, bounds = first_row(self.session, self.context_of(parent), [self.spec(k) for k in kids])
+        row = first_row(self.session, self.context_of(parent), [self.spec(k) for k in kids])
+        first, values, bounds = yield from row
         self.evaluated[parent] = first
         self.exact.update(values)
         self.bound.update(bounds)
 
-    def refine(self, index: int) -> None:
+    def refine(self, index: int) -> Plan[None]:
         parent = self.nodes[index].parent
         todo = [k for k in self.children_of(parent) if k not in self.exact]
         if self.pre:
             todo = [index]  # one request per child: the biased token's exact log-prob
+        specs = [self.spec(k) for k in todo]
         self.exact.update(
-            refine(self.session, self.context_of(parent), [self.spec(k) for k in todo], self.evaluated.get(parent))
+            (yield from refine_plan(self.session, self.context_of(parent), specs, self.evaluated.get(parent)))
         )
         for k in todo:
             self.bound.pop(k, None)
@@ -173,7 +183,7 @@ class DescentCall:
                 rest.append(k)
         return rest
 
-    def walk(self, parent: int, within: Optional[int] = None) -> bool:
+    def walk(self, parent: int, within: Optional[int] = None) -> Plan[bool]:
         """One request down the trie from ``parent`` (through ``within``): a grammar that allows only the choices'
         remaining text and a logit_bias on their tokens make llama.cpp follow the trie, taking the best token at
         each step; every step returns the exact log-prob of the token taken and the top log-probs of its
@@ -192,7 +202,7 @@ class DescentCall:
         if any("\x00" in x for x in suffixes):
             return False  # llama.cpp's grammar parser ends a literal at NUL: the rest would be unconstrained
         bias = {self.nodes[i].token: BIAS for j in chosen for i in self.tree.paths[j][depth:]}
-        steps = self.requests.walk(
+        steps = yield from self.requests.walk_plan(
             context, suffixes, bias, max(len(self.tree.paths[j]) - depth for j in chosen), self.top
         )
         if not steps:
@@ -220,30 +230,30 @@ class DescentCall:
             self.bound.pop(match[0], None)
             node = match[0]
 
-    def open_row(self, parent: int) -> None:
+    def open_row(self, parent: int) -> Plan[None]:
         """Values or bounds for every child of ``parent``: a walk where it can, else one request."""
         if parent in self.rows or parent in self.evaluated:
             return
-        if not (self.walks and self.walk(parent)):
-            self.expand(parent)
+        walked = self.walks and (yield from self.walk(parent))
+        if not walked:
+            yield from self.expand(parent)
 
-    def score(self, index: int) -> None:
+    def score(self, index: int) -> Plan[None]:
         """The exact log-prob of ``index`` (its parent's row already gave it a bound). On llama.cpp: one request
         for the parent's whole next-token row when several siblings lack a value, else a walk."""
         parent = self.nodes[index].parent
         missing = [k for k in self.children_of(parent) if k not in self.exact]
         if self.walks and len(missing) > 1:
             bias = {self.nodes[k].token: BIAS for k in missing}
-            self.read_row(
-                missing, self.requests.next(self.context_of(parent), bias, partial="drop", k=WHOLE_VOCABULARY).top
-            )
+            row = yield from self.requests.next_plan(self.context_of(parent), bias, partial="drop", k=WHOLE_VOCABULARY)
+            self.read_row(missing, row.top)
         if index not in self.exact and self.walks:
-            self.walk(parent, index)
+            yield from self.walk(parent, index)
         if index not in self.exact:
-            self.refine(index)
+            yield from self.refine(index)
 
     # --- searches -------------------------------------------------------------------------------------
-    def _greedy(self) -> int:
+    def _greedy(self) -> Plan[int]:
         """The first AutoCog's descent: at a branching node, a bias on the children makes the server produce the
         best of them (whatever it reports); on llama.cpp one walk goes all the way down. A choice that ends where
         longer ones go on wins under ``sum`` (its extensions only add negative log-probs)."""
@@ -251,9 +261,12 @@ class DescentCall:
         node = -1
         while node < 0 or not nodes[node].ends:
             kids = self.children_of(node)
-            if len(kids) > 1 and node not in self.taken and not (self.walks and self.walk(node) and node in self.taken):
+            decide = len(kids) > 1 and node not in self.taken
+            if decide and self.walks:
+                decide = not ((yield from self.walk(node)) and node in self.taken)
+            if decide:
                 context = self.context_of(node)
-                nxt = self.requests.next(context, {nodes[k].token: BIAS for k in kids})
+                nxt = yield from self.requests.next_plan(context, {nodes[k].token: BIAS for k in kids})
                 if nxt.token is None:
                     raise session.no_logprobs(context)
                 match = produced(kids, self.piece, nxt.token)
@@ -269,29 +282,29 @@ class DescentCall:
             node = self.taken.get(node, kids[0])
         return node
 
-    def _full(self) -> None:
+    def _full(self) -> Plan[None]:
         """Every node, exactly."""
         parents = [-1] + self.tree.internal_nodes()
         if self.walks:
             for parent in parents:
-                self.open_row(parent)
+                yield from self.open_row(parent)
                 for k in self.children_of(parent):
                     if k not in self.exact:
-                        self.score(k)
+                        yield from self.score(k)
             return
         for parent in parents:
-            self.expand(parent)
+            yield from self.expand(parent)
         for parent in parents:
             missing = [k for k in self.children_of(parent) if k not in self.exact]
             for k in missing if self.pre else missing[:1]:
-                self.refine(k)
+                yield from self.refine(k)
 
-    def _best_first(self) -> Optional[int]:
+    def _best_first(self) -> Plan[Optional[int]]:
         """The exact best choice under ``sum``: nodes expanded best upper bound first, until a complete choice
         beats every bound. Ties go to the inexact entry: a choice wins only when no bound of another can reach
         its score."""
         nodes, exact = self.nodes, self.exact
-        self.open_row(-1)
+        yield from self.open_row(-1)
         heap = [(-self.upper(k), 1 if k in exact else 0, next(self.order), k) for k in self.children_of(-1)]
         heapq.heapify(heap)
         while heap:
@@ -301,12 +314,12 @@ class DescentCall:
                 heapq.heappush(heap, (-current, 1 if index in exact else 0, next(self.order), index))
                 continue
             if index not in exact:
-                self.score(index)
+                yield from self.score(index)
                 heapq.heappush(heap, (-self.upper(index), 1, next(self.order), index))
                 continue
             if nodes[index].ends:
                 return index
-            self.open_row(index)
+            yield from self.open_row(index)
             for k in nodes[index].children.values():
                 heapq.heappush(heap, (-self.upper(k), 1 if k in exact else 0, next(self.order), k))
         return None

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Optional
 
 from autocog.errors import StrategyUnavailableError, TokenizerMismatchError
 from autocog.lm.openai.parsing import Echo
+from autocog.lm.openai.plans import Parallel, Plan
 from autocog.lm.openai.requests import BIAS, WHOLE_VOCABULARY
 from autocog.lm.openai.rows import refine
 
@@ -28,7 +29,11 @@ class EchoByText:
 
     def score(self, prompt_text: str, texts: list[str]) -> tuple[list[list[float]], dict]:
         """(token log-probs of each text, info): what `EchoCall.run` gives."""
-        return EchoCall(self.session, prompt_text, texts).run()
+        return self.session.requests.run(self.score_plan(prompt_text, texts))
+
+    def score_plan(self, prompt_text: str, texts: list[str]) -> Plan[tuple[list[list[float]], dict]]:
+        """`score` as a request plan (`autocog.lm.openai.plans`)."""
+        return (yield from EchoCall(self.session, prompt_text, texts).run())
 
 
 class EchoCall:
@@ -68,9 +73,11 @@ class EchoCall:
                 known[j] = hit
         return known
 
-    def run(self) -> tuple[list[list[float]], dict]:
+    def run(self) -> Plan[tuple[list[list[float]], dict]]:
+        """The request plan of this call: the echoes yielded together (`Parallel`); the fills, when some value is
+        missing, sent by the sync transport from the plan's step."""
         texts = self.texts
-        self._echo_leaves()
+        yield from self._echo_leaves()
         token_logprobs, pieces = self._read()
         if self.missing:
             self._fill({texts[j]: token for j, token in self.single.items()}, token_logprobs)
@@ -129,11 +136,17 @@ class EchoCall:
             return None if found is None else list(range(*found))
         return entries(echo, self.ids["prompt"], self.ids[k], self.ids[j], self.bos, self.session.vocabulary())
 
-    def _echo_leaves(self) -> None:
+    def _echoes(self, indices: list[int]) -> Plan[list[Echo]]:
+        """The echoes of texts ``indices`` after the prompt, yielded together."""
+        if not indices:
+            return []
+        echo, prompt = self.session.requests.echo_plan, self.prompt_text
+        return (yield Parallel([echo(prompt + self.texts[j], self.top) for j in indices]))
+
+    def _echo_leaves(self) -> Plan[None]:
         """One echo per leaf, in parallel; a prefix text reads its tokens from a longer text's echo, else its own."""
-        session, texts, prompt = self.session, self.texts, self.prompt_text
-        echo, fan = session.requests.echo, session.transport.map
-        answers = dict(zip(self.leaves, fan(lambda j: echo(prompt + texts[j], self.top), self.leaves)))
+        session, texts = self.session, self.texts
+        answers = dict(zip(self.leaves, (yield from self._echoes(self.leaves))))
         for j in self.rest:
             sources = [j] if j in answers else [k for k in self.leaves if texts[k].startswith(texts[j])]
             for k in sources:
@@ -145,7 +158,7 @@ class EchoCall:
                 if j in answers:
                     raise session.merged(j, texts[j])
                 self.second.append(j)  # a prefix the longer choices' tokens do not split at: its own request
-        for j, answer in zip(self.second, fan(lambda j: echo(prompt + texts[j], self.top), self.second)):
+        for j, answer in zip(self.second, (yield from self._echoes(self.second))):
             found = self._locate(answer, j, j)
             if found is None:
                 raise session.merged(j, texts[j])

@@ -30,6 +30,7 @@ import numpy as np
 
 from autocog.core.checks import check_choice_tokens
 from autocog.errors import ContextLengthError, MalformedResponseError, StrategyUnavailableError
+from autocog.lm.openai.plans import Parallel, Plan, Post
 from autocog.lm.openai.requests import BIAS
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -103,14 +104,18 @@ class IdRows:
     def score(self, pairs: Sequence[tuple[str, Sequence[str]]]) -> list[tuple[list[list[float]], dict]]:
         """For each (prompt text, continuations): (token log-probs per continuation, info). Input errors are
         raised before any completion request."""
+        return self.session.requests.run(self.score_plan(pairs))
+
+    def score_plan(self, pairs: Sequence[tuple[str, Sequence[str]]]) -> Plan[list[tuple[list[list[float]], dict]]]:
+        """`score` as a request plan (`autocog.lm.openai.plans`): each round's packs yielded together."""
         items = self._tokenize(pairs)
         plan = _Plan()
         for item in items:
             for ids in item.choices:
                 for k, token in enumerate(ids):
                     plan.needed.setdefault(tuple(item.prompt + ids[:k]), set()).add(token)
-        self._round_one(plan)
-        self._round_two(plan)
+        yield from self._round_one(plan)
+        yield from self._round_two(plan)
         out = []
         for item in items:
             logprobs = [
@@ -139,7 +144,7 @@ class IdRows:
         n_vocab = self.meta()["n_vocab"]
         if n_vocab <= 0:
             raise StrategyUnavailableError(f"{self.session.base_url} does not say its vocabulary size (n_vocab)")
-        answer = self._send([tuple(ids)], n_vocab, self.plain_token())[0]
+        answer = self.session.requests.run(self._send([tuple(ids)], n_vocab, self.plain_token()))[0]
         if answer is None:
             raise MalformedResponseError(f"{self.session.base_url} answered no log-probs (n_probs) for a row")
         row = np.full(n_vocab, -np.inf)
@@ -172,7 +177,7 @@ class IdRows:
             items.append(_Item(prompt_ids, choices))
         return items
 
-    def _round_one(self, plan: _Plan) -> None:
+    def _round_one(self, plan: _Plan) -> Plan[None]:
         """Every context's top row: ``n_probs`` covers the widest node (the whole row on small vocabularies)."""
         n_vocab = self.meta()["n_vocab"]
         widest = max((len(c) for c in plan.needed.values()), default=1)
@@ -180,13 +185,14 @@ class IdRows:
         if n_vocab and (n_vocab <= WHOLE_ROW or n_probs >= n_vocab):
             n_probs = n_vocab
         contexts = list(plan.needed)
-        for context, answer in zip(contexts, self._send_all([(contexts, n_probs, self.plain_token())], plan)[0]):
+        answers = yield from self._send_all([(contexts, n_probs, self.plain_token())], plan)
+        for context, answer in zip(contexts, answers[0]):
             if answer is None:
                 raise MalformedResponseError(f"{self.session.base_url} answered no log-probs (n_probs) for a row")
             plan.found[context] = answer["top"]
             plan.best[context] = max(answer["top"], key=answer["top"].__getitem__)
 
-    def _round_two(self, plan: _Plan) -> None:
+    def _round_two(self, plan: _Plan) -> Plan[None]:
         """The children missing from their context's row, forced by logit_bias: one request per distinct token,
         all the contexts that miss it together. Past `FORCED_TOKENS` distinct tokens, a context missing several
         gets its whole row instead (one request for all of them), as does a token that ends inside a UTF-8
@@ -203,7 +209,8 @@ class IdRows:
             for token in tokens:
                 missing.setdefault(token, []).append(context)
         jobs: list[tuple[list[Context], int, Optional[int]]] = [(cs, 1, t) for t, cs in missing.items()]
-        for (token, contexts), answered in zip(missing.items(), self._send_all(jobs, plan)):
+        forced = yield from self._send_all(jobs, plan)
+        for (token, contexts), answered in zip(missing.items(), forced):
             for context, answer in zip(contexts, answered):
                 if answer is None:  # no log-probs for a token that ends inside a character
                     whole.append(context)
@@ -217,7 +224,8 @@ class IdRows:
         if whole:
             contexts = list(dict.fromkeys(whole))
             n_vocab = self.meta()["n_vocab"]
-            for context, answer in zip(contexts, self._send_all([(contexts, n_vocab, self.plain_token())], plan)[0]):
+            rows = yield from self._send_all([(contexts, n_vocab, self.plain_token())], plan)
+            for context, answer in zip(contexts, rows[0]):
                 if answer is None:
                     raise MalformedResponseError(f"{self.session.base_url} answered no log-probs for a whole row")
                 plan.found[context].update(answer["top"])
@@ -238,21 +246,21 @@ class IdRows:
 
     def _send_all(
         self, jobs: list[tuple[list[Context], int, Optional[int]]], plan: _Plan
-    ) -> list[list[Optional[dict]]]:
+    ) -> Plan[list[list[Optional[dict]]]]:
         """Per job (contexts, n_probs, forced token): the answers, in packs of ``max_contexts`` sent ``concurrency``
-        at a time (one flat map: no request waits on another)."""
+        at a time (one `Parallel`: no request waits on another)."""
         step = self.max_contexts
         packs = [
             (i, job[0][k : k + step], job[1], job[2]) for i, job in enumerate(jobs) for k in range(0, len(job[0]), step)
         ]
         plan.requests += len(packs)
-        answers = self.session.transport.map(lambda p: self._send(p[1], p[2], p[3]), packs)
+        answers = (yield Parallel([self._send(p[1], p[2], p[3]) for p in packs])) if packs else []
         out: list[list[Optional[dict]]] = [[] for _ in jobs]
         for pack, answered in zip(packs, answers):
             out[pack[0]].extend(answered)
         return out
 
-    def _send(self, contexts: list[Context], n_probs: int, forced: Optional[int] = None) -> list[Optional[dict]]:
+    def _send(self, contexts: list[Context], n_probs: int, forced: Optional[int] = None) -> Plan[list[Optional[dict]]]:
         """One ``/completion`` request for ``contexts``: per context, ``{"token", "logprob", "top"}`` (the
         produced id, its log-prob, and id -> log-prob of the top ``n_probs``), None where the produced token ends
         inside a UTF-8 character (no log-probs then)."""
@@ -268,7 +276,7 @@ class IdRows:
         }
         if forced is not None:
             body["logit_bias"] = [[forced, BIAS]]
-        data = session.transport.post(session.root_url + "/completion", body, kind="completions")
+        data = yield Post(session.root_url + "/completion", body, kind="completions")
         results = data if isinstance(data, list) else [data]
         if len(results) != len(contexts):
             raise MalformedResponseError(

@@ -35,6 +35,7 @@ from autocog.errors import (
 )
 from autocog.lm.openai.chat import ChatPrompt
 from autocog.lm.openai.id_rows import IdRows, empty_prompt_error
+from autocog.lm.openai.plans import Parallel, Plan
 from autocog.lm.openai.transport import CALL_COUNTER
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -93,10 +94,14 @@ class IdEcho:
     def score(self, pairs: Sequence[tuple[str, Sequence[str]]]) -> list[tuple[list[list[float]], dict]]:
         """For each (prompt text, continuations): (token log-probs per continuation, info). Input errors
         (empty tokenizations, identical ones, too long for the context) are raised before any completion."""
+        return self.session.requests.run(self.score_plan(pairs))
+
+    def score_plan(self, pairs: Sequence[tuple[str, Sequence[str]]]) -> Plan[list[tuple[list[list[float]], dict]]]:
+        """`score` as a request plan (`autocog.lm.openai.plans`): every pack yielded together."""
         items = self._tokenize(pairs)
         sequences = [(i, j) for i, item in enumerate(items) for j in item.leaves]
         packs = self._pack(items, sequences)
-        answers = self.session.transport.map(lambda pack: self._send(items, pack), packs)
+        answers = (yield Parallel([self._send(items, pack) for pack in packs])) if packs else []
         rows: dict[tuple[int, int], list[Optional[float]]] = {}
         for pack, values in zip(packs, answers):
             rows.update(zip(pack, values))
@@ -165,13 +170,15 @@ class IdEcho:
             tokens += n
         return [p for p in packs if p]
 
-    def _send(self, items: list[_Item], pack: list[tuple[int, int]]) -> list[list[Optional[float]]]:
+    def _send(self, items: list[_Item], pack: list[tuple[int, int]]) -> Plan[list[list[Optional[float]]]]:
         """One completions request for the sequences of ``pack``: per sequence, the log-prob of each of its
         tokens (None for the first, which nothing predicts)."""
         session = self.session
         prompts = [items[i].prompt + items[i].choices[j] for i, j in pack]
         body = {"max_tokens": 0, "echo": True, "temperature": 0.0}
-        data = session.requests.completion(prompts, body, {"prompt_logprobs": 0, "return_token_ids": True})
+        data = yield session.requests.completion_request(
+            prompts, body, {"prompt_logprobs": 0, "return_token_ids": True}
+        )
         choices = data.get("choices") if isinstance(data, dict) else None
         if not isinstance(choices, list) or len(choices) != len(prompts):
             raise MalformedResponseError(
@@ -262,6 +269,10 @@ class EchoByIds:
     def score(self, requests: Sequence[CheckedRequest], strategy: str, why: str) -> list[ChoiceResult]:
         """`ChoiceResult`s in as few requests as the packing allows (pmi's unconditional scores ride in the same
         requests). Every input is checked before anything is sent."""
+        return self.session.requests.run(self.score_plan(requests, strategy, why))
+
+    def score_plan(self, requests: Sequence[CheckedRequest], strategy: str, why: str) -> Plan[list[ChoiceResult]]:
+        """`score` as a request plan (`autocog.lm.openai.plans`)."""
         session = self.session
         scorer = self.rows if session.dialect.id_rows else self.scorer
         pairs: list[tuple[str, list[str]]] = []
@@ -281,7 +292,7 @@ class EchoByIds:
         spent: Counter = Counter()
         token = CALL_COUNTER.set(spent)  # this call's requests, whatever else runs at the same time
         try:
-            scored = scorer.score(pairs)
+            scored = yield from scorer.score_plan(pairs)
         finally:
             CALL_COUNTER.reset(token)
         label = scorer.strategy

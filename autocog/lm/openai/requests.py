@@ -9,12 +9,15 @@ share one builder (`Requests.generation`).
 from __future__ import annotations
 
 import os
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import nullcontext
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Mapping, Optional, Sequence, Union
+from typing import TYPE_CHECKING, Any, Callable, Mapping, Optional, Sequence, Union
 
 from autocog.errors import StrategyUnavailableError
 from autocog.lm.openai.parsing import Echo, Next, gbnf_literal, parse_chat_next, parse_echo, parse_next, parse_walk
+from autocog.lm.openai.plans import Plan, Post, T, run
+from autocog.lm.openai.transport import in_context
 
 if TYPE_CHECKING:  # pragma: no cover
     from autocog.lm.openai.session import Session
@@ -59,9 +62,9 @@ class Requests:
         ``partial``: what to do with biased tokens that end inside a UTF-8 character (`safe_bias`):
         ``"refuse"``, ``"drop"`` or ``"allow"``."""
         session = self.session
-        if bias and partial != "allow":
-            bias = self.safe_bias(bias, partial == "drop")
         if fresh and session.dialect.prompt_cache:
+            if bias and partial != "allow":
+                bias = self.safe_bias(bias, partial == "drop")
             tail = self.last_tokens_text(context)  # tokenized before the lock: no other lock taken under it
             with (
                 session.transport.serial or nullcontext()
@@ -69,6 +72,16 @@ class Requests:
                 if self.shares_last_tokens(context, tail):
                     self.completion("." if context.startswith("\n") else "\n", {"max_tokens": 1}, {})
                 return self.next(context, bias, k, partial="allow")
+        return self.run(self.next_plan(context, bias, k, partial))
+
+    def next_plan(
+        self, context: Any, bias: Optional[dict[int, float]] = None, k: Optional[int] = None, partial: str = "refuse"
+    ) -> Plan[Next]:
+        """`next` (not ``fresh``: its two requests stay adjacent under the sync transport's lock) as a request
+        plan (`autocog.lm.openai.plans`)."""
+        session = self.session
+        if bias and partial != "allow":
+            bias = self.safe_bias(bias, partial == "drop")
         k = k or session.top_logprobs
         body: dict = {"max_tokens": 1, "temperature": 0.0}
         if bias:
@@ -76,9 +89,9 @@ class Requests:
         extra = session.dialect.sampling_extras({"top_k": 0})
         if session.chat:
             body.update(logprobs=True, top_logprobs=k)
-            return parse_chat_next(self.chat(context, body, extra))
+            return parse_chat_next((yield Generation("chat", self.params(context, body, extra, chat=True), None)))
         body["logprobs"] = k
-        return parse_next(self.completion(context, body, extra), session.base_url)
+        return parse_next((yield self.completion_request(context, body, extra)), session.base_url)
 
     def safe_bias(self, bias: dict[int, float], drop: bool) -> dict[int, float]:
         """``bias`` without the tokens that end inside a UTF-8 character (where the dialect lists them):
@@ -96,12 +109,13 @@ class Requests:
             )
         return {t: b for t, b in bias.items() if t not in cut}
 
-    def walk(
+    def walk_plan(
         self, context: str, suffixes: list[str], bias: dict[int, float], max_tokens: int, k: int
-    ) -> list[tuple[str, Optional[float], dict]]:
+    ) -> Plan[list[tuple[str, Optional[float], dict]]]:
         """A greedy completion of ``context`` constrained to one of ``suffixes`` (a GBNF grammar), with ``bias``
         on the suffixes' tokens so that their own tokenization wins: [(token text, its log-prob, the top-``k``
-        log-probs at that step)]. llama.cpp reports log-probs before the bias and the grammar."""
+        log-probs at that step)]. llama.cpp reports log-probs before the bias and the grammar. A request plan
+        (`autocog.lm.openai.plans`)."""
         body: dict = {
             "max_tokens": max_tokens,
             "temperature": 0.0,
@@ -112,13 +126,18 @@ class Requests:
             self.session.dialect.sampling_extras({"top_k": 0}),
             grammar="root ::= " + " | ".join(gbnf_literal(x) for x in dict.fromkeys(suffixes)),
         )
-        return parse_walk(self.completion(context, body, extra), self.session.base_url)
+        return parse_walk((yield self.completion_request(context, body, extra)), self.session.base_url)
 
     def echo(self, text: str, top: int) -> Echo:
         """``text`` echoed back with the top ``top`` log-probs of each of its tokens."""
+        return self.run(self.echo_plan(text, top))
+
+    def echo_plan(self, text: str, top: int) -> Plan[Echo]:
+        """`echo` as a request plan (`autocog.lm.openai.plans`)."""
         body = {"max_tokens": 1, "temperature": 0.0, "echo": True, "logprobs": top}
         extra = self.session.dialect.sampling_extras({"top_k": 0})
-        return parse_echo(self.completion(text, body, extra), text, self.session.base_url)
+        data = yield self.completion_request(text, body, extra)
+        return parse_echo(data, text, self.session.base_url)
 
     def last_tokens_text(self, context: str) -> Optional[int]:
         """The length of the text of ``context``'s last two tokens (None: fewer than two tokens)."""
@@ -163,6 +182,29 @@ class Requests:
             body.update({"logprobs": True, "top_logprobs": 0} if session.chat else {"logprobs": 0})
         kind = "chat" if session.chat else "completions"
         return Generation(kind, self.params(prompt, body, extra), None if session.chat else prompt)
+
+    # --- the sync executor of request plans ------------------------------------------------------------
+    def run(self, plan: Plan[T]) -> T:
+        """``plan`` executed by the sync transport: its requests sent by `execute`, its `Parallel` sub-plans
+        ``concurrency`` at a time (`fan`); its result."""
+        return run(plan, self.execute, self.fan)
+
+    def execute(self, request: Union[Generation, Post]) -> Any:
+        """The decoded answer of one request of a plan."""
+        if isinstance(request, Post):
+            return self.session.transport.post(request.url, request.body, kind=request.kind)
+        return self.send(request)
+
+    def fan(self, fn: Callable[[Any], Any], items: list, batch: bool) -> list:
+        """``[fn(x) for x in items]``, ``concurrency`` at a time: on the transport's pool, or for a ``batch``
+        (whose calls fan out on that pool themselves) on a pool of its own."""
+        transport = self.session.transport
+        if not batch:
+            return transport.map(fn, items)
+        if len(items) <= 1 or transport.limit == 1:
+            return [fn(x) for x in items]
+        with ThreadPoolExecutor(min(transport.limit, len(items)), thread_name_prefix="autocog-batch") as pool:
+            return list(pool.map(in_context(fn), items))
 
     def send(self, generation: Generation) -> Any:
         """The decoded answer of a generation that is not streamed."""

@@ -2,7 +2,7 @@
 logit_bias reveals (`refine`), for descent and echo's fills. Values read by token text are trusted only where
 the text names one token (`Session.ambiguous_texts`); a produced token's value is its own (by id).
 
->>> nxt, exact, bounds = first_row(session, "2+2=", [(0, 19, "4"), (1, 20, "5")])     # doctest: +SKIP
+>>> nxt, exact, bounds = session.requests.run(first_row(session, "2+2=", [(0, 19, "4"), (1, 20, "5")]))  # doctest: +SKIP
 """
 
 from __future__ import annotations
@@ -11,14 +11,16 @@ from typing import TYPE_CHECKING, Optional
 
 from autocog.errors import StrategyUnavailableError, TokenizerMismatchError
 from autocog.lm.openai.parsing import Next, produced, same_piece, unique_pieces
+from autocog.lm.openai.plans import Plan
 from autocog.lm.openai.requests import BIAS
 
 if TYPE_CHECKING:  # pragma: no cover
     from autocog.lm.openai.session import Session
 
 
-def first_row(session: Session, context: str, children: list[tuple]) -> tuple[Next, dict, dict]:
-    """The first request at a trie node: exact log-probs of the children it reveals, bounds for the others.
+def first_row(session: Session, context: str, children: list[tuple]) -> Plan[tuple[Next, dict, dict]]:
+    """The first request at a trie node: exact log-probs of the children it reveals, bounds for the others (a
+    request plan, `autocog.lm.openai.plans`).
 
     ``children``: (key, token id, piece text). Servers reporting log-probs before the bias get a bias on
     every child (the produced token is the best child, exactly scored); the others an unbiased request.
@@ -28,7 +30,7 @@ def first_row(session: Session, context: str, children: list[tuple]) -> tuple[Ne
     if biased and not bias:
         biased, bias = False, None  # every child ends inside a character: an unbiased row
     unbiased = {c[0] for c in children if bias is not None and c[1] not in bias}  # not below the produced child
-    nxt = session.requests.next(context, bias, partial="allow")
+    nxt = yield from session.requests.next_plan(context, bias, partial="allow")
     if nxt.token is None and not nxt.top:
         raise session.no_logprobs(context)
     unique = unique_pieces(children, session.ambiguous_texts())
@@ -62,6 +64,11 @@ def first_row(session: Session, context: str, children: list[tuple]) -> tuple[Ne
 
 def refine(session: Session, context: str, children: list[tuple], first: Optional[Next]) -> dict:
     """Exact log-probs of ``children`` at ``context`` through logit_bias (see `first_row`)."""
+    return session.requests.run(refine_plan(session, context, children, first))
+
+
+def refine_plan(session: Session, context: str, children: list[tuple], first: Optional[Next]) -> Plan[dict]:
+    """`refine` as a request plan (`autocog.lm.openai.plans`)."""
     out: dict = {}
     if session.probe()["bias"] is None:
         raise StrategyUnavailableError(
@@ -70,7 +77,7 @@ def refine(session: Session, context: str, children: list[tuple], first: Optiona
         )
     if session.probe()["bias"] == "pre":
         for key, token, piece in children:
-            nxt = session.requests.next(context, {token: BIAS})
+            nxt = yield from session.requests.next_plan(context, {token: BIAS})
             if nxt.logprob is None:
                 if token == session.tokenizer.bos_token_id:
                     raise StrategyUnavailableError(
@@ -88,7 +95,7 @@ def refine(session: Session, context: str, children: list[tuple], first: Optiona
     # Reported after the bias: biased values are read against an unbiased reference token r:
     # log p(u) = q(u) - q(r) - BIAS + log p(r), with q the biased answer and log p(r) from `first`.
     if first is None:
-        first = session.requests.next(context)
+        first = yield from session.requests.next_plan(context)
     size = max(1, session.top_logprobs - 1)
     for start in range(0, len(children), size):
         chunk = children[start : start + size]
@@ -96,7 +103,7 @@ def refine(session: Session, context: str, children: list[tuple], first: Optiona
         reference = max(((t, v) for t, v in first.top.items() if t not in names), key=lambda tv: tv[1], default=None)
         if reference is None:
             raise StrategyUnavailableError("no unbiased reference token to read biased log-probs against")
-        nxt = session.requests.next(context, {c[1]: BIAS for c in chunk})
+        nxt = yield from session.requests.next_plan(context, {c[1]: BIAS for c in chunk})
         if reference[0] not in nxt.top:
             raise StrategyUnavailableError(
                 f"the reference token {reference[0]!r} is missing from the biased top log-probs: ask for more "

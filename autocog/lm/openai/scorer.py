@@ -22,6 +22,7 @@ from autocog.errors import StrategyUnavailableError
 from autocog.lm.openai.descent import Descent
 from autocog.lm.openai.echo import EchoByText
 from autocog.lm.openai.ids import EchoByIds
+from autocog.lm.openai.plans import Plan
 from autocog.lm.openai.session import Session
 from autocog.lm.openai.transport import CALL_COUNTER
 from autocog.lm.scoring import CheckedRequest
@@ -47,6 +48,13 @@ class Scorer:
 
     def distribution(self, checked: CheckedRequest, strategy: str, exhaustive: bool, search: str) -> ChoiceResult:
         """The `ChoiceResult` of one checked request (see `OpenAI.choice_distribution`)."""
+        return self.session.requests.run(self.distribution_plan(checked, strategy, exhaustive, search))
+
+    def distribution_plan(
+        self, checked: CheckedRequest, strategy: str, exhaustive: bool, search: str
+    ) -> Plan[ChoiceResult]:
+        """`distribution` as a request plan (`autocog.lm.openai.plans`): token-id rows and echoes yielded; the
+        descent's requests sent by the sync transport from the plan's step."""
         session = self.session
         check_strategy(strategy)
         normalization, choices = checked.normalization, checked.choices
@@ -55,7 +63,7 @@ class Scorer:
             continuations = [c + checked.end for c in continuations]
         why = self.by_ids.applies([checked], strategy, exhaustive, search)
         if why is not None:  # vLLM: echo by token ids; llama-server: rows by token ids (docs/openai.md)
-            return self.by_ids.score([checked], strategy, why)[0]
+            return (yield from self.by_ids.score_plan([checked], strategy, why))[0]
         if search not in SEARCHES:
             raise ValueError(f"unknown search {search!r}: expected one of {', '.join(SEARCHES)}")
         if exhaustive or normalization != "sum":
@@ -68,7 +76,7 @@ class Scorer:
         spent: Counter = Counter()
         token = CALL_COUNTER.set(spent)  # this call's requests, whatever else runs at the same time
         try:
-            run = self.run(prompt_text, continuations, strategy, requested, search, normalization)
+            run = yield from self.run(prompt_text, continuations, strategy, requested, search, normalization)
         finally:
             CALL_COUNTER.reset(token)
         token_logprobs, info, tree, uncond, strategy, fallback = run
@@ -96,8 +104,10 @@ class Scorer:
 
     def run(
         self, prompt_text: str, texts: list[str], strategy: str, requested: str, search: str, normalization: str
-    ) -> tuple[list[list[float]], dict, Optional[TokenChoiceTree], Optional[list[list[float]]], str, Optional[str]]:
-        """(token log-probs, info, tree, unconditional log-probs, strategy that ran, fallback reason)."""
+    ) -> Plan[
+        tuple[list[list[float]], dict, Optional[TokenChoiceTree], Optional[list[list[float]]], str, Optional[str]]
+    ]:
+        """(token log-probs, info, tree, unconditional log-probs, strategy that ran, fallback reason), as a plan."""
         session = self.session
         uncond: Optional[list[list[float]]] = None
         tree: Optional[TokenChoiceTree] = None
@@ -106,22 +116,22 @@ class Scorer:
         info: dict = {}
         if strategy == "echo":
             try:
-                token_logprobs, info = self.echo.score(prompt_text, texts)
+                token_logprobs, info = yield from self.echo.score_plan(prompt_text, texts)
                 if normalization == "pmi":
-                    uncond, _ = self.echo.score(session.unconditional_prompt, texts)
+                    uncond, _ = yield from self.echo.score_plan(session.unconditional_prompt, texts)
             except StrategyUnavailableError as error:
                 if requested != "auto" or session.probe()["bias"] is None:
                     raise
                 fallback, strategy, search = str(error), "descent", "full"  # auto promises a distribution
         if strategy == "descent":
             try:
-                token_logprobs, info, tree = self.descent.score(prompt_text, texts, search)
+                token_logprobs, info, tree = yield from self.descent.score_plan(prompt_text, texts, search)
             except StrategyUnavailableError as error:
                 if fallback is None:
                     raise
                 raise StrategyUnavailableError(f"echo: {fallback}; descent: {error}") from None
             if normalization == "pmi":
-                uncond, _, _ = self.descent.score(session.unconditional_prompt, texts, "full")
+                uncond, _, _ = yield from self.descent.score_plan(session.unconditional_prompt, texts, "full")
         return token_logprobs, info, tree, uncond, strategy, fallback
 
     def pick(self, strategy: str) -> str:

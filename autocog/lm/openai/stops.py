@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any, Mapping, Optional
 from autocog.core.stops import find_stop
 from autocog.errors import MalformedResponseError
 from autocog.lm.openai.parsing import chat_logprobs, first_choice
-from autocog.lm.openai.plans import Plan, run
+from autocog.lm.openai.plans import Plan
 from autocog.lm.openai.transport import excerpt
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -30,7 +30,7 @@ def apply_stops(
 ) -> str:
     """``text`` ended by the stop string it stopped on, if any: the server's ``stop_reason``/``matched_stop``,
     else the tokens it reports running past the text, else (completions) one greedy request that peeks."""
-    return run(stops_plan(session, prompt, text, stops, choice, pieces, settings), session.requests.send)
+    return session.requests.run(stops_plan(session, prompt, text, stops, choice, pieces, settings))
 
 
 def stops_plan(
@@ -76,7 +76,7 @@ def stops_plan(
 
 def complete(session: Session, prompt: str, stops: list[str], settings: Mapping[str, Any]) -> str:
     """`OpenAI.complete` on checked inputs: one generation request (`Requests.generation`), then `apply_stops`."""
-    return run(complete_plan(session, prompt, stops, settings), session.requests.send)
+    return session.requests.run(complete_plan(session, prompt, stops, settings))
 
 
 def complete_plan(session: Session, prompt: str, stops: list[str], settings: Mapping[str, Any]) -> Plan[str]:

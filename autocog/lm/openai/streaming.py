@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any, Iterator, Mapping, Optional
 
 from autocog.core.stops import find_stop, safe_length
 from autocog.errors import MalformedResponseError, RequestFailedError
-from autocog.lm.openai.plans import Plan, run
+from autocog.lm.openai.plans import Plan
 from autocog.lm.openai.stops import stops_plan
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -76,7 +76,7 @@ class Stream:
             raise failure from None
         finally:
             self.response.close()
-        rest = run(self.ending(), self.session.requests.send)
+        rest = self.session.requests.run(self.ending())
         if rest:
             yield rest
 
