@@ -57,6 +57,33 @@ def empty_prompt_error(prompt_text: str) -> StrategyUnavailableError:
     )
 
 
+def encode_pairs(
+    session: Session, pairs: Sequence[tuple[str, Sequence[str]]], limit: Optional[int], holder: str
+) -> list[tuple[list[int], list[list[int]]]]:
+    """Each ``(prompt, choices)`` as token ids, the split the local backends score: BOS (when the model has one)
+    and the prompt alone, each choice alone, every distinct text tokenized once. Checked before anything is
+    sent: a token in front of the first choice token, every choice tokenizable, the prompt and each choice
+    within ``limit`` tokens (``holder`` says what holds them, for the `ContextLengthError`)."""
+    texts = list(dict.fromkeys([p for p, _ in pairs] + [c for _, cs in pairs for c in cs]))
+    encoded = dict(zip(texts, session.tokenizer.encode_many(texts)))
+    bos = session.tokenize("", bos=True)  # [BOS] or []
+    out = []
+    for prompt, continuations in pairs:
+        prompt_ids = bos + encoded[prompt]
+        if not prompt_ids:
+            raise empty_prompt_error(prompt)
+        choices = [encoded[c] for c in continuations]
+        check_choice_tokens(choices, continuations)
+        for j, ids in enumerate(choices):
+            if limit is not None and len(prompt_ids) + len(ids) > limit:
+                raise ContextLengthError(
+                    f"the prompt and choice {j} need {len(prompt_ids) + len(ids)} tokens "
+                    f"but {holder} on {session.base_url} holds {limit}"
+                )
+        out.append((prompt_ids, choices))
+    return out
+
+
 @dataclass
 class _Item:
     """One prompt's ids and its choices' ids."""
@@ -156,26 +183,8 @@ class IdRows:
 
     # --- steps ----------------------------------------------------------------------------------------
     def _tokenize(self, pairs: Sequence[tuple[str, Sequence[str]]]) -> list[_Item]:
-        session = self.session
-        texts = list(dict.fromkeys([p for p, _ in pairs] + [c for _, cs in pairs for c in cs]))
-        encoded = dict(zip(texts, session.tokenizer.encode_many(texts)))
-        bos = session.tokenize("", bos=True)  # [BOS] or []
         limit = self.meta()["n_ctx"] or None
-        items = []
-        for prompt, continuations in pairs:
-            prompt_ids = bos + encoded[prompt]
-            if not prompt_ids:
-                raise empty_prompt_error(prompt)
-            choices = [encoded[c] for c in continuations]
-            check_choice_tokens(choices, continuations)
-            for j, ids in enumerate(choices):
-                if limit is not None and len(prompt_ids) + len(ids) > limit:
-                    raise ContextLengthError(
-                        f"the prompt and choice {j} need {len(prompt_ids) + len(ids)} tokens "
-                        f"but a slot's context on {session.base_url} holds {limit}"
-                    )
-            items.append(_Item(prompt_ids, choices))
-        return items
+        return [_Item(ids, choices) for ids, choices in encode_pairs(self.session, pairs, limit, "a slot's context")]
 
     def _round_one(self, plan: _Plan) -> Plan[None]:
         """Every context's top row: ``n_probs`` covers the widest node (the whole row on small vocabularies)."""

@@ -26,15 +26,14 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Optional, Sequence
 
 from autocog.core.chat import strip_prefix
-from autocog.core.checks import check_choice_tokens, split_boundary
+from autocog.core.checks import split_boundary
 from autocog.core.normalization import normalize_scores
 from autocog.core.types import ChoiceResult
 from autocog.errors import (
-    ContextLengthError,
     MalformedResponseError,
 )
 from autocog.lm.openai.chat import ChatPrompt
-from autocog.lm.openai.id_rows import IdRows, empty_prompt_error
+from autocog.lm.openai.id_rows import IdRows, empty_prompt_error, encode_pairs
 from autocog.lm.openai.plans import Parallel, Plan
 from autocog.lm.openai.transport import CALL_COUNTER
 
@@ -129,26 +128,8 @@ class IdEcho:
 
     # --- steps ----------------------------------------------------------------------------------------
     def _tokenize(self, pairs: Sequence[tuple[str, Sequence[str]]]) -> list[_Item]:
-        session = self.session
-        texts = list(dict.fromkeys([p for p, _ in pairs] + [c for _, cs in pairs for c in cs]))
-        encoded = dict(zip(texts, session.tokenizer.encode_many(texts)))
-        bos = session.tokenize("", bos=True)  # [BOS] or []
-        limit = self.context_length()
-        items = []
-        for prompt, continuations in pairs:
-            prompt_ids = bos + encoded[prompt]
-            if not prompt_ids:
-                raise empty_prompt_error(prompt)
-            choices = [encoded[c] for c in continuations]
-            check_choice_tokens(choices, continuations)
-            for j, ids in enumerate(choices):
-                if limit is not None and len(prompt_ids) + len(ids) > limit:
-                    raise ContextLengthError(
-                        f"the prompt and choice {j} need {len(prompt_ids) + len(ids)} tokens "
-                        f"but the model's context on {session.base_url} holds {limit}"
-                    )
-            items.append(_leaves(_Item(prompt_ids, choices)))
-        return items
+        encoded = encode_pairs(self.session, pairs, self.context_length(), "the model's context")
+        return [_leaves(_Item(ids, choices)) for ids, choices in encoded]
 
     def _pack(self, items: list[_Item], sequences: list[tuple[int, int]]) -> list[list[tuple[int, int]]]:
         """The sequences in requests: a prompt's sequences stay together (one request per prompt at most,
