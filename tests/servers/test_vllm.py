@@ -164,20 +164,20 @@ def test_batch_concurrency_is_bounded_and_used(vllm_server):
     lm.probe()
     flight = {"now": 0, "max": 0}
     lock = threading.Lock()
-    send = lm.session.requests.completion
+    send = lm.session.requests.send  # every sync request of a plan that is not streamed goes through it
 
-    def counting(prompt, body, extra):
+    def counting(generation):
         with lock:
             flight["now"] += 1
             flight["max"] = max(flight["max"], flight["now"])
         try:
             time.sleep(0.05)  # keep the requests overlapping on a busy machine
-            return send(prompt, body, extra)
+            return send(generation)
         finally:
             with lock:
                 flight["now"] -= 1
 
-    lm.session.requests.completion = counting
+    lm.session.requests.send = counting
     requests = [ScoreRequest(f"Item {k}: the color is", [" red", " green", " blue"]) for k in range(12)]
     before = lm.requests["completions"]
     results = lm.score_batch(requests)
