@@ -146,9 +146,7 @@ def predict(
     array([0, 1])
     """
     probs = predict_proba(lm, prompts, choices, prior, normalization, batch_size, progress, end, max_batch_tokens)
-    if isinstance(prompts, str) or is_messages(prompts):
-        return int(np.argmax(probs))
-    return _best(probs)
+    return _predictions(prompts, probs)
 
 
 def predict_proba_examples(
@@ -270,9 +268,7 @@ async def apredict(
 ) -> Union[np.ndarray, int]:
     """`predict` awaited; see `apredict_proba`."""
     probs = await apredict_proba(lm, prompts, choices, prior, normalization, batch_size, end, max_batch_tokens)
-    if isinstance(prompts, str) or is_messages(prompts):
-        return int(np.argmax(probs))
-    return _best(probs)
+    return _predictions(prompts, probs)
 
 
 def _requests(
@@ -386,6 +382,13 @@ def _unpack_examples(examples: Iterable[Any]) -> tuple[list[str], list[list[str]
     if not prompts:
         raise ValueError("no examples")
     return prompts, choices, (priors if any(p is not None for p in priors) else None)
+
+
+def _predictions(prompts: Prompts, probs: Union[np.ndarray, list[np.ndarray]]) -> Union[np.ndarray, int]:
+    """`predict`'s answer from `predict_proba`'s: one index for a single prompt, else `_best`."""
+    if isinstance(prompts, str) or is_messages(prompts):
+        return int(np.argmax(probs))
+    return _best(probs)
 
 
 def _best(probs: Union[np.ndarray, list[np.ndarray]]) -> np.ndarray:
