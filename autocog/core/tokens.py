@@ -34,6 +34,9 @@ class TokenVocabulary:
 def common_prefix_length(a: Sequence[int], b: Sequence[int]) -> int:
     """How many leading tokens two sequences share (what a prefix KV cache can keep)."""
     n = min(len(a), len(b))
+    for i in range(min(n, 16)):  # different prompts usually part early (after BOS, a shared header aside)
+        if a[i] != b[i]:
+            return i
     if list(a[:n]) == list(b[:n]):
         return n
     return int(np.flatnonzero(np.asarray(a[:n]) != np.asarray(b[:n]))[0])

@@ -12,7 +12,7 @@ import shutil
 import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Optional, Sequence, Union
+from typing import Any, Callable, Hashable, Optional, Sequence, Union
 
 import numpy as np
 
@@ -26,8 +26,8 @@ MAX_MEMO_READS = 16  # row sets whose gather indices a trie's shape keeps (`Toke
 @dataclass
 class TrieShape:
     """What a trie's structure implies, computed on first use and shared by the tree's copies (never modified
-    afterwards): `TokenChoiceTree.internal_nodes`, `max_depth`, `inner_tokens`, `depths`, `inner_depths`, `inner_ancestors`, `tips`, `path_steps`, `tips_above` and the
-    gather indices of `row_reads` per row set."""
+    afterwards): `TokenChoiceTree.internal_nodes`, `max_depth`, `inner_tokens`, `depths`, `inner_depths`, `inner_ancestors`, `tips`, `path_steps`, `tips_above`, the
+    gather indices of `row_reads` per row set, and ``backend``: what a backend derives from it for its passes."""
 
     internal: Optional[list[int]] = None
     max_depth: Optional[int] = None
@@ -39,6 +39,8 @@ class TrieShape:
     path_steps: Optional[list[list[tuple[int, int]]]] = None
     reads: dict[tuple[int, ...], tuple[np.ndarray, np.ndarray, np.ndarray]] = field(default_factory=dict)
     tips_above: dict[tuple[tuple[int, ...], int], dict[int, list[int]]] = field(default_factory=dict)
+    # what a backend derives from the structure for its own passes (e.g. LLaMa's batch rows), keyed by the backend
+    backend: dict[Hashable, Any] = field(default_factory=dict)
 
 
 def _frozen(array: np.ndarray) -> np.ndarray:

@@ -56,11 +56,18 @@ def check_against_both(lm, tf, ref, prompt, choices):
 
 
 def sequences_clean(lm, n_prompt):
-    """Sequence 0 holds exactly the prompt and every other sequence is empty."""
-    memory = lm.cache.memory
-    if llama_cpp.llama_memory_seq_pos_max(memory, 0) != n_prompt - 1:
+    """Sequence 0 holds exactly the prompt, sequences 1..wide hold its first ``wide_upto`` positions (the
+    prompt's cells tagged for the next trie), every other sequence is empty: no trie cell is left behind."""
+    memory, cache = lm.cache.memory, lm.cache
+    span = (llama_cpp.llama_memory_seq_pos_min(memory, 0), llama_cpp.llama_memory_seq_pos_max(memory, 0))
+    if span != (0, n_prompt - 1) or cache.wide_upto > n_prompt:
         return False
-    return all(llama_cpp.llama_memory_seq_pos_max(memory, s) == -1 for s in range(1, lm.cache.n_seq_max))
+    wide = (0, cache.wide_upto - 1) if cache.wide_upto else (-1, -1)
+    for s in range(1, cache.n_seq_max):
+        expected = wide if s <= cache.wide else (-1, -1)
+        if (llama_cpp.llama_memory_seq_pos_min(memory, s), llama_cpp.llama_memory_seq_pos_max(memory, s)) != expected:
+            return False
+    return True
 
 
 # --- the GGUF and the tokenizer ------------------------------------------------------------------
@@ -150,8 +157,9 @@ def test_greedy_is_log_softmax_of_last_position(tiny_llama, tiny_tf, reference):
 
 
 def test_prefix_cache_accounting(tiny_llama):
-    """A fresh tree evaluation decodes exactly prompt + the trie's inner tokens, in two llama_decode calls;
-    the next one on the same prompt only the new inner trie tokens, in one call."""
+    """A fresh tree evaluation decodes exactly prompt + the trie's inner tokens, in one llama_decode call;
+    the next one on the same prompt only its last token (whose logits are not kept) and the new inner trie
+    tokens, in one call."""
     prompt = "Question: What is the capital of France?\nAnswer:"
     calls = []
     decode = tiny_llama.cache.decode
@@ -163,12 +171,13 @@ def test_prefix_cache_accounting(tiny_llama):
         n_prompt = len(tiny_llama.tokenize(prompt, bos=True))
         n_inner = len(result.tree.internal_nodes())
         assert 0 < n_inner < len(result.tree.nodes)
-        assert calls == [n_prompt, n_inner]
+        assert calls == [n_prompt + n_inner]
         assert tiny_llama.tokens_evaluated - start == n_prompt + n_inner
         assert sequences_clean(tiny_llama, n_prompt)
         calls.clear()
         second = tiny_llama.choice_distribution(prompt, [" yes", " no", " the quick brown fox"])
-        assert calls == [len(second.tree.internal_nodes())]
+        assert calls == [1 + len(second.tree.internal_nodes())]
+        assert sequences_clean(tiny_llama, n_prompt)
     finally:
         del tiny_llama.cache.decode
 
@@ -187,7 +196,7 @@ def test_more_choices_than_sequences_are_chunked(tiny_gguf, tiny_tf, reference):
     decode = lm.cache.decode
     lm.cache.decode = lambda: (calls.append(1), decode())[1]
     check_against_both(lm, tiny_tf, reference, prompt, choices)
-    assert tips > 3 and len(calls) == 1 + -(-tips // 3)  # the prompt once, then one batch per 3 tips
+    assert tips > 3 and len(calls) == -(-tips // 3)  # one batch per 3 tips, the prompt in the first
     assert sequences_clean(lm, len(lm.tokenize(prompt, bos=True)))
 
 

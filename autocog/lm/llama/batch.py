@@ -3,13 +3,11 @@ the one decode-and-read loop of both of LLaMa's tree decoders (this one and `LLa
 
 Opt-in (``LLaMa(group_tokens=N)``): equal to one by one to 1e-5 on F32 weights, up to 0.3 nats off on
 quantized SmolLM2, as much as llama.cpp's own results move with the shape of its decodes (docs/scoring.md,
-"Several prompts per decode on quantized models"). By default each group holds one prompt: its last token
-and its trie's inner nodes in one decode.
+"Several prompts per decode on quantized models"). By default each group holds one prompt, which goes through
+`LLaMa.evaluate_tree`: its uncached tokens and its trie's inner nodes in one decode, on the prefix cache.
 
-Each prompt gets one sequence per *tip* of its trie (an inner node none of whose children is inner); a
-single prompt's text minus its last token is decoded in sequence 0 (the prefix cache) and copied
-(``llama_memory_seq_cp``) to its sequences, while several prompts are decoded whole in their own sequences
-(see the note in `PackedDecode`). Then one batch holds, prompt
+Each prompt gets one sequence per *tip* of its trie (an inner node none of whose children is inner); several
+prompts are decoded whole in their own sequences (see the note in `PackedDecode`). One batch holds, prompt
 after prompt, the prompt's own tokens (tagged with all of its sequences) and the inner nodes of its trie
 (each tagged with the sequences of the tips below it, at position ``len(prompt) + depth - 1``). Attention
 then sees exactly the prompt and a node's ancestors. A trie's leaves are never decoded: their log-probs
@@ -28,6 +26,7 @@ from typing import TYPE_CHECKING, Callable, Hashable, Iterable, Optional, Sequen
 
 import numpy as np
 
+from autocog.core.trie import MAX_MEMO_READS
 from autocog.lm.llama.cache import row_logsumexp
 from autocog.lm.scoring import TreeJob, shared_prefix
 
@@ -68,6 +67,85 @@ def _decode_and_read(cache: LlamaPrefixCache, chunk: list[Entry], read: Reader) 
         read(tags, logits, row_logsumexp(logits))
 
 
+@dataclass(frozen=True)
+class TrieRows:
+    """The inner nodes of a trie chunk (the lineages of some of its tips, parents first) as decode rows: each
+    node's token, depth, sequence ids (the tips below it, numbered from 1; padded to ``width``) and their count.
+    Memoized per trie structure and chunk (`of`), shared by the tree's copies."""
+
+    nodes: list[int]
+    tokens: np.ndarray
+    depths: np.ndarray
+    seq_ids: np.ndarray
+    counts: np.ndarray
+    width: int
+
+    @classmethod
+    def of(cls, tree: TokenChoiceTree, tips: Sequence[int]) -> TrieRows:
+        key = ("llama-rows", tuple(tips))
+        found = tree.shape.backend.get(key)
+        if found is None:
+            seqs = tree.tips_above(tips, first=1)
+            nodes = list(seqs)
+            width = len(tips)
+            seq_ids = np.zeros((len(nodes), max(width, 1)), dtype=np.int32)
+            for row, ids in enumerate(seqs.values()):
+                seq_ids[row, : len(ids)] = ids
+            skeleton = tree.skeleton
+            found = cls(
+                nodes=nodes,
+                tokens=np.array([skeleton[i].token for i in nodes], dtype=np.int32),
+                depths=np.array([skeleton[i].depth for i in nodes], dtype=np.int32),
+                seq_ids=seq_ids,
+                counts=np.array([len(ids) for ids in seqs.values()], dtype=np.int32),
+                width=width,
+            )
+            if len(tree.shape.backend) < MAX_MEMO_READS:
+                tree.shape.backend[key] = found
+        return found
+
+
+def decode_prompt_and_trie(
+    cache: LlamaPrefixCache, prompt_tokens: Sequence[int], keep: int, rows: TrieRows, wanted: np.ndarray, read: Reader
+) -> None:
+    """Decode the prompt's tokens from ``keep`` on, in sequences 0..``rows.width`` (the last one's row read with
+    tag -1), then ``rows`` at positions ``len(prompt) + depth - 1`` (the rows of the nodes where ``wanted`` read,
+    tagged with their node index): one ``llama_decode`` per ``batch.capacity`` tokens, built as arrays (no
+    per-token Python). ``read`` as in `decode_entries`."""
+    n_prompt, width = len(prompt_tokens), rows.width + 1
+    n_rest, n_rows = n_prompt - keep, len(rows.nodes)
+    total = n_rest + n_rows
+    tokens = np.empty(total, dtype=np.int32)
+    tokens[:n_rest] = prompt_tokens[keep:]
+    tokens[n_rest:] = rows.tokens
+    positions = np.empty(total, dtype=np.int32)
+    positions[:n_rest] = np.arange(keep, n_prompt, dtype=np.int32)
+    positions[n_rest:] = rows.depths + (n_prompt - 1)
+    seq_ids = np.empty((total, width), dtype=np.int32)
+    seq_ids[:n_rest] = np.arange(width, dtype=np.int32)
+    seq_ids[n_rest:, : width - 1] = rows.seq_ids[:, : width - 1]
+    counts = np.empty(total, dtype=np.int32)
+    counts[:n_rest] = width
+    counts[n_rest:] = rows.counts
+    logits = np.zeros(total, dtype=np.int8)
+    if n_rest:
+        logits[n_rest - 1] = 1
+    logits[n_rest:] = wanted
+    wanted_all = bool(wanted.all())
+    batch = cache.batch
+    for start in range(0, total, batch.capacity):
+        end = min(start + batch.capacity, total)
+        batch.load(tokens[start:end], positions[start:end], seq_ids[start:end], counts[start:end], logits[start:end])
+        cache.decode()
+        kept = [-1] if start < n_rest <= end else []
+        first, last = max(start, n_rest) - n_rest, end - n_rest
+        if first < last:
+            kept += rows.nodes[first:last] if wanted_all else [rows.nodes[k] for k in range(first, last) if wanted[k]]
+        if kept:
+            out = cache.output_logits(len(kept))
+            read(kept, out, row_logsumexp(out))
+
+
 @dataclass
 class JobPlan:
     """One job's part of a packed decode: its inner nodes (parents first), the sequence ids of each, and all
@@ -89,12 +167,6 @@ class JobPlan:
 def job_size(prompt_tokens: Sequence[int], tree: TokenChoiceTree, shared: int) -> tuple[int, int]:
     """(sequences, KV cells) a job needs in a packed decode after a shared prefix of ``shared`` tokens."""
     return max(1, len(tree.tips())), len(prompt_tokens) - shared + len(tree.internal_nodes())
-
-
-def fits_one_decode(job: TreeJob, max_seqs: int, max_cells: int) -> bool:
-    """True when a job alone fits a packed decode (its tips as sequences, its tokens as cells)."""
-    n_seqs, n_cells = job_size(job[0], job[1], len(job[0]) - 1)
-    return n_seqs <= max_seqs and len(job[0]) + n_cells <= max_cells
 
 
 def pack_groups(jobs: Sequence[TreeJob], max_seqs: int, max_cells: int, max_tokens: int) -> list[list[TreeJob]]:
@@ -124,11 +196,9 @@ class PackedDecode:
 
     def __init__(self, cache: LlamaPrefixCache, jobs: Sequence[TreeJob]):
         self.cache = cache
-        # Several prompts: no shared prefix copied between them (each prompt's own sequences hold all of its
-        # tokens). Copied prefix cells moved SmolLM2 Q4_1's later prompts by up to 0.3, the same batch-shape
-        # rounding as without them (docs/scoring.md); not re-measured since. One prompt: its prompt minus the
-        # last token is copied, as `LLaMa.evaluate_tree` does (the one-by-one numbers).
-        self.shared = shared_prefix(jobs) if len(jobs) == 1 else 0
+        # No shared prefix copied between the prompts: each prompt's own sequences hold all of its tokens. Copied
+        # prefix cells moved SmolLM2 Q4_1's later prompts by up to 0.3, the same batch-shape rounding as without
+        # them (docs/scoring.md). (One prompt goes through `LLaMa.evaluate_tree`, on the prefix cache.)
         self.plans: list[JobPlan] = []
         next_seq = 1
         for prompt_tokens, tree in jobs:
@@ -143,11 +213,10 @@ class PackedDecode:
     def stream(self) -> Iterable[Entry]:
         """The tokens to decode, in order; a tag (job, inner node index or -1 for the prompt's last token) on
         the tokens whose logits are read."""
-        shared = self.shared
         for k, plan in enumerate(self.plans):
-            rest = plan.prompt_tokens[shared:]
-            for i, token in enumerate(rest):
-                yield token, shared + i, plan.seqs, (k, -1) if i == len(rest) - 1 else None
+            last = len(plan.prompt_tokens) - 1
+            for i, token in enumerate(plan.prompt_tokens):
+                yield token, i, plan.seqs, (k, -1) if i == last else None
             n_prompt = len(plan.prompt_tokens)
             for index in plan.inner:
                 node = plan.tree.skeleton[index]
@@ -156,12 +225,7 @@ class PackedDecode:
     def run(self) -> list[np.ndarray]:
         cache = self.cache
         try:
-            if self.shared:
-                cache.extend(self.plans[0].prompt_tokens[: self.shared])
-                for s in range(1, self.n_seqs + 1):
-                    cache.copy_prompt(s, self.shared)
-            else:
-                cache.reset()
+            cache.reset()
             decode_entries(cache, self.stream(), self.read)
         except BaseException:
             cache.reset()

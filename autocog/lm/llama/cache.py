@@ -21,7 +21,7 @@ def row_logsumexp(rows: np.ndarray) -> np.ndarray:
     """float64 log-sum-exp of each row of float32 logits (exp in float32, sums in float64: ~1e-8 off, 5x faster)."""
     top = rows.max(axis=-1, keepdims=True)
     sums = np.exp(rows - top).sum(axis=-1, dtype=np.float64)
-    return top[..., 0].astype(np.float64) + np.log(sums)
+    return np.log(sums) + top[..., 0]  # float64: float32 + float64 promotes exactly
 
 
 class _Batch:
@@ -66,6 +66,20 @@ class _Batch:
         self.struct.n_tokens = n
         return n
 
+    def load(
+        self, tokens: np.ndarray, positions: np.ndarray, seq_ids: np.ndarray, counts: np.ndarray, logits: np.ndarray
+    ) -> int:
+        """The batch as arrays: token k is ``tokens[k]`` at ``positions[k]`` in the sequences ``seq_ids[k, :counts[k]]``
+        (``seq_ids`` padded to any width), its logits kept when ``logits[k]``; returns the number of tokens."""
+        n = len(tokens)
+        self.token[:n] = tokens
+        self.pos[:n] = positions
+        self.n_seq_id[:n] = counts
+        self.seq_id[:n, : seq_ids.shape[1]] = seq_ids
+        self.logits[:n] = logits
+        self.struct.n_tokens = n
+        return n
+
     def fill_sequence(self, tokens: Sequence[int], start: int, last_logits: bool) -> int:
         """Tokens ``tokens`` at positions ``start...`` of sequence 0; logits for the last one only if asked."""
         n = len(tokens)
@@ -86,6 +100,11 @@ class LlamaPrefixCache(PrefixCache):
     `extend(tokens)` returns the logits (float32, [n_vocab]) at the last position of ``tokens``, reusing the
     KV of the longest common prefix with the previous sequence and decoding only the rest. Any failure
     clears the context, so the cache is never stale. ``evaluated`` counts every token decoded.
+
+    Sequences 1..``wide`` also hold sequence 0's cells below position ``wide_upto`` (and nothing else): a
+    choice trie's tips decode in those sequences (`widen`), and a dataset that scores the same number of tips
+    after each prompt tags each prompt token with them as it is decoded instead of copying and dropping them
+    per call (`settle` drops only the trie's own cells).
     """
 
     def __init__(self, llama_cpp, context, n_vocab: int):
@@ -98,6 +117,7 @@ class LlamaPrefixCache(PrefixCache):
         self.n_batch = int(llama_cpp.llama_n_batch(self.ctx))
         self.n_seq_max = int(llama_cpp.llama_n_seq_max(self.ctx))
         self.batch = _Batch(llama_cpp, self.n_batch, self.n_seq_max)
+        self.logits_views: dict[tuple[Optional[int], int], np.ndarray] = {}  # (address, rows) -> a view of them
         self.evaluated = 0
         self.reset()
 
@@ -105,6 +125,7 @@ class LlamaPrefixCache(PrefixCache):
         """Forget everything: the next call decodes from scratch."""
         self.tokens: list[int] = []
         self.last_logits: Optional[np.ndarray] = None
+        self.wide = self.wide_upto = 0
         if self.ctx is not None:
             self.llama_cpp.llama_memory_clear(self.memory, False)
 
@@ -142,7 +163,13 @@ class LlamaPrefixCache(PrefixCache):
         ptr = self.llama_cpp.llama_get_logits(self.ctx)
         if not ptr:
             raise RuntimeError("llama.cpp returned no logits for the batch")
-        return np.ctypeslib.as_array(ptr, shape=(n_outputs, self.n_vocab))
+        key = (ctypes.cast(ptr, ctypes.c_void_p).value, n_outputs)
+        view = self.logits_views.get(key)
+        if view is None:  # a view costs ~5 us to make; the buffer moves only when llama.cpp regrows it
+            if len(self.logits_views) >= 64:
+                self.logits_views.clear()
+            view = self.logits_views[key] = np.ctypeslib.as_array(ptr, shape=(n_outputs, self.n_vocab))
+        return view
 
     def remove(self, seq_id: int, start: int) -> bool:
         """Drop the cells of ``seq_id`` (-1: all sequences) at positions ``>= start``."""
@@ -157,10 +184,28 @@ class LlamaPrefixCache(PrefixCache):
                 self.remove(s, -1)
         elif n > 0:
             self.llama_cpp.llama_memory_seq_keep(self.memory, 0)
+        self.wide = self.wide_upto = 0
 
-    def copy_prompt(self, dst: int, length: int) -> None:
-        """Add sequence ``dst`` to the cells of sequence 0's positions ``[0, length)`` (no data is copied)."""
-        self.llama_cpp.llama_memory_seq_cp(self.memory, 0, dst, 0, length)
+    def widen(self, n_seqs: int, keep: int) -> None:
+        """Make sequences 1..``n_seqs``, and no others, hold sequence 0's cells at positions ``[0, keep)`` (what
+        the cache keeps of ``tokens``): copied (``llama_memory_seq_cp``, no data moves) only where they do not
+        yet, extra sequences dropped. A decode then tags the tokens from ``keep`` on with sequences 0..n_seqs."""
+        if self.wide > n_seqs:
+            self.drop_sequences(self.wide)
+        upto = min(self.wide_upto, keep)
+        for s in range(1, n_seqs + 1):
+            start = upto if s <= self.wide else 0
+            if start < keep:
+                self.llama_cpp.llama_memory_seq_cp(self.memory, 0, s, start, keep)
+        self.wide, self.wide_upto = n_seqs, keep
+
+    def settle(self, tokens: Sequence[int]) -> None:
+        """After a tree decode over the prompt ``tokens`` (its new tokens tagged with sequences 0..``wide``): drop
+        every cell past the prompt (the trie's, in any sequence); the cache then holds ``tokens``, their last
+        logits unknown."""
+        self.remove(-1, len(tokens))
+        self.tokens, self.last_logits = list(tokens), None
+        self.wide_upto = len(tokens)
 
     # --- the prefix cache ------------------------------------------------------------------------
     def extend(self, tokens: Sequence[int]) -> np.ndarray:
@@ -179,6 +224,7 @@ class LlamaPrefixCache(PrefixCache):
             self.reset()
             raise
         self.tokens, self.last_logits = self.tokens[:keep], None
+        self.wide_upto = min(self.wide_upto, keep)
         return keep
 
     def run_rest(self, tokens: list[int], keep: int) -> np.ndarray:

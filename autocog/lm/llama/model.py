@@ -20,11 +20,12 @@ from __future__ import annotations
 
 import ctypes
 from pathlib import Path
-from typing import Any, Iterator, Optional, Sequence, Union
+from typing import Any, Optional, Sequence, Union
 
 import numpy as np
 
 from autocog.core.chat import check_messages, missing_template, render_template
+from autocog.core.checks import check_context
 from autocog.core.tokens import LLAMA_CPP, FragmentEncoder, TokenVocabulary
 from autocog.core.trie import TokenChoiceTree
 from autocog.errors import (
@@ -35,7 +36,7 @@ from autocog.errors import (
     missing_backend,
 )
 from autocog.lm.choice import ChoiceLM
-from autocog.lm.llama.batch import Entry, PackedDecode, decode_entries, fits_one_decode, pack_groups
+from autocog.lm.llama.batch import PackedDecode, TrieRows, decode_prompt_and_trie, pack_groups
 from autocog.lm.llama.cache import LlamaPrefixCache, row_logsumexp
 from autocog.lm.scoring import TreeJob
 
@@ -298,20 +299,25 @@ class LLaMa(ChoiceLM):
         self.cache.reset()
 
     def evaluate_tree(self, prompt_tokens: list[int], tree: TokenChoiceTree) -> np.ndarray:
-        """Log-prob of every node of ``tree`` after ``prompt_tokens``: the prompt through the prefix cache,
-        then the trie's inner tokens in one ``llama_decode`` per chunk of tips (one chunk unless the
-        tips outnumber ``n_seq_max - 1`` or the tokens outgrow the context)."""
+        """Log-prob of every node of ``tree`` after ``prompt_tokens``: the prompt's uncached tokens and the trie's
+        inner tokens in one ``llama_decode`` (per ``n_batch`` tokens), then one more per further chunk of tips
+        when the tips outnumber ``n_seq_max - 1`` or the tokens outgrow the context (`tip_chunks`)."""
         if self._recurrent:
             return super().evaluate_tree(prompt_tokens, tree)
         cache = self.cache
-        first = cache.extend(prompt_tokens)
-        out = tree.read_rows([-1], first[None], row_logsumexp(first[None]))
-        if not tree.internal_nodes():
-            return out
+        check_context(len(prompt_tokens), cache.n_ctx)
+        keep = cache.reusable(prompt_tokens)  # all of the prompt only when its last logits are known
+        out = tree.empty_logprobs()
+        if keep == len(prompt_tokens):
+            first = cache.last_logits[None]
+            tree.read_rows([-1], first, row_logsumexp(first), out=out)
+            if not tree.internal_nodes():
+                return out
         chunks = self.tip_chunks(tree, cache.n_seq_max - 1, cache.n_ctx - len(prompt_tokens))
         try:
-            for paths in chunks:
-                self.decode_chunk(tree, paths, len(prompt_tokens), out)
+            for number, tips in enumerate(chunks):
+                self.decode_chunk(tree, tips, prompt_tokens, keep, out, first=number == 0)
+                keep = len(prompt_tokens)
         except BaseException:
             cache.reset()
             raise
@@ -331,11 +337,7 @@ class LLaMa(ChoiceLM):
         if max_batch_tokens is not None:
             group_tokens = min(group_tokens, max_batch_tokens)
         for group in pack_groups(jobs, max_seqs, max_cells, group_tokens):
-            if len(group) == 1 and fits_one_decode(group[0], max_seqs, max_cells):
-                # its prompt's last token and its trie in one decode (evaluate_tree would take two)
-                out.append(self.with_retry(self.packed_decode, group)[0])
-            else:
-                out.extend(self.evaluate_split(group, self.packed_decode))
+            out.extend(self.evaluate_split(group, self.packed_decode))
         return out
 
     def packed_decode(self, jobs: list[TreeJob]) -> list[np.ndarray]:
@@ -343,15 +345,18 @@ class LLaMa(ChoiceLM):
         return PackedDecode(self.cache, jobs).run()
 
     @staticmethod
-    def tip_chunks(tree: TokenChoiceTree, max_seqs: int, max_cells: int) -> list[list[list[int]]]:
-        """The root-to-tip node paths of the trie (`TokenChoiceTree.tips`: leaves are never decoded, their
-        log-probs come from their parent's logits), grouped: at most ``max_seqs`` tips and ``max_cells`` unique
-        nodes per group. Tips are sorted by their tokens so that groups share prefixes."""
+    def tip_chunks(tree: TokenChoiceTree, max_seqs: int, max_cells: int) -> list[list[int]]:
+        """The trie's tips (`TokenChoiceTree.tips`: leaves are never decoded, their log-probs come from their parent's
+        logits), grouped: at most ``max_seqs`` tips and ``max_cells`` unique nodes on their paths per group; one group
+        when all fit (none: one empty group). Otherwise tips are sorted by their tokens so that groups share prefixes."""
+        tips = tree.tips()
+        if len(tips) <= max_seqs and len(tree.internal_nodes()) <= max_cells:
+            return [tips]
         if max_seqs < 1:
             raise ValueError("LLaMa needs n_seq_max >= 2 to evaluate a choice tree")
-        paths = [tree.lineage(tip) for tip in tree.tips()]
-        chunks: list[list[list[int]]] = []
-        current: list[list[int]] = []
+        paths = [tree.lineage(tip) for tip in tips]
+        chunks: list[list[int]] = []
+        current: list[int] = []
         nodes: set[int] = set()
         for path in sorted(paths, key=lambda p: [tree.skeleton[i].token for i in p]):
             new = [i for i in path if i not in nodes]
@@ -362,30 +367,42 @@ class LLaMa(ChoiceLM):
                 raise ContextLengthError(
                     f"a choice needs {len(path)} tokens after the prompt but the context has room for {max_cells}"
                 )
-            current.append(path)
+            current.append(path[-1])
             nodes.update(new)
         chunks.append(current)
         return chunks
 
-    def decode_chunk(self, tree: TokenChoiceTree, paths: list[list[int]], n_prompt: int, out: np.ndarray) -> None:
-        """Copy the prompt to sequences 1..len(paths), decode the union of the paths (each node tagged with
-        the sequences of the paths through it), read the rows of the inner nodes whose children have no
-        log-prob yet into ``out``, then drop sequences 1..len(paths) (`LlamaPrefixCache.drop_sequences`)."""
+    def decode_chunk(
+        self,
+        tree: TokenChoiceTree,
+        tips: list[int],
+        prompt_tokens: list[int],
+        keep: int,
+        out: np.ndarray,
+        first: bool = True,
+    ) -> None:
+        """One decode (per ``n_batch`` tokens) of the prompt's tokens from ``keep`` on, in sequences 0..len(tips) (its
+        last one's row read), and the inner nodes on the paths to ``tips`` (each in the sequences of the tips below
+        it, at position ``len(prompt) + depth - 1``; `TrieRows`); the rows of the nodes whose children have no
+        log-prob yet go into ``out`` (all of them in the ``first`` chunk). Sequences 1..len(tips) first get the kept prompt (`LlamaPrefixCache.widen`);
+        afterwards only the trie's cells are dropped (`LlamaPrefixCache.settle`)."""
         cache = self.cache
-        seqs = tree.tips_above([path[-1] for path in paths], first=1)  # nodes in order: parents first
-
-        # a node's row is read unless an earlier chunk filled all its children (within a chunk each node comes once)
-        missing = np.isnan(out).tolist()
-
-        def entries() -> Iterator[Entry]:
-            for index, ids in seqs.items():
-                node = tree.skeleton[index]
-                wanted = any(missing[c] for c in node.children.values())
-                yield node.token, n_prompt + node.depth - 1, ids, index if wanted else None
-
-        for s in range(1, len(paths) + 1):
-            cache.copy_prompt(s, n_prompt)
-        try:
-            decode_entries(cache, entries(), lambda rows, logits, norms: tree.read_rows(rows, logits, norms, out=out))
-        finally:
-            cache.drop_sequences(len(paths))
+        rows = TrieRows.of(tree, tips)
+        if first:  # no inner node's children are read yet: every row is needed
+            wanted = np.ones(len(rows.nodes), dtype=np.int8)
+        else:  # a node's row is read unless an earlier chunk filled all its children
+            missing = np.isnan(out).tolist()
+            skeleton = tree.skeleton
+            wanted = np.array(
+                [any(missing[c] for c in skeleton[i].children.values()) for i in rows.nodes], dtype=np.int8
+            )
+        cache.widen(rows.width, keep)
+        decode_prompt_and_trie(
+            cache,
+            prompt_tokens,
+            keep,
+            rows,
+            wanted,
+            lambda tags, logits, norms: tree.read_rows(tags, logits, norms, out=out),
+        )
+        cache.settle(prompt_tokens)
