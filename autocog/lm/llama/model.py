@@ -308,7 +308,7 @@ class LLaMa(ChoiceLM):
         check_context(len(prompt_tokens), cache.n_ctx)
         keep = cache.reusable(prompt_tokens)  # all of the prompt only when its last logits are known
         out = tree.empty_logprobs()
-        if keep == len(prompt_tokens):
+        if keep == len(prompt_tokens) and cache.last_logits is not None:
             first = cache.last_logits[None]
             tree.read_rows([-1], first, row_logsumexp(first), out=out)
             if not tree.internal_nodes():
