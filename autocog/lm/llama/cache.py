@@ -201,9 +201,13 @@ class LlamaPrefixCache(PrefixCache):
 
     def settle(self, tokens: Sequence[int]) -> None:
         """After a tree decode over the prompt ``tokens`` (its new tokens tagged with sequences 0..``wide``): drop
-        every cell past the prompt (the trie's, in any sequence); the cache then holds ``tokens``, their last
-        logits unknown."""
+        every cell past the prompt (the trie's, in any sequence); the cache then holds ``tokens`` (`hold`)."""
         self.remove(-1, len(tokens))
+        self.hold(tokens)
+
+    def hold(self, tokens: Sequence[int]) -> None:
+        """The cache holds ``tokens`` (their last logits unknown) after a tree decode whose trie cells, all past them,
+        stay until the next `truncate` drops them with the prompt's tail (`settle` drops them now)."""
         self.tokens, self.last_logits = list(tokens), None
         self.wide_upto = len(tokens)
 

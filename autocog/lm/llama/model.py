@@ -19,8 +19,9 @@ Fast paths:
 from __future__ import annotations
 
 import ctypes
+from itertools import groupby
 from pathlib import Path
-from typing import Any, Optional, Sequence, Union
+from typing import Any, Iterable, Optional, Sequence, Union
 
 import numpy as np
 
@@ -38,6 +39,7 @@ from autocog.errors import (
 from autocog.lm.choice import ChoiceLM
 from autocog.lm.llama.batch import PackedDecode, TrieRows, decode_prompt_and_trie, pack_groups
 from autocog.lm.llama.cache import LlamaPrefixCache, row_logsumexp
+from autocog.lm.llama.sequential import PromptByPrompt, fits, runs
 from autocog.lm.scoring import TreeJob
 
 DEFAULT_N_SEQ_MAX = 256  # capped by llama_max_parallel_sequences(); a batch of prompts needs one per trie tip
@@ -336,9 +338,26 @@ class LLaMa(ChoiceLM):
         group_tokens = max(0, self.group_tokens)
         if max_batch_tokens is not None:
             group_tokens = min(group_tokens, max_batch_tokens)
+        if not group_tokens:  # one decode per prompt, the Python around them once (`PromptByPrompt`)
+            for fit, run in groupby(jobs, key=lambda job: fits(self.cache, job)):
+                if not fit:
+                    out.extend(self.evaluate_each(run))
+                    continue
+                for group in runs(list(run), self.n_vocab):
+                    out.extend(self.evaluate_split(group, self.prompt_by_prompt))
+            return out
         for group in pack_groups(jobs, max_seqs, max_cells, group_tokens):
             out.extend(self.evaluate_split(group, self.packed_decode))
         return out
+
+    def evaluate_each(self, jobs: Iterable[TreeJob]) -> list[np.ndarray]:
+        """`evaluate_tree` on each job (retried on transient faults)."""
+        return [self.with_retry(self.evaluate_tree, list(prompt_tokens), tree) for prompt_tokens, tree in jobs]
+
+    def prompt_by_prompt(self, jobs: list[TreeJob]) -> list[np.ndarray]:
+        """`evaluate_tree`'s decodes (and numbers) for several jobs, the Python around them batched
+        (`autocog.lm.llama.sequential.PromptByPrompt`)."""
+        return PromptByPrompt(self.cache, jobs).run()
 
     def packed_decode(self, jobs: list[TreeJob]) -> list[np.ndarray]:
         """Several prompts' tries in one ``llama_decode`` per ``n_batch`` tokens (`llama_batch.PackedDecode`)."""

@@ -1,0 +1,172 @@
+"""`PromptByPrompt`: several choice jobs on `LLaMa`'s prefix cache, one ``llama_decode`` per prompt, as
+`LLaMa.evaluate_tree` decodes them one by one (so the same numbers, bitwise), with the Python around the decodes
+done once per batch instead of once per prompt.
+
+What a prompt alone costs besides its decode is a few dozen small numpy and ctypes calls, each ~3x dearer right
+after a decode (it evicts them from the CPU caches) than in a loop. Here every job's batch rows (tokens, positions,
+sequence ids, logits flags: the layout of `autocog.lm.llama.batch.decode_prompt_and_trie`) are built as arrays for
+all the jobs at once; each decode only loads its slice, and its logits rows are copied out; the log-sum-exps and
+the read-outs then run once over all the rows. Between two prompts one ``llama_memory_seq_rm`` (the next prompt's
+`truncate`) drops both the previous prompt's tail and its trie's cells.
+
+A job fits when its trie's tips fit the context's sequences and its tokens its cells (`fits`); others go through
+`LLaMa.evaluate_tree` (chunked).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Sequence
+
+import numpy as np
+
+from autocog.core.tokens import common_prefix_length
+from autocog.lm.llama.batch import TrieRows
+from autocog.lm.llama.cache import row_logsumexp
+from autocog.lm.scoring import TreeJob
+
+if TYPE_CHECKING:  # pragma: no cover
+    from autocog.lm.llama.cache import LlamaPrefixCache
+
+
+BLOCK_BYTES = 64 * 2**20  # at most this much float32 logits copied out per `PromptByPrompt` (runs shrink)
+
+
+def runs(jobs: Sequence[TreeJob], n_vocab: int, budget: int = BLOCK_BYTES) -> list[list[TreeJob]]:
+    """Consecutive jobs grouped so that a group's logits rows (each prompt's last token and its trie's inner nodes)
+    take at most ``budget`` bytes as float32 (a job bigger than that is a group of one)."""
+    groups: list[list[TreeJob]] = []
+    size = budget + 1
+    for job in jobs:
+        rows = (1 + len(job[1].internal_nodes())) * n_vocab * 4
+        if size + rows > budget:
+            groups.append([])
+            size = 0
+        groups[-1].append(job)
+        size += rows
+    return groups
+
+
+def fits(cache: LlamaPrefixCache, job: TreeJob) -> bool:
+    """Whether a job's trie goes in one chunk: its tips as sequences 1..n_seq_max-1, prompt + inner nodes in the context."""
+    prompt_tokens, tree = job
+    return len(tree.tips()) <= cache.n_seq_max - 1 and len(prompt_tokens) + len(tree.internal_nodes()) <= cache.n_ctx
+
+
+@dataclass
+class Layout:
+    """All the jobs' decode rows, concatenated (job j's rows are ``starts[j]:starts[j + 1]``), and where each job's
+    logits rows go in the block the decodes fill (``outputs[j]:outputs[j + 1]``)."""
+
+    tokens: np.ndarray
+    positions: np.ndarray
+    seq_ids: np.ndarray
+    counts: np.ndarray
+    logits: np.ndarray
+    starts: list[int]
+    outputs: list[int]
+
+
+class PromptByPrompt:
+    """`run` returns each job's node log-probs (`TokenChoiceTree.read_rows`' layout). On any failure the cache is
+    reset (nothing stale stays); afterwards it holds the last prompt, with no trie cell left."""
+
+    def __init__(self, cache: LlamaPrefixCache, jobs: Sequence[TreeJob]):
+        self.cache = cache
+        self.jobs = [(list(prompt_tokens), tree) for prompt_tokens, tree in jobs]
+        self.rows = [TrieRows.of(tree, tree.tips()) for _, tree in self.jobs]
+        previous = cache.tokens
+        self.keeps: list[int] = []
+        for prompt_tokens, _ in self.jobs:  # what the prefix cache keeps before each (its last token is run again)
+            self.keeps.append(min(common_prefix_length(previous, prompt_tokens), len(prompt_tokens) - 1))
+            previous = prompt_tokens
+
+    def layout(self) -> Layout:
+        """The rows of every job: its prompt from its keep on (in sequences 0..its tips, the last token's logits
+        kept), then its trie's inner nodes (`TrieRows`, every one's logits kept)."""
+        rests = [len(p) - keep for (p, _), keep in zip(self.jobs, self.keeps)]
+        sizes = [len(rows.nodes) for rows in self.rows]
+        widths = {rows.seq_ids.shape[1] for rows in self.rows}
+        width = 1 + max(widths)
+        segments = [n for pair in zip(rests, sizes) for n in pair]  # prompt rest, trie rows, per job
+        steps = np.arange(max(rests), dtype=np.int32)
+        pieces_tokens: list[Any] = []
+        pieces_within: list[np.ndarray] = []
+        bases: list[int] = []
+        for (prompt_tokens, _), keep, rest, rows in zip(self.jobs, self.keeps, rests, self.rows):
+            pieces_tokens += [prompt_tokens[keep:], rows.tokens]
+            pieces_within += [steps[:rest], rows.depths]
+            bases += [keep, len(prompt_tokens) - 1]
+        is_trie = np.repeat(np.tile(np.array([False, True]), len(self.jobs)), segments)
+        counts = np.repeat([rows.width + 1 for rows in self.rows], rests)
+        trie_counts = [rows.counts for rows in self.rows]
+        all_counts = np.empty(len(is_trie), dtype=np.int32)
+        all_counts[~is_trie] = counts
+        all_counts[is_trie] = np.concatenate(trie_counts)
+        seq_ids = np.empty((len(is_trie), width), dtype=np.int32)
+        seq_ids[~is_trie] = np.arange(width, dtype=np.int32)
+        if len(widths) == 1:  # the same choices after every prompt: no padding
+            seq_ids[is_trie, : width - 1] = np.concatenate([rows.seq_ids for rows in self.rows])
+        else:
+            seq_ids[is_trie] = np.concatenate(
+                [np.pad(r.seq_ids, ((0, 0), (0, width - r.seq_ids.shape[1]))) for r in self.rows]
+            )
+        logits = is_trie.astype(np.int8)
+        starts = np.cumsum([0] + [rest + size for rest, size in zip(rests, sizes)]).tolist()
+        logits[np.array(starts[1:]) - np.array(sizes) - 1] = 1  # each prompt's last token
+        return Layout(
+            tokens=np.concatenate(pieces_tokens).astype(np.int32),
+            positions=(np.repeat(bases, segments) + np.concatenate(pieces_within)).astype(np.int32),
+            seq_ids=seq_ids,
+            counts=all_counts,
+            logits=logits,
+            starts=starts,
+            outputs=np.cumsum([0] + [1 + size for size in sizes]).tolist(),
+        )
+
+    def run(self) -> list[np.ndarray]:
+        cache = self.cache
+        plan = self.layout()
+        block = np.empty((plan.outputs[-1], cache.n_vocab), dtype=np.float32)
+        capacity = cache.batch.capacity
+        try:
+            for j, (prompt_tokens, _) in enumerate(self.jobs):
+                cache.truncate(self.keeps[j])  # also drops the previous trie's cells: they lie past this keep
+                cache.widen(self.rows[j].width, self.keeps[j])
+                row, stop = plan.outputs[j], plan.starts[j + 1]
+                for start in range(plan.starts[j], stop, capacity):
+                    end = min(start + capacity, stop)
+                    cache.batch.load(
+                        plan.tokens[start:end],
+                        plan.positions[start:end],
+                        plan.seq_ids[start:end],
+                        plan.counts[start:end],
+                        plan.logits[start:end],
+                    )
+                    cache.decode()
+                    n_out = plan.outputs[j + 1] - row if end == stop else int(np.count_nonzero(plan.logits[start:end]))
+                    block[row : row + n_out] = cache.output_logits(n_out)
+                    row += n_out
+                cache.hold(prompt_tokens)
+            cache.settle(self.jobs[-1][0])
+        except BaseException:
+            cache.reset()
+            raise
+        return self.read(block, plan)
+
+    def read(self, block: np.ndarray, plan: Layout) -> list[np.ndarray]:
+        """Every job's node log-probs from the block of logits rows: one log-sum-exp, one gather, one argmax for all."""
+        norms = row_logsumexp(block)
+        argmax = block.argmax(-1).tolist()
+        reads = [tree.row_reads([-1] + rows.nodes) for (_, tree), rows in zip(self.jobs, self.rows)]
+        offsets = np.repeat(plan.outputs[:-1], [len(positions) for positions, _, _ in reads])
+        where = np.concatenate([positions for positions, _, _ in reads]) + offsets
+        picked = block[where, np.concatenate([tokens for _, _, tokens in reads])].astype(np.float64) - norms[where]
+        out, start = [], 0
+        for j, ((_, tree), rows, (_, nodes, _)) in enumerate(zip(self.jobs, self.rows, reads)):
+            logprobs = tree.empty_logprobs()
+            logprobs[nodes] = picked[start : start + len(nodes)]
+            tree.record_argmax([-1] + rows.nodes, argmax[plan.outputs[j] : plan.outputs[j + 1]])
+            out.append(logprobs)
+            start += len(nodes)
+        return out
