@@ -1,0 +1,151 @@
+"""`autocog.lm.llama.sequential.PromptByPrompt` (LLaMa's default batch path) and the prefix cache's tip sequences
+(`LlamaPrefixCache.widen` / `settle`): a batch gives exactly, bitwise, the numbers of the same prompts one by one,
+in one decode per prompt, and leaves no trie cell behind."""
+
+import random
+
+import numpy as np
+import pytest
+
+llama_cpp = pytest.importorskip("llama_cpp", reason="the llama extra (llama-cpp-python) is not installed")
+
+from randomized import make_prompts, random_choices
+from references import EXACT
+
+from autocog.core.types import ScoreRequest
+from autocog.lm import LLaMa, TransientError
+from autocog.lm.llama import sequential
+from autocog.lm.scoring import score
+
+
+@pytest.fixture(scope="module")
+def lm():
+    from autocog.gguf.models import tiny_llama_gguf
+
+    model = LLaMa(**LLaMa.create(tiny_llama_gguf(), n_ctx=1024, **EXACT), n_seq_max=6)
+    yield model
+    model.close()
+
+
+def one_by_one(lm, requests):
+    lm.cache.reset()
+    return [lm.choice_distribution(r.prompt, r.choices).token_logprobs for r in requests]
+
+
+def batched(lm, requests, batch_size=64):
+    lm.cache.reset()
+    return [r.token_logprobs for r in score(lm, requests, batch_size=batch_size)]
+
+
+def counting_decodes(lm):
+    calls = []
+    decode = lm.cache.decode
+    lm.cache.decode = lambda: (calls.append(int(lm.cache.batch.struct.n_tokens)), decode())[1]
+    return calls
+
+
+def assert_clean(lm, n_prompt):
+    """Sequence 0 holds the last prompt; sequences 1..wide its first wide_upto positions; nothing else anywhere."""
+    memory, cache = lm.cache.memory, lm.cache
+    assert llama_cpp.llama_memory_seq_pos_max(memory, 0) == n_prompt - 1
+    for s in range(1, cache.n_seq_max):
+        expected = cache.wide_upto - 1 if s <= cache.wide else -1
+        assert llama_cpp.llama_memory_seq_pos_max(memory, s) == expected
+
+
+def mixed_requests():
+    """A shared header, per-row choices of 1-5 tips (5 = the context's n_seq_max - 1), single-token choices (no
+    inner node), a repeated prompt, and a trie with more tips than sequences (not one chunk: evaluate_tree)."""
+    rng = random.Random(5)
+    prompts = make_prompts(10, seed=3, header="Context: the quick brown fox.\n")
+    lists = [random_choices(rng, k) for k in (2, 4, 1, 6, 3, 8, 2, 30, 5, 4)]
+    lists[2] = [" A", " B", " C"]
+    prompts[5] = prompts[4]
+    return [ScoreRequest(p, c) for p, c in zip(prompts, lists)]
+
+
+def test_batch_equals_one_by_one_bitwise(lm):
+    requests = mixed_requests()
+    trees = [lm.build_tree(r.prompt, r.choices)[1] for r in requests]
+    assert len(trees[7].tips()) > lm.cache.n_seq_max - 1 and not trees[2].internal_nodes()
+    assert len({len(t.tips()) for t in trees}) > 3  # several widths: the padded layout
+    expected = one_by_one(lm, requests)
+    calls = counting_decodes(lm)
+    try:
+        actual = batched(lm, requests)
+    finally:
+        del lm.cache.decode
+    assert actual == expected  # bitwise: the same decodes as evaluate_tree
+    chunks = [len(lm.tip_chunks(t, lm.cache.n_seq_max - 1, lm.cache.n_ctx)) for t in trees]
+    assert sum(n > 1 for n in chunks) >= 2
+    assert len(calls) == sum(chunks)  # one decode per prompt; a trie with more tips than sequences, one per chunk
+    assert_clean(lm, len(lm.tokenize(requests[-1].prompt, bos=True)))
+
+
+def test_decodes_hold_each_prompt_and_its_trie(lm):
+    """Same choices after every prompt: each decode is the prompt past what the previous one shares, then the trie."""
+    requests = [ScoreRequest(p, [" yes", " no", " the quick brown"]) for p in make_prompts(6, seed=9)]
+    calls = counting_decodes(lm)
+    try:
+        batched(lm, requests)
+    finally:
+        del lm.cache.decode
+    tree = lm.build_tree(requests[0].prompt, requests[0].choices)[1]
+    previous: list[int] = []
+    expected = []
+    for r in requests:
+        tokens = lm.tokenize(r.prompt, bos=True)
+        shared = 0
+        while shared < min(len(previous), len(tokens)) and previous[shared] == tokens[shared]:
+            shared += 1
+        expected.append(len(tokens) - min(shared, len(tokens) - 1) + len(tree.internal_nodes()))
+        previous = tokens
+    assert calls == expected
+
+
+def test_a_transient_fault_splits_and_leaves_nothing_stale(lm, monkeypatch):
+    requests = mixed_requests()[:6]
+    expected = one_by_one(lm, requests)
+    calls = {"n": 0}
+    decode = lm.cache.decode
+
+    def flaky():
+        calls["n"] += 1
+        if calls["n"] == 3:
+            raise TransientError("no KV slot (injected)")
+        decode()
+
+    monkeypatch.setattr(lm.cache, "decode", flaky)
+    assert batched(lm, requests) == expected
+    assert calls["n"] > len(requests)  # the failed run was split and run again
+
+
+def test_runs_bound_the_logits_block():
+    lm_like = [([1, 2, 3], _Tree(inner=3)), ([1, 2], _Tree(inner=1)), ([4], _Tree(inner=0)), ([5], _Tree(inner=7))]
+    groups = sequential.runs(lm_like, n_vocab=10, budget=4 * 10 * 6)  # 6 rows of 10 floats a run
+    assert [len(g) for g in groups] == [2, 1, 1]  # 4 + 2 rows, then 1, then 8 (alone though over the budget)
+
+
+class _Tree:
+    def __init__(self, inner):
+        self.inner = inner
+
+    def internal_nodes(self):
+        return list(range(self.inner))
+
+
+def test_tip_sequences_grow_and_shrink_with_the_trie(lm):
+    """One prompt scored with tries of 3, 1, 5 then 2 tips: the prompt's cells carry exactly the tips' sequences."""
+    prompt = "Question: what is the capital of France?\nAnswer:"
+    n_prompt = len(lm.tokenize(prompt, bos=True))
+    lm.cache.reset()
+    for choices in ([" Paris is", " London is", " Rome is"], [" Paris is"], random_choices(random.Random(1), 5), [" a b", " c d"]):
+        tree = lm.build_tree(prompt, choices)[1]
+        result = lm.choice_distribution(prompt, choices)
+        assert lm.cache.wide == len(tree.tips()) and lm.cache.wide_upto == n_prompt
+        assert_clean(lm, n_prompt)
+        np.testing.assert_allclose(
+            [sum(x) for x in result.token_logprobs],
+            [sum(x) for x in one_by_one(lm, [ScoreRequest(prompt, choices)])[0]],
+            atol=1e-6,
+        )
