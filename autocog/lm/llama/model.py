@@ -7,13 +7,14 @@ Fast paths:
 
 * sequence 0 holds the KV of the last token sequence evaluated (`LlamaPrefixCache`): the longest common
   prefix with the next call is kept, so programs and decoding loops pay only for new tokens;
-* `LLaMa.evaluate_tree` scores a whole choice trie in one ``llama_decode``: the prompt is copied from
-  sequence 0 to one sequence per tip of the trie (an inner node with no inner child;
-  ``llama_memory_seq_cp``: the cells are shared, not duplicated), then every inner trie token goes into one
-  batch, tagged with the sequence ids of all the tips below it, at position ``len(prompt) + depth - 1``.
-  Attention then sees exactly the prompt and the token's ancestors. Leaves are never decoded: their
-  log-probs come from their parent's logits. The extra sequences are removed afterwards.
-* `LLaMa.evaluate_trees` does the same for several prompts in one ``llama_decode`` (`autocog.lm.llama.batch`).
+* `LLaMa.evaluate_tree` scores a whole choice trie in one ``llama_decode`` with the prompt's uncached tokens:
+  those go in sequence 0 and in one sequence per tip of the trie (an inner node with no inner child), every
+  inner trie token in the sequences of the tips below it, at position ``len(prompt) + depth - 1``. Attention
+  then sees exactly the prompt and the token's ancestors. Leaves are never decoded: their log-probs come from
+  their parent's logits. Afterwards only the trie's cells are dropped; the prompt's cells keep the tip
+  sequences for the next trie (`LlamaPrefixCache.widen`), so a dataset pays no copy or drop per tip.
+* `LLaMa.evaluate_trees` runs those same decodes for a batch with the Python around them done once
+  (`autocog.lm.llama.sequential`), or, opt-in, several prompts per decode (`autocog.lm.llama.batch`).
 """
 
 from __future__ import annotations
