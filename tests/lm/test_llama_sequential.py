@@ -139,7 +139,12 @@ def test_tip_sequences_grow_and_shrink_with_the_trie(lm):
     prompt = "Question: what is the capital of France?\nAnswer:"
     n_prompt = len(lm.tokenize(prompt, bos=True))
     lm.cache.reset()
-    for choices in ([" Paris is", " London is", " Rome is"], [" Paris is"], random_choices(random.Random(1), 5), [" a b", " c d"]):
+    for choices in (
+        [" Paris is", " London is", " Rome is"],
+        [" Paris is"],
+        random_choices(random.Random(1), 5),
+        [" a b", " c d"],
+    ):
         tree = lm.build_tree(prompt, choices)[1]
         result = lm.choice_distribution(prompt, choices)
         assert lm.cache.wide == len(tree.tips()) and lm.cache.wide_upto == n_prompt

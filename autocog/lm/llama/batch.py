@@ -3,8 +3,9 @@ the one decode-and-read loop of both of LLaMa's tree decoders (this one and `LLa
 
 Opt-in (``LLaMa(group_tokens=N)``): equal to one by one to 1e-5 on F32 weights, up to 0.3 nats off on
 quantized SmolLM2, as much as llama.cpp's own results move with the shape of its decodes (docs/scoring.md,
-"Several prompts per decode on quantized models"). By default each group holds one prompt, which goes through
-`LLaMa.evaluate_tree`: its uncached tokens and its trie's inner nodes in one decode, on the prefix cache.
+"Several prompts per decode on quantized models"). By default each prompt has its own decode, as
+`LLaMa.evaluate_tree` runs it (`autocog.lm.llama.sequential`); `decode_prompt_and_trie` is that decode and
+`TrieRows` a trie's part of it.
 
 Each prompt gets one sequence per *tip* of its trie (an inner node none of whose children is inner); several
 prompts are decoded whole in their own sequences (see the note in `PackedDecode`). One batch holds, prompt

@@ -327,10 +327,11 @@ class LLaMa(ChoiceLM):
         return out
 
     def evaluate_trees(self, jobs: Sequence[TreeJob], max_batch_tokens: Optional[int] = None) -> list[np.ndarray]:
-        """Node log-probs of several (prompt tokens, trie) jobs: `packed_decode` over groups of jobs that fit
-        the context's sequences and KV cells (see `autocog.lm.llama.batch`); one job goes through
-        `evaluate_tree`. A group that finds no KV slot is split in halves. ``max_batch_tokens`` caps
-        ``group_tokens`` for this call (grouping stays off when ``group_tokens`` is 0)."""
+        """Node log-probs of several (prompt tokens, trie) jobs. By default (``group_tokens`` 0) the decodes of
+        `evaluate_tree`, one per prompt, with the Python around them batched (`prompt_by_prompt`; a trie with more
+        tips than sequences goes through `evaluate_tree`); with ``group_tokens``, `packed_decode` over groups of
+        jobs that fit the context's sequences and KV cells (see `autocog.lm.llama.batch`). A run that finds no KV
+        slot is split in halves. ``max_batch_tokens`` caps ``group_tokens`` for this call."""
         jobs = [(list(prompt_tokens), tree) for prompt_tokens, tree in jobs]
         if len(jobs) <= 1 or self._recurrent or type(self).evaluate_tree is not LLaMa.evaluate_tree:
             return super().evaluate_trees(jobs)
