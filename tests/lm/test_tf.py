@@ -39,6 +39,39 @@ def test_prefix_cache_never_stale(tiny_tf):
         np.testing.assert_allclose(greedy, reference_greedy(tiny_tf, prompt), atol=1e-4)
 
 
+def test_deferred_crop_is_never_read_stale(tiny_tf):
+    """A tree pass leaves its trie's KV in the cache (cropped by the next call that runs the model, one crop
+    instead of two): whatever comes next (the same prompt again, which runs only the trie, a longer or a
+    shorter prompt, a greedy row, a completion, a packed batch) sees exactly the prompt's KV."""
+    from autocog.eval.batch import choice_distributions
+
+    lm, cache = tiny_tf, tiny_tf.cache
+    prompt, choices = "Question: What is the capital of France?\nAnswer:", [" Paris", " Par", " London", " Berlin"]
+    tokens = lm.tokenize(prompt, bos=True)
+    reference = brute_force_tf(lm, prompt, choices)
+    follow_ups = [
+        lambda: assert_logprobs_close(lm.choice_logprobs(prompt, choices), reference, 1e-5),
+        lambda: assert_logprobs_close(
+            lm.choice_logprobs(prompt + " the", choices), brute_force_tf(lm, prompt + " the", choices), 1e-4
+        ),
+        lambda: assert_logprobs_close(
+            lm.choice_logprobs(prompt[:20], choices), brute_force_tf(lm, prompt[:20], choices), 1e-4
+        ),
+        lambda: np.testing.assert_allclose(lm.greedy(prompt + " a"), reference_greedy(lm, prompt + " a"), atol=1e-4),
+        lambda: np.testing.assert_allclose(lm.greedy(prompt), reference_greedy(lm, prompt), atol=1e-4),
+        lambda: assert_logprobs_close(
+            [r.token_logprobs for r in choice_distributions(lm, [prompt, prompt + " x"], choices)][0], reference, 1e-5
+        ),
+    ]
+    for follow_up in follow_ups:
+        cache.reset()
+        assert_logprobs_close(lm.choice_logprobs(prompt, choices), reference, 1e-4)
+        assert cache.tokens == tokens and cache.kv.get_seq_length() > len(tokens)  # the trie's KV is still there
+        follow_up()
+        assert lm.complete(prompt, stop=None, max_tokens=4) == lm.detokenize(reference_generate(lm, prompt, 4))
+        assert cache.kv.get_seq_length() == len(cache.tokens)
+
+
 def reference_greedy(lm, prompt):
     ids = lm.tokenize(prompt, bos=True)
     with torch.no_grad():
