@@ -185,8 +185,8 @@ def test_tree_masks_equal_a_freshly_built_one(dtype):
     for n_prompt, keep in [(1, 0), (5, 0), (5, 4), (40, 3), (300, 0), (300, 299), (700, 17), (2, 1)]:
         paths = [[rng.randrange(50) for _ in range(rng.randint(1, 5))] for _ in range(rng.randint(1, 12))]
         tree = TokenChoiceTree(paths)
-        for pass_tree in (tree, tree.copy()):
-            got = masks.tree_mask(pass_tree, keep, n_prompt, dtype, "cpu")
+        for pass_tree, device in ((tree, None), (tree.copy(), "cpu")):
+            got = masks.tree_mask(pass_tree, keep, n_prompt, dtype, device)
             allowed = torch.from_numpy(bool_tree_mask(tree, keep, n_prompt))
             expected = torch.zeros(allowed.shape, dtype=dtype).masked_fill_(~allowed, lowest)[None, None]
             assert got.dtype == dtype and got.is_contiguous() and torch.equal(got, expected), (n_prompt, keep)

@@ -343,14 +343,18 @@ class TfLM(ChoiceLM):
         rows = tree.rows()  # -1 (after the prompt), then the inner nodes
         n_inner = len(rows) - 1
         if n_new or n_inner:
-            ids = torch.from_numpy(np.array([prompt_tokens[keep:] + tree.inner_tokens()], dtype=np.int64)).to(device)
-            positions = np.concatenate([np.arange(keep, n_prompt), n_prompt + tree.inner_depths() - 1])
+            steps = np.empty((2, 1, n_new + n_inner), dtype=np.int64)  # the input ids, then the position ids
+            steps[0, 0] = prompt_tokens[keep:] + tree.inner_tokens()
+            steps[1, 0, :n_new] = np.arange(keep, n_prompt)
+            np.add(tree.inner_depths(), n_prompt - 1, out=steps[1, 0, n_new:])
+            on_host = device.type == "cpu"
+            ids, positions = (torch.from_numpy(steps) if on_host else torch.from_numpy(steps).to(device)).unbind()
             out = cache.run(
                 prompt_tokens,
                 keep,
                 input_ids=ids,
-                attention_mask=self.masks.tree_mask(tree, keep, n_prompt, dtype, device),
-                position_ids=torch.from_numpy(positions)[None].to(device),
+                attention_mask=self.masks.tree_mask(tree, keep, n_prompt, dtype, None if on_host else device),
+                position_ids=positions,
                 # the last rows: the prompt's last token (when new), then the inner nodes
                 logits_to_keep=n_inner + (1 if n_new else 0),
             )
@@ -484,22 +488,25 @@ class CausalMasks:
     MIN_LENGTH = 256
 
     def __init__(self) -> None:
-        self.kinds: dict[Any, tuple[type[np.floating], np.floating]] = {}  # torch dtype -> (numpy dtype, lowest)
+        self.kinds: dict[Any, tuple[type[np.floating], np.floating, bool]] = {}  # torch dtype -> `kind`
         self.edges: dict[type[np.floating], np.ndarray] = {}
 
-    def kind(self, dtype: Any) -> tuple[type[np.floating], np.floating]:
-        """The numpy dtype a mask of torch ``dtype`` is built in, and the lowest value in it."""
+    def kind(self, dtype: Any) -> tuple[type[np.floating], np.floating, bool]:
+        """The numpy dtype a mask of torch ``dtype`` is built in, the lowest value in it and whether it is
+        ``dtype`` itself (else the mask is converted)."""
         found = self.kinds.get(dtype)
         if found is None:
             import torch
 
-            kind = NUMPY_FLOATS.get(str(dtype), np.float32)
-            found = self.kinds[dtype] = (kind, kind(torch.finfo(dtype).min))
+            kind = NUMPY_FLOATS.get(str(dtype))
+            native = kind is not None
+            kind = kind or np.float32
+            found = self.kinds[dtype] = (kind, kind(torch.finfo(dtype).min), native)
         return found
 
     def causal(self, dtype: Any, first: int, rows: int, columns: int) -> np.ndarray:
         """A new [rows, columns] array in `kind` (dtype): row q sees the keys 0 .. ``first + q``."""
-        kind, lowest = self.kind(dtype)
+        kind, lowest, _ = self.kind(dtype)
         length = max(first + rows, columns)  # row q of the view starts at edge[half - 1 - first - q]
         edge = self.edges.get(kind)
         if edge is None or len(edge) < 2 * length:
@@ -510,17 +517,19 @@ class CausalMasks:
         half, step = len(edge) // 2, edge.itemsize
         return np.ndarray((rows, columns), kind, edge, (half - 1 - first) * step, (-step, step)).copy()
 
-    def tree_mask(self, tree: TokenChoiceTree, keep: int, n_prompt: int, dtype: Any, device: Any) -> Any:
-        """The [1, 1, queries, keys] mask of a tree pass, on ``device``: ``n_prompt - keep`` new prompt tokens,
-        each seeing the prompt up to itself, then the trie's inner nodes, each seeing the whole prompt and its
-        own inner ancestors."""
+    def tree_mask(self, tree: TokenChoiceTree, keep: int, n_prompt: int, dtype: Any, device: Any = None) -> Any:
+        """The [1, 1, queries, keys] mask of a tree pass, on ``device`` (None: the CPU): ``n_prompt - keep`` new
+        prompt tokens, each seeing the prompt up to itself, then the trie's inner nodes, each seeing the whole
+        prompt and its own inner ancestors."""
         import torch
 
-        inner = tree.inner_mask(self.kind(dtype)[1])
+        _, lowest, native = self.kind(dtype)
+        inner = tree.inner_mask(lowest)
         n_new, n_inner = n_prompt - keep, len(inner)
         mask = self.causal(dtype, keep, n_new + n_inner, n_prompt + n_inner)
         mask[n_new:, n_prompt:] = inner
-        return torch.from_numpy(mask).to(device=device, dtype=dtype)[None, None]
+        tensor = torch.from_numpy(mask[None, None])
+        return tensor if device is None and native else tensor.to(device, dtype)
 
 
 def packed_layout(
