@@ -194,6 +194,27 @@ def test_device_map_places_the_model_once(tiny_tf, tiny_path):
     assert_logprobs_close(lm.choice_logprobs(prompt, choices), tiny_tf.choice_logprobs(prompt, choices), atol=1e-6)
 
 
+def test_placement_follows_the_module(tiny_path):
+    """`TfLM.placement` holds the first parameter: converting the module keeps its parameter objects, so the
+    dtype follows; with torch's ``overwrite_module_params_on_conversion`` (new parameter objects) it is looked up
+    again. The scores follow the dtype."""
+    lm = TfLM(**TfLM.create(model_path=tiny_path))
+    prompt, choices = "Question: 2 + 2 =", [" 4", " 5", " four"]
+    single = lm.choice_logprobs(prompt, choices)
+    assert lm.placement() == (torch.device("cpu"), torch.float32)
+    lm.model.to(torch.float64)
+    lm.cache.reset()
+    assert lm.placement() == (torch.device("cpu"), torch.float64)
+    assert_logprobs_close(lm.choice_logprobs(prompt, choices), single, atol=1e-5)
+    torch.__future__.set_overwrite_module_params_on_conversion(True)
+    try:
+        held = lm.first_parameter
+        lm.model.to(torch.float32)
+        assert lm.placement() == (torch.device("cpu"), torch.float32) and lm.first_parameter is not held
+    finally:
+        torch.__future__.set_overwrite_module_params_on_conversion(False)
+
+
 def test_prefix_cache_accounting(tiny_tf):
     """The trie pass evaluates exactly prompt-delta + the trie's inner tokens (leaves are never run)."""
     prompt = "Question: What is the capital of France?\nAnswer:"
