@@ -62,6 +62,11 @@ def test_deferred_crop_is_never_read_stale(tiny_tf):
         lambda: assert_logprobs_close(
             [r.token_logprobs for r in choice_distributions(lm, [prompt, prompt + " x"], choices)][0], reference, 1e-5
         ),
+        lambda: assert_logprobs_close(  # the batch's shared prefix is the whole cached prompt
+            choice_distributions(lm, [prompt + " the end", prompt + " a start"], choices)[0].token_logprobs,
+            brute_force_tf(lm, prompt + " the end", choices),
+            1e-4,
+        ),
     ]
     for follow_up in follow_ups:
         cache.reset()

@@ -50,12 +50,12 @@ PRETRAINED_KEYS = frozenset(
 )
 
 __all__ = [
+    "CausalMasks",
     "DEFAULT_MAX_BATCH_TOKENS",
     "DTYPES",
     "LOGITS_BUDGET_BYTES",
     "PRETRAINED_KEYS",
     "TfLM",
-    "CausalMasks",
     "TfPrefixCache",
     "cache_kwarg",
     "output_cache",
@@ -477,15 +477,15 @@ def additive_mask(allowed: np.ndarray, dtype: Any) -> Any:
 class CausalMasks:
     """Additive attention masks of `TfLM.tree_pass`, per torch dtype: 0 where a query sees a key, the dtype's
     lowest value elsewhere, built in numpy (bf16: in float32, which holds its values exactly, converted by
-    torch). A causal block is a copy of a strided view of one line per dtype (``edge``: ``length`` zeros
-    then ``length`` lowest values; row q of the view starts one element earlier than row q - 1), so no
-    [n, n] triangle is built or kept; a trie's own block is memoized in its shape (`TokenChoiceTree.inner_mask`).
+    torch). A causal block is a copy of a strided view of one line per dtype (``edges``: n zeros then n lowest
+    values; row q of the view starts one element before row q - 1), so no [n, n] triangle is built or kept; a
+    trie's own block is memoized in its shape (`TokenChoiceTree.inner_mask`).
 
     >>> CausalMasks().causal(torch.float16, first=1, rows=2, columns=4).tolist()  # doctest: +SKIP
     [[0.0, 0.0, -65504.0, -65504.0], [0.0, 0.0, 0.0, -65504.0]]
     """
 
-    MIN_LENGTH = 256
+    MIN_LENGTH = 256  # the shortest line's n (it grows by powers of two)
 
     def __init__(self) -> None:
         self.kinds: dict[Any, tuple[type[np.floating], np.floating, bool]] = {}  # torch dtype -> `kind`
