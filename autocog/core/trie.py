@@ -41,7 +41,7 @@ class TrieShape:
     path_nodes: Optional[np.ndarray] = None
     path_spans: Optional[list[tuple[int, int]]] = None
     inner_masks: dict[tuple[str, float], np.ndarray] = field(default_factory=dict)
-    reads: dict[tuple[int, ...], tuple[np.ndarray, np.ndarray, np.ndarray]] = field(default_factory=dict)
+    reads: dict[tuple[int, ...], tuple[np.ndarray, np.ndarray, np.ndarray, bool]] = field(default_factory=dict)
     tips_above: dict[tuple[tuple[int, ...], int], dict[int, list[int]]] = field(default_factory=dict)
 
 
@@ -311,7 +311,7 @@ class TokenChoiceTree:
         >>> tree.read_rows([-1, 0], np.log([[0.5, 0.25, 0.25], [0.1, 0.8, 0.1]])).round(3).tolist(), tree.is_greedy()
         ([-0.693, -0.223, -1.386], [True, False])
         """
-        positions, nodes, tokens = self.row_reads(rows)
+        positions, nodes, tokens, complete = self._reads(rows)
         if (
             not isinstance(values, np.ndarray)
             and getattr(values, "is_cpu", False)
@@ -333,7 +333,7 @@ class TokenChoiceTree:
         self.row_argmax.update(zip(rows, argmax))  # `record_argmax`, of ints already
         if offsets is not None:
             picked = picked - np.asarray(offsets, dtype=np.float64)[positions]
-        if out is None and len(nodes) == len(self.skeleton):  # every node read: ``nodes`` is 0, 1, ... (sorted)
+        if out is None and complete:  # every node read once, in node order
             return picked.astype(np.float64)
         out = self.empty_logprobs() if out is None else out
         out[nodes] = picked
@@ -342,6 +342,11 @@ class TokenChoiceTree:
     def row_reads(self, rows: Sequence[int]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """What `read_rows` gathers for ``rows``: for each child of each row, by node index, the row's position
         in ``rows``, the child's node index and its token (int64 arrays, read-only; memoized per ``rows``)."""
+        positions, nodes, tokens, _ = self._reads(rows)
+        return positions, nodes, tokens
+
+    def _reads(self, rows: Sequence[int]) -> tuple[np.ndarray, np.ndarray, np.ndarray, bool]:
+        """`row_reads`, and whether they give every node exactly once (``nodes`` is then 0, 1, 2...)."""
         key = tuple(rows)
         found = self.shape.reads.get(key)
         if found is not None:
@@ -349,7 +354,8 @@ class TokenChoiceTree:
         pairs = sorted((child, k) for k, row in enumerate(key) for child in self.children_of(row))
         nodes = [child for child, _ in pairs]
         tokens = [self.skeleton[i].token for i in nodes]
-        reads = (_int_array([k for _, k in pairs]), _int_array(nodes), _int_array(tokens))
+        complete = nodes == list(range(len(self.skeleton)))
+        reads = (_int_array([k for _, k in pairs]), _int_array(nodes), _int_array(tokens), complete)
         if len(self.shape.reads) < MAX_MEMO_READS:
             self.shape.reads[key] = reads
         return reads

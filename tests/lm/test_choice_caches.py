@@ -215,6 +215,8 @@ def test_read_out_with_offsets_equals_log_softmax():
     read = np.isin(np.arange(len(tree.skeleton)), tree.row_reads(rows[:2])[1])
     np.testing.assert_array_equal(part[read], by_offsets[read])
     assert np.isnan(part[~read]).all()
+    short = TokenChoiceTree([[0, 1]])  # a row given twice covers as many nodes as there are, not all of them
+    np.testing.assert_array_equal(short.read_rows([-1, -1], logits[:2, :3], norms[:2])[1:], [np.nan])
 
 
 def test_choice_logprobs_read_along_each_path():
