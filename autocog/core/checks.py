@@ -19,6 +19,10 @@ def check_prompt(prompt: Any) -> str:
 
 def check_choices(choices: Any) -> list[str]:
     """The choices as a list, or an `InvalidChoicesError` naming what is wrong with them."""
+    if type(choices) is list or type(choices) is tuple:  # the usual case, checked without the loop below
+        unique = set(choices) if all(type(c) is str for c in choices) else ()
+        if len(unique) == len(choices) and "" not in unique and choices:
+            return list(choices)
     if isinstance(choices, str) or not isinstance(choices, Sequence):
         raise InvalidChoicesError(f"choices must be a list of strings, not {type(choices).__name__}")
     choices = list(choices)

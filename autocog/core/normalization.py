@@ -62,7 +62,7 @@ def normalize_scores(
     ``pmi``: total minus the total of the same tokens scored without the prompt (``unconditional``).
     """
     check_normalization(normalization)
-    sums = np.array([math.fsum(lp) for lp in token_logprobs], dtype=np.float64)
+    sums = np.fromiter(map(math.fsum, token_logprobs), dtype=np.float64, count=len(token_logprobs))
     if normalization == "sum":
         return sums
     if normalization == "mean":

@@ -26,7 +26,8 @@ MAX_MEMO_READS = 16  # row sets whose gather indices a trie's shape keeps (`Toke
 @dataclass
 class TrieShape:
     """What a trie's structure implies, computed on first use and shared by the tree's copies (never modified
-    afterwards): `TokenChoiceTree.internal_nodes`, `max_depth`, `inner_tokens`, `depths`, `inner_depths`, `inner_ancestors`, `tips`, `path_steps`, `tips_above`, the
+    afterwards): `TokenChoiceTree.internal_nodes`, `max_depth`, `inner_tokens`, `depths`, `inner_depths`,
+    `inner_ancestors`, `inner_mask` per fill value, `tips`, `path_steps`, `path_nodes`, `tips_above`, the
     gather indices of `row_reads` per row set, and ``backend``: what a backend derives from it for its passes."""
 
     internal: Optional[list[int]] = None
@@ -37,7 +38,10 @@ class TrieShape:
     inner_ancestors: Optional[np.ndarray] = None
     tips: Optional[list[int]] = None
     path_steps: Optional[list[list[tuple[int, int]]]] = None
-    reads: dict[tuple[int, ...], tuple[np.ndarray, np.ndarray, np.ndarray]] = field(default_factory=dict)
+    path_nodes: Optional[np.ndarray] = None
+    path_spans: Optional[list[tuple[int, int]]] = None
+    inner_masks: dict[tuple[str, float], np.ndarray] = field(default_factory=dict)
+    reads: dict[tuple[int, ...], tuple[np.ndarray, np.ndarray, np.ndarray, bool]] = field(default_factory=dict)
     tips_above: dict[tuple[tuple[int, ...], int], dict[int, list[int]]] = field(default_factory=dict)
     # what a backend derives from the structure for its own passes (e.g. LLaMa's batch rows), keyed by the backend
     backend: dict[Hashable, Any] = field(default_factory=dict)
@@ -186,6 +190,21 @@ class TokenChoiceTree:
             shape.inner_ancestors = _frozen(self.ancestor_mask()[np.ix_(internal, internal)])
         return shape.inner_ancestors
 
+    def inner_mask(self, fill: np.floating) -> np.ndarray:
+        """`inner_ancestors` as an additive attention block: 0 where an inner node sees an inner node, ``fill``
+        elsewhere, in ``fill``'s numpy dtype (read-only, memoized per dtype and value).
+
+        >>> TokenChoiceTree([[5, 7, 8], [6, 1]]).inner_mask(np.float32(-9)).tolist()
+        [[0.0, -9.0, -9.0], [0.0, 0.0, -9.0], [-9.0, -9.0, 0.0]]
+        """
+        key = (fill.dtype.str, float(fill))
+        found = self.shape.inner_masks.get(key)
+        if found is None:
+            found = _frozen(np.where(self.inner_ancestors(), fill.dtype.type(0), fill))
+            if len(self.shape.inner_masks) < MAX_MEMO_READS:
+                self.shape.inner_masks[key] = found
+        return found
+
     def path_tokens(self, index: int) -> list[int]:
         """Tokens from the root down to node ``index`` included."""
         return [self.skeleton[i].token for i in self.lineage(index)]
@@ -294,13 +313,16 @@ class TokenChoiceTree:
         >>> tree.read_rows([-1, 0], np.log([[0.5, 0.25, 0.25], [0.1, 0.8, 0.1]])).round(3).tolist(), tree.is_greedy()
         ([-0.693, -0.223, -1.386], [True, False])
         """
-        out = self.empty_logprobs() if out is None else out
-        positions, nodes, tokens = self.row_reads(rows)
-        if not isinstance(values, np.ndarray) and str(values.device) == "cpu" and str(values.dtype) in NUMPY_DTYPES:
+        positions, nodes, tokens, complete = self._reads(rows)
+        if (
+            not isinstance(values, np.ndarray)
+            and getattr(values, "is_cpu", False)
+            and str(values.dtype) in NUMPY_DTYPES
+        ):
             values = values.numpy()  # a torch tensor on the CPU: numpy reads it in place, faster on small rows
         if isinstance(values, np.ndarray):
-            argmax = values.argmax(-1)
-            picked = values[positions, tokens].astype(np.float64)
+            argmax = values.argmax(-1).tolist()
+            picked = values[positions, tokens]
         else:  # a torch tensor on a device: gathered there, one transfer for both (argmax ids are exact in float64)
             n, maxima = len(nodes), values.argmax(-1)
             # index tensors from the int64 argmax, not from values: bf16/fp16 cannot hold token ids exactly
@@ -309,27 +331,33 @@ class TokenChoiceTree:
             both[:n] = gathered
             both[n:] = maxima
             host = both.cpu().numpy()
-            picked, argmax = host[:n], host[n:].astype(np.int64)
-        self.record_argmax(rows, argmax.tolist())
+            picked, argmax = host[:n], host[n:].astype(np.int64).tolist()
+        self.row_argmax.update(zip(rows, argmax))  # `record_argmax`, of ints already
         if offsets is not None:
             picked = picked - np.asarray(offsets, dtype=np.float64)[positions]
+        if out is None and complete:  # every node read once, in node order
+            return picked.astype(np.float64)
+        out = self.empty_logprobs() if out is None else out
         out[nodes] = picked
         return out
 
     def row_reads(self, rows: Sequence[int]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """What `read_rows` gathers for ``rows``: for each child of each row, in order, the row's position in
-        ``rows``, the child's node index and its token (int64 arrays, read-only; memoized per ``rows``)."""
+        """What `read_rows` gathers for ``rows``: for each child of each row, by node index, the row's position
+        in ``rows``, the child's node index and its token (int64 arrays, read-only; memoized per ``rows``)."""
+        positions, nodes, tokens, _ = self._reads(rows)
+        return positions, nodes, tokens
+
+    def _reads(self, rows: Sequence[int]) -> tuple[np.ndarray, np.ndarray, np.ndarray, bool]:
+        """`row_reads`, and whether they give every node exactly once (``nodes`` is then 0, 1, 2...)."""
         key = tuple(rows)
         found = self.shape.reads.get(key)
         if found is not None:
             return found
-        positions, nodes = [], []
-        for k, row in enumerate(key):
-            for child in self.children_of(row):
-                positions.append(k)
-                nodes.append(child)
+        pairs = sorted((child, k) for k, row in enumerate(key) for child in self.children_of(row))
+        nodes = [child for child, _ in pairs]
         tokens = [self.skeleton[i].token for i in nodes]
-        reads = (_int_array(positions), _int_array(nodes), _int_array(tokens))
+        complete = nodes == list(range(len(self.skeleton)))
+        reads = (_int_array([k for _, k in pairs]), _int_array(nodes), _int_array(tokens), complete)
         if len(self.shape.reads) < MAX_MEMO_READS:
             self.shape.reads[key] = reads
         return reads
@@ -389,14 +417,29 @@ class TokenChoiceTree:
         return shape.path_steps
 
     def choice_logprobs(self, logprobs: Union[Sequence[float], np.ndarray, None] = None) -> list[list[float]]:
-        """Per-choice lists of token log-probs, read along each choice's path."""
+        """Per-choice lists of token log-probs, read along each choice's path (``logprobs``: one per node, in
+        node order; None: this tree's own)."""
         if logprobs is not None:
-            values = [float(x) for x in logprobs]
-        elif self._nodes is None:
-            values = [math.nan] * len(self.skeleton) if self._logprobs is None else self._logprobs.tolist()
+            values = np.asarray(logprobs, dtype=np.float64)
+        elif self._nodes is not None:
+            values = np.array([n.logprob for n in self._nodes], dtype=np.float64)
+        elif self._logprobs is not None:
+            values = self._logprobs
         else:
-            values = [float(n.logprob) for n in self._nodes]
-        return [[values[i] for i in path] for path in self.paths]
+            values = np.full(len(self.skeleton), math.nan)
+        nodes, spans = self.path_nodes()
+        flat = values[nodes].tolist()
+        return [flat[start:stop] for start, stop in spans]
+
+    def path_nodes(self) -> tuple[np.ndarray, list[tuple[int, int]]]:
+        """Every choice's path, concatenated (int64, read-only), and the (start, stop) of each in it (shared with
+        the tree's copies: do not modify)."""
+        shape = self.shape
+        if shape.path_nodes is None or shape.path_spans is None:
+            stops = np.cumsum([len(path) for path in self.paths]).tolist()
+            shape.path_spans = list(zip([0] + stops[:-1], stops))
+            shape.path_nodes = _int_array([i for path in self.paths for i in path])
+        return shape.path_nodes, shape.path_spans
 
     # --- pictures ------------------------------------------------------------------------------
     def to_dot(

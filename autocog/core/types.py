@@ -49,7 +49,7 @@ class ChoiceResult:
 
     @property
     def index(self) -> int:
-        return int(np.argmax(self.scores if self.prior is None else self.probs))
+        return int(np.asarray(self.scores if self.prior is None else self.probs).argmax())
 
     @property
     def choice(self) -> str:

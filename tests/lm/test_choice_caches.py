@@ -1,6 +1,7 @@
 """The caches of what a dataset repeats (`ChoiceLM.tree_cache`, the trie's shared `TrieShape`) and the hot-path
 shortcuts (`TfLM.direct_backend`, `read_packed`, one host transfer per read): same numbers as without them."""
 
+import math
 import random
 
 import numpy as np
@@ -158,3 +159,76 @@ def test_additive_mask_is_the_masked_fill_of_the_lowest_value(dtype):
     expected = torch.zeros(allowed.shape, dtype=dtype).masked_fill_(torch.from_numpy(~allowed), torch.finfo(dtype).min)
     got = additive_mask(allowed, dtype)
     assert got.dtype == dtype and torch.equal(got, expected)
+
+
+def bool_tree_mask(tree, keep, n_prompt):
+    """The tree pass's mask as it was built before `CausalMasks`: a boolean [queries, keys] array."""
+    inner = tree.internal_nodes()
+    n_new, n_inner = n_prompt - keep, len(inner)
+    allowed = np.zeros((n_new + n_inner, n_prompt + n_inner), dtype=bool)
+    allowed[:n_new, :n_prompt] = np.tri(n_new, n_prompt, k=keep, dtype=bool)
+    allowed[n_new:, :n_prompt] = True
+    allowed[n_new:, n_prompt:] = tree.ancestor_mask()[np.ix_(inner, inner)]
+    return allowed
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.float64, torch.bfloat16])
+def test_tree_masks_equal_a_freshly_built_one(dtype):
+    """`CausalMasks.tree_mask` (a strided view of one line, the trie's block memoized in its shape) is exactly
+    the masked fill of a freshly built boolean mask, whatever the prompt, the cached part and the growth of the
+    line; the memoized blocks are shared by a tree's copies and read-only."""
+    from autocog.lm.tf.model import CausalMasks
+
+    rng = random.Random(4)
+    masks = CausalMasks()
+    lowest = torch.finfo(dtype).min
+    for n_prompt, keep in [(1, 0), (5, 0), (5, 4), (40, 3), (300, 0), (300, 299), (700, 17), (2, 1)]:
+        paths = [[rng.randrange(50) for _ in range(rng.randint(1, 5))] for _ in range(rng.randint(1, 12))]
+        tree = TokenChoiceTree(paths)
+        for pass_tree, device in ((tree, None), (tree.copy(), "cpu")):
+            got = masks.tree_mask(pass_tree, keep, n_prompt, dtype, device)
+            allowed = torch.from_numpy(bool_tree_mask(tree, keep, n_prompt))
+            expected = torch.zeros(allowed.shape, dtype=dtype).masked_fill_(~allowed, lowest)[None, None]
+            assert got.dtype == dtype and got.is_contiguous() and torch.equal(got, expected), (n_prompt, keep)
+        assert len(tree.shape.inner_masks) == 1
+    block = next(iter(tree.shape.inner_masks.values()))
+    with pytest.raises(ValueError):
+        block[0, 0] = 1.0
+    assert masks.edges[masks.kind(dtype)[0]].size == 2 * 1024  # grown to the longest pass, by powers of two
+
+
+def test_read_out_with_offsets_equals_log_softmax():
+    """`read_rows` from logits minus their log-sum-exp (``offsets``) equals the read from log-probs within 1e-6,
+    with the same argmax; a read that covers every node and one that covers some (the rest NaN) agree."""
+    rng = np.random.default_rng(1)
+    paths = [[int(a) for a in rng.integers(0, 40, size=rng.integers(1, 5))] for _ in range(12)]
+    tree, twin = TokenChoiceTree(paths), TokenChoiceTree(paths)
+    rows = tree.rows()
+    logits = rng.normal(scale=4.0, size=(len(rows), 40)).astype(np.float32)
+    norms = np.log(np.exp(logits.astype(np.float64)).sum(-1))
+    by_offsets = tree.read_rows(rows, logits, norms)
+    by_softmax = twin.read_rows(rows, torch.log_softmax(torch.from_numpy(logits), dim=-1))
+    assert not np.isnan(by_offsets).any()
+    np.testing.assert_allclose(by_offsets, by_softmax, atol=1e-6, rtol=0)
+    assert tree.row_argmax == twin.row_argmax and tree.is_greedy() == twin.is_greedy()
+    part = TokenChoiceTree(paths).read_rows(rows[:2], logits[:2], norms[:2])
+    read = np.isin(np.arange(len(tree.skeleton)), tree.row_reads(rows[:2])[1])
+    np.testing.assert_array_equal(part[read], by_offsets[read])
+    assert np.isnan(part[~read]).all()
+    short = TokenChoiceTree([[0, 1]])  # a row given twice covers as many nodes as there are, not all of them
+    np.testing.assert_array_equal(short.read_rows([-1, -1], logits[:2, :3], norms[:2])[1:], [np.nan])
+
+
+def test_choice_logprobs_read_along_each_path():
+    """`choice_logprobs` through the memoized path index: the values along each path, from the tree's own
+    log-probs (before and after its nodes are made) or from the ones given."""
+    tree = TokenChoiceTree([[5, 7, 8], [5, 9], [3], [5, 7]])
+    values = [-0.5, -1.0, -2.0, -3.0, -4.0]
+    expected = [[values[i] for i in path] for path in tree.paths]
+    assert tree.choice_logprobs(values) == expected
+    twin = tree.copy()
+    assert all(math.isnan(x) for lp in twin.choice_logprobs() for x in lp)
+    twin.set_logprobs(values)
+    assert twin.choice_logprobs() == expected
+    twin.nodes[1].logprob = -6.0
+    assert twin.choice_logprobs()[0] == [-0.5, -6.0, -2.0]

@@ -39,6 +39,44 @@ def test_prefix_cache_never_stale(tiny_tf):
         np.testing.assert_allclose(greedy, reference_greedy(tiny_tf, prompt), atol=1e-4)
 
 
+def test_deferred_crop_is_never_read_stale(tiny_tf):
+    """A tree pass leaves its trie's KV in the cache (cropped by the next call that runs the model, one crop
+    instead of two): whatever comes next (the same prompt again, which runs only the trie, a longer or a
+    shorter prompt, a greedy row, a completion, a packed batch) sees exactly the prompt's KV."""
+    from autocog.eval.batch import choice_distributions
+
+    lm, cache = tiny_tf, tiny_tf.cache
+    prompt, choices = "Question: What is the capital of France?\nAnswer:", [" Paris", " Par", " London", " Berlin"]
+    tokens = lm.tokenize(prompt, bos=True)
+    reference = brute_force_tf(lm, prompt, choices)
+    follow_ups = [
+        lambda: assert_logprobs_close(lm.choice_logprobs(prompt, choices), reference, 1e-5),
+        lambda: assert_logprobs_close(
+            lm.choice_logprobs(prompt + " the", choices), brute_force_tf(lm, prompt + " the", choices), 1e-4
+        ),
+        lambda: assert_logprobs_close(
+            lm.choice_logprobs(prompt[:20], choices), brute_force_tf(lm, prompt[:20], choices), 1e-4
+        ),
+        lambda: np.testing.assert_allclose(lm.greedy(prompt + " a"), reference_greedy(lm, prompt + " a"), atol=1e-4),
+        lambda: np.testing.assert_allclose(lm.greedy(prompt), reference_greedy(lm, prompt), atol=1e-4),
+        lambda: assert_logprobs_close(
+            [r.token_logprobs for r in choice_distributions(lm, [prompt, prompt + " x"], choices)][0], reference, 1e-5
+        ),
+        lambda: assert_logprobs_close(  # the batch's shared prefix is the whole cached prompt
+            choice_distributions(lm, [prompt + " the end", prompt + " a start"], choices)[0].token_logprobs,
+            brute_force_tf(lm, prompt + " the end", choices),
+            1e-4,
+        ),
+    ]
+    for follow_up in follow_ups:
+        cache.reset()
+        assert_logprobs_close(lm.choice_logprobs(prompt, choices), reference, 1e-4)
+        assert cache.tokens == tokens and cache.kv.get_seq_length() > len(tokens)  # the trie's KV is still there
+        follow_up()
+        assert lm.complete(prompt, stop=None, max_tokens=4) == lm.detokenize(reference_generate(lm, prompt, 4))
+        assert cache.kv.get_seq_length() == len(cache.tokens)
+
+
 def reference_greedy(lm, prompt):
     ids = lm.tokenize(prompt, bos=True)
     with torch.no_grad():
@@ -159,6 +197,27 @@ def test_device_map_places_the_model_once(tiny_tf, tiny_path):
     assert str(lm.device) == "cpu" and lm.model.dtype == torch.float32  # the checkpoint's dtype
     prompt, choices = "Question: 2 + 2 =", [" 4", " 5", " four"]
     assert_logprobs_close(lm.choice_logprobs(prompt, choices), tiny_tf.choice_logprobs(prompt, choices), atol=1e-6)
+
+
+def test_placement_follows_the_module(tiny_path):
+    """`TfLM.placement` holds the first parameter: converting the module keeps its parameter objects, so the
+    dtype follows; with torch's ``overwrite_module_params_on_conversion`` (new parameter objects) it is looked up
+    again. The scores follow the dtype."""
+    lm = TfLM(**TfLM.create(model_path=tiny_path))
+    prompt, choices = "Question: 2 + 2 =", [" 4", " 5", " four"]
+    single = lm.choice_logprobs(prompt, choices)
+    assert lm.placement() == (torch.device("cpu"), torch.float32)
+    lm.model.to(torch.float64)
+    lm.cache.reset()
+    assert lm.placement() == (torch.device("cpu"), torch.float64)
+    assert_logprobs_close(lm.choice_logprobs(prompt, choices), single, atol=1e-5)
+    torch.__future__.set_overwrite_module_params_on_conversion(True)
+    try:
+        held = lm.first_parameter
+        lm.model.to(torch.float32)
+        assert lm.placement() == (torch.device("cpu"), torch.float32) and lm.first_parameter is not held
+    finally:
+        torch.__future__.set_overwrite_module_params_on_conversion(False)
 
 
 def test_prefix_cache_accounting(tiny_tf):

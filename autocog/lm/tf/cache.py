@@ -9,6 +9,7 @@ Every name here is also importable from `autocog.lm.tf.model`.
 
 from __future__ import annotations
 
+from contextlib import nullcontext
 from typing import Any
 
 from autocog.core.prefix_cache import PrefixCache
@@ -52,6 +53,8 @@ class TfPrefixCache(PrefixCache):
         self.evaluated = 0  # tokens run through the model since creation (for accounting)
 
     def truncate(self, keep: int) -> int:
+        """Keep the first ``keep`` tokens. The KV may hold more than ``tokens`` (a tree pass leaves its trie's
+        KV there, dropped here or in `run`, whichever comes first: one crop instead of two)."""
         length = 0 if self.kv is None else self.kv.get_seq_length()
         if length > keep:
             # negative = number of tokens to drop (transformers 4.x and 5.x agree on this form)
@@ -62,11 +65,14 @@ class TfPrefixCache(PrefixCache):
         return keep
 
     def run(self, tokens: list[int], keep: int, **model_kwargs: Any) -> Any:
-        """Feed ``tokens[keep:]`` (plus whatever ``model_kwargs`` adds) on top of the cached ``tokens[:keep]``."""
+        """Feed ``tokens[keep:]`` (plus whatever ``model_kwargs`` adds) on top of the cached ``tokens[:keep]``
+        (the KV is first cropped to them), under ``torch.inference_mode`` (entered unless it already is)."""
         import torch
 
         try:
-            with torch.inference_mode():
+            if keep:
+                self.truncate(keep)
+            with nullcontext() if torch.is_inference_mode_enabled() else torch.inference_mode():
                 out = self.model(**{self.cache_kwarg: self.kv if keep else None}, use_cache=True, **model_kwargs)
         except BaseException:
             self.reset()

@@ -50,6 +50,7 @@ PRETRAINED_KEYS = frozenset(
 )
 
 __all__ = [
+    "CausalMasks",
     "DEFAULT_MAX_BATCH_TOKENS",
     "DTYPES",
     "LOGITS_BUDGET_BYTES",
@@ -125,6 +126,8 @@ class TfLM(ChoiceLM):
         self.tokenizer = tokenizer
         self.chat_template = chat_template  # None: the tokenizer's own
         self.device = self.model.device
+        self.first_parameter: Any = None  # `placement`'s, found on first use
+        self.masks = CausalMasks()
         self.cache = TfPrefixCache(self.model)
         self.encoder = FragmentEncoder(
             self.encode_raw, self.tokenizer.decode, prefix=self._find_special_prefix(), encode_many=self.encode_raw_many
@@ -298,8 +301,14 @@ class TfLM(ChoiceLM):
 
     def placement(self) -> tuple[Any, Any]:
         """(device, dtype) of the model's inputs: its first parameter's, when floating point (what transformers'
-        ``model.device`` and ``model.dtype`` find by walking every parameter, ~10 us a call on a small model)."""
-        first = next(self.model.parameters(), None)
+        ``model.device`` and ``model.dtype`` find by walking every parameter, ~10 us a call on a small model).
+        The parameter object is found once: moving or converting the module keeps its parameter objects (unless
+        torch's ``overwrite_module_params_on_conversion`` is set: then it is looked up on every call)."""
+        import torch
+
+        first = self.first_parameter
+        if first is None or torch.__future__.get_overwrite_module_params_on_conversion():
+            first = self.first_parameter = next(self.model.parameters(), None)
         if first is None or not first.is_floating_point():
             return self.model.device, self.model.dtype
         return first.device, first.dtype
@@ -317,7 +326,8 @@ class TfLM(ChoiceLM):
 
         The input is ``new prompt tokens + inner trie tokens``; the 4D mask lets a prompt token see the tokens
         before it and a trie token see the whole prompt and its own ancestors; trie positions are
-        ``P + depth - 1``. Afterwards the cache holds exactly the prompt."""
+        ``P + depth - 1``. Afterwards the cache holds the prompt (the trie's KV is cropped by the next call that
+        runs the model: `TfPrefixCache.run`)."""
         import torch
 
         with torch.inference_mode():  # no autograd bookkeeping on any op here (the logits are inference tensors)
@@ -330,37 +340,34 @@ class TfLM(ChoiceLM):
         cache, (device, dtype) = self.cache, self.placement()
         keep = cache.reusable(prompt_tokens)
         n_prompt, n_new = len(prompt_tokens), len(prompt_tokens) - keep
-        internal = tree.internal_nodes()
-        n_inner = len(internal)
-        if n_new or internal:
-            allowed = np.zeros((n_new + n_inner, n_prompt + n_inner), dtype=bool)
-            allowed[:n_new, :n_prompt] = np.tri(n_new, n_prompt, k=keep, dtype=bool)
-            allowed[n_new:, :n_prompt] = True
-            allowed[n_new:, n_prompt:] = tree.inner_ancestors()
-            ids = torch.from_numpy(np.array([prompt_tokens[keep:] + tree.inner_tokens()], dtype=np.int64)).to(device)
-            positions = np.concatenate([np.arange(keep, n_prompt), n_prompt + tree.inner_depths() - 1])
-            try:
-                out = cache.run(
-                    prompt_tokens,
-                    keep,
-                    input_ids=ids,
-                    attention_mask=additive_mask(allowed, dtype)[None, None].to(device),
-                    position_ids=torch.from_numpy(positions)[None].to(device),
-                    # the last rows: the prompt's last token (when new), then the inner nodes
-                    logits_to_keep=n_inner + (1 if n_new else 0),
-                )
-            finally:
-                cache.truncate(n_prompt)  # the prompt's KV stays; the trie's is dropped
+        rows = tree.rows()  # -1 (after the prompt), then the inner nodes
+        n_inner = len(rows) - 1
+        if n_new or n_inner:
+            steps = np.empty((2, 1, n_new + n_inner), dtype=np.int64)  # the input ids, then the position ids
+            steps[0, 0] = prompt_tokens[keep:] + tree.inner_tokens()
+            steps[1, 0, :n_new] = np.arange(keep, n_prompt)
+            np.add(tree.inner_depths(), n_prompt - 1, out=steps[1, 0, n_new:])
+            on_host = device.type == "cpu"
+            ids, positions = (torch.from_numpy(steps) if on_host else torch.from_numpy(steps).to(device)).unbind()
+            out = cache.run(
+                prompt_tokens,
+                keep,
+                input_ids=ids,
+                attention_mask=self.masks.tree_mask(tree, keep, n_prompt, dtype, None if on_host else device),
+                position_ids=positions,
+                # the last rows: the prompt's last token (when new), then the inner nodes
+                logits_to_keep=n_inner + (1 if n_new else 0),
+            )
             cache.evaluated += n_new + n_inner
             logits = out.logits[0].float()
             if n_new:  # row 0 is the prompt's last token: the rows are already in read-out order
                 cache.last_logits = logits[0]
-                return tree.read_rows([-1] + internal, torch.log_softmax(logits, dim=-1))
-            rows = logits
+            else:
+                logits = torch.cat([cache.last_logits.float()[None], logits])
         else:
-            rows = cache.last_logits.new_empty((0, cache.last_logits.shape[-1]))
-        logprobs = torch.log_softmax(torch.cat([cache.last_logits.float()[None], rows.float()]), dim=-1)
-        return tree.read_rows([-1] + internal, logprobs)  # row 0: after the prompt; row 1 + k: after internal[k]
+            logits = cache.last_logits.float()[None]
+        logprobs = torch.log_softmax(logits, dim=-1)  # row 0: after the prompt; row 1 + k: after inner node k
+        return tree.read_rows(rows, logprobs.numpy() if logprobs.is_cpu else logprobs)
 
     # --- many prompts at once ------------------------------------------------------------------
     def evaluate_trees(self, jobs: Sequence[TreeJob], max_batch_tokens: Optional[int] = None) -> list[np.ndarray]:
@@ -465,6 +472,64 @@ def additive_mask(allowed: np.ndarray, dtype: Any) -> Any:
     if kind is not None:  # built in numpy (one pass) where numpy has the dtype; the values are exactly 0 and lowest
         return torch.from_numpy(np.where(allowed, kind(0), kind(lowest)))
     return torch.zeros(allowed.shape, dtype=dtype).masked_fill_(torch.from_numpy(~allowed), lowest)
+
+
+class CausalMasks:
+    """Additive attention masks of `TfLM.tree_pass`, per torch dtype: 0 where a query sees a key, the dtype's
+    lowest value elsewhere, built in numpy (bf16: in float32, which holds its values exactly, converted by
+    torch). A causal block is a copy of a strided view of one line per dtype (``edges``: n zeros then n lowest
+    values; row q of the view starts one element before row q - 1), so no [n, n] triangle is built or kept; a
+    trie's own block is memoized in its shape (`TokenChoiceTree.inner_mask`).
+
+    >>> CausalMasks().causal(torch.float16, first=1, rows=2, columns=4).tolist()  # doctest: +SKIP
+    [[0.0, 0.0, -65504.0, -65504.0], [0.0, 0.0, 0.0, -65504.0]]
+    """
+
+    MIN_LENGTH = 256  # the shortest line's n (it grows by powers of two)
+
+    def __init__(self) -> None:
+        self.kinds: dict[Any, tuple[type[np.floating], np.floating, bool]] = {}  # torch dtype -> `kind`
+        self.edges: dict[type[np.floating], np.ndarray] = {}
+
+    def kind(self, dtype: Any) -> tuple[type[np.floating], np.floating, bool]:
+        """The numpy dtype a mask of torch ``dtype`` is built in, the lowest value in it and whether it is
+        ``dtype`` itself (else the mask is converted)."""
+        found = self.kinds.get(dtype)
+        if found is None:
+            import torch
+
+            kind = NUMPY_FLOATS.get(str(dtype))
+            native = kind is not None
+            kind = kind or np.float32
+            found = self.kinds[dtype] = (kind, kind(torch.finfo(dtype).min), native)
+        return found
+
+    def causal(self, dtype: Any, first: int, rows: int, columns: int) -> np.ndarray:
+        """A new [rows, columns] array in `kind` (dtype): row q sees the keys 0 .. ``first + q``."""
+        kind, lowest, _ = self.kind(dtype)
+        length = max(first + rows, columns)  # row q of the view starts at edge[half - 1 - first - q]
+        edge = self.edges.get(kind)
+        if edge is None or len(edge) < 2 * length:
+            half = max(self.MIN_LENGTH, 1 << (length - 1).bit_length())
+            edge = np.zeros(2 * half, dtype=kind)
+            edge[half:] = lowest
+            self.edges[kind] = edge
+        half, step = len(edge) // 2, edge.itemsize
+        return np.ndarray((rows, columns), kind, edge, (half - 1 - first) * step, (-step, step)).copy()
+
+    def tree_mask(self, tree: TokenChoiceTree, keep: int, n_prompt: int, dtype: Any, device: Any = None) -> Any:
+        """The [1, 1, queries, keys] mask of a tree pass, on ``device`` (None: the CPU): ``n_prompt - keep`` new
+        prompt tokens, each seeing the prompt up to itself, then the trie's inner nodes, each seeing the whole
+        prompt and its own inner ancestors."""
+        import torch
+
+        _, lowest, native = self.kind(dtype)
+        inner = tree.inner_mask(lowest)
+        n_new, n_inner = n_prompt - keep, len(inner)
+        mask = self.causal(dtype, keep, n_new + n_inner, n_prompt + n_inner)
+        mask[n_new:, n_prompt:] = inner
+        tensor = torch.from_numpy(mask[None, None])
+        return tensor if device is None and native else tensor.to(device, dtype)
 
 
 def packed_layout(
