@@ -12,6 +12,7 @@ llama_cpp = pytest.importorskip("llama_cpp", reason="the llama extra (llama-cpp-
 from randomized import make_prompts, random_choices
 from references import EXACT
 
+from autocog.core.trie import TokenChoiceTree
 from autocog.core.types import ScoreRequest
 from autocog.lm import LLaMa, TransientError
 from autocog.lm.llama import sequential
@@ -121,17 +122,13 @@ def test_a_transient_fault_splits_and_leaves_nothing_stale(lm, monkeypatch):
 
 
 def test_runs_bound_the_logits_block():
-    lm_like = [([1, 2, 3], _Tree(inner=3)), ([1, 2], _Tree(inner=1)), ([4], _Tree(inner=0)), ([5], _Tree(inner=7))]
-    groups = sequential.runs(lm_like, n_vocab=10, budget=4 * 10 * 6)  # 6 rows of 10 floats a run
+    def chain(n_inner):  # one choice of n_inner + 1 tokens: n_inner inner nodes
+        return TokenChoiceTree([list(range(1, n_inner + 2))])
+
+    jobs = [([1, 2, 3], chain(3)), ([1, 2], chain(1)), ([4], chain(0)), ([5], chain(7))]
+    assert [len(tree.internal_nodes()) for _, tree in jobs] == [3, 1, 0, 7]
+    groups = sequential.runs(jobs, n_vocab=10, budget=4 * 10 * 6)  # 6 rows of 10 floats a run
     assert [len(g) for g in groups] == [2, 1, 1]  # 4 + 2 rows, then 1, then 8 (alone though over the budget)
-
-
-class _Tree:
-    def __init__(self, inner):
-        self.inner = inner
-
-    def internal_nodes(self):
-        return list(range(self.inner))
 
 
 def test_tip_sequences_grow_and_shrink_with_the_trie(lm):

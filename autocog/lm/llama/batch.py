@@ -80,6 +80,15 @@ class TrieRows:
     seq_ids: np.ndarray
     counts: np.ndarray
     width: int
+    lists: tuple[list[int], list[int], list[int]]  # tokens, depths, counts as lists (batches build lists)
+
+    @classmethod
+    def whole(cls, tree: TokenChoiceTree) -> TrieRows:
+        """`of` all the trie's tips (memoized without building the tips' key)."""
+        found = tree.shape.backend.get("llama-rows")
+        if found is None:
+            found = tree.shape.backend["llama-rows"] = cls.of(tree, tree.tips())
+        return found
 
     @classmethod
     def of(cls, tree: TokenChoiceTree, tips: Sequence[int]) -> TrieRows:
@@ -93,13 +102,17 @@ class TrieRows:
             for row, ids in enumerate(seqs.values()):
                 seq_ids[row, : len(ids)] = ids
             skeleton = tree.skeleton
+            tokens = [skeleton[i].token for i in nodes]
+            depths = [skeleton[i].depth for i in nodes]
+            counts = [len(ids) for ids in seqs.values()]
             found = cls(
                 nodes=nodes,
-                tokens=np.array([skeleton[i].token for i in nodes], dtype=np.int32),
-                depths=np.array([skeleton[i].depth for i in nodes], dtype=np.int32),
+                tokens=np.array(tokens, dtype=np.int32),
+                depths=np.array(depths, dtype=np.int32),
                 seq_ids=seq_ids,
-                counts=np.array([len(ids) for ids in seqs.values()], dtype=np.int32),
+                counts=np.array(counts, dtype=np.int32),
                 width=width,
+                lists=(tokens, depths, counts),
             )
             if len(tree.shape.backend) < MAX_MEMO_READS:
                 tree.shape.backend[key] = found

@@ -16,7 +16,7 @@ A job fits when its trie's tips fit the context's sequences and its tokens its c
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Sequence
+from typing import TYPE_CHECKING, Sequence
 
 import numpy as np
 
@@ -38,7 +38,7 @@ def runs(jobs: Sequence[TreeJob], n_vocab: int, budget: int = BLOCK_BYTES) -> li
     groups: list[list[TreeJob]] = []
     size = budget + 1
     for job in jobs:
-        rows = (1 + len(job[1].internal_nodes())) * n_vocab * 4
+        rows = (1 + len(TrieRows.whole(job[1]).nodes)) * n_vocab * 4
         if size + rows > budget:
             groups.append([])
             size = 0
@@ -49,8 +49,8 @@ def runs(jobs: Sequence[TreeJob], n_vocab: int, budget: int = BLOCK_BYTES) -> li
 
 def fits(cache: LlamaPrefixCache, job: TreeJob) -> bool:
     """Whether a job's trie goes in one chunk: its tips as sequences 1..n_seq_max-1, prompt + inner nodes in the context."""
-    prompt_tokens, tree = job
-    return len(tree.tips()) <= cache.n_seq_max - 1 and len(prompt_tokens) + len(tree.internal_nodes()) <= cache.n_ctx
+    rows = TrieRows.whole(job[1])
+    return rows.width <= cache.n_seq_max - 1 and len(job[0]) + len(rows.nodes) <= cache.n_ctx
 
 
 @dataclass
@@ -74,7 +74,7 @@ class PromptByPrompt:
     def __init__(self, cache: LlamaPrefixCache, jobs: Sequence[TreeJob]):
         self.cache = cache
         self.jobs = [(list(prompt_tokens), tree) for prompt_tokens, tree in jobs]
-        self.rows = [TrieRows.of(tree, tree.tips()) for _, tree in self.jobs]
+        self.rows = [TrieRows.whole(tree) for _, tree in self.jobs]
         previous = cache.tokens
         self.keeps: list[int] = []
         for prompt_tokens, _ in self.jobs:  # what the prefix cache keeps before each (its last token is run again)
@@ -83,45 +83,44 @@ class PromptByPrompt:
 
     def layout(self) -> Layout:
         """The rows of every job: its prompt from its keep on (in sequences 0..its tips, the last token's logits
-        kept), then its trie's inner nodes (`TrieRows`, every one's logits kept)."""
-        rests = [len(p) - keep for (p, _), keep in zip(self.jobs, self.keeps)]
-        sizes = [len(rows.nodes) for rows in self.rows]
+        kept), then its trie's inner nodes (`TrieRows`, every one's logits kept). Built as lists, then one array
+        each: a group's conversions cost less than per-job numpy calls."""
+        tokens: list[int] = []
+        positions: list[int] = []
+        counts: list[int] = []
+        logits: list[int] = []
+        trie_rows: list[int] = []
+        starts, outputs = [0], [0]
+        for (prompt_tokens, _), keep, rows in zip(self.jobs, self.keeps, self.rows):
+            n, (trie_tokens, depths, trie_counts) = len(prompt_tokens), rows.lists
+            tokens += prompt_tokens[keep:]
+            tokens += trie_tokens
+            positions += range(keep, n)
+            positions += [n - 1 + depth for depth in depths]
+            counts += [rows.width + 1] * (n - keep)
+            counts += trie_counts
+            logits += [0] * (n - keep - 1)
+            logits += [1] * (1 + len(trie_tokens))
+            trie_rows += range(starts[-1] + n - keep, len(tokens))
+            starts.append(len(tokens))
+            outputs.append(outputs[-1] + 1 + len(trie_tokens))
         widths = {rows.seq_ids.shape[1] for rows in self.rows}
         width = 1 + max(widths)
-        segments = [n for pair in zip(rests, sizes) for n in pair]  # prompt rest, trie rows, per job
-        steps = np.arange(max(rests), dtype=np.int32)
-        pieces_tokens: list[Any] = []
-        pieces_within: list[np.ndarray] = []
-        bases: list[int] = []
-        for (prompt_tokens, _), keep, rest, rows in zip(self.jobs, self.keeps, rests, self.rows):
-            pieces_tokens += [prompt_tokens[keep:], rows.tokens]
-            pieces_within += [steps[:rest], rows.depths]
-            bases += [keep, len(prompt_tokens) - 1]
-        is_trie = np.repeat(np.tile(np.array([False, True]), len(self.jobs)), segments)
-        counts = np.repeat([rows.width + 1 for rows in self.rows], rests)
-        trie_counts = [rows.counts for rows in self.rows]
-        all_counts = np.empty(len(is_trie), dtype=np.int32)
-        all_counts[~is_trie] = counts
-        all_counts[is_trie] = np.concatenate(trie_counts)
-        seq_ids = np.empty((len(is_trie), width), dtype=np.int32)
-        seq_ids[~is_trie] = np.arange(width, dtype=np.int32)
-        if len(widths) == 1:  # the same choices after every prompt: no padding
-            seq_ids[is_trie, : width - 1] = np.concatenate([rows.seq_ids for rows in self.rows])
-        else:
-            seq_ids[is_trie] = np.concatenate(
-                [np.pad(r.seq_ids, ((0, 0), (0, width - r.seq_ids.shape[1]))) for r in self.rows]
-            )
-        logits = is_trie.astype(np.int8)
-        starts = np.cumsum([0] + [rest + size for rest, size in zip(rests, sizes)]).tolist()
-        logits[np.array(starts[1:]) - np.array(sizes) - 1] = 1  # each prompt's last token
+        seq_ids = np.empty((len(tokens), width), dtype=np.int32)
+        seq_ids[:] = np.arange(width, dtype=np.int32)  # a prompt token: sequences 0..tips (its count says how many)
+        if trie_rows:
+            blocks = [rows.seq_ids for rows in self.rows]
+            if len(widths) > 1:
+                blocks = [np.pad(b, ((0, 0), (0, width - 1 - b.shape[1]))) for b in blocks]
+            seq_ids[trie_rows, : width - 1] = np.concatenate(blocks)
         return Layout(
-            tokens=np.concatenate(pieces_tokens).astype(np.int32),
-            positions=(np.repeat(bases, segments) + np.concatenate(pieces_within)).astype(np.int32),
+            tokens=np.array(tokens, dtype=np.int32),
+            positions=np.array(positions, dtype=np.int32),
             seq_ids=seq_ids,
-            counts=all_counts,
-            logits=logits,
+            counts=np.array(counts, dtype=np.int32),
+            logits=np.array(logits, dtype=np.int8),
             starts=starts,
-            outputs=np.cumsum([0] + [1 + size for size in sizes]).tolist(),
+            outputs=outputs,
         )
 
     def run(self) -> list[np.ndarray]:
@@ -155,18 +154,29 @@ class PromptByPrompt:
         return self.read(block, plan)
 
     def read(self, block: np.ndarray, plan: Layout) -> list[np.ndarray]:
-        """Every job's node log-probs from the block of logits rows: one log-sum-exp, one gather, one argmax for all."""
-        norms = row_logsumexp(block)
-        argmax = block.argmax(-1).tolist()
+        """Every job's node log-probs from the block of logits rows: one argmax (which gives the rows' maxima too),
+        one log-sum-exp and one gather for all."""
+        best = block.argmax(-1)
+        norms = row_logsumexp(block, top=np.take_along_axis(block, best[:, None], -1))
+        argmax = best.tolist()
         reads = [tree.row_reads([-1] + rows.nodes) for (_, tree), rows in zip(self.jobs, self.rows)]
-        offsets = np.repeat(plan.outputs[:-1], [len(positions) for positions, _, _ in reads])
-        where = np.concatenate([positions for positions, _, _ in reads]) + offsets
-        picked = block[where, np.concatenate([tokens for _, _, tokens in reads])].astype(np.float64) - norms[where]
-        out, start = [], 0
+        if all(rows is self.rows[0] for rows in self.rows):  # the same trie after every prompt: one gather
+            positions, nodes, tokens = reads[0]
+            where = np.add.outer(np.array(plan.outputs[:-1]), positions)
+            picked = block[where, tokens[None, :]].astype(np.float64) - norms[where]
+        else:
+            offsets = np.repeat(plan.outputs[:-1], [len(positions) for positions, _, _ in reads])
+            where = np.concatenate([positions for positions, _, _ in reads]) + offsets
+            flat = block[where, np.concatenate([tokens for _, _, tokens in reads])].astype(np.float64) - norms[where]
+            bounds = np.cumsum([0] + [len(nodes) for _, nodes, _ in reads]).tolist()
+            picked = [flat[bounds[j] : bounds[j + 1]] for j in range(len(reads))]
+        out = []
         for j, ((_, tree), rows, (_, nodes, _)) in enumerate(zip(self.jobs, self.rows, reads)):
-            logprobs = tree.empty_logprobs()
-            logprobs[nodes] = picked[start : start + len(nodes)]
+            if len(nodes) == len(tree.skeleton):  # every node read once (row_reads sorts by node): as they are
+                logprobs = picked[j]
+            else:
+                logprobs = tree.empty_logprobs()
+                logprobs[nodes] = picked[j]
             tree.record_argmax([-1] + rows.nodes, argmax[plan.outputs[j] : plan.outputs[j + 1]])
             out.append(logprobs)
-            start += len(nodes)
         return out
