@@ -17,12 +17,14 @@ from autocog.errors import TransientError
 SEQ_RM_MAX = 4
 
 
-def row_logsumexp(rows: np.ndarray, top: Optional[np.ndarray] = None) -> np.ndarray:
+def row_logsumexp(rows: np.ndarray, top: Optional[np.ndarray] = None, in_place: bool = False) -> np.ndarray:
     """float64 log-sum-exp of each row of float32 logits (exp in float32, sums in float64: ~1e-8 off, 5x faster);
-    ``top``: the rows' maxima ([rows, 1]) when the caller has them (from an argmax)."""
+    ``top``: the rows' maxima ([rows, 1]) when the caller has them (from an argmax); ``in_place``: ``rows`` may be
+    overwritten (no temporary the size of the rows)."""
     if top is None:
         top = rows.max(axis=-1, keepdims=True)
-    sums = np.exp(rows - top).sum(axis=-1, dtype=np.float64)
+    shifted = np.subtract(rows, top, out=rows if in_place else None)
+    sums = np.exp(shifted, out=shifted).sum(axis=-1, dtype=np.float64)
     return np.log(sums) + top[..., 0]  # float64: float32 + float64 promotes exactly
 
 
@@ -143,9 +145,11 @@ class LlamaPrefixCache(PrefixCache):
     # --- primitives ------------------------------------------------------------------------------
     def decode(self) -> None:
         """``llama_decode`` of the batch as filled; counts its tokens. Slot exhaustion is transient."""
-        self._check_open()
-        n = int(self.batch.struct.n_tokens)
-        rc = self.llama_cpp.llama_decode(self.ctx, self.batch.struct)
+        if self.ctx is None:
+            self._check_open()
+        struct = self.batch.struct
+        n = struct.n_tokens
+        rc = self.llama_cpp.llama_decode(self.ctx, struct)
         if rc == 1:
             raise TransientError("llama_decode found no KV-cache slot for the batch (context full)")
         if rc != 0:
@@ -192,6 +196,9 @@ class LlamaPrefixCache(PrefixCache):
         """Make sequences 1..``n_seqs``, and no others, hold sequence 0's cells at positions ``[0, keep)`` (what
         the cache keeps of ``tokens``): copied (``llama_memory_seq_cp``, no data moves) only where they do not
         yet, extra sequences dropped. A decode then tags the tokens from ``keep`` on with sequences 0..n_seqs."""
+        if self.wide == n_seqs and self.wide_upto >= keep:  # a dataset's usual case: already so
+            self.wide_upto = keep
+            return
         if self.wide > n_seqs:
             self.drop_sequences(self.wide)
         upto = min(self.wide_upto, keep)

@@ -127,23 +127,25 @@ class PromptByPrompt:
         cache = self.cache
         plan = self.layout()
         block = np.empty((plan.outputs[-1], cache.n_vocab), dtype=np.float32)
-        capacity = cache.batch.capacity
+        capacity, load = cache.batch.capacity, cache.batch.load
+        tokens, positions, seq_ids, counts, logits = plan.tokens, plan.positions, plan.seq_ids, plan.counts, plan.logits
         try:
             for j, (prompt_tokens, _) in enumerate(self.jobs):
-                cache.truncate(self.keeps[j])  # also drops the previous trie's cells: they lie past this keep
-                cache.widen(self.rows[j].width, self.keeps[j])
+                keep = self.keeps[j]
+                cache.truncate(keep)  # also drops the previous trie's cells: they lie past this keep
+                cache.widen(self.rows[j].width, keep)
                 row, stop = plan.outputs[j], plan.starts[j + 1]
                 for start in range(plan.starts[j], stop, capacity):
                     end = min(start + capacity, stop)
-                    cache.batch.load(
-                        plan.tokens[start:end],
-                        plan.positions[start:end],
-                        plan.seq_ids[start:end],
-                        plan.counts[start:end],
-                        plan.logits[start:end],
+                    load(
+                        tokens[start:end],
+                        positions[start:end],
+                        seq_ids[start:end],
+                        counts[start:end],
+                        logits[start:end],
                     )
                     cache.decode()
-                    n_out = plan.outputs[j + 1] - row if end == stop else int(np.count_nonzero(plan.logits[start:end]))
+                    n_out = plan.outputs[j + 1] - row if end == stop else int(np.count_nonzero(logits[start:end]))
                     block[row : row + n_out] = cache.output_logits(n_out)
                     row += n_out
                 cache.hold(prompt_tokens)
@@ -157,26 +159,29 @@ class PromptByPrompt:
         """Every job's node log-probs from the block of logits rows: one argmax (which gives the rows' maxima too),
         one log-sum-exp and one gather for all."""
         best = block.argmax(-1)
-        norms = row_logsumexp(block, top=np.take_along_axis(block, best[:, None], -1))
+        top = np.take_along_axis(block, best[:, None], -1)
         argmax = best.tolist()
         reads = [tree.row_reads([-1] + rows.nodes) for (_, tree), rows in zip(self.jobs, self.rows)]
         if all(rows is self.rows[0] for rows in self.rows):  # the same trie after every prompt: one gather
             positions, nodes, tokens = reads[0]
             where = np.add.outer(np.array(plan.outputs[:-1]), positions)
-            picked = block[where, tokens[None, :]].astype(np.float64) - norms[where]
+            picked = block[where, tokens[None, :]].astype(np.float64)
         else:
             offsets = np.repeat(plan.outputs[:-1], [len(positions) for positions, _, _ in reads])
             where = np.concatenate([positions for positions, _, _ in reads]) + offsets
-            flat = block[where, np.concatenate([tokens for _, _, tokens in reads])].astype(np.float64) - norms[where]
+            picked = block[where, np.concatenate([tokens for _, _, tokens in reads])].astype(np.float64)
+        picked -= row_logsumexp(block, top=top, in_place=True)[where]  # the block is spent after this
+        per_job: Sequence[np.ndarray] = picked
+        if picked.ndim == 1:
             bounds = np.cumsum([0] + [len(nodes) for _, nodes, _ in reads]).tolist()
-            picked = [flat[bounds[j] : bounds[j + 1]] for j in range(len(reads))]
+            per_job = [picked[bounds[j] : bounds[j + 1]] for j in range(len(reads))]
         out = []
         for j, ((_, tree), rows, (_, nodes, _)) in enumerate(zip(self.jobs, self.rows, reads)):
             if len(nodes) == len(tree.skeleton):  # every node read once (row_reads sorts by node): as they are
-                logprobs = picked[j]
+                logprobs = per_job[j]
             else:
                 logprobs = tree.empty_logprobs()
-                logprobs[nodes] = picked[j]
+                logprobs[nodes] = per_job[j]
             tree.record_argmax([-1] + rows.nodes, argmax[plan.outputs[j] : plan.outputs[j + 1]])
             out.append(logprobs)
         return out
