@@ -8,7 +8,7 @@ llama_cpp = pytest.importorskip("llama_cpp")
 
 from contract import ScoringContract, assert_logprobs_close
 from randomized import make_prompts, random_choices
-from references import EXACT, brute_force_llama
+from references import EXACT, brute_force_llama, counting_decodes
 
 from autocog.gguf.models import tiny_llama_gguf
 from autocog.lm import LLaMa, ScoreRequest, score
@@ -30,13 +30,6 @@ class TestLLaMa(ScoringContract):
     def reference(cls, lm):
         ref = llama_cpp.Llama(model_path=str(tiny_llama_gguf()), n_ctx=1024, logits_all=True, verbose=False, **EXACT)
         return lambda prompt, choices: brute_force_llama(lm, ref, prompt, choices)
-
-
-def counting_decodes(lm):
-    calls = []
-    decode = lm.cache.decode
-    lm.cache.decode = lambda: (calls.append(int(lm.cache.batch.struct.n_tokens)), decode())[1]
-    return calls
 
 
 def test_several_prompts_in_one_decode(llama_lm, tiny_tf):

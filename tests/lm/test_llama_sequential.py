@@ -10,7 +10,7 @@ import pytest
 llama_cpp = pytest.importorskip("llama_cpp", reason="the llama extra (llama-cpp-python) is not installed")
 
 from randomized import make_prompts, random_choices
-from references import EXACT
+from references import EXACT, counting_decodes
 
 from autocog.core.trie import TokenChoiceTree
 from autocog.core.types import ScoreRequest
@@ -36,13 +36,6 @@ def one_by_one(lm, requests):
 def batched(lm, requests, batch_size=64):
     lm.cache.reset()
     return [r.token_logprobs for r in score(lm, requests, batch_size=batch_size)]
-
-
-def counting_decodes(lm):
-    calls = []
-    decode = lm.cache.decode
-    lm.cache.decode = lambda: (calls.append(int(lm.cache.batch.struct.n_tokens)), decode())[1]
-    return calls
 
 
 def assert_clean(lm, n_prompt):

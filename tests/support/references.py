@@ -28,3 +28,12 @@ def all_logprobs(ref, ids):
     logits = np.array(ref.scores[: len(ids)], dtype=np.float64)
     top = logits.max(axis=1, keepdims=True)
     return logits - top - np.log(np.exp(logits - top).sum(axis=1, keepdims=True))
+
+
+def counting_decodes(lm):
+    """Record the tokens of each of ``lm``'s llama_decode calls (a list that fills as it decodes); ``del
+    lm.cache.decode`` undoes it."""
+    calls = []
+    decode = lm.cache.decode
+    lm.cache.decode = lambda: (calls.append(int(lm.cache.batch.struct.n_tokens)), decode())[1]
+    return calls
