@@ -124,6 +124,23 @@ def test_runs_bound_the_logits_block():
     assert [len(g) for g in groups] == [2, 1, 1]  # 4 + 2 rows, then 1, then 8 (alone though over the budget)
 
 
+def test_a_trie_over_the_block_budget_goes_one_by_one(lm, monkeypatch):
+    """A job whose logits rows exceed `BLOCK_BYTES` is not copied into a block: `evaluate_tree` reads its decode's
+    rows as they come. The numbers stay those of one by one."""
+    requests = [ScoreRequest(p, [" yes", " no", " the quick brown fox"]) for p in make_prompts(4, seed=2)]
+    tree = lm.build_tree(requests[0].prompt, requests[0].choices)[1]
+    rows_bytes = (1 + len(tree.internal_nodes())) * lm.n_vocab * 4
+    expected = one_by_one(lm, requests)
+    monkeypatch.setattr(sequential, "BLOCK_BYTES", rows_bytes - 1)
+    assert not sequential.fits(lm.cache, (lm.tokenize(requests[0].prompt, bos=True), tree))
+    runs = []
+    real = sequential.PromptByPrompt.run
+    monkeypatch.setattr(sequential.PromptByPrompt, "run", lambda self: runs.append(len(self.jobs)) or real(self))
+    assert batched(lm, requests) == expected and runs == []
+    monkeypatch.setattr(sequential, "BLOCK_BYTES", 2 * rows_bytes)
+    assert batched(lm, requests) == expected and runs == [2, 2]  # within the budget: runs of two jobs
+
+
 def test_tip_sequences_grow_and_shrink_with_the_trie(lm):
     """One prompt scored with tries of 3, 1, 5 then 2 tips: the prompt's cells carry exactly the tips' sequences."""
     prompt = "Question: what is the capital of France?\nAnswer:"

@@ -9,14 +9,14 @@ all the jobs at once; each decode only loads its slice, and its logits rows are 
 the read-outs then run once over all the rows. Between two prompts one ``llama_memory_seq_rm`` (the next prompt's
 `truncate`) drops both the previous prompt's tail and its trie's cells.
 
-A job fits when its trie's tips fit the context's sequences and its tokens its cells (`fits`); others go through
-`LLaMa.evaluate_tree` (chunked).
+A job fits when its trie's tips fit the context's sequences, its tokens its cells and its logits rows the block's
+budget (`fits`); others go through `LLaMa.evaluate_tree` (chunked, each decode's rows read as they come).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Sequence
+from typing import TYPE_CHECKING, Optional, Sequence
 
 import numpy as np
 
@@ -32,9 +32,11 @@ if TYPE_CHECKING:  # pragma: no cover
 BLOCK_BYTES = 64 * 2**20  # at most this much float32 logits copied out per `PromptByPrompt` (runs shrink)
 
 
-def runs(jobs: Sequence[TreeJob], n_vocab: int, budget: int = BLOCK_BYTES) -> list[list[TreeJob]]:
+def runs(jobs: Sequence[TreeJob], n_vocab: int, budget: Optional[int] = None) -> list[list[TreeJob]]:
     """Consecutive jobs grouped so that a group's logits rows (each prompt's last token and its trie's inner nodes)
-    take at most ``budget`` bytes as float32 (a job bigger than that is a group of one)."""
+    take at most ``budget`` bytes as float32 (default `BLOCK_BYTES`; `fits` keeps bigger jobs out of these runs; given one, it is a group
+    of one)."""
+    budget = BLOCK_BYTES if budget is None else budget
     groups: list[list[TreeJob]] = []
     size = budget + 1
     for job in jobs:
@@ -47,10 +49,17 @@ def runs(jobs: Sequence[TreeJob], n_vocab: int, budget: int = BLOCK_BYTES) -> li
     return groups
 
 
-def fits(cache: LlamaPrefixCache, job: TreeJob) -> bool:
-    """Whether a job's trie goes in one chunk: its tips as sequences 1..n_seq_max-1, prompt + inner nodes in the context."""
+def fits(cache: LlamaPrefixCache, job: TreeJob, budget: Optional[int] = None) -> bool:
+    """Whether a job goes in a `PromptByPrompt` run: its trie in one chunk (its tips as sequences 1..n_seq_max-1,
+    prompt + inner nodes in the context) and its logits rows within ``budget`` bytes (default `BLOCK_BYTES`; a
+    bigger trie goes through `LLaMa.evaluate_tree`, which reads each decode's rows as they come)."""
     rows = TrieRows.whole(job[1])
-    return rows.width <= cache.n_seq_max - 1 and len(job[0]) + len(rows.nodes) <= cache.n_ctx
+    size = (1 + len(rows.nodes)) * cache.n_vocab * 4
+    return (
+        rows.width <= cache.n_seq_max - 1
+        and len(job[0]) + len(rows.nodes) <= cache.n_ctx
+        and size <= (BLOCK_BYTES if budget is None else budget)
+    )
 
 
 @dataclass
