@@ -119,45 +119,113 @@ class TrieRows:
         return found
 
 
-def decode_prompt_and_trie(
-    cache: LlamaPrefixCache, prompt_tokens: Sequence[int], keep: int, rows: TrieRows, wanted: np.ndarray, read: Reader
-) -> None:
-    """Decode the prompt's tokens from ``keep`` on, in sequences 0..``rows.width`` (the last one's row read with
-    tag -1), then ``rows`` at positions ``len(prompt) + depth - 1`` (the rows of the nodes where ``wanted`` read,
-    tagged with their node index): one ``llama_decode`` per ``batch.capacity`` tokens, built as arrays (no
-    per-token Python). ``read`` as in `decode_entries`."""
-    n_prompt, width = len(prompt_tokens), rows.width + 1
-    n_rest, n_rows = n_prompt - keep, len(rows.nodes)
-    total = n_rest + n_rows
-    tokens = np.empty(total, dtype=np.int32)
-    tokens[:n_rest] = prompt_tokens[keep:]
-    tokens[n_rest:] = rows.tokens
-    positions = np.empty(total, dtype=np.int32)
-    positions[:n_rest] = np.arange(keep, n_prompt, dtype=np.int32)
-    positions[n_rest:] = rows.depths + (n_prompt - 1)
-    seq_ids = np.empty((total, width), dtype=np.int32)
-    seq_ids[:n_rest] = np.arange(width, dtype=np.int32)
-    seq_ids[n_rest:, : width - 1] = rows.seq_ids[:, : width - 1]
-    counts = np.empty(total, dtype=np.int32)
-    counts[:n_rest] = width
-    counts[n_rest:] = rows.counts
-    logits = np.zeros(total, dtype=np.int8)
-    if n_rest:
-        logits[n_rest - 1] = 1
-    logits[n_rest:] = wanted
-    wanted_all = bool(wanted.all())
-    batch = cache.batch
-    for start in range(0, total, batch.capacity):
-        end = min(start + batch.capacity, total)
-        batch.load(tokens[start:end], positions[start:end], seq_ids[start:end], counts[start:end], logits[start:end])
-        cache.decode()
-        kept = [-1] if start < n_rest <= end else []
-        first, last = max(start, n_rest) - n_rest, end - n_rest
-        if first < last:
-            kept += rows.nodes[first:last] if wanted_all else [rows.nodes[k] for k in range(first, last) if wanted[k]]
-        if kept:
-            out = cache.output_logits(len(kept))
-            read(kept, out, row_logsumexp(out))
+@dataclass
+class Part:
+    """One prompt's share of a `Layout`: its tokens from ``keep`` on (in sequences 0..``rows.width``, the last one's
+    logits kept when there is one), then ``rows`` at positions ``len(prompt) + depth - 1``, the logits of those
+    where ``wanted`` (None: all) kept."""
+
+    prompt_tokens: Sequence[int]
+    keep: int
+    rows: TrieRows
+    wanted: Optional[Sequence[bool]] = None
+
+    def tags(self) -> list[int]:
+        """What each kept logits row is, in order: -1 (after the prompt), then the wanted nodes."""
+        head = [-1] if self.keep < len(self.prompt_tokens) else []
+        if self.wanted is None:
+            return head + self.rows.nodes
+        return head + [node for node, wanted in zip(self.rows.nodes, self.wanted) if wanted]
+
+
+@dataclass
+class Layout:
+    """The decode rows of several parts, concatenated (part j's rows are ``starts[j]:starts[j + 1]``), and the range
+    of each part's kept logits rows among all of them (``outputs[j]:outputs[j + 1]``)."""
+
+    tokens: np.ndarray
+    positions: np.ndarray
+    seq_ids: np.ndarray
+    counts: np.ndarray
+    logits: np.ndarray
+    starts: list[int]
+    outputs: list[int]
+
+    @classmethod
+    def of(cls, parts: Sequence[Part]) -> Layout:
+        """Built as lists, then one array each: for many parts the conversions cost less than per-part numpy calls."""
+        tokens: list[int] = []
+        positions: list[int] = []
+        counts: list[int] = []
+        logits: list[int] = []
+        trie_rows: list[int] = []
+        starts, outputs = [0], [0]
+        for part in parts:
+            n, keep, rows = len(part.prompt_tokens), part.keep, part.rows
+            trie_tokens, depths, trie_counts = rows.lists
+            wanted = [1] * len(trie_tokens) if part.wanted is None else [int(w) for w in part.wanted]
+            tokens += part.prompt_tokens[keep:]
+            tokens += trie_tokens
+            positions += range(keep, n)
+            positions += [n - 1 + depth for depth in depths]
+            counts += [rows.width + 1] * (n - keep)
+            counts += trie_counts
+            logits += [0] * (n - keep - 1) + [1] if keep < n else []
+            logits += wanted
+            trie_rows += range(starts[-1] + n - keep, len(tokens))
+            starts.append(len(tokens))
+            outputs.append(outputs[-1] + (keep < n) + sum(wanted))
+        widths = {part.rows.seq_ids.shape[1] for part in parts}
+        width = 1 + max(widths)
+        seq_ids = np.empty((len(tokens), width), dtype=np.int32)
+        seq_ids[:] = np.arange(width, dtype=np.int32)  # a prompt token: sequences 0..tips (its count says how many)
+        if trie_rows:
+            blocks = [part.rows.seq_ids for part in parts]
+            if len(widths) > 1:
+                blocks = [np.pad(b, ((0, 0), (0, width - 1 - b.shape[1]))) for b in blocks]
+            seq_ids[trie_rows, : width - 1] = np.concatenate(blocks)
+        return cls(
+            tokens=np.array(tokens, dtype=np.int32),
+            positions=np.array(positions, dtype=np.int32),
+            seq_ids=seq_ids,
+            counts=np.array(counts, dtype=np.int32),
+            logits=np.array(logits, dtype=np.int8),
+            starts=starts,
+            outputs=outputs,
+        )
+
+    def decode(self, cache: LlamaPrefixCache, j: int, take: Callable[[int, np.ndarray], object]) -> None:
+        """Decode part j's rows, ``batch.capacity`` tokens per ``llama_decode``; after each, ``take(first, logits)``:
+        the index of its first kept row among part j's and those rows' logits (valid until the next decode)."""
+        capacity, load = cache.batch.capacity, cache.batch.load
+        first, stop = 0, self.starts[j + 1]
+        for start in range(self.starts[j], stop, capacity):
+            end = min(start + capacity, stop)
+            load(
+                self.tokens[start:end],
+                self.positions[start:end],
+                self.seq_ids[start:end],
+                self.counts[start:end],
+                self.logits[start:end],
+            )
+            cache.decode()
+            n_out = (
+                self.outputs[j + 1] - self.outputs[j] - first
+                if end == stop
+                else int(np.count_nonzero(self.logits[start:end]))
+            )
+            if n_out:
+                take(first, cache.output_logits(n_out))
+            first += n_out
+
+
+def decode_prompt_and_trie(cache: LlamaPrefixCache, part: Part, read: Reader) -> None:
+    """Decode one `Part` (`Layout.decode`), each decode's rows read as they come: ``read`` as in `decode_entries`,
+    the tags -1 (after the prompt) or the node index."""
+    tags = part.tags()
+    Layout.of([part]).decode(
+        cache, 0, lambda first, logits: read(tags[first : first + len(logits)], logits, row_logsumexp(logits))
+    )
 
 
 @dataclass

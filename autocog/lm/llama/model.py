@@ -38,7 +38,7 @@ from autocog.errors import (
     missing_backend,
 )
 from autocog.lm.choice import ChoiceLM
-from autocog.lm.llama.batch import PackedDecode, TrieRows, decode_prompt_and_trie, pack_groups
+from autocog.lm.llama.batch import PackedDecode, Part, TrieRows, decode_prompt_and_trie, pack_groups
 from autocog.lm.llama.cache import LlamaPrefixCache, row_logsumexp
 from autocog.lm.llama.sequential import PromptByPrompt, fits, runs
 from autocog.lm.scoring import TreeJob
@@ -409,21 +409,15 @@ class LLaMa(ChoiceLM):
         afterwards only the trie's cells are dropped (`LlamaPrefixCache.settle`)."""
         cache = self.cache
         rows = TrieRows.of(tree, tips)
-        if first:  # no inner node's children are read yet: every row is needed
-            wanted = np.ones(len(rows.nodes), dtype=np.int8)
-        else:  # a node's row is read unless an earlier chunk filled all its children
+        wanted = None  # the first chunk: no inner node's children are read yet, every row is needed
+        if not first:  # a node's row is read unless an earlier chunk filled all its children
             missing = np.isnan(out).tolist()
             skeleton = tree.skeleton
-            wanted = np.array(
-                [any(missing[c] for c in skeleton[i].children.values()) for i in rows.nodes], dtype=np.int8
-            )
+            wanted = [any(missing[c] for c in skeleton[i].children.values()) for i in rows.nodes]
         cache.widen(rows.width, keep)
         decode_prompt_and_trie(
             cache,
-            prompt_tokens,
-            keep,
-            rows,
-            wanted,
+            Part(prompt_tokens, keep, rows, wanted),
             lambda tags, logits, norms: tree.read_rows(tags, logits, norms, out=out),
         )
         cache.settle(prompt_tokens)

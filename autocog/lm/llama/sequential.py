@@ -4,8 +4,8 @@ done once per batch instead of once per prompt.
 
 What a prompt alone costs besides its decode is a few dozen small numpy and ctypes calls, each ~3x dearer right
 after a decode (it evicts them from the CPU caches) than in a loop. Here every job's batch rows (tokens, positions,
-sequence ids, logits flags: the layout of `autocog.lm.llama.batch.decode_prompt_and_trie`) are built as arrays for
-all the jobs at once; each decode only loads its slice, and its logits rows are copied out; the log-sum-exps and
+sequence ids, logits flags: `autocog.lm.llama.batch.Layout`, also what `decode_prompt_and_trie` decodes) are built
+as arrays for all the jobs at once; each decode only loads its slice, and its logits rows are copied out; the log-sum-exps and
 the read-outs then run once over all the rows. Between two prompts one ``llama_memory_seq_rm`` (the next prompt's
 `truncate`) drops both the previous prompt's tail and its trie's cells.
 
@@ -15,13 +15,12 @@ budget (`fits`); others go through `LLaMa.evaluate_tree` (chunked, each decode's
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Optional, Sequence
 
 import numpy as np
 
 from autocog.core.tokens import common_prefix_length
-from autocog.lm.llama.batch import TrieRows
+from autocog.lm.llama.batch import Layout, Part, TrieRows
 from autocog.lm.llama.cache import row_logsumexp
 from autocog.lm.scoring import TreeJob
 
@@ -62,20 +61,6 @@ def fits(cache: LlamaPrefixCache, job: TreeJob, budget: Optional[int] = None) ->
     )
 
 
-@dataclass
-class Layout:
-    """All the jobs' decode rows, concatenated (job j's rows are ``starts[j]:starts[j + 1]``), and where each job's
-    logits rows go in the block the decodes fill (``outputs[j]:outputs[j + 1]``)."""
-
-    tokens: np.ndarray
-    positions: np.ndarray
-    seq_ids: np.ndarray
-    counts: np.ndarray
-    logits: np.ndarray
-    starts: list[int]
-    outputs: list[int]
-
-
 class PromptByPrompt:
     """`run` returns each job's node log-probs (`TokenChoiceTree.read_rows`' layout). On any failure the cache is
     reset (nothing stale stays); afterwards it holds the last prompt, with no trie cell left."""
@@ -90,73 +75,21 @@ class PromptByPrompt:
             self.keeps.append(min(common_prefix_length(previous, prompt_tokens), len(prompt_tokens) - 1))
             previous = prompt_tokens
 
-    def layout(self) -> Layout:
-        """The rows of every job: its prompt from its keep on (in sequences 0..its tips, the last token's logits
-        kept), then its trie's inner nodes (`TrieRows`, every one's logits kept). Built as lists, then one array
-        each: a group's conversions cost less than per-job numpy calls."""
-        tokens: list[int] = []
-        positions: list[int] = []
-        counts: list[int] = []
-        logits: list[int] = []
-        trie_rows: list[int] = []
-        starts, outputs = [0], [0]
-        for (prompt_tokens, _), keep, rows in zip(self.jobs, self.keeps, self.rows):
-            n, (trie_tokens, depths, trie_counts) = len(prompt_tokens), rows.lists
-            tokens += prompt_tokens[keep:]
-            tokens += trie_tokens
-            positions += range(keep, n)
-            positions += [n - 1 + depth for depth in depths]
-            counts += [rows.width + 1] * (n - keep)
-            counts += trie_counts
-            logits += [0] * (n - keep - 1)
-            logits += [1] * (1 + len(trie_tokens))
-            trie_rows += range(starts[-1] + n - keep, len(tokens))
-            starts.append(len(tokens))
-            outputs.append(outputs[-1] + 1 + len(trie_tokens))
-        widths = {rows.seq_ids.shape[1] for rows in self.rows}
-        width = 1 + max(widths)
-        seq_ids = np.empty((len(tokens), width), dtype=np.int32)
-        seq_ids[:] = np.arange(width, dtype=np.int32)  # a prompt token: sequences 0..tips (its count says how many)
-        if trie_rows:
-            blocks = [rows.seq_ids for rows in self.rows]
-            if len(widths) > 1:
-                blocks = [np.pad(b, ((0, 0), (0, width - 1 - b.shape[1]))) for b in blocks]
-            seq_ids[trie_rows, : width - 1] = np.concatenate(blocks)
-        return Layout(
-            tokens=np.array(tokens, dtype=np.int32),
-            positions=np.array(positions, dtype=np.int32),
-            seq_ids=seq_ids,
-            counts=np.array(counts, dtype=np.int32),
-            logits=np.array(logits, dtype=np.int8),
-            starts=starts,
-            outputs=outputs,
-        )
-
     def run(self) -> list[np.ndarray]:
         cache = self.cache
-        plan = self.layout()
+        plan = Layout.of([Part(p, keep, rows) for (p, _), keep, rows in zip(self.jobs, self.keeps, self.rows)])
         block = np.empty((plan.outputs[-1], cache.n_vocab), dtype=np.float32)
-        capacity, load = cache.batch.capacity, cache.batch.load
-        tokens, positions, seq_ids, counts, logits = plan.tokens, plan.positions, plan.seq_ids, plan.counts, plan.logits
         try:
             for j, (prompt_tokens, _) in enumerate(self.jobs):
                 keep = self.keeps[j]
                 cache.truncate(keep)  # also drops the previous trie's cells: they lie past this keep
                 cache.widen(self.rows[j].width, keep)
-                row, stop = plan.outputs[j], plan.starts[j + 1]
-                for start in range(plan.starts[j], stop, capacity):
-                    end = min(start + capacity, stop)
-                    load(
-                        tokens[start:end],
-                        positions[start:end],
-                        seq_ids[start:end],
-                        counts[start:end],
-                        logits[start:end],
-                    )
-                    cache.decode()
-                    n_out = plan.outputs[j + 1] - row if end == stop else int(np.count_nonzero(logits[start:end]))
-                    block[row : row + n_out] = cache.output_logits(n_out)
-                    row += n_out
+                rows = block[plan.outputs[j] : plan.outputs[j + 1]]
+
+                def copy(first: int, logits: np.ndarray, rows: np.ndarray = rows) -> None:
+                    rows[first : first + len(logits)] = logits
+
+                plan.decode(cache, j, copy)
                 cache.hold(prompt_tokens)
             cache.settle(self.jobs[-1][0])
         except BaseException:
