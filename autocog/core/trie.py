@@ -12,7 +12,7 @@ import shutil
 import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Hashable, Optional, Sequence, Union
+from typing import Any, Callable, Hashable, NamedTuple, Optional, Sequence, Union
 
 import numpy as np
 
@@ -21,6 +21,17 @@ from autocog.errors import InvalidChoicesError
 NUMPY_DTYPES = ("torch.float32", "torch.float64", "torch.float16")  # torch CPU dtypes numpy can view (not bf16)
 
 MAX_MEMO_READS = 16  # row sets whose gather indices a trie's shape keeps (`TokenChoiceTree.row_reads`)
+
+
+class RowReads(NamedTuple):
+    """What reading next-token rows ``rows`` into node log-probs gathers: for each child of each row, by node index,
+    the row's position in ``rows``, the child's node index and its token (int64 arrays, read-only); ``complete``:
+    the rows give every node exactly once (``nodes`` is then 0, 1, 2...)."""
+
+    positions: np.ndarray
+    nodes: np.ndarray
+    tokens: np.ndarray
+    complete: bool
 
 
 @dataclass
@@ -41,7 +52,7 @@ class TrieShape:
     path_nodes: Optional[np.ndarray] = None
     path_spans: Optional[list[tuple[int, int]]] = None
     inner_masks: dict[tuple[str, float], np.ndarray] = field(default_factory=dict)
-    reads: dict[tuple[int, ...], tuple[np.ndarray, np.ndarray, np.ndarray, bool]] = field(default_factory=dict)
+    reads: dict[tuple[int, ...], RowReads] = field(default_factory=dict)
     tips_above: dict[tuple[tuple[int, ...], int], dict[int, list[int]]] = field(default_factory=dict)
     # what a backend derives from the structure for its own passes (e.g. LLaMa's batch rows), keyed by the backend
     backend: dict[Hashable, Any] = field(default_factory=dict)
@@ -313,7 +324,7 @@ class TokenChoiceTree:
         >>> tree.read_rows([-1, 0], np.log([[0.5, 0.25, 0.25], [0.1, 0.8, 0.1]])).round(3).tolist(), tree.is_greedy()
         ([-0.693, -0.223, -1.386], [True, False])
         """
-        positions, nodes, tokens, complete = self._reads(rows)
+        positions, nodes, tokens, complete = self.row_reads(rows)
         if (
             not isinstance(values, np.ndarray)
             and getattr(values, "is_cpu", False)
@@ -341,14 +352,8 @@ class TokenChoiceTree:
         out[nodes] = picked
         return out
 
-    def row_reads(self, rows: Sequence[int]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """What `read_rows` gathers for ``rows``: for each child of each row, by node index, the row's position
-        in ``rows``, the child's node index and its token (int64 arrays, read-only; memoized per ``rows``)."""
-        positions, nodes, tokens, _ = self._reads(rows)
-        return positions, nodes, tokens
-
-    def _reads(self, rows: Sequence[int]) -> tuple[np.ndarray, np.ndarray, np.ndarray, bool]:
-        """`row_reads`, and whether they give every node exactly once (``nodes`` is then 0, 1, 2...)."""
+    def row_reads(self, rows: Sequence[int]) -> RowReads:
+        """What `read_rows` gathers for ``rows`` (memoized per ``rows``, shared by the tree's copies)."""
         key = tuple(rows)
         found = self.shape.reads.get(key)
         if found is not None:
@@ -357,7 +362,7 @@ class TokenChoiceTree:
         nodes = [child for child, _ in pairs]
         tokens = [self.skeleton[i].token for i in nodes]
         complete = nodes == list(range(len(self.skeleton)))
-        reads = (_int_array([k for _, k in pairs]), _int_array(nodes), _int_array(tokens), complete)
+        reads = RowReads(_int_array([k for _, k in pairs]), _int_array(nodes), _int_array(tokens), complete)
         if len(self.shape.reads) < MAX_MEMO_READS:
             self.shape.reads[key] = reads
         return reads
@@ -385,7 +390,10 @@ class TokenChoiceTree:
     def record_argmax(self, rows: Sequence[int], tokens: Sequence[int]) -> None:
         """Note the argmax token of next-token rows a backend computed (row -1: after the prompt, else after
         an inner node), for `is_greedy` (`read_rows` does it)."""
-        self.row_argmax.update(zip(map(int, rows), map(int, tokens)))
+        if type(rows) is list and type(tokens) is list:  # a backend's lists of ints (`tolist`): as they are
+            self.row_argmax.update(zip(rows, tokens))
+        else:
+            self.row_argmax.update(zip(map(int, rows), map(int, tokens)))
 
     def is_greedy(self) -> Optional[list[bool]]:
         """Whether each choice is the model's greedy continuation (every token the argmax of its row, lm-eval's
@@ -496,11 +504,11 @@ def read_packed(reads: Sequence[tuple[TokenChoiceTree, Sequence[int]]], values: 
         return [tree.read_rows(rows, values[a, : len(rows)]) for a, (tree, rows) in enumerate(reads)]
     jobs, columns, tokens, spans = [], [], [], []
     for a, (tree, rows) in enumerate(reads):
-        positions, _, tree_tokens = tree.row_reads(rows)
-        spans.append(len(positions))
-        jobs.append(np.full(len(positions), a, dtype=np.int64))
-        columns.append(positions)
-        tokens.append(tree_tokens)
+        found = tree.row_reads(rows)
+        spans.append(len(found.positions))
+        jobs.append(np.full(len(found.positions), a, dtype=np.int64))
+        columns.append(found.positions)
+        tokens.append(found.tokens)
     argmax = values.argmax(-1)  # [jobs, columns]
     index = [argmax.new_tensor(np.concatenate(x).tolist()) for x in (jobs, columns, tokens)]  # int64, as argmax
     gathered = values[index[0], index[1], index[2]].double()
@@ -511,9 +519,8 @@ def read_packed(reads: Sequence[tuple[TokenChoiceTree, Sequence[int]]], values: 
     picked, best = host[: len(gathered)], host[len(gathered) :].astype(np.int64).reshape(argmax.shape)
     out, start = [], 0
     for a, ((tree, rows), n) in enumerate(zip(reads, spans)):
-        _, nodes, _ = tree.row_reads(rows)
         logprobs = tree.empty_logprobs()
-        logprobs[nodes] = picked[start : start + n]
+        logprobs[tree.row_reads(rows).nodes] = picked[start : start + n]
         tree.record_argmax(rows, best[a, : len(rows)].tolist())
         out.append(logprobs)
         start += n

@@ -11,7 +11,7 @@ llama_cpp = pytest.importorskip("llama_cpp", reason="the llama extra (llama-cpp-
 
 from conftest import EASY_FACTS, assert_logprobs_close
 from randomized import random_choices, random_text
-from references import EXACT, all_logprobs, brute_force_llama
+from references import EXACT, all_logprobs, brute_force_llama, counting_decodes
 
 from autocog.lm import (
     BackendNotInstalledError,
@@ -161,9 +161,7 @@ def test_prefix_cache_accounting(tiny_llama):
     the next one on the same prompt only its last token (whose logits are not kept) and the new inner trie
     tokens, in one call."""
     prompt = "Question: What is the capital of France?\nAnswer:"
-    calls = []
-    decode = tiny_llama.cache.decode
-    tiny_llama.cache.decode = lambda: (calls.append(int(tiny_llama.cache.batch.struct.n_tokens)), decode())[1]
+    calls = counting_decodes(tiny_llama)
     try:
         tiny_llama.cache.reset()
         start = tiny_llama.tokens_evaluated
@@ -194,7 +192,7 @@ def test_more_choices_than_sequences_are_chunked(tiny_gguf, tiny_tf, reference):
     tips = sum(1 for i in inner if not inner.intersection(tree.nodes[i].children.values()))
     calls = []
     decode = lm.cache.decode
-    lm.cache.decode = lambda: (calls.append(1), decode())[1]
+    lm.cache.decode = lambda batch=None: (calls.append(1), decode(batch))[1]
     check_against_both(lm, tiny_tf, reference, prompt, choices)
     assert tips > 3 and len(calls) == -(-tips // 3)  # one batch per 3 tips, the prompt in the first
     assert sequences_clean(lm, len(lm.tokenize(prompt, bos=True)))
@@ -310,12 +308,12 @@ def test_failures_leave_no_stale_state(tiny_llama, reference):
     failures = []
 
     def flaky(error):
-        def run():
+        def run(batch=None):
             if not failures:
                 failures.append(error)
-                decode()  # the batch lands in the KV cache, then the call fails
+                decode(batch)  # the batch lands in the KV cache, then the call fails
                 raise error
-            return decode()
+            return decode(batch)
 
         return run
 

@@ -103,11 +103,11 @@ def test_a_transient_fault_splits_and_leaves_nothing_stale(lm, monkeypatch):
     calls = {"n": 0}
     decode = lm.cache.decode
 
-    def flaky():
+    def flaky(batch=None):
         calls["n"] += 1
         if calls["n"] == 3:
             raise TransientError("no KV slot (injected)")
-        decode()
+        decode(batch)
 
     monkeypatch.setattr(lm.cache, "decode", flaky)
     assert batched(lm, requests) == expected

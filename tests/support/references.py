@@ -35,5 +35,8 @@ def counting_decodes(lm):
     lm.cache.decode`` undoes it."""
     calls = []
     decode = lm.cache.decode
-    lm.cache.decode = lambda: (calls.append(int(lm.cache.batch.struct.n_tokens)), decode())[1]
+    lm.cache.decode = lambda batch=None: (
+        calls.append(int((lm.cache.batch.struct if batch is None else batch).n_tokens)),
+        decode(batch),
+    )[1]
     return calls

@@ -22,8 +22,10 @@ decodes (earlier tokens stay in the KV cache).
 
 from __future__ import annotations
 
+import ctypes
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Callable, Hashable, Iterable, Optional, Sequence
+from functools import lru_cache
+from typing import TYPE_CHECKING, Any, Callable, Hashable, Iterable, Optional, Sequence
 
 import numpy as np
 
@@ -33,7 +35,7 @@ from autocog.lm.scoring import TreeJob, shared_prefix
 
 if TYPE_CHECKING:  # pragma: no cover
     from autocog.core.trie import TokenChoiceTree
-    from autocog.lm.llama.cache import LlamaPrefixCache
+    from autocog.lm.llama.cache import LlamaPrefixCache, LogitsBlock
 
 
 # One token of a decode: (token, position, sequence ids, tag). A tag that is not None asks for the token's logits
@@ -81,6 +83,8 @@ class TrieRows:
     counts: np.ndarray
     width: int
     lists: tuple[list[int], list[int], list[int]]  # tokens, depths, counts as lists (batches build lists)
+    read: list[int]  # the rows a decode of the prompt's last token and these nodes reads: -1, then the nodes
+    row_addresses: list[int]  # where each node's row of seq_ids lies (what a `Layout`'s llama_batch points to)
 
     @classmethod
     def whole(cls, tree: TokenChoiceTree) -> TrieRows:
@@ -113,6 +117,8 @@ class TrieRows:
                 counts=np.array(counts, dtype=np.int32),
                 width=width,
                 lists=(tokens, depths, counts),
+                read=[-1] + nodes,
+                row_addresses=[seq_ids.ctypes.data + row * seq_ids.strides[0] for row in range(len(nodes))],
             )
             if len(tree.shape.backend) < MAX_MEMO_READS:
                 tree.shape.backend[key] = found
@@ -138,28 +144,53 @@ class Part:
         return head + [node for node, wanted in zip(self.rows.nodes, self.wanted) if wanted]
 
 
+@lru_cache(maxsize=4)
+def batch_dtype(llama_batch: Any) -> np.dtype:
+    """A numpy dtype laid out as the ``llama_batch`` struct (its int32 ``n_tokens``, then pointers as uintp)."""
+    fields = {name: getattr(llama_batch, name).offset for name, _ in llama_batch._fields_}
+    return np.dtype(
+        {
+            "names": list(fields),
+            "formats": [np.int32] + [np.uintp] * (len(fields) - 1),
+            "offsets": list(fields.values()),
+            "itemsize": ctypes.sizeof(llama_batch),
+        }
+    )
+
+
 @dataclass
 class Layout:
-    """The decode rows of several parts, concatenated (part j's rows are ``starts[j]:starts[j + 1]``), and the range
-    of each part's kept logits rows among all of them (``outputs[j]:outputs[j + 1]``)."""
+    """The decode rows of several parts, concatenated (part j's rows are ``starts[j]:starts[j + 1]``), the range of
+    each part's kept logits rows among all of them (``outputs[j]:outputs[j + 1]``), and a ``llama_batch`` per decode
+    (``batches``, their pointers into these arrays): part j's rows cut every ``n_batch`` tokens, its decodes
+    ``decodes[j]:decodes[j + 1]``, decode d keeping ``kept[d]`` logits rows. A token's sequence ids are a row it
+    points to (``seq_rows``): a prompt token's the cache's `LlamaPrefixCache.sequence_ids` (its count says how many),
+    a trie node's its row of `TrieRows.seq_ids`."""
 
+    parts: Sequence[Part]  # (held: the batches point into their `TrieRows`)
     tokens: np.ndarray
     positions: np.ndarray
-    seq_ids: np.ndarray
     counts: np.ndarray
     logits: np.ndarray
+    seq_rows: np.ndarray
     starts: list[int]
     outputs: list[int]
+    decodes: list[int]
+    kept: list[int]
+    batches: Any
 
     @classmethod
-    def of(cls, parts: Sequence[Part]) -> Layout:
-        """Built as lists, then one array each: for many parts the conversions cost less than per-part numpy calls."""
+    def of(cls, parts: Sequence[Part], cache: LlamaPrefixCache) -> Layout:
+        """Built as lists, then one array each: for many parts the conversions cost less than per-part numpy calls
+        (and less than numpy over all the parts at once: at these sizes each numpy call costs more than its work)."""
         tokens: list[int] = []
         positions: list[int] = []
         counts: list[int] = []
         logits: list[int] = []
-        trie_rows: list[int] = []
-        starts, outputs = [0], [0]
+        seq_rows: list[int] = []
+        starts, outputs, decodes = [0], [0], [0]
+        cuts: list[int] = []
+        capacity, prompt_row = cache.batch.capacity, cache.sequence_ids_address
         for part in parts:
             n, keep, rows = len(part.prompt_tokens), part.keep, part.rows
             trie_tokens, depths, trie_counts = rows.lists
@@ -172,58 +203,75 @@ class Layout:
             counts += trie_counts
             logits += [0] * (n - keep - 1) + [1] if keep < n else []
             logits += wanted
-            trie_rows += range(starts[-1] + n - keep, len(tokens))
+            seq_rows += [prompt_row] * (n - keep)
+            seq_rows += rows.row_addresses
+            cuts += range(starts[-1], len(tokens), capacity)
             starts.append(len(tokens))
             outputs.append(outputs[-1] + (keep < n) + sum(wanted))
-        widths = {part.rows.seq_ids.shape[1] for part in parts}
-        width = 1 + max(widths)
-        seq_ids = np.empty((len(tokens), width), dtype=np.int32)
-        seq_ids[:] = np.arange(width, dtype=np.int32)  # a prompt token: sequences 0..tips (its count says how many)
-        if trie_rows:
-            blocks = [part.rows.seq_ids for part in parts]
-            if len(widths) > 1:
-                blocks = [np.pad(b, ((0, 0), (0, width - 1 - b.shape[1]))) for b in blocks]
-            seq_ids[trie_rows, : width - 1] = np.concatenate(blocks)
-        return cls(
+            decodes.append(len(cuts))
+        flags = np.array(logits, dtype=np.int8)
+        bounds = np.array(cuts + [len(tokens)], dtype=np.int64)
+        kept = np.add.reduceat(flags, bounds[:-1], dtype=np.int64) if cuts else np.zeros(0, np.int64)  # cuts ascend
+        layout = cls(
+            parts=parts,
             tokens=np.array(tokens, dtype=np.int32),
             positions=np.array(positions, dtype=np.int32),
-            seq_ids=seq_ids,
             counts=np.array(counts, dtype=np.int32),
-            logits=np.array(logits, dtype=np.int8),
+            logits=flags,
+            seq_rows=np.array(seq_rows, dtype=np.uintp),
             starts=starts,
             outputs=outputs,
+            decodes=decodes,
+            kept=kept.tolist(),
+            batches=None,
         )
+        layout.batches = layout.native(cache.llama_cpp.llama_batch, bounds)
+        return layout
 
-    def decode(self, cache: LlamaPrefixCache, j: int, take: Callable[[int, np.ndarray], object]) -> None:
-        """Decode part j's rows, ``batch.capacity`` tokens per ``llama_decode``; after each, ``take(first, logits)``:
-        the index of its first kept row among part j's and those rows' logits (valid until the next decode)."""
-        capacity, load = cache.batch.capacity, cache.batch.load
-        first, stop = 0, self.starts[j + 1]
-        for start in range(self.starts[j], stop, capacity):
-            end = min(start + capacity, stop)
-            load(
-                self.tokens[start:end],
-                self.positions[start:end],
-                self.seq_ids[start:end],
-                self.counts[start:end],
-                self.logits[start:end],
-            )
-            cache.decode()
-            n_out = (
-                self.outputs[j + 1] - self.outputs[j] - first
-                if end == stop
-                else int(np.count_nonzero(self.logits[start:end]))
-            )
+    def native(self, llama_batch: Any, bounds: np.ndarray) -> Any:
+        """One ``llama_batch`` (the ctypes struct type) per decode, decode d over rows ``bounds[d]:bounds[d + 1]``, its
+        pointers into this layout's arrays: filled for all the decodes at once through a numpy view of the structs."""
+        batches = (llama_batch * (len(bounds) - 1))()  # zeroed: no embd
+        view = np.frombuffer(batches, dtype=batch_dtype(llama_batch))
+        view["n_tokens"] = np.diff(bounds)
+        first = bounds[:-1].astype(np.uintp)
+        for name, array in (
+            ("token", self.tokens),
+            ("pos", self.positions),
+            ("n_seq_id", self.counts),
+            ("seq_id", self.seq_rows),
+            ("logits", self.logits),
+        ):
+            view[name] = np.uintp(array.ctypes.data) + first * np.uintp(array.itemsize)
+        return batches
+
+    def decode(
+        self,
+        cache: LlamaPrefixCache,
+        j: int,
+        take: Optional[Callable[[int, np.ndarray], object]] = None,
+        into: Optional[tuple[LogitsBlock, int]] = None,
+    ) -> None:
+        """Decode part j's rows (its ``batches``); after each decode, its kept logits rows are copied into ``into``
+        (a `LogitsBlock` and the row where part j's first one goes) or handed to ``take(first, logits)``: the index
+        of the first among part j's kept rows, and the rows (valid until the next decode)."""
+        first = 0
+        for d in range(self.decodes[j], self.decodes[j + 1]):
+            cache.decode(self.batches[d])
+            n_out = self.kept[d]
             if n_out:
-                take(first, cache.output_logits(n_out))
-            first += n_out
+                if into is not None:
+                    cache.copy_logits(into[0], into[1] + first, n_out)
+                elif take is not None:
+                    take(first, cache.output_logits(n_out))
+                first += n_out
 
 
 def decode_prompt_and_trie(cache: LlamaPrefixCache, part: Part, read: Reader) -> None:
     """Decode one `Part` (`Layout.decode`), each decode's rows read as they come: ``read`` as in `decode_entries`,
     the tags -1 (after the prompt) or the node index."""
     tags = part.tags()
-    Layout.of([part]).decode(
+    Layout.of([part], cache).decode(
         cache, 0, lambda first, logits: read(tags[first : first + len(logits)], logits, row_logsumexp(logits))
     )
 

@@ -28,6 +28,25 @@ def row_logsumexp(rows: np.ndarray, top: Optional[np.ndarray] = None, in_place: 
     return np.log(sums) + top[..., 0]  # float64: float32 + float64 promotes exactly
 
 
+class LogitsBlock:
+    """``rows``: float32 logits rows ([n_rows, n_vocab], C-contiguous) that `LlamaPrefixCache.copy_logits` fills
+    decode after decode, with its address and row size read once. Kept by the cache and reused (`use`) while it
+    is big enough: a fresh block's pages fault in as they are first written."""
+
+    def __init__(self, capacity: int, n_vocab: int):
+        self.buffer = np.empty((capacity, n_vocab), dtype=np.float32)
+        self.capacity, self.row_bytes = capacity, n_vocab * 4
+        self.address = self.buffer.ctypes.data
+        self.use(capacity)
+
+    def use(self, n_rows: int) -> LogitsBlock:
+        """Its first ``n_rows`` rows are `rows` (at most `capacity`)."""
+        if n_rows > self.capacity:
+            raise ValueError(f"a block of {self.capacity} rows cannot hold {n_rows}")
+        self.n_rows, self.rows = n_rows, self.buffer[:n_rows]
+        return self
+
+
 class _Batch:
     """A ``llama_batch`` over numpy buffers that we fill ourselves: up to ``capacity`` tokens, each
     tagged with up to ``n_seq`` sequence ids."""
@@ -70,20 +89,6 @@ class _Batch:
         self.struct.n_tokens = n
         return n
 
-    def load(
-        self, tokens: np.ndarray, positions: np.ndarray, seq_ids: np.ndarray, counts: np.ndarray, logits: np.ndarray
-    ) -> int:
-        """The batch as arrays: token k is ``tokens[k]`` at ``positions[k]`` in the sequences ``seq_ids[k, :counts[k]]``
-        (``seq_ids`` padded to any width), its logits kept when ``logits[k]``; returns the number of tokens."""
-        n = len(tokens)
-        self.token[:n] = tokens
-        self.pos[:n] = positions
-        self.n_seq_id[:n] = counts
-        self.seq_id[:n, : seq_ids.shape[1]] = seq_ids
-        self.logits[:n] = logits
-        self.struct.n_tokens = n
-        return n
-
     def fill_sequence(self, tokens: Sequence[int], start: int, last_logits: bool) -> int:
         """Tokens ``tokens`` at positions ``start...`` of sequence 0; logits for the last one only if asked."""
         n = len(tokens)
@@ -121,7 +126,16 @@ class LlamaPrefixCache(PrefixCache):
         self.n_batch = int(llama_cpp.llama_n_batch(self.ctx))
         self.n_seq_max = int(llama_cpp.llama_n_seq_max(self.ctx))
         self.batch = _Batch(llama_cpp, self.n_batch, self.n_seq_max)
-        self.logits_views: dict[tuple[Optional[int], int], np.ndarray] = {}  # (address, rows) -> a view of them
+        self.logits_views: dict[tuple[int, int], np.ndarray] = {}  # (address, rows) -> a view of them
+        self.block: Optional[LogitsBlock] = None  # `logits_block`'s, at most BLOCK_BYTES (sequential.py) of rows
+        # 0, 1, 2...: the sequence ids of a token in sequences 0..k (a `Layout`'s prompt tokens point to it)
+        self.sequence_ids = np.arange(self.n_seq_max, dtype=np.int32)
+        self.sequence_ids_address = self.sequence_ids.ctypes.data
+        # llama_get_logits returning the address as an int (llama-cpp-python's returns a float pointer, whose address
+        # costs a from_buffer to read): the same C function
+        self.logits_address = ctypes.CFUNCTYPE(ctypes.c_void_p, ctypes.c_void_p)(
+            ctypes.cast(llama_cpp.llama_get_logits, ctypes.c_void_p).value or 0
+        )
         self.evaluated = 0
         self.reset()
 
@@ -137,17 +151,19 @@ class LlamaPrefixCache(PrefixCache):
         if self.context is not None:
             self.context.close()
         self.context = self.ctx = self.memory = None
+        self.block = None
 
     def _check_open(self) -> None:
         if self.ctx is None:
             raise RuntimeError("this LLaMa was closed: its llama.cpp context is freed")
 
     # --- primitives ------------------------------------------------------------------------------
-    def decode(self) -> None:
-        """``llama_decode`` of the batch as filled; counts its tokens. Slot exhaustion is transient."""
+    def decode(self, batch=None) -> None:
+        """``llama_decode`` of ``batch`` (a ``llama_batch``; default: `batch` as filled); counts its tokens. Slot
+        exhaustion is transient."""
         if self.ctx is None:
             self._check_open()
-        struct = self.batch.struct
+        struct = self.batch.struct if batch is None else batch
         n = struct.n_tokens
         rc = self.llama_cpp.llama_decode(self.ctx, struct)
         if rc == 1:
@@ -166,20 +182,44 @@ class LlamaPrefixCache(PrefixCache):
     def output_logits(self, n_outputs: int) -> np.ndarray:
         """A view of the logits of the last decode's ``n_outputs`` output tokens, in batch order ([n_outputs,
         n_vocab] float32; valid until the next decode): one call instead of one per row."""
-        ptr = self.llama_cpp.llama_get_logits(self.ctx)
-        if not ptr:
+        address = self.logits_address(self.ctx)
+        if not address:
             raise RuntimeError("llama.cpp returned no logits for the batch")
-        key = (ctypes.c_void_p.from_buffer(ptr).value, n_outputs)  # the address (a cast costs ~3x more)
+        key = (address, n_outputs)
         view = self.logits_views.get(key)
         if view is None:  # a view costs ~5 us to make; the buffer moves only when llama.cpp regrows it
             if len(self.logits_views) >= 64:
                 self.logits_views.clear()
-            view = self.logits_views[key] = np.ctypeslib.as_array(ptr, shape=(n_outputs, self.n_vocab))
+            rows = (ctypes.c_float * (n_outputs * self.n_vocab)).from_address(address)
+            view = self.logits_views[key] = np.ctypeslib.as_array(rows).reshape(n_outputs, self.n_vocab)
         return view
+
+    def logits_block(self, n_rows: int) -> LogitsBlock:
+        """A `LogitsBlock` of ``n_rows`` rows: the cache's own, reused, or a bigger one that replaces it."""
+        block = self.block
+        if block is None or block.capacity < n_rows:
+            block = self.block = LogitsBlock(n_rows, self.n_vocab)
+        return block.use(n_rows)
+
+    def copy_logits(self, block: LogitsBlock, row: int, n_outputs: int) -> None:
+        """Copy the last decode's ``n_outputs`` output rows into ``block.rows[row : row + n_outputs]``: one memmove,
+        no view."""
+        if not 0 <= row <= block.n_rows - n_outputs:
+            raise ValueError(f"rows {row}:{row + n_outputs} do not fit a block of {block.n_rows}")
+        address = self.logits_address(self.ctx)
+        if not address:
+            raise RuntimeError("llama.cpp returned no logits for the batch")
+        ctypes.memmove(block.address + row * block.row_bytes, address, n_outputs * block.row_bytes)
 
     def remove(self, seq_id: int, start: int) -> bool:
         """Drop the cells of ``seq_id`` (-1: all sequences) at positions ``>= start``."""
         return bool(self.llama_cpp.llama_memory_seq_rm(self.memory, seq_id, start, -1))
+
+    def drop_from(self, position: int) -> None:
+        """Drop every cell at ``position`` or later, in all sequences (no bookkeeping: `PromptByPrompt` keeps it for
+        a run of tree decodes and calls `settle` at the end)."""
+        if not self.remove(-1, position):
+            raise RuntimeError("llama.cpp refused to drop part of the KV cache (a recurrent model?)")
 
     def drop_sequences(self, n: int) -> None:
         """Drop sequences 1..n, the only ones besides 0 in use: the cells only they held are freed, sequence 0's

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Optional, Sequence
 import numpy as np
 
 from autocog.core.tokens import common_prefix_length
+from autocog.core.trie import RowReads
 from autocog.lm.llama.batch import Layout, Part, TrieRows
 from autocog.lm.llama.cache import row_logsumexp
 from autocog.lm.scoring import TreeJob
@@ -77,53 +78,60 @@ class PromptByPrompt:
 
     def run(self) -> list[np.ndarray]:
         cache = self.cache
-        plan = Layout.of([Part(p, keep, rows) for (p, _), keep, rows in zip(self.jobs, self.keeps, self.rows)])
-        block = np.empty((plan.outputs[-1], cache.n_vocab), dtype=np.float32)
+        parts = [Part(p, keep, rows) for (p, _), keep, rows in zip(self.jobs, self.keeps, self.rows)]
+        plan = Layout.of(parts, cache)
+        block = cache.logits_block(plan.outputs[-1])
         try:
-            for j, (prompt_tokens, _) in enumerate(self.jobs):
-                keep = self.keeps[j]
-                cache.truncate(keep)  # also drops the previous trie's cells: they lie past this keep
-                cache.widen(self.rows[j].width, keep)
-                rows = block[plan.outputs[j] : plan.outputs[j + 1]]
-
-                def copy(first: int, logits: np.ndarray, rows: np.ndarray = rows) -> None:
-                    rows[first : first + len(logits)] = logits
-
-                plan.decode(cache, j, copy)
-                cache.hold(prompt_tokens)
+            for j, keep in enumerate(self.keeps):
+                width = self.rows[j].width
+                if j and width == self.rows[j - 1].width:
+                    # the previous prompt's cells are in sequences 0..width (its kept ones were, its new ones were
+                    # decoded so): dropping them from keep on (and its trie) is all `truncate` + `widen` would do
+                    cache.drop_from(keep)
+                else:
+                    if j:
+                        cache.hold(self.jobs[j - 1][0])
+                    cache.truncate(keep)  # also drops the previous trie's cells: they lie past this keep
+                    cache.widen(width, keep)
+                plan.decode(cache, j, into=(block, plan.outputs[j]))
             cache.settle(self.jobs[-1][0])
         except BaseException:
             cache.reset()
             raise
-        return self.read(block, plan)
+        return self.read(block.rows, plan)
 
     def read(self, block: np.ndarray, plan: Layout) -> list[np.ndarray]:
         """Every job's node log-probs from the block of logits rows: one argmax (which gives the rows' maxima too),
         one log-sum-exp and one gather for all."""
         best = block.argmax(-1)
-        top = np.take_along_axis(block, best[:, None], -1)
+        top = block[np.arange(len(block)), best][:, None]
         argmax = best.tolist()
-        reads = [tree.row_reads([-1] + rows.nodes) for (_, tree), rows in zip(self.jobs, self.rows)]
-        if all(rows is self.rows[0] for rows in self.rows):  # the same trie after every prompt: one gather
-            positions, nodes, tokens = reads[0]
+        known: dict[int, RowReads] = {}  # per TrieRows (a dataset's jobs share one)
+        for (_, tree), rows in zip(self.jobs, self.rows):
+            if id(rows) not in known:
+                known[id(rows)] = tree.row_reads(rows.read)
+        reads = [known[id(rows)] for rows in self.rows]
+        if len(known) == 1:  # the same trie after every prompt: one gather
+            positions, _, tokens, _ = reads[0]
             where = np.add.outer(np.array(plan.outputs[:-1]), positions)
             picked = block[where, tokens[None, :]].astype(np.float64)
         else:
-            offsets = np.repeat(plan.outputs[:-1], [len(positions) for positions, _, _ in reads])
-            where = np.concatenate([positions for positions, _, _ in reads]) + offsets
-            picked = block[where, np.concatenate([tokens for _, _, tokens in reads])].astype(np.float64)
+            offsets = np.repeat(plan.outputs[:-1], [len(r.positions) for r in reads])
+            where = np.concatenate([r.positions for r in reads]) + offsets
+            picked = block[where, np.concatenate([r.tokens for r in reads])].astype(np.float64)
         picked -= row_logsumexp(block, top=top, in_place=True)[where]  # the block is spent after this
         per_job: Sequence[np.ndarray] = picked
         if picked.ndim == 1:
-            bounds = np.cumsum([0] + [len(nodes) for _, nodes, _ in reads]).tolist()
+            bounds = np.cumsum([0] + [len(r.nodes) for r in reads]).tolist()
             per_job = [picked[bounds[j] : bounds[j + 1]] for j in range(len(reads))]
         out = []
-        for j, ((_, tree), rows, (_, nodes, _)) in enumerate(zip(self.jobs, self.rows, reads)):
-            if len(nodes) == len(tree.skeleton):  # every node read once (row_reads sorts by node): as they are
+        outputs = plan.outputs
+        for j, ((_, tree), rows, found) in enumerate(zip(self.jobs, self.rows, reads)):
+            if found.complete:  # every node read once, in node order: as they are
                 logprobs = per_job[j]
             else:
                 logprobs = tree.empty_logprobs()
-                logprobs[nodes] = per_job[j]
-            tree.record_argmax([-1] + rows.nodes, argmax[plan.outputs[j] : plan.outputs[j + 1]])
+                logprobs[found.nodes] = per_job[j]
+            tree.record_argmax(rows.read, argmax[outputs[j] : outputs[j + 1]])
             out.append(logprobs)
         return out
