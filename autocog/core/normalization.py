@@ -21,9 +21,11 @@ DEFAULT_NORMALIZATION = "sum"
 
 
 def softmax(scores: np.ndarray) -> np.ndarray:
+    """Softmax over the last axis (float64): of the scores, or of each row of a 2-D array of them (the same numbers
+    as row by row)."""
     scores = np.asarray(scores, dtype=np.float64)
-    shifted = np.exp(scores - scores.max())
-    return shifted / shifted.sum()
+    shifted = np.exp(scores - scores.max(axis=-1, keepdims=True))
+    return shifted / shifted.sum(axis=-1, keepdims=True)
 
 
 def log_softmax(logits: np.ndarray) -> np.ndarray:

@@ -34,12 +34,13 @@ array([0, 1])
 from __future__ import annotations
 
 from dataclasses import dataclass
+from itertools import islice
 from typing import Any, Iterable, Iterator, Mapping, Optional, Sequence, Union, cast
 
 import numpy as np
 
 from autocog.core.chat import Messages, check_messages, is_messages
-from autocog.core.normalization import apply_prior, check_normalization, check_prior
+from autocog.core.normalization import apply_prior, check_normalization, check_prior, softmax
 from autocog.core.types import ChoiceResult, ScoreRequest
 from autocog.errors import InvalidChoicesError, InvalidPromptError
 from autocog.lm.base import LM
@@ -111,21 +112,18 @@ def predict_proba(
            [0.3, 0.7]])
     """
     single, prompt_list, choice_lists, priors = _prepare(prompts, choices, prior)
-    probs = [
-        result.probs
-        for result in iter_choice_distributions(
-            lm,
-            prompt_list,
-            choice_lists,
-            normalization=normalization,
-            batch_size=batch_size,
-            progress=progress,
-            end=end,
-            max_batch_tokens=max_batch_tokens,
-            priors=priors,
-        )
-    ]
-    return _shape(probs, single)
+    results = iter_choice_distributions(
+        lm,
+        prompt_list,
+        choice_lists,
+        normalization=normalization,
+        batch_size=batch_size,
+        progress=progress,
+        end=end,
+        max_batch_tokens=max_batch_tokens,
+        priors=priors,
+    )
+    return _shape(_all_probs(results), single)
 
 
 def predict(
@@ -394,6 +392,18 @@ def _predictions(prompts: Prompts, probs: Union[np.ndarray, list[np.ndarray]]) -
 def _best(probs: Union[np.ndarray, list[np.ndarray]]) -> np.ndarray:
     """The index of each row's most probable choice (``np.int64``)."""
     return np.array([int(np.argmax(p)) for p in probs], dtype=np.int64)
+
+
+def _all_probs(results: Iterator[ChoiceResult], chunk: int = 64) -> list[np.ndarray]:
+    """``[r.probs for r in results]``; ``chunk`` results at a time with no prior and as many choices: one `softmax`
+    over their rows (the same numbers, one call instead of one per result)."""
+    out: list[np.ndarray] = []
+    while batch := list(islice(results, chunk)):
+        if all(r.prior is None for r in batch) and len({len(r.scores) for r in batch}) == 1:
+            out.extend(softmax(np.stack([r.scores for r in batch])))
+        else:
+            out.extend(r.probs for r in batch)
+    return out
 
 
 def _shape(probs: list[np.ndarray], single: bool) -> Union[np.ndarray, list[np.ndarray]]:

@@ -89,8 +89,13 @@ class ChoiceLM(GreedyLM):
     ) -> tuple[list[int], TokenChoiceTree, list[str]]:
         """Checked prompt tokens, the trie of the choices' tokens, and the choices as given. A prompt given as
         chat messages is rendered first (`render_prompt`): the choices start the assistant's reply."""
-        prompt = self.render_prompt(prompt)
-        choices = check_choices(choices)
+        return self.checked_tree(self.render_prompt(prompt), check_choices(choices), end)
+
+    def checked_tree(
+        self, prompt: str, choices: list[str], end: Optional[str] = None
+    ) -> tuple[list[int], TokenChoiceTree, list[str]]:
+        """`build_tree` of a prompt and choices that passed the scoring layer's checks (a str prompt, a list of
+        distinct non-empty str: `autocog.lm.scoring.check_request`), which are not run again."""
         prompt_text, continuations = split_boundary(prompt, choices)
         prompt_tokens = (
             self.prompt_tokens(prompt_text) if prompt_text else self.prompt_tokens(self.unconditional_tokens())

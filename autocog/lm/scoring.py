@@ -76,9 +76,12 @@ class CheckedRequest:
 # --- 1. checks ------------------------------------------------------------------------------------------
 
 
-def check_request(lm: LM, request: ScoreRequest, render: bool = True) -> CheckedRequest:
+def check_request(
+    lm: LM, request: ScoreRequest, render: bool = True, choices: Optional[list[str]] = None
+) -> CheckedRequest:
     """The checks of one request (no model call). ``render``: turn chat messages into a str with
-    ``lm.apply_chat_template`` (token backends); else messages are passed on as they are."""
+    ``lm.apply_chat_template`` (token backends); else messages are passed on as they are. ``choices``: the
+    request's choices as already checked (`check_requests`: the same list object as an earlier request's)."""
     if not isinstance(request, ScoreRequest):
         raise TypeError(f"expected a ScoreRequest, got {type(request).__name__}")
     prompt = request.prompt
@@ -88,7 +91,8 @@ def check_request(lm: LM, request: ScoreRequest, render: bool = True) -> Checked
         prompt = check_messages(prompt)
     elif not isinstance(prompt, str):
         raise InvalidPromptError(f"the prompt must be a str (or a list of chat messages), not {type(prompt).__name__}")
-    choices = check_choices(request.choices)
+    if choices is None:
+        choices = check_choices(request.choices)
     normalization = check_normalization(request.normalization or lm.default_normalization)
     end = request.end
     if end is not None and not isinstance(end, str):
@@ -104,11 +108,15 @@ def check_requests(
     build: Optional[Callable[[CheckedRequest], Any]] = None,
 ) -> tuple[list[CheckedRequest], list[Any]]:
     """`check_request` on every request, then ``build`` (e.g. tokens and trie, which check more) on each; an
-    error in a batch of several names the request's index and keeps its type."""
+    error in a batch of several names the request's index and keeps its type. A choice list shared by consecutive
+    requests (the same object, as the batch API passes one list for all prompts) is checked once."""
     checked, built = [], []
+    shared: tuple[Any, Optional[list[str]]] = (None, None)
     for i, request in enumerate(requests):
         try:
-            c = check_request(lm, request, render)
+            same = request.choices is shared[0] and shared[1] is not None
+            c = check_request(lm, request, render, choices=shared[1] if same else None)
+            shared = (request.choices, c.choices)
             checked.append(c)
             if build is not None:
                 built.append(build(c))
@@ -147,7 +155,7 @@ def score_trees(
             if max_batch_tokens is None
             else partial(lm.evaluate_trees, max_batch_tokens=max_batch_tokens)
         )
-    checked, built = check_requests(lm, requests, build=lambda c: lm.build_tree(c.prompt, c.choices, c.end))
+    checked, built = check_requests(lm, requests, build=lambda c: lm.checked_tree(c.prompt, c.choices, c.end))
     jobs = [(prompt_tokens, tree) for prompt_tokens, tree, _ in built]
     logprobs = evaluate(jobs)
     unconditional = _unconditional(lm, checked, jobs, evaluate)

@@ -182,7 +182,7 @@ class LLaMa(ChoiceLM):
             # add_special=False (BOS is ours to add), parse_special=True (like HF tokenizers and Llama.__call__)
             n = llama_cpp.llama_tokenize(self._vocab, data, len(data), buf, size, False, True)
             if n >= 0:
-                return list(buf[:n])
+                return buf[:n]  # a new list of ints
             size = -n
         raise RuntimeError(f"llama.cpp failed to tokenize {text!r}")
 
