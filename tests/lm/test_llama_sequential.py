@@ -161,3 +161,67 @@ def test_tip_sequences_grow_and_shrink_with_the_trie(lm):
             [sum(x) for x in one_by_one(lm, [ScoreRequest(prompt, choices)])[0]],
             atol=1e-6,
         )
+
+
+def test_prompts_longer_than_n_batch_take_several_decodes_each(lm):
+    """n_batch=16: a prompt and its trie go in several decodes, each copying its own rows into the block at the
+    right place; the numbers stay those of one by one."""
+    from autocog.gguf.models import tiny_llama_gguf
+
+    small = LLaMa(**LLaMa.create(tiny_llama_gguf(), n_ctx=1024, n_batch=16, **EXACT), n_seq_max=6)
+    try:
+        requests = mixed_requests()
+        expected = one_by_one(small, requests)
+        calls = counting_decodes(small)
+        try:
+            assert batched(small, requests) == expected
+        finally:
+            del small.cache.decode
+        assert len(calls) > len(requests) and max(calls) <= 16
+    finally:
+        small.close()
+
+
+def test_layout_batches_point_at_each_decodes_rows(lm):
+    """Each llama_batch of a Layout reads its decode's tokens, positions, sequence ids and logits flags."""
+    from autocog.lm.llama.batch import Layout, Part, TrieRows
+
+    cache = lm.cache
+    trees = [TokenChoiceTree([[5, 7, 8], [5, 9, 1], [6]]), TokenChoiceTree([[3, 4], [3, 2]])]  # tips 7 and 9; 3
+    parts = [Part([1, 10, 11, 12], 1, TrieRows.whole(trees[0])), Part([1, 20], 0, TrieRows.whole(trees[1]))]
+    layout = Layout.of(parts, cache)
+    expected = [  # (token, position, sequence ids, logits kept)
+        [(10, 1, [0, 1, 2], 0), (11, 2, [0, 1, 2], 0), (12, 3, [0, 1, 2], 1), (5, 4, [1, 2], 1), (7, 5, [1], 1)]
+        + [(9, 5, [2], 1)],
+        [(1, 0, [0, 1], 0), (20, 1, [0, 1], 1), (3, 2, [1], 1)],
+    ]
+    assert layout.decodes == [0, 1, 2] and layout.outputs == [0, 4, 6] and layout.kept == [4, 2]
+    for batch, rows in zip(layout.batches, expected):
+        n = batch.n_tokens
+        assert n == len(rows)
+        token = np.ctypeslib.as_array(batch.token, shape=(n,)).tolist()
+        pos = np.ctypeslib.as_array(batch.pos, shape=(n,)).tolist()
+        counts = np.ctypeslib.as_array(batch.n_seq_id, shape=(n,)).tolist()
+        seqs = [np.ctypeslib.as_array(batch.seq_id[k], shape=(counts[k],)).tolist() for k in range(n)]
+        logits = np.ctypeslib.as_array(batch.logits, shape=(n,)).tolist()
+        assert list(zip(token, pos, seqs, logits)) == rows
+
+
+def test_the_logits_block_is_reused_and_bounded(lm):
+    cache = lm.cache
+    cache.block = None  # (earlier tests left theirs)
+    first = cache.logits_block(10)
+    again = cache.logits_block(4)
+    assert again is first and again.rows.shape == (4, cache.n_vocab) and np.shares_memory(first.buffer, again.rows)
+    bigger = cache.logits_block(20)
+    assert bigger is not first and bigger.capacity == 20 and cache.logits_block(12) is bigger
+    with pytest.raises(ValueError, match="cannot hold 21"):
+        bigger.use(21)
+    with pytest.raises(ValueError, match="do not fit"):
+        cache.copy_logits(bigger, 11, 2)  # rows 11:13 of a block now in use for 12
+
+
+def test_a_refused_partial_removal_is_an_error(lm, monkeypatch):
+    monkeypatch.setattr(lm.cache, "remove", lambda seq_id, start: False)
+    with pytest.raises(RuntimeError, match="refused to drop part of the KV cache"):
+        lm.cache.drop_from(3)

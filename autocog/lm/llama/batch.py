@@ -1,5 +1,7 @@
-"""`LLaMa`'s batch primitive: the choice tries of several prompts in one ``llama_decode``; and `decode_entries`,
-the one decode-and-read loop of both of LLaMa's tree decoders (this one and `LLaMa.decode_chunk`).
+"""`LLaMa`'s decode rows: `Layout` (the rows of prompts and their tries, and a ``llama_batch`` per decode pointing
+into them) for the default decodes, one prompt and its trie each (`decode_prompt_and_trie`,
+`autocog.lm.llama.sequential`); and `PackedDecode`, several prompts' tries in one ``llama_decode`` (its loop:
+`decode_entries`).
 
 Opt-in (``LLaMa(group_tokens=N)``): equal to one by one to 1e-5 on F32 weights, up to 0.3 nats off on
 quantized SmolLM2, as much as llama.cpp's own results move with the shape of its decodes (docs/scoring.md,

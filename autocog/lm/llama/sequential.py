@@ -3,11 +3,12 @@
 done once per batch instead of once per prompt.
 
 What a prompt alone costs besides its decode is a few dozen small numpy and ctypes calls, each ~3x dearer right
-after a decode (it evicts them from the CPU caches) than in a loop. Here every job's batch rows (tokens, positions,
-sequence ids, logits flags: `autocog.lm.llama.batch.Layout`, also what `decode_prompt_and_trie` decodes) are built
-as arrays for all the jobs at once; each decode only loads its slice, and its logits rows are copied out; the log-sum-exps and
-the read-outs then run once over all the rows. Between two prompts one ``llama_memory_seq_rm`` (the next prompt's
-`truncate`) drops both the previous prompt's tail and its trie's cells.
+after a decode (it evicts them from the CPU caches) than in a loop. Here every job's batch rows, and the
+``llama_batch`` of every decode pointing into them, are built for all the jobs at once
+(`autocog.lm.llama.batch.Layout`, also what `decode_prompt_and_trie` decodes); between two decodes there is only
+one ``llama_memory_seq_rm`` (`LlamaPrefixCache.drop_from`: the previous prompt's tail and its trie, when the tries
+have as many tips), the decode, and one memmove of its logits rows into the cache's reused block
+(`LlamaPrefixCache.copy_logits`). The argmax, the log-sum-exps and the read-outs then run once over all the rows.
 
 A job fits when its trie's tips fit the context's sequences, its tokens its cells and its logits rows the block's
 budget (`fits`); others go through `LLaMa.evaluate_tree` (chunked, each decode's rows read as they come).
