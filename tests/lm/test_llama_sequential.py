@@ -163,7 +163,7 @@ def test_tip_sequences_grow_and_shrink_with_the_trie(lm):
         )
 
 
-def test_prompts_longer_than_n_batch_take_several_decodes_each(lm):
+def test_prompts_longer_than_n_batch_take_several_decodes_each():
     """n_batch=16: a prompt and its trie go in several decodes, each copying its own rows into the block at the
     right place; the numbers stay those of one by one."""
     from autocog.gguf.models import tiny_llama_gguf
@@ -225,3 +225,13 @@ def test_a_refused_partial_removal_is_an_error(lm, monkeypatch):
     monkeypatch.setattr(lm.cache, "remove", lambda seq_id, start: False)
     with pytest.raises(RuntimeError, match="refused to drop part of the KV cache"):
         lm.cache.drop_from(3)
+
+
+def test_a_layout_decode_takes_exactly_one_reader(lm):
+    from autocog.lm.llama.batch import Layout, Part, TrieRows
+
+    layout = Layout.of([Part([1, 10], 0, TrieRows.whole(TokenChoiceTree([[3, 4], [3, 2]])))], lm.cache)
+    with pytest.raises(TypeError, match="exactly one of take= and into="):
+        layout.decode(lm.cache, 0)
+    with pytest.raises(TypeError, match="exactly one of take= and into="):
+        layout.decode(lm.cache, 0, take=lambda first, rows: None, into=(lm.cache.logits_block(2), 0))

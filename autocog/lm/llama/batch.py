@@ -257,12 +257,15 @@ class Layout:
         self,
         cache: LlamaPrefixCache,
         j: int,
+        *,
         take: Optional[Callable[[int, np.ndarray], object]] = None,
         into: Optional[tuple[LogitsBlock, int]] = None,
     ) -> None:
         """Decode part j's rows (its ``batches``); after each decode, its kept logits rows are copied into ``into``
         (a `LogitsBlock` and the row where part j's first one goes) or handed to ``take(first, logits)``: the index
-        of the first among part j's kept rows, and the rows (valid until the next decode)."""
+        of the first among part j's kept rows, and the rows (valid until the next decode). Exactly one of the two."""
+        if (take is None) == (into is None):
+            raise TypeError("Layout.decode takes exactly one of take= and into=")
         first = 0
         for d in range(self.decodes[j], self.decodes[j + 1]):
             cache.decode(self.batches[d])
@@ -280,7 +283,7 @@ def decode_prompt_and_trie(cache: LlamaPrefixCache, part: Part, read: Reader) ->
     the tags -1 (after the prompt) or the node index."""
     tags = part.tags()
     Layout.of([part], cache).decode(
-        cache, 0, lambda first, logits: read(tags[first : first + len(logits)], logits, row_logsumexp(logits))
+        cache, 0, take=lambda first, logits: read(tags[first : first + len(logits)], logits, row_logsumexp(logits))
     )
 
 
