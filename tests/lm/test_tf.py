@@ -9,6 +9,7 @@ from conftest import EASY_FACTS, assert_logprobs_close, brute_force_tf
 from randomized import random_choices, random_text
 
 from autocog.lm import ModelNotFoundError, TfLM
+from autocog.lm.tf.cache import copy_cache
 from autocog.lm.tf.model import parse_dtype
 
 
@@ -218,6 +219,33 @@ def test_placement_follows_the_module(tiny_path):
         assert lm.placement() == (torch.device("cpu"), torch.float32) and lm.first_parameter is not held
     finally:
         torch.__future__.set_overwrite_module_params_on_conversion(False)
+
+
+def test_copy_cache_is_a_deep_copy_a_pass_can_extend(tiny_tf):
+    """`copy_cache` (a packed pass's copy of the shared prefix's KV) equals ``copy.deepcopy``: the same layer types
+    and tensors, none shared; expanding and extending the copy leaves the prefix cache as it was."""
+    import copy
+
+    tiny_tf.cache.reset()
+    tiny_tf.greedy("The quick brown fox")
+    kv = tiny_tf.cache.kv
+    before = [(layer.keys.clone(), layer.values.clone()) for layer in kv.layers]
+    twin, reference = copy_cache(kv), copy.deepcopy(kv)
+    assert type(twin) is type(kv) and [type(x) for x in twin.layers] == [type(x) for x in reference.layers]
+    for mine, theirs, original in zip(twin.layers, reference.layers, kv.layers):
+        assert mine is not original and mine.keys.data_ptr() != original.keys.data_ptr()
+        assert torch.equal(mine.keys, theirs.keys) and torch.equal(mine.values, theirs.values)
+        assert vars(mine).keys() == vars(theirs).keys()
+    twin.batch_repeat_interleave(3)
+    head = kv.layers[0].keys
+    twin.update(torch.zeros_like(twin.layers[0].keys[:, :, :1]), torch.zeros_like(twin.layers[0].values[:, :, :1]), 0)
+    assert twin.layers[0].keys.shape[0] == 3 and twin.get_seq_length() == kv.get_seq_length() + 1
+    assert kv.layers[0].keys is head
+    for (keys, values), layer in zip(before, kv.layers):
+        assert torch.equal(layer.keys, keys) and torch.equal(layer.values, values)
+    np.testing.assert_allclose(
+        tiny_tf.greedy("The quick brown fox"), reference_greedy(tiny_tf, "The quick brown fox"), atol=1e-5
+    )
 
 
 def test_prefix_cache_accounting(tiny_tf):

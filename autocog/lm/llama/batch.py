@@ -197,6 +197,7 @@ class Layout:
         seq_rows: list[int] = []
         starts, outputs, decodes = [0], [0], [0]
         cuts: list[int] = []
+        kept: list[int] = []
         capacity, prompt_row = cache.batch.capacity, cache.sequence_ids_address
         for part in parts:
             n, keep, rows = len(part.prompt_tokens), part.keep, part.rows
@@ -212,9 +213,17 @@ class Layout:
             logits += wanted
             seq_rows += [prompt_row] * (n - keep)
             seq_rows += rows.row_addresses
-            cuts += range(starts[-1], len(tokens), capacity)
-            starts.append(len(tokens))
+            start = starts[-1]
             outputs.append(outputs[-1] + (keep < n) + sum(wanted))
+            size = len(tokens) - start
+            if 0 < size <= capacity:  # one decode (the usual case): it keeps all of the part's rows
+                cuts.append(start)
+                kept.append(outputs[-1] - outputs[-2])
+            elif size:
+                part_cuts = range(start, len(tokens), capacity)
+                cuts += part_cuts
+                kept += [sum(logits[a : a + capacity]) for a in part_cuts]
+            starts.append(len(tokens))
             decodes.append(len(cuts))
         bounds = cuts + [len(tokens)]
         layout = cls(
@@ -227,7 +236,7 @@ class Layout:
             starts=starts,
             outputs=outputs,
             decodes=decodes,
-            kept=[sum(logits[a:b]) for a, b in zip(bounds, bounds[1:])],
+            kept=kept,
             batches=None,
         )
         layout.batches = layout.native(cache.llama_cpp.llama_batch, bounds)

@@ -9,6 +9,7 @@ Every name here is also importable from `autocog.lm.tf.model`.
 
 from __future__ import annotations
 
+import copy
 from contextlib import nullcontext
 from typing import Any
 
@@ -31,6 +32,38 @@ def output_cache(out):
     """The KV cache of a forward pass's output, under either name."""
     kv = getattr(out, "cache", None)
     return kv if kv is not None else out.past_key_values
+
+
+def copy_cache(kv: Any) -> Any:
+    """A copy of a transformers ``Cache`` that a pass may extend while ``kv`` stays as it is: what
+    ``copy.deepcopy(kv)`` gives (its layers copied, their tensors cloned, any other mutable state deep-copied) at a
+    tenth of its cost: deepcopy's bookkeeping over a cache's small objects costs more than a short prefix's tensors.
+
+    >>> past = copy_cache(cache.kv); past.batch_repeat_interleave(4)   # cache.kv keeps one row  # doctest: +SKIP
+    """
+    import torch
+
+    shared = (bool, int, float, str, type(None), type, torch.device, torch.dtype)  # immutable: not copied
+
+    def value(v: Any) -> Any:
+        if isinstance(v, torch.Tensor):
+            return v.clone()
+        return v if isinstance(v, shared) else copy.deepcopy(v)
+
+    def layer(item: Any) -> Any:  # transformers 5: a layer object; 4.x: a tensor
+        if isinstance(item, (torch.Tensor, type)) or not hasattr(item, "__dict__"):
+            return value(item)
+        twin = copy.copy(item)
+        twin.__dict__.update({name: value(v) for name, v in vars(item).items()})
+        return twin
+
+    if not hasattr(kv, "__dict__"):
+        return copy.deepcopy(kv)
+    twin = copy.copy(kv)
+    twin.__dict__.update(
+        {name: [layer(item) for item in v] if isinstance(v, list) else value(v) for name, v in vars(kv).items()}
+    )
+    return twin
 
 
 class TfPrefixCache(PrefixCache):

@@ -21,7 +21,7 @@ from autocog.core.trie import TokenChoiceTree, read_packed
 from autocog.errors import ModelNotFoundError, missing_backend
 from autocog.lm.choice import ChoiceLM
 from autocog.lm.scoring import TreeJob, shared_prefix
-from autocog.lm.tf.cache import TfPrefixCache, cache_kwarg, output_cache
+from autocog.lm.tf.cache import TfPrefixCache, cache_kwarg, copy_cache, output_cache
 
 DEFAULT_MAX_BATCH_TOKENS = 4096  # rows x padded row length of one packed pass
 LOGITS_BUDGET_BYTES = 512 * 2**20  # at most this much float32 logits per packed pass (batches shrink)
@@ -421,7 +421,6 @@ class TfLM(ChoiceLM):
         Rows are left-padded so that every prompt ends in the same column: the columns whose logits are
         needed (each prompt's last token, the tries' inner nodes) then coincide across rows when the
         prompts share their choices, and ``logits_to_keep`` keeps only those."""
-        import copy
 
         import torch
 
@@ -438,7 +437,7 @@ class TfLM(ChoiceLM):
         if shared:
             cache.extend(jobs[0][0][:shared])
             cache.truncate(shared)
-            past = copy.deepcopy(cache.kv)  # the cache keeps the prefix for the next call; the copy is expanded
+            past = copy_cache(cache.kv)  # the cache keeps the prefix for the next call; the copy is expanded
             past.batch_repeat_interleave(n_rows)
         try:
             with torch.inference_mode():
