@@ -276,7 +276,13 @@ class TfLM(ChoiceLM):
 
     @property
     def n_ctx(self) -> Optional[int]:
-        return getattr(self.model.config, "max_position_embeddings", None)
+        """The config's ``max_position_embeddings``, read once per config object (a transformers 5 config's
+        attribute reads cost ~1 us, and the scoring layer checks every prompt against it)."""
+        config = self.model.config
+        known = self.__dict__.get("_n_ctx_of")
+        if known is None or known[0] is not config:
+            known = self.__dict__["_n_ctx_of"] = (config, getattr(config, "max_position_embeddings", None))
+        return known[1]
 
     def token_vocabulary(self) -> TokenVocabulary:
         """The Hugging Face tokenizer itself, for the grammar engine to read natively (a slow tokenizer falls
