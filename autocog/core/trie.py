@@ -490,8 +490,8 @@ class TokenChoiceTree:
 def read_packed(reads: Sequence[tuple[TokenChoiceTree, Sequence[int]]], values: Any) -> list[np.ndarray]:
     """Each tree's node log-probs from one block of next-token rows: ``values[a, k]`` ([jobs, columns, vocab]
     log-probs, numpy or torch) is row ``reads[a][1][k]`` of tree ``reads[a][0]`` (columns past a tree's rows are
-    ignored). The same as `TokenChoiceTree.read_rows` per tree, with one host transfer in all for a torch tensor
-    on a device (one gather and one argmax there) instead of one per tree.
+    ignored). The same as `TokenChoiceTree.read_rows` per tree, with one argmax and one gather for all the trees
+    (for a torch tensor on a device: there, then one host transfer) instead of one per tree.
 
     >>> a, b = TokenChoiceTree([[0], [1]]), TokenChoiceTree([[2, 0], [1]])
     >>> lp = np.log(np.full((2, 2, 3), 1 / 3))
@@ -500,28 +500,30 @@ def read_packed(reads: Sequence[tuple[TokenChoiceTree, Sequence[int]]], values: 
     """
     if not isinstance(values, np.ndarray) and str(values.device) == "cpu" and str(values.dtype) in NUMPY_DTYPES:
         values = values.numpy()
-    if isinstance(values, np.ndarray):
-        return [tree.read_rows(rows, values[a, : len(rows)]) for a, (tree, rows) in enumerate(reads)]
-    jobs, columns, tokens, spans = [], [], [], []
-    for a, (tree, rows) in enumerate(reads):
-        found = tree.row_reads(rows)
-        spans.append(len(found.positions))
-        jobs.append(np.full(len(found.positions), a, dtype=np.int64))
-        columns.append(found.positions)
-        tokens.append(found.tokens)
-    argmax = values.argmax(-1)  # [jobs, columns]
-    index = [argmax.new_tensor(np.concatenate(x).tolist()) for x in (jobs, columns, tokens)]  # int64, as argmax
-    gathered = values[index[0], index[1], index[2]].double()
-    both = gathered.new_empty((len(gathered) + argmax.numel(),))
-    both[: len(gathered)] = gathered
-    both[len(gathered) :] = argmax.reshape(-1)
-    host = both.cpu().numpy()
-    picked, best = host[: len(gathered)], host[len(gathered) :].astype(np.int64).reshape(argmax.shape)
+    found = [tree.row_reads(rows) for tree, rows in reads]
+    spans = [len(f.positions) for f in found]
+    jobs = np.repeat(np.arange(len(found)), spans)
+    columns, tokens = (np.concatenate([getattr(f, name) for f in found]) for name in ("positions", "tokens"))
+    if isinstance(values, np.ndarray):  # one argmax and one gather for all the jobs
+        best = values.argmax(-1)
+        picked = values[jobs, columns, tokens].astype(np.float64)
+    else:  # on a device: gathered there, one transfer for both (argmax ids are exact in float64)
+        argmax = values.argmax(-1)  # [jobs, columns]
+        index = [argmax.new_tensor(x.tolist()) for x in (jobs, columns, tokens)]  # int64, as argmax
+        gathered = values[index[0], index[1], index[2]].double()
+        both = gathered.new_empty((len(gathered) + argmax.numel(),))
+        both[: len(gathered)] = gathered
+        both[len(gathered) :] = argmax.reshape(-1)
+        host = both.cpu().numpy()
+        picked, best = host[: len(gathered)], host[len(gathered) :].astype(np.int64).reshape(argmax.shape)
     out, start = [], 0
-    for a, ((tree, rows), n) in enumerate(zip(reads, spans)):
-        logprobs = tree.empty_logprobs()
-        logprobs[tree.row_reads(rows).nodes] = picked[start : start + n]
-        tree.record_argmax(rows, best[a, : len(rows)].tolist())
+    for a, ((tree, rows), reads_a, n) in enumerate(zip(reads, found, spans)):
+        if reads_a.complete:  # every node read once, in node order
+            logprobs = picked[start : start + n]
+        else:
+            logprobs = tree.empty_logprobs()
+            logprobs[reads_a.nodes] = picked[start : start + n]
+        tree.record_argmax(list(rows), best[a, : len(rows)].tolist())
         out.append(logprobs)
         start += n
     return out

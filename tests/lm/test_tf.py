@@ -303,3 +303,48 @@ def test_a_tree_read_out_copies_to_the_host_once(monkeypatch, dtype):
     assert calls == (["numpy"] if dtype == "float32" else ["cpu", "numpy"])  # numpy() of the host copy is free
     np.testing.assert_array_equal(got, expected)
     assert by_torch.is_greedy() == by_numpy.is_greedy() and by_torch.is_greedy()[0]
+
+
+def reference_layout(jobs, shared, suffixes, inners):
+    """`packed_layout` row by row, as written before it was vectorized: the inputs must not change."""
+    last = max(len(x) for x in suffixes) - 1
+    width = last + 1 + max(len(inner) for inner in inners)
+    ids = np.zeros((len(jobs), width), dtype=np.int64)
+    positions = np.zeros((len(jobs), width), dtype=np.int64)
+    allowed = np.zeros((len(jobs), width, shared + width), dtype=bool)
+    nodes = last + 1
+    for a, ((_, tree), suffix, inner) in enumerate(zip(jobs, suffixes, inners)):
+        begin, stop = nodes - len(suffix), nodes + len(inner)
+        ids[a, begin:nodes], ids[a, nodes:stop] = suffix, tree.inner_tokens()
+        positions[a, begin:nodes] = np.arange(shared, shared + len(suffix))
+        positions[a, nodes:stop] = shared + len(suffix) - 1 + tree.inner_depths()
+        for q in range(width):
+            if not begin <= q < stop:
+                allowed[a, q, shared + q] = True  # padding sees itself
+                continue
+            allowed[a, q, :shared] = True
+            for k in range(begin, nodes):
+                allowed[a, q, shared + k] = k <= q or q >= nodes
+        allowed[a, nodes:stop, shared + nodes : shared + stop] = tree.inner_ancestors()
+    return ids, positions, allowed, last
+
+
+@pytest.mark.parametrize("shared", [0, 3])
+def test_packed_layout_matches_row_by_row(tiny_tf, shared):
+    """Suffixes of different lengths, tries shared by some prompts and not by others (one per shape)."""
+    from autocog.lm.tf.model import packed_layout
+
+    rng = random.Random(shared)
+    header = tiny_tf.tokenize(random_text(rng, 6), bos=True)[:shared]
+    lists = [random_choices(rng, 3), random_choices(rng, 5), [" a", " ab", " abc"]]
+    jobs = []
+    for k in range(9):
+        prompt = header + tiny_tf.tokenize(random_text(rng, 1 + k % 4))
+        _, tree, _ = tiny_tf.build_tree("x", lists[k % 3])
+        jobs.append((prompt, tree))
+    suffixes = [p[shared:] for p, _ in jobs]
+    inners = [tree.internal_nodes() for _, tree in jobs]
+    got, want = packed_layout(jobs, shared, suffixes, inners), reference_layout(jobs, shared, suffixes, inners)
+    for mine, theirs in zip(got[:3], want[:3]):
+        np.testing.assert_array_equal(mine, theirs)
+    assert got[3] == want[3]

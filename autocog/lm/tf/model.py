@@ -10,6 +10,7 @@ The cache itself is `autocog.lm.tf.cache`.
 
 from __future__ import annotations
 
+from itertools import chain
 from pathlib import Path
 from typing import Any, Optional, Sequence, Union
 
@@ -550,17 +551,24 @@ def packed_layout(
     ids = np.zeros((n_rows, width), dtype=np.int64)
     positions = np.zeros((n_rows, width), dtype=np.int64)
     seen = np.zeros((n_rows, width, width), dtype=bool)  # the keys after the shared prefix
-    begins, stops = np.empty(n_rows, dtype=np.int64), np.empty(n_rows, dtype=np.int64)
     nodes = last + 1  # the first trie column of every row
-    for a, ((_, tree), suffix, inner) in enumerate(zip(jobs, suffixes, inners)):
-        n_suffix, n_inner = len(suffix), len(inner)
-        begin, stop = nodes - n_suffix, nodes + n_inner  # the row's first suffix column, its end
-        begins[a], stops[a] = begin, stop
-        ids[a, begin:nodes] = suffix
-        ids[a, nodes:stop] = tree.inner_tokens()
-        positions[a, begin:nodes] = np.arange(shared, shared + n_suffix)
-        positions[a, nodes:stop] = shared + n_suffix - 1 + tree.inner_depths()
-        seen[a, nodes:stop, nodes:stop] = tree.inner_ancestors()  # a trie node sees its ancestors
+    lengths = np.array([len(x) for x in suffixes], dtype=np.int64)
+    begins = nodes - lengths  # each row's first suffix column
+    stops = nodes + np.array([len(inner) for inner in inners], dtype=np.int64)  # each row's end
+    # the suffixes, all at once: row a's k-th token goes to column begins[a] + k, at position shared + k
+    rows = np.repeat(np.arange(n_rows), lengths)
+    within = np.arange(len(rows)) - np.repeat(np.cumsum(lengths) - lengths, lengths)
+    ids[rows, begins[rows] + within] = np.fromiter(chain.from_iterable(suffixes), dtype=np.int64, count=len(rows))
+    positions[rows, begins[rows] + within] = shared + within
+    # the tries, one assignment per distinct shape (a dataset's prompts share their choices' trie)
+    by_shape: dict[int, tuple[TokenChoiceTree, list[int]]] = {}
+    for a, (_, tree) in enumerate(jobs):
+        by_shape.setdefault(id(tree.shape), (tree, []))[1].append(a)
+    for tree, members in by_shape.values():
+        picked, stop = np.array(members), nodes + len(tree.inner_depths())
+        ids[picked, nodes:stop] = tree.inner_tokens()
+        positions[picked, nodes:stop] = shared + lengths[picked, None] - 1 + tree.inner_depths()
+        seen[picked, nodes:stop, nodes:stop] = tree.inner_ancestors()  # a trie node sees its ancestors
     columns = np.arange(width)
     query, key = columns[None, :, None], columns[None, None, :]
     real = (query >= begins[:, None, None]) & (query < stops[:, None, None])  # [rows, width, 1]: not padding
