@@ -8,7 +8,8 @@
                tokens (prompt + the trie's inner nodes, no tree mask, as many logits rows; `plain_forward`),
                timed the same way, interleaved with the calls.
   fixed/prompt the batch API (`autocog.batch.predict_proba`, ``--prompts`` prompts x ``--batch-choices`` shared
-               choices, ``batch_size`` 16) minus the time inside the model, per prompt, in ms. Goal <= 0.1 ms.
+               choices) minus the time inside the model, per prompt, in ms, at each of ``--batch-sizes`` (default:
+               16, the API's default before round 5, and the API's default, `DEFAULT_BATCH_SIZE`). Goal <= 0.1 ms.
 
 Times are medians of ``--repeats`` runs (the choose rows) or the best of them (the batch rows); the model's time is
 measured inside the very calls that are timed, so each ratio comes from one run. ``--cpu-time``: this thread's
@@ -39,6 +40,8 @@ sys.path.insert(0, str(ROOT))
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 from choose import make_choices, make_prompt  # noqa: E402  (bench/choose.py: the same prompts and choices)
+
+from autocog.lm.scoring import DEFAULT_BATCH_SIZE  # noqa: E402
 
 
 class ModelClock:
@@ -167,13 +170,13 @@ def batch_inputs(lm: Any, n_prompts: int, n_choices: int) -> tuple[list[str], li
 
 
 def bench_batch(
-    lm: Any, clock: ModelClock, prompts: list[str], choices: list[str], repeats: int
+    lm: Any, clock: ModelClock, prompts: list[str], choices: list[str], repeats: int, batch_size: int
 ) -> tuple[float, float]:
     from autocog.batch import predict_proba
 
     def once() -> None:
         lm.cache.reset()
-        predict_proba(lm, prompts, choices, batch_size=16)
+        predict_proba(lm, prompts, choices, batch_size=batch_size)
 
     once()
     best = min((clock.measure(once) for _ in range(repeats)), key=lambda t: t[0])
@@ -186,6 +189,12 @@ def main(argv=None) -> None:
     parser.add_argument("--choices", type=int, default=32, help="choices of the choose rows (default 32)")
     parser.add_argument("--prompts", type=int, default=256, help="prompts of the batch rows (default 256)")
     parser.add_argument("--batch-choices", type=int, default=4, help="choices per prompt of the batch rows")
+    parser.add_argument(
+        "--batch-sizes",
+        type=lambda text: [int(x) for x in text.split(",")],
+        default=sorted({16, DEFAULT_BATCH_SIZE}),
+        help=f"batch_size of the batch rows, comma-separated (default 16,{DEFAULT_BATCH_SIZE}: the API's default)",
+    )
     parser.add_argument("--repeats", type=int, default=15)
     parser.add_argument("--threads", type=int, default=1, help="torch / llama.cpp threads (default 1)")
     parser.add_argument(
@@ -215,14 +224,15 @@ def main(argv=None) -> None:
                 flush=True,
             )
         prompts, choices = batch_inputs(lm, args.prompts, args.batch_choices)
-        wall, model = bench_batch(lm, clock, prompts, choices, max(1, args.repeats // 5))
-        fixed = (wall - model) / len(prompts) * 1000
-        label = f"batch {len(prompts)} x {len(choices)}"
-        print(
-            f"{backend:<7} {label:<28} {wall * 1000:>8.1f}ms {model * 1000:>8.1f}ms {wall / model:>6.2f} "
-            f"{fixed:>10.3f}ms",
-            flush=True,
-        )
+        for batch_size in args.batch_sizes:
+            wall, model = bench_batch(lm, clock, prompts, choices, max(1, args.repeats // 5), batch_size)
+            fixed = (wall - model) / len(prompts) * 1000
+            label = f"batch {len(prompts)} x {len(choices)}, {batch_size}"
+            print(
+                f"{backend:<7} {label:<28} {wall * 1000:>8.1f}ms {model * 1000:>8.1f}ms {wall / model:>6.2f} "
+                f"{fixed:>10.3f}ms",
+                flush=True,
+            )
         if args.profile:
             rng = random.Random(32_000 + args.choices)
             prompt, choice_list = make_prompt(lm, 32, rng), make_choices(lm, args.choices, rng)
@@ -235,7 +245,7 @@ def main(argv=None) -> None:
             profiled(f"{backend} choose x{args.repeats}", chooses, args.top)
             from autocog.batch import predict_proba
 
-            profiled(f"{backend} batch", lambda: predict_proba(lm, prompts, choices, batch_size=16), args.top)
+            profiled(f"{backend} batch", lambda: predict_proba(lm, prompts, choices), args.top)
 
 
 if __name__ == "__main__":

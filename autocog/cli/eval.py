@@ -29,6 +29,7 @@ from autocog.cli.base import (
     unescape,
     write_json,
 )
+from autocog.lm.scoring import DEFAULT_BATCH_SIZE
 
 
 def add_eval(command: Callable[..., Parser]) -> None:
@@ -65,7 +66,12 @@ def add_eval(command: Callable[..., Parser]) -> None:
     p.add_argument(
         "--template", default=None, help="prompt for 'question' records (default 'Question: {question}\\nAnswer:')"
     )
-    p.add_argument("--batch-size", type=positive_int, default=16, help="questions per forward pass (default 16)")
+    p.add_argument(
+        "--batch-size",
+        type=positive_int,
+        default=DEFAULT_BATCH_SIZE,
+        help=f"questions per forward pass (default {DEFAULT_BATCH_SIZE})",
+    )
     p.add_argument(
         "--chat",
         action="store_true",
@@ -146,7 +152,12 @@ def add_lm_eval(command: Callable[..., Parser]) -> None:
     )
     p.add_argument("--num-fewshot", type=non_negative_int, default=None, help="examples in the context")
     p.add_argument("--limit", type=positive_int, default=None, help="only the first N documents of each task")
-    p.add_argument("--batch-size", type=positive_int, default=16, help="prompts per scoring call (default 16)")
+    p.add_argument(
+        "--batch-size",
+        type=positive_int,
+        default=DEFAULT_BATCH_SIZE,
+        help=f"prompts per scoring call (default {DEFAULT_BATCH_SIZE})",
+    )
     p.add_argument("--output", metavar="PATH", help="write the results (and the per-document samples) as JSON")
     p.set_defaults(func=cmd_lm_eval)
 

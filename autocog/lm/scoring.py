@@ -53,7 +53,11 @@ if TYPE_CHECKING:  # pragma: no cover
     from autocog.lm.base import LM
 
 
-DEFAULT_BATCH_SIZE = 16
+# requests per backend batch. Memory is bounded by the backends' own budgets (tokens per pass, logits bytes), not by
+# this; what it sets is how often the phases of a batch (checks and tokenizing, the model, the read-out) take turns.
+# Each phase starts cold after the others (~0.6 ms a batch on the tiny model, docs/performance.md "Round 5"):
+# 32 halves that share of 16's per prompt, and packs twice as many prompts per pass.
+DEFAULT_BATCH_SIZE = 32
 PROGRESS_THRESHOLD = 50  # requests: a bar is shown by default on runs at least this long (on a terminal)
 
 # (prompt tokens, trie): what `ChoiceLM.evaluate_trees` scores.

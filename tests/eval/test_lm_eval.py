@@ -28,7 +28,7 @@ from autocog.core.types import ScoreRequest
 from autocog.eval.evaluate import evaluate
 from autocog.eval.lm_eval import AutocogLM, parse_model_args
 from autocog.lm import load
-from autocog.lm.scoring import score
+from autocog.lm.scoring import DEFAULT_BATCH_SIZE, score
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -112,7 +112,7 @@ def test_lm_eval_settings_reach_the_adapter(tiny_path):
     lm = AutocogLM.create_from_arg_string(
         f"pretrained={tiny_path},max_length=64", {"batch_size": "auto", "device": "cpu", "max_batch_size": None}
     )
-    assert lm.batch_size == 16 and lm.max_length == 64 and lm.lm.n_ctx == 1024
+    assert lm.batch_size == DEFAULT_BATCH_SIZE == 32 and lm.max_length == 64 and lm.lm.n_ctx == 1024
 
 
 # --- exact numbers on the numpy toy model (generic backend paths) ----------------------------------------
