@@ -93,6 +93,26 @@ def test_tiny_gguf_has_the_transformers_tokenizer(tiny_llama, tiny_tf):
     assert tiny_llama.n_ctx == 1024
 
 
+def test_the_reused_token_buffer_grows_and_is_per_thread(tiny_llama, tiny_tf):
+    """`encode_raw` reuses one output array per thread: a text longer than it, shorter ones after it and threads
+    tokenizing at once all get their own tokens (the transformers tokenizer as the reference)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    rng = random.Random(5)
+    texts = [random_text(rng, n) for n in (3, 400, 2, 60, 1, 900, 5)]
+    for text in texts:
+        assert tiny_llama.tokenize(text) == tiny_tf.tokenize(text)
+    expected = {text: tiny_tf.tokenize(text) for text in texts}
+
+    def each(k: int) -> bool:
+        return all(
+            tiny_llama.tokenize(texts[(k + i) % len(texts)]) == expected[texts[(k + i) % len(texts)]] for i in range(60)
+        )
+
+    with ThreadPoolExecutor(4) as pool:
+        assert all(pool.map(each, range(8)))
+
+
 def test_detokenize_joins_bytes_of_split_characters(tiny_llama):
     text = " café 日本語 ü"
     tokens = tiny_llama.tokenize(text)

@@ -20,6 +20,7 @@ Fast paths:
 from __future__ import annotations
 
 import ctypes
+import threading
 from itertools import groupby
 from pathlib import Path
 from typing import Any, Iterable, Optional, Sequence, Union
@@ -57,6 +58,9 @@ def _require_llama_cpp():
     except ImportError as error:
         raise missing_backend("llama-cpp-python", "llama") from error
     return llama_cpp
+
+
+TOKEN_BUFFER_KEPT = 1 << 16  # tokens: a bigger output array for `LLaMa.encode_raw` is not kept
 
 
 class LLaMa(ChoiceLM):
@@ -105,6 +109,7 @@ class LLaMa(ChoiceLM):
         )
         self._eos = {t for t in range(self._n_vocab) if llama_cpp.llama_vocab_is_eog(self._vocab, t)}
         self._pieces: dict[int, bytes] = {}
+        self._token_buffers = threading.local()  # `encode_raw`'s output array, one per thread, reused
         self.cache = LlamaPrefixCache(llama_cpp, self._new_context(n_seq_max), self._n_vocab)
         prefix = [self._bos] if add_bos and self._bos is not None else []
         self.encoder = FragmentEncoder(self.encode_raw, self.detokenize, prefix=prefix)
@@ -171,16 +176,22 @@ class LLaMa(ChoiceLM):
 
     # --- tokens --------------------------------------------------------------------------------
     def encode_raw(self, text: str) -> list[int]:
-        """llama.cpp's ids of ``text``, no BOS added (`tokenize` builds on it)."""
+        """llama.cpp's ids of ``text``, no BOS added (`tokenize` builds on it). The output array is this thread's,
+        reused while it is big enough (up to `TOKEN_BUFFER_KEPT` tokens): a fresh one per call costs ~3 us."""
         data = text.encode("utf-8")
         if not data:
             return []
         llama_cpp = self._llama_cpp
+        buffers = self._token_buffers
+        buf = getattr(buffers, "array", None)
         size = len(data) + 8
         for _ in range(2):
-            buf = (llama_cpp.llama_token * size)()
+            if buf is None or len(buf) < size:
+                buf = (llama_cpp.llama_token * max(size, 256))()
+                if size <= TOKEN_BUFFER_KEPT:
+                    buffers.array = buf
             # add_special=False (BOS is ours to add), parse_special=True (like HF tokenizers and Llama.__call__)
-            n = llama_cpp.llama_tokenize(self._vocab, data, len(data), buf, size, False, True)
+            n = llama_cpp.llama_tokenize(self._vocab, data, len(data), buf, len(buf), False, True)
             if n >= 0:
                 return buf[:n]  # a new list of ints
             size = -n
