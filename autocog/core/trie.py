@@ -314,11 +314,13 @@ class TokenChoiceTree:
         values: Any,
         offsets: Union[Sequence[float], np.ndarray, None] = None,
         out: Optional[np.ndarray] = None,
+        argmax: Optional[list[int]] = None,
     ) -> np.ndarray:
         """Scatter next-token rows into node log-probs: ``values[k]`` is row ``rows[k]`` (log-probs, or logits
         minus ``offsets[k]``, their log-sum-exp), a [len(rows), vocab] numpy array or torch tensor (gathered
         where it lies). Each child of a row gets ``values[k, token] - offsets[k]`` in ``out`` (float64; a new
-        `empty_logprobs` when None), and each row's argmax is recorded (`record_argmax`). Returns ``out``.
+        `empty_logprobs` when None), and each row's argmax is recorded (`record_argmax`; ``argmax``: the rows'
+        argmax as ints when the caller computed it, for numpy rows). Returns ``out``.
 
         >>> tree = TokenChoiceTree([[0, 1], [2]])
         >>> tree.read_rows([-1, 0], np.log([[0.5, 0.25, 0.25], [0.1, 0.8, 0.1]])).round(3).tolist(), tree.is_greedy()
@@ -332,7 +334,10 @@ class TokenChoiceTree:
         ):
             values = values.numpy()  # a torch tensor on the CPU: numpy reads it in place, faster on small rows
         if isinstance(values, np.ndarray):
-            argmax = values.argmax(-1).tolist()
+            if argmax is None:
+                argmax = values.argmax(-1).tolist()
+            elif len(argmax) != len(values):
+                raise ValueError(f"{len(argmax)} argmax ids for {len(values)} rows")
             picked = values[positions, tokens]
         else:  # a torch tensor on a device: gathered there, one transfer for both (argmax ids are exact in float64)
             n, maxima = len(nodes), values.argmax(-1)

@@ -219,6 +219,24 @@ def test_read_out_with_offsets_equals_log_softmax():
     np.testing.assert_array_equal(short.read_rows([-1, -1], logits[:2, :3], norms[:2])[1:], [np.nan])
 
 
+def test_read_out_given_the_rows_argmax():
+    """`read_rows(..., argmax=)` (LLaMa's rows, whose argmax also gave their maxima) records that argmax and reads
+    the same log-probs as without it; an argmax of another length is a ValueError."""
+    rng = np.random.default_rng(2)
+    paths = [[int(a) for a in rng.integers(0, 30, size=rng.integers(1, 4))] for _ in range(8)]
+    tree, twin = TokenChoiceTree(paths), TokenChoiceTree(paths)
+    rows = tree.rows()
+    logits = rng.normal(scale=3.0, size=(len(rows), 30)).astype(np.float32)
+    norms = np.log(np.exp(logits.astype(np.float64)).sum(-1))
+    given = logits.argmax(-1).tolist()
+    np.testing.assert_array_equal(
+        tree.read_rows(rows, logits, norms, argmax=given), twin.read_rows(rows, logits, norms)
+    )
+    assert tree.row_argmax == twin.row_argmax == dict(zip(rows, given))
+    with pytest.raises(ValueError, match="argmax ids"):
+        tree.read_rows(rows, logits, norms, argmax=given[:-1])
+
+
 def test_choice_logprobs_read_along_each_path():
     """`choice_logprobs` through the memoized path index: the values along each path, from the tree's own
     log-probs (before and after its nodes are made) or from the ones given."""

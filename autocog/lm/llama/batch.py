@@ -44,6 +44,7 @@ if TYPE_CHECKING:  # pragma: no cover
 # and names the row it gives to the reader (`decode_entries`).
 Entry = tuple[int, int, Sequence[int], Optional[Hashable]]
 Reader = Callable[[list, np.ndarray, np.ndarray], object]
+TrieReader = Callable[[list, np.ndarray, np.ndarray, list], object]  # a `Reader` also given the rows' argmax
 
 
 def decode_entries(cache: LlamaPrefixCache, entries: Iterable[Entry], read: Reader) -> None:
@@ -287,13 +288,18 @@ class Layout:
                 first += n_out
 
 
-def decode_prompt_and_trie(cache: LlamaPrefixCache, part: Part, read: Reader) -> None:
-    """Decode one `Part` (`Layout.decode`), each decode's rows read as they come: ``read`` as in `decode_entries`,
-    the tags -1 (after the prompt) or the node index."""
+def decode_prompt_and_trie(cache: LlamaPrefixCache, part: Part, read: TrieReader) -> None:
+    """Decode one `Part` (`Layout.decode`), each decode's rows read as they come: ``read(tags, logits, norms,
+    argmax)`` as in `decode_entries` (the tags -1, after the prompt, or the node index), with each row's argmax (a
+    list of ints: one pass over the rows gives it and the maxima the log-sum-exp starts from)."""
     tags = part.tags()
-    Layout.of([part], cache).decode(
-        cache, 0, take=lambda first, logits: read(tags[first : first + len(logits)], logits, row_logsumexp(logits))
-    )
+
+    def take(first: int, logits: np.ndarray) -> None:
+        best = logits.argmax(-1)
+        norms = row_logsumexp(logits, top=logits[np.arange(len(logits)), best][:, None])
+        read(tags[first : first + len(logits)], logits, norms, best.tolist())
+
+    Layout.of([part], cache).decode(cache, 0, take=take)
 
 
 @dataclass

@@ -429,6 +429,6 @@ class LLaMa(ChoiceLM):
         decode_prompt_and_trie(
             cache,
             Part(prompt_tokens, keep, rows, wanted),
-            lambda tags, logits, norms: tree.read_rows(tags, logits, norms, out=out),
+            lambda tags, logits, norms, argmax: tree.read_rows(tags, logits, norms, out=out, argmax=argmax),
         )
         cache.settle(prompt_tokens)
