@@ -308,6 +308,16 @@ class TokenChoiceTree:
         """A float64 array of NaN, one per node: what `read_rows` fills."""
         return np.full(len(self.skeleton), np.nan, dtype=np.float64)
 
+    def scatter(self, found: RowReads, picked: np.ndarray) -> np.ndarray:
+        """Node log-probs from the float64 values a read picked (``found``: its `row_reads`, ``picked[k]`` the
+        log-prob of node ``found.nodes[k]``): ``picked`` itself when the read covers every node once in node order,
+        else a new `empty_logprobs` with those nodes filled in."""
+        if found.complete:
+            return picked
+        out = self.empty_logprobs()
+        out[found.nodes] = picked
+        return out
+
     def read_rows(
         self,
         rows: Sequence[int],
@@ -326,7 +336,8 @@ class TokenChoiceTree:
         >>> tree.read_rows([-1, 0], np.log([[0.5, 0.25, 0.25], [0.1, 0.8, 0.1]])).round(3).tolist(), tree.is_greedy()
         ([-0.693, -0.223, -1.386], [True, False])
         """
-        positions, nodes, tokens, complete = self.row_reads(rows)
+        found = self.row_reads(rows)
+        positions, nodes, tokens, _ = found
         if (
             not isinstance(values, np.ndarray)
             and getattr(values, "is_cpu", False)
@@ -351,9 +362,8 @@ class TokenChoiceTree:
         self.row_argmax.update(zip(rows, argmax))  # `record_argmax`, of ints already
         if offsets is not None:
             picked = picked - np.asarray(offsets, dtype=np.float64)[positions]
-        if out is None and complete:  # every node read once, in node order
-            return picked.astype(np.float64)
-        out = self.empty_logprobs() if out is None else out
+        if out is None:
+            return self.scatter(found, np.asarray(picked, dtype=np.float64))
         out[nodes] = picked
         return out
 
@@ -523,13 +533,8 @@ def read_packed(reads: Sequence[tuple[TokenChoiceTree, Sequence[int]]], values: 
         picked, best = host[: len(gathered)], host[len(gathered) :].astype(np.int64).reshape(argmax.shape)
     out, start = [], 0
     for a, ((tree, rows), reads_a, n) in enumerate(zip(reads, found, spans)):
-        if reads_a.complete:  # every node read once, in node order
-            logprobs = picked[start : start + n]
-        else:
-            logprobs = tree.empty_logprobs()
-            logprobs[reads_a.nodes] = picked[start : start + n]
-        tree.record_argmax(list(rows), best[a, : len(rows)].tolist())
-        out.append(logprobs)
+        out.append(tree.scatter(reads_a, picked[start : start + n]))
+        tree.record_argmax(rows, best[a, : len(rows)].tolist())
         start += n
     return out
 

@@ -197,15 +197,21 @@ def test_tree_masks_equal_a_freshly_built_one(dtype):
     assert masks.edges[masks.kind(dtype)[0]].size == 2 * 1024  # grown to the longest pass, by powers of two
 
 
+def random_rows(seed: int, vocab: int, n_paths: int, longest: int, scale: float):
+    """Random choice paths, two tries of them, the tries' rows, float32 logits for those rows and their float64
+    log-sum-exps."""
+    rng = np.random.default_rng(seed)
+    paths = [[int(a) for a in rng.integers(0, vocab, size=rng.integers(1, longest + 1))] for _ in range(n_paths)]
+    tree, twin = TokenChoiceTree(paths), TokenChoiceTree(paths)
+    rows = tree.rows()
+    logits = rng.normal(scale=scale, size=(len(rows), vocab)).astype(np.float32)
+    return paths, tree, twin, rows, logits, np.log(np.exp(logits.astype(np.float64)).sum(-1))
+
+
 def test_read_out_with_offsets_equals_log_softmax():
     """`read_rows` from logits minus their log-sum-exp (``offsets``) equals the read from log-probs within 1e-6,
     with the same argmax; a read that covers every node and one that covers some (the rest NaN) agree."""
-    rng = np.random.default_rng(1)
-    paths = [[int(a) for a in rng.integers(0, 40, size=rng.integers(1, 5))] for _ in range(12)]
-    tree, twin = TokenChoiceTree(paths), TokenChoiceTree(paths)
-    rows = tree.rows()
-    logits = rng.normal(scale=4.0, size=(len(rows), 40)).astype(np.float32)
-    norms = np.log(np.exp(logits.astype(np.float64)).sum(-1))
+    paths, tree, twin, rows, logits, norms = random_rows(1, vocab=40, n_paths=12, longest=4, scale=4.0)
     by_offsets = tree.read_rows(rows, logits, norms)
     by_softmax = twin.read_rows(rows, torch.log_softmax(torch.from_numpy(logits), dim=-1))
     assert not np.isnan(by_offsets).any()
@@ -222,12 +228,7 @@ def test_read_out_with_offsets_equals_log_softmax():
 def test_read_out_given_the_rows_argmax():
     """`read_rows(..., argmax=)` (LLaMa's rows, whose argmax also gave their maxima) records that argmax and reads
     the same log-probs as without it; an argmax of another length is a ValueError."""
-    rng = np.random.default_rng(2)
-    paths = [[int(a) for a in rng.integers(0, 30, size=rng.integers(1, 4))] for _ in range(8)]
-    tree, twin = TokenChoiceTree(paths), TokenChoiceTree(paths)
-    rows = tree.rows()
-    logits = rng.normal(scale=3.0, size=(len(rows), 30)).astype(np.float32)
-    norms = np.log(np.exp(logits.astype(np.float64)).sum(-1))
+    _, tree, twin, rows, logits, norms = random_rows(2, vocab=30, n_paths=8, longest=3, scale=3.0)
     given = logits.argmax(-1).tolist()
     np.testing.assert_array_equal(
         tree.read_rows(rows, logits, norms, argmax=given), twin.read_rows(rows, logits, norms)

@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING, Any, Callable, Hashable, Iterable, Optional, S
 import numpy as np
 
 from autocog.core.trie import MAX_MEMO_READS
-from autocog.lm.llama.cache import row_logsumexp
+from autocog.lm.llama.cache import argmax_logsumexp, row_logsumexp
 from autocog.lm.scoring import TreeJob, shared_prefix
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -295,8 +295,7 @@ def decode_prompt_and_trie(cache: LlamaPrefixCache, part: Part, read: TrieReader
     tags = part.tags()
 
     def take(first: int, logits: np.ndarray) -> None:
-        best = logits.argmax(-1)
-        norms = row_logsumexp(logits, top=logits[np.arange(len(logits)), best][:, None])
+        best, norms = argmax_logsumexp(logits)
         read(tags[first : first + len(logits)], logits, norms, best.tolist())
 
     Layout.of([part], cache).decode(cache, 0, take=take)

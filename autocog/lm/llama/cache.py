@@ -28,6 +28,13 @@ def row_logsumexp(rows: np.ndarray, top: Optional[np.ndarray] = None, in_place: 
     return np.log(sums) + top[..., 0]  # float64: float32 + float64 promotes exactly
 
 
+def argmax_logsumexp(rows: np.ndarray, in_place: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    """Each row's argmax (int64) and its `row_logsumexp` (``in_place`` as there), the argmax's values as the rows'
+    maxima: one pass over the rows for both instead of an argmax and a max."""
+    best = rows.argmax(-1)
+    return best, row_logsumexp(rows, top=rows[np.arange(len(rows)), best][:, None], in_place=in_place)
+
+
 class LogitsBlock:
     """``rows``: float32 logits rows ([n_rows, n_vocab], C-contiguous) that `LlamaPrefixCache.copy_logits` fills
     decode after decode, with its address and row size read once. Kept by the cache and reused (`use`) while it

@@ -23,7 +23,7 @@ import numpy as np
 from autocog.core.tokens import common_prefix_length
 from autocog.core.trie import RowReads
 from autocog.lm.llama.batch import Layout, Part, TrieRows
-from autocog.lm.llama.cache import row_logsumexp
+from autocog.lm.llama.cache import argmax_logsumexp
 from autocog.lm.scoring import TreeJob
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -104,9 +104,6 @@ class PromptByPrompt:
     def read(self, block: np.ndarray, plan: Layout) -> list[np.ndarray]:
         """Every job's node log-probs from the block of logits rows: one argmax (which gives the rows' maxima too),
         one log-sum-exp and one gather for all."""
-        best = block.argmax(-1)
-        top = block[np.arange(len(block)), best][:, None]
-        argmax = best.tolist()
         known: dict[int, RowReads] = {}  # per TrieRows (a dataset's jobs share one)
         for (_, tree), rows in zip(self.jobs, self.rows):
             if id(rows) not in known:
@@ -120,7 +117,9 @@ class PromptByPrompt:
             offsets = np.repeat(plan.outputs[:-1], [len(r.positions) for r in reads])
             where = np.concatenate([r.positions for r in reads]) + offsets
             picked = block[where, np.concatenate([r.tokens for r in reads])].astype(np.float64)
-        picked -= row_logsumexp(block, top=top, in_place=True)[where]  # the block is spent after this
+        best, norms = argmax_logsumexp(block, in_place=True)  # the block is spent after this
+        argmax = best.tolist()
+        picked -= norms[where]
         per_job: Sequence[np.ndarray] = picked
         if picked.ndim == 1:
             bounds = np.cumsum([0] + [len(r.nodes) for r in reads]).tolist()
@@ -128,11 +127,6 @@ class PromptByPrompt:
         out = []
         outputs = plan.outputs
         for j, ((_, tree), rows, found) in enumerate(zip(self.jobs, self.rows, reads)):
-            if found.complete:  # every node read once, in node order: as they are
-                logprobs = per_job[j]
-            else:
-                logprobs = tree.empty_logprobs()
-                logprobs[found.nodes] = per_job[j]
             tree.record_argmax(rows.read, argmax[outputs[j] : outputs[j + 1]])
-            out.append(logprobs)
+            out.append(tree.scatter(found, per_job[j]))
         return out
